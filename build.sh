@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# fastgate's build verbs. A fresh Debian machine needs only python3, gcc and git:
+# everything else (the venv, Python packages, nginx and wrk for the benchmark)
+# is installed here on first use.
+#
+#   ./build.sh build   create .venv, install dependencies, compile fastgate/_core
+#   ./build.sh serve   build, then run the gateway on the packaged default config
+#                      (extra arguments go to `fastgate serve`)
+#   ./build.sh test    build, then run the whole test suite (extra arguments go to pytest)
+#   ./build.sh bench   build, then run the benchmarks in bench/ (router, transforms, wrk vs nginx)
+#   ./build.sh debug   rebuild with line tracing and annotated HTML (fastgate/_core/*.html)
+#   ./build.sh clean   remove build products (keeps .venv; `clean all` removes it too)
+#
+# Environment: FASTGATE_VENV (default .venv), FASTGATE_CFLAGS, FASTGATE_JOBS.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${FASTGATE_VENV:-.venv}
+PY=$VENV/bin/python
+
+log() { printf '[build.sh] %s\n' "$*" >&2; }
+
+apt_install() {  # apt_install COMMAND PACKAGE...: install PACKAGE unless COMMAND exists
+    local cmd=$1; shift
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    [ -x "/usr/sbin/$cmd" ] && return 0
+    log "installing $* (apt-get)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    if [ ! -f /tmp/.fastgate-apt-updated ]; then
+        $sudo apt-get update -qq >/dev/null && touch /tmp/.fastgate-apt-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_venv() {
+    if [ ! -x "$PY" ]; then
+        log "creating $VENV"
+        python3 -m venv "$VENV" || { apt_install false python3-venv; python3 -m venv "$VENV"; }
+    fi
+    local want have=""
+    want=$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)
+    [ -f "$VENV/.fastgate-deps" ] && have=$(cat "$VENV/.fastgate-deps")
+    if [ "$want" != "$have" ]; then
+        log "installing Python dependencies into $VENV"
+        "$PY" -m pip install -q --upgrade pip >/dev/null
+        "$PY" -m pip install -q "setuptools>=68" wheel "Cython>=3.0.8"
+        "$PY" -m pip install -q --no-build-isolation -e '.[test]'
+        echo "$want" > "$VENV/.fastgate-deps"
+    fi
+}
+
+build() {
+    ensure_venv
+    log "compiling fastgate/_core"
+    "$PY" setup.py -q build_ext --inplace >/dev/null
+}
+
+verb=${1:-build}
+[ $# -gt 0 ] && shift
+case "$verb" in
+    build) build ;;
+    serve)
+        build
+        exec "$VENV/bin/fastgate" serve "$@" ;;
+    test)
+        build
+        exec "$PY" -m pytest -q -p no:cacheprovider "$@" tests ;;
+    bench)
+        build
+        apt_install nginx nginx-light
+        apt_install wrk wrk
+        "$PY" -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+        exec "$PY" bench/wrk_compare.py "$@" ;;
+    debug)
+        ensure_venv
+        rm -f fastgate/_core/*.c
+        FASTGATE_DEBUG=1 "$PY" setup.py -q build_ext --inplace --force >/dev/null
+        log "annotated: $(ls fastgate/_core/*.html | tr '\n' ' ')" ;;
+    clean)
+        rm -rf build fastgate/_core/*.c fastgate/_core/*.so fastgate/_core/*.html ./*.egg-info
+        find . -name __pycache__ -type d -prune -exec rm -rf {} +
+        [ "${1:-}" = all ] && rm -rf "$VENV"
+        true ;;
+    *) echo "usage: $0 {build|serve|test|bench|debug|clean}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,110 @@
+# The life of one request: its phases, what a phase tells the dispatcher to
+# do next, the one context object every phase reads and writes, and a route
+# as the control plane compiled it.
+#
+# Phases run in this fixed order (a phase with nothing configured for the
+# route is skipped at no cost):
+#
+#   ROUTE -> ACCESS -> THROTTLE -> VALIDATE -> REQUEST_TRANSFORM -> CACHE
+#         -> INTEGRATION -> RESPONSE_TRANSFORM -> CORS -> LOG
+#
+# A phase ends a request by *returning* ACTION_RESPOND with ctx.status and
+# ctx.error_type set; it never raises for an expected failure.
+
+cpdef enum Phase:
+    PHASE_ROUTE = 0               # host/method/path -> Route; no match answers 404
+    PHASE_ACCESS = 1              # IP policy, API key, JWT, SigV4, authorizers
+    PHASE_THROTTLE = 2            # token buckets: key, route, stage, gateway
+    PHASE_VALIDATE = 3            # required parameters, body models
+    PHASE_REQUEST_TRANSFORM = 4   # header set/append/remove/rename, path rewrite
+    PHASE_CACHE = 5               # response cache lookup
+    PHASE_INTEGRATION = 6         # upstream proxy, function, mock, echo
+    PHASE_RESPONSE_TRANSFORM = 7  # response header transforms
+    PHASE_CORS = 8                # CORS headers and preflight
+    PHASE_LOG = 9                 # access log line and metrics, after the last byte
+
+cpdef enum Action:
+    ACTION_CONTINUE = 0   # run the next phase
+    ACTION_RESPOND = 1    # send the gateway response for ctx.error_type/ctx.status now
+    ACTION_RETRY = 2      # integration failed before anything reached the client: try another target
+    ACTION_WAIT = 3       # the phase started asynchronous work and will resume the dispatcher itself
+
+cpdef enum Integration:
+    INTEGRATION_HTTP = 0  # proxy to an upstream group
+    INTEGRATION_MOCK = 1  # fixed status, headers and templated body
+    INTEGRATION_ECHO = 2  # answer with the request as the integration would have received it, as JSON
+
+
+cdef class Route:
+    # Immutable once built by the control plane (fastgate.snapshot); shared by
+    # every request that matches it, never mutated on the hot path.
+    cdef readonly int index                   # position in the snapshot (metrics series id)
+    cdef readonly str route_key               # "GET /pets/{id}", as API Gateway writes routeKey
+    cdef readonly str host                    # host pattern the route was declared for ("*" = any)
+    cdef readonly int integration             # an Integration
+    cdef readonly object upstream             # fastgate._core.upstream.UpstreamGroup for HTTP, else None
+    cdef readonly object request_headers      # fastgate._core.headers.HeaderTransform or None
+    cdef readonly object response_headers     # fastgate._core.headers.HeaderTransform or None
+    cdef readonly object path_rewrite         # fastgate._core.headers.PathRewrite or None
+    cdef readonly int mock_status
+    cdef readonly list mock_headers           # [(name bytes, value bytes)]
+    cdef readonly object mock_body            # fastgate._core.headers.Template
+    cdef readonly double connect_timeout      # s
+    cdef readonly double first_byte_timeout   # s, from request sent to response head
+    cdef readonly double total_timeout        # s, whole exchange; 0 = none
+    cdef readonly long long max_body_size     # bytes; -1 = unlimited
+    cdef readonly int retries                 # extra attempts after a failed one
+    cdef readonly bint retry_non_idempotent   # also retry POST/PATCH when the request was not sent
+
+
+cdef class RequestContext:
+    # --- the request as received (filled by the protocol at headers-complete) ---
+    cdef public bytes method                 # b"GET"
+    cdef public bytes path                   # raw path, percent-encoding kept, no query
+    cdef public bytes query                  # raw query string without "?", b"" when absent
+    cdef public bytes host                   # Host header value as sent (with port if any)
+    cdef public bytes route_host             # lowercased host without port, for routing
+    cdef public list headers                 # [(name bytes as sent, value bytes)] in arrival order
+    cdef public int http_minor               # 0 for HTTP/1.0, 1 for HTTP/1.1
+    cdef public bytes source_ip              # client address (the TCP peer)
+    cdef public int source_port
+    cdef public bytes forwarded_for          # X-Forwarded-For to send upstream
+    cdef public bint tls                     # arrived over TLS
+    cdef public int local_port               # listener port (X-Forwarded-Port)
+    cdef public bytes request_id             # x-request-id: the valid incoming one, else generated
+    cdef public double start                 # monotonic s when the first byte of the request arrived
+    cdef public long long request_time_ms    # epoch ms of the same moment ($context.requestTimeEpoch)
+    cdef public long long content_length     # declared body length; -1 when chunked or absent
+    cdef public bint chunked                 # Transfer-Encoding: chunked
+    cdef public bint keep_alive              # the client connection may serve another request
+    cdef public bint expect_continue         # Expect: 100-continue
+    cdef public bint upgrade                 # Connection: upgrade with an Upgrade header
+
+    # --- filled by the phases ---
+    cdef public Route route                  # None until PHASE_ROUTE matched
+    cdef public dict path_params             # {name bytes: raw value bytes} or None
+    cdef public bytes upstream_path          # path (with query) sent to the integration
+    cdef public list upstream_headers        # headers sent to the integration, after transforms
+    cdef public object target                # upstream Target chosen for the current attempt
+    cdef public int attempts                 # integration attempts made
+
+    # --- outcome (read by the access log and metrics) ---
+    cdef public int status                   # status sent to the client; 0 until sent
+    cdef public str error_type               # gateway response type when the gateway answered itself
+    cdef public str error_message            # detail for the JSON error body
+    cdef public long long request_length     # body bytes received from the client
+    cdef public long long response_length    # body bytes sent to the client
+    cdef public double integration_start     # monotonic s, 0 when no integration ran
+    cdef public double integration_end       # monotonic s of the integration's last byte
+    cdef public double end                   # monotonic s of the last byte sent to the client
+
+    cpdef bytes header(self, bytes lower_name)
+    cpdef bytes query_param(self, bytes name)
+    cpdef bytes path_param(self, bytes name)
+    cpdef double latency(self)
+    cpdef double integration_latency(self)
+
+
+cdef bint ascii_ieq(bytes a, bytes lower_b)
+cdef double monotonic() noexcept nogil
+cdef long long epoch_ms() noexcept nogil

@@ -1,0 +1,130 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Per-request context and compiled routes; see pipeline.pxd for the map."""
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memchr
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
+
+
+cdef double monotonic() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef long long epoch_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+def monotonic_s():
+    """The clock every `start`/`end` field uses, for Python code and tests."""
+    return monotonic()
+
+
+cdef bint ascii_ieq(bytes a, bytes lower_b):
+    """a equals lower_b ignoring ASCII case; lower_b must already be lowercase."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(a), i
+    if n != PyBytes_GET_SIZE(lower_b):
+        return False
+    cdef const unsigned char* pa = <const unsigned char*>PyBytes_AS_STRING(a)
+    cdef const unsigned char* pb = <const unsigned char*>PyBytes_AS_STRING(lower_b)
+    cdef unsigned char c
+    for i in range(n):
+        c = pa[i]
+        if 65 <= c <= 90:
+            c += 32
+        if c != pb[i]:
+            return False
+    return True
+
+
+cdef class Route:
+    def __init__(self, *, int index=0, str route_key="", str host="*",
+                 int integration=INTEGRATION_HTTP, upstream=None,
+                 request_headers=None, response_headers=None, path_rewrite=None,
+                 int mock_status=200, list mock_headers=None, mock_body=None,
+                 double connect_timeout=5.0, double first_byte_timeout=60.0,
+                 double total_timeout=0.0, long long max_body_size=-1,
+                 int retries=1, bint retry_non_idempotent=False):
+        self.index = index
+        self.route_key = route_key
+        self.host = host
+        self.integration = integration
+        self.upstream = upstream
+        self.request_headers = request_headers
+        self.response_headers = response_headers
+        self.path_rewrite = path_rewrite
+        self.mock_status = mock_status
+        self.mock_headers = mock_headers if mock_headers is not None else []
+        self.mock_body = mock_body
+        self.connect_timeout = connect_timeout
+        self.first_byte_timeout = first_byte_timeout
+        self.total_timeout = total_timeout
+        self.max_body_size = max_body_size
+        self.retries = retries
+        self.retry_non_idempotent = retry_non_idempotent
+
+    def __repr__(self):
+        return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"
+
+
+@cython.freelist(64)
+cdef class RequestContext:
+    def __cinit__(self):
+        self.content_length = -1
+        self.method = b""
+        self.path = b"/"
+        self.query = b""
+        self.host = b""
+        self.route_host = b""
+        self.source_ip = b""
+        self.request_id = b""
+        self.forwarded_for = b""
+
+    cpdef bytes header(self, bytes lower_name):
+        """First value of a request header, by lowercase name; None when absent."""
+        cdef tuple pair
+        if self.headers is None:
+            return None
+        for pair in self.headers:
+            if ascii_ieq(<bytes>pair[0], lower_name):
+                return <bytes>pair[1]
+        return None
+
+    cpdef bytes query_param(self, bytes name):
+        """First raw (still percent-encoded) value of a query parameter; None when absent."""
+        cdef bytes q = self.query
+        cdef Py_ssize_t n = len(q), nl = len(name), i = 0, j, eq
+        while i <= n:
+            j = q.find(b"&", i)
+            if j < 0:
+                j = n
+            eq = i + nl
+            if eq <= j and q[i:eq] == name:
+                if eq == j:
+                    return b""
+                if q[eq] == 61:  # '='
+                    return q[eq + 1:j]
+            i = j + 1
+        return None
+
+    cpdef bytes path_param(self, bytes name):
+        if self.path_params is None:
+            return None
+        return self.path_params.get(name)
+
+    cpdef double latency(self):
+        """Seconds from the first request byte to the last response byte (responseLatency)."""
+        if self.end <= 0:
+            return monotonic() - self.start
+        return self.end - self.start
+
+    cpdef double integration_latency(self):
+        if self.integration_start <= 0:
+            return 0.0
+        if self.integration_end <= 0:
+            return monotonic() - self.integration_start
+        return self.integration_end - self.integration_start
