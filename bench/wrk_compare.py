@@ -1,0 +1,728 @@
+#!/usr/bin/env python3
+"""wrk comparison: fastgate against nginx, both proxying to the same nginx upstream.
+
+Everything measured is started here, on loopback ports picked free at run
+time, and stopped by PID at the end (also on Ctrl-C or SIGTERM):
+
+  CPU 0: wrk (1 thread) and the upstream (nginx, 1 worker, `return 200 "hello"`)
+  CPU 1: the proxy under test, nginx (1 worker) or fastgate (supervisor + 1 worker)
+
+Scenarios (see SCENARIOS below):
+  keepalive  64 keep-alive connections, 5-byte response, no access log
+  logged     the same with an access log to a file and two request header transforms
+  latency    1 connection; reports the p50 the proxy adds over hitting the upstream directly
+
+Runs are interleaved (nginx, fastgate, nginx, fastgate, ...) for --rounds
+rounds after a warm-up of each proxy. A proxy's CPU cost is the utime+stime of
+its whole process tree (/proc/PID/stat of the root and every descendant),
+read just before and just after each wrk run, divided by the requests wrk
+completed in that run.
+
+Usage:  .venv/bin/python bench/wrk_compare.py [--rounds 3] [--duration 10]
+            [--connections 64] [--scenario keepalive,logged,latency] [--json]
+Stdlib only. Needs nginx (Debian: nginx-light), wrk and taskset on PATH.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")          # /proc/PID/stat time unit, ticks per s
+UPSTREAM_BODY = b"hello"                     # 5 bytes, what the upstream answers on /
+HEADER_ONE = ("X-Bench-One", "one")          # the two request header transforms of "logged"
+HEADER_TWO = ("X-Bench-Two", "two")
+START_TIMEOUT = 20.0                         # s for a server to answer its first request
+STOP_TIMEOUT = 5.0                           # s between SIGTERM and SIGKILL
+WRK_GRACE = 30.0                             # s a wrk run may overrun --duration before it is killed
+
+SCENARIOS = {
+    # name: (connections or None for --connections, access log and transforms, what it reports)
+    "keepalive": dict(connections=None, logged=False,
+                      about="keep-alive connections, 5-byte response, no access log"),
+    "logged": dict(connections=None, logged=True,
+                   about="as keepalive plus an access log file and two request header transforms"),
+    "latency": dict(connections=1, logged=False,
+                    about="1 connection: p50 added over hitting the upstream directly"),
+}
+
+# ---------------------------------------------------------------------------
+# nginx configs. Both nginx servers run 1 worker with logging to the temp dir
+# only. keepalive_requests is raised everywhere so that no side of the
+# comparison pays for reconnecting every 1,000 requests (nginx's default);
+# fastgate has no such per-connection limit.
+# ---------------------------------------------------------------------------
+NGINX_COMMON = """\
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+"""
+NGINX_TEMP_PATHS = """\
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+"""
+
+UPSTREAM_CONF = NGINX_COMMON + """\
+http {{
+{temp_paths}
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            return 200 "hello";
+        }}
+        # Lets the benchmark check that a proxy really applied the two header transforms.
+        location = /echo-bench-headers {{
+            return 200 "$http_x_bench_one|$http_x_bench_two";
+        }}
+    }}
+}}
+"""
+
+PROXY_CONF = NGINX_COMMON + """\
+http {{
+{temp_paths}
+    {access_log}
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    upstream backend {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+{extra_headers}        }}
+    }}
+}}
+"""
+
+# wrk prints its usual report (kept for the log) and then, from this script, one
+# JSON line with exact percentiles (µs) and error counts.
+WRK_LUA = """\
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"bytes\\":%d," ..
+    "\\"err_connect\\":%d,\\"err_read\\":%d,\\"err_write\\":%d,\\"err_timeout\\":%d," ..
+    "\\"non_2xx_3xx\\":%d,\\"p50_us\\":%d,\\"p90_us\\":%d,\\"p99_us\\":%d," ..
+    "\\"p999_us\\":%d,\\"max_us\\":%d,\\"mean_us\\":%.1f}\\n",
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max, latency.mean))
+end
+"""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr if ARGS_JSON else sys.stdout, flush=True)
+
+
+ARGS_JSON = False
+
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """Fields of /proc/PID/stat after the command name: [0] state, [1] ppid, ..."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rindex(b")") + 2:].split()
+
+
+def descendants(root: int) -> list[int]:
+    """root and every live descendant, by scanning /proc for parent links."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat_fields(int(name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system, all threads) of root and its descendants.
+
+    cutime/cstime are included so a worker that died and was reaped during a
+    run still counts."""
+    ticks = 0
+    for pid in descendants(root):
+        f = _stat_fields(pid)
+        if f is not None:  # utime, stime, cutime, cstime are stat fields 14-17
+            ticks += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return ticks / CLK_TCK
+
+
+def tree_rss_kib(root: int) -> int:
+    total = 0
+    for pid in descendants(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class Server:
+    """One process tree we started: its command, logs, port and a stop that acts by PID."""
+
+    def __init__(self, name: str, argv: list[str], port: int, workdir: str, cpu: int | None):
+        self.name, self.argv, self.port, self.workdir = name, argv, port, workdir
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv   # taskset execs: same PID
+        self.out_path = os.path.join(workdir, f"{name}.out")
+        self.out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.proc.pid
+        LIVE.append(self)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, path: str = "/", timeout: float = START_TIMEOUT) -> None:
+        """Wait until GET path answers 200, or raise with the server's output."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                status, _, _ = http_get(self.port, path)
+                if status == 200:
+                    return
+                last = f"status {status}"
+            except OSError as e:
+                last = e
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s ({last}):\n{self.tail()}")
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            with open(self.out_path, "rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join("    | " + ln for ln in lines[-n:])
+
+    def stop(self) -> None:
+        """SIGTERM the root, then SIGKILL whatever of its tree (as seen before) remains."""
+        if self in LIVE:
+            LIVE.remove(self)
+        tree = [(p, _starttime(p)) for p in descendants(self.pid)] if self.alive() else []
+        if self.alive():
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid, started in tree:
+            if started is not None and _starttime(pid) == started:   # same process, not a reused PID
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
+        self.out.close()
+
+
+def _starttime(pid: int) -> int | None:
+    f = _stat_fields(pid)
+    return int(f[19]) if f is not None else None
+
+
+LIVE: list[Server] = []
+
+
+def stop_all() -> None:
+    for server in list(reversed(LIVE)):
+        try:
+            server.stop()
+        except Exception as e:   # keep stopping the others
+            print(f"stopping {server.name} (pid {server.pid}): {e}", file=sys.stderr)
+
+
+def http_get(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# the servers
+# ---------------------------------------------------------------------------
+def start_nginx(name: str, conf_text: str, port: int, root: str, cpu: int) -> Server:
+    workdir = os.path.join(root, name)
+    os.makedirs(workdir, exist_ok=True)
+    conf = os.path.join(workdir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    # -e: error log before the config is read (else nginx opens /var/log/nginx/error.log).
+    srv = Server(name, [NGINX, "-p", workdir, "-e", os.path.join(workdir, "error.log"), "-c", conf],
+                 port, workdir, cpu)
+    srv.wait_ready()
+    return srv
+
+
+def upstream_conf(port: int, workdir: str) -> str:
+    return UPSTREAM_CONF.format(dir=workdir, port=port,
+                                temp_paths=NGINX_TEMP_PATHS.format(dir=workdir))
+
+
+def nginx_proxy_conf(port: int, upstream_port: int, workdir: str, logged: bool) -> str:
+    extra = ""
+    access_log = "access_log off;"
+    if logged:
+        access_log = f"access_log {workdir}/access.log;"   # nginx's "combined" format
+        extra = "".join(f"            proxy_set_header {k} {v};\n" for k, v in (HEADER_ONE, HEADER_TWO))
+    return PROXY_CONF.format(dir=workdir, port=port, upstream_port=upstream_port,
+                             temp_paths=NGINX_TEMP_PATHS.format(dir=workdir),
+                             access_log=access_log, extra_headers=extra)
+
+
+def fastgate_serve_yaml(port: int, upstream_port: int, access_log: str) -> str:
+    """`fastgate serve` config: one catch-all proxy route, access log to a file,
+    and the same two request headers nginx sets with proxy_set_header."""
+    return f"""\
+# generated by bench/wrk_compare.py
+listen: 127.0.0.1:{port}
+workers: 1
+control: off
+access_log:
+  path: {access_log}
+routes:
+  - key: ANY /{{proxy+}}
+    integration:
+      type: http
+      upstream: http://127.0.0.1:{upstream_port}
+    request_headers:
+      set:
+        {HEADER_ONE[0]}: {HEADER_ONE[1]}
+        {HEADER_TWO[0]}: {HEADER_TWO[1]}
+"""
+
+
+def start_proxy(kind: str, logged: bool, upstream_port: int, root: str, args) -> tuple[Server, str | None]:
+    """Start the proxy under test on CPU 1; returns it and its access log path (if logged)."""
+    port = free_port()
+    workdir = os.path.join(root, f"{kind}{'-logged' if logged else ''}-{port}")
+    os.makedirs(workdir, exist_ok=True)
+    access_log = os.path.join(workdir, "access.log") if logged else None
+    if kind == "nginx":
+        srv = start_nginx(os.path.basename(workdir), nginx_proxy_conf(port, upstream_port, workdir, logged),
+                          port, root, args.proxy_cpu)
+        return srv, access_log
+    if logged:
+        conf = os.path.join(workdir, "fastgate.yaml")
+        with open(conf, "w") as f:
+            f.write(fastgate_serve_yaml(port, upstream_port, access_log))
+        argv = [args.fastgate, "serve", "-c", conf]
+    else:
+        argv = [args.fastgate, "proxy", "--listen", f"127.0.0.1:{port}",
+                "--upstream", f"http://127.0.0.1:{upstream_port}", "--workers", "1", "--control", "off"]
+    srv = Server(os.path.basename(workdir), argv, port, workdir, args.proxy_cpu)
+    try:
+        srv.wait_ready()
+    except Exception:
+        srv.stop()
+        raise
+    return srv, access_log
+
+
+def check_proxy(srv: Server, logged: bool) -> list[str]:
+    """Problems with what the proxy answers (empty when it proxies correctly)."""
+    try:
+        return _check_proxy(srv, logged)
+    except OSError as e:
+        return [f"check request failed: {e!r}"]
+
+
+def _check_proxy(srv: Server, logged: bool) -> list[str]:
+    problems = []
+    status, _, body = http_get(srv.port, "/")
+    if status != 200 or body != UPSTREAM_BODY:
+        problems.append(f"GET / -> {status} {body[:80]!r}, expected 200 {UPSTREAM_BODY!r}")
+    if logged:
+        status, _, body = http_get(srv.port, "/echo-bench-headers")
+        want = f"{HEADER_ONE[1]}|{HEADER_TWO[1]}".encode()
+        if body != want:
+            problems.append(f"header transforms not applied: upstream saw {body[:80]!r}, expected {want!r}")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# wrk
+# ---------------------------------------------------------------------------
+def run_wrk(port: int, connections: int, duration: float, lua: str, cpu: int) -> dict:
+    argv = ["taskset", "-c", str(cpu), WRK, "-t1", f"-c{connections}", f"-d{duration:g}s",
+            "--latency", "-s", lua, f"http://127.0.0.1:{port}/"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=duration + WRK_GRACE)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    text = out.decode(errors="replace")
+    for line in text.splitlines():
+        if line.startswith("WRKJSON "):
+            res = json.loads(line[len("WRKJSON "):])
+            res["rps"] = res["requests"] / (res["duration_us"] / 1e6) if res["duration_us"] else 0.0
+            res["errors"] = res["err_connect"] + res["err_read"] + res["err_write"] + res["err_timeout"]
+            return res
+    raise RuntimeError(f"wrk exited {proc.returncode} without a result:\n{text}")
+
+
+def measure(srv: Server, connections: int, duration: float, lua: str, args,
+            access_log: str | None = None) -> dict:
+    """One wrk run against srv, with srv's process-tree CPU and access-log growth."""
+    log_before = os.path.getsize(access_log) if access_log and os.path.exists(access_log) else 0
+    cpu0 = tree_cpu_s(srv.pid)
+    res = run_wrk(srv.port, connections, duration, lua, args.load_cpu)
+    cpu1 = tree_cpu_s(srv.pid)
+    res["cpu_s"] = round(cpu1 - cpu0, 3)
+    res["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / res["requests"] if res["requests"] else None
+    res["alive_after"] = srv.alive()
+    res["rss_kib"] = tree_rss_kib(srv.pid) if srv.alive() else None
+    if access_log:
+        res["log_lines"] = count_lines(access_log, log_before)
+    return res
+
+
+def count_lines(path: str, offset: int) -> int:
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while chunk := f.read(1 << 20):
+                n += chunk.count(b"\n")
+    except OSError:
+        return 0
+    return n
+
+
+# ---------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------
+def fmt_us(us: float | None) -> str:
+    if us is None:
+        return "-"
+    return f"{us / 1000:.2f}ms" if us >= 1000 else f"{us:.0f}us"
+
+
+def fmt_run(scenario: str, rnd: int, kind: str, r: dict) -> str:
+    s = (f"  {scenario:9} r{rnd} {kind:8} {r['rps']:>10,.0f} req/s  "
+         f"cpu {r['cpu_us_per_req'] or 0:6.2f} us/req ({r['cpu_s']:.2f}s)  "
+         f"p50 {fmt_us(r['p50_us']):>8}  p99 {fmt_us(r['p99_us']):>8}  p99.9 {fmt_us(r['p999_us']):>8}")
+    if r["errors"] or r["non_2xx_3xx"]:
+        s += (f"  ERRORS connect {r['err_connect']} read {r['err_read']} write {r['err_write']} "
+              f"timeout {r['err_timeout']} non-2xx {r['non_2xx_3xx']}")
+    if "log_lines" in r:
+        s += f"  log {r['log_lines']:,} lines"
+    if not r["alive_after"]:
+        s += "  DIED"
+    return s
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def summarize(runs: list[dict], scenarios: list[str]) -> dict:
+    out = {}
+    for sc in scenarios:
+        per = {}
+        for kind in ("nginx", "fastgate", "direct"):
+            rs = [r for r in runs if r["scenario"] == sc and r["server"] == kind and r.get("ok")]
+            if not rs:
+                continue
+            per[kind] = dict(
+                runs=len(rs),
+                rps=median(r["rps"] for r in rs),
+                cpu_us_per_req=median(r["cpu_us_per_req"] for r in rs),
+                p50_us=median(r["p50_us"] for r in rs),
+                p99_us=median(r["p99_us"] for r in rs),
+                p999_us=median(r["p999_us"] for r in rs),
+                errors=sum(r["errors"] for r in rs),
+                non_2xx_3xx=sum(r["non_2xx_3xx"] for r in rs),
+            )
+        s = dict(per)
+        if "nginx" in per and "fastgate" in per:
+            s["rps_ratio"] = ratio(per["fastgate"]["rps"], per["nginx"]["rps"])
+            s["cpu_ratio"] = ratio(per["fastgate"]["cpu_us_per_req"], per["nginx"]["cpu_us_per_req"])
+            s["p50_ratio"] = ratio(per["fastgate"]["p50_us"], per["nginx"]["p50_us"])
+            s["p99_ratio"] = ratio(per["fastgate"]["p99_us"], per["nginx"]["p99_us"])
+        if "direct" in per:
+            for kind in ("nginx", "fastgate"):
+                if kind in per:
+                    per[kind]["added_p50_us"] = per[kind]["p50_us"] - per["direct"]["p50_us"]
+        out[sc] = s
+    return out
+
+
+def print_summary(summary: dict, args) -> None:
+    log("")
+    log(f"summary (median of {args.rounds} rounds; ratios are fastgate/nginx)")
+    for sc, s in summary.items():
+        log(f"  {sc}: {SCENARIOS[sc]['about']}")
+        for kind in ("nginx", "fastgate", "direct"):
+            if kind not in s:
+                continue
+            k = s[kind]
+            line = (f"    {kind:8} {k['rps']:>10,.0f} req/s  cpu {k['cpu_us_per_req'] or 0:6.2f} us/req  "
+                    f"p50 {fmt_us(k['p50_us']):>8}  p99 {fmt_us(k['p99_us']):>8}")
+            if "added_p50_us" in k:
+                line += f"  added p50 {fmt_us(k['added_p50_us'])}"
+            if k["errors"] or k["non_2xx_3xx"]:
+                line += f"  errors {k['errors']} non-2xx {k['non_2xx_3xx']}"
+            log(line)
+        if "rps_ratio" in s:
+            f = lambda v: f"{v:.2f}" if v is not None else "-"   # noqa: E731
+            log(f"    fastgate/nginx: req/s x{f(s['rps_ratio'])}  cpu/req x{f(s['cpu_ratio'])}  "
+                f"p50 x{f(s['p50_ratio'])}  p99 x{f(s['p99_ratio'])}")
+
+
+def machine_info() -> dict:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def version(argv):
+        try:
+            p = subprocess.run(argv, capture_output=True, timeout=10)
+            return (p.stdout + p.stderr).decode(errors="replace").strip().splitlines()[0]
+        except Exception as e:
+            return f"unknown ({e})"
+
+    fg_version = version([sys.executable, "-c", "import fastgate; print(getattr(fastgate, '__version__', '?'))"])
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, timeout=10).stdout.decode().strip()
+    except Exception:
+        commit = "?"
+    return dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                nproc=os.cpu_count(), cpu_model=model, kernel=platform.release(),
+                python=platform.python_version(), nginx=version([NGINX, "-v"]), wrk=version([WRK, "-v"]),
+                fastgate=fg_version, fastgate_commit=commit)
+
+
+def main(argv=None) -> int:
+    global ARGS_JSON, NGINX, WRK
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved nginx/fastgate rounds (default 3)")
+    p.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per proxy and scenario (default 3)")
+    p.add_argument("--connections", type=int, default=64, help="connections for keepalive/logged (default 64)")
+    p.add_argument("--scenario", default="keepalive,logged,latency",
+                   help="comma-separated subset of: " + ", ".join(SCENARIOS))
+    p.add_argument("--servers", default="nginx,fastgate", help="proxies to measure (default nginx,fastgate)")
+    p.add_argument("--fastgate", default=os.path.join(REPO, ".venv", "bin", "fastgate"), help="fastgate executable")
+    p.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx", help="nginx executable")
+    p.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="wrk executable")
+    p.add_argument("--load-cpu", type=int, default=0, help="CPU for wrk and the upstream (default 0)")
+    p.add_argument("--proxy-cpu", type=int, default=1, help="CPU for the proxy under test (default 1)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout (progress on stderr)")
+    args = p.parse_args(argv)
+    ARGS_JSON, NGINX, WRK = args.json, args.nginx, args.wrk
+    scenarios = [s for s in args.scenario.split(",") if s]
+    kinds = [k for k in args.servers.split(",") if k]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            p.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+    for k in kinds:
+        if k not in ("nginx", "fastgate"):
+            p.error(f"unknown server {k!r}")
+    for tool in (NGINX, WRK, "taskset"):
+        if not shutil.which(tool):
+            p.error(f"{tool} not found (Debian: apt-get install nginx-light wrk util-linux)")
+    if args.rounds < 1 or args.duration <= 0:
+        p.error("--rounds and --duration must be positive")
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    root = tempfile.mkdtemp(prefix="fastgate-wrk-")
+    lua = os.path.join(root, "report.lua")
+    with open(lua, "w") as f:
+        f.write(WRK_LUA)
+    meta = machine_info()
+    meta.update(rounds=args.rounds, duration_s=args.duration, warmup_s=args.warmup,
+                connections=args.connections, scenarios=scenarios, servers=kinds,
+                command=" ".join([os.path.relpath(sys.argv[0], REPO)] + (argv or sys.argv[1:])),
+                load_cpu=args.load_cpu, proxy_cpu=args.proxy_cpu)
+    runs: list[dict] = []
+    notes: list[str] = []
+    log(f"{meta['date']}  {meta['nproc']} CPUs ({meta['cpu_model']})  {meta['nginx']}  {meta['wrk']}  "
+        f"fastgate {meta['fastgate']} @ {meta['fastgate_commit']}")
+    log(f"wrk and upstream on CPU {args.load_cpu}, proxies on CPU {args.proxy_cpu}; temp dir {root}")
+    interrupted = False
+    try:
+        up_port = free_port()
+        up_dir = os.path.join(root, "upstream")
+        os.makedirs(up_dir)
+        upstream = start_nginx("upstream", upstream_conf(up_port, up_dir), up_port, root, args.load_cpu)
+        for sc in scenarios:
+            spec = SCENARIOS[sc]
+            conns = spec["connections"] or args.connections
+            logged = spec["logged"]
+            log(f"\n[{sc}] {conns} connection(s), {args.duration:g}s per run: {spec['about']}")
+            proxies: dict[str, tuple[Server, str | None]] = {}
+            for kind in kinds:
+                try:
+                    srv, alog = start_proxy(kind, logged, up_port, root, args)
+                except Exception as e:
+                    msg = f"{sc}: {kind} did not start: {e}"
+                    notes.append(msg)
+                    log("  " + msg)
+                    continue
+                problems = check_proxy(srv, logged)
+                if problems:
+                    for prob in problems:
+                        notes.append(f"{sc}: {kind}: {prob}")
+                        log(f"  {kind}: {prob}")
+                proxies[kind] = (srv, alog)
+                if args.warmup > 0:
+                    run_wrk(srv.port, conns, args.warmup, lua, args.load_cpu)
+            if sc == "latency":   # the baseline the proxies' added latency is measured against
+                run_wrk(up_port, conns, args.warmup or 1, lua, args.load_cpu)
+            for rnd in range(1, args.rounds + 1):
+                order = list(proxies) + (["direct"] if sc == "latency" else [])
+                for kind in order:
+                    if kind == "direct":
+                        srv, alog = upstream, None
+                    else:
+                        srv, alog = proxies[kind]
+                    if not srv.alive():   # it died in an earlier run: note it, restart once per run
+                        notes.append(f"{sc} r{rnd}: {kind} was dead (exit {srv.proc.returncode}); restarting\n"
+                                     + srv.tail())
+                        log("  " + notes[-1])
+                        srv.stop()
+                        try:
+                            proxies[kind] = srv, alog = start_proxy(kind, logged, up_port, root, args)
+                        except Exception as e:
+                            notes.append(f"{sc} r{rnd}: {kind} restart failed: {e}")
+                            log("  " + notes[-1])
+                            continue
+                    try:
+                        r = measure(srv, conns, args.duration, lua, args, alog)
+                        r["ok"] = True
+                    except RuntimeError as e:
+                        notes.append(f"{sc} r{rnd} {kind}: {e}")
+                        log("  " + notes[-1])
+                        continue
+                    r.update(scenario=sc, round=rnd, server=kind, connections=conns)
+                    runs.append(r)
+                    log(fmt_run(sc, rnd, kind, r))
+                    if not r["alive_after"]:
+                        notes.append(f"{sc} r{rnd}: {kind} died during the run (exit {srv.proc.returncode}):\n"
+                                     + srv.tail())
+                        log(notes[-1])
+                    if r["errors"] or r["non_2xx_3xx"]:
+                        notes.append(f"{sc} r{rnd}: {kind}: socket errors {r['errors']}, "
+                                     f"non-2xx/3xx {r['non_2xx_3xx']}")
+                    if alog and r.get("log_lines") is not None and r["requests"]:
+                        # wrk counts only completed responses; a gap of more than the
+                        # connections in flight at the end means lost log lines.
+                        if abs(r["log_lines"] - r["requests"]) > conns:
+                            notes.append(f"{sc} r{rnd}: {kind}: {r['log_lines']:,} access-log lines "
+                                         f"for {r['requests']:,} requests")
+            for kind, (srv, _) in proxies.items():
+                if srv.alive():
+                    for prob in check_proxy(srv, logged):
+                        notes.append(f"{sc}: {kind} after the runs: {prob}")
+                srv.stop()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("\ninterrupted; stopping servers")
+    finally:
+        stop_all()
+        if args.keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    summary = summarize(runs, scenarios)
+    if runs:
+        print_summary(summary, args)
+    if notes:
+        log("\nnotes:")
+        for n in notes:
+            log("  - " + n)
+    if args.json:
+        json.dump(dict(meta=meta, runs=runs, summary=summary, notes=notes, interrupted=interrupted),
+                  sys.stdout, indent=2)
+        print()
+    return 130 if interrupted else 0
+
+
+NGINX = "nginx"
+WRK = "wrk"
+
+if __name__ == "__main__":
+    sys.exit(main())
