@@ -195,6 +195,16 @@ def tree_cpu_s(root: int) -> float:
     return ticks / CLK_TCK
 
 
+def steal_s() -> float:
+    """All CPUs' steal time so far (s): a VM's CPU time taken by the hypervisor."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def tree_rss_kib(root: int) -> int:
     total = 0
     for pid in descendants(root):
@@ -404,8 +414,8 @@ def _check_proxy(srv: Server, logged: bool) -> list[str]:
 # ---------------------------------------------------------------------------
 # wrk
 # ---------------------------------------------------------------------------
-def run_wrk(port: int, connections: int, duration: float, lua: str, cpu: int) -> dict:
-    argv = ["taskset", "-c", str(cpu), WRK, "-t1", f"-c{connections}", f"-d{duration:g}s",
+def run_wrk(port: int, connections: int, duration: int, lua: str, cpu: int) -> dict:
+    argv = ["taskset", "-c", str(cpu), WRK, "-t1", f"-c{connections}", f"-d{duration}s",
             "--latency", "-s", lua, f"http://127.0.0.1:{port}/"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -425,13 +435,14 @@ def run_wrk(port: int, connections: int, duration: float, lua: str, cpu: int) ->
     raise RuntimeError(f"wrk exited {proc.returncode} without a result:\n{text}")
 
 
-def measure(srv: Server, connections: int, duration: float, lua: str, args,
+def measure(srv: Server, connections: int, duration: int, lua: str, args,
             access_log: str | None = None) -> dict:
     """One wrk run against srv, with srv's process-tree CPU and access-log growth."""
     log_before = os.path.getsize(access_log) if access_log and os.path.exists(access_log) else 0
-    cpu0 = tree_cpu_s(srv.pid)
+    cpu0, steal0 = tree_cpu_s(srv.pid), steal_s()
     res = run_wrk(srv.port, connections, duration, lua, args.load_cpu)
-    cpu1 = tree_cpu_s(srv.pid)
+    cpu1, steal1 = tree_cpu_s(srv.pid), steal_s()
+    res["steal_s"] = round(steal1 - steal0, 2)   # time the hypervisor ran someone else (VMs)
     res["cpu_s"] = round(cpu1 - cpu0, 3)
     res["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / res["requests"] if res["requests"] else None
     res["alive_after"] = srv.alive()
@@ -471,6 +482,8 @@ def fmt_run(scenario: str, rnd: int, kind: str, r: dict) -> str:
               f"timeout {r['err_timeout']} non-2xx {r['non_2xx_3xx']}")
     if "log_lines" in r:
         s += f"  log {r['log_lines']:,} lines"
+    if r.get("steal_s", 0) >= 0.1:
+        s += f"  steal {r['steal_s']:.1f}s"
     if not r["alive_after"]:
         s += "  DIED"
     return s
@@ -563,7 +576,13 @@ def machine_info() -> dict:
                                 capture_output=True, timeout=10).stdout.decode().strip()
     except Exception:
         commit = "?"
+    try:
+        with open("/proc/loadavg") as f:
+            loadavg = " ".join(f.read().split()[:3])
+    except OSError:
+        loadavg = "?"
     return dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                loadavg_at_start=loadavg,
                 nproc=os.cpu_count(), cpu_model=model, kernel=platform.release(),
                 python=platform.python_version(), nginx=version([NGINX, "-v"]), wrk=version([WRK, "-v"]),
                 fastgate=fg_version, fastgate_commit=commit)
@@ -574,8 +593,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="interleaved nginx/fastgate rounds (default 3)")
-    p.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
-    p.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per proxy and scenario (default 3)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="seconds of warm-up per proxy and scenario, 0 for none (default 3)")
     p.add_argument("--connections", type=int, default=64, help="connections for keepalive/logged (default 64)")
     p.add_argument("--scenario", default="keepalive,logged,latency",
                    help="comma-separated subset of: " + ", ".join(SCENARIOS))
@@ -620,7 +640,8 @@ def main(argv=None) -> int:
     notes: list[str] = []
     log(f"{meta['date']}  {meta['nproc']} CPUs ({meta['cpu_model']})  {meta['nginx']}  {meta['wrk']}  "
         f"fastgate {meta['fastgate']} @ {meta['fastgate_commit']}")
-    log(f"wrk and upstream on CPU {args.load_cpu}, proxies on CPU {args.proxy_cpu}; temp dir {root}")
+    log(f"wrk and upstream on CPU {args.load_cpu}, proxies on CPU {args.proxy_cpu}; "
+        f"load average {meta['loadavg_at_start']}; temp dir {root}")
     interrupted = False
     try:
         up_port = free_port()
@@ -648,9 +669,13 @@ def main(argv=None) -> int:
                         log(f"  {kind}: {prob}")
                 proxies[kind] = (srv, alog)
                 if args.warmup > 0:
-                    run_wrk(srv.port, conns, args.warmup, lua, args.load_cpu)
-            if sc == "latency":   # the baseline the proxies' added latency is measured against
-                run_wrk(up_port, conns, args.warmup or 1, lua, args.load_cpu)
+                    try:
+                        run_wrk(srv.port, conns, args.warmup, lua, args.load_cpu)
+                    except RuntimeError as e:
+                        notes.append(f"{sc}: {kind} warm-up: {e}")
+                        log("  " + notes[-1])
+            if sc == "latency" and args.warmup > 0:   # the baseline the proxies' added latency is measured against
+                run_wrk(up_port, conns, args.warmup, lua, args.load_cpu)
             for rnd in range(1, args.rounds + 1):
                 order = list(proxies) + (["direct"] if sc == "latency" else [])
                 for kind in order:
