@@ -14,6 +14,7 @@
 # Rendered values never carry CR, LF or NUL: header-mode templates drop those
 # bytes from variable values (literals containing them are rejected at compile
 # time), path-mode templates percent-encode every byte a raw path may not hold.
+# Body templates (mock integration bodies, body=True) keep both text and values as is.
 #
 # Adding a variable (e.g. $stageVariables.x, $context.authorizer.claims.x):
 # one VAR_* member below, one entry in _EXACT or _PREFIXED in headers.pyx,
@@ -40,6 +41,7 @@ cdef enum VarKind:
 cdef enum Sanitize:
     SANITIZE_HEADER = 0       # drop CR, LF, NUL from variable values
     SANITIZE_PATH = 1         # percent-encode CTL, space, '?', '#', non-ASCII in variable values
+    SANITIZE_NONE = 2         # body templates (Template(..., body=True)): values kept as they are
 
 cdef enum OpKind:
     OP_SET = 0                # replace every value of the name at the first one's position; append if absent
@@ -63,7 +65,7 @@ cdef class Template:
     cdef list _parts                  # [_Part] in source order, adjacent literals merged
     cdef int _mode                    # a Sanitize, fixed at compile time
 
-    cdef _compile(self, str source, bint path_mode)
+    cdef _compile(self, str source, bint path_mode, bint body=*)
     cpdef bytes render(self, RequestContext ctx)
 
 

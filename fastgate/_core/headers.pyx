@@ -170,6 +170,14 @@ cdef inline bytes _clean_header(bytes v):
     return v
 
 
+cdef inline bytes _clean(bytes v, int mode):
+    if mode == SANITIZE_HEADER:
+        return _clean_header(v)
+    if mode == SANITIZE_PATH:
+        return _clean_path(v)
+    return v
+
+
 cdef inline bint _path_unsafe(unsigned char c) noexcept:
     # RFC 3986 §3.3: a raw path holds no CTL, space, '?', '#' or non-ASCII byte.
     return c <= 0x20 or c >= 0x7f or c == 0x3f or c == 0x23
@@ -252,16 +260,20 @@ cdef _Part _part(int kind, bytes arg):
 
 
 cdef class Template:
-    def __init__(self, str source):
-        """Compiles `source`; raises ValueError naming the bad variable and its column."""
-        self._compile(source, False)
+    def __init__(self, str source, *, bint body=False):
+        """Compiles `source`; raises ValueError naming the bad variable and its column.
 
-    cdef _compile(self, str source, bint path_mode):
+        body=True makes a body template (mock integrations): CR/LF allowed in the
+        text and kept in values, since a body has no lines to split.
+        """
+        self._compile(source, False, body)
+
+    cdef _compile(self, str source, bint path_mode, bint body=False):
         cdef Py_ssize_t i = 0, n = len(source), j, end
         cdef list parts = []      # (kind, arg); a literal's arg is its str
         cdef list literal = []
         self.source = source
-        self._mode = SANITIZE_PATH if path_mode else SANITIZE_HEADER
+        self._mode = SANITIZE_PATH if path_mode else SANITIZE_NONE if body else SANITIZE_HEADER
         while i < n:
             c = source[i]
             if c == "$":
@@ -305,7 +317,7 @@ cdef class Template:
                 parts.append((VAR_PATH_PARAM, _arg("path", "{" + name + "}", name, source, i)))
                 i = end + 1
                 continue
-            if c in "\r\n\x00":
+            if c in "\r\n\x00" and not body:
                 raise _bad(source, i, "CR, LF or NUL in literal text")
             if path_mode and c in "?#}":
                 raise _bad(source, i, f"{c!r} in a path template")
@@ -337,14 +349,14 @@ cdef class Template:
         if len(self._parts) == 1:
             part = <_Part>self._parts[0]
             v = resolve_variable(part.kind, part.arg, ctx)
-            return _clean_path(v) if self._mode == SANITIZE_PATH else _clean_header(v)
+            return _clean(v, self._mode)
         pieces = []
         for part in self._parts:
             if part.kind == VAR_LITERAL:
                 pieces.append(part.arg)
             else:
                 v = resolve_variable(part.kind, part.arg, ctx)
-                pieces.append(_clean_path(v) if self._mode == SANITIZE_PATH else _clean_header(v))
+                pieces.append(_clean(v, self._mode))
         return b"".join(pieces)
 
     def __repr__(self):

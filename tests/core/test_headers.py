@@ -338,3 +338,11 @@ def test_path_rewrite_errors(kwargs, message):
     with pytest.raises(ValueError) as exc:
         PathRewrite(**kwargs)
     assert message in str(exc.value)
+
+
+def test_body_template_keeps_newlines():
+    ctx = make_ctx(headers=[(b"X-In", b"a\r\nb")])
+    t = Template('{\n  "id": "$context.requestId",\n  "in": "$request.header.X-In"\n}', body=True)
+    assert t.render(ctx) == b'{\n  "id": "req-123",\n  "in": "a\r\nb"\n}'
+    with pytest.raises(ValueError, match="CR, LF or NUL in literal text at column 2"):
+        Template("{\n}")
