@@ -281,7 +281,7 @@ cdef class AccessLog:
         while i < n:
             c = p[i]
             # PERF: printable ASCII is nearly every byte of a log line; it takes
-            # this one branch and a store (bench_log_json, bench_log_clf).
+            # this one branch and a store (bench/bench_accesslog.py::test_log).
             if 0x20 <= c < 0x7f and c != 0x22 and c != 0x5c:
                 out[k] = <char>c
                 k += 1
@@ -353,7 +353,7 @@ cdef class AccessLog:
         cdef const char* p
         if value is None or len(value) == 0:
             return self.put(b"-", 1)
-        # PERF: the UTF-8 form is cached on the str object: route keys encode once (bench_log_json).
+        # PERF: the UTF-8 form is cached on the str object: route keys encode once (bench/bench_accesslog.py::test_log).
         p = PyUnicode_AsUTF8AndSize(value, &n)
         return self.put_escaped(<const unsigned char*>p, n)
 
@@ -369,7 +369,7 @@ cdef class AccessLog:
         if epoch_ms <= 0:
             return self.put(b"-", 1)
         s = epoch_ms // 1000
-        # PERF: one gmtime + format per second instead of per request (bench_log_clf).
+        # PERF: one gmtime + format per second instead of per request (bench/bench_accesslog.py::test_log).
         if s != self.time_cached_s:
             t = <time_t>s
             gmtime_r(&t, &parts)

@@ -78,7 +78,7 @@ cdef inline void observe(Histogram* h, double seconds) noexcept nogil:
     if us < 0:
         us = 0
     # PERF: a linear scan over 16 bounds beats a binary search at this size
-    # and most requests stop in the first few buckets (bench_record_request).
+    # and most requests stop in the first few buckets (bench/bench_accesslog.py::test_record_request).
     while i < N_BUCKETS and us > FG_BUCKET_BOUNDS_US[i]:
         i += 1
     fg_add_u64(&h.buckets[i], 1)
