@@ -1,0 +1,206 @@
+# The HTTP/1.1 hot path: the client-side protocol, the upstream-side
+# protocol, and the per-worker state they share.
+#
+# One ClientConnection per accepted socket. httptools parses; its callbacks
+# only append bytes, and the real work happens in on_headers_complete, where
+# the request runs the pipeline phases (pipeline.pxd). Only one request per
+# client connection is active at a time: pipelined requests parsed meanwhile
+# wait in `pending` with client reading paused, so memory stays bounded.
+#
+# The HTTP integration borrows an UpstreamConnection from the target's pool,
+# streams the request body to it and the response back, with flow control in
+# both directions (a full write buffer on one side pauses reading on the
+# other). A connection whose state is unknown (body half sent, response half
+# read, timeout, protocol error) is closed, never pooled.
+
+from fastgate._core.pipeline cimport RequestContext, Route
+from fastgate._core.upstream cimport Target, UpstreamGroup
+from fastgate._core.metrics cimport SharedMetrics
+from fastgate._core.accesslog cimport AccessLog
+
+
+cdef enum Limits:
+    RETRY_BODY_MAX = 65536        # bytes of request body kept for a retry on another target
+    BUFFER_HIGH = 65536           # bytes buffered for a not-yet-ready upstream before pausing the client
+    TICK_MS = 100                 # ms between timeout sweeps
+
+cdef enum Deadline:
+    DL_NONE = 0
+    DL_IDLE = 1                   # keep-alive connection waiting for a request: close quietly
+    DL_HEAD = 2                   # request head not complete: 408
+    DL_BODY = 3                   # request body stalled: 408
+    DL_CONNECT = 4                # upstream connect: retry or 504
+    DL_UPSTREAM_READ = 5          # waiting for upstream bytes (first byte, then between reads): 504
+    DL_DRAIN = 6                  # graceful shutdown: close whatever is left
+
+cdef enum PauseReason:            # bits: client reading is paused while any is set
+    PAUSE_PIPELINE = 1            # a request is queued behind the active one
+    PAUSE_UPSTREAM_FULL = 2       # the upstream's write buffer is full
+    PAUSE_NOT_READY = 4           # body buffered while the upstream connection is not ready
+
+cdef enum BodyMode:               # how the response body is framed towards the client
+    BODY_NONE = 0                 # no body (HEAD, 1xx, 204, 304)
+    BODY_LENGTH = 1               # Content-Length passed through
+    BODY_CHUNKED = 2              # re-chunked towards an HTTP/1.1 client
+    BODY_CLOSE = 3                # until close (HTTP/1.0 client of an unframed response)
+
+
+cdef class Snapshot:
+    # Everything the hot path reads, compiled by fastgate.snapshot from config.
+    # Immutable once published; a reload builds a new one and swaps Worker.snapshot.
+    cdef readonly object router           # fastgate._core.router.Router: value is a Route
+    cdef readonly list routes             # [Route] by Route.index
+    cdef readonly list groups             # [UpstreamGroup]
+    cdef readonly list route_series       # metrics slot per route index
+    cdef readonly int unmatched_series    # metrics slot for requests no route matched
+    cdef readonly AccessLog access_log    # or None
+    cdef readonly SharedMetrics metrics   # or None
+    cdef readonly list trusted            # [ipaddress network] whose X-Forwarded-* are kept
+    cdef readonly bytes via               # b"1.1 fastgate", or None for no Via
+    cdef readonly dict responses          # gateway response type -> (status, message)
+    cdef readonly Py_ssize_t max_url      # bytes, 414 past this
+    cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
+    cdef readonly int max_headers         # 431 past this many header lines
+    cdef readonly long long max_body      # bytes, 413; -1 = unlimited
+    cdef readonly double header_timeout   # s
+    cdef readonly double body_timeout     # s
+    cdef readonly double keepalive_timeout  # s
+    cdef readonly int keepalive_requests  # requests served per connection before closing it
+    cdef readonly object source           # the config it was built from (for the control plane)
+
+
+cdef class Worker:
+    # Per-process state: the current snapshot, live connections, the tick.
+    cdef public Snapshot snapshot
+    cdef readonly object loop
+    cdef readonly set connections         # ClientConnection
+    cdef readonly bint draining
+    cdef readonly int worker_id
+    cdef public int open_slot             # metrics slot of fastgate_open_connections, -1 = none
+    cdef unsigned long long rid_counter
+    cdef char rid_prefix[20]              # random per-process part of generated request ids
+    cdef object tick_handle
+    cdef int ticks
+    cdef readonly bytes date              # cached "Date" header value, refreshed every second
+
+    cdef bytes new_request_id(self)
+    cdef void tick(self)
+
+
+cdef class PendingRequest:
+    # A pipelined request parsed while another one is active.
+    cdef RequestContext ctx
+    cdef Snapshot snap
+    cdef list chunks                      # body chunks received so far
+    cdef bint complete                    # the whole body has arrived
+    cdef str error_type                   # set when the request is bad: answer with this, then close
+
+
+cdef class ClientConnection:
+    cdef Worker worker
+    cdef object transport
+    cdef object parser                    # httptools.HttpRequestParser
+    cdef bytes peer_ip
+    cdef int peer_port
+    cdef int local_port
+    cdef bint trusted                     # peer is a configured trusted proxy
+    cdef bint closed
+    cdef int served                       # requests answered on this connection
+
+    # request being parsed
+    cdef RequestContext parsing
+    cdef Snapshot parsing_snap
+    cdef PendingRequest parsing_pending   # its queue entry when it is not the active one
+    cdef bytes url
+    cdef list fwd                         # headers to forward (hop-by-hop and gateway-owned removed)
+    cdef Py_ssize_t head_size             # bytes of the head seen so far (431)
+    cdef bint in_head                     # between message begin and headers complete
+    cdef int cl_count
+    cdef bint cl_bad
+    cdef int te_count
+    cdef bint te_bad
+    cdef int host_count
+    cdef list conn_tokens                 # extra header names listed in Connection
+    cdef bytes h_via, h_xff, h_xfp, h_xfh, h_xfport, h_rid, h_upgrade
+    cdef str parse_error                  # gateway response type found while parsing
+
+    # the active exchange
+    cdef RequestContext ctx
+    cdef Snapshot snap
+    cdef list pending                     # [PendingRequest]
+    cdef bint req_complete                # the active request's body has fully arrived
+    cdef bint responding                  # the response head has been sent to the client
+    cdef bint close_after                 # close the connection after this response
+    cdef int body_mode                    # a BodyMode
+    cdef list body_chunks                 # request body: unsent chunks, plus sent ones while retained
+    cdef Py_ssize_t body_sent             # index in body_chunks of the first unsent chunk
+    cdef Py_ssize_t body_kept             # bytes held in body_chunks
+    cdef bint body_retained               # every body chunk so far is still in body_chunks
+    cdef UpstreamConnection upstream
+    cdef object connect_task
+    cdef bint tunnel                      # after 101: relay bytes both ways
+    cdef bytes early_tunnel               # bytes after an Upgrade request, before the 101
+    cdef int pause_reasons
+    cdef bint reading_paused
+    cdef bint writing_paused              # the client's write buffer is full
+    cdef double deadline
+    cdef int deadline_kind                # a Deadline
+    cdef double total_deadline            # the route's total timeout, 0 = none
+
+    # client-side parsing and the pipeline
+    cdef void begin_active(self, RequestContext ctx, Snapshot snap, list chunks, bint complete, str error)
+    cdef bint validate_head(self, RequestContext ctx, Snapshot snap)
+    cdef fill_basic(self, RequestContext ctx)
+    cdef int run_phases(self)
+    cdef void add_body(self, bytes data)
+    cdef void request_finished(self)
+
+    # integrations
+    cdef void start_http(self)
+    cdef void attempt(self, Target exclude)
+    cdef void connect(self, Target target)
+    cdef void upstream_ready(self, UpstreamConnection conn)
+    cdef bytes build_upstream_head(self, Target target)
+    cdef void send_body_chunk(self, bytes data)
+    cdef void finish_upstream_request(self)
+    cdef void upstream_failed(self, str kind, str detail, bint retryable)
+    cdef void upstream_head(self, UpstreamConnection conn, int status, bytes reason, list headers,
+                            bint chunked, bint has_length, list conn_tokens)
+    cdef void upstream_body(self, bytes data)
+    cdef void upstream_done(self, UpstreamConnection conn, bint reusable)
+    cdef void respond_mock(self)
+    cdef void respond_echo(self)
+
+    # responses
+    cdef void respond(self, int status, list headers, bytes body)
+    cdef void respond_error(self, str error_type, str detail)
+    cdef void write_head(self, int status, bytes reason, list headers, long long length)
+    cdef void exchange_done(self)
+    cdef void set_pause(self, int reason, bint on)
+    cdef void check_timeout(self, double now)
+    cdef void abort(self)
+    cdef void shutdown(self)
+
+
+cdef class UpstreamConnection:
+    cdef Target target
+    cdef object transport
+    cdef object parser                    # httptools.HttpResponseParser
+    cdef ClientConnection client          # the exchange using it; None while idle
+    cdef bint is_alive
+    cdef bint reused                      # served a request before this one
+    cdef bint got_bytes                   # any response byte arrived for the current request
+    cdef bint head_request                # response to HEAD: no body whatever the headers say
+    cdef bint head_done                   # response head received
+    cdef bint until_close                 # body delimited by connection close
+    cdef bint tunnel
+    cdef list headers
+    cdef bytes reason
+    cdef int cl_count
+    cdef bint chunked
+    cdef list conn_tokens
+
+    cdef void attach(self, ClientConnection client, bint head_request)
+    cdef void release(self, bint reusable)
+    cpdef close(self)
+    cpdef bint alive(self)

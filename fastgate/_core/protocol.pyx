@@ -1,0 +1,1517 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The HTTP/1.1 hot path; protocol.pxd is the map of this file."""
+
+import asyncio
+import os
+import socket
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.stdio cimport snprintf
+from libc.string cimport memcmp
+
+import httptools
+import orjson
+
+from fastgate._core.pipeline cimport (
+    RequestContext, Route, ascii_ieq, monotonic, epoch_ms,
+    ACTION_CONTINUE, ACTION_RESPOND,
+    INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO,
+)
+from fastgate._core.upstream cimport Target, UpstreamGroup
+from fastgate._core.metrics cimport SharedMetrics
+from fastgate._core.accesslog cimport AccessLog
+from fastgate._core.headers cimport HeaderTransform, PathRewrite, Template
+
+
+# ---------------------------------------------------------------------------
+# Gateway responses: every error the gateway answers itself, by type, with
+# Amazon API Gateway's default status and message. Snapshot.responses starts
+# from this table; the control plane may override entries per API.
+GATEWAY_RESPONSES = {
+    "BAD_REQUEST": (400, "Bad Request"),
+    "MISSING_HOST": (400, "Bad Request"),
+    "BAD_FRAMING": (400, "Bad Request"),
+    "NOT_FOUND": (404, "Not Found"),
+    "METHOD_NOT_ALLOWED": (405, "Method Not Allowed"),
+    "REQUEST_TIMEOUT": (408, "Request Timeout"),
+    "REQUEST_TOO_LARGE": (413, "Request Too Long"),
+    "URI_TOO_LONG": (414, "Request-URI Too Long"),
+    "HEADERS_TOO_LARGE": (431, "Request Header Fields Too Large"),
+    "INTEGRATION_FAILURE": (502, "Internal server error"),
+    "NO_HEALTHY_UPSTREAM": (503, "Service Unavailable"),
+    "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
+    "DEFAULT_5XX": (500, "Internal server error"),
+}
+
+cdef dict STATUS_LINES = {}
+for _s in HTTPStatus:
+    STATUS_LINES[_s.value] = b"HTTP/1.1 %d %s\r\n" % (_s.value, _s.phrase.encode())
+
+cdef bytes status_line(int status, bytes reason):
+    cdef bytes line
+    if reason is None or not reason:
+        line = STATUS_LINES.get(status)
+        if line is not None:
+            return line
+        return b"HTTP/1.1 %d Unknown\r\n" % status
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+cdef frozenset IDEMPOTENT = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"])
+
+
+class StopParsing(Exception):
+    """Raised from a parser callback to stop feed_data: the rest of the input is not ours to read."""
+
+
+# ---------------------------------------------------------------------------
+# Header classification: which header lines the gateway owns or must not forward.
+
+cdef enum HeaderKind:
+    H_OTHER = 0
+    H_HOST
+    H_CONTENT_LENGTH
+    H_TRANSFER_ENCODING
+    H_CONNECTION
+    H_KEEP_ALIVE
+    H_PROXY_CONNECTION
+    H_TE
+    H_TRAILER
+    H_UPGRADE
+    H_EXPECT
+    H_REQUEST_ID
+    H_VIA
+    H_XFF
+    H_XFP
+    H_XFH
+    H_XFPORT
+
+
+cdef inline bint lower_eq(const char* buf, const char* name, Py_ssize_t n) noexcept:
+    return memcmp(buf, name, n) == 0
+
+
+cdef int classify(bytes name) noexcept:
+    """PERF: one C pass per header line instead of name.lower() plus dict lookups
+    (bench/wrk_compare.py, scenario keepalive)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
+    cdef const char* p
+    cdef char buf[24]
+    cdef char c
+    if n < 2 or n > 17:
+        return H_OTHER
+    p = PyBytes_AS_STRING(name)
+    c = p[0] | 0x20
+    if c != b'h' and c != b'c' and c != b't' and c != b'k' and c != b'p' and \
+            c != b'u' and c != b'e' and c != b'x' and c != b'v':
+        return H_OTHER
+    for i in range(n):
+        c = p[i]
+        if b'A' <= c <= b'Z':
+            c = c + 32
+        buf[i] = c
+    if n == 4:
+        return H_HOST if lower_eq(buf, "host", 4) else H_OTHER
+    if n == 14:
+        return H_CONTENT_LENGTH if lower_eq(buf, "content-length", 14) else H_OTHER
+    if n == 17:
+        if lower_eq(buf, "transfer-encoding", 17):
+            return H_TRANSFER_ENCODING
+        if lower_eq(buf, "x-forwarded-proto", 17):
+            return H_XFP
+        return H_OTHER
+    if n == 10:
+        if lower_eq(buf, "connection", 10):
+            return H_CONNECTION
+        if lower_eq(buf, "keep-alive", 10):
+            return H_KEEP_ALIVE
+        return H_OTHER
+    if n == 16:
+        if lower_eq(buf, "proxy-connection", 16):
+            return H_PROXY_CONNECTION
+        if lower_eq(buf, "x-forwarded-host", 16):
+            return H_XFH
+        if lower_eq(buf, "x-forwarded-port", 16):
+            return H_XFPORT
+        return H_OTHER
+    if n == 2:
+        return H_TE if lower_eq(buf, "te", 2) else H_OTHER
+    if n == 7:
+        if lower_eq(buf, "trailer", 7):
+            return H_TRAILER
+        if lower_eq(buf, "upgrade", 7):
+            return H_UPGRADE
+        return H_OTHER
+    if n == 6:
+        return H_EXPECT if lower_eq(buf, "expect", 6) else H_OTHER
+    if n == 12:
+        return H_REQUEST_ID if lower_eq(buf, "x-request-id", 12) else H_OTHER
+    if n == 3:
+        return H_VIA if lower_eq(buf, "via", 3) else H_OTHER
+    if n == 15:
+        return H_XFF if lower_eq(buf, "x-forwarded-for", 15) else H_OTHER
+    return H_OTHER
+
+
+def header_kind(bytes name):
+    """classify() for tests."""
+    return classify(name)
+
+
+cdef list connection_tokens(bytes value, list into):
+    """Lowercase tokens of a Connection header other than close/keep-alive/upgrade."""
+    cdef bytes tok
+    for tok in value.split(b","):
+        tok = tok.strip().lower()
+        if tok and tok != b"close" and tok != b"keep-alive" and tok != b"upgrade":
+            if into is None:
+                into = []
+            into.append(tok)
+    return into
+
+
+cdef list drop_named(list headers, list names):
+    """headers without those whose lowercase name is in names (RFC 9110 section 7.6.1)."""
+    cdef list out = []
+    cdef tuple pair
+    for pair in headers:
+        if (<bytes>pair[0]).lower() not in names:
+            out.append(pair)
+    return out
+
+
+cdef bint valid_request_id(bytes v) noexcept:
+    # visible ASCII without separators that would break logs or JSON, at most 200 bytes
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(v), i
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(v)
+    if n == 0 or n > 200:
+        return False
+    for i in range(n):
+        if p[i] <= 32 or p[i] >= 127 or p[i] == 34 or p[i] == 92:
+            return False
+    return True
+
+
+cdef long long parse_content_length(bytes v) noexcept:
+    """-1 when v is not a plain decimal (RFC 9110 section 8.6 allows nothing else)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(v), i
+    cdef const char* p = PyBytes_AS_STRING(v)
+    cdef long long r = 0
+    if n == 0 or n > 18:
+        return -1
+    for i in range(n):
+        if p[i] < 48 or p[i] > 57:   # '0'..'9'
+            return -1
+        r = r * 10 + (p[i] - 48)
+    return r
+
+
+cdef bytes route_host_of(bytes host):
+    """Lowercase host without port, for routing ("[::1]:8080" -> "[::1]")."""
+    cdef Py_ssize_t i
+    if host.startswith(b"["):
+        i = host.find(b"]")
+        return host[:i + 1].lower() if i > 0 else host.lower()
+    i = host.rfind(b":")
+    if i >= 0:
+        host = host[:i]
+    return host.lower()
+
+
+cdef inline bytes chunk_frame(bytes data):
+    return b"%x\r\n%b\r\n" % (PyBytes_GET_SIZE(data), data)
+
+
+# ---------------------------------------------------------------------------
+
+cdef class Snapshot:
+    def __init__(self, *, router, list routes, list groups=None, list route_series=None,
+                 int unmatched_series=-1, access_log=None, metrics=None, list trusted=None,
+                 via="fastgate", dict responses=None, Py_ssize_t max_url=8192,
+                 Py_ssize_t max_head=32768, int max_headers=100, long long max_body=10485760,
+                 double header_timeout=10.0, double body_timeout=60.0,
+                 double keepalive_timeout=75.0, int keepalive_requests=10000, source=None):
+        self.router = router
+        self.routes = routes
+        self.groups = groups if groups is not None else []
+        self.route_series = route_series if route_series is not None else [-1] * len(routes)
+        self.unmatched_series = unmatched_series
+        self.access_log = access_log
+        self.metrics = metrics
+        self.trusted = trusted if trusted is not None else []
+        self.via = (b"1.1 " + via.encode()) if via else None
+        self.responses = dict(GATEWAY_RESPONSES)
+        if responses:
+            self.responses.update(responses)
+        self.max_url = max_url
+        self.max_head = max_head
+        self.max_headers = max_headers
+        self.max_body = max_body
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.keepalive_requests = keepalive_requests
+        self.source = source
+
+    def retire(self):
+        """Called when a newer snapshot replaced this one: pool no more connections."""
+        for g in self.groups:
+            for t in (<UpstreamGroup>g).targets:
+                (<Target>t).close_idle()
+
+
+cdef class Worker:
+    def __init__(self, Snapshot snapshot, loop, int worker_id=0):
+        self.snapshot = snapshot
+        self.loop = loop
+        self.connections = set()
+        self.worker_id = worker_id
+        self.open_slot = -1
+        self.reseed()
+        self.date = formatdate(usegmt=True).encode()
+
+    def reseed(self):
+        """New random request-id prefix; call in every process after fork."""
+        cdef bytes r = os.urandom(8)
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(r)
+        # 8-4-4 groups of a version-4 UUID; the counter fills the last two groups
+        snprintf(self.rid_prefix, 20, "%02x%02x%02x%02x-%02x%02x-4%01x%02x-",
+                 p[0], p[1], p[2], p[3], p[4], p[5], p[6] & 15, p[7])
+        self.rid_counter = 0
+
+    cdef bytes new_request_id(self):
+        cdef char buf[40]
+        cdef unsigned long long c = self.rid_counter
+        self.rid_counter += 1
+        cdef int n = snprintf(buf, 40, "%s%04x-%012llx", self.rid_prefix,
+                              <unsigned int>(0x8000 | ((c >> 48) & 0x3fff)), c & 0xffffffffffffULL)
+        return PyBytes_FromStringAndSize(buf, n)
+
+    def request_id(self):
+        return self.new_request_id()
+
+    def start(self):
+        self.tick_handle = self.loop.call_later(TICK_MS / 1000.0, self._tick)
+
+    def _tick(self):
+        self.tick()
+        if not (self.draining and not self.connections):
+            self.tick_handle = self.loop.call_later(TICK_MS / 1000.0, self._tick)
+
+    cdef void tick(self):
+        cdef double now = monotonic()
+        cdef ClientConnection c
+        self.ticks += 1
+        if self.ticks % 10 == 0:
+            self.date = formatdate(usegmt=True).encode()
+            if self.snapshot.access_log is not None:
+                self.snapshot.access_log.flush()
+        if self.ticks % 5 == 0:
+            self.refresh_health()
+        for c in list(self.connections):
+            if c.deadline_kind != DL_NONE and (c.deadline <= now or
+                                               (c.total_deadline > 0 and c.total_deadline <= now)):
+                c.check_timeout(now)
+
+    def refresh_health(self):
+        """Copy the admin process's active health-check verdicts into this worker's targets."""
+        cdef SharedMetrics m = self.snapshot.metrics
+        if m is None:
+            return
+        for g in self.snapshot.groups:
+            for t in (<UpstreamGroup>g).targets:
+                if (<Target>t).health_slot >= 0:
+                    (<Target>t).healthy = m.gauge_get((<Target>t).health_slot) != 0
+
+    def swap(self, Snapshot snapshot):
+        """Publish a new snapshot; requests in flight keep the one they started with."""
+        old, self.snapshot = self.snapshot, snapshot
+        if old is not None and old is not snapshot:
+            if old.access_log is not None and old.access_log is not snapshot.access_log:
+                old.access_log.close()
+            old.retire()
+        self.refresh_health()
+
+    def drain(self):
+        """Stop taking requests: idle connections close now, busy ones after their response."""
+        self.draining = True
+        for c in list(self.connections):
+            (<ClientConnection>c).shutdown()
+
+    def close_all(self):
+        for c in list(self.connections):
+            (<ClientConnection>c).abort()
+
+    def connection_count(self):
+        return len(self.connections)
+
+    def protocol_factory(self, int local_port):
+        def factory():
+            return ClientConnection(self, local_port)
+        return factory
+
+
+@cython.freelist(32)
+cdef class PendingRequest:
+    pass
+
+
+cdef class ClientConnection:
+    def __init__(self, Worker worker, int local_port=0):
+        self.worker = worker
+        self.local_port = local_port
+        self.pending = []
+        self.body_chunks = []
+
+    # --- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport):
+        cdef Snapshot snap = self.worker.snapshot
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0].encode()
+            self.peer_port = peer[1]
+            if snap.trusted:
+                import ipaddress
+                addr = ipaddress.ip_address(peer[0])
+                self.trusted = any(addr in net for net in snap.trusted)
+        else:
+            self.peer_ip = b"127.0.0.1"
+        self.worker.connections.add(self)
+        if snap.metrics is not None and self.worker.open_slot >= 0:
+            snap.metrics.gauge_add(self.worker.open_slot, 1)
+        self.deadline_kind = DL_IDLE
+        self.deadline = monotonic() + snap.header_timeout
+        if self.worker.draining:
+            self.shutdown()
+
+    def connection_lost(self, exc):
+        cdef Snapshot snap = self.worker.snapshot
+        self.closed = True
+        self.worker.connections.discard(self)
+        if snap.metrics is not None and self.worker.open_slot >= 0:
+            snap.metrics.gauge_add(self.worker.open_slot, -1)
+        if self.ctx is not None and self.ctx.status == 0:
+            self.ctx.status = 499 if not self.responding else self.ctx.status
+        if self.upstream is not None:
+            # the client went away mid-exchange: the upstream's state is unknown
+            self.upstream.release(False)
+            self.upstream = None
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.ctx is not None and self.ctx.end == 0:
+            self.log_exchange()
+        self.ctx = None
+        self.pending = None
+        self.body_chunks = None
+
+    def eof_received(self):
+        # half-close from the client: finish what is in flight, then close
+        if self.tunnel and self.upstream is not None and self.upstream.transport is not None:
+            if self.upstream.transport.can_write_eof():
+                self.upstream.transport.write_eof()
+            return True
+        if self.ctx is None and not self.in_head:
+            return False
+        self.close_after = True
+        return True
+
+    def pause_writing(self):
+        self.writing_paused = True
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self):
+        self.writing_paused = False
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    def data_received(self, bytes data):
+        cdef Py_ssize_t off
+        if self.closed:
+            return
+        if self.tunnel:
+            if self.upstream is not None:
+                self.upstream.transport.write(data)
+            else:
+                self.early_tunnel = (self.early_tunnel or b"") + data
+            return
+        if self.in_head or self.parsing is None:
+            self.head_size += PyBytes_GET_SIZE(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            off = e.args[0]
+            self.early_tunnel = data[off:]
+            self.set_pause(PAUSE_PIPELINE, True)   # nothing more to parse on this connection
+            return
+        except StopParsing:
+            return
+        except httptools.HttpParserError as e:
+            if self.closed:
+                return
+            if isinstance(e.__context__, StopParsing):
+                return
+            if isinstance(e.__context__, Exception) and not isinstance(e, httptools.HttpParserCallbackError):
+                raise
+            self.bad_input("BAD_REQUEST", f"malformed request: {e}")
+            return
+        if self.in_head and self.head_size > self.worker.snapshot.max_head + self.worker.snapshot.max_url:
+            self.bad_input("HEADERS_TOO_LARGE", "request header section too large")
+
+    def bad_input(self, str error_type, str detail):
+        """The input cannot be parsed further: answer in order, then close."""
+        cdef PendingRequest p
+        if self.parsing is None or self.parsing is self.ctx and self.responding:
+            # nothing to attach the error to (or the active response already started): close
+            if self.ctx is None:
+                self.parsing = RequestContext()
+                self.fill_basic(self.parsing)
+                self.begin_active(self.parsing, self.worker.snapshot, None, True, error_type)
+                return
+            self.close_after = True
+            if not self.responding:
+                self.respond_error(error_type, detail)
+            return
+        if self.parsing is self.ctx:
+            self.close_after = True
+            self.ctx.error_message = detail
+            if not self.responding:
+                if self.upstream is not None:
+                    self.upstream.release(False)
+                    self.upstream = None
+                self.respond_error(error_type, detail)
+            return
+        if self.parsing_pending is not None:
+            self.parsing_pending.error_type = error_type
+            self.parsing_pending.complete = True
+            self.parsing_pending.ctx.error_message = detail
+            return
+        # not yet queued (the head is incomplete)
+        self.fill_basic(self.parsing)
+        self.parsing.error_message = detail
+        if self.ctx is None:
+            self.begin_active(self.parsing, self.parsing_snap, None, True, error_type)
+        else:
+            p = PendingRequest()
+            p.ctx = self.parsing
+            p.snap = self.parsing_snap
+            p.chunks = None
+            p.complete = True
+            p.error_type = error_type
+            self.pending.append(p)
+            self.set_pause(PAUSE_PIPELINE, True)
+        self.parsing = None
+
+    cdef fill_basic(self, RequestContext ctx):
+        if ctx.method is None or not ctx.method:
+            try:
+                ctx.method = self.parser.get_method()
+            except Exception:
+                ctx.method = b"-"
+        ctx.source_ip = self.peer_ip
+        ctx.source_port = self.peer_port
+        ctx.local_port = self.local_port
+        if ctx.request_id is None or not ctx.request_id:
+            ctx.request_id = self.worker.new_request_id()
+        if self.url is not None and ctx.path == b"/":
+            ctx.path = self.url[:256]
+        if ctx.headers is None:
+            ctx.headers = []
+        if ctx.start == 0:
+            ctx.start = monotonic()
+            ctx.request_time_ms = epoch_ms()
+
+    # --- httptools callbacks: append only ---------------------------------------
+
+    def on_message_begin(self):
+        cdef RequestContext ctx = RequestContext()
+        cdef Snapshot snap = self.worker.snapshot
+        ctx.start = monotonic()
+        ctx.request_time_ms = epoch_ms()
+        ctx.headers = []
+        ctx.source_ip = self.peer_ip
+        ctx.source_port = self.peer_port
+        ctx.local_port = self.local_port
+        self.parsing = ctx
+        self.parsing_snap = snap
+        self.parsing_pending = None
+        self.url = None
+        self.fwd = []
+        self.in_head = True
+        self.cl_count = 0
+        self.cl_bad = False
+        self.te_count = 0
+        self.te_bad = False
+        self.host_count = 0
+        self.conn_tokens = None
+        self.h_via = self.h_xff = self.h_xfp = self.h_xfh = self.h_xfport = None
+        self.h_rid = self.h_upgrade = None
+        self.parse_error = None
+        if self.ctx is None:
+            self.deadline_kind = DL_HEAD
+            self.deadline = ctx.start + snap.header_timeout
+
+    def on_url(self, bytes url):
+        if self.url is None:
+            self.url = url
+        else:
+            self.url += url
+        if PyBytes_GET_SIZE(self.url) > self.parsing_snap.max_url:
+            self.bad_input("URI_TOO_LONG", "request URI longer than %d bytes" % self.parsing_snap.max_url)
+            raise StopParsing()
+
+    def on_header(self, bytes name, bytes value):
+        cdef RequestContext ctx = self.parsing
+        cdef tuple pair = (name, value)
+        cdef int kind
+        ctx.headers.append(pair)
+        if len(ctx.headers) > self.parsing_snap.max_headers:
+            self.bad_input("HEADERS_TOO_LARGE", "more than %d header lines" % self.parsing_snap.max_headers)
+            raise StopParsing()
+        kind = classify(name)
+        if kind == H_OTHER:
+            self.fwd.append(pair)
+        elif kind == H_HOST:
+            self.host_count += 1
+            ctx.host = value
+        elif kind == H_CONTENT_LENGTH:
+            self.cl_count += 1
+            ctx.content_length = parse_content_length(value)
+            if ctx.content_length < 0:
+                self.cl_bad = True
+        elif kind == H_TRANSFER_ENCODING:
+            self.te_count += 1
+            if value.strip().lower() != b"chunked":
+                self.te_bad = True
+            ctx.chunked = True
+        elif kind == H_CONNECTION:
+            self.conn_tokens = connection_tokens(value, self.conn_tokens)
+        elif kind == H_UPGRADE:
+            self.h_upgrade = value
+        elif kind == H_EXPECT:
+            if value.strip().lower() == b"100-continue":
+                ctx.expect_continue = True
+            else:
+                self.parse_error = "EXPECTATION_FAILED"
+        elif kind == H_REQUEST_ID:
+            self.h_rid = value
+        elif kind == H_VIA:
+            self.h_via = value if self.h_via is None else self.h_via + b", " + value
+        elif kind == H_XFF:
+            self.h_xff = value if self.h_xff is None else self.h_xff + b", " + value
+        elif kind == H_XFP:
+            self.h_xfp = value
+        elif kind == H_XFH:
+            self.h_xfh = value
+        elif kind == H_XFPORT:
+            self.h_xfport = value
+        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
+
+    def on_headers_complete(self):
+        cdef RequestContext ctx = self.parsing
+        cdef Snapshot snap = self.parsing_snap
+        cdef PendingRequest p
+        self.in_head = False
+        self.head_size = 0
+        if not self.validate_head(ctx, snap):
+            # validate_head queued or answered the error; nothing after this head is trustworthy
+            raise StopParsing()
+        if self.ctx is None:
+            self.begin_active(ctx, snap, None, False, None)
+        else:
+            p = PendingRequest()
+            p.ctx = ctx
+            p.snap = snap
+            p.chunks = []
+            p.complete = False
+            p.error_type = None
+            self.parsing_pending = p
+            self.pending.append(p)
+            self.set_pause(PAUSE_PIPELINE, True)
+
+    def on_body(self, bytes data):
+        cdef RequestContext ctx = self.parsing
+        cdef Snapshot snap = self.parsing_snap
+        ctx.request_length += PyBytes_GET_SIZE(data)
+        if snap.max_body >= 0 and ctx.request_length > snap.max_body and (
+                ctx.route is None or ctx.route.max_body_size < 0 or ctx.request_length > ctx.route.max_body_size):
+            if ctx.route is None or ctx.route.max_body_size < 0 or ctx.request_length > ctx.route.max_body_size:
+                self.bad_input("REQUEST_TOO_LARGE", "request body larger than the limit")
+                raise StopParsing()
+        if ctx is self.ctx:
+            self.deadline = monotonic() + snap.body_timeout
+            self.add_body(data)
+        elif self.parsing_pending is not None:
+            self.parsing_pending.chunks.append(data)
+
+    def on_message_complete(self):
+        cdef RequestContext ctx = self.parsing
+        self.parsing = None
+        if ctx is self.ctx:
+            self.request_finished()
+        elif self.parsing_pending is not None:
+            self.parsing_pending.complete = True
+        if not ctx.keep_alive:
+            # nothing after a "Connection: close" request is read (RFC 9112 section 9.6)
+            raise StopParsing()
+
+    # --- the request ------------------------------------------------------------
+
+    cdef bint validate_head(self, RequestContext ctx, Snapshot snap):
+        """Fill ctx from the parsed head; False after queueing a 400-class answer."""
+        cdef bytes url = self.url
+        cdef Py_ssize_t q
+        cdef str err = None
+        cdef str detail = None
+        cdef str version = self.parser.get_http_version()
+        ctx.method = self.parser.get_method()
+        ctx.keep_alive = self.parser.should_keep_alive()
+        if version == "1.1":
+            ctx.http_minor = 1
+        elif version == "1.0":
+            ctx.http_minor = 0
+        else:
+            err, detail = "BAD_REQUEST", f"HTTP version {version} is not supported"
+        if url is None:
+            url = b"/"
+        if err is None:
+            if url[0] != 47:   # not origin-form
+                if url.startswith(b"http://") or url.startswith(b"https://"):
+                    # absolute-form: the authority replaces Host (RFC 9112 section 3.2.2)
+                    rest = url.split(b"//", 1)[1]
+                    q = rest.find(b"/")
+                    authority = rest if q < 0 else rest[:q]
+                    url = b"/" if q < 0 else rest[q:]
+                    if b"@" in authority or not authority:
+                        err, detail = "BAD_REQUEST", "bad request target"
+                    else:
+                        ctx.host = authority
+                        if self.host_count == 0:
+                            self.host_count = 1
+                elif url == b"*" and ctx.method == b"OPTIONS":
+                    pass
+                else:
+                    err, detail = "BAD_REQUEST", "bad request target"
+        q = url.find(b"?")
+        if q >= 0:
+            ctx.path = url[:q]
+            ctx.query = url[q + 1:]
+        else:
+            ctx.path = url
+        if err is None:
+            if self.cl_count > 1:
+                err, detail = "BAD_FRAMING", "more than one Content-Length"
+            elif self.cl_bad:
+                err, detail = "BAD_FRAMING", "malformed Content-Length"
+            elif self.te_count and self.cl_count:
+                err, detail = "BAD_FRAMING", "both Content-Length and Transfer-Encoding"
+            elif self.te_count > 1 or self.te_bad:
+                err, detail = "BAD_FRAMING", "Transfer-Encoding other than chunked"
+            elif self.te_count and ctx.http_minor == 0:
+                err, detail = "BAD_FRAMING", "Transfer-Encoding in an HTTP/1.0 request"
+            elif ctx.http_minor == 1 and self.host_count == 0:
+                err, detail = "MISSING_HOST", "missing Host header"
+            elif self.host_count > 1:
+                err, detail = "MISSING_HOST", "more than one Host header"
+            elif self.parse_error is not None:
+                err, detail = "BAD_REQUEST", "unsupported Expect"
+            elif ctx.method == b"CONNECT":
+                err, detail = "METHOD_NOT_ALLOWED", "CONNECT is not supported"
+        if ctx.host is None or not ctx.host:
+            ctx.host = b""
+        ctx.route_host = route_host_of(ctx.host)
+        ctx.upgrade = self.h_upgrade is not None and self.parser.should_upgrade()
+        if self.h_rid is not None and valid_request_id(self.h_rid):
+            ctx.request_id = self.h_rid
+        else:
+            ctx.request_id = self.worker.new_request_id()
+        if self.trusted and self.h_xff is not None:
+            ctx.forwarded_for = self.h_xff + b", " + self.peer_ip
+        else:
+            ctx.forwarded_for = self.peer_ip
+        if self.conn_tokens is not None:
+            self.fwd = drop_named(self.fwd, self.conn_tokens)
+        if err is None and ctx.content_length > snap.max_body >= 0:
+            # decided before reading a byte of the body: the point of 100-continue
+            err, detail = "REQUEST_TOO_LARGE", "Content-Length %d exceeds the limit of %d bytes" % (
+                ctx.content_length, snap.max_body)
+        if err is not None:
+            ctx.keep_alive = False
+            ctx.error_message = detail
+            if self.ctx is None:
+                self.begin_active(ctx, snap, None, True, err)
+            else:
+                p = PendingRequest()
+                p.ctx = ctx
+                p.snap = snap
+                p.chunks = None
+                p.complete = True
+                p.error_type = err
+                self.pending.append(p)
+                self.set_pause(PAUSE_PIPELINE, True)
+            self.parsing = None
+            return False
+        return True
+
+    cdef void begin_active(self, RequestContext ctx, Snapshot snap, list chunks, bint complete, str error):
+        """Make ctx the active request and run its phases."""
+        self.ctx = ctx
+        self.snap = snap
+        self.req_complete = complete
+        self.responding = False
+        self.body_mode = BODY_NONE
+        self.body_chunks = chunks if chunks is not None else []
+        self.body_sent = 0
+        self.body_kept = 0
+        for c in self.body_chunks:
+            self.body_kept += PyBytes_GET_SIZE(c)
+        self.body_retained = self.body_kept <= RETRY_BODY_MAX
+        self.deadline_kind = DL_BODY
+        self.deadline = monotonic() + snap.body_timeout
+        self.total_deadline = 0
+        if not complete and ctx.content_length <= 0 and not ctx.chunked:
+            # no body by framing: the request is whole at headers-complete
+            self.req_complete = True
+        if error is not None:
+            self.close_after = True
+            self.respond_error(error, ctx.error_message)
+            return
+        if self.run_phases() == ACTION_RESPOND:
+            self.respond_error(ctx.error_type, ctx.error_message)
+
+    cdef int run_phases(self):
+        """The pipeline dispatcher: each phase returns an Action (pipeline.pxd)."""
+        cdef RequestContext ctx = self.ctx
+        cdef Snapshot snap = self.snap
+        cdef Route route
+        # PHASE_ROUTE
+        m = snap.router.match(ctx.route_host, ctx.method, ctx.path)
+        if m is None:
+            ctx.error_type = "NOT_FOUND"
+            return ACTION_RESPOND
+        route = <Route>m[0]
+        ctx.route = route
+        ctx.path_params = m[1]
+        if route.max_body_size >= 0 and ctx.content_length > route.max_body_size:
+            ctx.error_type = "REQUEST_TOO_LARGE"
+            ctx.error_message = "Content-Length %d exceeds the limit of %d bytes" % (
+                ctx.content_length, route.max_body_size)
+            return ACTION_RESPOND
+        # PHASE_REQUEST_TRANSFORM
+        if route.path_rewrite is not None:
+            ctx.upstream_path = (<PathRewrite>route.path_rewrite).apply(ctx)
+        else:
+            ctx.upstream_path = ctx.path
+        if ctx.query:
+            ctx.upstream_path = ctx.upstream_path + b"?" + ctx.query
+        if route.request_headers is not None:
+            ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(self.fwd, ctx)
+        else:
+            ctx.upstream_headers = self.fwd
+        if ctx.expect_continue and not self.req_complete:
+            # admitted: ask for the body (RFC 9110 section 10.1.1); the upstream never sees Expect
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # PHASE_INTEGRATION
+        if route.integration == INTEGRATION_HTTP:
+            self.start_http()
+        # mock and echo answer once the body is complete (request_finished)
+        elif self.req_complete:
+            self.request_finished()
+        return ACTION_CONTINUE
+
+    cdef void add_body(self, bytes data):
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        if self.responding and self.ctx.route is not None and self.ctx.route.integration != INTEGRATION_HTTP:
+            return
+        if self.upstream is not None and self.upstream.transport is not None and self.body_mode != -1:
+            self.send_body_chunk(data)
+            if self.body_retained:
+                self.body_chunks.append(data)
+                self.body_sent = len(self.body_chunks)
+                self.body_kept += n
+                if self.body_kept > RETRY_BODY_MAX:
+                    self.body_retained = False
+                    self.body_chunks = []
+                    self.body_sent = 0
+                    self.body_kept = 0
+            return
+        self.body_chunks.append(data)
+        self.body_kept += n
+        if self.body_kept > RETRY_BODY_MAX:
+            self.body_retained = False
+        if self.body_kept > BUFFER_HIGH and self.ctx.route is not None and \
+                self.ctx.route.integration == INTEGRATION_HTTP:
+            self.set_pause(PAUSE_NOT_READY, True)
+
+    cdef void request_finished(self):
+        """The active request's body is complete."""
+        cdef RequestContext ctx = self.ctx
+        self.req_complete = True
+        if ctx.route is None or self.responding:
+            return
+        if ctx.route.integration == INTEGRATION_HTTP:
+            if self.upstream is not None and self.upstream.transport is not None:
+                self.finish_upstream_request()
+        elif ctx.route.integration == INTEGRATION_MOCK:
+            self.respond_mock()
+        elif ctx.route.integration == INTEGRATION_ECHO:
+            self.respond_echo()
+
+    # --- HTTP integration ---------------------------------------------------------
+
+    cdef void start_http(self):
+        cdef Route route = self.ctx.route
+        if route.total_timeout > 0:
+            self.total_deadline = monotonic() + route.total_timeout
+        self.attempt(None)
+
+    cdef void attempt(self, Target exclude):
+        cdef RequestContext ctx = self.ctx
+        cdef Route route = ctx.route
+        cdef UpstreamGroup group = <UpstreamGroup>route.upstream
+        cdef double now = monotonic()
+        cdef Target target = group.pick(ctx, exclude, now)
+        cdef UpstreamConnection conn
+        if target is None and exclude is not None:
+            # the only target just failed; try it again rather than give up (e.g. a stale pooled socket)
+            target = group.pick(ctx, None, now)
+        if target is None:
+            ctx.error_type = "NO_HEALTHY_UPSTREAM"
+            ctx.error_message = f"no healthy target in upstream {group.name!r}"
+            self.respond_error(ctx.error_type, ctx.error_message)
+            return
+        ctx.target = target
+        ctx.attempts += 1
+        if ctx.integration_start == 0:
+            ctx.integration_start = now
+        target.active += 1
+        conn = <UpstreamConnection>target.pop_idle()
+        if conn is not None:
+            self.upstream_ready(conn)
+        else:
+            self.connect(target)
+
+    cdef void connect(self, Target target):
+        cdef UpstreamConnection conn = UpstreamConnection(target)
+        self.upstream = conn
+        conn.client = self
+        self.deadline_kind = DL_CONNECT
+        self.deadline = monotonic() + self.ctx.route.connect_timeout
+        target.open += 1
+        coro = self.worker.loop.create_connection(
+            lambda: conn, target.host, target.port, ssl=target.ssl,
+            server_hostname=target.server_hostname if target.ssl is not None else None)
+        self.connect_task = asyncio.ensure_future(coro, loop=self.worker.loop)
+        self.connect_task.add_done_callback(conn.on_connected)
+
+    cdef void upstream_ready(self, UpstreamConnection conn):
+        cdef RequestContext ctx = self.ctx
+        cdef list chunks
+        cdef bytes c
+        self.connect_task = None
+        self.upstream = conn
+        conn.attach(self, ctx.method == b"HEAD")
+        self.body_mode = BODY_NONE
+        out = [self.build_upstream_head(conn.target)]
+        chunks = self.body_chunks
+        if ctx.chunked:
+            for c in chunks[self.body_sent:]:
+                if PyBytes_GET_SIZE(c):
+                    out.append(chunk_frame(c))
+        else:
+            out.extend(chunks[self.body_sent:])
+        if self.body_retained:
+            self.body_sent = len(chunks)
+        else:
+            self.body_chunks = []
+            self.body_sent = 0
+            self.body_kept = 0
+        if self.req_complete and ctx.chunked:
+            out.append(b"0\r\n\r\n")
+        conn.transport.write(b"".join(out))
+        self.set_pause(PAUSE_NOT_READY, False)
+        self.deadline_kind = DL_UPSTREAM_READ if self.req_complete else DL_BODY
+        self.deadline = monotonic() + (ctx.route.first_byte_timeout if self.req_complete
+                                       else self.snap.body_timeout)
+
+    cdef bytes build_upstream_head(self, Target target):
+        """The upstream request, rebuilt from parsed fields (never the client's raw bytes)."""
+        cdef RequestContext ctx = self.ctx
+        cdef Snapshot snap = self.snap
+        cdef tuple pair
+        out = bytearray(ctx.method)
+        out += b" "
+        out += ctx.upstream_path
+        out += b" HTTP/1.1\r\nHost: "
+        out += target.host_header
+        out += b"\r\n"
+        for pair in ctx.upstream_headers:
+            out += <bytes>pair[0]
+            out += b": "
+            out += <bytes>pair[1]
+            out += b"\r\n"
+        out += b"X-Forwarded-For: "
+        out += ctx.forwarded_for
+        out += b"\r\nX-Forwarded-Proto: "
+        out += self.h_xfp if (self.trusted and self.h_xfp is not None) else (b"https" if ctx.tls else b"http")
+        if self.trusted and self.h_xfh is not None:
+            out += b"\r\nX-Forwarded-Host: "
+            out += self.h_xfh
+        elif ctx.host:
+            out += b"\r\nX-Forwarded-Host: "
+            out += ctx.host
+        out += b"\r\nX-Forwarded-Port: "
+        if self.trusted and self.h_xfport is not None:
+            out += self.h_xfport
+        else:
+            out += b"%d" % self.local_port
+        if snap.via is not None:
+            out += b"\r\nVia: "
+            if self.h_via is not None:
+                out += self.h_via
+                out += b", "
+            out += snap.via
+        out += b"\r\nx-request-id: "
+        out += ctx.request_id
+        if ctx.upgrade:
+            out += b"\r\nConnection: upgrade\r\nUpgrade: "
+            out += self.h_upgrade
+        if ctx.chunked:
+            out += b"\r\nTransfer-Encoding: chunked"
+        elif ctx.content_length >= 0:
+            out += b"\r\nContent-Length: %d" % ctx.content_length
+        out += b"\r\n\r\n"
+        return bytes(out)
+
+    cdef void send_body_chunk(self, bytes data):
+        if self.ctx.chunked:
+            if PyBytes_GET_SIZE(data):
+                self.upstream.transport.write(chunk_frame(data))
+        else:
+            self.upstream.transport.write(data)
+
+    cdef void finish_upstream_request(self):
+        if self.ctx.chunked:
+            self.upstream.transport.write(b"0\r\n\r\n")
+        if not self.upstream.head_done:
+            self.deadline_kind = DL_UPSTREAM_READ
+            self.deadline = monotonic() + self.ctx.route.first_byte_timeout
+
+    cdef void upstream_failed(self, str kind, str detail, bint retryable):
+        """The upstream failed before the response reached the client (else: abort)."""
+        cdef RequestContext ctx = self.ctx
+        cdef Target target
+        cdef UpstreamConnection conn = self.upstream
+        if ctx is None:
+            return
+        target = <Target>ctx.target
+        self.upstream = None
+        self.connect_task = None
+        if conn is not None:
+            conn.client = None
+            conn.close()
+        if target is not None:
+            target.active -= 1
+            target.record_failure(monotonic())
+        if self.responding:
+            # part of the response is out: the client's framing cannot be completed
+            self.abort()
+            return
+        if retryable and ctx.attempts <= ctx.route.retries and self.body_retained and (
+                kind == "connect" or ctx.method in IDEMPOTENT or ctx.route.retry_non_idempotent):
+            self.attempt(target)
+            return
+        ctx.error_message = f"upstream {target.label.decode() if target is not None else '?'}: {detail}"
+        self.respond_error("INTEGRATION_TIMEOUT" if kind == "timeout" else "INTEGRATION_FAILURE",
+                           ctx.error_message)
+
+    cdef void upstream_head(self, UpstreamConnection conn, int status, bytes reason, list headers,
+                            bint chunked, bint has_length, list conn_tokens):
+        cdef RequestContext ctx = self.ctx
+        cdef Route route = ctx.route
+        cdef Snapshot snap = self.snap
+        cdef tuple pair
+        cdef bint no_body = ctx.method == b"HEAD" or status == 204 or status == 304 or status < 200
+        self.responding = True
+        ctx.status = status
+        (<Target>ctx.target).record_success()
+        if conn_tokens is not None:
+            headers = drop_named(headers, conn_tokens)
+        if route.response_headers is not None:
+            headers = (<HeaderTransform>route.response_headers).apply(headers, ctx)
+        if self.worker.draining or (self.snap.keepalive_requests > 0 and
+                                    self.served + 1 >= self.snap.keepalive_requests):
+            self.close_after = True
+        if status == 101:
+            self.body_mode = BODY_NONE
+        elif no_body:
+            self.body_mode = BODY_NONE
+        elif has_length:
+            self.body_mode = BODY_LENGTH
+        elif ctx.http_minor == 1:
+            self.body_mode = BODY_CHUNKED
+        else:
+            self.body_mode = BODY_CLOSE
+            self.close_after = True
+        if not ctx.keep_alive:
+            self.close_after = True
+        if not self.req_complete and status != 101:
+            # answered before the whole body arrived: the rest of the body is not worth reading
+            self.close_after = True
+        out = bytearray(status_line(status, reason))
+        for pair in headers:
+            out += <bytes>pair[0]
+            out += b": "
+            out += <bytes>pair[1]
+            out += b"\r\n"
+        if snap.via is not None:
+            out += b"Via: "
+            out += snap.via
+            out += b"\r\n"
+        out += b"x-request-id: "
+        out += ctx.request_id
+        out += b"\r\n"
+        if status == 101:
+            out += b"Connection: upgrade\r\nUpgrade: "
+            out += self.h_upgrade
+            out += b"\r\n"
+        elif self.body_mode == BODY_CHUNKED:
+            out += b"Transfer-Encoding: chunked\r\n"
+        if status != 101:
+            if self.close_after:
+                out += b"Connection: close\r\n"
+            elif ctx.http_minor == 0:
+                out += b"Connection: keep-alive\r\n"
+        out += b"\r\n"
+        self.transport.write(out)
+        if status == 101:
+            self.tunnel = True
+            conn.tunnel = True
+            self.set_pause(PAUSE_PIPELINE, False)
+            self.deadline_kind = DL_NONE
+            if self.early_tunnel:
+                conn.transport.write(self.early_tunnel)
+                self.early_tunnel = None
+            return
+        self.deadline_kind = DL_UPSTREAM_READ
+        self.deadline = monotonic() + route.first_byte_timeout
+
+    cdef void upstream_body(self, bytes data):
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        if n == 0 or self.body_mode == BODY_NONE:
+            return
+        self.ctx.response_length += n
+        if self.body_mode == BODY_CHUNKED:
+            self.transport.write(chunk_frame(data))
+        else:
+            self.transport.write(data)
+        self.deadline = monotonic() + self.ctx.route.first_byte_timeout
+
+    cdef void upstream_done(self, UpstreamConnection conn, bint reusable):
+        cdef RequestContext ctx = self.ctx
+        if self.body_mode == BODY_CHUNKED:
+            self.transport.write(b"0\r\n\r\n")
+        ctx.integration_end = monotonic()
+        (<Target>ctx.target).active -= 1
+        self.upstream = None
+        conn.release(reusable and self.req_complete)
+        self.exchange_done()
+
+    cdef void respond_mock(self):
+        cdef Route route = self.ctx.route
+        cdef bytes body = (<Template>route.mock_body).render(self.ctx) if route.mock_body is not None else b""
+        self.respond(route.mock_status, route.mock_headers, body)
+
+    cdef void respond_echo(self):
+        """The request as the integration would have received it, after transforms, as JSON."""
+        cdef RequestContext ctx = self.ctx
+        body = b"".join(self.body_chunks) if self.body_chunks else b""
+        try:
+            text = body.decode("utf-8")
+            b64 = False
+        except UnicodeDecodeError:
+            import base64
+            text = base64.b64encode(body).decode()
+            b64 = True
+        headers = {}
+        for name, value in ctx.upstream_headers:
+            k = name.decode("latin-1").lower()
+            v = value.decode("latin-1")
+            headers[k] = headers[k] + "," + v if k in headers else v
+        doc = {
+            "method": ctx.method.decode(),
+            "path": ctx.upstream_path.split(b"?", 1)[0].decode("latin-1"),
+            "rawPath": ctx.path.decode("latin-1"),
+            "query": ctx.query.decode("latin-1"),
+            "routeKey": ctx.route.route_key,
+            "pathParameters": {k.decode("latin-1"): v.decode("latin-1")
+                               for k, v in ctx.path_params.items()} if ctx.path_params else {},
+            "headers": headers,
+            "body": text,
+            "isBase64Encoded": b64,
+            "requestContext": {
+                "requestId": ctx.request_id.decode("latin-1"),
+                "sourceIp": ctx.source_ip.decode(),
+                "forwardedFor": ctx.forwarded_for.decode("latin-1"),
+                "protocol": "HTTP/1.%d" % ctx.http_minor,
+                "domainName": ctx.route_host.decode("latin-1"),
+                "requestTimeEpoch": ctx.request_time_ms,
+            },
+        }
+        self.respond(200, [(b"Content-Type", b"application/json")],
+                     orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+
+    # --- responses ----------------------------------------------------------------
+
+    cdef void respond(self, int status, list headers, bytes body):
+        """A complete response the gateway makes itself."""
+        cdef RequestContext ctx = self.ctx
+        if ctx.route is not None and ctx.route.response_headers is not None:
+            headers = (<HeaderTransform>ctx.route.response_headers).apply(headers, ctx)
+        ctx.status = status
+        self.responding = True
+        if not self.req_complete:
+            self.close_after = True
+        if not ctx.keep_alive or self.worker.draining or (
+                self.snap.keepalive_requests > 0 and self.served + 1 >= self.snap.keepalive_requests):
+            self.close_after = True
+        self.write_head(status, None, headers, PyBytes_GET_SIZE(body))
+        if ctx.method != b"HEAD":
+            self.transport.write(body)
+            ctx.response_length = PyBytes_GET_SIZE(body)
+        self.exchange_done()
+
+    cdef void respond_error(self, str error_type, str detail):
+        cdef RequestContext ctx = self.ctx
+        cdef tuple entry = self.snap.responses.get(error_type) or self.snap.responses["DEFAULT_5XX"]
+        cdef int status = entry[0]
+        cdef dict doc = {"message": entry[1]}
+        if self.upstream is not None:
+            (<Target>ctx.target).active -= 1
+            self.upstream.release(False)
+            self.upstream = None
+        ctx.error_type = error_type
+        if detail and status >= 500:
+            # beyond AWS's body: say what failed, so an operator need not dig in logs
+            doc["detail"] = detail
+        if status >= 400 and status != 404 and status < 500 and status != 413 or status == 431:
+            self.close_after = True
+        self.respond(status, [(b"Content-Type", b"application/json")], orjson.dumps(doc))
+
+    cdef void write_head(self, int status, bytes reason, list headers, long long length):
+        cdef RequestContext ctx = self.ctx
+        cdef tuple pair
+        out = bytearray(status_line(status, reason))
+        out += b"Date: "
+        out += self.worker.date
+        out += b"\r\n"
+        for pair in headers:
+            out += <bytes>pair[0]
+            out += b": "
+            out += <bytes>pair[1]
+            out += b"\r\n"
+        out += b"x-request-id: "
+        out += ctx.request_id
+        out += b"\r\nContent-Length: %d\r\n" % length
+        if self.close_after:
+            out += b"Connection: close\r\n"
+        elif ctx.http_minor == 0:
+            out += b"Connection: keep-alive\r\n"
+        out += b"\r\n"
+        self.transport.write(out)
+
+    cdef void exchange_done(self):
+        """The response is fully written: log it, then serve the next request or close."""
+        cdef RequestContext ctx = self.ctx
+        cdef PendingRequest p
+        ctx.end = monotonic()
+        self.log_exchange()
+        self.served += 1
+        self.ctx = None
+        self.responding = False
+        self.body_chunks = []
+        self.body_kept = 0
+        self.body_sent = 0
+        self.total_deadline = 0
+        self.set_pause(PAUSE_NOT_READY, False)
+        self.set_pause(PAUSE_UPSTREAM_FULL, False)
+        if self.close_after or self.closed or not self.req_complete:
+            self.close_transport()
+            return
+        if self.pending:
+            p = <PendingRequest>self.pending.pop(0)
+            if not self.pending:
+                self.set_pause(PAUSE_PIPELINE, False)
+            if self.parsing_pending is p:
+                self.parsing_pending = None
+            self.begin_active(p.ctx, p.snap, p.chunks, p.complete, p.error_type)
+            return
+        self.set_pause(PAUSE_PIPELINE, False)
+        if self.in_head:
+            self.deadline_kind = DL_HEAD
+            self.deadline = self.parsing.start + self.worker.snapshot.header_timeout
+        else:
+            self.deadline_kind = DL_IDLE
+            self.deadline = ctx.end + self.worker.snapshot.keepalive_timeout
+
+    def log_exchange(self):
+        cdef RequestContext ctx = self.ctx
+        cdef Snapshot snap = self.snap
+        cdef int slot
+        if ctx is None or snap is None:
+            return
+        if ctx.end == 0:
+            ctx.end = monotonic()
+        if ctx.status == 0:
+            ctx.status = 499
+        if snap.access_log is not None:
+            snap.access_log.log(ctx)
+        if snap.metrics is not None:
+            slot = snap.route_series[ctx.route.index] if ctx.route is not None else snap.unmatched_series
+            if slot >= 0:
+                snap.metrics.record_context(slot, ctx)
+
+    cdef void set_pause(self, int reason, bint on):
+        if on:
+            self.pause_reasons |= reason
+        else:
+            self.pause_reasons &= ~reason
+        if self.closed or self.transport is None:
+            return
+        if self.pause_reasons and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        elif not self.pause_reasons and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    cdef void check_timeout(self, double now):
+        cdef int kind = self.deadline_kind
+        if self.total_deadline > 0 and self.total_deadline <= now and self.ctx is not None:
+            kind = DL_UPSTREAM_READ
+        if kind == DL_IDLE or kind == DL_DRAIN:
+            self.close_transport()
+        elif kind == DL_HEAD:
+            if self.ctx is None and self.parsing is not None:
+                self.close_after = True
+                self.bad_input("REQUEST_TIMEOUT", "request head not complete in time")
+            elif self.ctx is None:
+                self.close_transport()
+        elif kind == DL_BODY:
+            if self.ctx is not None and not self.responding:
+                self.close_after = True
+                self.respond_error("REQUEST_TIMEOUT", "request body stalled")
+            else:
+                self.abort()
+        elif kind == DL_CONNECT:
+            if self.connect_task is not None:
+                self.connect_task.cancel()
+                self.connect_task = None
+            self.upstream_failed("connect", "connect timed out", True)
+        elif kind == DL_UPSTREAM_READ:
+            self.deadline_kind = DL_NONE
+            self.upstream_failed("timeout", "no response in time", False)
+
+    cdef void abort(self):
+        """Close now: the client's framing cannot be completed."""
+        if self.upstream is not None:
+            self.upstream.release(False)
+            self.upstream = None
+        self.close_after = True
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def close_transport(self):
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    cdef void shutdown(self):
+        """Graceful drain: close if idle, else close after the current response."""
+        self.close_after = True
+        if self.ctx is None and not self.in_head:
+            self.close_transport()
+        else:
+            self.set_pause(PAUSE_PIPELINE, True)
+
+
+cdef class UpstreamConnection:
+    def __init__(self, Target target):
+        self.target = target
+        self.parser = httptools.HttpResponseParser(self)
+
+    cpdef bint alive(self):
+        return self.is_alive and self.transport is not None and not self.transport.is_closing()
+
+    cdef void attach(self, ClientConnection client, bint head_request):
+        self.client = client
+        self.head_request = head_request
+        self.got_bytes = False
+        self.head_done = False
+        self.until_close = False
+
+    cdef void release(self, bint reusable):
+        """Return to the pool when its state is known-good, else close it."""
+        cdef Target t = self.target
+        self.client = None
+        if reusable and self.alive() and t.push_idle(self):
+            self.reused = True
+            return
+        self.close()
+
+    cpdef close(self):
+        if self.transport is not None and self.is_alive:
+            self.is_alive = False
+            self.transport.close()
+
+    def on_connected(self, fut):
+        cdef ClientConnection client = self.client
+        if fut.cancelled():
+            if self.transport is not None:
+                self.transport.close()
+            return
+        exc = fut.exception()
+        if client is None or client.upstream is not self:
+            if exc is None:
+                self.close()
+            return
+        if exc is not None:
+            self.target.open -= 1
+            client.upstream_failed("connect", f"connect failed: {exc.strerror or exc}"
+                                   if isinstance(exc, OSError) else f"connect failed: {exc}", True)
+            return
+        client.upstream_ready(self)
+
+    # asyncio.Protocol
+    def connection_made(self, transport):
+        self.transport = transport
+        self.is_alive = True
+
+    def connection_lost(self, exc):
+        cdef ClientConnection client = self.client
+        self.is_alive = False
+        self.target.open -= 1
+        if client is None:
+            self.target.forget_idle(self)
+            return
+        if self.tunnel:
+            self.client = None
+            client.close_transport()
+            return
+        if self.until_close and self.head_done:
+            self.client = None
+            client.upstream_done(self, False)
+            return
+        # reset before the response completed; a reused socket that said nothing was stale
+        client.upstream_failed("reset", "connection closed before the response completed",
+                               not self.got_bytes)
+
+    def eof_received(self):
+        if self.tunnel and self.client is not None:
+            if self.client.transport.can_write_eof():
+                self.client.transport.write_eof()
+            return True
+        return False
+
+    def pause_writing(self):
+        if self.client is not None:
+            self.client.set_pause(PAUSE_UPSTREAM_FULL, True)
+
+    def resume_writing(self):
+        if self.client is not None:
+            self.client.set_pause(PAUSE_UPSTREAM_FULL, False)
+
+    def data_received(self, bytes data):
+        cdef ClientConnection client = self.client
+        cdef Py_ssize_t off
+        if client is None:
+            # an idle connection must not speak: its state is unknown now
+            self.close()
+            return
+        if self.tunnel:
+            client.transport.write(data)
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            off = e.args[0]
+            if self.client is not None and off < len(data):
+                self.client.transport.write(data[off:])
+        except httptools.HttpParserError as e:
+            if self.client is not None:
+                self.client = None
+                client.upstream_failed("protocol", f"invalid response: {e}", False)
+            self.close()
+
+    # httptools callbacks
+    def on_message_begin(self):
+        self.headers = []
+        self.cl_count = 0
+        self.chunked = False
+        self.conn_tokens = None
+        self.reason = None
+
+    def on_status(self, bytes reason):
+        self.reason = reason if self.reason is None else self.reason + reason
+
+    def on_header(self, bytes name, bytes value):
+        cdef int kind = classify(name)
+        if kind == H_OTHER or kind == H_REQUEST_ID or kind == H_HOST or kind == H_EXPECT or \
+                kind == H_XFF or kind == H_XFP or kind == H_XFH or kind == H_XFPORT:
+            self.headers.append((name, value))
+        elif kind == H_CONTENT_LENGTH:
+            self.cl_count += 1
+            self.headers.append((name, value))
+        elif kind == H_TRANSFER_ENCODING:
+            self.chunked = value.strip().lower().endswith(b"chunked")
+        elif kind == H_CONNECTION:
+            self.conn_tokens = connection_tokens(value, self.conn_tokens)
+        elif kind == H_UPGRADE:
+            pass  # re-added by the client side for a 101
+        elif kind == H_VIA:
+            self.headers.append((name, value))
+        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
+
+    def on_headers_complete(self):
+        cdef ClientConnection client = self.client
+        cdef int status = self.parser.get_status_code()
+        if client is None:
+            return
+        if 100 <= status < 200 and status != 101:
+            return   # interim responses are not relayed; the final one follows
+        if status == 101 and not client.ctx.upgrade:
+            raise httptools.HttpParserError("101 to a request that did not ask to upgrade")
+        self.head_done = True
+        self.until_close = (not self.chunked and self.cl_count == 0 and not self.head_request
+                            and status >= 200 and status != 204 and status != 304)
+        client.upstream_head(self, status, self.reason, self.headers, self.chunked,
+                             self.cl_count > 0, self.conn_tokens)
+        if self.head_request and self.client is not None:
+            # a HEAD response has no body whatever its Content-Length says; httptools cannot be told,
+            # so the exchange ends here and a fresh parser reads the next response
+            self.parser = httptools.HttpResponseParser(self)
+            self.client = None
+            client.upstream_done(self, True)
+
+    def on_body(self, bytes data):
+        if self.client is not None and self.head_done:
+            self.client.upstream_body(data)
+
+    def on_message_complete(self):
+        cdef ClientConnection client = self.client
+        cdef int status = self.parser.get_status_code()
+        if client is None or not self.head_done:
+            return
+        if status == 101:
+            return
+        self.client = None
+        client.upstream_done(self, self.parser.should_keep_alive())

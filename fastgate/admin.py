@@ -1,0 +1,187 @@
+"""The admin process: the admin listener (/metrics, /healthz, /routes) and the
+active upstream health checks.
+
+It runs apart from the workers so that neither a scrape nor a slow health
+check ever shares an event loop with requests. Health verdicts go into the
+shared metrics table (fastgate_upstream_healthy); every worker copies them
+into its targets a few times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import orjson
+import uvloop
+
+from fastgate.snapshot import health_slot_for, integration_type
+
+MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
+
+
+def log(msg: str) -> None:
+    print(f"fastgate-admin[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+class HealthChecker:
+    """Active checks for one target: GET path every interval, thresholds both ways."""
+
+    def __init__(self, metrics, slot: int, upstream: str, target, check):
+        self.metrics = metrics
+        self.slot = slot
+        self.upstream = upstream
+        self.target = target            # config target (url, host, port)
+        self.check = check
+        self.successes = 0
+        self.failures = 0
+
+    async def probe(self) -> tuple[bool, str]:
+        host, port, scheme = self.target.host, self.target.port, self.target.scheme
+        ssl_ctx = None
+        if scheme == "https":
+            import ssl
+            ssl_ctx = ssl.create_default_context()
+        timeout = self.check.timeout_ms / 1000
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ssl_ctx), timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            return False, f"connect: {e or 'timeout'}"
+        try:
+            host_header = self.check.host or t.label
+            writer.write(f"GET {self.check.path} HTTP/1.1\r\nHost: {host_header}\r\n"
+                         f"User-Agent: fastgate-health-check\r\nConnection: close\r\n\r\n".encode())
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            parts = line.split()
+            if len(parts) < 2 or not parts[1].isdigit():
+                return False, f"bad status line {line[:60]!r}"
+            status = int(parts[1])
+            if status in self.check.expected_status:
+                return True, str(status)
+            return False, f"status {status}"
+        except (OSError, asyncio.TimeoutError) as e:
+            return False, f"read: {e or 'timeout'}"
+        finally:
+            writer.close()
+
+    async def run(self) -> None:
+        interval = self.check.interval_ms / 1000
+        while True:
+            ok, why = await self.probe()
+            healthy = self.metrics.get(self.slot) != 0
+            if ok:
+                self.successes += 1
+                self.failures = 0
+                if not healthy and self.successes >= self.check.healthy_threshold:
+                    self.metrics.set(self.slot, 1)
+                    log(f"upstream {self.upstream} target {self.target.url} is healthy again")
+            else:
+                self.failures += 1
+                self.successes = 0
+                if healthy and self.failures >= self.check.unhealthy_threshold:
+                    self.metrics.set(self.slot, 0)
+                    log(f"upstream {self.upstream} target {self.target.url} is unhealthy: {why}")
+            await asyncio.sleep(interval)
+
+
+class Admin:
+    def __init__(self, sock, loader, metrics):
+        self.sock = sock
+        self.loader = loader
+        self.metrics = metrics
+        self.loaded = None
+        self.checks: list[asyncio.Task] = []
+
+    def start_checks(self) -> None:
+        for task in self.checks:
+            task.cancel()
+        self.checks = []
+        config = self.loaded.config
+        for name, upstream in config.upstreams.items():
+            if upstream.health_check is None:
+                continue
+            for target in upstream.targets:
+                slot = health_slot_for(self.metrics, name, target)
+                checker = HealthChecker(self.metrics, slot, name, target, upstream.health_check)
+                self.checks.append(asyncio.ensure_future(checker.run()))
+
+    def reload(self) -> None:
+        try:
+            self.loaded = self.loader()
+        except Exception as e:
+            log(f"reload failed: {e}")
+            return
+        self.start_checks()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
+                    return
+                parts = head.split(b"\r\n", 1)[0].split()
+                if len(parts) != 3:
+                    await self.send(writer, 400, {"message": "Bad Request"}, close=True)
+                    return
+                method, target = parts[0], parts[1].split(b"?", 1)[0]
+                close = b"connection: close" in head.lower()
+                if method not in (b"GET", b"HEAD"):
+                    await self.send(writer, 405, {"message": "Method Not Allowed"}, close)
+                elif target == b"/metrics":
+                    await self.send_raw(writer, 200, b"text/plain; version=0.0.4; charset=utf-8",
+                                        self.metrics.render(), close, method == b"HEAD")
+                elif target in (b"/healthz", b"/health"):
+                    await self.send(writer, 200, {"status": "ok"}, close)
+                elif target == b"/routes":
+                    await self.send(writer, 200, {"routes": [
+                        {"method": r.method, "host": r.host, "path": r.path,
+                         "integration": integration_type(r.integration)} for r in self.loaded.config.routes]},
+                                    close)
+                else:
+                    await self.send(writer, 404, {"message": "Not Found"}, close)
+                if close:
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def send(self, writer, status: int, doc, close: bool) -> None:
+        await self.send_raw(writer, status, b"application/json", orjson.dumps(doc), close, False)
+
+    async def send_raw(self, writer, status, ctype: bytes, body: bytes, close: bool, head: bool) -> None:
+        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}[status]
+        writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+            status, reason, ctype, len(body), b"Connection: close\r\n" if close else b""))
+        if not head:
+            writer.write(body)
+        await writer.drain()
+
+    def run(self) -> int:
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loaded = self.loader()
+        server = None
+        if self.sock is not None:   # without a listener it only runs the health checks
+            server = loop.run_until_complete(asyncio.start_server(
+                self.handle, sock=self.sock, limit=MAX_ADMIN_REQUEST))
+        self.start_checks()
+        stop = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        loop.run_until_complete(stop)
+        if server is not None:
+            server.close()
+        for task in self.checks:
+            task.cancel()
+        return 0
+
+
+def run_admin(sock, loader, metrics) -> int:
+    return Admin(sock, loader, metrics).run()

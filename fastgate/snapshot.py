@@ -1,0 +1,153 @@
+"""Config -> Snapshot: everything the hot path reads, compiled once.
+
+The hot path never parses config. A reload builds a whole new Snapshot off the
+request path and the worker swaps one reference; requests in flight finish on
+the snapshot they started with.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from fastgate._core.headers import HeaderTransform, PathRewrite, Template
+from fastgate._core.pipeline import Integration, Route
+from fastgate._core.protocol import Snapshot
+from fastgate._core.router import Router
+from fastgate._core.upstream import Balance, HashOn, UpstreamGroup
+
+BALANCES = {"round_robin": Balance.BALANCE_ROUND_ROBIN, "least_conn": Balance.BALANCE_LEAST_CONN,
+            "hash": Balance.BALANCE_HASH}
+
+
+HASH_ON = {"client_ip": HashOn.HASH_CLIENT_IP, "header": HashOn.HASH_HEADER,
+           "cookie": HashOn.HASH_COOKIE}
+
+
+def integration_type(integration) -> str:
+    """"http" | "mock" | "echo": the tag of a config integration Struct."""
+    return type(integration).__struct_config__.tag
+
+
+def health_slot_for(metrics, upstream_name: str, target) -> int:
+    return metrics.gauge_series("fastgate_upstream_healthy",
+                                {"upstream": upstream_name, "target": target.url})
+
+
+def health_slots(config, metrics) -> list[int]:
+    """Slots of every actively checked target (the supervisor marks them healthy at start)."""
+    return [health_slot_for(metrics, name, t)
+            for name, up in config.upstreams.items() if up.health_check is not None
+            for t in up.targets]
+
+
+def build_group(name: str, up, metrics) -> UpstreamGroup:
+    kind, hash_name = up.hash_key()
+    passive = up.passive
+    group = UpstreamGroup(name, BALANCES[up.balance], HASH_ON[kind], hash_name or "",
+                          passive.max_failures, passive.eject_ms / 1000)
+    for tc in up.targets:
+        t = tc.parsed()
+        ssl_ctx = None
+        if t.scheme == "https":
+            ssl_ctx = ssl.create_default_context()
+            if not up.tls_verify:
+                ssl_ctx.check_hostname = False
+                ssl_ctx.verify_mode = ssl.CERT_NONE
+        target = group.add_target(tc.url, t.scheme, t.host, t.port, tc.weight, up.keepalive, ssl_ctx)
+        if metrics is not None and up.health_check is not None:
+            target.health_slot = health_slot_for(metrics, name, tc)
+    return group
+
+
+def header_transform(loaded, where: tuple, spec) -> HeaderTransform | None:
+    """Compile a request_headers/response_headers block; order: rename, remove, set, append."""
+    if spec is None:
+        return None
+    ops = spec.ops()
+    for op in ops:
+        if op[0] in ("set", "append"):
+            try:
+                Template(op[2])
+            except ValueError as e:
+                raise loaded.error(where + (op[0], op[1]), str(e)) from None
+    if not ops:
+        return None
+    try:
+        return HeaderTransform(ops)
+    except ValueError as e:
+        raise loaded.error(where, str(e)) from None
+
+
+def build_snapshot(loaded, metrics, *, open_logs: bool = True) -> Snapshot:
+    """Compile a LoadedConfig; errors are ConfigErrors naming file, line and field.
+    open_logs=False only checks (the supervisor validating before it forks)."""
+    config = loaded.config
+    groups = {name: build_group(name, up, metrics) for name, up in config.upstreams.items()}
+    router = Router()
+    routes = []
+    series = []
+    for i, rc in enumerate(config.routes):
+        where = ("routes", i)
+        integ = rc.integration
+        kw = {}
+        if integration_type(integ) == "http":
+            name, up = config.route_upstream(rc)
+            if name not in groups:   # a url: integration's implicit group, shared by its routes
+                groups[name] = build_group(name, up, metrics)
+            connect_ms, first_byte_ms, total_ms = rc.effective_timeouts(up)
+            kw.update(integration=Integration.INTEGRATION_HTTP, upstream=groups[name],
+                      connect_timeout=connect_ms / 1000, first_byte_timeout=first_byte_ms / 1000,
+                      total_timeout=total_ms / 1000, retries=rc.effective_retries(up),
+                      retry_non_idempotent=up.retry_non_idempotent)
+        elif integration_type(integ) == "mock":
+            try:
+                body = Template(integ.body, body=True)
+            except ValueError as e:
+                raise loaded.error(where + ("integration", "body"), str(e)) from None
+            kw.update(integration=Integration.INTEGRATION_MOCK, mock_status=integ.status,
+                      mock_headers=[(k.encode(), v.encode()) for k, v in integ.headers.items()],
+                      mock_body=body)
+        else:
+            kw.update(integration=Integration.INTEGRATION_ECHO)
+        rewrite = None
+        if rc.path_rewrite or rc.strip_prefix:
+            try:
+                rewrite = PathRewrite(rc.path_rewrite, rc.strip_prefix)
+            except ValueError as e:
+                raise loaded.error(where + ("path_rewrite" if rc.path_rewrite else "strip_prefix",),
+                                   str(e)) from None
+        route = Route(
+            index=i, route_key=f"{rc.method} {rc.path}", host=rc.host,
+            request_headers=header_transform(loaded, where + ("request_headers",), rc.request_headers),
+            response_headers=header_transform(loaded, where + ("response_headers",), rc.response_headers),
+            path_rewrite=rewrite,
+            max_body_size=rc.effective_max_body(config.limits),
+            **kw)
+        try:
+            router.add(rc.host, rc.method, rc.path, route)
+        except ValueError as e:
+            raise loaded.error(where + ("path",), str(e)) from None
+        routes.append(route)
+        series.append(metrics.request_series(route.route_key) if metrics is not None else -1)
+    access_log = None
+    if config.access_log.destination is not None:
+        from fastgate._core.accesslog import AccessLog
+        try:
+            access_log = AccessLog(config.access_log.destination if open_logs else "-",
+                                   config.access_log.format)
+        except (ValueError, OSError) as e:
+            raise loaded.error(("access_log",), str(e)) from None
+        if not open_logs:
+            access_log.close()
+            access_log = None
+    limits = config.limits
+    return Snapshot(
+        router=router, routes=routes, groups=list(groups.values()), route_series=series,
+        unmatched_series=metrics.request_series("unmatched") if metrics is not None else -1,
+        access_log=access_log, metrics=metrics,
+        trusted=list(config.trusted_networks()),
+        via=config.via, max_url=limits.max_url_bytes, max_head=limits.max_header_bytes,
+        max_headers=limits.max_headers, max_body=limits.max_body(),
+        header_timeout=limits.header_timeout_ms / 1000, body_timeout=limits.body_timeout_ms / 1000,
+        keepalive_timeout=limits.keepalive_timeout_ms / 1000,
+        keepalive_requests=limits.keepalive_requests, source=loaded)

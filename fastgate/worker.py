@@ -1,0 +1,99 @@
+"""One worker process: a uvloop event loop serving the inherited listeners.
+
+The supervisor forks workers after binding the listeners and creating the
+shared metrics table; each worker compiles its own snapshot from the config
+and swaps in a new one on SIGHUP. SIGTERM drains: stop accepting, let requests
+in flight finish (up to the drain timeout), close idle keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import uvloop
+
+from fastgate._core.protocol import Worker
+from fastgate.snapshot import build_snapshot
+
+
+def log(msg: str) -> None:
+    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+class WorkerProcess:
+    def __init__(self, worker_id: int, listeners, loader, metrics):
+        self.worker_id = worker_id
+        self.listeners = listeners          # [(socket, port)]
+        self.loader = loader                # () -> LoadedConfig
+        self.metrics = metrics
+        self.loop = None
+        self.worker = None
+        self.servers = []
+        self.stopping = False
+
+    def run(self) -> int:
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        loaded = self.loader()
+        snapshot = build_snapshot(loaded, self.metrics)
+        self.worker = Worker(snapshot, self.loop, self.worker_id)
+        if self.metrics is not None:
+            self.worker.open_slot = self.metrics.gauge_series("fastgate_open_connections", {})
+        self.drain_timeout_s = loaded.config.limits.drain_timeout_ms / 1000
+        for sock, port, backlog in self.listeners:
+            server = self.loop.run_until_complete(self.loop.create_server(
+                self.worker.protocol_factory(port), sock=sock, backlog=backlog))
+            self.servers.append(server)
+        self.loop.add_signal_handler(signal.SIGTERM, self.drain)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
+        self.loop.add_signal_handler(signal.SIGINT, lambda: None)
+        self.worker.start()
+        try:
+            self.loop.run_forever()
+        finally:
+            log_ = self.worker.snapshot.access_log
+            if log_ is not None:
+                log_.close()
+        return 0
+
+    def reload(self) -> None:
+        try:
+            snapshot = build_snapshot(self.loader(), self.metrics)
+        except Exception as e:  # a bad config never takes a working worker down
+            log(f"reload failed, keeping the running config: {e}")
+            return
+        self.worker.swap(snapshot)
+
+    def reopen_logs(self) -> None:
+        access_log = self.worker.snapshot.access_log
+        if access_log is not None:
+            access_log.reopen()
+
+    def drain(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for server in self.servers:
+            server.close()
+        self.worker.drain()
+        deadline = time.monotonic() + self.drain_timeout_s
+        self.loop.create_task(self._wait_drained(deadline))
+
+    async def _wait_drained(self, deadline: float) -> None:
+        while self.worker.connection_count() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.worker.connection_count():
+            log(f"drain timeout: closing {self.worker.connection_count()} connections")
+            self.worker.close_all()
+            await asyncio.sleep(0.05)
+        self.loop.stop()
+
+
+def run_worker(worker_id, listeners, loader, metrics) -> int:
+    return WorkerProcess(worker_id, listeners, loader, metrics).run()
