@@ -793,7 +793,11 @@ def parse_listen_address(text: str) -> ListenAddress:
 
 def parse_target_url(url: str) -> TargetURL:
     """"http://host:port" -> TargetURL; ValueError naming what is wrong."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as e:  # urlsplit's own: bad brackets, bad port
+        raise ValueError(f"URL {url!r}: {e}") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"URL {url!r} must start with http:// or https://")
     if parts.username is not None or parts.password is not None:
@@ -801,13 +805,8 @@ def parse_target_url(url: str) -> TargetURL:
     if parts.path not in ("", "/") or parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ValueError(f"URL {url!r} must have no path, query or fragment "
                          "(use path_rewrite to change the path)")
-    host = parts.hostname
     if not host:
         raise ValueError(f"URL {url!r} has no host")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"URL {url!r} has an invalid port") from None
     if port == 0:
         raise ValueError(f"URL {url!r} has an invalid port")
     if "[" in parts.netloc:
