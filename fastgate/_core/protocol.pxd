@@ -105,6 +105,8 @@ cdef class ClientConnection:
     cdef int local_port
     cdef bint trusted                     # peer is a configured trusted proxy
     cdef bint closed
+    cdef bint corked                      # inside a read callback: writes gather in wq
+    cdef list wq                          # client writes waiting for uncork()
     cdef int served                       # requests answered on this connection
 
     # request being parsed
@@ -180,6 +182,9 @@ cdef class ClientConnection:
     cdef void check_timeout(self, double now)
     cdef void abort(self)
     cdef void shutdown(self)
+    cdef void send(self, data)
+    cdef void uncork(self)
+    cdef feed(self, bytes data)
 
 
 cdef class UpstreamConnection:

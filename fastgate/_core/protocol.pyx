@@ -366,6 +366,7 @@ cdef class ClientConnection:
         self.local_port = local_port
         self.pending = []
         self.body_chunks = []
+        self.wq = []
 
     # --- asyncio.Protocol ------------------------------------------------------
 
@@ -445,6 +446,14 @@ cdef class ClientConnection:
             return
         if self.in_head or self.parsing is None:
             self.head_size += PyBytes_GET_SIZE(data)
+        self.corked = True
+        try:
+            self.feed(data)
+        finally:
+            self.uncork()
+
+    cdef feed(self, bytes data):
+        cdef Py_ssize_t off
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -818,7 +827,7 @@ cdef class ClientConnection:
             ctx.upstream_headers = self.fwd
         if ctx.expect_continue and not self.req_complete:
             # admitted: ask for the body (RFC 9110 section 10.1.1); the upstream never sees Expect
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         # PHASE_INTEGRATION
         if route.integration == INTEGRATION_HTTP:
             self.start_http()
@@ -1091,7 +1100,7 @@ cdef class ClientConnection:
             elif ctx.http_minor == 0:
                 out += b"Connection: keep-alive\r\n"
         out += b"\r\n"
-        self.transport.write(out)
+        self.send(out)
         if status == 101:
             self.tunnel = True
             conn.tunnel = True
@@ -1110,15 +1119,15 @@ cdef class ClientConnection:
             return
         self.ctx.response_length += n
         if self.body_mode == BODY_CHUNKED:
-            self.transport.write(chunk_frame(data))
+            self.send(chunk_frame(data))
         else:
-            self.transport.write(data)
+            self.send(data)
         self.deadline = monotonic() + self.ctx.route.first_byte_timeout
 
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable):
         cdef RequestContext ctx = self.ctx
         if self.body_mode == BODY_CHUNKED:
-            self.transport.write(b"0\r\n\r\n")
+            self.send(b"0\r\n\r\n")
         ctx.integration_end = monotonic()
         (<Target>ctx.target).active -= 1
         self.upstream = None
@@ -1185,7 +1194,7 @@ cdef class ClientConnection:
             self.close_after = True
         self.write_head(status, None, headers, PyBytes_GET_SIZE(body))
         if ctx.method != b"HEAD":
-            self.transport.write(body)
+            self.send(body)
             ctx.response_length = PyBytes_GET_SIZE(body)
         self.exchange_done()
 
@@ -1226,7 +1235,7 @@ cdef class ClientConnection:
         elif ctx.http_minor == 0:
             out += b"Connection: keep-alive\r\n"
         out += b"\r\n"
-        self.transport.write(out)
+        self.send(out)
 
     cdef void exchange_done(self):
         """The response is fully written: log it, then serve the next request or close."""
@@ -1331,8 +1340,29 @@ cdef class ClientConnection:
 
     def close_transport(self):
         if self.transport is not None and not self.closed:
+            self.uncork()
             self.closed = True
             self.transport.close()
+
+    cdef void send(self, data):
+        """Write to the client; while corked (inside a read callback), gather instead."""
+        if self.corked:
+            self.wq.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    cdef void uncork(self):
+        cdef list q = self.wq
+        self.corked = False
+        if not q or self.transport is None:
+            return
+        self.wq = []
+        if self.transport.is_closing():
+            return
+        if len(q) == 1:
+            self.transport.write(q[0])
+        else:
+            self.transport.write(b"".join(q))
 
     cdef void shutdown(self):
         """Graceful drain: close if idle, else close after the current response."""
@@ -1440,17 +1470,22 @@ cdef class UpstreamConnection:
             client.transport.write(data)
             return
         self.got_bytes = True
+        # PERF: a response head and body that arrive together leave in one write
+        # (bench/wrk_compare.py, scenario keepalive)
+        client.corked = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             off = e.args[0]
             if self.client is not None and off < len(data):
-                self.client.transport.write(data[off:])
+                self.client.send(data[off:])
         except httptools.HttpParserError as e:
             if self.client is not None:
                 self.client = None
                 client.upstream_failed("protocol", f"invalid response: {e}", False)
             self.close()
+        finally:
+            client.uncork()
 
     # httptools callbacks
     def on_message_begin(self):
