@@ -208,13 +208,12 @@ class HeaderOps(_Section, kw_only=True):
     remove: tuple[str, ...] = ()
     rename: dict[str, str] = {}           # old name -> new name
 
-    def ops(self) -> list[tuple[str, str, str | None]]:
-        """[(op, name, argument)] in application order, as HeaderTransform takes them.
-        argument: the new name for "rename", the value template for "set" and
-        "append", None for "remove"."""
-        out: list[tuple[str, str, str | None]] = []
+    def ops(self) -> list[tuple[str, ...]]:
+        """The edits in application order, as HeaderTransform takes them:
+        ("rename", old, new), ("remove", name), ("set" | "append", name, template)."""
+        out: list[tuple[str, ...]] = []
         out += [("rename", old, new) for old, new in self.rename.items()]
-        out += [("remove", name, None) for name in self.remove]
+        out += [("remove", name) for name in self.remove]
         out += [("set", name, value) for name, value in self.set.items()]
         out += [("append", name, value) for name, value in self.append.items()]
         return out
