@@ -93,6 +93,13 @@ cdef class Target:
             self.ejected_until = now + g.eject_time
             self.failures = 0
 
+    def failed(self, double now):
+        """record_failure for the control plane and tests."""
+        self.record_failure(now)
+
+    def succeeded(self):
+        self.record_success()
+
     cpdef close_idle(self):
         """Close every idle connection and keep no more (snapshot retired, or shutdown)."""
         self.retired = True
