@@ -116,7 +116,7 @@ class Limits(_Section, kw_only=True):
     max_headers: Positive = 100           # header count; 431
     max_body_bytes: BodyLimit = 10485760  # 413; routes may override
     header_timeout_ms: PositiveMs = 10000  # 408 when the head is not complete in time
-    body_timeout_ms: Ms = 60000           # idle gap between body reads; 0 = none
+    body_timeout_ms: PositiveMs = 60000   # idle gap between body reads; 408
     keepalive_timeout_ms: Ms = 75000      # idle client connection; 0 = no keep-alive
     keepalive_requests: Positive = 10000  # requests per client connection
     drain_timeout_ms: Ms = 30000          # on SIGTERM, in-flight requests get this long

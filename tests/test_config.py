@@ -587,3 +587,12 @@ def test_schema_is_strict_at_the_struct_level():
     with pytest.raises(TypeError):
         UpstreamConfig([])           # keyword-only
     assert Config.__struct_config__.frozen
+
+
+def test_every_option_is_documented():
+    import fastgate.config as mod
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")).read()
+    structs = [v for v in vars(mod).values()
+               if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == mod.__name__]
+    missing = sorted({f for s in structs for f in s.__struct_fields__ if f"`{f}`" not in docs})
+    assert not missing, f"options missing from docs/config.md: {missing}"
