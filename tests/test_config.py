@@ -319,6 +319,15 @@ def test_duplicate_keys_are_rejected_in_yaml_and_json():
     assert_error(text, 4, 1, ("via",), "duplicate key (first at line 3)", filename="gw.json")
 
 
+def test_yaml_scalars_follow_yaml_1_2():
+    cfg = load_config_text(LISTEN + "admin: {listen: off}\nvia: no\nlimits: {max_headers: 010}\n",
+                           "gw.yaml").config
+    assert (cfg.admin.listen, cfg.via, cfg.limits.max_headers) == ("off", "no", 10)
+    assert_error(LISTEN + "workers: 1.5\n", 3, 1, ("workers",), "got `float` (1.5)")
+    assert_error(LISTEN + "workers: -.inf\n", 3, 1, ("workers",), "(-inf)")
+    assert_error(LISTEN + "via: !!binary aGk=\n", 3, 6, ("via",), "unsupported YAML tag")
+
+
 def test_empty_document():
     e = error("# nothing here\n")
     assert e.message == "the document is empty"
@@ -596,3 +605,14 @@ def test_every_option_is_documented():
                if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == mod.__name__]
     missing = sorted({f for s in structs for f in s.__struct_fields__ if f"`{f}`" not in docs})
     assert not missing, f"options missing from docs/config.md: {missing}"
+
+
+def test_large_route_table_loads_quickly():
+    import time
+    routes = "".join(f"  - path: /r{i}/{{id}}\n    method: GET\n    integration: {{type: echo}}\n"
+                     for i in range(3000))
+    started = time.perf_counter()
+    cfg = load_config_text(LISTEN + "routes:\n" + routes, "big.yaml").config
+    assert len(cfg.routes) == 3000
+    # generous for slow CI: libyaml takes ~0.2 s here, pure-Python composing ~1 s
+    assert time.perf_counter() - started < 2.0
