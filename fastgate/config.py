@@ -40,7 +40,7 @@ __all__ = [
     "MockIntegration", "PassiveHealthConfig", "RouteConfig", "RouteTimeouts",
     "TargetConfig", "TargetURL", "UpstreamConfig", "config_error",
     "default_config_path", "format_path", "load_config", "load_config_text",
-    "locate", "parse_listen_address", "parse_target_url", "proxy_config",
+    "locate", "parse_listen_address", "parse_route_path", "parse_target_url", "proxy_config",
 ]
 
 # --- bounded scalar types -------------------------------------------------
