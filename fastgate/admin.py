@@ -39,7 +39,8 @@ class HealthChecker:
         self.failures = 0
 
     async def probe(self) -> tuple[bool, str]:
-        host, port, scheme = self.target.host, self.target.port, self.target.scheme
+        t = self.target.parsed()   # the config target holds only its URL
+        host, port, scheme = t.host, t.port, t.scheme
         ssl_ctx = None
         if scheme == "https":
             import ssl
@@ -70,7 +71,10 @@ class HealthChecker:
     async def run(self) -> None:
         interval = self.check.interval_ms / 1000
         while True:
-            ok, why = await self.probe()
+            try:
+                ok, why = await self.probe()
+            except Exception as e:  # a checker that dies would leave its verdict frozen
+                ok, why = False, f"check failed: {e!r}"
             healthy = self.metrics.get(self.slot) != 0
             if ok:
                 self.successes += 1

@@ -14,7 +14,12 @@ does is chosen by the path:
   /slowbody/MS        sends the head, waits MS, then the body
   /reset              closes the connection without answering
   /health             200 or the status set by /set-health/CODE
-  /name               200, body = NAME (tells targets apart in balancing tests)
+  /name               200, body = NAME (tells targets apart in balancing tests), after the
+                      delay set by /set-delay/MS (a slow target for least_conn tests)
+  /conn               200, body = NAME:PEERPORT, the gateway's port of this connection (pool reuse)
+  /set-reset/0|1      1: from now on every request other than /set-*, /stats, /health is
+                      answered by closing the connection (a target that fails after connect)
+  /stats              200, JSON {"requests": N, "connections": N} seen so far (all paths)
   /early              answers 413 at once without reading the request body
   anything else       200 "hello"
 Every response carries X-Upstream: NAME and X-Seen-Connection: the Connection
@@ -27,6 +32,7 @@ import json
 import sys
 
 HEALTH = {"status": 200}
+STATE = {"delay_ms": 0, "reset": False, "requests": 0, "connections": 0}
 CHUNK = 256 * 1024
 
 
@@ -71,11 +77,13 @@ def pattern(n):
 
 
 async def handle(reader, writer, name):
+    STATE["connections"] += 1
     try:
         while True:
             line = await reader.readline()
             if not line:
                 return
+            STATE["requests"] += 1
             method, target, _version = line.decode("latin-1").split(" ", 2)
             headers = {}
             raw_headers = []
@@ -93,7 +101,8 @@ async def handle(reader, writer, name):
                              "Connection: close\r\n\r\n".encode())
                 await writer.drain()
                 return
-            if path == "/reset":
+            if path == "/reset" or (STATE["reset"] and not path.startswith("/set-")
+                                    and path not in ("/stats", "/health")):
                 writer.transport.abort()
                 return
             size, digest = await read_body(reader, headers)
@@ -114,7 +123,19 @@ async def handle(reader, writer, name):
             elif parts[0] == "set-health":
                 HEALTH["status"] = int(parts[1])
             elif parts[0] == "name":
+                if STATE["delay_ms"]:
+                    await asyncio.sleep(STATE["delay_ms"] / 1000)
                 body = name.encode()
+            elif parts[0] == "conn":
+                body = f"{name}:{writer.get_extra_info('peername')[1]}".encode()
+            elif parts[0] == "set-delay":
+                STATE["delay_ms"] = int(parts[1])
+            elif parts[0] == "set-reset":
+                STATE["reset"] = parts[1] == "1"
+            elif parts[0] == "stats":
+                body = json.dumps({"requests": STATE["requests"],
+                                   "connections": STATE["connections"]}).encode()
+                extra = "Content-Type: application/json\r\n"
             elif parts[0] == "bytes":
                 n = int(parts[1])
                 writer.write(f"HTTP/1.1 200 OK\r\n{common}Content-Length: {n}\r\n\r\n".encode())

@@ -1035,12 +1035,14 @@ cdef class ClientConnection:
             self.abort()
             return
         if retryable and ctx.attempts <= ctx.route.retries and self.body_retained and (
-                kind == "connect" or ctx.method in IDEMPOTENT or ctx.route.retry_non_idempotent):
+                kind == "connect" or kind == "connect_timeout" or ctx.method in IDEMPOTENT
+                or ctx.route.retry_non_idempotent):
             self.attempt(target)
             return
         ctx.error_message = f"upstream {target.label.decode() if target is not None else '?'}: {detail}"
-        self.respond_error("INTEGRATION_TIMEOUT" if kind == "timeout" else "INTEGRATION_FAILURE",
-                           ctx.error_message)
+        # a connect that timed out is a timeout too (504, as the docs promise), a refused one is 502
+        self.respond_error("INTEGRATION_TIMEOUT" if kind == "timeout" or kind == "connect_timeout"
+                           else "INTEGRATION_FAILURE", ctx.error_message)
 
     cdef void upstream_head(self, UpstreamConnection conn, int status, bytes reason, list headers,
                             bint chunked, bint has_length, list conn_tokens):
@@ -1324,7 +1326,7 @@ cdef class ClientConnection:
             if self.connect_task is not None:
                 self.connect_task.cancel()
                 self.connect_task = None
-            self.upstream_failed("connect", "connect timed out", True)
+            self.upstream_failed("connect_timeout", "connect timed out", True)
         elif kind == DL_UPSTREAM_READ:
             self.deadline_kind = DL_NONE
             self.upstream_failed("timeout", "no response in time", False)
