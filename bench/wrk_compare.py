@@ -48,6 +48,7 @@ HEADER_TWO = ("X-Bench-Two", "two")
 START_TIMEOUT = 20.0                         # s for a server to answer its first request
 STOP_TIMEOUT = 5.0                           # s between SIGTERM and SIGKILL
 BUSY_FRACTION = 0.05                         # other work above this share of one CPU marks a run "busy"
+LOG_SETTLE = 3.0                             # s to wait for a buffered access log to flush after a run
 WRK_GRACE = 30.0                             # s a wrk run may overrun --duration before it is killed
 
 SCENARIOS = {
@@ -474,6 +475,8 @@ def measure(srv: Server, upstream: Server, connections: int, duration: int, lua:
     cpu0, up0, steal0, busy0 = tree_cpu_s(srv.pid), tree_cpu_s(upstream.pid), steal_s(), busy_s()
     wrk0 = _children_cpu_s()
     res = run_wrk(srv.port, connections, duration, lua, args.load_cpu)
+    if access_log:
+        settle_log(access_log)   # a buffered log's last write belongs to this run's CPU
     cpu1, up1, steal1, busy1 = tree_cpu_s(srv.pid), tree_cpu_s(upstream.pid), steal_s(), busy_s()
     ours = (cpu1 - cpu0) + (up1 - up0 if len(trees) == 2 else 0) + (_children_cpu_s() - wrk0)
     res["steal_s"] = round(steal1 - steal0, 2)   # time the hypervisor ran someone else (VMs)
@@ -487,6 +490,21 @@ def measure(srv: Server, upstream: Server, connections: int, duration: int, lua:
     if access_log:
         res["log_lines"] = count_lines(access_log, log_before)
     return res
+
+
+def settle_log(path: str, timeout: float = LOG_SETTLE) -> None:
+    """Wait until path stops growing (a log buffered in the proxy has flushed), at most timeout s."""
+    deadline = time.monotonic() + timeout
+    size = -1
+    while time.monotonic() < deadline:
+        try:
+            now = os.path.getsize(path)
+        except OSError:
+            now = 0
+        if now == size:
+            return
+        size = now
+        time.sleep(0.25)
 
 
 def count_lines(path: str, offset: int) -> int:
