@@ -132,7 +132,14 @@ class Supervisor:
 
     def spawn_admin(self) -> None:
         from fastgate.admin import run_admin
-        self.admin_pid = self.fork(run_admin, self.admin_socket, self.loader, self.metrics)
+
+        def admin_main():
+            # only workers accept: a listener copy held here would keep the port
+            # accepting into a queue nobody serves once the workers drain
+            for sock, _, _ in self.listeners:
+                sock.close()
+            return run_admin(self.admin_socket, self.loader, self.metrics)
+        self.admin_pid = self.fork(admin_main)
 
     def signal_children(self, sig: int) -> None:
         for pid in list(self.workers) + ([self.admin_pid] if self.admin_pid else []):
@@ -241,6 +248,10 @@ class Supervisor:
 
     def stop(self) -> int:
         log("stopping: draining in-flight requests")
+        # the workers close their listener copies as they start draining; with ours
+        # closed too, new connections are refused instead of queued unserved
+        for sock, _, _ in self.listeners:
+            sock.close()
         self.signal_children(signal.SIGTERM)
         deadline = time.monotonic() + self.drain_timeout_s + STOP_GRACE_S
         while (self.workers or self.admin_pid) and time.monotonic() < deadline:
@@ -251,8 +262,6 @@ class Supervisor:
             self.signal_children(signal.SIGKILL)
             time.sleep(0.1)
             self.reap(restart=False)
-        for sock, _, _ in self.listeners:
-            sock.close()
         return 0
 
     def print_banner(self, loaded, n_workers: int) -> None:

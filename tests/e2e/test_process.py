@@ -1,0 +1,269 @@
+"""Processes end to end: workers, crash restart, graceful drain, reload without
+dropping connections, log reopening, interface listeners, summed metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import httpx
+
+from conftest import Gateway, free_port
+
+MOCK_ROUTES = """\
+access_log: {path: 'off'}
+upstreams:
+  api:
+    targets: [URL]
+routes:
+  - path: /hello
+    method: GET
+    integration: {type: mock, body: hello}
+  - path: /up/{proxy+}
+    strip_prefix: /up
+    integration: {type: http, upstream: api}
+"""
+
+
+def routes(upstream_url: str) -> str:
+    return MOCK_ROUTES.replace("URL", upstream_url)
+
+
+def wait_until(pred, timeout: float = 8.0, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def raw_get(sock: socket.socket, path: str) -> tuple[int, bytes]:
+    """One keep-alive GET on an open socket; the response is read by its Content-Length."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        c = sock.recv(65536)
+        assert c, f"connection closed; got {buf!r}"
+        buf += c
+    head, body = buf.split(b"\r\n\r\n", 1)
+    n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < n:
+        c = sock.recv(65536)
+        assert c
+        body += c
+    return int(head.split()[1]), body
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 3.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def in_background(fn):
+    out = {}
+
+    def run():
+        try:
+            out["result"] = fn()
+        except Exception as e:  # surfaced by the assertion on the result
+            out["error"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def worker_pids(g: Gateway, n: int) -> list[int]:
+    """The worker children (all children but the admin process, which has n+1)."""
+    return wait_until(lambda: c if len(c := g.workers()) == n + 1 else None)
+
+
+def test_two_workers_serve(gateway, upstream):
+    g = gateway(routes(upstream.url), workers=2)
+    assert len(worker_pids(g, 2)) == 3
+    prefixes = set()
+    deadline = time.monotonic() + 5
+    # each worker has its own random request-id prefix: see both answer
+    while len(prefixes) < 2 and time.monotonic() < deadline:
+        socks = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(8)]
+        for s in socks:
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        for s in socks:
+            data = b""
+            while c := s.recv(65536):
+                data += c
+            s.close()
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello")
+            prefixes.add(re.search(rb"x-request-id: ([0-9a-f]{8}-[0-9a-f]{4})", data).group(1))
+    assert len(prefixes) == 2
+
+
+def test_killed_worker_is_restarted(gateway, upstream):
+    g = gateway(routes(upstream.url), workers=2)
+    before = set(worker_pids(g, 2))
+    victim = max(before)
+    os.kill(victim, signal.SIGKILL)
+    after = wait_until(lambda: c if len(c := set(g.workers())) == 3 and victim not in c else None)
+    assert len(after & before) == 2
+    with httpx.Client(timeout=5) as c:
+        for _ in range(20):
+            assert c.get(g.url + "/hello", headers={"Connection": "close"}).text == "hello"
+    assert g.p.proc.poll() is None
+
+
+def test_sigterm_drains(gateway, upstream):
+    g = gateway(routes(upstream.url), workers=1)
+    idle = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    assert raw_get(idle, "/hello") == (200, b"hello")
+    t, out = in_background(lambda: httpx.get(g.url + "/up/slow/1500", timeout=10))
+    time.sleep(0.3)   # the slow request is in flight
+    t0 = time.monotonic()
+    os.kill(g.pid, signal.SIGTERM)
+    assert closed_by_peer(idle), "idle keep-alive connection stayed open"
+    assert time.monotonic() - t0 < 1.0
+
+
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", g.port), timeout=0.2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+    # the worker's listener closes on its loop's next turn: refused within moments
+    wait_until(refused, timeout=1.0, step=0.01)
+    t.join(10)
+    assert "error" not in out, out
+    r = out["result"]
+    assert (r.status_code, r.text) == (200, "hello")
+    assert r.headers["connection"] == "close"
+    assert g.p.proc.wait(10) == 0
+
+
+def test_sighup_reloads_without_closing_connections(gateway, upstream):
+    g = gateway(routes(upstream.url), workers=2)
+    worker_pids(g, 2)
+    keep = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    assert raw_get(keep, "/hello") == (200, b"hello")
+    assert raw_get(keep, "/new")[0] == 404
+    t, out = in_background(lambda: httpx.get(g.url + "/up/slow/1500", timeout=10))
+    time.sleep(0.3)
+    text = g.config_path.read_text()
+    g.config_path.write_text(text + """\
+  - path: /new
+    method: GET
+    integration: {type: mock, body: new route}
+""")
+    os.kill(g.pid, signal.SIGHUP)
+    wait_until(lambda: httpx.get(g.url + "/new", headers={"Connection": "close"}).status_code == 200)
+    # the keep-alive connection opened before the reload sees the new route
+    assert raw_get(keep, "/new") == (200, b"new route")
+    assert raw_get(keep, "/hello") == (200, b"hello")
+    t.join(10)
+    assert "error" not in out, out
+    assert (out["result"].status_code, out["result"].text) == (200, "hello")
+    # every worker has it: many fresh connections, all 200
+    for _ in range(20):
+        assert httpx.get(g.url + "/new", headers={"Connection": "close"}).text == "new route"
+    keep.close()
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(gateway, upstream):
+    g = gateway(routes(upstream.url), workers=1)
+    keep = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    assert raw_get(keep, "/hello") == (200, b"hello")
+    g.config_path.write_text(g.config_path.read_text() + "  - path: /broken\n    integration: {type: nope}\n")
+    os.kill(g.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    assert raw_get(keep, "/hello") == (200, b"hello")
+    assert httpx.get(g.url + "/hello").text == "hello"
+    assert g.p.proc.poll() is None
+    keep.close()
+    assert "reload rejected" in g.p.output()
+
+
+def test_sigusr1_reopens_the_access_log(tmp_path, gateway, upstream):
+    log = tmp_path / "access.log"
+    g = gateway(routes(upstream.url).replace("access_log: {path: 'off'}",
+                                             f"access_log: {{path: '{log}', format: clf}}"))
+    # clf logs $context.path, without the query (as API Gateway does): tell lines apart by path
+    assert httpx.get(g.url + "/hello").status_code == 200
+    wait_until(lambda: log.exists() and "GET /hello " in log.read_text())
+    rotated = tmp_path / "access.log.1"
+    log.rename(rotated)
+    os.kill(g.pid, signal.SIGUSR1)
+    wait_until(log.exists)
+    assert httpx.get(g.url + "/up/name").status_code == 200
+    wait_until(lambda: "/up/name" in log.read_text())
+    assert "GET /hello " not in log.read_text()
+    assert "/up/name" not in rotated.read_text()
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET /up/name HTTP/1\.1" 200 3 [0-9a-f-]{36}\n',
+                        log.read_text()), log.read_text()
+
+
+def test_interface_listener(tmp_path):
+    port, admin = free_port(), free_port()
+    cfg = tmp_path / "iface.yaml"
+    cfg.write_text(f"""\
+workers: 1
+listeners:
+  - interface: lo
+    port: {port}
+admin: {{listen: '127.0.0.1:{admin}'}}
+access_log: {{path: 'off'}}
+routes:
+  - path: /hello
+    integration: {{type: mock, body: via lo}}
+""")
+    from conftest import ROOT, Proc, wait_port
+    p = Proc([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "-c", str(cfg)])
+    try:
+        wait_port(port, p.proc)
+        r = httpx.get(f"http://127.0.0.1:{port}/hello", timeout=5)
+        assert (r.status_code, r.text) == (200, "via lo")
+    finally:
+        assert p.stop() == 0
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(w in line for w in want):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} {labels} in metrics")
+
+
+def test_metrics_sum_over_workers(gateway, upstream):
+    g = gateway(routes(upstream.url), workers=2)
+    worker_pids(g, 2)
+    n_ok, n_404 = 30, 7
+    for _ in range(n_ok):
+        assert httpx.get(g.url + "/hello", headers={"Connection": "close"}).status_code == 200
+    for _ in range(n_404):
+        assert httpx.get(g.url + "/up/status/404", headers={"Connection": "close"}).status_code == 404
+    held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(5)]
+    try:
+        time.sleep(0.3)
+        text = httpx.get(f"http://127.0.0.1:{g.admin_port}/metrics", timeout=5).text
+        assert metric_value(text, "fastgate_requests_total", route="GET /hello", status_class="2xx") == n_ok
+        assert metric_value(text, "fastgate_requests_total", route="GET /hello", status_class="5xx") == 0
+        assert metric_value(text, "fastgate_requests_total", route="ANY /up/{proxy+}",
+                            status_class="4xx") == n_404
+        assert metric_value(text, "fastgate_request_duration_seconds_count", route="GET /hello") == n_ok
+        assert metric_value(text, "fastgate_request_duration_seconds_bucket", route="GET /hello",
+                            le="+Inf") == n_ok
+        assert metric_value(text, "fastgate_open_connections") == 5
+    finally:
+        for s in held:
+            s.close()
+    wait_until(lambda: metric_value(httpx.get(f"http://127.0.0.1:{g.admin_port}/metrics").text,
+                                    "fastgate_open_connections") == 0)
