@@ -17,6 +17,7 @@ from fastgate._core.pipeline cimport RequestContext, Route
 from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.accesslog cimport AccessLog
+from fastgate._core.router cimport Router
 
 
 cdef enum Limits:
@@ -48,7 +49,7 @@ cdef enum BodyMode:               # how the response body is framed towards the 
 cdef class Snapshot:
     # Everything the hot path reads, compiled by fastgate.snapshot from config.
     # Immutable once published; a reload builds a new one and swaps Worker.snapshot.
-    cdef readonly object router           # fastgate._core.router.Router: value is a Route
+    cdef readonly Router router           # values are Routes
     cdef readonly list routes             # [Route] by Route.index
     cdef readonly list groups             # [UpstreamGroup]
     cdef readonly list route_series       # metrics slot per route index
@@ -103,6 +104,7 @@ cdef class ClientConnection:
     cdef bytes peer_ip
     cdef int peer_port
     cdef int local_port
+    cdef bytes port_bytes                 # local_port as X-Forwarded-Port sends it
     cdef bint trusted                     # peer is a configured trusted proxy
     cdef bint closed
     cdef bint corked                      # inside a read callback: writes gather in wq
@@ -178,6 +180,7 @@ cdef class ClientConnection:
     cdef void respond_error(self, str error_type, str detail)
     cdef void write_head(self, int status, bytes reason, list headers, long long length)
     cdef void exchange_done(self)
+    cdef void log_exchange(self)
     cdef void set_pause(self, int reason, bint on)
     cdef void check_timeout(self, double now)
     cdef void abort(self)

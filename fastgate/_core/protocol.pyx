@@ -373,6 +373,7 @@ cdef class ClientConnection:
     def connection_made(self, transport):
         cdef Snapshot snap = self.worker.snapshot
         self.transport = transport
+        self.port_bytes = b"%d" % self.local_port
         self.parser = httptools.HttpRequestParser(self)
         peer = transport.get_extra_info("peername")
         if peer:
@@ -981,7 +982,7 @@ cdef class ClientConnection:
         if self.trusted and self.h_xfport is not None:
             out += self.h_xfport
         else:
-            out += b"%d" % self.local_port
+            out += self.port_bytes
         if snap.via is not None:
             out += b"\r\nVia: "
             if self.h_via is not None:
@@ -1273,7 +1274,7 @@ cdef class ClientConnection:
             self.deadline_kind = DL_IDLE
             self.deadline = ctx.end + self.worker.snapshot.keepalive_timeout
 
-    def log_exchange(self):
+    cdef void log_exchange(self):
         cdef RequestContext ctx = self.ctx
         cdef Snapshot snap = self.snap
         cdef int slot
