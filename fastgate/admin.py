@@ -17,7 +17,8 @@ import sys
 import orjson
 import uvloop
 
-from fastgate.snapshot import health_slot_for, integration_type
+from fastgate.snapshot import client_ssl_context, health_slot_for, integration_type
+from fastgate.snapshot import host_header as host_header_of
 
 MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
 
@@ -29,22 +30,20 @@ def log(msg: str) -> None:
 class HealthChecker:
     """Active checks for one target: GET path every interval, thresholds both ways."""
 
-    def __init__(self, metrics, slot: int, upstream: str, target, check):
+    def __init__(self, metrics, slot: int, upstream: str, target, check, tls_verify: bool = True):
         self.metrics = metrics
         self.slot = slot
         self.upstream = upstream
         self.target = target            # config target (url, host, port)
         self.check = check
+        self.tls_verify = tls_verify
         self.successes = 0
         self.failures = 0
 
     async def probe(self) -> tuple[bool, str]:
         t = self.target.parsed()   # the config target holds only its URL
         host, port, scheme = t.host, t.port, t.scheme
-        ssl_ctx = None
-        if scheme == "https":
-            import ssl
-            ssl_ctx = ssl.create_default_context()
+        ssl_ctx = client_ssl_context(self.tls_verify) if scheme == "https" else None
         timeout = self.check.timeout_ms / 1000
         try:
             reader, writer = await asyncio.wait_for(
@@ -52,7 +51,7 @@ class HealthChecker:
         except (OSError, asyncio.TimeoutError) as e:
             return False, f"connect: {e or 'timeout'}"
         try:
-            host_header = self.check.host or t.label
+            host_header = self.check.host or host_header_of(t)
             writer.write(f"GET {self.check.path} HTTP/1.1\r\nHost: {host_header}\r\n"
                          f"User-Agent: fastgate-health-check\r\nConnection: close\r\n\r\n".encode())
             line = await asyncio.wait_for(reader.readline(), timeout)
@@ -109,7 +108,8 @@ class Admin:
                 continue
             for target in upstream.targets:
                 slot = health_slot_for(self.metrics, name, target)
-                checker = HealthChecker(self.metrics, slot, name, target, upstream.health_check)
+                checker = HealthChecker(self.metrics, slot, name, target, upstream.health_check,
+                                        upstream.tls_verify)
                 self.checks.append(asyncio.ensure_future(checker.run()))
 
     def reload(self) -> None:

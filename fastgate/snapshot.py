@@ -40,6 +40,21 @@ def health_slots(config, metrics) -> list[int]:
             for t in up.targets]
 
 
+def client_ssl_context(verify: bool) -> ssl.SSLContext:
+    """TLS towards an upstream (proxying and health checks alike)."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def host_header(t) -> str:
+    """Host for a parsed target URL: the port only when it is not the scheme's default."""
+    default = 443 if t.scheme == "https" else 80
+    return t.label if t.port != default else t.label.rsplit(":", 1)[0]
+
+
 def build_group(name: str, up, metrics) -> UpstreamGroup:
     kind, hash_name = up.hash_key()
     passive = up.passive
@@ -47,12 +62,7 @@ def build_group(name: str, up, metrics) -> UpstreamGroup:
                           passive.max_failures, passive.eject_ms / 1000)
     for tc in up.targets:
         t = tc.parsed()
-        ssl_ctx = None
-        if t.scheme == "https":
-            ssl_ctx = ssl.create_default_context()
-            if not up.tls_verify:
-                ssl_ctx.check_hostname = False
-                ssl_ctx.verify_mode = ssl.CERT_NONE
+        ssl_ctx = client_ssl_context(up.tls_verify) if t.scheme == "https" else None
         target = group.add_target(tc.url, t.scheme, t.host, t.port, tc.weight, up.keepalive, ssl_ctx)
         if metrics is not None and up.health_check is not None:
             target.health_slot = health_slot_for(metrics, name, tc)
@@ -150,4 +160,6 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True) -> Snapshot:
         max_headers=limits.max_headers, max_body=limits.max_body(),
         header_timeout=limits.header_timeout_ms / 1000, body_timeout=limits.body_timeout_ms / 1000,
         keepalive_timeout=limits.keepalive_timeout_ms / 1000,
-        keepalive_requests=limits.keepalive_requests, source=loaded)
+        # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
+        keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
+        source=loaded)

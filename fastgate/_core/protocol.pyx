@@ -1408,6 +1408,8 @@ cdef class UpstreamConnection:
     def on_connected(self, fut):
         cdef ClientConnection client = self.client
         if fut.cancelled():
+            # connect timed out; the connection never joined the target's count of open ones
+            self.target.open -= 1
             if self.transport is not None:
                 self.transport.close()
             return
