@@ -218,6 +218,17 @@ def busy_s() -> float:
         return 0.0
 
 
+def wait_quiet(max_wait: float, window: float = 2.0) -> float:
+    """Wait, at most max_wait s, for a window in which the machine is idle (our own
+    servers idle too): less than BUSY_FRACTION of one CPU busy. Returns the s waited."""
+    start = time.monotonic()
+    while True:
+        b0 = busy_s()
+        time.sleep(window)
+        if busy_s() - b0 < BUSY_FRACTION * window or time.monotonic() - start >= max_wait:
+            return time.monotonic() - start
+
+
 def _children_cpu_s() -> float:
     """CPU of this script's reaped children (wrk, once it has exited)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -612,6 +623,8 @@ def print_summary(summary: dict, args) -> None:
     log("")
     log(f"summary (median of {args.rounds} rounds, runs during other work left out; ratios are fastgate/nginx)")
     for sc, s in summary.items():
+        if not s:
+            continue
         log(f"  {sc}: {SCENARIOS[sc]['about']}")
         for kind in ("nginx", "fastgate", "direct"):
             if kind not in s:
@@ -688,6 +701,9 @@ def main(argv=None) -> int:
     p.add_argument("--busy-retries", type=int, default=2,
                    help="repeat a run up to this many times when other processes used more than "
                         f"{BUSY_FRACTION:.0%} of a CPU during it (default 2); the summary skips busy runs")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                   help="before starting and before repeating a busy run, wait up to S s for other "
+                        "work on the machine to stop (default 0: no waiting)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (progress on stderr)")
     args = p.parse_args(argv)
@@ -727,6 +743,9 @@ def main(argv=None) -> int:
         f"load average {meta['loadavg_at_start']}; temp dir {root}")
     interrupted = False
     try:
+        if args.wait_quiet:
+            waited = wait_quiet(args.wait_quiet)
+            log(f"waited {waited:.0f}s for a quiet machine")
         up_port = free_port()
         up_dir = os.path.join(root, "upstream")
         os.makedirs(up_dir)
@@ -793,7 +812,9 @@ def main(argv=None) -> int:
                             break
                         if attempt < args.busy_retries:
                             log("    other work was running on this machine; repeating the run")
-                            time.sleep(2)
+                            waited = wait_quiet(args.wait_quiet) if args.wait_quiet else time.sleep(2)
+                            if waited and waited > 2.5:
+                                log(f"    (waited {waited:.0f}s for the machine to go quiet)")
             for kind, (srv, _) in proxies.items():
                 if srv.alive():
                     for prob in check_proxy(srv, logged):
