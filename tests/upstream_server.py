@@ -21,6 +21,9 @@ does is chosen by the path:
                       answered by closing the connection (a target that fails after connect)
   /stats              200, JSON {"requests": N, "connections": N} seen so far (all paths)
   /early              answers 413 at once without reading the request body
+  /interim            103 Early Hints, then 100 Continue, then 200 "final"
+  /hopbyhop           200 "hop" with every hop-by-hop header, and X-Conn-Named listed in Connection
+  /tinychunks/N       200, N one-byte chunks each with a chunk extension, then a trailer
   anything else       200 "hello"
 Every response carries X-Upstream: NAME and X-Seen-Connection: the Connection
 header that arrived (to prove hop-by-hop stripping).
@@ -163,6 +166,27 @@ async def handle(reader, writer, name):
                     await writer.drain()
                 writer.close()
                 return
+            elif parts[0] == "interim":
+                writer.write(f"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                             f"HTTP/1.1 100 Continue\r\n\r\n"
+                             f"HTTP/1.1 200 OK\r\n{common}Content-Length: 5\r\n\r\nfinal".encode())
+                await writer.drain()
+                continue
+            elif parts[0] == "hopbyhop":
+                writer.write(f"HTTP/1.1 200 OK\r\n{common}Connection: keep-alive, X-Conn-Named\r\n"
+                             "X-Conn-Named: secret\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n"
+                             "Trailer: X-T\r\nUpgrade: h2c\r\nTE: trailers\r\nX-End-To-End: kept\r\n"
+                             "Content-Length: 3\r\n\r\nhop".encode())
+                await writer.drain()
+                continue
+            elif parts[0] == "tinychunks":
+                n = int(parts[1])
+                writer.write(f"HTTP/1.1 200 OK\r\n{common}Transfer-Encoding: chunked\r\n"
+                             "Trailer: X-Checksum\r\n\r\n".encode())
+                writer.write(b"".join(b"1;ext=%d\r\n%c\r\n" % (i, 97 + i % 26) for i in range(n)))
+                writer.write(b"0\r\nX-Checksum: done\r\n\r\n")
+                await writer.drain()
+                continue
             elif parts[0] == "slowbody":
                 writer.write(f"HTTP/1.1 200 OK\r\n{common}Content-Length: 5\r\n\r\n".encode())
                 await writer.drain()

@@ -162,3 +162,70 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0, read_until_close: 
             if not read_until_close:
                 break
         return b"".join(chunks)
+
+
+class RawResponse:
+    def __init__(self, status: int, reason: bytes, headers: list, body: bytes, trailers: list,
+                 chunked: bool):
+        self.status = status
+        self.reason = reason
+        self.headers = headers            # [(lowercase name str, value str)] in arrival order
+        self.body = body
+        self.trailers = trailers
+        self.chunked = chunked
+
+    def header(self, name: str) -> str | None:
+        vals = [v for k, v in self.headers if k == name.lower()]
+        return ",".join(vals) if vals else None
+
+    def all(self, name: str) -> list:
+        return [v for k, v in self.headers if k == name.lower()]
+
+
+def read_response(f, method: str = "GET", interim: bool = False) -> RawResponse:
+    """Read one HTTP/1.x response from a buffered binary file (sock.makefile("rb")),
+    framed strictly by RFC 9112 section 6.3. interim=True returns a 1xx as is."""
+    line = f.readline()
+    if not line:
+        raise EOFError("connection closed before a response")
+    version, status, reason = (line.rstrip(b"\r\n").split(b" ", 2) + [b""])[:3]
+    assert version in (b"HTTP/1.1", b"HTTP/1.0"), line
+    status = int(status)
+    headers = []
+    while True:
+        h = f.readline()
+        if h in (b"\r\n", b""):
+            break
+        assert h.endswith(b"\r\n"), h
+        k, v = h[:-2].split(b":", 1)
+        headers.append((k.decode("latin-1").lower(), v.strip().decode("latin-1")))
+    names = [k for k, _ in headers]
+    if 100 <= status < 200 and not interim:
+        return read_response(f, method)
+    body, trailers, chunked = b"", [], False
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        pass
+    elif "transfer-encoding" in names:
+        chunked = True
+        parts = []
+        while True:
+            size_line = f.readline()
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while True:
+                    t = f.readline()
+                    if t in (b"\r\n", b""):
+                        break
+                    k, v = t[:-2].split(b":", 1)
+                    trailers.append((k.decode().lower(), v.strip().decode()))
+                break
+            parts.append(f.read(size))
+            assert f.read(2) == b"\r\n"
+        body = b"".join(parts)
+    elif "content-length" in names:
+        n = int(dict(headers)["content-length"])
+        body = f.read(n)
+        assert len(body) == n, (len(body), n)
+    else:
+        body = f.read()
+    return RawResponse(status, reason, headers, body, trailers, chunked)
