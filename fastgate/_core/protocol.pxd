@@ -118,6 +118,7 @@ cdef class ClientConnection:
     cdef bytes url
     cdef list fwd                         # headers to forward (hop-by-hop and gateway-owned removed)
     cdef Py_ssize_t head_size             # bytes of the head seen so far (431)
+    cdef Py_ssize_t header_bytes          # bytes of the header lines parsed so far (431)
     cdef bint in_head                     # between message begin and headers complete
     cdef int cl_count
     cdef bint cl_bad

@@ -210,6 +210,27 @@ cdef long long parse_content_length(bytes v) noexcept:
     return r
 
 
+cdef bint is_http09_line(bytes data, bytes url):
+    """data ends with a request line without a version ("GET /\r\n"). Only a line at the
+    end can be the request line of a head still incomplete: a header line has a colon."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, u = PyBytes_GET_SIZE(url)
+    cdef const char* p = PyBytes_AS_STRING(data)
+    if n < u + 3 or p[n - 1] != b'\n':
+        return False
+    n -= 1
+    if p[n - 1] == b'\r':
+        n -= 1
+    if n < u + 2 or p[n - u - 1] != b' ' or memcmp(p + n - u, PyBytes_AS_STRING(url), u) != 0:
+        return False
+    # the method: a token from the line start up to the space
+    i = n - u - 1
+    while i > 0 and p[i - 1] != b'\n':
+        i -= 1
+        if p[i] == b' ' or p[i] == b':':
+            return False
+    return i < n - u - 1
+
+
 cdef bytes route_host_of(bytes host):
     """Lowercase host without port, for routing ("[::1]:8080" -> "[::1]")."""
     cdef Py_ssize_t i
@@ -475,6 +496,9 @@ cdef class ClientConnection:
             return
         if self.in_head and self.head_size > self.worker.snapshot.max_head + self.worker.snapshot.max_url:
             self.bad_input("HEADERS_TOO_LARGE", "request header section too large")
+        elif self.in_head and self.url is not None and is_http09_line(data, self.url):
+            # llhttp waits for a blank line after "GET /\r\n" that an HTTP/0.9 client never sends
+            self.bad_input("BAD_REQUEST", "HTTP/0.9 request")
 
     def bad_input(self, str error_type, str detail):
         """The input cannot be parsed further: answer in order, then close."""
@@ -556,6 +580,7 @@ cdef class ClientConnection:
         self.url = None
         self.fwd = []
         self.in_head = True
+        self.header_bytes = 0
         self.cl_count = 0
         self.cl_bad = False
         self.te_count = 0
@@ -585,6 +610,11 @@ cdef class ClientConnection:
         ctx.headers.append(pair)
         if len(ctx.headers) > self.parsing_snap.max_headers:
             self.bad_input("HEADERS_TOO_LARGE", "more than %d header lines" % self.parsing_snap.max_headers)
+            raise StopParsing()
+        # counted per line: a head that arrives in one read never reaches feed()'s check
+        self.header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
+        if self.header_bytes > self.parsing_snap.max_head:
+            self.bad_input("HEADERS_TOO_LARGE", "header section larger than %d bytes" % self.parsing_snap.max_head)
             raise StopParsing()
         kind = classify(name)
         if kind == H_OTHER:

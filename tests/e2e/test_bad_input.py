@@ -1,0 +1,225 @@
+"""Bad input from clients: each gets its exact gateway error (status and JSON
+body), the connection is closed where the framing is in doubt, and the worker
+keeps serving (same PID, a normal request still answered)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from conftest import Gateway, Upstream, read_response
+
+
+@pytest.fixture(scope="module")
+def up():
+    u = Upstream("up1")
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(up, tmp_path_factory):
+    g = Gateway(tmp_path_factory.mktemp("bad"), admin=False, config=f"""\
+access_log: {{path: 'off'}}
+limits:
+  header_timeout_ms: 300
+  max_body_bytes: 1000
+upstreams:
+  api:
+    targets: [{up.url}]
+routes:
+  - path: /mock
+    integration: {{type: mock, body: mocked}}
+  - path: /{{proxy+}}
+    integration: {{type: http, upstream: api}}
+""")
+    g.initial_workers = g.workers()
+    assert len(g.initial_workers) == 1
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def bad(gw):
+    """Yields the gateway; afterwards the same worker must still answer a normal request."""
+    yield gw
+    assert gw.workers() == gw.initial_workers
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        s.sendall(b"GET /mock HTTP/1.1\r\nHost: a\r\n\r\n")
+        r = read_response(s.makefile("rb"))
+    assert (r.status, r.body) == (200, b"mocked")
+
+
+def exchange(port: int, data: bytes, pause: float = 0.0, timeout: float = 5.0):
+    """Send data, read one response, then report whether the server closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the gateway answered and closed before reading it all
+        f = s.makefile("rb")
+        r = read_response(f)
+        try:
+            closed = f.read(1) == b""
+        except ConnectionResetError:
+            closed = True
+        return r, closed
+
+
+def expect_error(port: int, data: bytes, status: int, message: str):
+    r, closed = exchange(port, data)
+    assert r.status == status, (r.status, r.body)
+    assert r.header("content-type") == "application/json"
+    assert json.loads(r.body) == {"message": message}
+    assert r.header("connection") == "close"
+    assert closed
+    return r
+
+
+def test_url_too_long(bad):
+    expect_error(bad.port, b"GET /" + b"a" * 8200 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+                 414, "Request-URI Too Long")
+
+
+def test_url_just_under_the_limit_is_served(bad):
+    path = b"/echo?" + b"q" * (8192 - 6)
+    r, closed = exchange(bad.port, b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert r.status == 200 and len(json.loads(r.body)["query"]) == 8192 - 6
+
+
+def test_header_section_too_large(bad):
+    # 34 headers of 1 KiB: over 32 KiB in all, each one small
+    headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1024) for i in range(34))
+    expect_error(bad.port, b"GET /mock HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n",
+                 431, "Request Header Fields Too Large")
+
+
+def test_one_huge_header(bad):
+    expect_error(bad.port, b"GET /mock HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 70000 + b"\r\n\r\n",
+                 431, "Request Header Fields Too Large")
+
+
+def test_too_many_headers(bad):
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+    expect_error(bad.port, b"GET /mock HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n",
+                 431, "Request Header Fields Too Large")
+
+
+def test_body_over_limit_by_content_length(bad):
+    # refused from the head alone: the body is never sent
+    expect_error(bad.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n",
+                 413, "Request Too Long")
+
+
+def test_body_over_limit_chunked(bad):
+    chunks = b"".join(b"64\r\n" + b"z" * 100 + b"\r\n" for _ in range(15)) + b"0\r\n\r\n"
+    r = expect_error(bad.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + chunks, 413, "Request Too Long")
+
+
+def test_body_at_the_limit_is_served(bad):
+    r, _ = exchange(bad.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+                    + b"y" * 1000)
+    assert r.status == 200 and json.loads(r.body)["body_size"] == 1000
+
+
+def test_header_timeout(bad):
+    t0 = time.monotonic()
+    r = expect_error(bad.port, b"GET /mock HTTP/1.1\r\nHost: a\r\n", 408, "Request Timeout")
+    elapsed = time.monotonic() - t0
+    assert 0.25 < elapsed < 2.0, elapsed
+
+
+def test_header_timeout_counts_from_the_first_byte(bad):
+    # a slow drip of header bytes does not extend the deadline
+    with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /mock HTTP/1.1\r\n")
+        try:
+            for i in range(10):
+                time.sleep(0.1)
+                s.sendall(b"X-Drip-%d: 1\r\n" % i)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = read_response(s.makefile("rb"))
+        assert r.status == 408 and time.monotonic() - t0 < 1.0
+
+
+def test_idle_connection_closed_quietly(bad):
+    with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
+        assert s.recv(100) == b""   # no request, no 408: just closed
+
+
+BAD_400 = {
+    "cl_and_te": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"3\r\nabc\r\n0\r\n\r\n",
+    "duplicate_cl": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    "duplicate_cl_differing": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "malformed_cl": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\nabc",
+    "negative_cl": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+    "cl_list": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+    "te_gzip_chunked": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                       b"3\r\nabc\r\n0\r\n\r\n",
+    "te_identity": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\nabc",
+    "te_http10": b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "missing_host": b"GET /mock HTTP/1.1\r\n\r\n",
+    "repeated_host": b"GET /mock HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "http09": b"GET /\r\n",
+    "http20": b"GET /mock HTTP/2.0\r\nHost: a\r\n\r\n",
+    "http12": b"GET /mock HTTP/1.2\r\nHost: a\r\n\r\n",
+    "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+    "space_in_url": b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+    "nul_in_header": b"GET /mock HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n",
+    "nul_in_url": b"GET /mo\x00ck HTTP/1.1\r\nHost: a\r\n\r\n",
+    "space_before_colon": b"GET /mock HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n",
+    "bad_chunk_size": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_400))
+def test_bad_request(bad, name):
+    expect_error(bad.port, BAD_400[name], 400, "Bad Request")
+
+
+def test_bad_request_after_a_good_pipelined_one(bad):
+    data = b"GET /mock HTTP/1.1\r\nHost: a\r\n\r\n" + BAD_400["repeated_host"]
+    with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
+        s.sendall(data)
+        f = s.makefile("rb")
+        first, second = read_response(f), read_response(f)
+        assert (first.status, first.body) == (200, b"mocked")
+        assert second.status == 400 and json.loads(second.body) == {"message": "Bad Request"}
+        assert f.read(1) == b""
+
+
+def test_header_section_just_under_the_limit_is_served(bad):
+    headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(31))
+    r, closed = exchange(bad.port, b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + headers
+                         + b"\r\n")
+    assert r.status == 200 and closed
+    assert sum(k.startswith("X-H") for k, _ in json.loads(r.body)["headers"]) == 31
+
+
+def test_oversized_head_pipelined_behind_a_slow_request(bad):
+    # the second head streams in while the first is at the upstream: answered in order, then closed
+    with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
+        s.sendall(b"GET /slow/300 HTTP/1.1\r\nHost: a\r\n\r\nGET /mock HTTP/1.1\r\nHost: a\r\n")
+        try:
+            for i in range(50):
+                s.sendall(b"X-H%d: %s\r\n" % (i, b"v" * 1024))
+                time.sleep(0.002)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        f = s.makefile("rb")
+        first, second = read_response(f), read_response(f)
+        assert (first.status, first.body) == (200, b"hello")
+        assert second.status == 431
+        assert json.loads(second.body) == {"message": "Request Header Fields Too Large"}
+        try:
+            assert f.read(1) == b""
+        except ConnectionResetError:
+            pass   # closed with the rest of the head unread
+
