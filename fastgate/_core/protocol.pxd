@@ -203,6 +203,7 @@ cdef class UpstreamConnection:
     cdef bint head_done                   # response head received
     cdef bint until_close                 # body delimited by connection close
     cdef bint tunnel
+    cdef int tunnel_eofs                  # half-closes seen in the tunnel, one per side; at 2 both close
     cdef list headers
     cdef bytes reason
     cdef int cl_count

@@ -438,6 +438,11 @@ cdef class ClientConnection:
     def eof_received(self):
         # half-close from the client: finish what is in flight, then close
         if self.tunnel and self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.tunnel_eofs += 1
+            if self.upstream.tunnel_eofs >= 2:
+                # both sides half-closed: nothing more can flow, and a transport whose eof_received
+                # returned True stays open until closed; connection_lost closes the upstream
+                return False
             if self.upstream.transport.can_write_eof():
                 self.upstream.transport.write_eof()
             return True
@@ -1481,6 +1486,11 @@ cdef class UpstreamConnection:
 
     def eof_received(self):
         if self.tunnel and self.client is not None:
+            self.tunnel_eofs += 1
+            if self.tunnel_eofs >= 2:
+                # the client half-closed first: both directions are done (see ClientConnection)
+                self.client.close_transport()
+                return False
             if self.client.transport.can_write_eof():
                 self.client.transport.write_eof()
             return True
