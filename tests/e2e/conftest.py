@@ -39,6 +39,17 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
     raise TimeoutError(f"port {port} did not open")
 
 
+def wait_until(pred, timeout: float = 8.0, step: float = 0.05):
+    """Poll pred until it returns something truthy; that value, or AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
 class Proc:
     """A child process stopped with SIGTERM (then SIGKILL) at teardown."""
 
@@ -116,6 +127,14 @@ class Gateway:
 
     def stop(self) -> int:
         return self.p.stop()
+
+
+@pytest.fixture(scope="module")
+def up():
+    """One upstream shared by a module's tests."""
+    u = Upstream("up1")
+    yield u
+    u.stop()
 
 
 @pytest.fixture

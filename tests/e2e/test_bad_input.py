@@ -10,14 +10,7 @@ import time
 
 import pytest
 
-from conftest import Gateway, Upstream, read_response
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream("up1")
-    yield u
-    u.stop()
+from conftest import Gateway, read_response
 
 
 @pytest.fixture(scope="module")

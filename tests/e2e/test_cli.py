@@ -8,11 +8,10 @@ import re
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 
-from conftest import ROOT, Proc, free_port, wait_port
+from conftest import ROOT, Proc, free_port, wait_port, wait_until
 
 FASTGATE = str(ROOT / ".venv" / "bin" / "fastgate")
 
@@ -20,15 +19,6 @@ FASTGATE = str(ROOT / ".venv" / "bin" / "fastgate")
 def run(*args, timeout: float = 20) -> subprocess.CompletedProcess:
     return subprocess.run([FASTGATE, *args], capture_output=True, text=True, timeout=timeout)
 
-
-def wait_until(pred, timeout: float = 8.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def listening_ports(pids: list[int]) -> set[int]:

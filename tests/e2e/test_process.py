@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from conftest import Gateway, free_port
+from conftest import Gateway, free_port, wait_until
 
 MOCK_ROUTES = """\
 access_log: {path: 'off'}
@@ -32,15 +32,6 @@ routes:
 def routes(upstream_url: str) -> str:
     return MOCK_ROUTES.replace("URL", upstream_url)
 
-
-def wait_until(pred, timeout: float = 8.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def raw_get(sock: socket.socket, path: str) -> tuple[int, bytes]:

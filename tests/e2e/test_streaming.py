@@ -11,19 +11,12 @@ import time
 
 import pytest
 
-from conftest import Gateway, Upstream, read_response
+from conftest import Gateway, read_response
 
 SIZE = 2 * 1024 ** 3          # bytes each way
 BLOCK = 1024 * 1024
 RSS_SLACK_KB = 64 * 1024      # allowed growth over the worker's RSS before the transfer
 TIME_LIMIT_S = 60
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream("up1")
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

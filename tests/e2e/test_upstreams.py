@@ -11,21 +11,12 @@ from collections import Counter
 import httpx
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_until
 
 
 def get(url: str, **kw) -> httpx.Response:
     return httpx.get(url, timeout=10, **kw)
 
-
-def wait_until(pred, timeout: float = 8.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def metric(admin_port: int, name: str, **labels) -> float | None:
