@@ -31,6 +31,18 @@ def log(msg: str) -> None:
     print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child if the supervisor dies (even by SIGKILL), so workers
+    never outlive it holding the listeners; they drain as on a normal stop."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def interface_addresses(name: str, family: str) -> list[str]:
     """Addresses of a Linux interface, resolved with pyroute2 (netlink)."""
     from pyroute2 import IPRoute
@@ -109,6 +121,7 @@ class Supervisor:
             return pid
         code = 1
         try:
+            die_with_parent()
             signal.set_wakeup_fd(-1)
             os.close(self.wake_r)
             os.close(self.wake_w)

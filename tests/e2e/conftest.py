@@ -110,13 +110,17 @@ class Gateway:
         self.config_path.write_text(head + textwrap.dedent(config))
         self.p = Proc([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "-c", str(self.config_path)],
                       cwd=str(tmp_path))
-        wait_port(self.port, self.p.proc)
-        # the supervisor binds before it forks: an open port does not mean the workers are up
-        deadline = time.monotonic() + 15
-        while len(self.p.children()) < workers + (1 if admin else 0):
-            if time.monotonic() > deadline or self.p.proc.poll() is not None:
-                raise RuntimeError(f"gateway did not start its processes: {self.p.children()}")
-            time.sleep(0.02)
+        try:
+            wait_port(self.port, self.p.proc)
+            # the supervisor binds before it forks: an open port does not mean the workers are up
+            deadline = time.monotonic() + 15
+            while len(self.p.children()) < workers + (1 if admin else 0):
+                if time.monotonic() > deadline or self.p.proc.poll() is not None:
+                    raise RuntimeError(f"gateway did not start its processes: {self.p.children()}")
+                time.sleep(0.02)
+        except BaseException:
+            self.p.stop()   # never leave a half-started gateway behind
+            raise
 
     @property
     def pid(self) -> int:

@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from conftest import Gateway, free_port, wait_until
 
@@ -258,3 +259,23 @@ def test_metrics_sum_over_workers(gateway, upstream):
             s.close()
     wait_until(lambda: metric_value(httpx.get(f"http://127.0.0.1:{g.admin_port}/metrics").text,
                                     "fastgate_open_connections") == 0)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path):
+    g = Gateway(tmp_path, workers=2, admin=True, config="""\
+access_log: {path: 'off'}
+routes:
+  - path: /health
+    integration: {type: mock, body: ok}
+""")
+    children = g.workers()
+    assert len(children) == 3
+    os.kill(g.pid, signal.SIGKILL)
+    g.p.proc.wait(5)
+
+    def all_gone():
+        return all(not os.path.exists(f"/proc/{pid}") or
+                   open(f"/proc/{pid}/stat").read().split()[2] == "Z" for pid in children)
+    wait_until(all_gone, timeout=10)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", g.port), timeout=1).close()
