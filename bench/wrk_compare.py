@@ -48,7 +48,7 @@ HEADER_TWO = ("X-Bench-Two", "two")
 START_TIMEOUT = 20.0                         # s for a server to answer its first request
 STOP_TIMEOUT = 5.0                           # s between SIGTERM and SIGKILL
 BUSY_FRACTION = 0.05                         # other work above this share of one CPU marks a run "busy"
-LOG_SETTLE = 3.0                             # s to wait for a buffered access log to flush after a run
+LOG_SETTLE = 5.0                             # s to wait for a buffered access log to flush after a run
 WRK_GRACE = 30.0                             # s a wrk run may overrun --duration before it is killed
 
 SCENARIOS = {
@@ -503,19 +503,21 @@ def measure(srv: Server, upstream: Server, connections: int, duration: int, lua:
     return res
 
 
-def settle_log(path: str, timeout: float = LOG_SETTLE) -> None:
-    """Wait until path stops growing (a log buffered in the proxy has flushed), at most timeout s."""
+def settle_log(path: str, timeout: float = LOG_SETTLE, quiet: float = 1.5) -> None:
+    """Wait until path has not grown for `quiet` s (fastgate flushes its buffered log
+    once a second), at most timeout s."""
     deadline = time.monotonic() + timeout
-    size = -1
+    size, since = -1, time.monotonic()
     while time.monotonic() < deadline:
         try:
             now = os.path.getsize(path)
         except OSError:
             now = 0
-        if now == size:
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
             return
-        size = now
-        time.sleep(0.25)
+        time.sleep(0.1)
 
 
 def count_lines(path: str, offset: int) -> int:
