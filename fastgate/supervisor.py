@@ -11,6 +11,7 @@ every worker reopen its access log (logrotate).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import select
@@ -31,16 +32,19 @@ def log(msg: str) -> None:
     print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
-def die_with_parent() -> None:
+PR_SET_PDEATHSIG = 1            # prctl(2)
+
+
+def die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGTERM this child if the supervisor dies (even by SIGKILL), so workers
     never outlive it holding the listeners; they drain as on a normal stop."""
     try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent_pid:
+        # the supervisor died between fork() and prctl(): no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def interface_addresses(name: str, family: str) -> list[str]:
@@ -116,17 +120,18 @@ class Supervisor:
     # --- processes ------------------------------------------------------------
 
     def fork(self, target, *args) -> int:
+        parent = os.getpid()
         pid = os.fork()
         if pid:
             return pid
         code = 1
         try:
-            die_with_parent()
             signal.set_wakeup_fd(-1)
             os.close(self.wake_r)
             os.close(self.wake_w)
             for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            die_with_parent(parent)
             code = target(*args)
         except BaseException as e:  # a child must never return into the supervisor's code
             import traceback

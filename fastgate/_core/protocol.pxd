@@ -24,6 +24,7 @@ cdef enum Limits:
     RETRY_BODY_MAX = 65536        # bytes of request body kept for a retry on another target
     BUFFER_HIGH = 65536           # bytes buffered for a not-yet-ready upstream before pausing the client
     TICK_MS = 100                 # ms between timeout sweeps
+    LINGER_MS = 2000              # ms a lingering close keeps discarding client input
 
 cdef enum Deadline:
     DL_NONE = 0
@@ -107,6 +108,8 @@ cdef class ClientConnection:
     cdef bytes port_bytes                 # local_port as X-Forwarded-Port sends it
     cdef bint trusted                     # peer is a configured trusted proxy
     cdef bint closed
+    cdef bint unread                      # client input may be left unread: close lingering
+    cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_MS
     cdef bint corked                      # inside a read callback: writes gather in wq
     cdef list wq                          # client writes waiting for uncork()
     cdef int served                       # requests answered on this connection

@@ -437,6 +437,8 @@ cdef class ClientConnection:
 
     def eof_received(self):
         # half-close from the client: finish what is in flight, then close
+        if self.lingering:
+            return False
         if self.tunnel and self.upstream is not None and self.upstream.transport is not None:
             self.upstream.tunnel_eofs += 1
             if self.upstream.tunnel_eofs >= 2:
@@ -463,7 +465,7 @@ cdef class ClientConnection:
 
     def data_received(self, bytes data):
         cdef Py_ssize_t off
-        if self.closed:
+        if self.closed or self.lingering:
             return
         if self.tunnel:
             if self.upstream is not None:
@@ -489,8 +491,10 @@ cdef class ClientConnection:
             self.set_pause(PAUSE_PIPELINE, True)   # nothing more to parse on this connection
             return
         except StopParsing:
+            self.unread = True
             return
         except httptools.HttpParserError as e:
+            self.unread = True
             if self.closed:
                 return
             if isinstance(e.__context__, StopParsing):
@@ -1291,6 +1295,8 @@ cdef class ClientConnection:
         self.set_pause(PAUSE_NOT_READY, False)
         self.set_pause(PAUSE_UPSTREAM_FULL, False)
         if self.close_after or self.closed or not self.req_complete:
+            if not self.req_complete:
+                self.unread = True
             self.close_transport()
             return
         if self.pending:
@@ -1344,7 +1350,10 @@ cdef class ClientConnection:
         cdef int kind = self.deadline_kind
         if self.total_deadline > 0 and self.total_deadline <= now and self.ctx is not None:
             kind = DL_UPSTREAM_READ
-        if kind == DL_IDLE or kind == DL_DRAIN:
+        if self.lingering:
+            self.closed = True
+            self.transport.close()
+        elif kind == DL_IDLE or kind == DL_DRAIN:
             self.close_transport()
         elif kind == DL_HEAD:
             if self.ctx is None and self.parsing is not None:
@@ -1377,10 +1386,24 @@ cdef class ClientConnection:
             self.transport.abort()
 
     def close_transport(self):
-        if self.transport is not None and not self.closed:
-            self.uncork()
-            self.closed = True
-            self.transport.close()
+        if self.transport is None or self.closed or self.lingering:
+            return
+        self.uncork()
+        if self.unread and not self.tunnel and self.transport.can_write_eof():
+            # Lingering close: closing with unread input makes the kernel send a reset, which
+            # can destroy the response we just wrote before the client reads it. Send FIN,
+            # discard what still comes, close on EOF or after LINGER_MS.
+            self.lingering = True
+            self.transport.write_eof()
+            self.pause_reasons = 0
+            if self.reading_paused:
+                self.reading_paused = False
+                self.transport.resume_reading()
+            self.deadline_kind = DL_DRAIN
+            self.deadline = monotonic() + LINGER_MS / 1000.0
+            return
+        self.closed = True
+        self.transport.close()
 
     cdef void send(self, data):
         """Write to the client; while corked (inside a read callback), gather instead."""

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from conftest import Gateway, Upstream, read_response
+from conftest import Gateway, read_response
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 HOP = {"connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection", "transfer-encoding"}
@@ -36,13 +36,6 @@ def routes(upstream_url: str, extra: str = "") -> str:
           - path: /{{proxy+}}
             integration: {{type: http, upstream: api}}
         """)
-
-
-@pytest.fixture(scope="module")
-def up():
-    u = Upstream("up1")
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")
@@ -422,3 +415,4 @@ def test_request_id_generated_when_absent_or_invalid(gw, incoming):
         assert len(rid) == 1 and UUID.match(rid[0]), rid
         assert [v for k, v in upstream_headers(r) if k == "x-request-id"] == rid
         assert UUID.match(m.header("x-request-id")) and m.header("x-request-id") != rid[0]
+
