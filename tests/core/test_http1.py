@@ -625,3 +625,9 @@ def test_find_header_ignores_case():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError):
         Http1Parser(max_headers=0)
+
+
+def test_drain_counts_messages_and_errors():
+    assert Http1Parser().drain(WRK_REQUEST * 10, 2) == 10
+    assert Http1Parser(response=True).drain(NGINX_RESPONSE * 3, 1) == 3
+    assert Http1Parser().drain(b"GET / HTTP/9.9\r\n\r\n") == -1
