@@ -18,16 +18,19 @@
 #         off += parser.consumed
 #         if ev == EV_NEED_MORE:        break        # every byte read; wait for the next read
 #         elif ev == EV_HEAD_COMPLETE:  ...          # method, url, headers, flags readable
-#         elif ev == EV_BODY:           ...          # parser.body_at[:parser.body_len]
+#         elif ev == EV_BODY:           ...          # parser.msg.body_at[:parser.msg.body_len]
 #         elif ev == EV_MESSAGE_COMPLETE: ...        # next message starts at buf + off
 #         elif ev == EV_UPGRADE:        ...          # buf + off onwards is the other protocol
-#         else:                         ...          # EV_ERROR: parser.limit / error_reason()
+#         else:                         ...          # EV_ERROR: parser.msg.limit, p.reason
 #
 # Call feed again after every event other than NEED_MORE, even with no bytes
 # left (n - off == 0): a message without a body completes, and a body that ends
 # exactly at the end of the input reports MESSAGE_COMPLETE, only on that call.
 # Internally each callback that ends an event returns HPE_PAUSED and feed()
 # resumes (llhttp_resume) on the next call.
+#
+# PERF (bench/bench_http1.py): per message 86 ns for wrk's request and 231 ns for
+# nginx's 5-header response, against 481 and 1100 ns for httptools with Python callbacks.
 #
 # Body bytes are reported as EV_BODY spans into the caller's own input (zero
 # copy), not handed to an owner's callback. Why: the caller already holds the
