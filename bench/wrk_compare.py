@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import http.client
 import json
 import os
@@ -671,6 +672,16 @@ def machine_info() -> dict:
                                 capture_output=True, timeout=10).stdout.decode().strip()
     except Exception:
         commit = "?"
+    try:   # uncommitted changes in fastgate/ mean the commit alone does not name the build
+        dirty = bool(subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "fastgate"],
+                                    capture_output=True, timeout=10).stdout.strip())
+    except Exception:
+        dirty = None
+    stale = []   # compiled modules older than their source: the run measures an older build
+    for pyx in sorted(glob.glob(os.path.join(REPO, "fastgate", "_core", "*.pyx"))):
+        sos = glob.glob(pyx[:-4] + ".*.so")
+        if not sos or max(os.path.getmtime(so) for so in sos) < os.path.getmtime(pyx):
+            stale.append(os.path.basename(pyx)[:-4])
     try:
         with open("/proc/loadavg") as f:
             loadavg = " ".join(f.read().split()[:3])
@@ -680,7 +691,8 @@ def machine_info() -> dict:
                 loadavg_at_start=loadavg,
                 nproc=os.cpu_count(), cpu_model=model, kernel=platform.release(),
                 python=platform.python_version(), nginx=version([NGINX, "-v"]), wrk=version([WRK, "-v"]),
-                fastgate=fg_version, fastgate_commit=commit)
+                fastgate=fg_version, fastgate_commit=commit, fastgate_dirty=dirty,
+                fastgate_stale_modules=stale)
 
 
 def main(argv=None) -> int:
@@ -741,6 +753,9 @@ def main(argv=None) -> int:
     notes: list[str] = []
     log(f"{meta['date']}  {meta['nproc']} CPUs ({meta['cpu_model']})  {meta['nginx']}  {meta['wrk']}  "
         f"fastgate {meta['fastgate']} @ {meta['fastgate_commit']}")
+    if meta["fastgate_dirty"] or meta["fastgate_stale_modules"]:
+        log(f"note: fastgate/ has uncommitted changes: {meta['fastgate_dirty']}; compiled modules older "
+            f"than their .pyx: {', '.join(meta['fastgate_stale_modules']) or 'none'}")
     log(f"wrk and upstream on CPU {args.load_cpu}, proxies on CPU {args.proxy_cpu}; "
         f"load average {meta['loadavg_at_start']}; temp dir {root}")
     interrupted = False
