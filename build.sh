@@ -69,7 +69,7 @@ case "$verb" in
         build
         apt_install nginx nginx-light
         apt_install wrk wrk
-        "$PY" -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+        "$PY" -m pytest -q -p no:cacheprovider -o python_files='bench_*.py' bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
         exec "$PY" bench/wrk_compare.py "$@" ;;
     debug)
         ensure_venv

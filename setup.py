@@ -60,13 +60,22 @@ def fetch_llhttp():
         out.write(ver + "\n")
 
 
+def cimports_http1(path):
+    for f in (path, path[:-4] + ".pxd"):
+        if os.path.exists(f) and "fastgate._core.http1 cimport" in open(f).read():
+            return True
+    return False
+
+
 def extension(path):
     name = os.path.basename(path)[:-4]
     sources, include_dirs, cflags = [path], [], CFLAGS
-    if name == "http1":
+    if name == "http1" or cimports_http1(path):
+        # modules that cimport http1 read llhttp_t's fields, so they need its header too
         fetch_llhttp()
-        sources += [f"{LLHTTP}/src/{c}.c" for c in ("api", "http", "llhttp")]
         include_dirs.append(f"{LLHTTP}/include")
+    if name == "http1":
+        sources += [f"{LLHTTP}/src/{c}.c" for c in ("api", "http", "llhttp")]
         # llhttp's symbols stay private to this module (httptools' copy is loaded too)
         cflags = CFLAGS + ["-fvisibility=hidden"]
     return Extension("fastgate._core." + name, sources, include_dirs=include_dirs,

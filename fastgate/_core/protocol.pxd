@@ -18,12 +18,15 @@ from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.router cimport Router
+from fastgate._core.http1 cimport Http1Parser
 
 
 cdef enum Limits:
     RETRY_BODY_MAX = 65536        # bytes of request body kept for a retry on another target
     BUFFER_HIGH = 65536           # bytes buffered for a not-yet-ready upstream before pausing the client
     TICK_MS = 100                 # ms between timeout sweeps
+    RESPONSE_MAX_HEAD = 65536     # bytes of an upstream response head
+    RESPONSE_MAX_HEADERS = 200    # header lines of an upstream response
     LINGER_MS = 2000              # ms a lingering close keeps discarding client input
 
 cdef enum Deadline:
@@ -172,8 +175,7 @@ cdef class ClientConnection:
     cdef void send_body_chunk(self, bytes data)
     cdef void finish_upstream_request(self)
     cdef void upstream_failed(self, str kind, str detail, bint retryable)
-    cdef void upstream_head(self, UpstreamConnection conn, int status, bytes reason, list headers,
-                            bint chunked, bint has_length, list conn_tokens)
+    cdef void upstream_head(self, UpstreamConnection conn, int status)
     cdef void upstream_body(self, bytes data)
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable)
     cdef void respond_mock(self)
@@ -197,7 +199,7 @@ cdef class ClientConnection:
 cdef class UpstreamConnection:
     cdef Target target
     cdef object transport
-    cdef object parser                    # httptools.HttpResponseParser
+    cdef Http1Parser parser               # responses, driven from C (http1.pxd)
     cdef ClientConnection client          # the exchange using it; None while idle
     cdef bint is_alive
     cdef bint reused                      # served a request before this one
@@ -207,13 +209,10 @@ cdef class UpstreamConnection:
     cdef bint until_close                 # body delimited by connection close
     cdef bint tunnel
     cdef int tunnel_eofs                  # half-closes seen in the tunnel, one per side; at 2 both close
-    cdef list headers
-    cdef bytes reason
-    cdef int cl_count
-    cdef bint chunked
-    cdef list conn_tokens
+    cdef bint interim                     # the message being parsed is a 1xx (not relayed)
 
     cdef void attach(self, ClientConnection client, bint head_request)
+    cdef bint on_event(self, int ev, bytes data, const char* buf, Py_ssize_t off, Py_ssize_t n)
     cdef void release(self, bint reusable)
     cpdef close(self)
     cpdef bint alive(self)

@@ -25,6 +25,11 @@ from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.headers cimport HeaderTransform, PathRewrite, Template
+from fastgate._core.http1 cimport (
+    Http1Parser, EV_NEED_MORE, EV_HEAD_COMPLETE, EV_BODY, EV_MESSAGE_COMPLETE, EV_UPGRADE, EV_ERROR,
+)
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from libc.string cimport memcpy
 
 
 # ---------------------------------------------------------------------------
@@ -96,15 +101,17 @@ cdef inline bint lower_eq(const char* buf, const char* name, Py_ssize_t n) noexc
 
 
 cdef int classify(bytes name) noexcept:
+    return classify_ptr(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+
+
+cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
     """PERF: one C pass per header line instead of name.lower() plus dict lookups
     (bench/wrk_compare.py, scenario keepalive)."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
-    cdef const char* p
+    cdef Py_ssize_t i
     cdef char buf[24]
     cdef char c
     if n < 2 or n > 17:
         return H_OTHER
-    p = PyBytes_AS_STRING(name)
     c = p[0] | 0x20
     if c != b'h' and c != b'c' and c != b't' and c != b'k' and c != b'p' and \
             c != b'u' and c != b'e' and c != b'x' and c != b'v':
@@ -241,6 +248,20 @@ cdef bytes route_host_of(bytes host):
     if i >= 0:
         host = host[:i]
     return host.lower()
+
+
+cdef inline int ba_put(bytearray ba, const char* p, Py_ssize_t n) except -1:
+    """Append n bytes at p to ba without a bytes object in between."""
+    cdef Py_ssize_t old = PyByteArray_GET_SIZE(ba)
+    PyByteArray_Resize(ba, old + n)
+    memcpy(PyByteArray_AS_STRING(ba) + old, p, n)
+    return 0
+
+
+cdef inline bint forwarded_response_header(int kind) noexcept:
+    # hop-by-hop (RFC 9110 section 7.6.1) and framing headers are the gateway's to write
+    return not (kind == H_TRANSFER_ENCODING or kind == H_CONNECTION or kind == H_KEEP_ALIVE or
+                kind == H_PROXY_CONNECTION or kind == H_TE or kind == H_TRAILER or kind == H_UPGRADE)
 
 
 cdef inline bytes chunk_frame(bytes data):
@@ -1084,20 +1105,36 @@ cdef class ClientConnection:
         self.respond_error("INTEGRATION_TIMEOUT" if kind == "timeout" or kind == "connect_timeout"
                            else "INTEGRATION_FAILURE", ctx.error_message)
 
-    cdef void upstream_head(self, UpstreamConnection conn, int status, bytes reason, list headers,
-                            bint chunked, bint has_length, list conn_tokens):
+    cdef void upstream_head(self, UpstreamConnection conn, int status):
+        """Relay the response head the upstream's parser just completed."""
         cdef RequestContext ctx = self.ctx
         cdef Route route = ctx.route
         cdef Snapshot snap = self.snap
+        cdef Http1Parser p = conn.parser
+        cdef int i, n = p.msg.n_headers
         cdef tuple pair
+        cdef list headers = None
+        cdef list conn_tokens = None
+        cdef char num[16]
+        cdef bint chunked = p.msg.chunked
+        cdef bint has_length = p.msg.content_length >= 0 and not chunked
         cdef bint no_body = ctx.method == b"HEAD" or status == 204 or status == 304 or status < 200
         self.responding = True
         ctx.status = status
         (<Target>ctx.target).record_success()
-        if conn_tokens is not None:
-            headers = drop_named(headers, conn_tokens)
-        if route.response_headers is not None:
-            headers = (<HeaderTransform>route.response_headers).apply(headers, ctx)
+        for i in range(n):
+            if classify_ptr(p.name_ptr(i), p.name_len(i)) == H_CONNECTION:
+                conn_tokens = connection_tokens(p.value_bytes(i), conn_tokens)
+        if conn_tokens is not None or route.response_headers is not None:
+            # slow path: headers as objects, for Connection-named removal and transforms
+            headers = []
+            for i in range(n):
+                if forwarded_response_header(classify_ptr(p.name_ptr(i), p.name_len(i))):
+                    headers.append((p.name_bytes(i), p.value_bytes(i)))
+            if conn_tokens is not None:
+                headers = drop_named(headers, conn_tokens)
+            if route.response_headers is not None:
+                headers = (<HeaderTransform>route.response_headers).apply(headers, ctx)
         if self.worker.draining or (self.snap.keepalive_requests > 0 and
                                     self.served + 1 >= self.snap.keepalive_requests):
             self.close_after = True
@@ -1117,12 +1154,25 @@ cdef class ClientConnection:
         if not self.req_complete and status != 101:
             # answered before the whole body arrived: the rest of the body is not worth reading
             self.close_after = True
-        out = bytearray(status_line(status, reason))
-        for pair in headers:
-            out += <bytes>pair[0]
-            out += b": "
-            out += <bytes>pair[1]
-            out += b"\r\n"
+        out = bytearray(b"HTTP/1.1 ")
+        ba_put(out, num, snprintf(num, 16, "%d ", status))
+        ba_put(out, p.msg.buf + p.msg.reason_off, p.msg.reason_len)
+        ba_put(out, "\r\n", 2)
+        if headers is None:
+            # PERF: header lines copied from the parser's buffer, no objects
+            # (bench/wrk_compare.py, scenario keepalive)
+            for i in range(n):
+                if forwarded_response_header(classify_ptr(p.name_ptr(i), p.name_len(i))):
+                    ba_put(out, p.name_ptr(i), p.name_len(i))
+                    ba_put(out, ": ", 2)
+                    ba_put(out, p.value_ptr(i), p.value_len(i))
+                    ba_put(out, "\r\n", 2)
+        else:
+            for pair in headers:
+                out += <bytes>pair[0]
+                out += b": "
+                out += <bytes>pair[1]
+                out += b"\r\n"
         if snap.via is not None:
             out += b"Via: "
             out += snap.via
@@ -1437,7 +1487,9 @@ cdef class ClientConnection:
 cdef class UpstreamConnection:
     def __init__(self, Target target):
         self.target = target
-        self.parser = httptools.HttpResponseParser(self)
+        # upstream heads may be larger than what clients may send (cookies, CSP); nginx's
+        # proxy_buffer_size is only 4-8 KiB by default
+        self.parser = Http1Parser(True, RESPONSE_MAX_HEADERS, RESPONSE_MAX_HEAD, RESPONSE_MAX_HEAD)
 
     cpdef bint alive(self):
         return self.is_alive and self.transport is not None and not self.transport.is_closing()
@@ -1448,6 +1500,9 @@ cdef class UpstreamConnection:
         self.got_bytes = False
         self.head_done = False
         self.until_close = False
+        self.interim = False
+        # a HEAD response has no body whatever its Content-Length says
+        self.parser.msg.skip_body = head_request
 
     cdef void release(self, bint reusable):
         """Return to the pool when its state is known-good, else close it."""
@@ -1529,7 +1584,9 @@ cdef class UpstreamConnection:
 
     def data_received(self, bytes data):
         cdef ClientConnection client = self.client
-        cdef Py_ssize_t off
+        cdef const char* buf = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), off = 0
+        cdef int ev
         if client is None:
             # an idle connection must not speak: its state is unknown now
             self.close()
@@ -1542,79 +1599,58 @@ cdef class UpstreamConnection:
         # (bench/wrk_compare.py, scenario keepalive)
         client.corked = True
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            off = e.args[0]
-            if self.client is not None and off < len(data):
-                self.client.send(data[off:])
-        except httptools.HttpParserError as e:
-            if self.client is not None:
-                self.client = None
-                client.upstream_failed("protocol", f"invalid response: {e}", False)
-            self.close()
+            while True:
+                ev = self.parser.feed(buf + off, n - off)
+                off += self.parser.consumed
+                if ev == EV_NEED_MORE or not self.on_event(ev, data, buf, off, n):
+                    break
         finally:
             client.uncork()
 
-    # httptools callbacks
-    def on_message_begin(self):
-        self.headers = []
-        self.cl_count = 0
-        self.chunked = False
-        self.conn_tokens = None
-        self.reason = None
-
-    def on_status(self, bytes reason):
-        self.reason = reason if self.reason is None else self.reason + reason
-
-    def on_header(self, bytes name, bytes value):
-        cdef int kind = classify(name)
-        if kind == H_OTHER or kind == H_REQUEST_ID or kind == H_HOST or kind == H_EXPECT or \
-                kind == H_XFF or kind == H_XFP or kind == H_XFH or kind == H_XFPORT:
-            self.headers.append((name, value))
-        elif kind == H_CONTENT_LENGTH:
-            self.cl_count += 1
-            self.headers.append((name, value))
-        elif kind == H_TRANSFER_ENCODING:
-            self.chunked = value.strip().lower().endswith(b"chunked")
-        elif kind == H_CONNECTION:
-            self.conn_tokens = connection_tokens(value, self.conn_tokens)
-        elif kind == H_UPGRADE:
-            pass  # re-added by the client side for a 101
-        elif kind == H_VIA:
-            self.headers.append((name, value))
-        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
-
-    def on_headers_complete(self):
+    cdef bint on_event(self, int ev, bytes data, const char* buf, Py_ssize_t off, Py_ssize_t n):
+        """Handle one parser event; False stops reading this input."""
         cdef ClientConnection client = self.client
-        cdef int status = self.parser.get_status_code()
+        cdef Http1Parser p = self.parser
+        cdef int status = p.p.status_code
         if client is None:
-            return
-        if 100 <= status < 200 and status != 101:
-            return   # interim responses are not relayed; the final one follows
-        if status == 101 and not client.ctx.upgrade:
-            raise httptools.HttpParserError("101 to a request that did not ask to upgrade")
-        self.head_done = True
-        self.until_close = (not self.chunked and self.cl_count == 0 and not self.head_request
-                            and status >= 200 and status != 204 and status != 304)
-        client.upstream_head(self, status, self.reason, self.headers, self.chunked,
-                             self.cl_count > 0, self.conn_tokens)
-        if self.head_request and self.client is not None:
-            # a HEAD response has no body whatever its Content-Length says; httptools cannot be told,
-            # so the exchange ends here and a fresh parser reads the next response
-            self.parser = httptools.HttpResponseParser(self)
+            if off < n or ev != EV_MESSAGE_COMPLETE:
+                self.close()   # bytes after the response: this connection's state is unknown
+            return False
+        if ev == EV_HEAD_COMPLETE:
+            if 100 <= status < 200 and status != 101:
+                self.interim = True   # not relayed; the final response follows
+                return True
+            if status == 101 and not client.ctx.upgrade:
+                self.client = None
+                client.upstream_failed("protocol", "101 to a request that did not ask to upgrade", False)
+                self.close()
+                return False
+            self.head_done = True
+            self.until_close = (not p.msg.chunked and p.msg.content_length < 0 and not self.head_request
+                                and status >= 200 and status != 204 and status != 304)
+            client.upstream_head(self, status)
+            return True
+        if ev == EV_BODY:
+            if self.head_done:
+                client.upstream_body(data if p.msg.body_at == buf and p.msg.body_len == n
+                                     else PyBytes_FromStringAndSize(p.msg.body_at, p.msg.body_len))
+            return True
+        if ev == EV_MESSAGE_COMPLETE:
+            if self.interim:
+                self.interim = False
+                return True
+            if not self.head_done or status == 101:
+                return True
             self.client = None
-            client.upstream_done(self, True)
-
-    def on_body(self, bytes data):
-        if self.client is not None and self.head_done:
-            self.client.upstream_body(data)
-
-    def on_message_complete(self):
-        cdef ClientConnection client = self.client
-        cdef int status = self.parser.get_status_code()
-        if client is None or not self.head_done:
-            return
-        if status == 101:
-            return
+            client.upstream_done(self, p.msg.keep_alive)
+            return True   # anything after the response closes the connection (above)
+        if ev == EV_UPGRADE:
+            if self.tunnel and off < n:
+                client.send(data[off:])
+            return False
+        # EV_ERROR
         self.client = None
-        client.upstream_done(self, self.parser.should_keep_alive())
+        client.upstream_failed("protocol", "invalid response: " + (<bytes>p.p.reason).decode(
+            "latin-1", "replace"), False)
+        self.close()
+        return False
