@@ -28,8 +28,8 @@ from fastgate._core.headers cimport HeaderTransform, PathRewrite, Template
 from fastgate._core.http1 cimport (
     Http1Parser, EV_NEED_MORE, EV_HEAD_COMPLETE, EV_BODY, EV_MESSAGE_COMPLETE, EV_UPGRADE, EV_ERROR,
 )
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.string cimport memcpy
+from libc.stdlib cimport realloc
 
 
 # ---------------------------------------------------------------------------
@@ -250,12 +250,41 @@ cdef bytes route_host_of(bytes host):
     return host.lower()
 
 
-cdef inline int ba_put(bytearray ba, const char* p, Py_ssize_t n) except -1:
-    """Append n bytes at p to ba without a bytes object in between."""
-    cdef Py_ssize_t old = PyByteArray_GET_SIZE(ba)
-    PyByteArray_Resize(ba, old + n)
-    memcpy(PyByteArray_AS_STRING(ba) + old, p, n)
+# PERF: message heads are assembled in one C buffer shared by the whole worker (heads are
+# built synchronously, never interleaved) and leave as one bytes object: no bytearray
+# regrowth per header line (bench/wrk_compare.py, scenario keepalive).
+cdef char* OUT = NULL
+cdef Py_ssize_t OUT_LEN = 0
+cdef Py_ssize_t OUT_CAP = 0
+
+
+cdef inline void out_reset() noexcept:
+    global OUT_LEN
+    OUT_LEN = 0
+
+
+cdef int out_put(const char* p, Py_ssize_t n) except -1:
+    global OUT, OUT_LEN, OUT_CAP
+    cdef Py_ssize_t need = OUT_LEN + n, cap
+    cdef char* grown
+    if need > OUT_CAP:
+        cap = need * 2 if need > 2048 else 4096
+        grown = <char*>realloc(OUT, cap)
+        if grown == NULL:
+            raise MemoryError()
+        OUT = grown
+        OUT_CAP = cap
+    memcpy(OUT + OUT_LEN, p, n)
+    OUT_LEN = need
     return 0
+
+
+cdef inline int out_bytes(bytes b) except -1:
+    return out_put(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+
+
+cdef inline bytes out_take():
+    return PyBytes_FromStringAndSize(OUT, OUT_LEN)
 
 
 cdef inline bint forwarded_response_header(int kind) noexcept:
@@ -1017,49 +1046,50 @@ cdef class ClientConnection:
         cdef RequestContext ctx = self.ctx
         cdef Snapshot snap = self.snap
         cdef tuple pair
-        out = bytearray(ctx.method)
-        out += b" "
-        out += ctx.upstream_path
-        out += b" HTTP/1.1\r\nHost: "
-        out += target.host_header
-        out += b"\r\n"
+        out_reset()
+        out_bytes(ctx.method)
+        out_bytes(b" ")
+        out_bytes(ctx.upstream_path)
+        out_bytes(b" HTTP/1.1\r\nHost: ")
+        out_bytes(target.host_header)
+        out_bytes(b"\r\n")
         for pair in ctx.upstream_headers:
-            out += <bytes>pair[0]
-            out += b": "
-            out += <bytes>pair[1]
-            out += b"\r\n"
-        out += b"X-Forwarded-For: "
-        out += ctx.forwarded_for
-        out += b"\r\nX-Forwarded-Proto: "
-        out += self.h_xfp if (self.trusted and self.h_xfp is not None) else (b"https" if ctx.tls else b"http")
+            out_bytes(<bytes>pair[0])
+            out_bytes(b": ")
+            out_bytes(<bytes>pair[1])
+            out_bytes(b"\r\n")
+        out_bytes(b"X-Forwarded-For: ")
+        out_bytes(ctx.forwarded_for)
+        out_bytes(b"\r\nX-Forwarded-Proto: ")
+        out_bytes(self.h_xfp if (self.trusted and self.h_xfp is not None) else (b"https" if ctx.tls else b"http"))
         if self.trusted and self.h_xfh is not None:
-            out += b"\r\nX-Forwarded-Host: "
-            out += self.h_xfh
+            out_bytes(b"\r\nX-Forwarded-Host: ")
+            out_bytes(self.h_xfh)
         elif ctx.host:
-            out += b"\r\nX-Forwarded-Host: "
-            out += ctx.host
-        out += b"\r\nX-Forwarded-Port: "
+            out_bytes(b"\r\nX-Forwarded-Host: ")
+            out_bytes(ctx.host)
+        out_bytes(b"\r\nX-Forwarded-Port: ")
         if self.trusted and self.h_xfport is not None:
-            out += self.h_xfport
+            out_bytes(self.h_xfport)
         else:
-            out += self.port_bytes
+            out_bytes(self.port_bytes)
         if snap.via is not None:
-            out += b"\r\nVia: "
+            out_bytes(b"\r\nVia: ")
             if self.h_via is not None:
-                out += self.h_via
-                out += b", "
-            out += snap.via
-        out += b"\r\nx-request-id: "
-        out += ctx.request_id
+                out_bytes(self.h_via)
+                out_bytes(b", ")
+            out_bytes(snap.via)
+        out_bytes(b"\r\nx-request-id: ")
+        out_bytes(ctx.request_id)
         if ctx.upgrade:
-            out += b"\r\nConnection: upgrade\r\nUpgrade: "
-            out += self.h_upgrade
+            out_bytes(b"\r\nConnection: upgrade\r\nUpgrade: ")
+            out_bytes(self.h_upgrade)
         if ctx.chunked:
-            out += b"\r\nTransfer-Encoding: chunked"
+            out_bytes(b"\r\nTransfer-Encoding: chunked")
         elif ctx.content_length >= 0:
-            out += b"\r\nContent-Length: %d" % ctx.content_length
-        out += b"\r\n\r\n"
-        return bytes(out)
+            out_bytes(b"\r\nContent-Length: %d" % ctx.content_length)
+        out_bytes(b"\r\n\r\n")
+        return out_take()
 
     cdef void send_body_chunk(self, bytes data):
         if self.ctx.chunked:
@@ -1154,45 +1184,46 @@ cdef class ClientConnection:
         if not self.req_complete and status != 101:
             # answered before the whole body arrived: the rest of the body is not worth reading
             self.close_after = True
-        out = bytearray(b"HTTP/1.1 ")
-        ba_put(out, num, snprintf(num, 16, "%d ", status))
-        ba_put(out, p.msg.buf + p.msg.reason_off, p.msg.reason_len)
-        ba_put(out, "\r\n", 2)
+        out_reset()
+        out_bytes(b"HTTP/1.1 ")
+        out_put(num, snprintf(num, 16, "%d ", status))
+        out_put(p.msg.buf + p.msg.reason_off, p.msg.reason_len)
+        out_put("\r\n", 2)
         if headers is None:
             # PERF: header lines copied from the parser's buffer, no objects
             # (bench/wrk_compare.py, scenario keepalive)
             for i in range(n):
                 if forwarded_response_header(classify_ptr(p.name_ptr(i), p.name_len(i))):
-                    ba_put(out, p.name_ptr(i), p.name_len(i))
-                    ba_put(out, ": ", 2)
-                    ba_put(out, p.value_ptr(i), p.value_len(i))
-                    ba_put(out, "\r\n", 2)
+                    out_put(p.name_ptr(i), p.name_len(i))
+                    out_put(": ", 2)
+                    out_put(p.value_ptr(i), p.value_len(i))
+                    out_put("\r\n", 2)
         else:
             for pair in headers:
-                out += <bytes>pair[0]
-                out += b": "
-                out += <bytes>pair[1]
-                out += b"\r\n"
+                out_bytes(<bytes>pair[0])
+                out_bytes(b": ")
+                out_bytes(<bytes>pair[1])
+                out_bytes(b"\r\n")
         if snap.via is not None:
-            out += b"Via: "
-            out += snap.via
-            out += b"\r\n"
-        out += b"x-request-id: "
-        out += ctx.request_id
-        out += b"\r\n"
+            out_bytes(b"Via: ")
+            out_bytes(snap.via)
+            out_bytes(b"\r\n")
+        out_bytes(b"x-request-id: ")
+        out_bytes(ctx.request_id)
+        out_bytes(b"\r\n")
         if status == 101:
-            out += b"Connection: upgrade\r\nUpgrade: "
-            out += self.h_upgrade
-            out += b"\r\n"
+            out_bytes(b"Connection: upgrade\r\nUpgrade: ")
+            out_bytes(self.h_upgrade)
+            out_bytes(b"\r\n")
         elif self.body_mode == BODY_CHUNKED:
-            out += b"Transfer-Encoding: chunked\r\n"
+            out_bytes(b"Transfer-Encoding: chunked\r\n")
         if status != 101:
             if self.close_after:
-                out += b"Connection: close\r\n"
+                out_bytes(b"Connection: close\r\n")
             elif ctx.http_minor == 0:
-                out += b"Connection: keep-alive\r\n"
-        out += b"\r\n"
-        self.send(out)
+                out_bytes(b"Connection: keep-alive\r\n")
+        out_bytes(b"\r\n")
+        self.send(out_take())
         if status == 101:
             self.tunnel = True
             conn.tunnel = True
@@ -1310,24 +1341,25 @@ cdef class ClientConnection:
     cdef void write_head(self, int status, bytes reason, list headers, long long length):
         cdef RequestContext ctx = self.ctx
         cdef tuple pair
-        out = bytearray(status_line(status, reason))
-        out += b"Date: "
-        out += self.worker.date
-        out += b"\r\n"
+        out_reset()
+        out_bytes(status_line(status, reason))
+        out_bytes(b"Date: ")
+        out_bytes(self.worker.date)
+        out_bytes(b"\r\n")
         for pair in headers:
-            out += <bytes>pair[0]
-            out += b": "
-            out += <bytes>pair[1]
-            out += b"\r\n"
-        out += b"x-request-id: "
-        out += ctx.request_id
-        out += b"\r\nContent-Length: %d\r\n" % length
+            out_bytes(<bytes>pair[0])
+            out_bytes(b": ")
+            out_bytes(<bytes>pair[1])
+            out_bytes(b"\r\n")
+        out_bytes(b"x-request-id: ")
+        out_bytes(ctx.request_id)
+        out_bytes(b"\r\nContent-Length: %d\r\n" % length)
         if self.close_after:
-            out += b"Connection: close\r\n"
+            out_bytes(b"Connection: close\r\n")
         elif ctx.http_minor == 0:
-            out += b"Connection: keep-alive\r\n"
-        out += b"\r\n"
-        self.send(out)
+            out_bytes(b"Connection: keep-alive\r\n")
+        out_bytes(b"\r\n")
+        self.send(out_take())
 
     cdef void exchange_done(self):
         """The response is fully written: log it, then serve the next request or close."""
