@@ -104,7 +104,7 @@ cdef class PendingRequest:
 cdef class ClientConnection:
     cdef Worker worker
     cdef object transport
-    cdef object parser                    # httptools.HttpRequestParser
+    cdef Http1Parser parser               # requests, driven from C (http1.pxd)
     cdef bytes peer_ip
     cdef int peer_port
     cdef int local_port
@@ -123,8 +123,6 @@ cdef class ClientConnection:
     cdef PendingRequest parsing_pending   # its queue entry when it is not the active one
     cdef bytes url
     cdef list fwd                         # headers to forward (hop-by-hop and gateway-owned removed)
-    cdef Py_ssize_t head_size             # bytes of the head seen so far (431)
-    cdef Py_ssize_t header_bytes          # bytes of the header lines parsed so far (431)
     cdef bint in_head                     # between message begin and headers complete
     cdef int cl_count
     cdef bint cl_bad
@@ -162,6 +160,12 @@ cdef class ClientConnection:
     cdef void begin_active(self, RequestContext ctx, Snapshot snap, list chunks, bint complete, str error)
     cdef bint validate_head(self, RequestContext ctx, Snapshot snap)
     cdef fill_basic(self, RequestContext ctx)
+    cdef void parse_failed(self)
+    cdef void message_begin(self)
+    cdef void take_header(self, bytes name, bytes value)
+    cdef bint head_complete(self)
+    cdef bint body(self, bytes data)
+    cdef bint message_complete(self)
     cdef int run_phases(self)
     cdef void add_body(self, bytes data)
     cdef void request_finished(self)

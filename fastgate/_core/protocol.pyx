@@ -13,7 +13,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 from libc.stdio cimport snprintf
 from libc.string cimport memcmp
 
-import httptools
 import orjson
 
 from fastgate._core.pipeline cimport (
@@ -27,6 +26,7 @@ from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.headers cimport HeaderTransform, PathRewrite, Template
 from fastgate._core.http1 cimport (
     Http1Parser, EV_NEED_MORE, EV_HEAD_COMPLETE, EV_BODY, EV_MESSAGE_COMPLETE, EV_UPGRADE, EV_ERROR,
+    LIMIT_URL, LIMIT_HEADERS, LIMIT_HEAD,
 )
 from libc.string cimport memcpy
 from libc.stdlib cimport realloc
@@ -67,10 +67,6 @@ cdef bytes status_line(int status, bytes reason):
 
 
 cdef frozenset IDEMPOTENT = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"])
-
-
-class StopParsing(Exception):
-    """Raised from a parser callback to stop feed_data: the rest of the input is not ours to read."""
 
 
 # ---------------------------------------------------------------------------
@@ -445,7 +441,8 @@ cdef class ClientConnection:
         cdef Snapshot snap = self.worker.snapshot
         self.transport = transport
         self.port_bytes = b"%d" % self.local_port
-        self.parser = httptools.HttpRequestParser(self)
+        # limits live in the parser's C callbacks: the head buffer never grows past them
+        self.parser = Http1Parser(False, snap.max_headers, snap.max_head, snap.max_url)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0].encode()
@@ -514,7 +511,6 @@ cdef class ClientConnection:
             self.upstream.transport.resume_reading()
 
     def data_received(self, bytes data):
-        cdef Py_ssize_t off
         if self.closed or self.lingering:
             return
         if self.tunnel:
@@ -523,8 +519,6 @@ cdef class ClientConnection:
             else:
                 self.early_tunnel = (self.early_tunnel or b"") + data
             return
-        if self.in_head or self.parsing is None:
-            self.head_size += PyBytes_GET_SIZE(data)
         self.corked = True
         try:
             self.feed(data)
@@ -532,32 +526,59 @@ cdef class ClientConnection:
             self.uncork()
 
     cdef feed(self, bytes data):
-        cdef Py_ssize_t off
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            off = e.args[0]
-            self.early_tunnel = data[off:]
-            self.set_pause(PAUSE_PIPELINE, True)   # nothing more to parse on this connection
-            return
-        except StopParsing:
-            self.unread = True
-            return
-        except httptools.HttpParserError as e:
-            self.unread = True
-            if self.closed:
+        """Run the parser over one read; each event is handled in plain Cython."""
+        cdef Http1Parser p = self.parser
+        cdef const char* buf = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), off = 0
+        cdef int ev
+        while True:
+            if self.parsing is None and off < n:
+                self.message_begin()
+            ev = p.feed(buf + off, n - off)
+            off += p.consumed
+            if ev == EV_NEED_MORE:
+                if self.in_head and p.p.http_major == 0 and p.msg.url_len > 0 and \
+                        is_http09_line(data, p.url_bytes()):
+                    # llhttp takes "GET /\r\n" as a request line and waits for headers that never come
+                    self.unread = True
+                    self.bad_input("BAD_REQUEST", "HTTP/0.9 request")
                 return
-            if isinstance(e.__context__, StopParsing):
+            if ev == EV_HEAD_COMPLETE:
+                if not self.head_complete():
+                    self.unread = True
+                    return
+            elif ev == EV_BODY:
+                if not self.body(data if p.msg.body_at == buf and p.msg.body_len == n
+                                 else PyBytes_FromStringAndSize(p.msg.body_at, p.msg.body_len)):
+                    self.unread = True
+                    return
+            elif ev == EV_MESSAGE_COMPLETE:
+                if not self.message_complete():
+                    # nothing after a "Connection: close" request is read (RFC 9112 section 9.6)
+                    self.unread = off < n
+                    return
+            elif ev == EV_UPGRADE:
+                self.early_tunnel = data[off:]
+                self.set_pause(PAUSE_PIPELINE, True)   # nothing more to parse on this connection
                 return
-            if isinstance(e.__context__, Exception) and not isinstance(e, httptools.HttpParserCallbackError):
-                raise
-            self.bad_input("BAD_REQUEST", f"malformed request: {e}")
-            return
-        if self.in_head and self.head_size > self.worker.snapshot.max_head + self.worker.snapshot.max_url:
-            self.bad_input("HEADERS_TOO_LARGE", "request header section too large")
-        elif self.in_head and self.url is not None and is_http09_line(data, self.url):
-            # llhttp waits for a blank line after "GET /\r\n" that an HTTP/0.9 client never sends
-            self.bad_input("BAD_REQUEST", "HTTP/0.9 request")
+            else:
+                self.unread = True
+                if not self.closed:
+                    self.parse_failed()
+                return
+
+    cdef void parse_failed(self):
+        cdef Http1Parser p = self.parser
+        cdef int limit = p.msg.limit
+        if limit == LIMIT_URL:
+            self.bad_input("URI_TOO_LONG", "request URI longer than %d bytes" % p.msg.max_url)
+        elif limit == LIMIT_HEADERS:
+            self.bad_input("HEADERS_TOO_LARGE", "more than %d header lines" % p.msg.max_headers)
+        elif limit == LIMIT_HEAD:
+            self.bad_input("HEADERS_TOO_LARGE", "header section larger than %d bytes" % p.msg.max_head)
+        else:
+            reason = (<bytes>p.p.reason).decode("latin-1", "replace") if p.p.reason != NULL else "?"
+            self.bad_input("BAD_REQUEST", f"malformed request: {reason}")
 
     def bad_input(self, str error_type, str detail):
         """The input cannot be parsed further: answer in order, then close."""
@@ -605,10 +626,8 @@ cdef class ClientConnection:
 
     cdef fill_basic(self, RequestContext ctx):
         if ctx.method is None or not ctx.method:
-            try:
-                ctx.method = self.parser.get_method()
-            except Exception:
-                ctx.method = b"-"
+            # the method is known once the request line's URL has started
+            ctx.method = self.parser.method_bytes() if self.parser.msg.url_len > 0 else b"-"
         ctx.source_ip = self.peer_ip
         ctx.source_port = self.peer_port
         ctx.local_port = self.local_port
@@ -622,9 +641,9 @@ cdef class ClientConnection:
             ctx.start = monotonic()
             ctx.request_time_ms = epoch_ms()
 
-    # --- httptools callbacks: append only ---------------------------------------
+    # --- parser events ------------------------------------------------------------
 
-    def on_message_begin(self):
+    cdef void message_begin(self):
         cdef RequestContext ctx = RequestContext()
         cdef Snapshot snap = self.worker.snapshot
         ctx.start = monotonic()
@@ -639,7 +658,6 @@ cdef class ClientConnection:
         self.url = None
         self.fwd = []
         self.in_head = True
-        self.header_bytes = 0
         self.cl_count = 0
         self.cl_bad = False
         self.te_count = 0
@@ -653,29 +671,11 @@ cdef class ClientConnection:
             self.deadline_kind = DL_HEAD
             self.deadline = ctx.start + snap.header_timeout
 
-    def on_url(self, bytes url):
-        if self.url is None:
-            self.url = url
-        else:
-            self.url += url
-        if PyBytes_GET_SIZE(self.url) > self.parsing_snap.max_url:
-            self.bad_input("URI_TOO_LONG", "request URI longer than %d bytes" % self.parsing_snap.max_url)
-            raise StopParsing()
-
-    def on_header(self, bytes name, bytes value):
+    cdef void take_header(self, bytes name, bytes value):
         cdef RequestContext ctx = self.parsing
         cdef tuple pair = (name, value)
-        cdef int kind
+        cdef int kind = classify(name)
         ctx.headers.append(pair)
-        if len(ctx.headers) > self.parsing_snap.max_headers:
-            self.bad_input("HEADERS_TOO_LARGE", "more than %d header lines" % self.parsing_snap.max_headers)
-            raise StopParsing()
-        # counted per line: a head that arrives in one read never reaches feed()'s check
-        self.header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
-        if self.header_bytes > self.parsing_snap.max_head:
-            self.bad_input("HEADERS_TOO_LARGE", "header section larger than %d bytes" % self.parsing_snap.max_head)
-            raise StopParsing()
-        kind = classify(name)
         if kind == H_OTHER:
             self.fwd.append(pair)
         elif kind == H_HOST:
@@ -714,53 +714,58 @@ cdef class ClientConnection:
             self.h_xfport = value
         # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
 
-    def on_headers_complete(self):
+    cdef bint head_complete(self):
+        """The request head is parsed: fill the context, validate, run or queue it.
+        False when the rest of the input must not be read."""
+        cdef Http1Parser p = self.parser
         cdef RequestContext ctx = self.parsing
         cdef Snapshot snap = self.parsing_snap
-        cdef PendingRequest p
+        cdef PendingRequest pend
+        cdef int i
         self.in_head = False
-        self.head_size = 0
+        self.url = p.url_bytes()
+        for i in range(p.msg.n_headers):
+            self.take_header(p.name_bytes(i), p.value_bytes(i))
         if not self.validate_head(ctx, snap):
             # validate_head queued or answered the error; nothing after this head is trustworthy
-            raise StopParsing()
+            return False
         if self.ctx is None:
             self.begin_active(ctx, snap, None, False, None)
         else:
-            p = PendingRequest()
-            p.ctx = ctx
-            p.snap = snap
-            p.chunks = []
-            p.complete = False
-            p.error_type = None
-            self.parsing_pending = p
-            self.pending.append(p)
+            pend = PendingRequest()
+            pend.ctx = ctx
+            pend.snap = snap
+            pend.chunks = []
+            pend.complete = False
+            pend.error_type = None
+            self.parsing_pending = pend
+            self.pending.append(pend)
             self.set_pause(PAUSE_PIPELINE, True)
+        return not self.closed
 
-    def on_body(self, bytes data):
+    cdef bint body(self, bytes data):
         cdef RequestContext ctx = self.parsing
         cdef Snapshot snap = self.parsing_snap
         ctx.request_length += PyBytes_GET_SIZE(data)
         if snap.max_body >= 0 and ctx.request_length > snap.max_body and (
                 ctx.route is None or ctx.route.max_body_size < 0 or ctx.request_length > ctx.route.max_body_size):
-            if ctx.route is None or ctx.route.max_body_size < 0 or ctx.request_length > ctx.route.max_body_size:
-                self.bad_input("REQUEST_TOO_LARGE", "request body larger than the limit")
-                raise StopParsing()
+            self.bad_input("REQUEST_TOO_LARGE", "request body larger than the limit")
+            return False
         if ctx is self.ctx:
             self.deadline = monotonic() + snap.body_timeout
             self.add_body(data)
         elif self.parsing_pending is not None:
             self.parsing_pending.chunks.append(data)
+        return not self.closed
 
-    def on_message_complete(self):
+    cdef bint message_complete(self):
         cdef RequestContext ctx = self.parsing
         self.parsing = None
         if ctx is self.ctx:
             self.request_finished()
         elif self.parsing_pending is not None:
             self.parsing_pending.complete = True
-        if not ctx.keep_alive:
-            # nothing after a "Connection: close" request is read (RFC 9112 section 9.6)
-            raise StopParsing()
+        return ctx.keep_alive and not self.closed
 
     # --- the request ------------------------------------------------------------
 
@@ -770,15 +775,15 @@ cdef class ClientConnection:
         cdef Py_ssize_t q
         cdef str err = None
         cdef str detail = None
-        cdef str version = self.parser.get_http_version()
-        ctx.method = self.parser.get_method()
-        ctx.keep_alive = self.parser.should_keep_alive()
-        if version == "1.1":
-            ctx.http_minor = 1
-        elif version == "1.0":
-            ctx.http_minor = 0
+        cdef Http1Parser p = self.parser
+        cdef PendingRequest pend
+        ctx.method = p.method_bytes()
+        ctx.keep_alive = p.msg.keep_alive
+        if p.p.http_major == 1 and p.p.http_minor <= 1:
+            ctx.http_minor = p.p.http_minor
         else:
-            err, detail = "BAD_REQUEST", f"HTTP version {version} is not supported"
+            err, detail = "BAD_REQUEST", "HTTP version %d.%d is not supported" % (
+                p.p.http_major, p.p.http_minor)
         if url is None:
             url = b"/"
         if err is None:
@@ -827,7 +832,7 @@ cdef class ClientConnection:
         if ctx.host is None or not ctx.host:
             ctx.host = b""
         ctx.route_host = route_host_of(ctx.host)
-        ctx.upgrade = self.h_upgrade is not None and self.parser.should_upgrade()
+        ctx.upgrade = self.h_upgrade is not None and p.p.upgrade
         if self.h_rid is not None and valid_request_id(self.h_rid):
             ctx.request_id = self.h_rid
         else:
@@ -848,13 +853,13 @@ cdef class ClientConnection:
             if self.ctx is None:
                 self.begin_active(ctx, snap, None, True, err)
             else:
-                p = PendingRequest()
-                p.ctx = ctx
-                p.snap = snap
-                p.chunks = None
-                p.complete = True
-                p.error_type = err
-                self.pending.append(p)
+                pend = PendingRequest()
+                pend.ctx = ctx
+                pend.snap = snap
+                pend.chunks = None
+                pend.complete = True
+                pend.error_type = err
+                self.pending.append(pend)
                 self.set_pause(PAUSE_PIPELINE, True)
             self.parsing = None
             return False
