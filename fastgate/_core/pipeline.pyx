@@ -13,6 +13,18 @@ cdef double monotonic() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
+cdef extern from "<time.h>" nogil:
+    enum: CLOCK_MONOTONIC_COARSE
+
+
+cdef double monotonic_coarse() noexcept nogil:
+    """PERF: the kernel's last tick, read without the TSC; a deadline a few ms early does
+    not matter (timeouts are swept every 100 ms) (bench/wrk_compare.py, scenario keepalive)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
 cdef long long epoch_ms() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_REALTIME, &ts)

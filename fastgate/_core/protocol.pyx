@@ -16,7 +16,7 @@ from libc.string cimport memcmp
 import orjson
 
 from fastgate._core.pipeline cimport (
-    RequestContext, Route, ascii_ieq, monotonic, epoch_ms,
+    RequestContext, Route, ascii_ieq, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO,
 )
@@ -51,6 +51,8 @@ GATEWAY_RESPONSES = {
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
     "DEFAULT_5XX": (500, "Internal server error"),
 }
+
+cdef const char* HEX = "0123456789abcdef"
 
 cdef dict STATUS_LINES = {}
 for _s in HTTPStatus:
@@ -351,12 +353,23 @@ cdef class Worker:
         self.rid_counter = 0
 
     cdef bytes new_request_id(self):
-        cdef char buf[40]
+        # PERF: hex digits by hand, not snprintf (bench/wrk_compare.py, scenario keepalive)
+        cdef char buf[36]
         cdef unsigned long long c = self.rid_counter
+        cdef unsigned long long v
+        cdef int i
         self.rid_counter += 1
-        cdef int n = snprintf(buf, 40, "%s%04x-%012llx", self.rid_prefix,
-                              <unsigned int>(0x8000 | ((c >> 48) & 0x3fff)), c & 0xffffffffffffULL)
-        return PyBytes_FromStringAndSize(buf, n)
+        memcpy(buf, self.rid_prefix, 19)            # "xxxxxxxx-xxxx-4xxx-"
+        v = 0x8000 | ((c >> 48) & 0x3fff)           # RFC 4122 variant bits
+        for i in range(3, -1, -1):
+            buf[19 + i] = HEX[v & 15]
+            v >>= 4
+        buf[23] = b'-'
+        v = c & 0xffffffffffffULL
+        for i in range(11, -1, -1):
+            buf[24 + i] = HEX[v & 15]
+            v >>= 4
+        return PyBytes_FromStringAndSize(buf, 36)
 
     def request_id(self):
         return self.new_request_id()
@@ -457,7 +470,7 @@ cdef class ClientConnection:
         if snap.metrics is not None and self.worker.open_slot >= 0:
             snap.metrics.gauge_add(self.worker.open_slot, 1)
         self.deadline_kind = DL_IDLE
-        self.deadline = monotonic() + snap.header_timeout
+        self.deadline = monotonic_coarse() + snap.header_timeout
         if self.worker.draining:
             self.shutdown()
 
@@ -752,7 +765,7 @@ cdef class ClientConnection:
             self.bad_input("REQUEST_TOO_LARGE", "request body larger than the limit")
             return False
         if ctx is self.ctx:
-            self.deadline = monotonic() + snap.body_timeout
+            self.deadline = monotonic_coarse() + snap.body_timeout
             self.add_body(data)
         elif self.parsing_pending is not None:
             self.parsing_pending.chunks.append(data)
@@ -879,7 +892,7 @@ cdef class ClientConnection:
             self.body_kept += PyBytes_GET_SIZE(c)
         self.body_retained = self.body_kept <= RETRY_BODY_MAX
         self.deadline_kind = DL_BODY
-        self.deadline = monotonic() + snap.body_timeout
+        self.deadline = monotonic_coarse() + snap.body_timeout
         self.total_deadline = 0
         if not complete and ctx.content_length <= 0 and not ctx.chunked:
             # no body by framing: the request is whole at headers-complete
@@ -974,7 +987,7 @@ cdef class ClientConnection:
     cdef void start_http(self):
         cdef Route route = self.ctx.route
         if route.total_timeout > 0:
-            self.total_deadline = monotonic() + route.total_timeout
+            self.total_deadline = monotonic_coarse() + route.total_timeout
         self.attempt(None)
 
     cdef void attempt(self, Target exclude):
@@ -1008,7 +1021,7 @@ cdef class ClientConnection:
         self.upstream = conn
         conn.client = self
         self.deadline_kind = DL_CONNECT
-        self.deadline = monotonic() + self.ctx.route.connect_timeout
+        self.deadline = monotonic_coarse() + self.ctx.route.connect_timeout
         target.open += 1
         coro = self.worker.loop.create_connection(
             lambda: conn, target.host, target.port, ssl=target.ssl,
@@ -1043,7 +1056,7 @@ cdef class ClientConnection:
         conn.transport.write(b"".join(out))
         self.set_pause(PAUSE_NOT_READY, False)
         self.deadline_kind = DL_UPSTREAM_READ if self.req_complete else DL_BODY
-        self.deadline = monotonic() + (ctx.route.first_byte_timeout if self.req_complete
+        self.deadline = monotonic_coarse() + (ctx.route.first_byte_timeout if self.req_complete
                                        else self.snap.body_timeout)
 
     cdef bytes build_upstream_head(self, Target target):
@@ -1051,14 +1064,26 @@ cdef class ClientConnection:
         cdef RequestContext ctx = self.ctx
         cdef Snapshot snap = self.snap
         cdef tuple pair
+        cdef bytes host = target.host_header
+        cdef bint host_set = False
+        if ctx.route.request_headers is not None:
+            # a transform may set Host: its value replaces the target's, never a second Host
+            # line (RFC 9112 §3.2: a server rejects a request with two)
+            for pair in ctx.upstream_headers:
+                if classify(<bytes>pair[0]) == H_HOST:
+                    host = <bytes>pair[1]
+                    host_set = True
+                    break
         out_reset()
         out_bytes(ctx.method)
         out_bytes(b" ")
         out_bytes(ctx.upstream_path)
         out_bytes(b" HTTP/1.1\r\nHost: ")
-        out_bytes(target.host_header)
+        out_bytes(host)
         out_bytes(b"\r\n")
         for pair in ctx.upstream_headers:
+            if host_set and classify(<bytes>pair[0]) == H_HOST:
+                continue
             out_bytes(<bytes>pair[0])
             out_bytes(b": ")
             out_bytes(<bytes>pair[1])
@@ -1108,7 +1133,7 @@ cdef class ClientConnection:
             self.upstream.transport.write(b"0\r\n\r\n")
         if not self.upstream.head_done:
             self.deadline_kind = DL_UPSTREAM_READ
-            self.deadline = monotonic() + self.ctx.route.first_byte_timeout
+            self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
 
     cdef void upstream_failed(self, str kind, str detail, bint retryable):
         """The upstream failed before the response reached the client (else: abort)."""
@@ -1191,7 +1216,11 @@ cdef class ClientConnection:
             self.close_after = True
         out_reset()
         out_bytes(b"HTTP/1.1 ")
-        out_put(num, snprintf(num, 16, "%d ", status))
+        num[0] = <char>(48 + (status // 100) % 10)   # llhttp guarantees 3 digits
+        num[1] = <char>(48 + (status // 10) % 10)
+        num[2] = <char>(48 + status % 10)
+        num[3] = b' '
+        out_put(num, 4)
         out_put(p.msg.buf + p.msg.reason_off, p.msg.reason_len)
         out_put("\r\n", 2)
         if headers is None:
@@ -1239,7 +1268,7 @@ cdef class ClientConnection:
                 self.early_tunnel = None
             return
         self.deadline_kind = DL_UPSTREAM_READ
-        self.deadline = monotonic() + route.first_byte_timeout
+        self.deadline = monotonic_coarse() + route.first_byte_timeout
 
     cdef void upstream_body(self, bytes data):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
@@ -1250,7 +1279,7 @@ cdef class ClientConnection:
             self.send(chunk_frame(data))
         else:
             self.send(data)
-        self.deadline = monotonic() + self.ctx.route.first_byte_timeout
+        self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
 
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable):
         cdef RequestContext ctx = self.ctx
@@ -1487,7 +1516,7 @@ cdef class ClientConnection:
                 self.reading_paused = False
                 self.transport.resume_reading()
             self.deadline_kind = DL_DRAIN
-            self.deadline = monotonic() + LINGER_MS / 1000.0
+            self.deadline = monotonic_coarse() + LINGER_MS / 1000.0
             return
         self.closed = True
         self.transport.close()
