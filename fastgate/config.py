@@ -832,7 +832,6 @@ def _body_limit(value: int | str) -> int:
     return -1 if value == "unlimited" else int(value)
 
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}\Z")
 _BAD_PATH_CHARS = re.compile(r"[\s?#\x00-\x1f\x7f]")
 
 
@@ -851,29 +850,10 @@ def parse_route_path(path: str) -> list[tuple[str, str]]:
             raise ValueError(f"unbalanced braces in {path!r} at offset {i}")
     if depth:
         raise ValueError(f"unbalanced braces in {path!r}: '{{' is never closed")
-    if path == "/":
-        return []
-    segments = path[1:].split("/")
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for i, seg in enumerate(segments):
-        if seg == "" and i != len(segments) - 1:
-            raise ValueError(f"empty segment ('//') in {path!r}")
-        if "{" not in seg and "}" not in seg:
-            out.append(("static", seg))
-            continue
-        m = _PARAM.match(seg)
-        if not m:
-            raise ValueError(f"segment {seg!r} of {path!r}: a parameter must be a whole "
-                             "segment, {name} or {name+}")
-        name, greedy = m.group(1), m.group(2)
-        if name in seen:
-            raise ValueError(f"parameter {{{name}}} appears twice in {path!r}")
-        seen.add(name)
-        if greedy and i != len(segments) - 1:
-            raise ValueError(f"greedy parameter {{{name}+}} must be the last segment of {path!r}")
-        out.append(("greedy" if greedy else "param", name))
-    return out
+    # segments as the router itself reads them, so the check and the runtime never disagree
+    # (one trailing slash ignored, parameter names as the router accepts them)
+    from fastgate._core.router import parse_route_path as router_parse
+    return router_parse(path)
 
 
 def _route_shape(segments: list[tuple[str, str]]) -> str:
@@ -1059,7 +1039,10 @@ class _Checker:
         if depth:
             self.fail(path, f"unbalanced braces in {rewrite!r}")
         params = {v for k, v in segments if k != "static"}
-        for m in re.finditer(r"\{([^{}]*)\}", rewrite):
+        # "$$" and "${variable}" are template syntax, not path parameters
+        for m in re.finditer(r"\$\$|\$\{[^}]*\}|\{([^{}]*)\}", rewrite):
+            if m.group(1) is None:
+                continue
             name = m.group(1).rstrip("+")
             if name not in params:
                 known = ", ".join(sorted(params)) or "none"

@@ -139,6 +139,15 @@ def _parse_path(str path):
     return out
 
 
+def parse_route_path(str path):
+    """The router's own reading of a route path, for the control plane's checks:
+    [("static" | "param" | "greedy", encoded segment or name)]."""
+    return [(_KIND_NAMES[k], t) for k, t in _parse_path(path)]
+
+
+_KIND_NAMES = {_KIND_STATIC: "static", _KIND_PARAM: "param", _KIND_GREEDY: "greedy"}
+
+
 def _host_key(str host):
     """"*" -> (0, None); "api.x.com" -> (1, b"api.x.com"); "*.x.com" -> (2, b".x.com")."""
     if host == "*":
