@@ -1,6 +1,8 @@
 """A real HTTP/1.1 upstream for end-to-end tests, run as its own process.
 
-    python tests/upstream_server.py PORT [NAME]
+    python tests/upstream_server.py PORT [NAME [CERT KEY]]
+
+With CERT and KEY (PEM files) it speaks HTTPS instead of plain HTTP.
 
 Plain asyncio streams, so it is independent of the code under test. What it
 does is chosen by the path:
@@ -32,6 +34,7 @@ header that arrived (to prove hop-by-hop stripping).
 import asyncio
 import hashlib
 import json
+import ssl
 import sys
 
 HEALTH = {"status": 200}
@@ -207,13 +210,18 @@ async def handle(reader, writer, name):
         writer.close()
 
 
-async def main(port, name):
+async def main(port, name, cert=None, key=None):
+    ctx = None
+    if cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
     server = await asyncio.start_server(lambda r, w: handle(r, w, name), "127.0.0.1", port,
-                                        limit=1 << 20)
+                                        limit=1 << 20, ssl=ctx)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "up"))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "up",
+                     *(sys.argv[3:5] if len(sys.argv) > 4 else ())))

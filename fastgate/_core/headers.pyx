@@ -106,14 +106,15 @@ cdef bytes _query_values(bytes q, bytes name):
 
 
 cdef bytes _domain_name(bytes host):
+    # lowercased, as routing, the access log and the echo integration see it
     cdef Py_ssize_t k
     if not host:
         return b""
     if host[0] == 91:  # '[': IPv6 literal, keep the brackets
         k = host.find(b"]")
-        return host if k < 0 else host[:k + 1]
+        return (host if k < 0 else host[:k + 1]).lower()
     k = host.find(b":")
-    return host if k < 0 else host[:k]
+    return (host if k < 0 else host[:k]).lower()
 
 
 cdef bytes resolve_variable(int kind, bytes arg, RequestContext ctx):
