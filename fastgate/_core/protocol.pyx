@@ -1065,15 +1065,17 @@ cdef class ClientConnection:
         cdef Snapshot snap = self.snap
         cdef tuple pair
         cdef bytes host = target.host_header
-        cdef bint host_set = False
+        cdef int kind, owned = 0
         if ctx.route.request_headers is not None:
-            # a transform may set Host: its value replaces the target's, never a second Host
-            # line (RFC 9112 §3.2: a server rejects a request with two)
+            # A transform may set a header the gateway writes itself (Host, Via, X-Forwarded-*,
+            # x-request-id): the transform's value replaces the gateway's, never a second line
+            # (two Host lines are a request a server must reject, RFC 9112 section 3.2).
             for pair in ctx.upstream_headers:
-                if classify(<bytes>pair[0]) == H_HOST:
-                    host = <bytes>pair[1]
-                    host_set = True
-                    break
+                kind = classify(<bytes>pair[0])
+                if kind != H_OTHER:
+                    owned |= 1 << kind
+                    if kind == H_HOST:
+                        host = <bytes>pair[1]
         out_reset()
         out_bytes(ctx.method)
         out_bytes(b" ")
@@ -1082,43 +1084,54 @@ cdef class ClientConnection:
         out_bytes(host)
         out_bytes(b"\r\n")
         for pair in ctx.upstream_headers:
-            if host_set and classify(<bytes>pair[0]) == H_HOST:
+            if owned & (1 << H_HOST) and classify(<bytes>pair[0]) == H_HOST:
                 continue
             out_bytes(<bytes>pair[0])
             out_bytes(b": ")
             out_bytes(<bytes>pair[1])
             out_bytes(b"\r\n")
-        out_bytes(b"X-Forwarded-For: ")
-        out_bytes(ctx.forwarded_for)
-        out_bytes(b"\r\nX-Forwarded-Proto: ")
-        out_bytes(self.h_xfp if (self.trusted and self.h_xfp is not None) else (b"https" if ctx.tls else b"http"))
-        if self.trusted and self.h_xfh is not None:
-            out_bytes(b"\r\nX-Forwarded-Host: ")
-            out_bytes(self.h_xfh)
-        elif ctx.host:
-            out_bytes(b"\r\nX-Forwarded-Host: ")
-            out_bytes(ctx.host)
-        out_bytes(b"\r\nX-Forwarded-Port: ")
-        if self.trusted and self.h_xfport is not None:
-            out_bytes(self.h_xfport)
-        else:
-            out_bytes(self.port_bytes)
-        if snap.via is not None:
-            out_bytes(b"\r\nVia: ")
+        if not owned & (1 << H_XFF):
+            out_bytes(b"X-Forwarded-For: ")
+            out_bytes(ctx.forwarded_for)
+            out_bytes(b"\r\n")
+        if not owned & (1 << H_XFP):
+            out_bytes(b"X-Forwarded-Proto: ")
+            out_bytes(self.h_xfp if (self.trusted and self.h_xfp is not None)
+                      else (b"https" if ctx.tls else b"http"))
+            out_bytes(b"\r\n")
+        if not owned & (1 << H_XFH):
+            if self.trusted and self.h_xfh is not None:
+                out_bytes(b"X-Forwarded-Host: ")
+                out_bytes(self.h_xfh)
+                out_bytes(b"\r\n")
+            elif ctx.host:
+                out_bytes(b"X-Forwarded-Host: ")
+                out_bytes(ctx.host)
+                out_bytes(b"\r\n")
+        if not owned & (1 << H_XFPORT):
+            out_bytes(b"X-Forwarded-Port: ")
+            out_bytes(self.h_xfport if (self.trusted and self.h_xfport is not None) else self.port_bytes)
+            out_bytes(b"\r\n")
+        if snap.via is not None and not owned & (1 << H_VIA):
+            out_bytes(b"Via: ")
             if self.h_via is not None:
                 out_bytes(self.h_via)
                 out_bytes(b", ")
             out_bytes(snap.via)
-        out_bytes(b"\r\nx-request-id: ")
-        out_bytes(ctx.request_id)
+            out_bytes(b"\r\n")
+        if not owned & (1 << H_REQUEST_ID):
+            out_bytes(b"x-request-id: ")
+            out_bytes(ctx.request_id)
+            out_bytes(b"\r\n")
         if ctx.upgrade:
-            out_bytes(b"\r\nConnection: upgrade\r\nUpgrade: ")
+            out_bytes(b"Connection: upgrade\r\nUpgrade: ")
             out_bytes(self.h_upgrade)
+            out_bytes(b"\r\n")
         if ctx.chunked:
-            out_bytes(b"\r\nTransfer-Encoding: chunked")
+            out_bytes(b"Transfer-Encoding: chunked\r\n")
         elif ctx.content_length >= 0:
-            out_bytes(b"\r\nContent-Length: %d" % ctx.content_length)
-        out_bytes(b"\r\n\r\n")
+            out_bytes(b"Content-Length: %d\r\n" % ctx.content_length)
+        out_bytes(b"\r\n")
         return out_take()
 
     cdef void send_body_chunk(self, bytes data):

@@ -11,6 +11,7 @@ import socket
 import textwrap
 import time
 
+import httpx
 import pytest
 
 from conftest import Gateway, read_response
@@ -420,3 +421,26 @@ def test_routing_to_the_upstream_and_back_on_one_connection(router_gw):
     assert rs[2].body == b"static"
     assert json.loads(rs[3].body)["path"] == "/echo/b/c"
     assert rs[4].body == b"get"
+
+
+def test_transform_of_a_gateway_header_replaces_it(tmp_path, up):
+    """Setting x-request-id / Via / X-Forwarded-For in a transform replaces the gateway's line."""
+    g = Gateway(tmp_path, admin=False, config=f"""\
+access_log: {{path: 'off'}}
+upstreams:
+  api: {{targets: [{up.url}]}}
+routes:
+  - path: /echo
+    integration: {{type: http, upstream: api}}
+    request_headers:
+      set: {{X-Request-Id: "fixed-id", Via: "1.1 custom", X-Forwarded-For: "203.0.113.9"}}
+""")
+    try:
+        r = httpx.get(g.url + "/echo")
+        sent = [(k.lower(), v) for k, v in r.json()["headers"]]
+        for name, value in (("x-request-id", "fixed-id"), ("via", "1.1 custom"),
+                            ("x-forwarded-for", "203.0.113.9")):
+            assert [v for k, v in sent if k == name] == [value], (name, sent)
+        assert [v for k, v in sent if k == "x-forwarded-proto"] == ["http"]
+    finally:
+        g.stop()
