@@ -166,7 +166,7 @@ class UpstreamConfig(_Section, kw_only=True):
     targets: Annotated[tuple[TargetConfig, ...], Meta(min_length=1)]
     balance: Literal["round_robin", "least_conn", "hash"] = "round_robin"
     hash_on: str | None = None            # balance: hash only; "client_ip" | "header:NAME" | "cookie:NAME"
-    keepalive: Count = 128                # idle connections kept per target (per worker)
+    keepalive: Count = 1024               # idle connections kept per target (per worker)
     connect_timeout_ms: PositiveMs = 5000
     first_byte_timeout_ms: PositiveMs = 60000
     total_timeout_ms: Ms = 0              # 0 = none: no 29-second ceiling
