@@ -175,7 +175,7 @@ cdef class ClientConnection:
     cdef void attempt(self, Target exclude)
     cdef void connect(self, Target target)
     cdef void upstream_ready(self, UpstreamConnection conn)
-    cdef bytes build_upstream_head(self, Target target)
+    cdef bytes build_upstream_head(self, bytes target_host)
     cdef void send_body_chunk(self, bytes data)
     cdef void finish_upstream_request(self)
     cdef void upstream_failed(self, str kind, str detail, bint retryable)

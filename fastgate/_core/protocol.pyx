@@ -1037,7 +1037,7 @@ cdef class ClientConnection:
         self.upstream = conn
         conn.attach(self, ctx.method == b"HEAD")
         self.body_mode = BODY_NONE
-        out = [self.build_upstream_head(conn.target)]
+        out = [self.build_upstream_head(conn.target.host_header)]
         chunks = self.body_chunks
         if ctx.chunked:
             for c in chunks[self.body_sent:]:
@@ -1059,12 +1059,13 @@ cdef class ClientConnection:
         self.deadline = monotonic_coarse() + (ctx.route.first_byte_timeout if self.req_complete
                                        else self.snap.body_timeout)
 
-    cdef bytes build_upstream_head(self, Target target):
-        """The upstream request, rebuilt from parsed fields (never the client's raw bytes)."""
+    cdef bytes build_upstream_head(self, bytes target_host):
+        """The upstream request, rebuilt from parsed fields (never the client's raw bytes).
+        target_host: the Host to send unless a transform sets one."""
         cdef RequestContext ctx = self.ctx
         cdef Snapshot snap = self.snap
         cdef tuple pair
-        cdef bytes host = target.host_header
+        cdef bytes host = target_host
         cdef int kind, owned = 0
         if ctx.route.request_headers is not None:
             # A transform may set a header the gateway writes itself (Host, Via, X-Forwarded-*,
@@ -1321,8 +1322,15 @@ cdef class ClientConnection:
             text = base64.b64encode(body).decode()
             b64 = True
         headers = {}
-        for name, value in ctx.upstream_headers:
+        # exactly the head an http integration would get (gateway headers included), with the
+        # request's own Host; framing lines say nothing about the request itself
+        for line in self.build_upstream_head(ctx.host).split(b"\r\n")[1:]:
+            name, sep, value = line.partition(b": ")
+            if not sep:
+                continue
             k = name.decode("latin-1").lower()
+            if k in ("content-length", "transfer-encoding"):
+                continue
             v = value.decode("latin-1")
             headers[k] = headers[k] + "," + v if k in headers else v
         doc = {

@@ -322,6 +322,11 @@ def test_gateway_echo_shows_the_request_after_transforms(gw):
     assert h["x-id"] == "55"
     assert h["x-trace"] == "client,gw"
     assert h["host"] == "rewritten.internal"
+    # what the gateway itself adds to an integration request is part of what echo shows
+    assert (h["x-request-id"], h["x-forwarded-for"], h["x-forwarded-proto"], h["via"]) == (
+        "echo-rid", "127.0.0.1", "http", "1.1 fastgate")
+    assert h["x-forwarded-host"] == "gw.test" and h["x-forwarded-port"] == str(gw.port)
+    assert "content-length" not in h
     assert e["requestContext"]["requestId"] == "echo-rid"
     assert e["requestContext"]["sourceIp"] == "127.0.0.1"
 
