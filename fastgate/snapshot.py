@@ -64,8 +64,12 @@ def build_group(name: str, up, metrics) -> UpstreamGroup:
         t = tc.parsed()
         ssl_ctx = client_ssl_context(up.tls_verify) if t.scheme == "https" else None
         target = group.add_target(tc.url, t.scheme, t.host, t.port, tc.weight, up.keepalive, ssl_ctx)
-        if metrics is not None and up.health_check is not None:
-            target.health_slot = health_slot_for(metrics, name, tc)
+        if metrics is not None:
+            target.metrics = metrics
+            target.conn_slot = metrics.gauge_series("fastgate_upstream_connections",
+                                                    {"upstream": name, "target": tc.url})
+            if up.health_check is not None:
+                target.health_slot = health_slot_for(metrics, name, tc)
     return group
 
 

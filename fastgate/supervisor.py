@@ -245,11 +245,19 @@ class Supervisor:
             worker_id = self.workers.pop(pid, None)
             if worker_id is None or not restart:
                 continue
+            self.forget_connections(worker_id)
             since = time.monotonic() - self.restarts.get(worker_id, 0)
             log(f"worker {worker_id} (pid {pid}) ended ({how}); restarting it")
             if since < 1.0:
                 time.sleep(min(RESTART_BACKOFF_MAX_S, 1.0 - since + 0.2))
             self.spawn_worker(worker_id)
+
+    def forget_connections(self, worker_id: int) -> None:
+        """A dead worker's connections died with it: take them out of the shared gauge."""
+        from fastgate.worker import open_connection_slots
+        total, own = open_connection_slots(self.metrics, worker_id)
+        self.metrics.add(total, -self.metrics.get(own))
+        self.metrics.set(own, 0)
 
     def reload(self) -> None:
         try:

@@ -24,6 +24,12 @@ from fastgate.snapshot import build_snapshot
 GC_GEN0_THRESHOLD = 20000   # container allocations between young-generation collections
 
 
+def open_connection_slots(metrics, worker_id: int) -> tuple[int, int]:
+    """(all workers' open connections, this worker's own count) gauge slots."""
+    return (metrics.gauge_series("fastgate_open_connections", {}),
+            metrics.gauge_series("fastgate_worker_open_connections", {"worker": str(worker_id)}))
+
+
 def log(msg: str) -> None:
     print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
@@ -46,7 +52,8 @@ class WorkerProcess:
         snapshot = build_snapshot(loaded, self.metrics)
         self.worker = Worker(snapshot, self.loop, self.worker_id)
         if self.metrics is not None:
-            self.worker.open_slot = self.metrics.gauge_series("fastgate_open_connections", {})
+            self.worker.open_slot, self.worker.own_slot = open_connection_slots(
+                self.metrics, self.worker_id)
         self.drain_timeout_s = loaded.config.limits.drain_timeout_ms / 1000
         for sock, port, backlog in self.listeners:
             server = self.loop.run_until_complete(self.loop.create_server(

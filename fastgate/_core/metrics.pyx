@@ -63,6 +63,7 @@ GAUGE_HELP = {
     "fastgate_upstream_healthy": "1 when the active health check passes for the target, else 0.",
     "fastgate_upstream_connections": "Connections open to the upstream target, all workers.",
     "fastgate_workers": "Worker processes running.",
+    "fastgate_worker_open_connections": "Client connections open, by worker.",
 }
 
 

@@ -82,6 +82,8 @@ cdef class Worker:
     cdef readonly bint draining
     cdef readonly int worker_id
     cdef public int open_slot             # metrics slot of fastgate_open_connections, -1 = none
+    cdef public int own_slot              # this worker's share of it (fastgate_worker_open_connections),
+                                          # so the supervisor can take a dead worker's count back out
     cdef unsigned long long rid_counter
     cdef char rid_prefix[20]              # random per-process part of generated request ids
     cdef object tick_handle

@@ -340,6 +340,7 @@ cdef class Worker:
         self.connections = set()
         self.worker_id = worker_id
         self.open_slot = -1
+        self.own_slot = -1
         self.reseed()
         self.date = formatdate(usegmt=True).encode()
 
@@ -469,6 +470,7 @@ cdef class ClientConnection:
         self.worker.connections.add(self)
         if snap.metrics is not None and self.worker.open_slot >= 0:
             snap.metrics.gauge_add(self.worker.open_slot, 1)
+            snap.metrics.gauge_add(self.worker.own_slot, 1)
         self.deadline_kind = DL_IDLE
         self.deadline = monotonic_coarse() + snap.header_timeout
         if self.worker.draining:
@@ -480,6 +482,7 @@ cdef class ClientConnection:
         self.worker.connections.discard(self)
         if snap.metrics is not None and self.worker.open_slot >= 0:
             snap.metrics.gauge_add(self.worker.open_slot, -1)
+            snap.metrics.gauge_add(self.worker.own_slot, -1)
         if self.ctx is not None and self.ctx.status == 0:
             self.ctx.status = 499 if not self.responding else self.ctx.status
         if self.upstream is not None:
@@ -1022,7 +1025,7 @@ cdef class ClientConnection:
         conn.client = self
         self.deadline_kind = DL_CONNECT
         self.deadline = monotonic_coarse() + self.ctx.route.connect_timeout
-        target.open += 1
+        target.opened()
         coro = self.worker.loop.create_connection(
             lambda: conn, target.host, target.port, ssl=target.ssl,
             server_hostname=target.server_hostname if target.ssl is not None else None)
@@ -1609,7 +1612,7 @@ cdef class UpstreamConnection:
         cdef ClientConnection client = self.client
         if fut.cancelled():
             # connect timed out; the connection never joined the target's count of open ones
-            self.target.open -= 1
+            self.target.closed()
             if self.transport is not None:
                 self.transport.close()
             return
@@ -1619,7 +1622,7 @@ cdef class UpstreamConnection:
                 self.close()
             return
         if exc is not None:
-            self.target.open -= 1
+            self.target.closed()
             client.upstream_failed("connect", f"connect failed: {exc.strerror or exc}"
                                    if isinstance(exc, OSError) else f"connect failed: {exc}", True)
             return
@@ -1633,7 +1636,7 @@ cdef class UpstreamConnection:
     def connection_lost(self, exc):
         cdef ClientConnection client = self.client
         self.is_alive = False
-        self.target.open -= 1
+        self.target.closed()
         if client is None:
             self.target.forget_idle(self)
             return

@@ -6,6 +6,7 @@
 # a new snapshot gets new Targets, the old ones drain and close their pools.
 
 from fastgate._core.pipeline cimport RequestContext
+from fastgate._core.metrics cimport SharedMetrics
 
 cpdef enum Balance:
     BALANCE_ROUND_ROBIN = 0   # smooth weighted round robin (nginx's algorithm)
@@ -44,12 +45,15 @@ cdef class Target:
                                            # worker's tick (the checker runs in the admin process)
     cdef public int health_slot            # slot of fastgate_upstream_healthy, -1 without checks
     cdef public int conn_slot              # slot of fastgate_upstream_connections, -1 = none
+    cdef public SharedMetrics metrics      # where conn_slot lives, or None
     cdef int smooth_weight                 # round-robin state (current weight)
 
     cdef bint available(self, double now)
     cdef object pop_idle(self)
     cdef bint push_idle(self, object conn)
     cdef void forget_idle(self, object conn)
+    cdef void opened(self)                 # a connection to this target was created
+    cdef void closed(self)                 # ... and is gone
     cdef void record_success(self)
     cdef void record_failure(self, double now)
     cpdef close_idle(self)

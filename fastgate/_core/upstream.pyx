@@ -83,6 +83,16 @@ cdef class Target:
         except ValueError:
             pass
 
+    cdef void opened(self):
+        self.open += 1
+        if self.metrics is not None:
+            self.metrics.gauge_add(self.conn_slot, 1)
+
+    cdef void closed(self):
+        self.open -= 1
+        if self.metrics is not None:
+            self.metrics.gauge_add(self.conn_slot, -1)
+
     cdef void record_success(self):
         self.failures = 0
 

@@ -279,3 +279,30 @@ routes:
     wait_until(all_gone, timeout=10)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", g.port), timeout=1).close()
+
+
+def test_connection_gauges_survive_a_worker_crash(gateway, upstream):
+    """A killed worker's client connections leave fastgate_open_connections; the upstream
+    pool shows in fastgate_upstream_connections."""
+    g = gateway(routes(upstream.url), workers=1)
+    children = worker_pids(g, 1)
+    worker = max(children)   # the admin process is forked first
+
+    def metrics():
+        return httpx.get(f"http://127.0.0.1:{g.admin_port}/metrics", timeout=5).text
+    held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(4)]
+    try:
+        for s in held:
+            assert raw_get(s, "/up/hello")[0] == 200
+        text = metrics()
+        assert metric_value(text, "fastgate_open_connections") == 4
+        assert metric_value(text, "fastgate_worker_open_connections", worker="0") == 4
+        assert metric_value(text, "fastgate_upstream_connections", upstream="api") >= 1
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: worker not in g.workers() and len(g.workers()) == 2, timeout=10)
+        wait_until(lambda: metric_value(metrics(), "fastgate_open_connections") == 0, timeout=5)
+        assert metric_value(metrics(), "fastgate_worker_open_connections", worker="0") == 0
+        assert httpx.get(g.url + "/hello").status_code == 200
+    finally:
+        for s in held:
+            s.close()
