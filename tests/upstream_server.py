@@ -16,7 +16,8 @@ does is chosen by the path:
   /slowbody/MS        sends the head, waits MS, then the body
   /reset              closes the connection without answering
   /health             200 or the status set by /set-health/CODE
-  /name               200, body = NAME (tells targets apart in balancing tests), after the
+  /name               200, body = NAME (tells targets apart in balancing tests)
+  /dated              200 with its own Date header, after the
                       delay set by /set-delay/MS (a slow target for least_conn tests)
   /conn               200, body = NAME:PEERPORT, the gateway's port of this connection (pool reuse)
   /set-reset/0|1      1: from now on every request other than /set-*, /stats, /health is
@@ -128,6 +129,8 @@ async def handle(reader, writer, name):
                 status = HEALTH["status"]
             elif parts[0] == "set-health":
                 HEALTH["status"] = int(parts[1])
+            elif parts[0] == "dated":
+                extra = "Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
             elif parts[0] == "name":
                 if STATE["delay_ms"]:
                     await asyncio.sleep(STATE["delay_ms"] / 1000)

@@ -92,6 +92,7 @@ cdef enum HeaderKind:
     H_XFP
     H_XFH
     H_XFPORT
+    H_DATE
 
 
 cdef inline bint lower_eq(const char* buf, const char* name, Py_ssize_t n) noexcept:
@@ -112,7 +113,7 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
         return H_OTHER
     c = p[0] | 0x20
     if c != b'h' and c != b'c' and c != b't' and c != b'k' and c != b'p' and \
-            c != b'u' and c != b'e' and c != b'x' and c != b'v':
+            c != b'u' and c != b'e' and c != b'x' and c != b'v' and c != b'd':
         return H_OTHER
     for i in range(n):
         c = p[i]
@@ -120,7 +121,9 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
             c = c + 32
         buf[i] = c
     if n == 4:
-        return H_HOST if lower_eq(buf, "host", 4) else H_OTHER
+        if lower_eq(buf, "host", 4):
+            return H_HOST
+        return H_DATE if lower_eq(buf, "date", 4) else H_OTHER
     if n == 14:
         return H_CONTENT_LENGTH if lower_eq(buf, "content-length", 14) else H_OTHER
     if n == 17:
@@ -692,7 +695,7 @@ cdef class ClientConnection:
         cdef tuple pair = (name, value)
         cdef int kind = classify(name)
         ctx.headers.append(pair)
-        if kind == H_OTHER:
+        if kind == H_OTHER or kind == H_DATE:
             self.fwd.append(pair)
         elif kind == H_HOST:
             self.host_count += 1
@@ -1195,6 +1198,8 @@ cdef class ClientConnection:
         cdef char num[16]
         cdef bint chunked = p.msg.chunked
         cdef bint has_length = p.msg.content_length >= 0 and not chunked
+        cdef bint has_date = False
+        cdef int kind
         cdef bint no_body = ctx.method == b"HEAD" or status == 204 or status == 304 or status < 200
         self.responding = True
         ctx.status = status
@@ -1244,17 +1249,27 @@ cdef class ClientConnection:
             # PERF: header lines copied from the parser's buffer, no objects
             # (bench/wrk_compare.py, scenario keepalive)
             for i in range(n):
-                if forwarded_response_header(classify_ptr(p.name_ptr(i), p.name_len(i))):
+                kind = classify_ptr(p.name_ptr(i), p.name_len(i))
+                if kind == H_DATE:
+                    has_date = True
+                if forwarded_response_header(kind):
                     out_put(p.name_ptr(i), p.name_len(i))
                     out_put(": ", 2)
                     out_put(p.value_ptr(i), p.value_len(i))
                     out_put("\r\n", 2)
         else:
             for pair in headers:
+                if classify(<bytes>pair[0]) == H_DATE:
+                    has_date = True
                 out_bytes(<bytes>pair[0])
                 out_bytes(b": ")
                 out_bytes(<bytes>pair[1])
                 out_bytes(b"\r\n")
+        if not has_date:
+            # an origin without a clock: a proxy adds one (RFC 9110 section 6.6.1)
+            out_bytes(b"Date: ")
+            out_bytes(self.worker.date)
+            out_bytes(b"\r\n")
         if snap.via is not None:
             out_bytes(b"Via: ")
             out_bytes(snap.via)

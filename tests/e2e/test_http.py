@@ -416,3 +416,15 @@ def test_request_id_generated_when_absent_or_invalid(gw, incoming):
         assert [v for k, v in upstream_headers(r) if k == "x-request-id"] == rid
         assert UUID.match(m.header("x-request-id")) and m.header("x-request-id") != rid[0]
 
+
+
+def test_proxied_responses_carry_one_date(gw):
+    """An upstream without a clock gets a Date added (RFC 9110 section 6.6.1); one with its own keeps it."""
+    c = Conn(gw.port)
+    c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+    r = c.response()
+    dates = [v for k, v in r.headers if k == "date"]
+    assert len(dates) == 1 and re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", dates[0])
+    c.send(b"GET /dated HTTP/1.1\r\nHost: t\r\n\r\n")
+    r = c.response()
+    assert [v for k, v in r.headers if k == "date"] == ["Mon, 01 Jan 2024 00:00:00 GMT"]
