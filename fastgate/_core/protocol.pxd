@@ -153,7 +153,6 @@ cdef class ClientConnection:
     cdef bytes early_tunnel               # bytes after an Upgrade request, before the 101
     cdef int pause_reasons
     cdef bint reading_paused
-    cdef bint writing_paused              # the client's write buffer is full
     cdef double deadline
     cdef int deadline_kind                # a Deadline
     cdef double total_deadline            # the route's total timeout, 0 = none
@@ -208,7 +207,6 @@ cdef class UpstreamConnection:
     cdef Http1Parser parser               # responses, driven from C (http1.pxd)
     cdef ClientConnection client          # the exchange using it; None while idle
     cdef bint is_alive
-    cdef bint reused                      # served a request before this one
     cdef bint got_bytes                   # any response byte arrived for the current request
     cdef bint head_request                # response to HEAD: no body whatever the headers say
     cdef bint head_done                   # response head received

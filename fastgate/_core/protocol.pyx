@@ -3,8 +3,6 @@
 
 import asyncio
 import os
-import socket
-import time
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -16,7 +14,7 @@ from libc.string cimport memcmp
 import orjson
 
 from fastgate._core.pipeline cimport (
-    RequestContext, Route, ascii_ieq, monotonic, monotonic_coarse, epoch_ms,
+    RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO,
 )
@@ -520,12 +518,10 @@ cdef class ClientConnection:
         return True
 
     def pause_writing(self):
-        self.writing_paused = True
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.pause_reading()
 
     def resume_writing(self):
-        self.writing_paused = False
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
 
@@ -1614,7 +1610,6 @@ cdef class UpstreamConnection:
         cdef Target t = self.target
         self.client = None
         if reusable and self.alive() and t.push_idle(self):
-            self.reused = True
             return
         self.close()
 

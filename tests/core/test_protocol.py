@@ -1,0 +1,37 @@
+"""Pieces of fastgate/_core/protocol.pyx testable without sockets (the rest is in tests/e2e)."""
+
+import re
+
+import pytest
+
+from fastgate._core.protocol import Snapshot, Worker, header_kind
+from fastgate._core.router import Router
+
+OWNED = ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+         "Proxy-Connection", "TE", "Trailer", "Upgrade", "Expect", "X-Request-Id", "Via",
+         "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Date"]
+
+
+def test_every_gateway_owned_header_has_its_own_kind_in_any_case():
+    kinds = [header_kind(n.encode()) for n in OWNED]
+    assert 0 not in kinds and len(set(kinds)) == len(OWNED)
+    for name, kind in zip(OWNED, kinds):
+        assert header_kind(name.upper().encode()) == kind
+        assert header_kind(name.lower().encode()) == kind
+
+
+@pytest.mark.parametrize("name", [b"", b"h", b"Hosts", b"hos", b"Content-Type", b"X-Request-Ids",
+                                  b"x-forwarded-fo", b"Cookie", b"Authorization", b"Via2", b"ETag",
+                                  b"Connection\x00", b"content_length"])
+def test_other_headers_are_just_forwarded(name):
+    assert header_kind(name) == 0
+
+
+def test_request_ids_are_version_4_uuids_unique_per_worker():
+    w1 = Worker(Snapshot(router=Router(), routes=[]), None)
+    w2 = Worker(Snapshot(router=Router(), routes=[]), None)
+    ids = [w1.request_id() for _ in range(1000)] + [w2.request_id() for _ in range(1000)]
+    assert len(set(ids)) == 2000
+    uuid4 = re.compile(rb"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    assert all(uuid4.match(i) for i in ids)
+    assert ids[0][:19] != ids[1000][:19]   # random per-process prefix
