@@ -146,6 +146,7 @@ cdef enum:
     DEFAULT_MAX_HEAD = 32768      # bytes (32 KiB): request/status line + header lines, raw
     DEFAULT_MAX_URL = 8192        # bytes (8 KiB): request target
     INITIAL_BUFFER = 1024         # bytes: field buffer at creation; doubles as needed
+    INITIAL_FIELDS = 16           # header spans at creation; doubles as needed, up to max_headers
 
 
 ctypedef struct FieldSpan:
@@ -162,7 +163,9 @@ ctypedef struct Http1Message:
     char* buf                 # url/reason + names + values of the current message
     Py_ssize_t used           # bytes of buf in use
     Py_ssize_t cap            # bytes allocated
-    FieldSpan* fields         # max_headers entries, allocated once
+    FieldSpan* fields         # fields_cap entries; grows (doubling) up to max_headers
+    int fields_cap            # entries allocated: INITIAL_FIELDS at first, so an idle
+                              # connection does not carry room for max_headers lines
     int n_fields              # header lines so far, trailers included
     int n_headers             # header lines of the head (fixed at HEAD_COMPLETE)
     bint field_open           # a name is being read (split names continue it)

@@ -130,6 +130,19 @@ cdef int cb_status(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     return too_big(p, m, at + n)
 
 
+cdef int grow_fields(Http1Message* m) noexcept nogil:
+    cdef int cap = m.fields_cap * 2
+    cdef FieldSpan* f
+    if cap > m.max_headers:
+        cap = m.max_headers
+    f = <FieldSpan*>realloc(m.fields, cap * sizeof(FieldSpan))
+    if f == NULL:
+        return -1
+    m.fields = f
+    m.fields_cap = cap
+    return 0
+
+
 cdef int cb_header_field(llhttp_t* p, const char* at, size_t n) noexcept nogil:
     cdef Http1Message* m = <Http1Message*>p.data
     cdef FieldSpan* f
@@ -138,6 +151,8 @@ cdef int cb_header_field(llhttp_t* p, const char* at, size_t n) noexcept nogil:
             m.limit = LIMIT_HEADERS
             llhttp_set_error_reason(p, "too many header lines")
             return HPE_USER
+        if m.n_fields >= m.fields_cap and grow_fields(m) < 0:
+            return out_of_memory(p, m)
         f = &m.fields[m.n_fields]
         m.n_fields += 1
         f.name_off = m.used
@@ -243,7 +258,8 @@ cdef class Http1Parser:
         self.msg.max_url = max_url
         self.msg.buf = <char*>malloc(INITIAL_BUFFER)
         self.msg.cap = INITIAL_BUFFER
-        self.msg.fields = <FieldSpan*>malloc(max_headers * sizeof(FieldSpan))
+        self.msg.fields_cap = INITIAL_FIELDS if max_headers > INITIAL_FIELDS else max_headers
+        self.msg.fields = <FieldSpan*>malloc(self.msg.fields_cap * sizeof(FieldSpan))
         if self.msg.buf == NULL or self.msg.fields == NULL:
             raise MemoryError()
         self.reset()
