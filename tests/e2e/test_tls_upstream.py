@@ -7,10 +7,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 
 import httpx
@@ -21,22 +19,13 @@ from conftest import PYTHON, UPSTREAM, Gateway, Proc, free_port, wait_port, wait
 
 def make_cert(directory) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1 (CN and IP SAN); (cert path, key path)."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    if shutil.which("openssl"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
-                        "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"],
-                       check=True, capture_output=True, timeout=30)
-        return str(cert), str(key)
-    crypto = pytest.importorskip("cryptography", reason="needs the openssl CLI or cryptography")
     import datetime
     import ipaddress
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    del crypto
+    cert, key = directory / "cert.pem", directory / "key.pem"
     k = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
