@@ -216,27 +216,6 @@ cdef long long parse_content_length(bytes v) noexcept:
     return r
 
 
-cdef bint is_http09_line(bytes data, bytes url):
-    """data ends with a request line without a version ("GET /\r\n"). Only a line at the
-    end can be the request line of a head still incomplete: a header line has a colon."""
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, u = PyBytes_GET_SIZE(url)
-    cdef const char* p = PyBytes_AS_STRING(data)
-    if n < u + 3 or p[n - 1] != b'\n':
-        return False
-    n -= 1
-    if p[n - 1] == b'\r':
-        n -= 1
-    if n < u + 2 or p[n - u - 1] != b' ' or memcmp(p + n - u, PyBytes_AS_STRING(url), u) != 0:
-        return False
-    # the method: a token from the line start up to the space
-    i = n - u - 1
-    while i > 0 and p[i - 1] != b'\n':
-        i -= 1
-        if p[i] == b' ' or p[i] == b':':
-            return False
-    return i < n - u - 1
-
-
 cdef bytes route_host_of(bytes host):
     """Lowercase host without port, for routing ("[::1]:8080" -> "[::1]")."""
     cdef Py_ssize_t i
@@ -553,8 +532,10 @@ cdef class ClientConnection:
             off += p.consumed
             if ev == EV_NEED_MORE:
                 if self.in_head and p.p.http_major == 0 and p.msg.url_len > 0 and \
-                        is_http09_line(data, p.url_bytes()):
-                    # llhttp takes "GET /\r\n" as a request line and waits for headers that never come
+                        p.msg.n_fields == 0 and n > 0 and buf[n - 1] == b'\n':
+                    # A line ended after the URL with no version and no header yet: "GET /\r\n",
+                    # however it was split across reads. llhttp takes it as a request line and
+                    # would wait for headers an HTTP/0.9 client never sends.
                     self.unread = True
                     self.bad_input("BAD_REQUEST", "HTTP/0.9 request")
                 return

@@ -216,3 +216,15 @@ def test_oversized_head_pipelined_behind_a_slow_request(bad):
         except ConnectionResetError:
             pass   # closed with the rest of the head unread
 
+
+
+def test_http09_request_line_split_across_reads(bad):
+    """"GET /" and "\r\n" in two reads: still a 400 at once, not a 408 after the header timeout."""
+    with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
+        s.sendall(b"GET /")
+        time.sleep(0.1)
+        started = time.monotonic()
+        s.sendall(b"\r\n")
+        r = read_response(s.makefile("rb"))
+    assert r.status == 400 and json.loads(r.body) == {"message": "Bad Request"}
+    assert time.monotonic() - started < 0.25   # the header timeout here is 300 ms
