@@ -526,6 +526,8 @@ cdef class ClientConnection:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data), off = 0
         cdef int ev
         while True:
+            if self.closed or self.lingering:
+                return   # the connection is closing: the rest of the input is not ours to answer
             if self.parsing is None and off < n:
                 self.message_begin()
             ev = p.feed(buf + off, n - off)
@@ -1539,6 +1541,8 @@ cdef class ClientConnection:
 
     cdef void send(self, data):
         """Write to the client; while corked (inside a read callback), gather instead."""
+        if self.lingering:
+            return   # the write side is shut: nothing may follow the FIN
         if self.corked:
             self.wq.append(data)
         elif self.transport is not None:
