@@ -8,6 +8,14 @@ import sys
 from fastgate import __version__
 
 
+def run_supervisor(supervisor) -> int:
+    try:
+        return supervisor.run()
+    except OSError as e:   # a listener that cannot be bound, an interface that is not there
+        print(f"fastgate: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+
 def cmd_serve(args) -> int:
     from fastgate.config import ConfigError, default_config_path, load_config
     from fastgate.supervisor import Supervisor
@@ -17,7 +25,7 @@ def cmd_serve(args) -> int:
     except ConfigError as e:
         print(f"fastgate: {e}", file=sys.stderr)
         return 2
-    return Supervisor(lambda: load_config(path)).run()
+    return run_supervisor(Supervisor(lambda: load_config(path)))
 
 
 def cmd_proxy(args) -> int:
@@ -29,7 +37,7 @@ def cmd_proxy(args) -> int:
     except ConfigError as e:
         print(f"fastgate: {e}", file=sys.stderr)
         return 2
-    return Supervisor(lambda: loaded).run()
+    return run_supervisor(Supervisor(lambda: loaded))
 
 
 def cmd_check(args) -> int:

@@ -581,6 +581,7 @@ cdef class ClientConnection:
     def bad_input(self, str error_type, str detail):
         """The input cannot be parsed further: answer in order, then close."""
         cdef PendingRequest p
+        self.unread = True   # what follows is not read: the close must linger
         if self.parsing is None or self.parsing is self.ctx and self.responding:
             # nothing to attach the error to (or the active response already started): close
             if self.ctx is None:
@@ -848,6 +849,7 @@ cdef class ClientConnection:
         if err is not None:
             ctx.keep_alive = False
             ctx.error_message = detail
+            self.unread = True   # a body (or more requests) may follow: the close must linger
             if self.ctx is None:
                 self.begin_active(ctx, snap, None, True, err)
             else:

@@ -217,3 +217,20 @@ def test_proxy_rejects_a_bad_upstream_url():
     r = run("proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream", "ftp://x", "--control", "off")
     assert r.returncode == 2
     assert "--upstream" in r.stderr and "ftp://x" in r.stderr, r.stderr
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(f"listeners: [{{address: 127.0.0.1:{port}}}]\nadmin: {{listen: 'off'}}\n"
+                   "routes:\n  - path: /h\n    integration: {type: echo}\n")
+    try:
+        r = run("serve", "-c", str(cfg))
+    finally:
+        busy.close()
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr

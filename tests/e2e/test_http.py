@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import textwrap
+import time
 
 import pytest
 
@@ -428,3 +429,24 @@ def test_proxied_responses_carry_one_date(gw):
     c.send(b"GET /dated HTTP/1.1\r\nHost: t\r\n\r\n")
     r = c.response()
     assert [v for k, v in r.headers if k == "date"] == ["Mon, 01 Jan 2024 00:00:00 GMT"]
+
+
+def test_early_answer_closes_lingering(gw):
+    """413 before the body is read: the gateway shuts its write side (FIN) and keeps reading
+    for a while, so a client still uploading sees the answer and a clean end, not a reset."""
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    s.sendall(b"POST /limited/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+    f = s.makefile("rb")
+    r = read_response(f, "POST")
+    assert r.status == 413 and ("connection", "close") in r.headers
+    assert f.read(1) == b""          # FIN after the answer
+    # the client goes on uploading: a lingering server reads and discards, a plain close
+    # would answer the first segment with a reset
+    block = b"x" * 65536
+    sent = 0
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        s.sendall(block)
+        sent += len(block)
+    assert sent >= 1 << 20
+    s.close()
