@@ -2,6 +2,7 @@
 """The HTTP/1.1 hot path; protocol.pxd is the map of this file."""
 
 import asyncio
+import ipaddress
 import os
 from email.utils import formatdate
 from http import HTTPStatus
@@ -442,7 +443,6 @@ cdef class ClientConnection:
             self.peer_ip = peer[0].encode()
             self.peer_port = peer[1]
             if snap.trusted:
-                import ipaddress
                 addr = ipaddress.ip_address(peer[0])
                 self.trusted = any(addr in net for net in snap.trusted)
         else:
@@ -1181,18 +1181,20 @@ cdef class ClientConnection:
         cdef bint has_length = p.msg.content_length >= 0 and not chunked
         cdef bint has_date = False
         cdef int kind
+        cdef int kinds[RESPONSE_MAX_HEADERS]   # each header classified once, used twice below
         cdef bint no_body = ctx.method == b"HEAD" or status == 204 or status == 304 or status < 200
         self.responding = True
         ctx.status = status
         (<Target>ctx.target).record_success()
         for i in range(n):
-            if classify_ptr(p.name_ptr(i), p.name_len(i)) == H_CONNECTION:
+            kinds[i] = classify_ptr(p.name_ptr(i), p.name_len(i))
+            if kinds[i] == H_CONNECTION:
                 conn_tokens = connection_tokens(p.value_bytes(i), conn_tokens)
         if conn_tokens is not None or route.response_headers is not None:
             # slow path: headers as objects, for Connection-named removal and transforms
             headers = []
             for i in range(n):
-                if forwarded_response_header(classify_ptr(p.name_ptr(i), p.name_len(i))):
+                if forwarded_response_header(kinds[i]):
                     headers.append((p.name_bytes(i), p.value_bytes(i)))
             if conn_tokens is not None:
                 headers = drop_named(headers, conn_tokens)
@@ -1230,7 +1232,7 @@ cdef class ClientConnection:
             # PERF: header lines copied from the parser's buffer, no objects
             # (bench/wrk_compare.py, scenario keepalive)
             for i in range(n):
-                kind = classify_ptr(p.name_ptr(i), p.name_len(i))
+                kind = kinds[i]
                 if kind == H_DATE:
                     has_date = True
                 if forwarded_response_header(kind):
