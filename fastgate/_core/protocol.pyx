@@ -745,9 +745,12 @@ cdef class ClientConnection:
     cdef bint body(self, bytes data):
         cdef RequestContext ctx = self.parsing
         cdef Snapshot snap = self.parsing_snap
+        cdef long long limit
         ctx.request_length += PyBytes_GET_SIZE(data)
-        if snap.max_body >= 0 and ctx.request_length > snap.max_body and (
-                ctx.route is None or ctx.route.max_body_size < 0 or ctx.request_length > ctx.route.max_body_size):
+        # a routed request has its route's limit (the gateway's unless the route overrides it);
+        # a pipelined one not yet routed is held to the gateway's
+        limit = ctx.route.max_body_size if ctx.route is not None else snap.max_body
+        if 0 <= limit < ctx.request_length:
             self.bad_input("REQUEST_TOO_LARGE", "request body larger than the limit")
             return False
         if ctx is self.ctx:
@@ -842,10 +845,6 @@ cdef class ClientConnection:
             ctx.forwarded_for = self.peer_ip
         if self.conn_tokens is not None:
             self.fwd = drop_named(self.fwd, self.conn_tokens)
-        if err is None and ctx.content_length > snap.max_body >= 0:
-            # decided before reading a byte of the body: the point of 100-continue
-            err, detail = "REQUEST_TOO_LARGE", "Content-Length %d exceeds the limit of %d bytes" % (
-                ctx.content_length, snap.max_body)
         if err is not None:
             ctx.keep_alive = False
             ctx.error_message = detail
@@ -905,6 +904,7 @@ cdef class ClientConnection:
         ctx.route = route
         ctx.path_params = m[1]
         if route.max_body_size >= 0 and ctx.content_length > route.max_body_size:
+            # decided before reading a byte of the body (and before any 100 Continue)
             ctx.error_type = "REQUEST_TOO_LARGE"
             ctx.error_message = "Content-Length %d exceeds the limit of %d bytes" % (
                 ctx.content_length, route.max_body_size)

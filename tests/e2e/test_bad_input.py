@@ -232,3 +232,29 @@ def test_http09_request_line_split_across_reads(bad):
         r = read_response(s.makefile("rb"))
     assert r.status == 400 and json.loads(r.body) == {"message": "Bad Request"}
     assert time.monotonic() - started < 0.25   # the header timeout here is 300 ms
+
+
+def test_a_route_may_raise_the_body_limit(tmp_path, up):
+    """limits.max_body_bytes is the default; a route's max_body_bytes replaces it, up or down."""
+    g = Gateway(tmp_path, admin=False, config=f"""\
+access_log: {{path: 'off'}}
+limits: {{max_body_bytes: 1000}}
+upstreams:
+  api: {{targets: [{up.url}]}}
+routes:
+  - path: /echo/big
+    max_body_bytes: 100000
+    integration: {{type: http, upstream: api}}
+  - path: /{{proxy+}}
+    integration: {{type: http, upstream: api}}
+""")
+    try:
+        body = b"x" * 50000
+        for framing in (b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+                        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)):
+            r, _ = exchange(g.port, b"POST /echo/big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + framing)
+            assert r.status == 200 and json.loads(r.body)["body_size"] == 50000
+            r, _ = exchange(g.port, b"POST /echo/small HTTP/1.1\r\nHost: a\r\n" + framing)
+            assert r.status == 413
+    finally:
+        g.stop()
