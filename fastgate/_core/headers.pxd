@@ -37,6 +37,13 @@ cdef enum VarKind:
     VAR_DOMAIN_NAME = 10      # ctx.host without ":port" (IPv6 brackets kept)
     VAR_USER_AGENT = 11       # first User-Agent header value
     VAR_ROUTE_KEY = 12        # ctx.route.route_key, b"" before routing
+    VAR_STAGE = 13            # ctx.api.stage ($context.stage), b"" outside an API
+    VAR_API_ID = 14           # ctx.api.api_id ($context.apiId)
+    VAR_RESOURCE_PATH = 15    # ctx.route.resource_path ($context.resourcePath)
+    VAR_STAGE_VARIABLE = 16   # arg: stage variable name; ctx.api.variables (canary overrides included)
+    VAR_ERROR_MESSAGE = 17    # ctx.error_message ($context.error.message), in gateway responses
+    VAR_ERROR_MESSAGE_STRING = 18  # the same as a quoted JSON string ($context.error.messageString)
+    VAR_ERROR_TYPE = 19       # ctx.error_type ($context.error.responseType)
 
 cdef enum Sanitize:
     SANITIZE_HEADER = 0       # drop CR, LF, NUL from variable values

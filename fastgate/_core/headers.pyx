@@ -21,6 +21,12 @@ _EXACT = {
     "context.protocol": VAR_PROTOCOL,
     "context.domainName": VAR_DOMAIN_NAME,
     "context.routeKey": VAR_ROUTE_KEY,
+    "context.stage": VAR_STAGE,
+    "context.apiId": VAR_API_ID,
+    "context.resourcePath": VAR_RESOURCE_PATH,
+    "context.error.message": VAR_ERROR_MESSAGE,
+    "context.error.messageString": VAR_ERROR_MESSAGE_STRING,
+    "context.error.responseType": VAR_ERROR_TYPE,
 }
 # Variables that take a name argument: (prefix, kind, argument validator).
 # Checked before _EXACT so "request.path.id" is a parameter, not "request.path".
@@ -28,6 +34,7 @@ _PREFIXED = (
     ("request.header.", VAR_HEADER, "header"),
     ("request.path.", VAR_PATH_PARAM, "path"),
     ("request.querystring.", VAR_QUERY, "query"),
+    ("stageVariables.", VAR_STAGE_VARIABLE, "stagevar"),
 )
 
 # RFC 9110 §5.6.2 tchar.
@@ -151,6 +158,25 @@ cdef bytes resolve_variable(int kind, bytes arg, RequestContext ctx):
         if route is None or route.route_key is None:
             return b""
         return route.route_key.encode()
+    elif kind == VAR_STAGE:
+        return ctx.api.stage_b if ctx.api is not None else b""
+    elif kind == VAR_API_ID:
+        return ctx.api.api_id_b if ctx.api is not None else b""
+    elif kind == VAR_RESOURCE_PATH:
+        route = ctx.route
+        return route.resource_path.encode() if route is not None and route.resource_path else b""
+    elif kind == VAR_STAGE_VARIABLE:
+        if ctx.api is None:
+            return b""
+        sv = ctx.api.variables.get(arg.decode())
+        return sv.encode() if sv is not None else b""
+    elif kind == VAR_ERROR_MESSAGE:
+        return ctx.error_message.encode() if ctx.error_message else b""
+    elif kind == VAR_ERROR_MESSAGE_STRING:
+        import orjson
+        return orjson.dumps(ctx.error_message or "")
+    elif kind == VAR_ERROR_TYPE:
+        return ctx.error_type.encode() if ctx.error_type else b""
     else:
         return b""
     return v if v is not None else b""
@@ -217,6 +243,11 @@ def _arg(str kind, str name, str arg, str source, Py_ssize_t index):
         if not is_token(raw):
             raise _bad(source, index, f"invalid header name {arg!r} in variable ${name}")
         return raw.lower()
+    if kind == "stagevar":
+        # AWS: stage variable names are [A-Za-z0-9_]
+        if not arg or any(not (c.isascii() and (c.isalnum() or c == "_")) for c in arg):
+            raise _bad(source, index, f"invalid stage variable name {arg!r} in variable ${name}")
+        return arg.encode()
     if kind == "path":
         if not arg or any(c not in _PARAM_CHARS for c in arg):
             raise _bad(source, index, f"invalid path parameter name {arg!r} in variable ${name}")

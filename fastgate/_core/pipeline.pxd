@@ -35,6 +35,47 @@ cpdef enum Integration:
     INTEGRATION_ECHO = 2  # answer with the request as the integration would have received it, as JSON
 
 
+cdef class ApiStage:
+    # One stage of one API as the data plane serves it: the deployment's routes
+    # compiled with the stage's variables. A stage with a canary has two of
+    # these (the canary's compiled with its variable overrides), under one Mount.
+    cdef readonly str api_id                  # RestApi id
+    cdef readonly str api_name
+    cdef readonly str stage                   # stage name ("prod", "$default")
+    cdef readonly str deployment_id
+    cdef readonly bint rest                   # REST API semantics: 403 MISSING_AUTHENTICATION_TOKEN for
+                                              # no route, x-amzn-RequestId / x-amzn-ErrorType headers;
+                                              # else HTTP API: 404 Not Found, apigw-requestid
+    cdef readonly bint is_canary              # the canary side of its stage
+    cdef readonly object router               # fastgate._core.router.Router, host "*"; values are Routes
+    cdef readonly dict responses              # gateway response type -> GatewayResponse (this API's table)
+    cdef readonly dict variables              # stage variables (with canary overrides on the canary side)
+    cdef readonly bytes stage_b               # stage as bytes, for templates and headers
+    cdef readonly bytes api_id_b
+
+
+cdef class Mount:
+    # Where an API stage answers: a path prefix on a host (or on any host).
+    # The longest matching prefix wins; the prefix is stripped before routing.
+    cdef readonly bytes prefix                # b"/prod", b"/restapis/ID/prod/_user_request_", b"" = root
+    cdef readonly ApiStage main
+    cdef readonly ApiStage canary             # or None
+    cdef readonly double canary_percent       # 0..100: share of requests served by `canary`
+    cdef readonly str source                  # "stage", "execute-api", "domain api.example.com", for /routes
+
+    cdef ApiStage pick(self)                  # main, or canary for canary_percent of calls
+
+
+cdef class GatewayResponse:
+    # One gateway response type as an API answers it (AWS's defaults, or the API's customisation).
+    cdef readonly str response_type           # "MISSING_AUTHENTICATION_TOKEN"
+    cdef readonly int status
+    cdef readonly str message                 # $context.error.message
+    cdef readonly bytes error_type            # x-amzn-ErrorType value (REST APIs), e.g. b"ForbiddenException"
+    cdef readonly list headers                # [(name bytes, value Template)] from responseParameters
+    cdef readonly object body                 # headers.Template over $context.error.* etc., or None = {"message": ...}
+
+
 cdef class Route:
     # Immutable once built by the control plane (fastgate.snapshot); shared by
     # every request that matches it, never mutated on the hot path.
@@ -55,6 +96,8 @@ cdef class Route:
     cdef readonly long long max_body_size     # bytes; -1 = unlimited
     cdef readonly int retries                 # extra attempts after a failed one
     cdef readonly bint retry_non_idempotent   # also retry POST/PATCH when the request was not sent
+    cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes
+    cdef readonly str resource_path           # "/pets/{id}" ($context.resourcePath)
 
 
 cdef class RequestContext:
@@ -81,6 +124,8 @@ cdef class RequestContext:
     cdef public bint upgrade                 # Connection: upgrade with an Upgrade header
 
     # --- filled by the phases ---
+    cdef public ApiStage api                 # the API stage whose mount matched; None for top-level routes
+    cdef public bytes stage_path             # path after the mount prefix (what the API's router matched)
     cdef public Route route                  # None until PHASE_ROUTE matched
     cdef public dict path_params             # {name bytes: raw value bytes} or None
     cdef public bytes upstream_path          # path (with query) sent to the integration

@@ -53,6 +53,82 @@ cdef bint ascii_ieq(bytes a, bytes lower_b):
     return True
 
 
+cdef unsigned long long _rng_state = 0x9E3779B97F4A7C15
+
+
+cdef inline double random_percent() noexcept nogil:
+    """PERF: xorshift64*, no Python call per canary decision; [0, 100)."""
+    global _rng_state
+    cdef unsigned long long x = _rng_state
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    _rng_state = x
+    return <double>((x * 0x2545F4914F6CDD1DULL) >> 11) * (100.0 / 9007199254740992.0)
+
+
+def seed_random(unsigned long long seed):
+    """Per-process seed (each forked worker calls it, so workers do not share a sequence)."""
+    global _rng_state
+    _rng_state = seed or 0x9E3779B97F4A7C15
+
+
+cdef class ApiStage:
+    def __init__(self, *, str api_id, str api_name="", str stage, str deployment_id="",
+                 bint rest=True, bint is_canary=False, router=None, dict responses=None,
+                 dict variables=None):
+        self.api_id = api_id
+        self.api_name = api_name
+        self.stage = stage
+        self.deployment_id = deployment_id
+        self.rest = rest
+        self.is_canary = is_canary
+        self.router = router
+        self.responses = responses if responses is not None else {}
+        self.variables = variables if variables is not None else {}
+        self.stage_b = stage.encode()
+        self.api_id_b = api_id.encode()
+
+    def __repr__(self):
+        return f"<ApiStage {self.api_id}/{self.stage}{' canary' if self.is_canary else ''}>"
+
+
+cdef class Mount:
+    def __init__(self, bytes prefix, ApiStage main, ApiStage canary=None,
+                 double canary_percent=0.0, str source=""):
+        self.prefix = prefix
+        self.main = main
+        self.canary = canary
+        self.canary_percent = canary_percent if canary is not None else 0.0
+        self.source = source
+
+    cdef ApiStage pick(self):
+        if self.canary_percent > 0.0 and random_percent() < self.canary_percent:
+            return self.canary
+        return self.main
+
+    def pick_stage(self):
+        """pick() for tests."""
+        return self.pick()
+
+    def __repr__(self):
+        return f"<Mount {self.prefix!r} -> {self.main!r}>"
+
+
+cdef class GatewayResponse:
+    def __init__(self, str response_type, int status, str message, bytes error_type=b"",
+                 list headers=None, body=None):
+        self.response_type = response_type
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.headers = headers if headers is not None else []
+        self.body = body
+
+    def __repr__(self):
+        return f"<GatewayResponse {self.response_type} {self.status}>"
+
+
 cdef class Route:
     def __init__(self, *, int index=0, str route_key="", str host="*",
                  int integration=INTEGRATION_HTTP, upstream=None,
@@ -60,7 +136,8 @@ cdef class Route:
                  int mock_status=200, list mock_headers=None, mock_body=None,
                  double connect_timeout=5.0, double first_byte_timeout=60.0,
                  double total_timeout=0.0, long long max_body_size=-1,
-                 int retries=1, bint retry_non_idempotent=False):
+                 int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
+                 str resource_path=""):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -78,6 +155,8 @@ cdef class Route:
         self.max_body_size = max_body_size
         self.retries = retries
         self.retry_non_idempotent = retry_non_idempotent
+        self.api = api
+        self.resource_path = resource_path
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"

@@ -13,7 +13,7 @@
 # other). A connection whose state is unknown (body half sent, response half
 # read, timeout, protocol error) is closed, never pooled.
 
-from fastgate._core.pipeline cimport RequestContext, Route
+from fastgate._core.pipeline cimport RequestContext, Route, ApiStage, Mount, GatewayResponse
 from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.accesslog cimport AccessLog
@@ -62,7 +62,12 @@ cdef class Snapshot:
     cdef readonly SharedMetrics metrics   # or None
     cdef readonly list trusted            # [ipaddress network] whose X-Forwarded-* are kept
     cdef readonly bytes via               # b"1.1 fastgate", or None for no Via
-    cdef readonly dict responses          # gateway response type -> (status, message)
+    cdef readonly dict responses          # gateway response type -> GatewayResponse (gateway-wide table)
+    cdef readonly dict host_mounts        # lowercase host (custom domain) -> [Mount], longest prefix first
+    cdef readonly dict api_mounts         # api id (bytes) -> [Mount] for "{id}.execute-api.*" hosts
+    cdef readonly list any_mounts         # [Mount] on every other host, longest prefix first
+    cdef readonly bint has_mounts         # any API is mounted (else routing is the top-level router alone)
+    cdef readonly list stages             # [ApiStage] served, for /routes and metrics
     cdef readonly Py_ssize_t max_url      # bytes, 414 past this
     cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
     cdef readonly int max_headers         # 431 past this many header lines
@@ -189,6 +194,7 @@ cdef class ClientConnection:
     # responses
     cdef void respond(self, int status, list headers, bytes body)
     cdef void respond_error(self, str error_type, str detail)
+    cdef void out_api_headers(self, RequestContext ctx)
     cdef void write_head(self, int status, bytes reason, list headers, long long length)
     cdef void exchange_done(self)
     cdef void log_exchange(self)

@@ -36,20 +36,49 @@ from libc.stdlib cimport realloc
 # Amazon API Gateway's default status and message. Snapshot.responses starts
 # from this table; the control plane may override entries per API.
 GATEWAY_RESPONSES = {
-    "BAD_REQUEST": (400, "Bad Request"),
-    "MISSING_HOST": (400, "Bad Request"),
-    "BAD_FRAMING": (400, "Bad Request"),
-    "NOT_FOUND": (404, "Not Found"),
-    "METHOD_NOT_ALLOWED": (405, "Method Not Allowed"),
-    "REQUEST_TIMEOUT": (408, "Request Timeout"),
-    "REQUEST_TOO_LARGE": (413, "Request Too Long"),
-    "URI_TOO_LONG": (414, "Request-URI Too Long"),
-    "HEADERS_TOO_LARGE": (431, "Request Header Fields Too Large"),
-    "INTEGRATION_FAILURE": (502, "Internal server error"),
-    "NO_HEALTHY_UPSTREAM": (503, "Service Unavailable"),
-    "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
-    "DEFAULT_5XX": (500, "Internal server error"),
+    # type: (status, message, x-amzn-ErrorType). AWS's own types first, then the
+    # gateway's protocol-level ones (answered before any API is known, so only
+    # the gateway-wide table applies to them).
+    "ACCESS_DENIED": (403, "Forbidden", "AccessDeniedException"),
+    "API_CONFIGURATION_ERROR": (500, "Internal server error", "InternalServerErrorException"),
+    "AUTHORIZER_CONFIGURATION_ERROR": (500, "Internal server error", "InternalServerErrorException"),
+    "AUTHORIZER_FAILURE": (500, "Internal server error", "InternalServerErrorException"),
+    "BAD_REQUEST_PARAMETERS": (400, "Bad Request", "BadRequestException"),
+    "BAD_REQUEST_BODY": (400, "Invalid request body", "BadRequestException"),
+    "EXPIRED_TOKEN": (403, "Signature expired", "InvalidSignatureException"),
+    "INTEGRATION_FAILURE": (502, "Internal server error", "InternalServerErrorException"),
+    "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out", "InternalServerErrorException"),
+    "INVALID_API_KEY": (403, "Forbidden", "ForbiddenException"),
+    "INVALID_SIGNATURE": (403, "The request signature we calculated does not match the signature you provided.",
+                          "InvalidSignatureException"),
+    "MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token", "MissingAuthenticationTokenException"),
+    "QUOTA_EXCEEDED": (429, "Limit Exceeded", "LimitExceededException"),
+    "REQUEST_TOO_LARGE": (413, "Request Too Long", "RequestTooLongException"),
+    "RESOURCE_NOT_FOUND": (404, "Not Found", "NotFoundException"),
+    "THROTTLED": (429, "Too Many Requests", "TooManyRequestsException"),
+    "UNAUTHORIZED": (401, "Unauthorized", "UnauthorizedException"),
+    "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported Media Type", "UnsupportedMediaTypeException"),
+    "WAF_FILTERED": (403, "Forbidden", "ForbiddenException"),
+    "DEFAULT_4XX": (400, "Bad Request", "BadRequestException"),
+    "DEFAULT_5XX": (500, "Internal server error", "InternalServerErrorException"),
+    # fastgate's own (protocol errors, before routing; HTTP API routing; upstream groups)
+    "BAD_REQUEST": (400, "Bad Request", "BadRequestException"),
+    "MISSING_HOST": (400, "Bad Request", "BadRequestException"),
+    "BAD_FRAMING": (400, "Bad Request", "BadRequestException"),
+    "NOT_FOUND": (404, "Not Found", "NotFoundException"),
+    "DOMAIN_NOT_MAPPED": (403, "Forbidden", "ForbiddenException"),
+    "METHOD_NOT_ALLOWED": (405, "Method Not Allowed", "MethodNotAllowedException"),
+    "REQUEST_TIMEOUT": (408, "Request Timeout", "RequestTimeoutException"),
+    "URI_TOO_LONG": (414, "Request-URI Too Long", "RequestUriTooLongException"),
+    "HEADERS_TOO_LARGE": (431, "Request Header Fields Too Large", "RequestHeaderFieldsTooLargeException"),
+    "NO_HEALTHY_UPSTREAM": (503, "Service Unavailable", "ServiceUnavailableException"),
 }
+
+
+def default_gateway_responses():
+    """type -> GatewayResponse with AWS's defaults: the table an API starts from."""
+    return {t: GatewayResponse(t, v[0], v[1], v[2].encode()) for t, v in GATEWAY_RESPONSES.items()}
+
 
 cdef const char* HEX = "0123456789abcdef"
 
@@ -284,7 +313,8 @@ cdef class Snapshot:
                  via="fastgate", dict responses=None, Py_ssize_t max_url=8192,
                  Py_ssize_t max_head=32768, int max_headers=100, long long max_body=10485760,
                  double header_timeout=10.0, double body_timeout=60.0,
-                 double keepalive_timeout=75.0, int keepalive_requests=10000, source=None):
+                 double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
+                 dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None):
         self.router = router
         self.routes = routes
         self.groups = groups if groups is not None else []
@@ -294,9 +324,14 @@ cdef class Snapshot:
         self.metrics = metrics
         self.trusted = trusted if trusted is not None else []
         self.via = (b"1.1 " + via.encode()) if via else None
-        self.responses = dict(GATEWAY_RESPONSES)
+        self.responses = default_gateway_responses()
         if responses:
             self.responses.update(responses)
+        self.host_mounts = host_mounts if host_mounts is not None else {}
+        self.api_mounts = api_mounts if api_mounts is not None else {}
+        self.any_mounts = any_mounts if any_mounts is not None else []
+        self.has_mounts = bool(self.host_mounts or self.api_mounts or self.any_mounts)
+        self.stages = stages if stages is not None else []
         self.max_url = max_url
         self.max_head = max_head
         self.max_headers = max_headers
@@ -415,6 +450,48 @@ cdef class Worker:
         def factory():
             return ClientConnection(self, local_port)
         return factory
+
+
+# Protocol-level 4xx after which the connection closes (framing may be in doubt).
+cdef frozenset PROTOCOL_ERRORS = frozenset(["BAD_REQUEST", "MISSING_HOST", "BAD_FRAMING",
+                                            "REQUEST_TIMEOUT", "URI_TOO_LONG", "HEADERS_TOO_LARGE",
+                                            "METHOD_NOT_ALLOWED"])
+
+
+cdef inline bint prefix_matches(bytes path, bytes prefix):
+    """prefix is a whole-segment prefix of path ("/prod" matches "/prod" and "/prod/x", not "/prodx")."""
+    cdef Py_ssize_t k = PyBytes_GET_SIZE(prefix), n = PyBytes_GET_SIZE(path)
+    if k == 0:
+        return True
+    if n < k or memcmp(PyBytes_AS_STRING(path), PyBytes_AS_STRING(prefix), k) != 0:
+        return False
+    return n == k or PyBytes_AS_STRING(path)[k] == 47   # '/'
+
+
+cdef object find_mount(Snapshot snap, RequestContext ctx):
+    """The Mount serving ctx (its stage_path set), or None. A custom domain with no
+    mapping for the path sets ctx.error_type (AWS answers 403 Forbidden)."""
+    cdef list mounts = None
+    cdef Mount mount
+    cdef bytes host = ctx.route_host
+    cdef Py_ssize_t dot
+    cdef bint domain = False
+    if snap.host_mounts:
+        mounts = snap.host_mounts.get(host)
+        domain = mounts is not None
+    if mounts is None and snap.api_mounts:
+        dot = host.find(b".execute-api.")
+        if dot > 0:
+            mounts = snap.api_mounts.get(host[:dot])
+    if mounts is None:
+        mounts = snap.any_mounts
+    for mount in mounts:
+        if prefix_matches(ctx.path, mount.prefix):
+            ctx.stage_path = ctx.path[PyBytes_GET_SIZE(mount.prefix):] or b"/"
+            return mount
+    if domain:
+        ctx.error_type = "DOMAIN_NOT_MAPPED"
+    return None
 
 
 @cython.freelist(32)
@@ -895,11 +972,26 @@ cdef class ClientConnection:
         cdef RequestContext ctx = self.ctx
         cdef Snapshot snap = self.snap
         cdef Route route
-        # PHASE_ROUTE
-        m = snap.router.match(ctx.route_host, ctx.method, ctx.path)
-        if m is None:
-            ctx.error_type = "NOT_FOUND"
-            return ACTION_RESPOND
+        # PHASE_ROUTE: an API stage's mount first (custom domain, execute-api host,
+        # stage prefix), then the top-level routes
+        cdef ApiStage api = None
+        if snap.has_mounts:
+            mount = find_mount(snap, ctx)
+            if mount is not None:
+                api = (<Mount>mount).pick()
+                ctx.api = api
+            elif ctx.error_type is not None:
+                return ACTION_RESPOND
+        if api is not None:
+            m = api.router.match(ctx.route_host, ctx.method, ctx.stage_path)
+            if m is None:
+                ctx.error_type = "MISSING_AUTHENTICATION_TOKEN" if api.rest else "NOT_FOUND"
+                return ACTION_RESPOND
+        else:
+            m = snap.router.match(ctx.route_host, ctx.method, ctx.path)
+            if m is None:
+                ctx.error_type = "NOT_FOUND"
+                return ACTION_RESPOND
         route = <Route>m[0]
         ctx.route = route
         ctx.path_params = m[1]
@@ -1260,6 +1352,7 @@ cdef class ClientConnection:
         out_bytes(b"x-request-id: ")
         out_bytes(ctx.request_id)
         out_bytes(b"\r\n")
+        self.out_api_headers(ctx)
         if status == 101:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
             out_bytes(self.h_upgrade)
@@ -1340,6 +1433,8 @@ cdef class ClientConnection:
             "rawPath": ctx.path.decode("latin-1"),
             "query": ctx.query.decode("latin-1"),
             "routeKey": ctx.route.route_key,
+            "resourcePath": ctx.route.resource_path or None,
+            "stagePath": ctx.stage_path.decode("latin-1") if ctx.stage_path is not None else None,
             "pathParameters": {k.decode("latin-1"): v.decode("latin-1")
                                for k, v in ctx.path_params.items()} if ctx.path_params else {},
             "headers": headers,
@@ -1354,6 +1449,11 @@ cdef class ClientConnection:
                 "requestTimeEpoch": ctx.request_time_ms,
             },
         }
+        if ctx.api is not None:
+            doc["requestContext"].update({
+                "apiId": ctx.api.api_id, "stage": ctx.api.stage,
+                "deploymentId": ctx.api.deployment_id, "canary": ctx.api.is_canary})
+            doc["stageVariables"] = ctx.api.variables or None
         self.respond(200, [(b"Content-Type", b"application/json")],
                      orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
 
@@ -1378,21 +1478,52 @@ cdef class ClientConnection:
         self.exchange_done()
 
     cdef void respond_error(self, str error_type, str detail):
+        """A gateway response: the API's table when an API stage matched, else the gateway's."""
         cdef RequestContext ctx = self.ctx
-        cdef tuple entry = self.snap.responses.get(error_type) or self.snap.responses["DEFAULT_5XX"]
-        cdef int status = entry[0]
-        cdef dict doc = {"message": entry[1]}
+        cdef dict table = ctx.api.responses if ctx.api is not None else self.snap.responses
+        cdef GatewayResponse gr = table.get(error_type)
+        cdef list headers
+        cdef bytes body
+        if gr is None:
+            gr = table.get("DEFAULT_5XX")
+        cdef int status = gr.status
         if self.upstream is not None:
             (<Target>ctx.target).active -= 1
             self.upstream.release(False)
             self.upstream = None
         ctx.error_type = error_type
-        if detail and status >= 500:
-            # beyond AWS's body: say what failed, so an operator need not dig in logs
-            doc["detail"] = detail
-        if status >= 400 and status != 404 and status < 500 and status != 413 or status == 431:
+        headers = [(b"Content-Type", b"application/json")]
+        if ctx.api is not None and ctx.api.rest and gr.error_type:
+            headers.append((b"x-amzn-ErrorType", gr.error_type))
+        if gr.headers:
+            ctx.error_message = gr.message if not detail else detail
+            for pair in gr.headers:
+                headers.append((<bytes>pair[0], (<Template>pair[1]).render(ctx)))
+        if gr.body is not None:
+            # a customised template renders $context.error.message (the type's message)
+            ctx.error_message = gr.message
+            body = (<Template>gr.body).render(ctx)
+            ctx.error_message = detail
+        else:
+            doc = {"message": gr.message}
+            if detail and status >= 500:
+                # beyond AWS's body: say what failed, so an operator need not dig in logs
+                doc["detail"] = detail
+            body = orjson.dumps(doc)
+        if error_type in PROTOCOL_ERRORS:
             self.close_after = True
-        self.respond(status, [(b"Content-Type", b"application/json")], orjson.dumps(doc))
+        self.respond(status, headers, body)
+
+    cdef void out_api_headers(self, RequestContext ctx):
+        """The request id header API Gateway adds: REST APIs x-amzn-RequestId, HTTP APIs apigw-requestid."""
+        if ctx.api is None:
+            return
+        if ctx.api.rest:
+            out_bytes(b"x-amzn-RequestId: ")
+        else:
+            out_bytes(b"apigw-requestid: ")
+        out_bytes(ctx.request_id)
+        out_bytes(b"\r\n")
 
     cdef void write_head(self, int status, bytes reason, list headers, long long length):
         cdef RequestContext ctx = self.ctx
@@ -1409,7 +1540,9 @@ cdef class ClientConnection:
             out_bytes(b"\r\n")
         out_bytes(b"x-request-id: ")
         out_bytes(ctx.request_id)
-        out_bytes(b"\r\nContent-Length: %d\r\n" % length)
+        out_bytes(b"\r\n")
+        self.out_api_headers(ctx)
+        out_bytes(b"Content-Length: %d\r\n" % length)
         if self.close_after:
             out_bytes(b"Connection: close\r\n")
         elif ctx.http_minor == 0:

@@ -73,8 +73,31 @@ def test_each_variable(source, expected):
 def test_every_table_variable_is_covered():
     covered = {"request.path", "context.path", "context.requestId", "context.identity.sourceIp",
                "context.identity.userAgent", "context.requestTimeEpoch", "context.httpMethod",
-               "context.protocol", "context.domainName", "context.routeKey"}
+               "context.protocol", "context.domainName", "context.routeKey",
+               # API-stage and gateway-response variables: test_api_stage_variables
+               "context.stage", "context.apiId", "context.resourcePath", "context.error.message",
+               "context.error.messageString", "context.error.responseType"}
     assert set(headers_mod._EXACT) == covered
+
+
+def test_api_stage_variables():
+    from fastgate._core.pipeline import ApiStage, Route
+    api = ApiStage(api_id="a1b2c3d4e5", stage="prod", variables={"backend": "b1.internal", "v": "2"})
+    ctx = make_ctx()
+    assert Template("$context.stage/$context.apiId/${stageVariables.backend}").render(ctx) == b"//"
+    ctx.api = api
+    ctx.route = Route(route_key="GET /pets/{id}", resource_path="/pets/{id}", api=api)
+    assert Template("$context.stage/$context.apiId/${stageVariables.backend}").render(ctx) == \
+        b"prod/a1b2c3d4e5/b1.internal"
+    assert Template("v$stageVariables.v-$stageVariables.none.").render(ctx) == b"v2-."
+    assert Template("$context.resourcePath").render(ctx) == b"/pets/{id}"
+    ctx.error_message = 'say "hi"'
+    ctx.error_type = "THROTTLED"
+    assert Template('{"m":$context.error.messageString,"t":"$context.error.responseType"}',
+                    body=True).render(ctx) == b'{"m":"say \\"hi\\"","t":"THROTTLED"}'
+    assert Template("$context.error.message").render(ctx) == b'say "hi"'
+    with pytest.raises(ValueError, match="stage variable"):
+        Template("${stageVariables.bad-name}")
 
 
 def test_protocol_http10_and_route_key():
@@ -145,7 +168,7 @@ def test_static_template_returns_same_object():
     ("${request.path.a/b}", "invalid path parameter name 'a/b'"),
     ("${request.querystring.a=b}", "invalid query string name 'a=b'"),
     ("a\r\nb", "CR, LF or NUL in literal text at column 2"),
-    ("$stageVariables.x", "unknown variable $stageVariables.x at column 1"),
+    ("$stageVariable.x", "unknown variable $stageVariable.x at column 1"),
 ])
 def test_compile_errors_name_variable_and_column(source, message):
     with pytest.raises(ValueError) as exc:
