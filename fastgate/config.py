@@ -368,11 +368,12 @@ def config_error(source: ConfigSource, path: Path, message: str) -> ConfigError:
 class LoadedConfig:
     """A checked Config and the source positions to report later errors against."""
 
-    __slots__ = ("config", "source")
+    __slots__ = ("config", "source", "state")
 
-    def __init__(self, config: Config, source: ConfigSource):
+    def __init__(self, config: Config, source: ConfigSource, state=None):
         self.config = config
         self.source = source
+        self.state = state        # fastgate.apis.State of the APIs served, or None
 
     def error(self, path: Path, message: str) -> ConfigError:
         return config_error(self.source, path, message)

@@ -92,9 +92,10 @@ def header_transform(loaded, where: tuple, spec) -> HeaderTransform | None:
         raise loaded.error(where, str(e)) from None
 
 
-def build_snapshot(loaded, metrics, *, open_logs: bool = True) -> Snapshot:
+def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Snapshot:
     """Compile a LoadedConfig; errors are ConfigErrors naming file, line and field.
-    open_logs=False only checks (the supervisor validating before it forks)."""
+    open_logs=False only checks (the supervisor validating before it forks).
+    warn(message) receives what the API compiler could not serve as declared."""
     config = loaded.config
     groups = {name: build_group(name, up, metrics) for name, up in config.upstreams.items()}
     router = Router()
@@ -143,6 +144,17 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True) -> Snapshot:
             raise loaded.error(where + ("path",), str(e)) from None
         routes.append(route)
         series.append(metrics.request_series(route.route_key) if metrics is not None else -1)
+    mounts = {}
+    if loaded.state is not None and loaded.state.apis:
+        from fastgate.apis import Compiler, compile_state
+        compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
+                            limits=config.limits)
+        host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
+        mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
+                      stages=stages)
+        if warn is not None:
+            for w in compiler.warnings:
+                warn(w)
     access_log = None
     if config.access_log.destination is not None:
         from fastgate._core.accesslog import AccessLog
@@ -166,4 +178,4 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True) -> Snapshot:
         keepalive_timeout=limits.keepalive_timeout_ms / 1000,
         # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
-        source=loaded)
+        source=loaded, **mounts)

@@ -1,0 +1,401 @@
+"""API state -> the data plane's mounts: API stages compiled into routers.
+
+The state (APIs, deployments, stages, custom domains and their base path
+mappings, in Amazon API Gateway's own JSON shapes: see fastgate.model) comes
+from the control API's SQLite store, from `fastgate serve --openapi`, and from
+the YAML `apis:` section. This module turns one such state into what the hot
+path reads, once per reload:
+
+  * every stage of every API becomes an ApiStage: the routes of the
+    deployment the stage points at, compiled with the stage's variables (and a
+    second ApiStage for a canary deployment, with the variable overrides);
+  * each ApiStage is mounted where API Gateway would answer it:
+      - ``{api_id}.execute-api.<anything>`` hosts, at ``/{stage}`` (``$default``: at the root);
+      - any host, at ``/restapis/{api_id}/{stage}/_user_request_`` (LocalStack's form);
+      - any host, at ``/{stage}`` (``$default``: the root) — if two APIs claim the same
+        stage name, the API created first keeps it and the other gets a warning;
+      - custom domains, at each base path mapping (longest wins, stripped before routing).
+
+Integrations: HTTP_PROXY and HTTP proxy to the URI (stage variables substituted,
+``{param}`` path segments filled from the mapped path parameters), MOCK answers
+from its integration response, AWS_PROXY runs a mapped function. What cannot be
+served yet compiles to a route answering API Gateway's 500 and a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastgate._core.headers import HeaderTransform, PathRewrite, Template
+from fastgate._core.pipeline import ApiStage, GatewayResponse, Integration, Mount, Route
+from fastgate._core.protocol import GATEWAY_RESPONSES
+from fastgate._core.router import Router
+from fastgate.config import TargetConfig, UpstreamConfig, parse_target_url
+
+STAGE_VAR = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}|\$stageVariables\.([A-Za-z0-9_]+)")
+URI_PARAM = re.compile(r"\{([A-Za-z0-9._-]+\+?)\}")
+AWS_DEFAULT_TIMEOUT_MS = 29000   # timeoutInMillis when an integration does not say
+
+
+@dataclass
+class State:
+    """The API state the data plane serves (same attributes as fastgate.model.State)."""
+    apis: dict = field(default_factory=dict)          # id -> API document
+    deployments: dict = field(default_factory=dict)   # api id -> {deployment id -> deployment (with "api")}
+    stages: dict = field(default_factory=dict)        # api id -> {stage name -> Stage}
+    domains: dict = field(default_factory=dict)       # domain name -> DomainName
+    mappings: dict = field(default_factory=dict)      # domain name -> {base path -> BasePathMapping}
+    version: int = 0
+
+
+def merge_states(*states) -> State:
+    """One State from several sources (YAML/--openapi first, then the store); an id
+    present in two sources is an error, raised as ValueError."""
+    out = State()
+    for st in states:
+        if st is None:
+            continue
+        for api_id, api in st.apis.items():
+            if api_id in out.apis:
+                raise ValueError(f"API id {api_id!r} is defined twice (config and data dir?)")
+            out.apis[api_id] = api
+            out.deployments[api_id] = dict(st.deployments.get(api_id, {}))
+            out.stages[api_id] = dict(st.stages.get(api_id, {}))
+        for name, dom in st.domains.items():
+            if name in out.domains:
+                raise ValueError(f"domain name {name!r} is defined twice")
+            out.domains[name] = dom
+            out.mappings[name] = dict(st.mappings.get(name, {}))
+        out.version += getattr(st, "version", 0)
+    return out
+
+
+# --- gateway responses -----------------------------------------------------------
+
+def _static_value(value: str) -> str | None:
+    """A responseParameters value "'text'" -> "text"; None for a mapping expression."""
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    return None
+
+
+def _mapping_template(expr: str) -> str | None:
+    """An API Gateway mapping expression as a fastgate template source, or None when unsupported.
+    'static', method.request.header.X, method.request.querystring.X, method.request.path.X,
+    context.X, stageVariables.X."""
+    static = _static_value(expr)
+    if static is not None:
+        return static.replace("$", "$$") if "$" in static else static
+    for prefix, var in (("method.request.header.", "request.header."),
+                        ("method.request.querystring.", "request.querystring."),
+                        ("method.request.path.", "request.path."),
+                        ("context.", "context."), ("stageVariables.", "stageVariables.")):
+        if expr.startswith(prefix):
+            return "${" + var + expr[len(prefix):] + "}"
+    return None
+
+
+def gateway_responses(api: dict, warn) -> dict:
+    """type -> GatewayResponse for one API: AWS's defaults, DEFAULT_4XX/DEFAULT_5XX
+    customisations applied to every type of their class, then per-type ones."""
+    custom = api.get("gatewayResponses") or {}
+    out = {}
+    for rtype, (status, message, etype) in GATEWAY_RESPONSES.items():
+        spec = custom.get(rtype)
+        if spec is None and rtype not in ("DEFAULT_4XX", "DEFAULT_5XX"):
+            spec = custom.get("DEFAULT_4XX" if status < 500 else "DEFAULT_5XX")
+        if not spec:
+            out[rtype] = GatewayResponse(rtype, status, message, etype.encode())
+            continue
+        code = spec.get("statusCode")
+        # AWS: a DEFAULT_xXX status code applies to every type of its class not customised itself
+        if code:
+            try:
+                status = int(code)
+            except ValueError:
+                warn(f"gatewayResponses.{rtype}.statusCode {code!r} is not a number; kept {status}")
+        headers = []
+        for key, value in (spec.get("responseParameters") or {}).items():
+            if not key.startswith("gatewayresponse.header."):
+                warn(f"gatewayResponses.{rtype}.responseParameters.{key}: only headers are supported")
+                continue
+            src = _mapping_template(value)
+            if src is None:
+                warn(f"gatewayResponses.{rtype}.responseParameters.{key}: unsupported value {value!r}")
+                continue
+            try:
+                headers.append((key[len("gatewayresponse.header."):].encode(), Template(src)))
+            except ValueError as e:
+                warn(f"gatewayResponses.{rtype}.responseParameters.{key}: {e}")
+        body = None
+        templates = spec.get("responseTemplates") or {}
+        text = templates.get("application/json", next(iter(templates.values()), None))
+        if text is not None:
+            try:
+                body = Template(text, body=True)
+            except ValueError as e:
+                warn(f"gatewayResponses.{rtype}.responseTemplates: {e}; AWS's default body is used")
+        out[rtype] = GatewayResponse(rtype, status, message, etype.encode(), headers, body)
+    return out
+
+
+# --- routes ----------------------------------------------------------------------
+
+class Compiler:
+    """Compiles API stages into Routes appended to a snapshot's route list."""
+
+    def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
+                 functions=None):
+        self.routes = routes            # the snapshot's [Route], appended to
+        self.series = series            # metrics slot per route index
+        self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
+        self.metrics = metrics
+        self.limits = limits
+        self.functions = functions      # function name -> handler binding, or None
+        self.warnings: list[str] = []
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+    def api_stage(self, api: dict, stage_name: str, deployment_id: str, variables: dict,
+                  *, canary: bool = False) -> ApiStage:
+        router = Router()
+        where = f"API {api.get('id')} stage {stage_name}{' (canary)' if canary else ''}"
+        stage = ApiStage(api_id=api["id"], api_name=api.get("name", ""), stage=stage_name,
+                         deployment_id=deployment_id, rest=api.get("protocolType", "REST") != "HTTP",
+                         is_canary=canary, router=router,
+                         responses=gateway_responses(api, lambda m: self.warn(f"{where}: {m}")),
+                         variables=dict(variables or {}))
+        for res in api.get("resources", ()):
+            for method, spec in (res.get("resourceMethods") or {}).items():
+                path = res["path"]
+                try:
+                    route = self.method_route(stage, path, method, spec, f"{where}: {method} {path}")
+                    router.add("*", method, self.router_path(path), route)
+                except ValueError as e:
+                    self.warn(f"{where}: {method} {path}: {e}; route not served")
+        return stage
+
+    @staticmethod
+    def router_path(path: str) -> str:
+        # HTTP APIs' catch-all route: "$default" matches whatever no other route does
+        return "/{proxy+}" if path == "/$default" else path
+
+    def method_route(self, stage: ApiStage, path: str, method: str, spec: dict, where: str) -> Route:
+        integ = spec.get("methodIntegration") or {}
+        itype = integ.get("type", "")
+        route_key = "$default" if path == "/$default" else f"{method} {path}"
+        kw: dict[str, Any] = dict(route_key=route_key, resource_path=path, api=stage,
+                                  max_body_size=self.limits.max_body())
+        if itype in ("HTTP_PROXY", "HTTP"):
+            kw.update(self.http_integration(stage, integ, where))
+        elif itype == "MOCK":
+            kw.update(self.mock_integration(integ, where))
+        else:
+            if itype == "AWS_PROXY":
+                why = "no function is mapped for this aws_proxy integration"
+            elif not itype:
+                why = "the method has no integration"
+            else:
+                why = f"integration type {itype} is not supported"
+            self.warn(f"{where}: {why}; it answers 500 Internal server error")
+            kw.update(integration=Integration.INTEGRATION_MOCK, mock_status=500,
+                      mock_headers=[(b"Content-Type", b"application/json")],
+                      mock_body=Template('{"message": "Internal server error"}', body=True))
+        route = Route(index=len(self.routes), host="*", **kw)
+        self.routes.append(route)
+        self.series.append(self.metrics.request_series(route_key, stage.api_id, stage.stage)
+                           if self.metrics is not None else -1)
+        return route
+
+    def substitute(self, text: str, stage: ApiStage, where: str) -> str:
+        def repl(m):
+            name = m.group(1) or m.group(2)
+            value = stage.variables.get(name)
+            if value is None:
+                self.warn(f"{where}: stage variable {name!r} is not set; it is empty")
+                return ""
+            return value
+        return STAGE_VAR.sub(repl, text)
+
+    def http_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        uri = self.substitute(integ.get("uri", ""), stage, where)
+        m = re.match(r"^(https?)://([^/?#]+)(/[^?#]*)?(\?[^#]*)?$", uri)
+        if not m:
+            raise ValueError(f"integration uri {uri!r} is not an http(s) URL")
+        base = f"{m.group(1)}://{m.group(2)}"
+        parse_target_url(base)   # ValueError with the reason when the host or port is bad
+        params = integ.get("requestParameters") or {}
+        upath = m.group(3) or "/"
+        if m.group(4):
+            self.warn(f"{where}: the query string in the integration uri is not sent; map "
+                      f"query parameters instead")
+
+        def path_param(pm):
+            name = pm.group(1)
+            plain = name.rstrip("+")
+            source = params.get(f"integration.request.path.{plain}")
+            if source and source.startswith("method.request.path."):
+                return "{" + source[len("method.request.path."):] + "}"
+            if source:
+                tpl = _mapping_template(source)
+                if tpl is None:
+                    raise ValueError(f"unsupported path mapping {source!r}")
+                return tpl
+            return "{" + plain + "}"
+        template = URI_PARAM.sub(path_param, upath)
+        ops = []
+        for key, source in params.items():
+            if key.startswith("integration.request.header."):
+                tpl = _mapping_template(source)
+                if tpl is None:
+                    self.warn(f"{where}: requestParameters {key} = {source!r} not supported; ignored")
+                    continue
+                ops.append(("set", key[len("integration.request.header."):], tpl))
+            elif not key.startswith("integration.request.path."):
+                self.warn(f"{where}: requestParameters {key} not supported yet; ignored")
+        group_name = base
+        if group_name not in self.groups:
+            from fastgate.snapshot import build_group
+            self.groups[group_name] = build_group(
+                group_name, UpstreamConfig(targets=(TargetConfig(url=base),)), self.metrics)
+        up = UpstreamConfig(targets=(TargetConfig(url=base),))
+        timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
+        return dict(integration=Integration.INTEGRATION_HTTP, upstream=self.groups[group_name],
+                    connect_timeout=up.connect_timeout_ms / 1000,
+                    first_byte_timeout=timeout_ms / 1000, total_timeout=timeout_ms / 1000,
+                    retries=up.retries, retry_non_idempotent=False,
+                    path_rewrite=PathRewrite(template),
+                    request_headers=HeaderTransform(ops) if ops else None)
+
+    def mock_integration(self, integ: dict, where: str) -> dict:
+        status = 200
+        templates = integ.get("requestTemplates") or {}
+        text = templates.get("application/json", next(iter(templates.values()), None))
+        if text:
+            sm = re.search(r'"statusCode"\s*:\s*"?(\d{3})', text)
+            if sm:
+                status = int(sm.group(1))
+            else:
+                self.warn(f"{where}: mock request template has no statusCode; 200 is used")
+        responses = integ.get("integrationResponses") or {}
+        chosen = None
+        for resp in responses.values():
+            pattern = resp.get("selectionPattern")
+            if pattern and re.fullmatch(pattern, str(status)):
+                chosen = resp
+                break
+        if chosen is None:
+            chosen = next((r for r in responses.values() if not r.get("selectionPattern")), None)
+        headers = [(b"Content-Type", b"application/json")]
+        body = ""
+        if chosen is not None:
+            status = int(chosen.get("statusCode", status))
+            for key, value in (chosen.get("responseParameters") or {}).items():
+                static = _static_value(value)
+                if key.startswith("method.response.header.") and static is not None:
+                    name = key[len("method.response.header."):].encode()
+                    headers = [h for h in headers if h[0].lower() != name.lower()] + [(name, static.encode())]
+                else:
+                    self.warn(f"{where}: mock responseParameters {key} = {value!r} not supported; ignored")
+            rtemplates = chosen.get("responseTemplates") or {}
+            if rtemplates:
+                ctype, body = next(iter(rtemplates.items()))
+                if "application/json" in rtemplates:
+                    ctype, body = "application/json", rtemplates["application/json"]
+                headers = [h for h in headers if h[0].lower() != b"content-type"] + \
+                    [(b"Content-Type", ctype.encode())]
+                body = body or ""
+        try:
+            tpl = Template(body, body=True)
+        except ValueError as e:
+            self.warn(f"{where}: mock response template is not plain $context text ({e}); sent as is")
+            tpl = Template(body.replace("$", "$$"), body=True)
+        return dict(integration=Integration.INTEGRATION_MOCK, mock_status=status,
+                    mock_headers=headers, mock_body=tpl)
+
+
+def _prefix(stage_name: str) -> bytes:
+    return b"" if stage_name == "$default" else b"/" + stage_name.encode()
+
+
+def compile_state(state, compiler: Compiler):
+    """-> (host_mounts, api_mounts, any_mounts, [ApiStage]) for a Snapshot."""
+    host_mounts: dict[bytes, list] = {}
+    api_mounts: dict[bytes, list] = {}
+    any_mounts: list = []
+    stages_out: list = []
+    by_stage: dict[tuple[str, str], Mount] = {}
+    claimed: dict[bytes, str] = {}
+    apis = sorted(state.apis.values(), key=lambda a: (a.get("createdDate", 0), a["id"]))
+    for api in apis:
+        api_id = api["id"]
+        deployments = state.deployments.get(api_id, {})
+        for name, st in sorted(state.stages.get(api_id, {}).items()):
+            dep = deployments.get(st.get("deploymentId"))
+            if dep is None:
+                compiler.warn(f"API {api_id} stage {name}: deployment {st.get('deploymentId')!r} "
+                              f"does not exist; stage not served")
+                continue
+            variables = st.get("variables") or {}
+            main = compiler.api_stage(dep.get("api", api), name, dep["id"], variables)
+            stages_out.append(main)
+            canary = None
+            percent = 0.0
+            cs = st.get("canarySettings")
+            if cs:
+                cdep = deployments.get(cs.get("deploymentId")) if cs.get("deploymentId") else dep
+                if cdep is None:
+                    compiler.warn(f"API {api_id} stage {name}: canary deployment "
+                                  f"{cs.get('deploymentId')!r} does not exist; no canary")
+                else:
+                    cvars = dict(variables)
+                    cvars.update(cs.get("stageVariableOverrides") or {})
+                    canary = compiler.api_stage(cdep.get("api", api), name, cdep["id"], cvars,
+                                                canary=True)
+                    stages_out.append(canary)
+                    percent = float(cs.get("percentTraffic") or 0.0)
+            prefix = _prefix(name)
+
+            def mount(pfx, source, main=main, canary=canary, percent=percent):
+                return Mount(pfx, main, canary, percent, source)
+            by_stage[(api_id, name)] = mount(prefix, "stage")
+            api_mounts.setdefault(api_id.encode(), []).append(mount(prefix, "execute-api"))
+            any_mounts.append(mount(f"/restapis/{api_id}/{name}/_user_request_".encode(), "restapis"))
+            owner = claimed.get(prefix)
+            if owner is None:
+                claimed[prefix] = api_id
+                any_mounts.append(mount(prefix, "stage"))
+            else:
+                compiler.warn(f"API {api_id} stage {name}: /{name} on any host already serves API "
+                              f"{owner}; use {api_id}.execute-api.<host> or /restapis/{api_id}/{name}/_user_request_")
+    for domain, maps in sorted(state.mappings.items()):
+        lst = host_mounts.setdefault(domain.lower().encode(), [])
+        for base_path, mp in maps.items():
+            target = by_stage.get((mp.get("restApiId"), mp.get("stage")))
+            if target is None:
+                compiler.warn(f"domain {domain} base path {base_path}: API {mp.get('restApiId')} "
+                              f"stage {mp.get('stage')} is not deployed; mapping not served")
+                continue
+            pfx = b"" if base_path in ("(none)", "", "/") else b"/" + base_path.strip("/").encode()
+            lst.append(Mount(pfx, target.main, target.canary, target.canary_percent,
+                             f"domain {domain}"))
+    for lst in [any_mounts, *host_mounts.values(), *api_mounts.values()]:
+        lst.sort(key=lambda m: -len(m.prefix))
+    return host_mounts, api_mounts, any_mounts, stages_out
+
+
+def static_deployment(api: dict, stage_name: str, variables: dict | None = None,
+                      description: str = "") -> tuple[dict, dict]:
+    """(deployment, stage) for an API served straight from a document (--openapi, YAML):
+    one deployment whose id is derived from the document, so reloads of an unchanged
+    document keep it."""
+    import hashlib
+    digest = hashlib.sha256(json.dumps(api, sort_keys=True, default=str).encode()).hexdigest()
+    dep = {"id": digest[:6], "description": description or "served from the document",
+           "createdDate": api.get("createdDate", 0), "api": api}
+    stage = {"stageName": stage_name, "deploymentId": dep["id"], "variables": dict(variables or {})}
+    return dep, stage
