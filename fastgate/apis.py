@@ -190,17 +190,22 @@ class Compiler:
         route_key = "$default" if path == "/$default" else f"{method} {path}"
         kw: dict[str, Any] = dict(route_key=route_key, resource_path=path, api=stage,
                                   max_body_size=self.limits.max_body())
+        why = None
         if itype in ("HTTP_PROXY", "HTTP"):
-            kw.update(self.http_integration(stage, integ, where))
+            try:
+                kw.update(self.http_integration(stage, integ, where))
+            except ValueError as e:
+                why = str(e)
         elif itype == "MOCK":
             kw.update(self.mock_integration(integ, where))
+        elif itype == "AWS_PROXY":
+            why = "no function is mapped for this aws_proxy integration"
+        elif not itype:
+            why = "the method has no integration"
         else:
-            if itype == "AWS_PROXY":
-                why = "no function is mapped for this aws_proxy integration"
-            elif not itype:
-                why = "the method has no integration"
-            else:
-                why = f"integration type {itype} is not supported"
+            why = f"integration type {itype} is not supported"
+        if why is not None:
+            # AWS answers a broken integration at request time (API_CONFIGURATION_ERROR)
             self.warn(f"{where}: {why}; it answers 500 Internal server error")
             kw.update(integration=Integration.INTEGRATION_MOCK, mock_status=500,
                       mock_headers=[(b"Content-Type", b"application/json")],
@@ -227,6 +232,8 @@ class Compiler:
         if not m:
             raise ValueError(f"integration uri {uri!r} is not an http(s) URL")
         base = f"{m.group(1)}://{m.group(2)}"
+        if m.group(2).endswith(":") or not m.group(2).strip(":"):
+            raise ValueError(f"integration uri {uri!r} has an empty host or port")
         parse_target_url(base)   # ValueError with the reason when the host or port is bad
         params = integ.get("requestParameters") or {}
         upath = m.group(3) or "/"
@@ -399,3 +406,64 @@ def static_deployment(api: dict, stage_name: str, variables: dict | None = None,
            "createdDate": api.get("createdDate", 0), "api": api}
     stage = {"stageName": stage_name, "deploymentId": dep["id"], "variables": dict(variables or {})}
     return dep, stage
+
+
+def document_api_id(key: str) -> str:
+    """A stable 10-character API id for a document served from a file."""
+    import hashlib
+    return "".join("abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]
+                   for b in hashlib.sha256(key.encode()).digest()[:10])
+
+
+def openapi_state(path: str, *, stages: dict[str, dict], api_id: str | None = None,
+                  base_path: str = "ignore", warn=None) -> State:
+    """The State of one OpenAPI document served as it is, with the given stages
+    ({name: variables}). Raises fastgate.openapi.OpenAPIError / OSError."""
+    import os
+    from fastgate.openapi import import_openapi, load_document
+    with open(path, "rb") as f:
+        doc = load_document(f.read(), path)
+    api_id = api_id or document_api_id(os.path.abspath(path))
+    api, warnings = import_openapi(doc, base_path=base_path, api_id=api_id)
+    for w in warnings:
+        if warn is not None:
+            warn(f"{path}: {w}")
+    state = State()
+    state.apis[api_id] = api
+    state.deployments[api_id] = {}
+    state.stages[api_id] = {}
+    for name, variables in stages.items():
+        dep, stage = static_deployment(api, name, variables)
+        state.deployments[api_id][dep["id"]] = dep
+        state.stages[api_id][name] = stage
+    return state
+
+
+def config_state(loaded, warn=None) -> State:
+    """The APIs and domains a config file declares (`apis:`, `domains:`)."""
+    import os
+    config = loaded.config
+    states = []
+    base_dir = os.path.dirname(os.path.abspath(loaded.source.filename)) \
+        if os.path.exists(loaded.source.filename) else os.getcwd()
+    for i, ac in enumerate(config.apis):
+        path = os.path.join(base_dir, ac.openapi)
+        try:
+            states.append(openapi_state(
+                path, stages={n: dict(s.variables) for n, s in ac.stages.items()},
+                api_id=ac.id, base_path=ac.base_path, warn=warn))
+        except OSError as e:
+            raise loaded.error(("apis", i, "openapi"), f"cannot read {path}: {e.strerror}") from None
+        except ValueError as e:
+            raise loaded.error(("apis", i, "openapi"), str(e)) from None
+    state = merge_states(*states)
+    for i, dc in enumerate(config.domains):
+        state.domains[dc.name.lower()] = {"domainName": dc.name.lower()}
+        maps = state.mappings.setdefault(dc.name.lower(), {})
+        for j, mc in enumerate(dc.mappings):
+            api_ids = {a for a in state.apis} | {ac.id for ac in config.apis if ac.id}
+            if mc.api not in api_ids:
+                raise loaded.error(("domains", i, "mappings", j, "api"),
+                                   f"no API with id {mc.api!r} in apis:")
+            maps[mc.base_path] = {"basePath": mc.base_path, "restApiId": mc.api, "stage": mc.stage}
+    return state

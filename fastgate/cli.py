@@ -16,16 +16,65 @@ def run_supervisor(supervisor) -> int:
         return 1
 
 
+def serve_loader(args):
+    """() -> LoadedConfig for `fastgate serve`: the config (-c, else the packaged one, or an
+    empty gateway with --openapi), the command-line overrides, and the APIs served: the
+    config's `apis:`, the --openapi document, and the control API's state in the data dir.
+    Called again on every reload."""
+    from fastgate.apis import config_state, merge_states, openapi_state
+    from fastgate.config import empty_config, default_config_path, load_config, with_overrides
+
+    def loader():
+        if args.config:
+            loaded = load_config(args.config)
+        elif args.openapi:
+            loaded = empty_config()
+        else:
+            loaded = load_config(default_config_path())
+        loaded = with_overrides(loaded, listen=args.listen, control=args.control,
+                                data_dir=args.data_dir)
+        warnings = loaded.warnings
+        states = [config_state(loaded, warnings.append)]
+        if args.openapi:
+            states.append(openapi_state(args.openapi, stages={args.stage or "$default": {}},
+                                        warn=warnings.append))
+        data_dir = loaded.config.data_dir
+        if data_dir:
+            from fastgate.store import load_state
+            states.append(load_state(data_dir))
+        try:
+            loaded.state = merge_states(*states)
+        except ValueError as e:
+            raise loaded.error(("apis",), str(e)) from None
+        return loaded
+    return loader
+
+
+def admin_environment(loaded) -> None:
+    """The admin process (forked later) reads its credentials and data dir from here."""
+    import os
+    config = loaded.config
+    if config.admin.credentials is not None:
+        os.environ["FASTGATE_ADMIN_ACCESS_KEY_ID"] = config.admin.credentials.access_key_id
+        os.environ["FASTGATE_ADMIN_SECRET_ACCESS_KEY"] = config.admin.credentials.secret_access_key
+    if config.data_dir:
+        os.environ["FASTGATE_DATA_DIR"] = config.data_dir
+
+
 def cmd_serve(args) -> int:
-    from fastgate.config import ConfigError, default_config_path, load_config
+    from fastgate.config import ConfigError
     from fastgate.supervisor import Supervisor
-    path = args.config or default_config_path()
+    loader = serve_loader(args)
     try:
-        load_config(path)
+        loaded = loader()
     except ConfigError as e:
         print(f"fastgate: {e}", file=sys.stderr)
         return 2
-    return run_supervisor(Supervisor(lambda: load_config(path)))
+    except (OSError, ValueError) as e:   # an unreadable or invalid --openapi document
+        print(f"fastgate: {args.openapi}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 2
+    admin_environment(loaded)   # warnings: the supervisor prints them as it builds the snapshot
+    return run_supervisor(Supervisor(loader))
 
 
 def cmd_proxy(args) -> int:
@@ -74,6 +123,16 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the gateway on a config file (default: the packaged one)")
     s.add_argument("-c", "--config", help="gateway.yaml or .json")
+    s.add_argument("--openapi", metavar="FILE",
+                   help="serve this OpenAPI 3 / Swagger 2 document (JSON or YAML) as it is")
+    s.add_argument("--stage", metavar="NAME",
+                   help="stage of the --openapi API (default $default: at the root; else /NAME/...)")
+    s.add_argument("--listen", action="append", metavar="HOST:PORT",
+                   help="listen here instead of the config's listeners; may repeat")
+    s.add_argument("--control", metavar="HOST:PORT|off",
+                   help="admin listener (control API, /metrics); default 127.0.0.1:9901")
+    s.add_argument("--data-dir", metavar="DIR",
+                   help="state directory of the control API (APIs, deployments, stages, domains)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("proxy", help="one-line reverse proxy, no config file")

@@ -101,9 +101,18 @@ class ListenerConfig(_Section, kw_only=True):
         return parse_listen_address(self.address or "")
 
 
+class AdminCredentials(_Section, kw_only=True):
+    """SigV4 credentials of the control API (boto3 / the AWS CLI sign with these)."""
+    access_key_id: Annotated[str, Meta(min_length=16, max_length=128, pattern=r"^[A-Z0-9]+$")]
+    secret_access_key: Annotated[str, Meta(min_length=16)]
+
+
 class AdminConfig(_Section, kw_only=True):
     """The control API and metrics endpoint."""
     listen: str = "127.0.0.1:9901"        # host:port or "off"
+    # null: FASTGATE_ADMIN_ACCESS_KEY_ID / FASTGATE_ADMIN_SECRET_ACCESS_KEY, else the
+    # control API refuses every call that needs a signature
+    credentials: AdminCredentials | None = None
 
     def listen_address(self) -> ListenAddress | None:
         return None if self.listen == "off" else parse_listen_address(self.listen)
@@ -263,6 +272,33 @@ class RouteConfig(_Section, kw_only=True):
         return _body_limit(self.max_body_bytes)
 
 
+class StageConfig(_Section, kw_only=True):
+    """One stage of an API declared in the config."""
+    variables: dict[str, str] = {}        # ${stageVariables.NAME} in URIs, mappings, templates
+
+
+class ApiConfig(_Section, kw_only=True):
+    """An API served from its OpenAPI document (Swagger 2.0 / OpenAPI 3.x, JSON or YAML),
+    with its x-amazon-apigateway-* extensions (docs/openapi.md)."""
+    openapi: str                          # path, relative to this config file
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None  # default: derived from the path
+    base_path: Literal["ignore", "prepend", "split"] = "ignore"   # AWS's basepath import mode
+    # "$default" answers at the root; any other stage under /NAME
+    stages: dict[str, StageConfig] = field(default_factory=lambda: {"$default": StageConfig()})
+
+
+class MappingConfig(_Section, kw_only=True):
+    base_path: str = "(none)"             # "(none)" = the whole domain; else its first path segment(s)
+    api: str                              # API id
+    stage: str
+
+
+class DomainConfig(_Section, kw_only=True):
+    """A custom domain name: requests whose Host is `name` go to its base path mappings."""
+    name: str
+    mappings: Annotated[tuple[MappingConfig, ...], Meta(min_length=1)]
+
+
 class Config(_Section, kw_only=True):
     """The whole gateway configuration, as decoded and checked by the loader."""
     workers: Union[Positive, Literal["auto"]] = "auto"
@@ -274,6 +310,9 @@ class Config(_Section, kw_only=True):
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     upstreams: dict[str, UpstreamConfig] = {}
     routes: tuple[RouteConfig, ...] = ()
+    apis: tuple[ApiConfig, ...] = ()
+    domains: tuple[DomainConfig, ...] = ()
+    data_dir: str | None = None           # state of the control API (SQLite); null = none kept
 
     def worker_count(self) -> int:
         if self.workers == "auto":
@@ -368,12 +407,13 @@ def config_error(source: ConfigSource, path: Path, message: str) -> ConfigError:
 class LoadedConfig:
     """A checked Config and the source positions to report later errors against."""
 
-    __slots__ = ("config", "source", "state")
+    __slots__ = ("config", "source", "state", "warnings")
 
     def __init__(self, config: Config, source: ConfigSource, state=None):
         self.config = config
         self.source = source
         self.state = state        # fastgate.apis.State of the APIs served, or None
+        self.warnings: list[str] = []   # what loading the APIs could not take as declared
 
     def error(self, path: Path, message: str) -> ConfigError:
         return config_error(self.source, path, message)
@@ -1092,6 +1132,39 @@ def load_config(path: str) -> LoadedConfig:
     except UnicodeDecodeError as e:
         raise ConfigError(path, 0, 0, (), f"not UTF-8 ({e.reason} at byte {e.start})") from None
     return load_config_text(text, path)
+
+
+def with_overrides(loaded: LoadedConfig, *, listen: list[str] | None = None,
+                   control: str | None = None, data_dir: str | None = None,
+                   flag_source: str = "fastgate serve") -> LoadedConfig:
+    """The config with command-line flags applied (--listen, --control, --data-dir);
+    a bad flag value is a ConfigError naming the flag."""
+    config = loaded.config
+    changes = {}
+    try:
+        if listen:
+            for a in listen:
+                parse_listen_address(a)
+            changes["listeners"] = tuple(ListenerConfig(address=a) for a in listen)
+        if control is not None:
+            if control != "off":
+                parse_listen_address(control)
+            changes["admin"] = msgspec.structs.replace(config.admin, listen=control)
+    except ValueError as e:
+        flag = "--listen" if "admin" not in changes and listen else "--control"
+        raise ConfigError(flag_source, 0, 0, (flag,), str(e)) from None
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    if not changes:
+        return loaded
+    out = LoadedConfig(msgspec.structs.replace(config, **changes), loaded.source, loaded.state)
+    out.warnings = loaded.warnings
+    return out
+
+
+def empty_config() -> LoadedConfig:
+    """A gateway with a listener and no routes (`fastgate serve --openapi`)."""
+    return _build({"listeners": [{"address": "127.0.0.1:8080"}]}, ConfigSource("fastgate serve", {}))
 
 
 def default_config_path() -> str:

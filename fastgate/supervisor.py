@@ -175,7 +175,7 @@ class Supervisor:
     def run(self) -> int:
         loaded = self.loader()
         config = loaded.config
-        build_snapshot(loaded, None, open_logs=False)   # fail here, before binding, on anything the workers would reject
+        self.check(loaded)   # fail here, before binding, on anything the workers would reject
         self.listeners = bind_listeners(config)
         self.admin_socket = None
         admin_addr = config.admin.listen_address()
@@ -263,10 +263,17 @@ class Supervisor:
         self.metrics.add(total, -self.metrics.get(own))
         self.metrics.set(own, 0)
 
+    @staticmethod
+    def check(loaded) -> None:
+        """Compile the snapshot once, for its errors and warnings; workers build their own."""
+        for w in loaded.warnings:
+            log(f"warning: {w}")
+        build_snapshot(loaded, None, open_logs=False, warn=lambda w: log(f"warning: {w}"))
+
     def reload(self) -> None:
         try:
             loaded = self.loader()
-            build_snapshot(loaded, None, open_logs=False)
+            self.check(loaded)
         except Exception as e:
             log(f"reload rejected, the running config stays: {e}")
             return

@@ -482,7 +482,11 @@ cdef object find_mount(Snapshot snap, RequestContext ctx):
     if mounts is None and snap.api_mounts:
         dot = host.find(b".execute-api.")
         if dot > 0:
+            # the host names an API: only that API answers there (an unknown id: 403, as AWS)
             mounts = snap.api_mounts.get(host[:dot])
+            if mounts is None:
+                mounts = []
+            domain = True
     if mounts is None:
         mounts = snap.any_mounts
     for mount in mounts:

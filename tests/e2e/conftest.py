@@ -95,7 +95,8 @@ class Upstream:
 class Gateway:
     """fastgate serve -c <yaml> with the listener and admin ports filled in."""
 
-    def __init__(self, tmp_path: Path, config: str, workers: int = 1, admin: bool = True):
+    def __init__(self, tmp_path: Path, config: str, workers: int = 1, admin: bool = True,
+                 args: tuple = (), env: dict | None = None):
         self.port = free_port()
         self.admin_port = free_port() if admin else None
         self.url = f"http://127.0.0.1:{self.port}"
@@ -108,8 +109,8 @@ class Gateway:
             """)
         self.config_path = tmp_path / f"gateway-{self.port}.yaml"
         self.config_path.write_text(head + textwrap.dedent(config))
-        self.p = Proc([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "-c", str(self.config_path)],
-                      cwd=str(tmp_path))
+        self.p = Proc([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "-c", str(self.config_path),
+                       *args], cwd=str(tmp_path), env={**os.environ, **env} if env else None)
         try:
             wait_port(self.port, self.p.proc)
             # the supervisor binds before it forks: an open port does not mean the workers are up
