@@ -311,6 +311,13 @@ class Supervisor:
             lines.append(f"    {route.method:<6} {bases[0]}{route.path}   ({integration_type(route.integration)})")
         if len(config.routes) > 20:
             lines.append(f"    ... and {len(config.routes) - 20} more routes (fastgate check lists them)")
+        state = loaded.state
+        for api_id, stages in sorted(state.stages.items()) if state is not None else ():
+            api = state.apis.get(api_id, {})
+            kind = "HTTP API" if api.get("protocolType") == "HTTP" else "REST API"
+            for name in sorted(stages):
+                path = "/" if name == "$default" else f"/{name}/"
+                lines.append(f"  {kind} {api.get('name', '')!r} ({api_id}) stage {name}: {bases[0]}{path}")
         if self.admin_socket is not None:
             host, port = self.admin_socket.getsockname()[:2]
             lines.append(f"  admin: http://{host}:{port}/metrics")

@@ -17,6 +17,7 @@ import time
 
 import uvloop
 
+from fastgate._core.pipeline import seed_random
 from fastgate._core.protocol import Worker
 from fastgate.snapshot import build_snapshot
 
@@ -46,6 +47,7 @@ class WorkerProcess:
         self.stopping = False
 
     def run(self) -> int:
+        seed_random(int.from_bytes(os.urandom(8), "little"))   # canary picks differ per worker
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         loaded = self.loader()
