@@ -1137,13 +1137,19 @@ def _adopt_resource_ids(old_resources: list[dict], new_resources: list[dict]) ->
             resource["parentId"] = remap[resource["parentId"]]
 
 
-def _overwrite(existing: dict, new: dict) -> dict:
+def _adopt_ids(existing: dict, new: dict) -> dict:
+    """A copy of `new` that keeps the ids `existing` has for the same names and paths."""
     new = copy.deepcopy(new)
     auth_map = _reuse_ids(existing.get("authorizers", []), new["authorizers"], "name")
     val_map = _reuse_ids(existing.get("requestValidators", []), new["requestValidators"], "name")
     _reuse_ids(existing.get("models", []), new["models"], "name")
     _remap_method_ids(new["resources"], auth_map, val_map)
     _adopt_resource_ids(existing.get("resources", []), new["resources"])
+    return new
+
+
+def _overwrite(existing: dict, new: dict) -> dict:
+    new = _adopt_ids(existing, new)
     # PutRestApi leaves the endpoint configuration and tags alone.
     if "endpointConfiguration" in existing and "endpointConfiguration" not in new:
         new["endpointConfiguration"] = copy.deepcopy(existing["endpointConfiguration"])
@@ -1164,12 +1170,7 @@ def _merge_named(old: list[dict], new: list[dict]) -> list[dict]:
 
 
 def _merge(existing: dict, new: dict) -> dict:
-    new = copy.deepcopy(new)
-    auth_map = _reuse_ids(existing.get("authorizers", []), new["authorizers"], "name")
-    val_map = _reuse_ids(existing.get("requestValidators", []), new["requestValidators"], "name")
-    _reuse_ids(existing.get("models", []), new["models"], "name")
-    _remap_method_ids(new["resources"], auth_map, val_map)
-    _adopt_resource_ids(existing.get("resources", []), new["resources"])
+    new = _adopt_ids(existing, new)
 
     merged = copy.deepcopy(existing)
     for key in ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
