@@ -581,7 +581,7 @@ class Model:
         if not body.strip():
             raise BadRequest("The request body must hold an OpenAPI definition")
         try:
-            return openapi.load_document(body, None)
+            return openapi.load_document(body, "<request body>")
         except openapi.OpenAPIError as e:
             raise BadRequest(str(e)) from None
 
