@@ -1,5 +1,6 @@
-"""The admin process: the admin listener (/metrics, /healthz, /routes) and the
-active upstream health checks.
+"""The admin process: the admin listener (/metrics, /healthz, /routes, and on every
+other path the AWS-compatible control API of fastgate.control) and the active
+upstream health checks.
 
 It runs apart from the workers so that neither a scrape nor a slow health
 check ever shares an event loop with requests. Health verdicts go into the
@@ -21,6 +22,12 @@ from fastgate.snapshot import client_ssl_context, health_slot_for, integration_t
 from fastgate.snapshot import host_header as host_header_of
 
 MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
+MAX_ADMIN_BODY = 10 * 1024 * 1024   # bytes of request body (an OpenAPI import can be large)
+REASONS = {200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content", 400: b"Bad Request",
+           401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
+           409: b"Conflict", 411: b"Length Required", 413: b"Payload Too Large",
+           429: b"Too Many Requests", 500: b"Internal Server Error", 503: b"Service Unavailable"}
+ADMIN_PATHS = (b"/metrics", b"/healthz", b"/health", b"/routes")
 
 
 def log(msg: str) -> None:
@@ -97,6 +104,8 @@ class Admin:
         self.metrics = metrics
         self.loaded = None
         self.checks: list[asyncio.Task] = []
+        self.control = None
+        self.control_error = "not started"
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -127,26 +136,31 @@ class Admin:
                     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
                     return
-                parts = head.split(b"\r\n", 1)[0].split()
+                lines = head.split(b"\r\n")
+                parts = lines[0].split()
                 if len(parts) != 3:
                     await self.send(writer, 400, {"message": "Bad Request"}, close=True)
                     return
-                method, target = parts[0], parts[1].split(b"?", 1)[0]
-                close = b"connection: close" in head.lower()
-                if method not in (b"GET", b"HEAD"):
-                    await self.send(writer, 405, {"message": "Method Not Allowed"}, close)
-                elif target == b"/metrics":
-                    await self.send_raw(writer, 200, b"text/plain; version=0.0.4; charset=utf-8",
-                                        self.metrics.render(), close, method == b"HEAD")
-                elif target in (b"/healthz", b"/health"):
-                    await self.send(writer, 200, {"status": "ok"}, close)
-                elif target == b"/routes":
-                    await self.send(writer, 200, {"routes": [
-                        {"method": r.method, "host": r.host, "path": r.path,
-                         "integration": integration_type(r.integration)} for r in self.loaded.config.routes]},
-                                    close)
+                method, raw_target = parts[0], parts[1]
+                target, _, query = raw_target.partition(b"?")
+                headers = []
+                for line in lines[1:]:
+                    if line:
+                        name, sep, value = line.partition(b":")
+                        if not sep:
+                            await self.send(writer, 400, {"message": "Malformed header line"}, close=True)
+                            return
+                        headers.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
+                close = any(k.lower() == "connection" and v.lower() == "close" for k, v in headers)
+                body, error = await self.read_body(reader, headers)
+                if error is not None:
+                    # the body was not read: the connection cannot carry another request
+                    await self.send(writer, error[0], {"message": error[1]}, close=True)
+                    return
+                if target in ADMIN_PATHS:
+                    await self.serve_admin(writer, method, target, close)
                 else:
-                    await self.send(writer, 404, {"message": "Not Found"}, close)
+                    await self.serve_control(writer, method, target, query, headers, body, close)
                 if close:
                     return
         except (ConnectionError, OSError):
@@ -154,16 +168,95 @@ class Admin:
         finally:
             writer.close()
 
+    async def read_body(self, reader, headers) -> tuple[bytes, tuple[int, str] | None]:
+        lengths = [v for k, v in headers if k.lower() == "content-length"]
+        if any(k.lower() == "transfer-encoding" for k, _ in headers):
+            return b"", (411, "Chunked request bodies are not supported: send a Content-Length")
+        if not lengths:
+            return b"", None
+        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+            return b"", (400, "Invalid Content-Length")
+        length = int(lengths[0])
+        if length > MAX_ADMIN_BODY:
+            return b"", (413, f"Request body of {length} bytes exceeds the limit of "
+                              f"{MAX_ADMIN_BODY} bytes")
+        try:
+            return await asyncio.wait_for(reader.readexactly(length), 60), None
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError):
+            raise ConnectionError("request body cut short") from None
+
+    async def serve_admin(self, writer, method: bytes, target: bytes, close: bool) -> None:
+        if method not in (b"GET", b"HEAD"):
+            await self.send(writer, 405, {"message": "Method Not Allowed"}, close)
+        elif target == b"/metrics":
+            await self.send_raw(writer, 200, b"text/plain; version=0.0.4; charset=utf-8",
+                                self.metrics.render(), close, method == b"HEAD")
+        elif target in (b"/healthz", b"/health"):
+            await self.send(writer, 200, {"status": "ok"}, close)
+        else:
+            await self.send(writer, 200, {"routes": [
+                {"method": r.method, "host": r.host, "path": r.path,
+                 "integration": integration_type(r.integration)} for r in self.loaded.config.routes]},
+                            close)
+
+    async def serve_control(self, writer, method, target, query, headers, body, close) -> None:
+        if self.control is None:
+            await self.send_raw(writer, 503, b"application/json", orjson.dumps(
+                {"message": f"the control API is unavailable: {self.control_error}"}), close, False,
+                [(b"x-amzn-ErrorType", b"ServiceUnavailableException")])
+            return
+        try:
+            status, out_headers, out_body = await self.control.handle(
+                method.decode("latin-1"), target.decode("latin-1"), query.decode("latin-1"),
+                headers, body)
+        except Exception as e:   # a bug in one call must not take the listener down
+            log(f"control API error on {method.decode()} {target.decode()}: {e!r}")
+            status, out_headers, out_body = 500, [("Content-Type", "application/json"), (
+                "x-amzn-ErrorType", "InternalFailure")], orjson.dumps({"message": "Internal server error"})
+        ctype = b"application/json"
+        extra = []
+        for k, v in out_headers:
+            if k.lower() == "content-type":
+                ctype = v.encode("latin-1")
+            else:
+                extra.append((k.encode("latin-1"), v.encode("latin-1")))
+        await self.send_raw(writer, status, ctype, out_body, close, method == b"HEAD", extra)
+
     async def send(self, writer, status: int, doc, close: bool) -> None:
         await self.send_raw(writer, status, b"application/json", orjson.dumps(doc), close, False)
 
-    async def send_raw(self, writer, status, ctype: bytes, body: bytes, close: bool, head: bool) -> None:
-        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}[status]
-        writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
-            status, reason, ctype, len(body), b"Connection: close\r\n" if close else b""))
+    async def send_raw(self, writer, status, ctype: bytes, body: bytes, close: bool, head: bool,
+                       extra: list[tuple[bytes, bytes]] = ()) -> None:
+        reason = REASONS.get(status, b"Unknown")
+        lines = b"".join(b"%s: %s\r\n" % kv for kv in extra)
+        writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+            status, reason, ctype, len(body), lines, b"Connection: close\r\n" if close else b""))
         if not head:
             writer.write(body)
         await writer.drain()
+
+    def start_control(self) -> None:
+        """Open the state store and the control API (the failure is reported per request)."""
+        from fastgate.control import ControlAPI
+        from fastgate.store import Store, default_data_dir
+        data_dir = os.environ.get("FASTGATE_DATA_DIR") or default_data_dir()
+        key_id = os.environ.get("FASTGATE_ADMIN_ACCESS_KEY_ID", "")
+        secret = os.environ.get("FASTGATE_ADMIN_SECRET_ACCESS_KEY", "")
+        credentials = {key_id: secret} if key_id and secret else {}
+        try:
+            self.control = ControlAPI(Store.in_dir(data_dir), credentials, self.request_reload)
+        except Exception as e:
+            self.control_error = str(e)
+            log(f"control API unavailable: {e}")
+            return
+        if not credentials:
+            log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
+                "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
+        log(f"control API state in {data_dir}")
+
+    def request_reload(self) -> None:
+        # the supervisor is this process's parent; it reloads (and tells every child) on SIGHUP
+        os.kill(os.getppid(), signal.SIGHUP)
 
     def run(self) -> int:
         loop = uvloop.new_event_loop()
@@ -171,6 +264,7 @@ class Admin:
         self.loaded = self.loader()
         server = None
         if self.sock is not None:   # without a listener it only runs the health checks
+            self.start_control()
             server = loop.run_until_complete(asyncio.start_server(
                 self.handle, sock=self.sock, limit=MAX_ADMIN_REQUEST))
         self.start_checks()
