@@ -38,10 +38,8 @@ def serve_loader(args):
         if args.openapi:
             states.append(openapi_state(args.openapi, stages={args.stage or "$default": {}},
                                         warn=warnings.append))
-        data_dir = loaded.config.data_dir
-        if data_dir:
-            from fastgate.store import load_state
-            states.append(load_state(data_dir))
+        from fastgate.store import load_state
+        states.append(load_state(resolved_data_dir(loaded)))
         try:
             loaded.state = merge_states(*states)
         except ValueError as e:
@@ -50,15 +48,24 @@ def serve_loader(args):
     return loader
 
 
+def resolved_data_dir(loaded) -> str:
+    """The control API's state directory: data_dir (or --data-dir), else
+    FASTGATE_DATA_DIR, else fastgate.store.default_data_dir()."""
+    import os
+    from fastgate.store import default_data_dir
+    return os.path.abspath(loaded.config.data_dir or os.environ.get("FASTGATE_DATA_DIR")
+                           or default_data_dir())
+
+
 def admin_environment(loaded) -> None:
-    """The admin process (forked later) reads its credentials and data dir from here."""
+    """The admin process (forked later) reads its credentials and data dir from here, so
+    the control API writes where the workers read."""
     import os
     config = loaded.config
     if config.admin.credentials is not None:
         os.environ["FASTGATE_ADMIN_ACCESS_KEY_ID"] = config.admin.credentials.access_key_id
         os.environ["FASTGATE_ADMIN_SECRET_ACCESS_KEY"] = config.admin.credentials.secret_access_key
-    if config.data_dir:
-        os.environ["FASTGATE_DATA_DIR"] = config.data_dir
+    os.environ["FASTGATE_DATA_DIR"] = resolved_data_dir(loaded)
 
 
 def cmd_serve(args) -> int:
