@@ -294,7 +294,7 @@ class FunctionPool:
         finally:
             if timer is not None:
                 timer.cancel()
-            if not waiter.done() or waiter.cancelled():
+            if waiter.cancelled() or waiter.exception() is not None:   # not granted: leave the queue
                 try:
                     fn.waiters.remove(waiter)
                 except ValueError:
