@@ -219,6 +219,7 @@ def build_event_v1(req: FunctionRequest) -> dict:
         multi_query.setdefault(key, []).append(value)
 
     path = unquote(_text(req.raw_path))
+    stage_prefix = "" if req.stage == "$default" else "/" + req.stage
     resource = req.resource_path if req.resource_path is not None else path
     domain_name, domain_prefix = _domain(req)
     user_agent = req.user_agent
@@ -244,7 +245,7 @@ def build_event_v1(req: FunctionRequest) -> dict:
         "extendedRequestId": req.request_id,
         "httpMethod": req.method,
         "identity": identity,
-        "path": path,
+        "path": stage_prefix + path,      # as on the execute-api endpoint: /{stage}/...
         "protocol": req.protocol,
         "requestId": req.request_id,
         "requestTime": format_request_time(req.request_time_ms),
@@ -297,7 +298,11 @@ def build_event_v2(req: FunctionRequest) -> dict:
         previous = query.get(key)
         query[key] = value if previous is None else previous + "," + value
 
+    # On the execute-api endpoint a named stage is the path's first segment and
+    # rawPath keeps it (libraries such as aws-lambda-powertools strip it again).
     raw_path = _text(req.raw_path)
+    if req.stage != "$default":
+        raw_path = "/" + req.stage + raw_path
     domain_name, domain_prefix = _domain(req)
     user_agent = req.user_agent
     if user_agent is None:

@@ -201,3 +201,13 @@ def test_domain_name_drops_the_port():
     assert (ctx["domainName"], ctx["domainPrefix"]) == ("api.example.com", "api")
     req = FunctionRequest(method="GET", raw_path=b"/", headers=[(b"Host", b"[::1]:8080")])
     assert build_event_v1(req)["requestContext"]["domainName"] == "[::1]"
+
+
+def test_named_stage_prefixes_the_request_context_path_and_raw_path():
+    req = FunctionRequest(method="GET", raw_path=b"/pets/1", stage="prod")
+    v1, v2 = build_event_v1(req), build_event_v2(req)
+    assert v1["path"] == "/pets/1" and v1["requestContext"]["path"] == "/prod/pets/1"
+    assert v2["rawPath"] == "/prod/pets/1" == v2["requestContext"]["http"]["path"]
+    req = FunctionRequest(method="GET", raw_path=b"/pets/1", stage="$default")
+    assert build_event_v2(req)["rawPath"] == "/pets/1"
+    assert build_event_v1(req)["requestContext"]["path"] == "/pets/1"
