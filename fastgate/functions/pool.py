@@ -223,7 +223,7 @@ class FunctionPool:
             reply_future = process.channel.expect(loop)
             timer = loop.call_at(min(function_deadline, integration_deadline), _expire, reply_future)
             try:
-                frame = await asyncio.shield(reply_future)
+                frame = await reply_future
             except TimeoutError:
                 own = function_deadline <= integration_deadline
                 log(f"{function_name} {request_id}: "
@@ -236,15 +236,17 @@ class FunctionPool:
                 log(f"{function_name} {request_id}: process {process.pid} exited ({code}) during the call")
                 raise FunctionError("crashed", f"handler process exited with status {code}") from None
             except asyncio.CancelledError:
-                # The caller is gone but the handler still runs: let it finish
-                # off to the side so its reply is not read as the next call's.
-                if not reply_future.done():
+                # The caller is gone but the handler still runs: wait for its
+                # reply off to the side so it is not read as the next call's.
+                timer.cancel()
+                if reply_future.cancelled():
                     healthy = None
-                    self._drain(fn, process, reply_future, timer)
+                    stale = process.channel.expect(loop)
+                    stale_timer = loop.call_at(function_deadline, _expire, stale)
+                    self._drain(fn, process, stale, stale_timer)
                 raise
             finally:
-                if healthy is not None:
-                    timer.cancel()
+                timer.cancel()
             reply = orjson.loads(frame)
             if "result" in reply:
                 healthy = True
