@@ -1,0 +1,185 @@
+"""A handler process: ``python -m fastgate.functions.runner --fd N --handler mod:fn ...``.
+
+Started by FunctionPool as a fresh interpreter (never forked from the
+gateway's uvloop process), it imports one handler and then answers calls on
+the socket it inherited as fd N, one at a time, for as long as it lives, so
+every call after the first is warm.
+
+Frames both ways are a 4-byte big-endian length and an orjson document:
+
+    runner -> pool   {"ready": true, "pid": P}  |  {"ready": false, "error": E}
+    pool -> runner   {"event": ..., "request_id": "...", "deadline_ms": epoch_ms}
+    runner -> pool   {"result": R}  |  {"kind": "raised"|"memory"|"malformed", "error": E}
+
+E is Lambda's error object {"errorType", "errorMessage", "stackTrace"}.  After
+a "memory" answer the runner exits: a process that ran out of memory is not
+reused (Lambda resets the environment too).  The handler's stdout goes to
+stderr, which is the gateway's log, as a function's prints go to CloudWatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import decimal
+import os
+import resource
+import signal
+import socket
+import sys
+import traceback
+
+import orjson
+
+from fastgate.functions.context import FunctionInfo, LambdaContext, lambda_environment
+from fastgate.functions.loader import load_handler
+
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024   # Lambda's synchronous response payload limit
+_PR_SET_PDEATHSIG = 1
+
+
+def _error(exc: BaseException, error_type: str | None = None) -> dict:
+    return {
+        "errorType": error_type or type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }
+
+
+def _log_error(request_id: str, exc: BaseException) -> None:
+    # The same shape as the Python runtime's "[ERROR]" log line plus the traceback.
+    text = "".join(traceback.format_exception(exc))
+    sys.stderr.write(f"[ERROR] {request_id} {type(exc).__name__}: {exc}\n{text}")
+    sys.stderr.flush()
+
+
+def _default(value):
+    # Lambda's runtime serialises Decimal (DynamoDB numbers) as a number.
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+class Channel:
+    """Blocking length-prefixed frames over the inherited socket."""
+
+    def __init__(self, fd: int):
+        self.sock = socket.socket(fileno=fd)
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(len(payload).to_bytes(4, "big") + payload)
+
+    def receive(self) -> bytes | None:
+        head = self._exactly(4)
+        if head is None:
+            return None
+        return self._exactly(int.from_bytes(head, "big"))
+
+    def _exactly(self, n: int) -> bytes | None:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            r = self.sock.recv_into(view[got:])
+            if r == 0:
+                return None     # the gateway closed its end: time to go
+            got += r
+        return bytes(buf)
+
+
+def _die_with_parent() -> None:
+    # If the gateway worker dies (even by SIGKILL) its handler processes must
+    # not outlive it; a hung handler would never notice the closed socket.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def _limit_memory(memory_mb: int) -> None:
+    # RLIMIT_AS caps the address space: the interpreter's own footprint now,
+    # plus what the function is configured to use (its imports included, as
+    # on Lambda).  Past it, allocations fail with MemoryError.
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[0])
+    base = pages * os.sysconf("SC_PAGE_SIZE")
+    limit = base + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _out_of_memory(channel: Channel, exc: MemoryError) -> int:
+    exc.__traceback__ = None    # frees what the handler held, so the answer can be built
+    channel.send(orjson.dumps({"kind": "memory", "error": _error(exc, "Runtime.OutOfMemory")}))
+    return 1
+
+
+def serve(channel: Channel, handler, info: FunctionInfo) -> int:
+    while True:
+        frame = channel.receive()
+        if frame is None:
+            return 0
+        call = orjson.loads(frame)
+        request_id = call["request_id"]
+        context = LambdaContext(info, request_id, call["deadline_ms"])
+        try:
+            result = handler(call["event"], context)
+        except MemoryError as exc:
+            return _out_of_memory(channel, exc)
+        except Exception as exc:
+            _log_error(request_id, exc)
+            channel.send(orjson.dumps({"kind": "raised", "error": _error(exc)}))
+            continue
+        try:
+            payload = orjson.dumps({"result": result}, default=_default)
+        except MemoryError as exc:
+            return _out_of_memory(channel, exc)
+        except TypeError as exc:   # Lambda's Runtime.MarshalError
+            _log_error(request_id, exc)
+            channel.send(orjson.dumps({"kind": "malformed", "error": _error(exc, "Runtime.MarshalError")}))
+            continue
+        if len(payload) > MAX_RESPONSE_BYTES + 12:   # 12: the {"result":} wrapper
+            message = (f"Response payload size ({len(payload) - 12} bytes) exceeded maximum "
+                       f"allowed payload size ({MAX_RESPONSE_BYTES} bytes).")
+            sys.stderr.write(f"[ERROR] {request_id} {message}\n")
+            channel.send(orjson.dumps({"kind": "malformed", "error": {
+                "errorType": "Function.ResponseSizeTooLarge", "errorMessage": message,
+                "stackTrace": []}}))
+            continue
+        channel.send(payload)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fastgate.functions.runner")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--handler", required=True)
+    parser.add_argument("--path", action="append", default=[])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--memory-mb", type=int, required=True)
+    parser.add_argument("--timeout-ms", type=int, required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--account-id", required=True)
+    args = parser.parse_args(argv)
+
+    _die_with_parent()
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    channel = Channel(args.fd)
+    info = FunctionInfo(args.name, memory_mb=args.memory_mb, region=args.region,
+                        account_id=args.account_id)
+    os.environ.update(lambda_environment(info, args.handler, args.timeout_ms))
+    try:
+        _limit_memory(args.memory_mb)
+        handler = load_handler(args.handler, args.path)
+    except Exception as exc:
+        _log_error("INIT", exc)
+        channel.send(orjson.dumps({"ready": False, "error": _error(exc, "Runtime.ImportModuleError")}))
+        return 1
+    channel.send(orjson.dumps({"ready": True, "pid": os.getpid()}))
+    return serve(channel, handler, info)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Handlers for the pool tests, imported from this directory as a function path."""
+
+import os
+import sys
+import time
+
+CALLS = 0
+
+
+def echo(event, context):
+    global CALLS
+    CALLS += 1
+    print("a print goes to the log, not to the gateway's socket")
+    return {"event": event, "pid": os.getpid(), "calls": CALLS}
+
+
+def context_fields(event, context):
+    return {
+        "aws_request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "invoked_function_arn": context.invoked_function_arn,
+        "memory_limit_in_mb": context.memory_limit_in_mb,
+        "log_group_name": context.log_group_name,
+        "log_stream_name": context.log_stream_name,
+        "identity": context.identity,
+        "client_context": context.client_context,
+        "remaining": context.get_remaining_time_in_millis(),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "_HANDLER"},
+        "extra": os.environ.get("EXTRA"),
+    }
+
+
+def raises(event, context):
+    raise KeyError("missing thing")
+
+
+def sleeps(event, context):
+    time.sleep(event.get("seconds", 60))
+    return {"slept": event.get("seconds", 60), "pid": os.getpid()}
+
+
+def exits(event, context):
+    os._exit(7)
+
+
+def sys_exit(event, context):
+    sys.exit(3)
+
+
+def allocates(event, context):
+    hoard = []
+    while True:
+        hoard.append(bytearray(16 * 1024 * 1024))
+
+
+def unserialisable(event, context):
+    return {"when": {1, 2, 3}}
+
+
+def too_large(event, context):
+    return {"statusCode": 200, "body": "x" * (6 * 1024 * 1024 + 1)}
