@@ -104,8 +104,8 @@ class Admin:
         self.metrics = metrics
         self.loaded = None
         self.checks: list[asyncio.Task] = []
-        self.control = None
-        self.control_error = "not started"
+        self.control = None         # the control API, opened by its first request
+        self.control_error = None   # why it could not be opened
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -200,6 +200,8 @@ class Admin:
                             close)
 
     async def serve_control(self, writer, method, target, query, headers, body, close) -> None:
+        if self.control is None and self.control_error is None:
+            self.start_control()
         if self.control is None:
             await self.send_raw(writer, 503, b"application/json", orjson.dumps(
                 {"message": f"the control API is unavailable: {self.control_error}"}), close, False,
@@ -236,7 +238,8 @@ class Admin:
         await writer.drain()
 
     def start_control(self) -> None:
-        """Open the state store and the control API (the failure is reported per request)."""
+        """Open the state store and the control API. On the first request, not at start-up:
+        a gateway whose control API is never called creates no data directory."""
         from fastgate.control import ControlAPI
         from fastgate.store import Store, default_data_dir
         data_dir = os.environ.get("FASTGATE_DATA_DIR") or default_data_dir()
@@ -264,7 +267,6 @@ class Admin:
         self.loaded = self.loader()
         server = None
         if self.sock is not None:   # without a listener it only runs the health checks
-            self.start_control()
             server = loop.run_until_complete(asyncio.start_server(
                 self.handle, sock=self.sock, limit=MAX_ADMIN_REQUEST))
         self.start_checks()

@@ -311,6 +311,19 @@ def api_summary(api: dict) -> dict:
     return summary
 
 
+def _new_stage(name: str, deployment_id: str, p: dict, variables: dict) -> dict:
+    """A Stage as CreateStage (or CreateDeployment with a new stageName) makes it."""
+    now = _now()
+    stage = {"stageName": name, "deploymentId": deployment_id,
+             "cacheClusterEnabled": bool(p.get("cacheClusterEnabled") or False),
+             "cacheClusterStatus": "NOT_AVAILABLE", "methodSettings": {},
+             "tracingEnabled": bool(p.get("tracingEnabled") or False),
+             "createdDate": now, "lastUpdatedDate": now}
+    if variables:
+        stage["variables"] = variables
+    return stage
+
+
 def new_api_document(p: dict) -> dict:
     api = {"id": new_id(10), "createdDate": _now()}
     for k in REST_API_KEYS:
@@ -441,7 +454,7 @@ class Model:
             raise NotFound("Invalid domain name identifier specified")
         return domain
 
-    def _edit_api(self, txn: "Txn", api_id: str):
+    def _edit_api(self, api_id: str) -> dict:
         """A private copy of an API document, to change and then save with _save_api."""
         return _clone(self._api(api_id))
 
@@ -498,7 +511,7 @@ class Model:
 
     def update_rest_api(self, p: dict) -> dict:
         with self.change() as txn:
-            api = self._edit_api(txn, p["restApiId"])
+            api = self._edit_api(p["restApiId"])
             for op in _patch_ops(p):
                 path, value = op["path"], op.get("value")
                 top = path[1:]
@@ -640,7 +653,7 @@ class Model:
                              "the beginning and the end and an optional plus sign before the "
                              "closing brace.")
         with self.change() as txn:
-            api = self._edit_api(txn, p["restApiId"])
+            api = self._edit_api(p["restApiId"])
             parent = self._resource(api, p["parentId"])
             if parent.get("pathPart", "").endswith("+}"):
                 raise BadRequest("A greedy path variable ({proxy+}) must be the last part of a path")
@@ -659,7 +672,7 @@ class Model:
 
     def delete_resource(self, p: dict) -> dict:
         with self.change() as txn:
-            api = self._edit_api(txn, p["restApiId"])
+            api = self._edit_api(p["restApiId"])
             target = self._resource(api, p["resourceId"])
             if target.get("path") == "/":
                 raise BadRequest("Cannot delete root resource")
@@ -677,8 +690,8 @@ class Model:
 
     # ---- methods, integrations, responses
 
-    def _method_ctx(self, txn, p: dict, create: bool = False):
-        api = self._edit_api(txn, p["restApiId"])
+    def _method_ctx(self, p: dict, create: bool = False):
+        api = self._edit_api(p["restApiId"])
         resource = self._resource(api, p["resourceId"])
         http_method = p["httpMethod"].upper()
         if create:
@@ -694,7 +707,7 @@ class Model:
             raise BadRequest(f"Invalid authorization type specified. Valid options are "
                              f"{','.join(AUTHORIZATION_TYPES)}")
         with self.change() as txn:
-            api, resource, _ = self._method_ctx(txn, p, create=True)
+            api, resource, _ = self._method_ctx(p, create=True)
             methods = resource.setdefault("resourceMethods", {})
             if http_method in methods:
                 raise Conflict("Method already exists for this resource")
@@ -719,7 +732,7 @@ class Model:
 
     def delete_method(self, p: dict) -> dict:
         with self.change() as txn:
-            api, resource, method = self._method_ctx(txn, p)
+            api, resource, method = self._method_ctx(p)
             del resource["resourceMethods"][method["httpMethod"]]
             self._save_api(txn, api)
         return {}
@@ -741,7 +754,7 @@ class Model:
             raise BadRequest("Invalid passthrough behavior specified. Valid options are "
                              "WHEN_NO_MATCH,WHEN_NO_TEMPLATES,NEVER")
         with self.change() as txn:
-            api, resource, method = self._method_ctx(txn, p)
+            api, resource, method = self._method_ctx(p)
             integ = {"type": itype}
             if p.get("integrationHttpMethod"):
                 integ["httpMethod"] = p["integrationHttpMethod"].upper()
@@ -768,7 +781,7 @@ class Model:
 
     def delete_integration(self, p: dict) -> dict:
         with self.change() as txn:
-            api, _, method = self._method_ctx(txn, p)
+            api, _, method = self._method_ctx(p)
             if method.pop("methodIntegration", None) is None:
                 raise NotFound("No integration defined for method")
             self._save_api(txn, api)
@@ -779,7 +792,7 @@ class Model:
         if not STATUS_CODE.match(status):
             raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
         with self.change() as txn:
-            api, _, method = self._method_ctx(txn, p)
+            api, _, method = self._method_ctx(p)
             integ = method.get("methodIntegration")
             if integ is None:
                 raise NotFound("No integration defined for method")
@@ -800,7 +813,7 @@ class Model:
 
     def delete_integration_response(self, p: dict) -> dict:
         with self.change() as txn:
-            api, _, method = self._method_ctx(txn, p)
+            api, _, method = self._method_ctx(p)
             responses = (method.get("methodIntegration") or {}).get("integrationResponses") or {}
             if responses.pop(p["statusCode"], None) is None:
                 raise NotFound("Invalid Response status code specified")
@@ -812,7 +825,7 @@ class Model:
         if not STATUS_CODE.match(status):
             raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
         with self.change() as txn:
-            api, _, method = self._method_ctx(txn, p)
+            api, _, method = self._method_ctx(p)
             responses = method.setdefault("methodResponses", {})
             if status in responses:
                 raise Conflict("Response already exists for this resource")
@@ -832,7 +845,7 @@ class Model:
 
     def delete_method_response(self, p: dict) -> dict:
         with self.change() as txn:
-            api, _, method = self._method_ctx(txn, p)
+            api, _, method = self._method_ctx(p)
             if (method.get("methodResponses") or {}).pop(p["statusCode"], None) is None:
                 raise NotFound("Invalid Response status code specified")
             self._save_api(txn, api)
@@ -889,15 +902,9 @@ class Model:
                         settings["stageVariableOverrides"] = overrides
                     stage["canarySettings"] = settings
                 elif stage is None:
-                    stage = {"stageName": stage_name, "deploymentId": dep["id"],
-                             "cacheClusterEnabled": bool(p.get("cacheClusterEnabled") or False),
-                             "cacheClusterStatus": "NOT_AVAILABLE", "methodSettings": {},
-                             "tracingEnabled": bool(p.get("tracingEnabled") or False),
-                             "createdDate": now}
+                    stage = _new_stage(stage_name, dep["id"], p, variables)
                     if p.get("stageDescription") is not None:
                         stage["description"] = p["stageDescription"]
-                    if variables:
-                        stage["variables"] = variables
                 else:
                     stage = _clone(stage)
                     stage["deploymentId"] = dep["id"]
@@ -958,15 +965,8 @@ class Model:
             self._deployment(api_id, _require_str(p, "deploymentId", "deploymentId"))
             if name in self.state.stages.get(api_id, {}):
                 raise Conflict("Stage already exists")
-            now = _now()
-            stage = {"stageName": name, "deploymentId": p["deploymentId"],
-                     "cacheClusterEnabled": bool(p.get("cacheClusterEnabled", False)),
-                     "cacheClusterStatus": "NOT_AVAILABLE", "methodSettings": {},
-                     "tracingEnabled": bool(p.get("tracingEnabled", False)),
-                     "createdDate": now, "lastUpdatedDate": now}
+            stage = _new_stage(name, p["deploymentId"], p, variables)
             stage.update(_copy_known(p, ("description", "cacheClusterSize", "documentationVersion", "tags")))
-            if variables:
-                stage["variables"] = variables
             if p.get("canarySettings") is not None:
                 stage["canarySettings"] = self._canary_settings(api_id, p["canarySettings"], p["deploymentId"])
             txn.put("stage", api_id, name, stage)
@@ -1300,7 +1300,7 @@ class Model:
         if status is not None and not STATUS_CODE.match(status):
             raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
         with self.change() as txn:
-            api = self._edit_api(txn, p["restApiId"])
+            api = self._edit_api(p["restApiId"])
             resp = {"responseType": rtype, "defaultResponse": False,
                     "responseParameters": _clone(p.get("responseParameters") or {}),
                     "responseTemplates": _clone(p.get("responseTemplates") or {})}
@@ -1328,7 +1328,7 @@ class Model:
     def delete_gateway_response(self, p: dict) -> dict:
         rtype = self._response_type(p)
         with self.change() as txn:
-            api = self._edit_api(txn, p["restApiId"])
+            api = self._edit_api(p["restApiId"])
             if (api.get("gatewayResponses") or {}).pop(rtype, None) is None:
                 raise NotFound("Invalid gateway response type specified")
             self._save_api(txn, api)

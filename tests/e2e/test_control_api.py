@@ -65,7 +65,6 @@ def test_boto3_against_fastgate_serve(env):
     g = Gateway(env, CONFIG)
     try:
         log = Log(g)
-        log.wait_for("control API state in")
         admin = f"http://127.0.0.1:{g.admin_port}"
         assert httpx.get(f"{admin}/live").json() == {"status": "ok"}
         assert httpx.get(f"{admin}/ready").json()["status"] == "ok"
@@ -80,6 +79,7 @@ def test_boto3_against_fastgate_serve(env):
         log.wait_for("config reloaded")      # the mutation made the supervisor reload
         assert c.get_rest_apis()["items"][0]["id"] == api["id"]
         assert httpx.get(f"{g.url}/hello").text == "hello"   # the data plane kept serving
+        assert f"control API state in {env / 'data'}" in log.text
     finally:
         g.stop()
     assert (env / "data" / "fastgate.db").exists()
