@@ -35,6 +35,7 @@ from fastgate._core.protocol import GATEWAY_RESPONSES
 from fastgate._core.router import Router
 from fastgate.config import TargetConfig, UpstreamConfig, parse_target_url
 
+LAMBDA_ARN = re.compile(r"(?:^|:)function:([A-Za-z0-9_-]+)(?::[A-Za-z0-9_$-]+)?(?:/invocations)?$")
 STAGE_VAR = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}|\$stageVariables\.([A-Za-z0-9_]+)")
 URI_PARAM = re.compile(r"\{([A-Za-z0-9._-]+\+?)\}")
 AWS_DEFAULT_TIMEOUT_MS = 29000   # timeoutInMillis when an integration does not say
@@ -71,6 +72,22 @@ def merge_states(*states) -> State:
             out.mappings[name] = dict(st.mappings.get(name, {}))
         out.version += getattr(st, "version", 0)
     return out
+
+
+def lambda_function_name(uri: str) -> str | None:
+    """The function name in an aws_proxy integration URI
+    (arn:aws:apigateway:REGION:lambda:path/2015-03-31/functions/arn:aws:lambda:REGION:ACCOUNT:function:NAME[:ALIAS]/invocations),
+    in a plain Lambda ARN, or a bare name; None when there is none."""
+    m = LAMBDA_ARN.search(uri)
+    if m:
+        return m.group(1)
+    if re.fullmatch(r"[A-Za-z0-9_-]+", uri or ""):
+        return uri
+    return None
+
+
+def stage_api_binary_types(stage, compiler) -> list[str]:
+    return compiler.binary_media_types.get(stage.api_id, [])
 
 
 # --- gateway responses -----------------------------------------------------------
@@ -154,7 +171,8 @@ class Compiler:
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
         self.metrics = metrics
         self.limits = limits
-        self.functions = functions      # function name -> handler binding, or None
+        self.functions = functions      # names of the functions this gateway runs, or None
+        self.binary_media_types: dict[str, list] = {}   # api id -> binaryMediaTypes
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
@@ -163,6 +181,7 @@ class Compiler:
     def api_stage(self, api: dict, stage_name: str, deployment_id: str, variables: dict,
                   *, canary: bool = False) -> ApiStage:
         router = Router()
+        self.binary_media_types[api["id"]] = list(api.get("binaryMediaTypes") or ())
         where = f"API {api.get('id')} stage {stage_name}{' (canary)' if canary else ''}"
         stage = ApiStage(api_id=api["id"], api_name=api.get("name", ""), stage=stage_name,
                          deployment_id=deployment_id, rest=api.get("protocolType", "REST") != "HTTP",
@@ -199,7 +218,16 @@ class Compiler:
         elif itype == "MOCK":
             kw.update(self.mock_integration(integ, where))
         elif itype == "AWS_PROXY":
-            why = "no function is mapped for this aws_proxy integration"
+            name = lambda_function_name(integ.get("uri", ""))
+            if name and self.functions is not None and name in self.functions:
+                v2 = integ.get("payloadFormatVersion", "1.0") == "2.0"
+                timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
+                kw.update(integration=Integration.INTEGRATION_FUNCTION, function_name=name,
+                          payload_v2=v2, first_byte_timeout=timeout_ms / 1000,
+                          binary_media_types=tuple(stage_api_binary_types(stage, self)))
+            else:
+                why = (f"function {name!r} of this aws_proxy integration is not mapped to a handler "
+                       f"(functions: in the config, or --function {name or 'NAME'}=module:callable)")
         elif not itype:
             why = "the method has no integration"
         else:
@@ -444,8 +472,7 @@ def config_state(loaded, warn=None) -> State:
     import os
     config = loaded.config
     states = []
-    base_dir = os.path.dirname(os.path.abspath(loaded.source.filename)) \
-        if os.path.exists(loaded.source.filename) else os.getcwd()
+    base_dir = loaded.base_dir()
     for i, ac in enumerate(config.apis):
         path = os.path.join(base_dir, ac.openapi)
         try:

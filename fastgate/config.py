@@ -207,7 +207,36 @@ class EchoIntegration(_Section, kw_only=True, tag="echo", tag_field="type"):
     """Answer with the request as an upstream would have received it, as JSON."""
 
 
-Integration = Union[HttpIntegration, MockIntegration, EchoIntegration]
+class FunctionIntegration(_Section, kw_only=True, tag="function", tag_field="type"):
+    """Run a function (a Lambda-style handler, see `functions`) with API Gateway's event."""
+    function: str                         # a name under `functions:`
+    payload_format: Literal["1.0", "2.0"] = "2.0"   # REST-style 1.0 or HTTP API 2.0 event
+    timeout_ms: PositiveMs = 30000        # integration timeout: queueing, cold start and the call
+
+
+Integration = Union[HttpIntegration, MockIntegration, EchoIntegration, FunctionIntegration]
+
+
+class RemoteFunctionConfig(_Section, kw_only=True):
+    """A function behind Lambda's Invoke API (real AWS Lambda or a local emulator), SigV4-signed."""
+    endpoint: str                         # "https://lambda.us-east-1.amazonaws.com", "http://127.0.0.1:9001"
+    region: str = "us-east-1"
+    access_key_id: str
+    secret_access_key: str
+    function_name: str | None = None      # the name at the endpoint; default: this function's name
+
+
+class FunctionConfig(_Section, kw_only=True):
+    """A Lambda-style handler `def handler(event, context)` run in warm worker processes
+    (docs/functions.md), or a remote function."""
+    handler: str | None = None            # "module:callable", imported from `paths` / function_path
+    remote: RemoteFunctionConfig | None = None   # instead of handler
+    paths: tuple[str, ...] = ()           # directories searched first, relative to this file
+    environment: dict[str, str] = {}
+    memory_mb: Annotated[int, Meta(ge=16)] = 128   # address-space limit above the interpreter's
+    timeout_ms: PositiveMs = 3000         # the function's own timeout (Lambda's default)
+    concurrency: Positive = 4             # handler processes per gateway worker
+    queue: Count = 64                     # calls waiting when all are busy; more answer 500
 
 
 class HeaderOps(_Section, kw_only=True):
@@ -312,6 +341,8 @@ class Config(_Section, kw_only=True):
     routes: tuple[RouteConfig, ...] = ()
     apis: tuple[ApiConfig, ...] = ()
     domains: tuple[DomainConfig, ...] = ()
+    functions: dict[str, FunctionConfig] = {}
+    function_path: tuple[str, ...] = ()   # directories handlers are imported from (all functions)
     data_dir: str | None = None           # state of the control API (SQLite); null = none kept
 
     def worker_count(self) -> int:
@@ -417,6 +448,11 @@ class LoadedConfig:
 
     def error(self, path: Path, message: str) -> ConfigError:
         return config_error(self.source, path, message)
+
+    def base_dir(self) -> str:
+        """Relative paths in the config (openapi documents, function paths) start here."""
+        name = self.source.filename
+        return os.path.dirname(os.path.abspath(name)) if os.path.exists(name) else os.getcwd()
 
     def __repr__(self) -> str:
         return f"LoadedConfig({self.source.filename!r})"
@@ -965,6 +1001,16 @@ class _Checker:
             self.fail(("access_log", "format"), "empty format")
         for name, up in cfg.upstreams.items():
             self.check_upstream(name, up)
+        for name, fn in cfg.functions.items():
+            fp = ("functions", name)
+            if (fn.handler is None) == (fn.remote is None):
+                self.fail(fp, "a function needs exactly one of handler (module:callable) or remote")
+            if fn.handler is not None:
+                from fastgate.functions.loader import parse_handler
+                self.attempt(fp + ("handler",), parse_handler, fn.handler)
+            if fn.remote is not None and not re.match(r"^https?://[^/]+/?$", fn.remote.endpoint):
+                self.fail(fp + ("remote", "endpoint"),
+                          f"expected http(s)://host[:port], got {fn.remote.endpoint!r}")
         seen: dict[tuple, int] = {}
         for i, route in enumerate(cfg.routes):
             key = self.check_route(i, route)
@@ -1046,6 +1092,9 @@ class _Checker:
             for name in ("timeouts", "retries"):
                 if getattr(route, name) is not None:
                     self.fail(p + (name,), f"{name} apply to http integrations only")
+            if isinstance(integ, FunctionIntegration) and integ.function not in self.config.functions:
+                defined = ", ".join(sorted(self.config.functions)) or "none"
+                self.fail(ip + ("function",), f"unknown function {integ.function!r} (defined: {defined})")
             if isinstance(integ, MockIntegration):
                 for name, value in integ.headers.items():
                     if not _TOKEN.match(name):

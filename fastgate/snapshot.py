@@ -122,6 +122,10 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
             kw.update(integration=Integration.INTEGRATION_MOCK, mock_status=integ.status,
                       mock_headers=[(k.encode(), v.encode()) for k, v in integ.headers.items()],
                       mock_body=body)
+        elif integration_type(integ) == "function":
+            kw.update(integration=Integration.INTEGRATION_FUNCTION, function_name=integ.function,
+                      payload_v2=integ.payload_format == "2.0",
+                      first_byte_timeout=integ.timeout_ms / 1000)
         else:
             kw.update(integration=Integration.INTEGRATION_ECHO)
         rewrite = None
@@ -148,7 +152,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
     if loaded.state is not None and loaded.state.apis:
         from fastgate.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
-                            limits=config.limits)
+                            limits=config.limits, functions=set(config.functions))
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
                       stages=stages)

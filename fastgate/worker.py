@@ -53,6 +53,7 @@ class WorkerProcess:
         loaded = self.loader()
         snapshot = build_snapshot(loaded, self.metrics)
         self.worker = Worker(snapshot, self.loop, self.worker_id)
+        self.configure_functions(loaded)
         if self.metrics is not None:
             self.worker.open_slot, self.worker.own_slot = open_connection_slots(
                 self.metrics, self.worker_id)
@@ -76,14 +77,28 @@ class WorkerProcess:
         try:
             self.loop.run_forever()
         finally:
+            if self.worker.functions is not None:
+                self.loop.run_until_complete(self.worker.functions.close())
             log_ = self.worker.snapshot.access_log
             if log_ is not None:
                 log_.close()
         return 0
 
+    def configure_functions(self, loaded) -> None:
+        """Handler processes start on first use, so a gateway without functions pays nothing."""
+        config = loaded.config
+        if not config.functions and self.worker.functions is None:
+            return
+        if self.worker.functions is None:
+            from fastgate.functions.gateway import FunctionRunner
+            self.worker.functions = FunctionRunner(self.loop)
+        self.worker.functions.configure(config, loaded.base_dir())
+
     def reload(self) -> None:
         try:
-            snapshot = build_snapshot(self.loader(), self.metrics)
+            loaded = self.loader()
+            snapshot = build_snapshot(loaded, self.metrics)
+            self.configure_functions(loaded)
         except Exception as e:  # a bad config never takes a working worker down
             log(f"reload failed, keeping the running config: {e}")
             return

@@ -33,6 +33,7 @@ cpdef enum Integration:
     INTEGRATION_HTTP = 0  # proxy to an upstream group
     INTEGRATION_MOCK = 1  # fixed status, headers and templated body
     INTEGRATION_ECHO = 2  # answer with the request as the integration would have received it, as JSON
+    INTEGRATION_FUNCTION = 3  # a Lambda-style handler (fastgate.functions) with API Gateway's event
 
 
 cdef class ApiStage:
@@ -96,6 +97,9 @@ cdef class Route:
     cdef readonly long long max_body_size     # bytes; -1 = unlimited
     cdef readonly int retries                 # extra attempts after a failed one
     cdef readonly bint retry_non_idempotent   # also retry POST/PATCH when the request was not sent
+    cdef readonly str function_name           # INTEGRATION_FUNCTION: the function (a `functions:` name)
+    cdef readonly bint payload_v2             # INTEGRATION_FUNCTION: HTTP API 2.0 event (else REST 1.0)
+    cdef readonly tuple binary_media_types    # the API's binaryMediaTypes (function events, responses)
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes
     cdef readonly str resource_path           # "/pets/{id}" ($context.resourcePath)
 

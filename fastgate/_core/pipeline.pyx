@@ -137,7 +137,8 @@ cdef class Route:
                  double connect_timeout=5.0, double first_byte_timeout=60.0,
                  double total_timeout=0.0, long long max_body_size=-1,
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
-                 str resource_path=""):
+                 str resource_path="", str function_name=None, bint payload_v2=False,
+                 tuple binary_media_types=()):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -157,6 +158,9 @@ cdef class Route:
         self.retry_non_idempotent = retry_non_idempotent
         self.api = api
         self.resource_path = resource_path
+        self.function_name = function_name
+        self.payload_v2 = payload_v2
+        self.binary_media_types = binary_media_types
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"

@@ -82,6 +82,7 @@ cdef class Snapshot:
 cdef class Worker:
     # Per-process state: the current snapshot, live connections, the tick.
     cdef public Snapshot snapshot
+    cdef public object functions          # fastgate.functions.gateway.FunctionRunner, or None
     cdef readonly object loop
     cdef readonly set connections         # ClientConnection
     cdef readonly bint draining
@@ -188,6 +189,7 @@ cdef class ClientConnection:
     cdef void upstream_head(self, UpstreamConnection conn, int status)
     cdef void upstream_body(self, bytes data)
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable)
+    cdef void start_function(self)
     cdef void respond_mock(self)
     cdef void respond_echo(self)
 

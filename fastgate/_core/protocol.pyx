@@ -17,7 +17,7 @@ import orjson
 from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND,
-    INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO,
+    INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
 )
 from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
@@ -1064,6 +1064,8 @@ cdef class ClientConnection:
             self.respond_mock()
         elif ctx.route.integration == INTEGRATION_ECHO:
             self.respond_echo()
+        elif ctx.route.integration == INTEGRATION_FUNCTION:
+            self.start_function()
 
     # --- HTTP integration ---------------------------------------------------------
 
@@ -1407,6 +1409,34 @@ cdef class ClientConnection:
         cdef Route route = self.ctx.route
         cdef bytes body = (<Template>route.mock_body).render(self.ctx) if route.mock_body is not None else b""
         self.respond(route.mock_status, route.mock_headers, body)
+
+    cdef void start_function(self):
+        """The whole body is here: hand the request to the worker's function runner, which
+        calls function_done() when the function answers (or fails)."""
+        cdef RequestContext ctx = self.ctx
+        ctx.integration_start = monotonic()
+        if self.worker.functions is None:
+            self.respond_error("INTEGRATION_FAILURE", "no function runner in this worker")
+            return
+        body = b"".join(self.body_chunks) if self.body_chunks else b""
+        self.body_chunks = []
+        self.deadline_kind = DL_NONE   # the runner enforces the integration timeout itself
+        self.worker.functions.start(self, ctx, body)
+
+    def function_done(self, RequestContext ctx, int status, list headers, bytes body,
+                      str error_type=None, str detail=None):
+        """A function's response (or its failure: error_type set, body AWS's JSON)."""
+        if ctx is not self.ctx or self.closed or self.responding:
+            return      # the client went away meanwhile, or a timeout already answered
+        ctx.integration_end = monotonic()
+        if error_type is not None:
+            ctx.error_type = error_type
+            ctx.error_message = detail
+            headers = [(b"Content-Type", b"application/json")]
+            if ctx.api is not None and ctx.api.rest:
+                headers.append((b"x-amzn-ErrorType", b"InternalServerErrorException"))
+        self.respond(status, headers, body)
+        self.uncork()
 
     cdef void respond_echo(self):
         """The request as the integration would have received it, after transforms, as JSON."""

@@ -1,0 +1,135 @@
+"""The function integration inside a gateway worker: request -> event -> handler -> response.
+
+The protocol (fastgate/_core/protocol.pyx) calls ``FunctionRunner.start(conn, ctx, body)``
+once a function route's request body is complete; the runner builds API Gateway's
+event, runs the function (a warm local handler process, or Lambda's Invoke API),
+applies AWS's response rules and hands the result back with
+``conn.function_done(...)``. Nothing here runs per request on other routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from urllib.parse import unquote
+
+from fastgate.functions.errors import FunctionError, error_response
+from fastgate.functions.events import FunctionRequest, build_event_v1, build_event_v2
+from fastgate.functions.pool import FunctionPool, FunctionSpec
+from fastgate.functions.responses import ResponseError, parse_response_v1, parse_response_v2
+
+
+def log(msg: str) -> None:
+    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def function_specs(config, base_dir: str) -> tuple[list[FunctionSpec], dict]:
+    """(local FunctionSpecs, {name: RemoteFunctionConfig}) from a config's `functions:`."""
+    specs, remotes = [], {}
+    common = tuple(os.path.join(base_dir, p) for p in config.function_path)
+    for name, fn in config.functions.items():
+        if fn.remote is not None:
+            remotes[name] = fn.remote
+            continue
+        specs.append(FunctionSpec(
+            name=name, handler=fn.handler,
+            paths=tuple(os.path.join(base_dir, p) for p in fn.paths) + common,
+            environment=dict(fn.environment), memory_mb=fn.memory_mb, timeout_ms=fn.timeout_ms,
+            concurrency=fn.concurrency, queue=fn.queue))
+    return specs, remotes
+
+
+class FunctionRunner:
+    """One per gateway worker: its local handler pool and remote clients."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.pool = FunctionPool(())
+        self.remotes: dict = {}           # name -> LambdaInvokeClient
+        self.remote_configs: dict = {}
+        self.tasks: set = set()
+
+    def configure(self, config, base_dir: str) -> None:
+        """Apply a (re)loaded config: unchanged functions keep their warm processes."""
+        specs, remotes = function_specs(config, base_dir)
+        self.pool.configure(specs)
+        if remotes != self.remote_configs:
+            from fastgate.functions.remote import LambdaInvokeClient
+            self.remotes = {name: LambdaInvokeClient(r.endpoint, region=r.region,
+                                                     access_key=r.access_key_id,
+                                                     secret_key=r.secret_access_key)
+                            for name, r in remotes.items()}
+            self.remote_names = {name: r.function_name or name for name, r in remotes.items()}
+            self.remote_configs = remotes
+
+    def start(self, conn, ctx, body: bytes) -> None:
+        task = self.loop.create_task(self.run(conn, ctx, body))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def request_of(self, ctx, body: bytes) -> FunctionRequest:
+        route = ctx.route
+        api = ctx.api
+        headers = list(ctx.upstream_headers if ctx.upstream_headers is not None else ctx.headers)
+        if not any(name.lower() == b"host" for name, _ in headers):
+            headers.insert(0, (b"Host", ctx.host))
+        params = None
+        if ctx.path_params:
+            params = {k.decode("latin-1"): unquote(v.decode("latin-1"))
+                      for k, v in ctx.path_params.items()}
+        ua = ctx.header(b"user-agent")
+        return FunctionRequest(
+            method=ctx.method.decode("latin-1"),
+            raw_path=ctx.stage_path if ctx.stage_path is not None else ctx.path,
+            raw_query=ctx.query, headers=headers, body=body,
+            source_ip=ctx.source_ip.decode("latin-1"),
+            user_agent=ua.decode("latin-1") if ua is not None else None,
+            request_id=ctx.request_id.decode("latin-1"), request_time_ms=ctx.request_time_ms,
+            protocol="HTTP/1.%d" % ctx.http_minor,
+            domain_name=ctx.route_host.decode("latin-1"),
+            api_id=api.api_id if api is not None else "fastgate",
+            stage=api.stage if api is not None else "$default",
+            resource_path=route.resource_path or None,
+            route_key=route.route_key, path_parameters=params,
+            stage_variables=dict(api.variables) if api is not None and api.variables else None,
+            binary_media_types=route.binary_media_types)
+
+    async def run(self, conn, ctx, body: bytes) -> None:
+        route = ctx.route
+        http_api = ctx.api is not None and not ctx.api.rest
+        timeout_ms = int(route.first_byte_timeout * 1000)
+        try:
+            req = self.request_of(ctx, body)
+            event = build_event_v2(req) if route.payload_v2 else build_event_v1(req)
+            name = route.function_name
+            if name in self.remotes:
+                result = await self.remotes[name].invoke(
+                    self.remote_names[name], event, timeout_ms=timeout_ms,
+                    request_id=req.request_id)
+            else:
+                result = await self.pool.invoke(name, event, timeout_ms=timeout_ms,
+                                                 request_id=req.request_id)
+            if route.payload_v2:
+                status, headers, out = parse_response_v2(result)
+            else:
+                accept = ctx.header(b"accept")
+                status, headers, out = parse_response_v1(
+                    result, accept=accept.decode("latin-1") if accept else None,
+                    binary_media_types=list(route.binary_media_types) or None)
+        except (FunctionError, ResponseError) as err:
+            status, out, kind = error_response(err, http_api=http_api)
+            log(f"function {route.function_name}: {err} (request {ctx.request_id.decode()})")
+            conn.function_done(ctx, status, [], out, kind, str(err))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:   # a bug here must answer the client, never hang it
+            log(f"function {route.function_name}: gateway error {err!r}")
+            status, out, kind = error_response(FunctionError("service", repr(err)), http_api=http_api)
+            conn.function_done(ctx, status, [], out, kind, repr(err))
+            return
+        conn.function_done(ctx, status, headers, out)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,173 @@
+"""Function integrations through a real fastgate: Lambda-style handlers behind a YAML
+route (payload 2.0) and behind an OpenAPI aws_proxy integration (REST, payload 1.0),
+a Starlette app through mangum, and failures (raise, timeout, crash) answered as API
+Gateway answers them while the gateway keeps serving — driven with httpx."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import httpx
+import pytest
+
+from conftest import Gateway
+
+HANDLERS = '''
+import json, os, time
+
+def echo(event, context):
+    return {"statusCode": 201, "headers": {"X-Fn": context.function_name},
+            "cookies": ["a=1", "b=2; Path=/"],
+            "body": json.dumps({"event": event, "remaining": context.get_remaining_time_in_millis()})}
+
+def rest(event, context):
+    return {"statusCode": "200", "multiValueHeaders": {"X-Multi": ["1", "2"]},
+            "body": json.dumps({"path": event["path"], "resource": event["resource"],
+                                "pathParameters": event["pathParameters"],
+                                "stage": event["requestContext"]["stage"],
+                                "stageVariables": event["stageVariables"],
+                                "query": event["multiValueQueryStringParameters"],
+                                "body": event["body"]})}
+
+def boom(event, context):
+    raise ValueError("nope")
+
+def slow(event, context):
+    time.sleep(5)
+
+def die(event, context):
+    os._exit(3)
+
+def bare(event, context):
+    return {"plain": "dict"}
+'''
+
+STARLETTE_APP = '''
+from mangum import Mangum
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def item(request):
+    return JSONResponse({"id": request.path_params["id"], "q": request.query_params.getlist("q"),
+                         "cookie": request.cookies.get("c")})
+
+app = Starlette(routes=[Route("/items/{id}", item)])
+handler = Mangum(app, lifespan="off")
+'''
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("functions")
+    (tmp / "fn").mkdir()
+    (tmp / "fn" / "handlers.py").write_text(HANDLERS)
+    (tmp / "fn" / "web.py").write_text(STARLETTE_APP)
+    (tmp / "api.json").write_text(json.dumps({
+        "swagger": "2.0", "info": {"title": "Fn", "version": "1"},
+        "paths": {"/things/{id}": {"post": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "type": "string"}],
+            "x-amazon-apigateway-integration": {
+                "type": "aws_proxy", "httpMethod": "POST",
+                "uri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+                       "arn:aws:lambda:us-east-1:123456789012:function:rest/invocations"}}}},
+    }))
+    g = Gateway(tmp, """\
+        access_log: {path: 'off'}
+        function_path: [fn]
+        functions:
+          echo: {handler: handlers:echo}
+          rest: {handler: handlers:rest}
+          boom: {handler: handlers:boom}
+          slow: {handler: handlers:slow, timeout_ms: 10000}
+          die: {handler: handlers:die}
+          bare: {handler: handlers:bare}
+          web: {handler: web:handler}
+        apis:
+          - openapi: api.json
+            id: fnapi
+            stages: {v1: {variables: {color: red}}}
+        routes:
+          - {path: "/echo/{proxy+}", integration: {type: function, function: echo}}
+          - {path: /boom, integration: {type: function, function: boom}}
+          - {path: /slow, integration: {type: function, function: slow, timeout_ms: 500}}
+          - {path: /die, integration: {type: function, function: die}}
+          - {path: /bare, integration: {type: function, function: bare}}
+          - {path: "/items/{id}", integration: {type: function, function: web, payload_format: "1.0"}}
+        """)
+    yield g
+    g.stop()
+
+
+def test_payload_v2_event_and_response(gw):
+    r = httpx.post(f"{gw.url}/echo/a/b?x=1&x=2", content=b"hi", headers={"Cookie": "c=3"}, timeout=10)
+    assert r.status_code == 201
+    assert r.headers["x-fn"] == "echo"
+    assert r.headers.get_list("set-cookie") == ["a=1", "b=2; Path=/"]
+    event = r.json()["event"]
+    assert event["version"] == "2.0" and event["routeKey"] == "ANY /echo/{proxy+}"
+    assert event["rawPath"] == "/echo/a/b" and event["rawQueryString"] == "x=1&x=2"
+    assert event["queryStringParameters"] == {"x": "1,2"}
+    assert event["pathParameters"] == {"proxy": "a/b"}
+    assert event["cookies"] == ["c=3"] and "cookie" not in event["headers"]
+    assert event["requestContext"]["requestId"] == r.headers["x-request-id"]
+    assert event["requestContext"]["http"]["method"] == "POST"
+    assert event["body"] == "aGk=" and event["isBase64Encoded"] is True   # no Content-Type: binary
+    assert 0 < r.json()["remaining"] <= 3000
+
+
+def test_aws_proxy_from_openapi_gets_the_rest_event(gw):
+    r = httpx.post(f"{gw.url}/v1/things/7%20x?q=a&q=b", content=b'{"k": 1}',
+                   headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 200
+    assert r.headers.get_list("x-multi") == ["1", "2"] or r.headers["x-multi"] == "1, 2"
+    assert r.headers["x-amzn-requestid"] == r.headers["x-request-id"]
+    body = r.json()
+    assert body["resource"] == "/things/{id}"
+    assert body["pathParameters"] == {"id": "7 x"}
+    assert body["stage"] == "v1" and body["stageVariables"] == {"color": "red"}
+    assert body["query"] == {"q": ["a", "b"]}
+    assert body["body"] == '{"k": 1}'
+
+
+def test_a_starlette_app_through_mangum(gw):
+    r = httpx.get(f"{gw.url}/items/42?q=1&q=2", headers={"Cookie": "c=yum"}, timeout=10)
+    assert r.status_code == 200
+    assert r.json() == {"id": "42", "q": ["1", "2"], "cookie": "yum"}
+
+
+def test_v2_result_without_status_code_is_json(gw):
+    r = httpx.get(f"{gw.url}/bare", timeout=10)
+    assert r.status_code == 200 and r.json() == {"plain": "dict"}
+    assert r.headers["content-type"] == "application/json"
+
+
+def test_failures_are_api_gateways_errors_and_the_gateway_keeps_serving(gw):
+    pid_before = gw.workers()
+    r = httpx.get(f"{gw.url}/boom", timeout=10)
+    assert r.status_code == 502 and r.json() == {"message": "Internal server error"}
+    r = httpx.get(f"{gw.url}/slow", timeout=10)
+    assert r.status_code == 504 and r.json() == {"message": "Endpoint request timed out"}
+    r = httpx.get(f"{gw.url}/die", timeout=10)
+    assert r.status_code == 502 and r.json() == {"message": "Internal server error"}
+    # the same keep-alive connection still works, and the workers are the same processes
+    with httpx.Client(timeout=10) as c:
+        assert c.get(f"{gw.url}/boom").status_code == 502
+        assert c.get(f"{gw.url}/bare").status_code == 200
+    assert gw.workers() == pid_before
+
+
+def test_unknown_function_is_a_config_error(tmp_path):
+    import subprocess
+    from conftest import ROOT
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(textwrap.dedent("""\
+        listeners: [{address: 127.0.0.1:1}]
+        functions: {a: {handler: "not valid"}}
+        routes: [{path: /x, integration: {type: function, function: b}}]
+        """))
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "fastgate"), "check", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "functions.a.handler" in r.stderr or "routes[0].integration.function" in r.stderr
