@@ -32,7 +32,8 @@ def serve_loader(args):
         else:
             loaded = load_config(default_config_path())
         loaded = with_overrides(loaded, listen=args.listen, control=args.control,
-                                data_dir=args.data_dir)
+                                data_dir=args.data_dir, functions=args.function,
+                                function_path=args.function_path)
         warnings = loaded.warnings
         states = [config_state(loaded, warnings.append)]
         if args.openapi:
@@ -140,6 +141,11 @@ def parser() -> argparse.ArgumentParser:
                    help="admin listener (control API, /metrics); default 127.0.0.1:9901")
     s.add_argument("--data-dir", metavar="DIR",
                    help="state directory of the control API (APIs, deployments, stages, domains)")
+    s.add_argument("--function", action="append", metavar="NAME=MODULE:CALLABLE",
+                   help="run this Lambda-style handler for function NAME (aws_proxy integrations "
+                        "name it in their function ARN); may repeat")
+    s.add_argument("--function-path", action="append", metavar="DIR",
+                   help="directory handlers are imported from; may repeat")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("proxy", help="one-line reverse proxy, no config file")

@@ -1185,11 +1185,29 @@ def load_config(path: str) -> LoadedConfig:
 
 def with_overrides(loaded: LoadedConfig, *, listen: list[str] | None = None,
                    control: str | None = None, data_dir: str | None = None,
+                   functions: list[str] | None = None, function_path: list[str] | None = None,
                    flag_source: str = "fastgate serve") -> LoadedConfig:
-    """The config with command-line flags applied (--listen, --control, --data-dir);
-    a bad flag value is a ConfigError naming the flag."""
+    """The config with command-line flags applied (--listen, --control, --data-dir,
+    --function NAME=module:callable, --function-path DIR); a bad flag value is a
+    ConfigError naming the flag."""
     config = loaded.config
     changes = {}
+    if functions:
+        from fastgate.functions.loader import parse_handler
+        table = dict(config.functions)
+        for spec in functions:
+            name, sep, handler = spec.partition("=")
+            try:
+                if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                    raise ValueError(f"expected NAME=module:callable, got {spec!r}")
+                parse_handler(handler)
+            except ValueError as e:
+                raise ConfigError(flag_source, 0, 0, ("--function",), str(e)) from None
+            table[name] = FunctionConfig(handler=handler)
+        changes["functions"] = table
+    if function_path:
+        changes["function_path"] = tuple(os.path.abspath(p) for p in function_path) + \
+            config.function_path
     try:
         if listen:
             for a in listen:

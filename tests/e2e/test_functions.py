@@ -171,3 +171,23 @@ def test_unknown_function_is_a_config_error(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "functions.a.handler" in r.stderr or "routes[0].integration.function" in r.stderr
+
+
+def test_serve_openapi_with_function_flags(gw, tmp_path):
+    from conftest import ROOT, Proc, free_port, wait_port
+    base = gw.config_path.parent
+    port = free_port()
+    p = Proc([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "--openapi", str(base / "api.json"),
+              "--stage", "dev", "--function", "rest=handlers:rest", "--function-path", str(base / "fn"),
+              "--listen", f"127.0.0.1:{port}", "--control", "off"], cwd=str(tmp_path))
+    try:
+        wait_port(port, p.proc)
+        r = httpx.post(f"http://127.0.0.1:{port}/dev/things/5", content=b"x", timeout=10)
+        assert r.status_code == 200 and r.json()["pathParameters"] == {"id": "5"}
+        assert r.json()["stage"] == "dev"
+    finally:
+        p.stop()
+    bad = Proc([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "--openapi", str(base / "api.json"),
+                "--function", "rest", "--control", "off"], cwd=str(tmp_path))
+    assert bad.proc.wait(30) == 2
+    assert "--function" in bad.output()
