@@ -79,6 +79,7 @@ cdef extern from *:
 cdef int64_t NS = 1000000000                       # ns per s
 cdef int64_t NO_REFILL_BASE = 1LL << 62            # ns; rate-0 state = base + takes used
 cdef double EMISSION_MAX_NS = <double>(1LL << 52)  # ns per token (~52 days): rate >= ~2.2e-7/s
+cdef int64_t CLOCK_STEP_MAX_NS = 60 * NS            # ns a TAT may sit past a full debt before it is clamped
 cdef double TOLERANCE_MAX_NS = <double>(1LL << 60)  # ns (~36 years) of burst
 cdef int QUOTA_COUNT_BITS = 44                     # quota state: count in the low bits
 cdef int QUOTA_ORDINAL_BITS = 18                   # period ordinal above it, kind on top
@@ -131,10 +132,17 @@ cdef int gcra(int64_t tat, int64_t now, const BucketPolicy* p, ThrottleResult* o
         out.remaining = p.limit - used - 1
         out.retry_after_ns = 0
         return 1
+    cdef int rejected = 0
     if tat < now:
         tat = now                   # full bucket: no debt, tokens do not pile up past burst
-    elif tat - now > tau:
-        tat = now + tau             # clock went back or tau shrank: an empty bucket, no worse
+    elif tat - now > tau + CLOCK_STEP_MAX_NS:
+        # The clock went back a long way (or a reload shrank tau by more): an
+        # empty bucket, stored even on a rejection so it refills from here.
+        # Smaller excesses are normal -- another worker's fresher clock read
+        # -- and clamping them would hand out tokens: they just reject.
+        tat = now + tau
+        new_tat[0] = tat
+        rejected = -1
     nt = tat + T
     if nt - now <= tau:
         new_tat[0] = nt
@@ -146,7 +154,7 @@ cdef int gcra(int64_t tat, int64_t now, const BucketPolicy* p, ThrottleResult* o
     out.allowed = 0
     out.reset_ns = tat - now
     out.retry_after_ns = nt - tau - now
-    return 0
+    return rejected
 
 
 cdef void keep_tightest(ThrottleResult* acc, const ThrottleResult* r) noexcept nogil:
@@ -261,6 +269,16 @@ cdef class ThrottleSettings:
         self.c.tolerance_ns = <int64_t>(burst * <double>self.c.emission_ns)
         self.c.window_s = <int64_t>math.ceil(burst / rate)
 
+    @property
+    def limit(self):
+        """Whole tokens of a full bucket (RateLimit-Policy q); 0 rejects all."""
+        return self.c.limit
+
+    @property
+    def window_s(self):
+        """s for an empty bucket to fill (RateLimit-Policy w); 0 with rate 0."""
+        return self.c.window_s
+
     def __repr__(self):
         return f"ThrottleSettings(rate={self.rate!r}, burst={self.burst!r})"
 
@@ -286,6 +304,16 @@ cdef class QuotaSettings:
         self.c.first_limit = max(limit - offset, 0)
         self.c.period = PERIODS[period]
         self.c.initial_ordinal = <int32_t>period_ordinal(self.c.period, self.start_s)
+
+    @property
+    def first_limit(self):
+        """limit - offset: the limit of the initial period."""
+        return self.c.first_limit
+
+    @property
+    def initial_ordinal(self):
+        """Ordinal (quota_period) of the initial period, the one offset applies to."""
+        return self.c.initial_ordinal
 
     def __repr__(self):
         return (f"QuotaSettings(limit={self.limit}, period={self.period!r}, "
@@ -449,17 +477,20 @@ cdef class BucketTable(SharedSlots):
             out.allowed = 1      # no bucket configured: nothing to take, *out untouched otherwise
             return 1
         state = &self.static_slots[slot * STATIC_STRIDE].state
+        cdef int rc
         tat = fg_load_i64(state)
         while True:
-            if not gcra(tat, now_ns, p, out, &nt):
+            rc = gcra(tat, now_ns, p, out, &nt)
+            if rc == 0:
                 return 0
             if fg_cas_i64(state, &tat, nt):   # failed: tat is the fresher value; decide again
-                return 1
+                return rc > 0
 
     cdef int try_take_key(self, uint64_t key, const BucketPolicy* p, int64_t now_ns,
                           ThrottleResult* out) noexcept nogil:
         cdef Probe pr
         cdef int64_t nt
+        cdef int rc
         if p.mode == POLICY_REJECT_ALL:
             return gcra(0, now_ns, p, out, &nt)
         if key == 0:
@@ -467,9 +498,10 @@ cdef class BucketTable(SharedSlots):
         while True:
             self.probe(key, now_ns, 0, &pr)
             if pr.found:
-                if gcra(pr.state, now_ns, p, out, &nt):
+                rc = gcra(pr.state, now_ns, p, out, &nt)
+                if rc != 0:
                     if fg_cas_slot(pr.slot, key, pr.state, key, nt):
-                        return 1
+                        return rc > 0
                 # rejected: a no-op CAS proves the pair judged was one slot's true state
                 elif fg_cas_slot(pr.slot, key, pr.state, key, pr.state):
                     return 0
