@@ -105,7 +105,10 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 cdef enum:
     THROTTLE_MAGIC = 0x46475431       # "FGT1": layout version of the mapping
-    STATIC_STRIDE = 4                 # Slots per static bucket (64 bytes: one cache line each)
+    STATIC_STRIDE = 4                 # Slots per static bucket: 64 bytes, one cache line each.
+                                      # PERF: workers hammering two different static buckets
+                                      # do not bounce one line between cores. No benchmark
+                                      # isolates it (bench_throttle is one process).
     PROBE_DEFAULT = 8                 # slots searched per key in the hash table
     PROBE_MAX = 64
 

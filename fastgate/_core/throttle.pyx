@@ -398,8 +398,8 @@ cdef class SharedSlots:
             elif quota:
                 cost = 0 if quota_stale(st, now) else INT64_MAX
             else:
-                # PERF: full buckets all cost 0, so racing inserters of one key
-                # pick the same (first) slot and the CAS serialises them.
+                # full buckets all cost 0, so racing inserters of one key pick
+                # the same (first) slot and the CAS serialises them
                 cost = st - now if st > now else 0
             if cost < best:
                 best = cost
