@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fastgate's build verbs. A fresh Debian machine needs only python3, gcc and git:
-# everything else (the venv, Python packages, nginx and wrk for the benchmark)
-# is installed here on first use.
+# everything else (the venv, Python packages, redis-server for the tests, nginx
+# and wrk for the benchmark) is installed here on first use.
 #
 #   ./build.sh build   create .venv, install dependencies, compile fastgate/_core
 #   ./build.sh serve   build, then run the gateway on the packaged default config
@@ -64,6 +64,7 @@ case "$verb" in
         exec "$VENV/bin/fastgate" serve "$@" ;;
     test)
         build
+        apt_install redis-server redis-server   # the multi-host throttle tests start their own
         exec "$PY" -m pytest -q -p no:cacheprovider "$@" tests ;;
     bench)
         build
