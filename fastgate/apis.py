@@ -165,7 +165,7 @@ class Compiler:
     """Compiles API stages into Routes appended to a snapshot's route list."""
 
     def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
-                 functions=None):
+                 functions=None, gateway_limiter=None):
         self.routes = routes            # the snapshot's [Route], appended to
         self.series = series            # metrics slot per route index
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
@@ -173,13 +173,14 @@ class Compiler:
         self.limits = limits
         self.functions = functions      # names of the functions this gateway runs, or None
         self.binary_media_types: dict[str, list] = {}   # api id -> binaryMediaTypes
+        self.gateway_limiter = gateway_limiter  # taken after every route's own limits
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
 
     def api_stage(self, api: dict, stage_name: str, deployment_id: str, variables: dict,
-                  *, canary: bool = False) -> ApiStage:
+                  *, canary: bool = False, method_settings: dict | None = None) -> ApiStage:
         router = Router()
         self.binary_media_types[api["id"]] = list(api.get("binaryMediaTypes") or ())
         where = f"API {api.get('id')} stage {stage_name}{' (canary)' if canary else ''}"
@@ -192,7 +193,9 @@ class Compiler:
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]
                 try:
-                    route = self.method_route(stage, path, method, spec, f"{where}: {method} {path}")
+                    limiters = self.method_limiters(stage, path, method, method_settings or {})
+                    route = self.method_route(stage, path, method, spec, f"{where}: {method} {path}",
+                                              limiters)
                     router.add("*", method, self.router_path(path), route)
                 except ValueError as e:
                     self.warn(f"{where}: {method} {path}: {e}; route not served")
@@ -203,12 +206,29 @@ class Compiler:
         # HTTP APIs' catch-all route: "$default" matches whatever no other route does
         return "/{proxy+}" if path == "/$default" else path
 
-    def method_route(self, stage: ApiStage, path: str, method: str, spec: dict, where: str) -> Route:
+    def method_limiters(self, stage: ApiStage, path: str, method: str, settings: dict) -> tuple:
+        """The stage's method throttling for one route (its own "{resourcePath}/{METHOD}"
+        method settings, else the stage default "*/*"), then the gateway-wide bucket."""
+        out = []
+        spec = settings.get(method_settings_key(path, method)) or settings.get("*/*") or {}
+        rate, burst = spec.get("throttlingRateLimit"), spec.get("throttlingBurstLimit")
+        if rate is not None or burst is not None:
+            from fastgate.config import ThrottleConfig
+            from fastgate.snapshot import limiter
+            tc = ThrottleConfig(rate=float(rate if rate is not None else 10000),
+                                burst=int(burst if burst is not None else 5000))
+            out.append(limiter("stage", tc, f"stage:{stage.api_id}/{stage.stage}:{method} {path}"))
+        if self.gateway_limiter is not None:
+            out.append(self.gateway_limiter)
+        return tuple(out)
+
+    def method_route(self, stage: ApiStage, path: str, method: str, spec: dict, where: str,
+                     limiters: tuple = ()) -> Route:
         integ = spec.get("methodIntegration") or {}
         itype = integ.get("type", "")
         route_key = "$default" if path == "/$default" else f"{method} {path}"
         kw: dict[str, Any] = dict(route_key=route_key, resource_path=path, api=stage,
-                                  max_body_size=self.limits.max_body())
+                                  max_body_size=self.limits.max_body(), limiters=limiters)
         why = None
         if itype in ("HTTP_PROXY", "HTTP"):
             try:
@@ -353,6 +373,11 @@ class Compiler:
                     mock_headers=headers, mock_body=tpl)
 
 
+def method_settings_key(path: str, method: str) -> str:
+    """API Gateway's method settings key: "/pets/{id}" GET -> "~1pets~1{id}/GET"."""
+    return path.replace("/", "~1") + "/" + method
+
+
 def _prefix(stage_name: str) -> bytes:
     return b"" if stage_name == "$default" else b"/" + stage_name.encode()
 
@@ -376,7 +401,9 @@ def compile_state(state, compiler: Compiler):
                               f"does not exist; stage not served")
                 continue
             variables = st.get("variables") or {}
-            main = compiler.api_stage(dep.get("api", api), name, dep["id"], variables)
+            settings = st.get("methodSettings") or {}
+            main = compiler.api_stage(dep.get("api", api), name, dep["id"], variables,
+                                      method_settings=settings)
             stages_out.append(main)
             canary = None
             percent = 0.0
@@ -390,7 +417,7 @@ def compile_state(state, compiler: Compiler):
                     cvars = dict(variables)
                     cvars.update(cs.get("stageVariableOverrides") or {})
                     canary = compiler.api_stage(cdep.get("api", api), name, cdep["id"], cvars,
-                                                canary=True)
+                                                canary=True, method_settings=settings)
                     stages_out.append(canary)
                     percent = float(cs.get("percentTraffic") or 0.0)
             prefix = _prefix(name)
@@ -444,9 +471,10 @@ def document_api_id(key: str) -> str:
 
 
 def openapi_state(path: str, *, stages: dict[str, dict], api_id: str | None = None,
-                  base_path: str = "ignore", warn=None) -> State:
+                  base_path: str = "ignore", warn=None, method_settings: dict | None = None) -> State:
     """The State of one OpenAPI document served as it is, with the given stages
-    ({name: variables}). Raises fastgate.openapi.OpenAPIError / OSError."""
+    ({name: variables}) and their method settings ({name: {key: settings}}).
+    Raises fastgate.openapi.OpenAPIError / OSError."""
     import os
     from fastgate.openapi import import_openapi, load_document
     with open(path, "rb") as f:
@@ -462,9 +490,23 @@ def openapi_state(path: str, *, stages: dict[str, dict], api_id: str | None = No
     state.stages[api_id] = {}
     for name, variables in stages.items():
         dep, stage = static_deployment(api, name, variables)
+        if method_settings and method_settings.get(name):
+            stage["methodSettings"] = method_settings[name]
         state.deployments[api_id][dep["id"]] = dep
         state.stages[api_id][name] = stage
     return state
+
+
+def stage_method_settings(sc) -> dict:
+    """A YAML stage's throttles in API Gateway's methodSettings form."""
+    out = {}
+    if sc.throttle is not None:
+        out["*/*"] = {"throttlingRateLimit": sc.throttle.rate, "throttlingBurstLimit": sc.throttle.burst}
+    for key, tc in sc.method_throttles.items():
+        path, _, method = key.rpartition("/")
+        out[method_settings_key(path or "/", method)] = {
+            "throttlingRateLimit": tc.rate, "throttlingBurstLimit": tc.burst}
+    return out
 
 
 def config_state(loaded, warn=None) -> State:
@@ -478,7 +520,8 @@ def config_state(loaded, warn=None) -> State:
         try:
             states.append(openapi_state(
                 path, stages={n: dict(s.variables) for n, s in ac.stages.items()},
-                api_id=ac.id, base_path=ac.base_path, warn=warn))
+                api_id=ac.id, base_path=ac.base_path, warn=warn,
+                method_settings={n: stage_method_settings(s) for n, s in ac.stages.items()}))
         except OSError as e:
             raise loaded.error(("apis", i, "openapi"), f"cannot read {path}: {e.strerror}") from None
         except ValueError as e:

@@ -257,6 +257,24 @@ class HeaderOps(_Section, kw_only=True):
         return out
 
 
+class ThrottleConfig(_Section, kw_only=True):
+    """A token bucket: `rate` requests per second refill it, `burst` is its size
+    (API Gateway's ThrottleSettings). burst 0 rejects everything."""
+    rate: Annotated[float, Meta(ge=0)]
+    burst: Annotated[int, Meta(ge=0)]
+    key: str | None = None                # null: one bucket; "client_ip"; "header:NAME": one per value
+
+    def key_kind(self) -> tuple[int, str | None]:
+        from fastgate._core.throttle import LimiterKey
+        if self.key is None:
+            return LimiterKey.LIMIT_SHARED, None
+        if self.key == "client_ip":
+            return LimiterKey.LIMIT_CLIENT_IP, None
+        if self.key.startswith("header:") and _TOKEN.match(self.key[7:]):
+            return LimiterKey.LIMIT_HEADER, self.key[7:]
+        raise ValueError(f'key must be null, "client_ip" or "header:NAME", got {self.key!r}')
+
+
 class RouteTimeouts(_Section, kw_only=True):
     """Per-route overrides of the upstream's timeouts; null = the upstream's."""
     connect_ms: PositiveMs | None = None
@@ -276,6 +294,7 @@ class RouteConfig(_Section, kw_only=True):
     timeouts: RouteTimeouts | None = None  # http only
     max_body_bytes: BodyLimit | None = None  # null = limits.max_body_bytes
     retries: Annotated[int, Meta(ge=0, le=10)] | None = None  # http only; null = the upstream's
+    throttle: ThrottleConfig | None = None  # this route's own bucket (before the gateway-wide one)
 
     @property
     def route_key(self) -> str:
@@ -304,6 +323,9 @@ class RouteConfig(_Section, kw_only=True):
 class StageConfig(_Section, kw_only=True):
     """One stage of an API declared in the config."""
     variables: dict[str, str] = {}        # ${stageVariables.NAME} in URIs, mappings, templates
+    throttle: ThrottleConfig | None = None  # default method throttling: a bucket per route
+    # per-route overrides, keyed like API Gateway's method settings: "/pets/{id}/GET"
+    method_throttles: dict[str, ThrottleConfig] = {}
 
 
 class ApiConfig(_Section, kw_only=True):
@@ -341,6 +363,7 @@ class Config(_Section, kw_only=True):
     routes: tuple[RouteConfig, ...] = ()
     apis: tuple[ApiConfig, ...] = ()
     domains: tuple[DomainConfig, ...] = ()
+    throttle: ThrottleConfig | None = None  # gateway-wide bucket, taken last (API Gateway's account level)
     functions: dict[str, FunctionConfig] = {}
     function_path: tuple[str, ...] = ()   # directories handlers are imported from (all functions)
     data_dir: str | None = None           # state of the control API (SQLite); null = none kept
@@ -1001,6 +1024,11 @@ class _Checker:
             self.fail(("access_log", "format"), "empty format")
         for name, up in cfg.upstreams.items():
             self.check_upstream(name, up)
+        if cfg.throttle is not None:
+            self.attempt(("throttle", "key"), cfg.throttle.key_kind)
+        for i, route in enumerate(cfg.routes):
+            if route.throttle is not None:
+                self.attempt(("routes", i, "throttle", "key"), route.throttle.key_kind)
         for name, fn in cfg.functions.items():
             fp = ("functions", name)
             if (fn.handler is None) == (fn.remote is None):

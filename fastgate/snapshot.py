@@ -23,6 +23,30 @@ HASH_ON = {"client_ip": HashOn.HASH_CLIENT_IP, "header": HashOn.HASH_HEADER,
            "cookie": HashOn.HASH_COOKIE}
 
 
+_BUCKETS = None   # the host's shared token buckets (fastgate._core.throttle.BucketTable)
+
+
+def shared_buckets():
+    """The bucket table every worker takes from. The supervisor calls this before it forks
+    (so the mapping is shared); a process that never forked gets its own on first use."""
+    global _BUCKETS
+    if _BUCKETS is None:
+        from fastgate._core.throttle import BucketTable
+        _BUCKETS = BucketTable.create(STATIC_BUCKETS, DYNAMIC_BUCKETS)
+    return _BUCKETS
+
+
+STATIC_BUCKETS = 4096      # named buckets: routes, stage methods, gateway (64 B each)
+DYNAMIC_BUCKETS = 65536    # per client IP / header value buckets (16 B each)
+
+
+def limiter(name: str, tc, bucket: str):
+    """A compiled Limiter of a ThrottleConfig."""
+    from fastgate._core.throttle import Limiter, ThrottleSettings
+    kind, arg = tc.key_kind()
+    return Limiter(name, ThrottleSettings(tc.rate, tc.burst), shared_buckets(), bucket, kind, arg)
+
+
 def integration_type(integration) -> str:
     """"http" | "mock" | "echo": the tag of a config integration Struct."""
     return type(integration).__struct_config__.tag
@@ -98,6 +122,8 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
     warn(message) receives what the API compiler could not serve as declared."""
     config = loaded.config
     groups = {name: build_group(name, up, metrics) for name, up in config.upstreams.items()}
+    gateway_limiter = limiter("gateway", config.throttle, "gateway") \
+        if config.throttle is not None else None
     router = Router()
     routes = []
     series = []
@@ -135,8 +161,13 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
             except ValueError as e:
                 raise loaded.error(where + ("path_rewrite" if rc.path_rewrite else "strip_prefix",),
                                    str(e)) from None
+        limiters = []
+        if rc.throttle is not None:
+            limiters.append(limiter("route", rc.throttle, f"route:{rc.host} {rc.method} {rc.path}"))
+        if gateway_limiter is not None:
+            limiters.append(gateway_limiter)
         route = Route(
-            index=i, route_key=f"{rc.method} {rc.path}", host=rc.host,
+            index=i, route_key=f"{rc.method} {rc.path}", host=rc.host, limiters=tuple(limiters),
             request_headers=header_transform(loaded, where + ("request_headers",), rc.request_headers),
             response_headers=header_transform(loaded, where + ("response_headers",), rc.response_headers),
             path_rewrite=rewrite,
@@ -152,7 +183,8 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
     if loaded.state is not None and loaded.state.apis:
         from fastgate.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
-                            limits=config.limits, functions=set(config.functions))
+                            limits=config.limits, functions=set(config.functions),
+                            gateway_limiter=gateway_limiter)
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
                       stages=stages)

@@ -21,7 +21,7 @@ import sys
 import time
 
 from fastgate._core.metrics import SharedMetrics
-from fastgate.snapshot import build_snapshot, health_slots, integration_type
+from fastgate.snapshot import shared_buckets, build_snapshot, health_slots, integration_type
 
 RESTART_BACKOFF_MAX_S = 5.0     # a worker that keeps crashing is restarted at most this often
 STOP_GRACE_S = 5.0              # after the drain timeout, wait this long before SIGKILL
@@ -182,6 +182,7 @@ class Supervisor:
         if admin_addr is not None:
             self.admin_socket = bind_socket(admin_addr.host, admin_addr.port, 128)
         self.metrics = SharedMetrics.create(MAX_SERIES)
+        shared_buckets()   # before fork: every worker takes from the same buckets
         for slot in health_slots(config, self.metrics):
             self.metrics.set(slot, 1)   # healthy until a check says otherwise
         n_workers = config.worker_count()

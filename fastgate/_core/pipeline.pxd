@@ -100,6 +100,8 @@ cdef class Route:
     cdef readonly str function_name           # INTEGRATION_FUNCTION: the function (a `functions:` name)
     cdef readonly bint payload_v2             # INTEGRATION_FUNCTION: HTTP API 2.0 event (else REST 1.0)
     cdef readonly tuple binary_media_types    # the API's binaryMediaTypes (function events, responses)
+    cdef readonly tuple limiters              # fastgate._core.throttle.Limiter, in API Gateway's order
+                                              # (usage plan, method/stage, gateway); () = no throttle
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes
     cdef readonly str resource_path           # "/pets/{id}" ($context.resourcePath)
 
@@ -114,6 +116,8 @@ cdef class RequestContext:
     cdef public list headers                 # [(name bytes as sent, value bytes)] in arrival order
     cdef public int http_minor               # 0 for HTTP/1.0, 1 for HTTP/1.1
     cdef public bytes source_ip              # client address (the TCP peer)
+    cdef public bytes client_ip              # the client: the TCP peer, or the address a trusted
+                                             # proxy put last in X-Forwarded-For (per-IP limits, policies)
     cdef public int source_port
     cdef public bytes forwarded_for          # X-Forwarded-For to send upstream
     cdef public bint tls                     # arrived over TLS

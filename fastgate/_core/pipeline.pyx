@@ -138,7 +138,7 @@ cdef class Route:
                  double total_timeout=0.0, long long max_body_size=-1,
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
                  str resource_path="", str function_name=None, bint payload_v2=False,
-                 tuple binary_media_types=()):
+                 tuple binary_media_types=(), tuple limiters=()):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -161,6 +161,7 @@ cdef class Route:
         self.function_name = function_name
         self.payload_v2 = payload_v2
         self.binary_media_types = binary_media_types
+        self.limiters = limiters
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"
@@ -176,6 +177,7 @@ cdef class RequestContext:
         self.host = b""
         self.route_host = b""
         self.source_ip = b""
+        self.client_ip = b""
         self.request_id = b""
         self.forwarded_for = b""
 

@@ -140,6 +140,7 @@ cdef class ClientConnection:
     cdef list conn_tokens                 # extra header names listed in Connection
     cdef bytes h_via, h_xff, h_xfp, h_xfh, h_xfport, h_rid, h_upgrade
     cdef str parse_error                  # gateway response type found while parsing
+    cdef list error_headers               # extra headers for the next gateway response (429's RateLimit)
 
     # the active exchange
     cdef RequestContext ctx
@@ -174,6 +175,8 @@ cdef class ClientConnection:
     cdef bint body(self, bytes data)
     cdef bint message_complete(self)
     cdef int run_phases(self)
+    cdef int continue_phases(self, int phase)
+    cdef bint run_throttle(self, RequestContext ctx, Route route)
     cdef void add_body(self, bytes data)
     cdef void request_finished(self)
 

@@ -18,7 +18,12 @@ from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
+    PHASE_ACCESS, PHASE_THROTTLE,
 )
+from fastgate._core.throttle cimport (
+    Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, monotonic_ns as throttle_now_ns,
+)
+from libc.stdint cimport int64_t
 from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.accesslog cimport AccessLog
@@ -453,6 +458,16 @@ cdef class Worker:
 
 
 # Protocol-level 4xx after which the connection closes (framing may be in doubt).
+cdef list header_lines(bytes block):
+    """b"A: 1\\r\\nB: 2\\r\\n" -> [(b"A", b"1"), (b"B", b"2")]"""
+    cdef list out = []
+    for line in block.split(b"\r\n"):
+        name, sep, value = line.partition(b": ")
+        if sep:
+            out.append((name, value))
+    return out
+
+
 cdef frozenset PROTOCOL_ERRORS = frozenset(["BAD_REQUEST", "MISSING_HOST", "BAD_FRAMING",
                                             "REQUEST_TIMEOUT", "URI_TOO_LONG", "HEADERS_TOO_LARGE",
                                             "METHOD_NOT_ALLOWED"])
@@ -922,8 +937,12 @@ cdef class ClientConnection:
             ctx.request_id = self.worker.new_request_id()
         if self.trusted and self.h_xff is not None:
             ctx.forwarded_for = self.h_xff + b", " + self.peer_ip
+            # the address the trusted proxy saw: the last hop it appended
+            last = self.h_xff.rpartition(b",")[2].strip()
+            ctx.client_ip = last if last else self.peer_ip
         else:
             ctx.forwarded_for = self.peer_ip
+            ctx.client_ip = self.peer_ip
         if self.conn_tokens is not None:
             self.fwd = drop_named(self.fwd, self.conn_tokens)
         if err is not None:
@@ -1005,6 +1024,15 @@ cdef class ClientConnection:
             ctx.error_message = "Content-Length %d exceeds the limit of %d bytes" % (
                 ctx.content_length, route.max_body_size)
             return ACTION_RESPOND
+        return self.continue_phases(PHASE_ACCESS)
+
+    cdef int continue_phases(self, int phase):
+        """The phases after routing, from `phase` on (a phase that waited resumes here)."""
+        cdef RequestContext ctx = self.ctx
+        cdef Route route = ctx.route
+        # PHASE_THROTTLE
+        if phase <= PHASE_THROTTLE and route.limiters and not self.run_throttle(ctx, route):
+            return ACTION_RESPOND
         # PHASE_REQUEST_TRANSFORM
         if route.path_rewrite is not None:
             ctx.upstream_path = (<PathRewrite>route.path_rewrite).apply(ctx)
@@ -1026,6 +1054,27 @@ cdef class ClientConnection:
         elif self.req_complete:
             self.request_finished()
         return ACTION_CONTINUE
+
+    cdef bint run_throttle(self, RequestContext ctx, Route route):
+        """Take from each of the route's limiters in API Gateway's order; the first
+        rejection answers 429 THROTTLED with RateLimit and Retry-After headers."""
+        cdef ThrottleResult res
+        cdef Limiter lim
+        cdef int64_t now = throttle_now_ns()
+        cdef bytes key
+        for lim in route.limiters:
+            if lim.key_kind == LIMIT_CLIENT_IP:
+                key = ctx.client_ip
+            elif lim.key_kind == LIMIT_HEADER:
+                key = ctx.header(lim.key_arg) or b""
+            else:
+                key = b""
+            res.allowed = 1
+            if not lim.take(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), now, &res):
+                ctx.error_type = "THROTTLED"
+                self.error_headers = header_lines(lim.headers(&res))
+                return False
+        return True
 
     cdef void add_body(self, bytes data):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
@@ -1529,6 +1578,9 @@ cdef class ClientConnection:
         headers = [(b"Content-Type", b"application/json")]
         if ctx.api is not None and ctx.api.rest and gr.error_type:
             headers.append((b"x-amzn-ErrorType", gr.error_type))
+        if self.error_headers is not None:
+            headers.extend(self.error_headers)
+            self.error_headers = None
         if gr.headers:
             ctx.error_message = gr.message if not detail else detail
             for pair in gr.headers:

@@ -245,3 +245,30 @@ cdef Py_ssize_t format_headers(char* buf, Py_ssize_t cap, const char* policy,
                                Py_ssize_t policy_len, const ThrottleResult* r) noexcept nogil
                                   # "RateLimit-Policy: ...\r\nRateLimit: ...\r\n[Retry-After: ...\r\n]";
                                   # bytes written, or -1 when cap is too small (nothing usable)
+
+
+# ---------------------------------------------------------------- limiters --
+# One configured limit of one level, as the control plane compiles it for a
+# route (fastgate.snapshot / fastgate.apis); the protocol's THROTTLE phase
+# takes from each of a route's limiters in API Gateway's order and answers
+# 429 THROTTLED at the first rejection.
+
+cpdef enum LimiterKey:
+    LIMIT_SHARED = 0                  # one bucket (a static slot) for every request
+    LIMIT_CLIENT_IP = 1               # a bucket per client address (ctx.source_ip)
+    LIMIT_HEADER = 2                  # a bucket per value of a request header (absent: shared "" bucket)
+
+
+cdef class Limiter:
+    cdef readonly str name            # "gateway", "stage", "route": the RateLimit policy name
+    cdef readonly ThrottleSettings settings
+    cdef readonly BucketTable table
+    cdef readonly int slot            # LIMIT_SHARED: static slot; else -1
+    cdef readonly int key_kind        # a LimiterKey
+    cdef readonly bytes key_arg       # LIMIT_HEADER: lowercase header name
+    cdef uint64_t ns                  # namespace of its keyed buckets
+    cdef bytes name_b                 # name, ASCII, for format_headers
+
+    cdef int take(self, const char* key, Py_ssize_t key_len, int64_t now_ns,
+                  ThrottleResult* out) noexcept nogil
+    cdef bytes headers(self, const ThrottleResult* r)   # the RateLimit/Retry-After lines

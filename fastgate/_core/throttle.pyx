@@ -720,3 +720,45 @@ def header_block(str policy, take):
         raise ValueError("policy name too long")
     cdef Py_ssize_t n = format_headers(small, cap, name, len(name), &r)
     return small[:n]
+
+
+cdef class Limiter:
+    def __init__(self, str name, ThrottleSettings settings, BucketTable table, str bucket,
+                 int key_kind=LIMIT_SHARED, str key_arg=None):
+        """bucket: a stable name for this limit ("route:GET /pets", "stage:api/prod:GET /x"),
+        so a reload keeps its tokens; keyed limiters use it as their namespace."""
+        self.name = name
+        self.settings = settings
+        self.table = table
+        self.key_kind = key_kind
+        self.key_arg = key_arg.lower().encode() if key_arg else None
+        self.name_b = name.encode("ascii")
+        if any(c < 0x20 or c > 0x7e or c in b'"\\' for c in self.name_b):
+            raise ValueError(f"limiter name must be printable ASCII without quote or backslash: {name!r}")
+        if key_kind == LIMIT_SHARED:
+            self.slot = table.static_slot(bucket)
+        else:
+            self.slot = -1
+            self.ns = namespace(bucket)
+
+    cdef int take(self, const char* key, Py_ssize_t key_len, int64_t now_ns,
+                  ThrottleResult* out) noexcept nogil:
+        if self.key_kind == LIMIT_SHARED:
+            return self.table.try_take(self.slot, &self.settings.c, now_ns, out)
+        return self.table.try_take_key(self.table.key_hash(self.ns, key, key_len),
+                                       &self.settings.c, now_ns, out)
+
+    cdef bytes headers(self, const ThrottleResult* r):
+        cdef char buf[512]
+        cdef Py_ssize_t n = format_headers(buf, sizeof(buf), self.name_b, len(self.name_b), r)
+        return buf[:n] if n > 0 else b""
+
+    def take_for(self, bytes key=b""):
+        """One take (tests): (allowed, header block)."""
+        cdef ThrottleResult r
+        r.allowed = 1
+        allowed = self.take(key, len(key), monotonic_ns(), &r)
+        return bool(allowed), self.headers(&r)
+
+    def __repr__(self):
+        return f"<Limiter {self.name} rate={self.settings.rate} burst={self.settings.burst}>"
