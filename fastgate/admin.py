@@ -30,6 +30,28 @@ REASONS = {200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content", 40
 ADMIN_PATHS = (b"/metrics", b"/healthz", b"/health", b"/routes")
 
 
+def api_routes(state) -> list[dict]:
+    """Every deployed API stage and its routes, as /routes lists them."""
+    out = []
+    if state is None:
+        return out
+    for api_id, stages in sorted(state.stages.items()):
+        api = state.apis.get(api_id, {})
+        for name, stage in sorted(stages.items()):
+            dep = state.deployments.get(api_id, {}).get(stage.get("deploymentId"), {})
+            doc = dep.get("api", {})
+            out.append({
+                "api": api_id, "name": api.get("name"), "stage": name,
+                "type": "HTTP" if api.get("protocolType") == "HTTP" else "REST",
+                "deploymentId": stage.get("deploymentId"),
+                "canary": stage.get("canarySettings"),
+                "routes": [{"method": m, "path": res["path"],
+                            "integration": (spec.get("methodIntegration") or {}).get("type")}
+                           for res in doc.get("resources", ())
+                           for m, spec in sorted((res.get("resourceMethods") or {}).items())]})
+    return out
+
+
 def log(msg: str) -> None:
     print(f"fastgate-admin[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
@@ -196,8 +218,8 @@ class Admin:
         else:
             await self.send(writer, 200, {"routes": [
                 {"method": r.method, "host": r.host, "path": r.path,
-                 "integration": integration_type(r.integration)} for r in self.loaded.config.routes]},
-                            close)
+                 "integration": integration_type(r.integration)} for r in self.loaded.config.routes],
+                "apis": api_routes(self.loaded.state)}, close)
 
     async def serve_control(self, writer, method, target, query, headers, body, close) -> None:
         if self.control is None and self.control_error is None:

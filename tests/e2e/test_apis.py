@@ -250,3 +250,12 @@ def test_openapi_errors_are_clear(tmp_path):
     missing = subprocess.run([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "--openapi",
                               str(tmp_path / "nope.json")], capture_output=True, text=True, timeout=30)
     assert missing.returncode == 2 and "nope.json" in missing.stderr
+
+
+def test_admin_routes_lists_api_stages(rest_gateway):
+    doc = httpx.get(f"http://127.0.0.1:{rest_gateway.admin_port}/routes", timeout=5).json()
+    stages = {(a["api"], a["stage"]) for a in doc["apis"]}
+    assert stages == {("petstore01", "dev"), ("petstore01", "prod")}
+    prod = next(a for a in doc["apis"] if a["stage"] == "prod")
+    assert prod["type"] == "REST"
+    assert {"method": "GET", "path": "/pets/{petId}", "integration": "HTTP_PROXY"} in prod["routes"]
