@@ -100,6 +100,7 @@ cdef class Route:
     cdef readonly str function_name           # INTEGRATION_FUNCTION: the function (a `functions:` name)
     cdef readonly bint payload_v2             # INTEGRATION_FUNCTION: HTTP API 2.0 event (else REST 1.0)
     cdef readonly tuple binary_media_types    # the API's binaryMediaTypes (function events, responses)
+    cdef readonly object access               # fastgate.access.AccessPhase (policy, key, authorizer) or None
     cdef readonly tuple limiters              # fastgate._core.throttle.Limiter, in API Gateway's order
                                               # (usage plan, method/stage, gateway); () = no throttle
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes

@@ -138,7 +138,7 @@ cdef class Route:
                  double total_timeout=0.0, long long max_body_size=-1,
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
                  str resource_path="", str function_name=None, bint payload_v2=False,
-                 tuple binary_media_types=(), tuple limiters=()):
+                 tuple binary_media_types=(), tuple limiters=(), access=None):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -162,6 +162,7 @@ cdef class Route:
         self.payload_v2 = payload_v2
         self.binary_media_types = binary_media_types
         self.limiters = limiters
+        self.access = access
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"

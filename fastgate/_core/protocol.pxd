@@ -43,6 +43,17 @@ cdef enum PauseReason:            # bits: client reading is paused while any is 
     PAUSE_UPSTREAM_FULL = 2       # the upstream's write buffer is full
     PAUSE_NOT_READY = 4           # body buffered while the upstream connection is not ready
 
+cdef enum Waiting:                # what a request waits for between its phases
+    WAIT_NONE = 0
+    WAIT_BODY = 1                 # the whole body, before the access check (SigV4 payload hash)
+    WAIT_ACCESS = 2               # an asynchronous access check (JWKS fetch, Lambda authorizer)
+
+cpdef enum AccessVerdict:         # what AccessPhase.run(conn, ctx) returns
+    ACCESS_ALLOW = 0              # go on with the next phase now
+    ACCESS_DENY = 1               # answer ctx.error_type (set with conn.deny(...)) now
+    ACCESS_WAIT = 2               # the check goes on; it calls conn.access_done(...) when done
+
+
 cdef enum BodyMode:               # how the response body is framed towards the client
     BODY_NONE = 0                 # no body (HEAD, 1xx, 204, 304)
     BODY_LENGTH = 1               # Content-Length passed through
@@ -141,6 +152,7 @@ cdef class ClientConnection:
     cdef bytes h_via, h_xff, h_xfp, h_xfh, h_xfport, h_rid, h_upgrade
     cdef str parse_error                  # gateway response type found while parsing
     cdef list error_headers               # extra headers for the next gateway response (429's RateLimit)
+    cdef int waiting                      # a Waiting: the phases are paused for it
 
     # the active exchange
     cdef RequestContext ctx

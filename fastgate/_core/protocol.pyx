@@ -16,7 +16,7 @@ import orjson
 
 from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
-    ACTION_CONTINUE, ACTION_RESPOND,
+    ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
     PHASE_ACCESS, PHASE_THROTTLE,
 )
@@ -1030,6 +1030,22 @@ cdef class ClientConnection:
         """The phases after routing, from `phase` on (a phase that waited resumes here)."""
         cdef RequestContext ctx = self.ctx
         cdef Route route = ctx.route
+        cdef int verdict
+        # PHASE_ACCESS: resource policy, API key, authorizers (fastgate.access)
+        if phase <= PHASE_ACCESS and route.access is not None:
+            if route.access.needs_body and not self.req_complete:
+                # SigV4 signs the payload: check once the body is here (request_finished)
+                self.waiting = WAIT_BODY
+                if ctx.expect_continue:
+                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    ctx.expect_continue = False
+                return ACTION_WAIT
+            verdict = route.access.run(self, ctx)
+            if verdict == ACCESS_DENY:
+                return ACTION_RESPOND
+            if verdict == ACCESS_WAIT:
+                self.waiting = WAIT_ACCESS      # access_done() resumes
+                return ACTION_WAIT
         # PHASE_THROTTLE
         if phase <= PHASE_THROTTLE and route.limiters and not self.run_throttle(ctx, route):
             return ACTION_RESPOND
@@ -1054,6 +1070,28 @@ cdef class ClientConnection:
         elif self.req_complete:
             self.request_finished()
         return ACTION_CONTINUE
+
+    def access_done(self, RequestContext ctx, str error_type=None, str message=None,
+                    list headers=None):
+        """An asynchronous access check finished: deny with error_type, or run the
+        remaining phases (throttle, transforms, the integration)."""
+        if ctx is not self.ctx or self.closed or self.responding or self.waiting != WAIT_ACCESS:
+            return      # the client went away, or a timeout answered meanwhile
+        self.waiting = WAIT_NONE
+        if error_type is not None:
+            ctx.error_type = error_type
+            ctx.error_message = message
+            self.error_headers = headers
+            self.respond_error(error_type, message)
+        elif self.continue_phases(PHASE_THROTTLE) == ACTION_RESPOND:
+            self.respond_error(ctx.error_type, ctx.error_message)
+        self.uncork()
+
+    def deny(self, RequestContext ctx, str error_type, str message=None, list headers=None):
+        """For a synchronous access check about to return ACCESS_DENY: what to answer."""
+        ctx.error_type = error_type
+        ctx.error_message = message
+        self.error_headers = headers
 
     cdef bint run_throttle(self, RequestContext ctx, Route route):
         """Take from each of the route's limiters in API Gateway's order; the first
@@ -1097,7 +1135,7 @@ cdef class ClientConnection:
         if self.body_kept > RETRY_BODY_MAX:
             self.body_retained = False
         if self.body_kept > BUFFER_HIGH and self.ctx.route is not None and \
-                self.ctx.route.integration == INTEGRATION_HTTP:
+                self.ctx.route.integration == INTEGRATION_HTTP and self.waiting != WAIT_BODY:
             self.set_pause(PAUSE_NOT_READY, True)
 
     cdef void request_finished(self):
@@ -1106,6 +1144,13 @@ cdef class ClientConnection:
         self.req_complete = True
         if ctx.route is None or self.responding:
             return
+        if self.waiting == WAIT_BODY:
+            self.waiting = WAIT_NONE
+            if self.continue_phases(PHASE_ACCESS) == ACTION_RESPOND:
+                self.respond_error(ctx.error_type, ctx.error_message)
+            return
+        if self.waiting != WAIT_NONE:
+            return      # the integration starts when access_done() resumes the phases
         if ctx.route.integration == INTEGRATION_HTTP:
             if self.upstream is not None and self.upstream.transport is not None:
                 self.finish_upstream_request()
@@ -1645,6 +1690,7 @@ cdef class ClientConnection:
         self.served += 1
         self.ctx = None
         self.responding = False
+        self.waiting = WAIT_NONE
         self.body_chunks = []
         self.body_kept = 0
         self.body_sent = 0
