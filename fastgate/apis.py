@@ -528,7 +528,15 @@ def config_state(loaded, warn=None) -> State:
             raise loaded.error(("apis", i, "openapi"), str(e)) from None
     state = merge_states(*states)
     for i, dc in enumerate(config.domains):
-        state.domains[dc.name.lower()] = {"domainName": dc.name.lower()}
+        state.domains[dc.name.lower()] = domain = {"domainName": dc.name.lower()}
+        if dc.certificate is not None:
+            # the shape the control API stores (fastgate.model), so fastgate.tls reads one kind
+            # of document; the loader already checked the files
+            domain["_certificateBody"] = _read_text(base_dir, dc.certificate, loaded, ("domains", i, "certificate"))
+            domain["_certificatePrivateKey"] = _read_text(base_dir, dc.key, loaded, ("domains", i, "key"))
+            if dc.truststore is not None:
+                domain["mutualTlsAuthentication"] = {"truststoreUri": os.path.join(base_dir, dc.truststore)}
+                domain["_mtlsRequired"] = dc.mtls_required
         maps = state.mappings.setdefault(dc.name.lower(), {})
         for j, mc in enumerate(dc.mappings):
             api_ids = {a for a in state.apis} | {ac.id for ac in config.apis if ac.id}
@@ -537,3 +545,12 @@ def config_state(loaded, warn=None) -> State:
                                    f"no API with id {mc.api!r} in apis:")
             maps[mc.base_path] = {"basePath": mc.base_path, "restApiId": mc.api, "stage": mc.stage}
     return state
+
+
+def _read_text(base_dir: str, path: str, loaded, where: tuple) -> str:
+    import os
+    try:
+        with open(os.path.join(base_dir, path), encoding="ascii") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise loaded.error(where, f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None

@@ -36,7 +36,7 @@ from msgspec import Meta, field
 __all__ = [
     "AccessLogConfig", "AdminConfig", "Config", "ConfigError", "ConfigSource",
     "EchoIntegration", "HealthCheckConfig", "HeaderOps", "HttpIntegration",
-    "Integration", "Limits", "ListenAddress", "ListenerConfig", "LoadedConfig",
+    "Integration", "Limits", "ListenAddress", "ListenerConfig", "ListenerTLSConfig", "LoadedConfig",
     "MockIntegration", "PassiveHealthConfig", "RouteConfig", "RouteTimeouts",
     "TargetConfig", "TargetURL", "UpstreamConfig", "config_error",
     "default_config_path", "format_path", "load_config", "load_config_text",
@@ -85,6 +85,13 @@ class TargetURL(NamedTuple):
 
 # --- the schema --------------------------------------------------------------
 
+class ListenerTLSConfig(_Section, kw_only=True):
+    """TLS on a listener: its default certificate (custom domains may have their own,
+    chosen by SNI). Paths are relative to the config file."""
+    certificate: str                      # PEM: the certificate, then its chain
+    key: str                              # PEM, unencrypted
+
+
 class ListenerConfig(_Section, kw_only=True):
     """One listening socket: either ``address`` or ``interface`` + ``port``."""
     address: str | None = None            # "127.0.0.1:8080", "[::1]:8080", "localhost:8080"
@@ -92,6 +99,7 @@ class ListenerConfig(_Section, kw_only=True):
     port: Port | None = None              # with interface only
     family: Literal["ipv4", "ipv6", "both"] | None = None  # with interface only; default ipv4
     backlog: Positive = 1024
+    tls: ListenerTLSConfig | None = None  # null = plain HTTP
 
     def listen_address(self) -> ListenAddress:
         if self.interface is not None:
@@ -348,6 +356,12 @@ class DomainConfig(_Section, kw_only=True):
     """A custom domain name: requests whose Host is `name` go to its base path mappings."""
     name: str
     mappings: Annotated[tuple[MappingConfig, ...], Meta(min_length=1)]
+    # served on TLS listeners to clients whose SNI names this domain; paths relative to
+    # the config file; without them the listener's certificate answers
+    certificate: str | None = None        # PEM: the certificate, then its chain
+    key: str | None = None                # PEM, unencrypted
+    truststore: str | None = None         # PEM CA certificates: mutual TLS (needs certificate)
+    mtls_required: bool = True            # false: a client certificate is verified when sent, not demanded
 
 
 class Config(_Section, kw_only=True):
@@ -1022,6 +1036,18 @@ class _Checker:
             self.fail(("access_log", "path"), 'empty path; use "-" for stdout or null for none')
         if not cfg.access_log.format:
             self.fail(("access_log", "format"), "empty format")
+        for i, lst in enumerate(cfg.listeners):
+            if lst.tls is not None:
+                self.check_tls(("listeners", i, "tls"), lst.tls.certificate, lst.tls.key, None)
+        for i, dom in enumerate(cfg.domains):
+            p = ("domains", i)
+            if (dom.certificate is None) != (dom.key is None):
+                self.fail(p + ("key" if dom.key is None else "certificate",),
+                          "certificate and key go together")
+            if dom.truststore is not None and dom.certificate is None:
+                self.fail(p + ("truststore",), "mutual TLS needs the domain's own certificate and key")
+            if dom.certificate is not None:
+                self.check_tls(p, dom.certificate, dom.key, dom.truststore)
         for name, up in cfg.upstreams.items():
             self.check_upstream(name, up)
         if cfg.throttle is not None:
@@ -1049,6 +1075,20 @@ class _Checker:
                 self.fail(("routes", i), f"duplicate route {route.route_key} for host "
                           f"{route.host!r}: same as {where}")
             seen[key] = i
+
+    def check_tls(self, path: Path, certificate: str, key: str, truststore: str | None) -> None:
+        """The files are readable PEMs and the key belongs to the certificate."""
+        from fastgate.tls import TLSError, check_key_pair, read_pem, server_context
+        base = os.path.dirname(os.path.abspath(self.source.filename)) \
+            if os.path.exists(self.source.filename) else os.getcwd()
+        files = {"certificate": certificate, "key": key, "truststore": truststore}
+        try:
+            pems = {f: read_pem(os.path.join(base, v), f) for f, v in files.items() if v is not None}
+            check_key_pair(pems["certificate"], pems["key"], f"certificate {certificate}",
+                           f"key {key}")
+            server_context(pems["certificate"], pems["key"], truststore_pem=pems.get("truststore"))
+        except TLSError as e:
+            self.fail(path + (e.field,), str(e))
 
     def check_upstream(self, name: str, up: UpstreamConfig) -> None:
         p = ("upstreams", name)

@@ -191,6 +191,10 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
         if warn is not None:
             for w in compiler.warnings:
                 warn(w)
+    tls = None
+    if loaded.state is not None and loaded.state.domains:
+        from fastgate.tls import build_tls_state
+        tls = build_tls_state(loaded.state, warn)
     access_log = None
     if config.access_log.destination is not None:
         from fastgate._core.accesslog import AccessLog
@@ -214,4 +218,4 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
         keepalive_timeout=limits.keepalive_timeout_ms / 1000,
         # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
-        source=loaded, **mounts)
+        source=loaded, tls=tls, **mounts)

@@ -20,6 +20,7 @@ import uvloop
 from fastgate._core.pipeline import seed_random
 from fastgate._core.protocol import Worker
 from fastgate.snapshot import build_snapshot
+from fastgate.tls import listener_tls_for
 
 
 GC_GEN0_THRESHOLD = 20000   # container allocations between young-generation collections
@@ -44,6 +45,7 @@ class WorkerProcess:
         self.loop = None
         self.worker = None
         self.servers = []
+        self.tls_listeners = []             # fastgate.tls.ListenerTLS of the TLS listeners
         self.stopping = False
 
     def run(self) -> int:
@@ -59,8 +61,14 @@ class WorkerProcess:
                 self.metrics, self.worker_id)
         self.drain_timeout_s = loaded.config.limits.drain_timeout_ms / 1000
         for sock, port, backlog in self.listeners:
+            # the listener's context is fixed here; its SNI callback reads the current
+            # snapshot's domain certificates, so reloads change them without a restart
+            tls = listener_tls_for(loaded, sock.getsockname(), lambda: self.worker.snapshot.tls)
+            if tls is not None:
+                self.tls_listeners.append(tls)
             server = self.loop.run_until_complete(self.loop.create_server(
-                self.worker.protocol_factory(port), sock=sock, backlog=backlog))
+                self.worker.protocol_factory(port), sock=sock, backlog=backlog,
+                ssl=tls.context if tls is not None else None))
             self.servers.append(server)
         self.loop.add_signal_handler(signal.SIGTERM, self.drain)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -103,6 +111,8 @@ class WorkerProcess:
             log(f"reload failed, keeping the running config: {e}")
             return
         self.worker.swap(snapshot)
+        for tls in self.tls_listeners:
+            tls.refresh()
 
     def reopen_logs(self) -> None:
         access_log = self.worker.snapshot.access_log

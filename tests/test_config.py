@@ -215,8 +215,8 @@ def test_unknown_key_is_rejected_with_a_suggestion():
 
 
 def test_unknown_key_in_a_list_item_and_in_json():
-    assert_error("listeners:\n  - address: 127.0.0.1:8080\n    tls: true\n", 3, 5,
-                 ("listeners", 0, "tls"), "unknown field 'tls'")
+    assert_error("listeners:\n  - address: 127.0.0.1:8080\n    ssl: true\n", 3, 5,
+                 ("listeners", 0, "ssl"), "unknown field 'ssl'")
     text = '{\n\t"listeners": [\n\t\t{"address": "127.0.0.1:8080", "x": 1}\n\t]\n}'
     assert_error(text, 3, 33, ("listeners", 0, "x"), "unknown field 'x'", filename="gw.json")
 

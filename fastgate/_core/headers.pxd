@@ -44,6 +44,12 @@ cdef enum VarKind:
     VAR_ERROR_MESSAGE = 17    # ctx.error_message ($context.error.message), in gateway responses
     VAR_ERROR_MESSAGE_STRING = 18  # the same as a quoted JSON string ($context.error.messageString)
     VAR_ERROR_TYPE = 19       # ctx.error_type ($context.error.responseType)
+    VAR_CLIENT_CERT_PEM = 20  # ctx.client_cert.pem ($context.identity.clientCert.clientCertPem); b"" without one
+    VAR_CLIENT_CERT_SUBJECT = 21     # .subject_dn ($context.identity.clientCert.subjectDN)
+    VAR_CLIENT_CERT_ISSUER = 22      # .issuer_dn ($context.identity.clientCert.issuerDN)
+    VAR_CLIENT_CERT_SERIAL = 23      # .serial_number ($context.identity.clientCert.serialNumber)
+    VAR_CLIENT_CERT_NOT_BEFORE = 24  # .not_before ($context.identity.clientCert.validity.notBefore)
+    VAR_CLIENT_CERT_NOT_AFTER = 25   # .not_after ($context.identity.clientCert.validity.notAfter)
 
 cdef enum Sanitize:
     SANITIZE_HEADER = 0       # drop CR, LF, NUL from variable values

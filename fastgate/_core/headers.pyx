@@ -27,6 +27,13 @@ _EXACT = {
     "context.error.message": VAR_ERROR_MESSAGE,
     "context.error.messageString": VAR_ERROR_MESSAGE_STRING,
     "context.error.responseType": VAR_ERROR_TYPE,
+    # mutual TLS: the connection's verified client certificate (fastgate.tls.ClientCert)
+    "context.identity.clientCert.clientCertPem": VAR_CLIENT_CERT_PEM,
+    "context.identity.clientCert.subjectDN": VAR_CLIENT_CERT_SUBJECT,
+    "context.identity.clientCert.issuerDN": VAR_CLIENT_CERT_ISSUER,
+    "context.identity.clientCert.serialNumber": VAR_CLIENT_CERT_SERIAL,
+    "context.identity.clientCert.validity.notBefore": VAR_CLIENT_CERT_NOT_BEFORE,
+    "context.identity.clientCert.validity.notAfter": VAR_CLIENT_CERT_NOT_AFTER,
 }
 # Variables that take a name argument: (prefix, kind, argument validator).
 # Checked before _EXACT so "request.path.id" is a parameter, not "request.path".
@@ -177,6 +184,21 @@ cdef bytes resolve_variable(int kind, bytes arg, RequestContext ctx):
         return orjson.dumps(ctx.error_message or "")
     elif kind == VAR_ERROR_TYPE:
         return ctx.error_type.encode() if ctx.error_type else b""
+    elif VAR_CLIENT_CERT_PEM <= kind <= VAR_CLIENT_CERT_NOT_AFTER:
+        cert = ctx.client_cert
+        if cert is None:
+            return b""
+        if kind == VAR_CLIENT_CERT_SUBJECT:
+            return cert.subject_dn
+        if kind == VAR_CLIENT_CERT_ISSUER:
+            return cert.issuer_dn
+        if kind == VAR_CLIENT_CERT_SERIAL:
+            return cert.serial_number
+        if kind == VAR_CLIENT_CERT_NOT_BEFORE:
+            return cert.not_before
+        if kind == VAR_CLIENT_CERT_NOT_AFTER:
+            return cert.not_after
+        return cert.pem
     else:
         return b""
     return v if v is not None else b""

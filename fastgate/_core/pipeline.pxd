@@ -122,6 +122,7 @@ cdef class RequestContext:
     cdef public int source_port
     cdef public bytes forwarded_for          # X-Forwarded-For to send upstream
     cdef public bint tls                     # arrived over TLS
+    cdef public object client_cert           # fastgate.tls.ClientCert verified on the connection, or None
     cdef public int local_port               # listener port (X-Forwarded-Port)
     cdef public bytes request_id             # x-request-id: the valid incoming one, else generated
     cdef public double start                 # monotonic s when the first byte of the request arrived

@@ -88,6 +88,9 @@ cdef class Snapshot:
     cdef readonly double keepalive_timeout  # s
     cdef readonly int keepalive_requests  # requests served per connection before closing it
     cdef readonly object source           # the config it was built from (for the control plane)
+    cdef readonly object tls              # fastgate.tls.TLSState: custom domains' certificates, or None
+    cdef readonly dict mtls_hosts         # lowercase host / b"*.suffix" -> domain whose truststore must
+                                          # have verified the client certificate (403 otherwise); None = none
 
 
 cdef class Worker:
@@ -129,6 +132,8 @@ cdef class ClientConnection:
     cdef int local_port
     cdef bytes port_bytes                 # local_port as X-Forwarded-Port sends it
     cdef bint trusted                     # peer is a configured trusted proxy
+    cdef bint tls                         # accepted on a TLS listener
+    cdef object client_cert               # fastgate.tls.ClientCert, read once at connection_made, or None
     cdef bint closed
     cdef bint unread                      # client input may be left unread: close lingering
     cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_MS

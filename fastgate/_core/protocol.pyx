@@ -14,6 +14,8 @@ from libc.string cimport memcmp
 
 import orjson
 
+from fastgate.tls import client_cert_of
+
 from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
@@ -72,6 +74,8 @@ GATEWAY_RESPONSES = {
     "BAD_FRAMING": (400, "Bad Request", "BadRequestException"),
     "NOT_FOUND": (404, "Not Found", "NotFoundException"),
     "DOMAIN_NOT_MAPPED": (403, "Forbidden", "ForbiddenException"),
+    # a mutual TLS domain without a client certificate verified for it (AWS answers 403 too)
+    "CLIENT_CERT_REQUIRED": (403, "Forbidden", "ForbiddenException"),
     "METHOD_NOT_ALLOWED": (405, "Method Not Allowed", "MethodNotAllowedException"),
     "REQUEST_TIMEOUT": (408, "Request Timeout", "RequestTimeoutException"),
     "URI_TOO_LONG": (414, "Request-URI Too Long", "RequestUriTooLongException"),
@@ -203,6 +207,34 @@ def header_kind(bytes name):
     return classify(name)
 
 
+cdef inline bint client_cert_header(bytes name) noexcept:
+    """X-Client-Cert-*: the gateway's to write (fastgate.tls); a client's own are dropped."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
+    cdef const char* p = PyBytes_AS_STRING(name)
+    cdef const char* want = "x-client-cert-"
+    if n < 14 or (p[0] | 0x20) != b'x':
+        return False
+    for i in range(1, 14):
+        if (p[i] | 0x20 if b'A' <= p[i] <= b'Z' else p[i]) != want[i]:
+            return False
+    return True
+
+
+cdef bint client_cert_allows(dict mtls_hosts, bytes host, object cert):
+    """False when host is a mutual TLS domain (exact, else its "*." wildcard) and the
+    connection has no client certificate verified by that domain's truststore."""
+    cdef Py_ssize_t dot
+    required = mtls_hosts.get(host)
+    if required is None:
+        dot = host.find(b".")
+        if dot <= 0:
+            return True
+        required = mtls_hosts.get(b"*" + host[dot:])
+        if required is None:
+            return True
+    return cert is not None and cert.domain == required
+
+
 cdef list connection_tokens(bytes value, list into):
     """Lowercase tokens of a Connection header other than close/keep-alive/upgrade."""
     cdef bytes tok
@@ -319,7 +351,8 @@ cdef class Snapshot:
                  Py_ssize_t max_head=32768, int max_headers=100, long long max_body=10485760,
                  double header_timeout=10.0, double body_timeout=60.0,
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
-                 dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None):
+                 dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
+                 tls=None):
         self.router = router
         self.routes = routes
         self.groups = groups if groups is not None else []
@@ -337,6 +370,8 @@ cdef class Snapshot:
         self.any_mounts = any_mounts if any_mounts is not None else []
         self.has_mounts = bool(self.host_mounts or self.api_mounts or self.any_mounts)
         self.stages = stages if stages is not None else []
+        self.tls = tls
+        self.mtls_hosts = tls.mtls_hosts if tls is not None and tls.mtls_hosts else None
         self.max_url = max_url
         self.max_head = max_head
         self.max_headers = max_headers
@@ -543,6 +578,10 @@ cdef class ClientConnection:
                 self.trusted = any(addr in net for net in snap.trusted)
         else:
             self.peer_ip = b"127.0.0.1"
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.tls = True
+            self.client_cert = client_cert_of(sslobj)
         self.worker.connections.add(self)
         if snap.metrics is not None and self.worker.open_slot >= 0:
             snap.metrics.gauge_add(self.worker.open_slot, 1)
@@ -747,6 +786,8 @@ cdef class ClientConnection:
         ctx.source_ip = self.peer_ip
         ctx.source_port = self.peer_port
         ctx.local_port = self.local_port
+        ctx.tls = self.tls
+        ctx.client_cert = self.client_cert
         self.parsing = ctx
         self.parsing_snap = snap
         self.parsing_pending = None
@@ -772,7 +813,8 @@ cdef class ClientConnection:
         cdef int kind = classify(name)
         ctx.headers.append(pair)
         if kind == H_OTHER or kind == H_DATE:
-            self.fwd.append(pair)
+            if not client_cert_header(name):
+                self.fwd.append(pair)
         elif kind == H_HOST:
             self.host_count += 1
             ctx.host = value
@@ -930,6 +972,9 @@ cdef class ClientConnection:
         if ctx.host is None or not ctx.host:
             ctx.host = b""
         ctx.route_host = route_host_of(ctx.host)
+        if err is None and snap.mtls_hosts is not None and not client_cert_allows(
+                snap.mtls_hosts, ctx.route_host, self.client_cert):
+            err, detail = "CLIENT_CERT_REQUIRED", "no client certificate verified for this domain"
         ctx.upgrade = self.h_upgrade is not None and p.p.upgrade
         if self.h_rid is not None and valid_request_id(self.h_rid):
             ctx.request_id = self.h_rid
@@ -1303,6 +1348,8 @@ cdef class ClientConnection:
             out_bytes(b"x-request-id: ")
             out_bytes(ctx.request_id)
             out_bytes(b"\r\n")
+        if ctx.client_cert is not None:
+            out_bytes(ctx.client_cert.headers)   # X-Client-Cert-*, built once per connection
         if ctx.upgrade:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
             out_bytes(self.h_upgrade)

@@ -96,7 +96,7 @@ class Gateway:
     """fastgate serve -c <yaml> with the listener and admin ports filled in."""
 
     def __init__(self, tmp_path: Path, config: str, workers: int = 1, admin: bool = True,
-                 args: tuple = (), env: dict | None = None):
+                 args: tuple = (), env: dict | None = None, listener: str = ""):
         self.port = free_port()
         self.admin_port = free_port() if admin else None
         self.url = f"http://127.0.0.1:{self.port}"
@@ -104,6 +104,7 @@ class Gateway:
             workers: {workers}
             listeners:
               - address: 127.0.0.1:{self.port}
+                {listener}
             admin:
               listen: {f'127.0.0.1:{self.admin_port}' if admin else 'off'}
             """)
