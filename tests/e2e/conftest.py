@@ -99,6 +99,8 @@ class Gateway:
                  args: tuple = (), env: dict | None = None, listener: str = ""):
         self.port = free_port()
         self.admin_port = free_port() if admin else None
+        while self.admin_port == self.port:   # two free ports asked for apart can be the same one
+            self.admin_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         head = textwrap.dedent(f"""\
             workers: {workers}
