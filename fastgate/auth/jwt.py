@@ -138,6 +138,10 @@ class KeySet:
             entry = self.keys[None]
         return entry
 
+    @property
+    def fetching(self) -> bool:
+        return self._inflight is not None
+
     def may_refetch(self) -> bool:
         return self.clock() - self._last_attempt >= self.refetch_interval_s
 
@@ -278,9 +282,10 @@ class JwtCheck(Check):
             return self._invalid("the token does not have a valid issuer")
         kid = header.get("kid")
         entry = keyset.lookup(kid) if keyset.loaded else None
-        if entry is None and (not keyset.loaded or keyset.may_refetch()):
-            return self._after_refresh(keyset, token, alg, kid)
         if entry is None:
+            # wait for a fetch in flight, or start one if the interval allows
+            if keyset.fetching or keyset.may_refetch():
+                return self._after_refresh(keyset, token, alg, kid)
             if not keyset.loaded:
                 return deny("AUTHORIZER_CONFIGURATION_ERROR", None)
             return self._invalid("the token's kid is not in the issuer's key set")
