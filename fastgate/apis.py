@@ -165,7 +165,7 @@ class Compiler:
     """Compiles API stages into Routes appended to a snapshot's route list."""
 
     def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
-                 functions=None, gateway_limiter=None):
+                 functions=None, gateway_limiter=None, services=None, iam_credentials=None):
         self.routes = routes            # the snapshot's [Route], appended to
         self.series = series            # metrics slot per route index
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
@@ -174,6 +174,8 @@ class Compiler:
         self.functions = functions      # names of the functions this gateway runs, or None
         self.binary_media_types: dict[str, list] = {}   # api id -> binaryMediaTypes
         self.gateway_limiter = gateway_limiter  # taken after every route's own limits
+        self.services = services                # fastgate.access.Services: authorizer caches, functions
+        self.iam_credentials = iam_credentials or {}
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
@@ -182,6 +184,7 @@ class Compiler:
     def api_stage(self, api: dict, stage_name: str, deployment_id: str, variables: dict,
                   *, canary: bool = False, method_settings: dict | None = None) -> ApiStage:
         router = Router()
+        self.current_api = api
         self.binary_media_types[api["id"]] = list(api.get("binaryMediaTypes") or ())
         where = f"API {api.get('id')} stage {stage_name}{' (canary)' if canary else ''}"
         stage = ApiStage(api_id=api["id"], api_name=api.get("name", ""), stage=stage_name,
@@ -205,6 +208,19 @@ class Compiler:
     def router_path(path: str) -> str:
         # HTTP APIs' catch-all route: "$default" matches whatever no other route does
         return "/{proxy+}" if path == "/$default" else path
+
+    def method_access(self, stage: ApiStage, spec: dict, where: str):
+        """The method's resource policy and authorizer as an AccessPhase, or None."""
+        if self.services is None:
+            return None
+        from fastgate.access import AccessPhase
+        from fastgate.auth.compile import compile_method_access
+        api = self.current_api
+        checks = compile_method_access(
+            api, spec, invoke=self.services.invoke, http_client=self.services.http_client,
+            warn=lambda m: self.warn(f"{where}: {m}"), iam_credentials=self.iam_credentials,
+            caches=self.services.caches)
+        return AccessPhase(checks, self.services) if checks else None
 
     def method_limiters(self, stage: ApiStage, path: str, method: str, settings: dict) -> tuple:
         """The stage's method throttling for one route (its own "{resourcePath}/{METHOD}"
@@ -230,6 +246,12 @@ class Compiler:
         kw: dict[str, Any] = dict(route_key=route_key, resource_path=path, api=stage,
                                   max_body_size=self.limits.max_body(), limiters=limiters)
         why = None
+        try:
+            kw["access"] = self.method_access(stage, spec, where)
+        except ValueError as e:
+            # never serve a method unprotected because its authorizer is broken
+            self.warn(f"{where}: access control: {e}; it answers 500 Internal server error")
+            itype = "(broken access control)"
         if itype in ("HTTP_PROXY", "HTTP"):
             try:
                 kw.update(self.http_integration(stage, integ, where))
@@ -250,6 +272,9 @@ class Compiler:
                        f"(functions: in the config, or --function {name or 'NAME'}=module:callable)")
         elif not itype:
             why = "the method has no integration"
+        elif itype == "(broken access control)":
+            why = "its access control could not be compiled"
+            kw["access"] = None
         else:
             why = f"integration type {itype} is not supported"
         if why is not None:

@@ -303,6 +303,8 @@ class RouteConfig(_Section, kw_only=True):
     max_body_bytes: BodyLimit | None = None  # null = limits.max_body_bytes
     retries: Annotated[int, Meta(ge=0, le=10)] | None = None  # http only; null = the upstream's
     throttle: ThrottleConfig | None = None  # this route's own bucket (before the gateway-wide one)
+    # who may call: ip_allow / ip_deny / policy, and one of jwt / lambda / iam (docs/authorizers.md)
+    auth: dict[str, Any] | None = None
 
     @property
     def route_key(self) -> str:
@@ -378,6 +380,8 @@ class Config(_Section, kw_only=True):
     apis: tuple[ApiConfig, ...] = ()
     domains: tuple[DomainConfig, ...] = ()
     throttle: ThrottleConfig | None = None  # gateway-wide bucket, taken last (API Gateway's account level)
+    # SigV4 (AWS_IAM) callers: a CSV of access_key_id,secret_access_key,principal_arn
+    iam_credentials: str | None = None
     functions: dict[str, FunctionConfig] = {}
     function_path: tuple[str, ...] = ()   # directories handlers are imported from (all functions)
     data_dir: str | None = None           # state of the control API (SQLite); null = none kept
@@ -1254,6 +1258,7 @@ def load_config(path: str) -> LoadedConfig:
 def with_overrides(loaded: LoadedConfig, *, listen: list[str] | None = None,
                    control: str | None = None, data_dir: str | None = None,
                    functions: list[str] | None = None, function_path: list[str] | None = None,
+                   iam_credentials: str | None = None,
                    flag_source: str = "fastgate serve") -> LoadedConfig:
     """The config with command-line flags applied (--listen, --control, --data-dir,
     --function NAME=module:callable, --function-path DIR); a bad flag value is a
@@ -1290,6 +1295,8 @@ def with_overrides(loaded: LoadedConfig, *, listen: list[str] | None = None,
         raise ConfigError(flag_source, 0, 0, (flag,), str(e)) from None
     if data_dir is not None:
         changes["data_dir"] = data_dir
+    if iam_credentials is not None:
+        changes["iam_credentials"] = os.path.abspath(iam_credentials)
     if not changes:
         return loaded
     out = LoadedConfig(msgspec.structs.replace(config, **changes), loaded.source, loaded.state)

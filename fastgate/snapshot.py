@@ -7,6 +7,7 @@ the snapshot they started with.
 
 from __future__ import annotations
 
+import os
 import ssl
 
 from fastgate._core.headers import HeaderTransform, PathRewrite, Template
@@ -116,11 +117,29 @@ def header_transform(loaded, where: tuple, spec) -> HeaderTransform | None:
         raise loaded.error(where, str(e)) from None
 
 
-def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Snapshot:
+def iam_credentials_of(loaded) -> dict:
+    """{access key id: (secret, principal ARN)} from the iam_credentials CSV, if any."""
+    path = loaded.config.iam_credentials
+    if not path:
+        return {}
+    from fastgate.auth.iam import load_credentials_csv
+    try:
+        return load_credentials_csv(os.path.join(loaded.base_dir(), path))
+    except (OSError, ValueError) as e:
+        raise loaded.error(("iam_credentials",), str(getattr(e, "strerror", None) or e)) from None
+
+
+def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, services=None) -> Snapshot:
     """Compile a LoadedConfig; errors are ConfigErrors naming file, line and field.
     open_logs=False only checks (the supervisor validating before it forks).
-    warn(message) receives what the API compiler could not serve as declared."""
+    warn(message) receives what the API compiler could not serve as declared.
+    services: the worker's fastgate.access.Services (authorizer caches, functions);
+    None builds throwaway ones (checking a config)."""
     config = loaded.config
+    if services is None:
+        from fastgate.access import Services
+        services = Services()
+    iam = iam_credentials_of(loaded)
     groups = {name: build_group(name, up, metrics) for name, up in config.upstreams.items()}
     gateway_limiter = limiter("gateway", config.throttle, "gateway") \
         if config.throttle is not None else None
@@ -166,8 +185,21 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
             limiters.append(limiter("route", rc.throttle, f"route:{rc.host} {rc.method} {rc.path}"))
         if gateway_limiter is not None:
             limiters.append(gateway_limiter)
+        access = None
+        if rc.auth is not None:
+            from fastgate.access import AccessPhase
+            from fastgate.auth.compile import AccessError, compile_route_access
+            try:
+                checks = compile_route_access(
+                    rc.auth, api_id="fastgate", http_api=True, invoke=services.invoke,
+                    http_client=services.http_client, warn=warn or (lambda m: None),
+                    iam_credentials=iam, caches=services.caches)
+            except AccessError as e:
+                raise loaded.error(where + ("auth",), str(e)) from None
+            access = AccessPhase(checks, services) if checks else None
         route = Route(
             index=i, route_key=f"{rc.method} {rc.path}", host=rc.host, limiters=tuple(limiters),
+            access=access,
             request_headers=header_transform(loaded, where + ("request_headers",), rc.request_headers),
             response_headers=header_transform(loaded, where + ("response_headers",), rc.response_headers),
             path_rewrite=rewrite,
@@ -184,7 +216,8 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None) -> Sna
         from fastgate.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
                             limits=config.limits, functions=set(config.functions),
-                            gateway_limiter=gateway_limiter)
+                            gateway_limiter=gateway_limiter, services=services,
+                            iam_credentials=iam)
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
                       stages=stages)

@@ -53,7 +53,10 @@ class WorkerProcess:
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         loaded = self.loader()
-        snapshot = build_snapshot(loaded, self.metrics)
+        from fastgate.access import Services
+        self.services = Services()   # authorizer caches and clients, kept across reloads
+        snapshot = build_snapshot(loaded, self.metrics, services=self.services)
+        self.services.caches.sweep()
         self.worker = Worker(snapshot, self.loop, self.worker_id)
         self.configure_functions(loaded)
         if self.metrics is not None:
@@ -101,11 +104,13 @@ class WorkerProcess:
             from fastgate.functions.gateway import FunctionRunner
             self.worker.functions = FunctionRunner(self.loop)
         self.worker.functions.configure(config, loaded.base_dir())
+        self.services.functions = self.worker.functions   # Lambda authorizers call it
 
     def reload(self) -> None:
         try:
             loaded = self.loader()
-            snapshot = build_snapshot(loaded, self.metrics)
+            snapshot = build_snapshot(loaded, self.metrics, services=self.services)
+            self.services.caches.sweep()
             self.configure_functions(loaded)
         except Exception as e:  # a bad config never takes a working worker down
             log(f"reload failed, keeping the running config: {e}")

@@ -50,6 +50,10 @@ cdef enum VarKind:
     VAR_CLIENT_CERT_SERIAL = 23      # .serial_number ($context.identity.clientCert.serialNumber)
     VAR_CLIENT_CERT_NOT_BEFORE = 24  # .not_before ($context.identity.clientCert.validity.notBefore)
     VAR_CLIENT_CERT_NOT_AFTER = 25   # .not_after ($context.identity.clientCert.validity.notAfter)
+    VAR_AUTHORIZER = 26       # arg: "principalId", "claims.NAME" or a context key ($context.authorizer.X),
+                              # from ctx.auth (fastgate.auth.AuthResult); b"" without one
+    VAR_IDENTITY = 27         # arg: caller, user, userArn, accessKey, accountId, apiKey, apiKeyId
+                              # ($context.identity.X) from ctx.auth.identity
 
 cdef enum Sanitize:
     SANITIZE_HEADER = 0       # drop CR, LF, NUL from variable values

@@ -42,6 +42,8 @@ _PREFIXED = (
     ("request.path.", VAR_PATH_PARAM, "path"),
     ("request.querystring.", VAR_QUERY, "query"),
     ("stageVariables.", VAR_STAGE_VARIABLE, "stagevar"),
+    ("context.authorizer.", VAR_AUTHORIZER, "authorizer"),
+    ("context.identity.", VAR_IDENTITY, "authorizer"),
 )
 
 # RFC 9110 §5.6.2 tchar.
@@ -131,6 +133,25 @@ cdef bytes _domain_name(bytes host):
     return (host if k < 0 else host[:k]).lower()
 
 
+cdef bytes _auth_value(object auth, bint identity, str name):
+    """$context.authorizer.X / $context.identity.X from the access check's result."""
+    if auth is None:
+        return b""
+    if identity:
+        v = auth.identity.get(name)
+    elif name == "principalId":
+        v = auth.principal_id
+    elif name.startswith("claims.") and auth.claims is not None:
+        v = auth.claims.get(name[7:])
+    else:
+        v = auth.context.get(name)
+    if v is None:
+        return b""
+    if isinstance(v, bool):
+        return b"true" if v else b"false"
+    return str(v).encode()
+
+
 cdef bytes resolve_variable(int kind, bytes arg, RequestContext ctx):
     """The raw value of one variable for this request; b"" when absent."""
     cdef bytes v
@@ -182,6 +203,8 @@ cdef bytes resolve_variable(int kind, bytes arg, RequestContext ctx):
     elif kind == VAR_ERROR_MESSAGE_STRING:
         import orjson
         return orjson.dumps(ctx.error_message or "")
+    elif kind == VAR_AUTHORIZER or kind == VAR_IDENTITY:
+        return _auth_value(ctx.auth, kind == VAR_IDENTITY, arg.decode())
     elif kind == VAR_ERROR_TYPE:
         return ctx.error_type.encode() if ctx.error_type else b""
     elif VAR_CLIENT_CERT_PEM <= kind <= VAR_CLIENT_CERT_NOT_AFTER:
@@ -265,6 +288,10 @@ def _arg(str kind, str name, str arg, str source, Py_ssize_t index):
         if not is_token(raw):
             raise _bad(source, index, f"invalid header name {arg!r} in variable ${name}")
         return raw.lower()
+    if kind == "authorizer":
+        if not arg or any(not (c.isascii() and (c.isalnum() or c in "_.:-")) for c in arg):
+            raise _bad(source, index, f"invalid name {arg!r} in variable ${name}")
+        return arg.encode()
     if kind == "stagevar":
         # AWS: stage variable names are [A-Za-z0-9_]
         if not arg or any(not (c.isascii() and (c.isalnum() or c == "_")) for c in arg):
@@ -283,6 +310,9 @@ def _arg(str kind, str name, str arg, str source, Py_ssize_t index):
 def _lookup(str name, str source, Py_ssize_t index, bint braced):
     """(kind, arg bytes, characters of `name` used) for the variable at source[index]."""
     cdef str trimmed
+    if name in _EXACT:
+        # before the prefixes: "context.identity.sourceIp" is a fixed name, not an identity key
+        return _EXACT[name], None, len(name)
     for prefix, kind, argkind in _PREFIXED:
         if name.startswith(prefix):
             arg = name[len(prefix):]

@@ -137,6 +137,9 @@ cdef class RequestContext:
     cdef public ApiStage api                 # the API stage whose mount matched; None for top-level routes
     cdef public bytes stage_path             # path after the mount prefix (what the API's router matched)
     cdef public Route route                  # None until PHASE_ROUTE matched
+    cdef public object auth                  # fastgate.auth.AuthResult of the access check that
+                                             # identified the caller (authorizer context, claims,
+                                             # IAM identity), or None
     cdef public dict path_params             # {name bytes: raw value bytes} or None
     cdef public bytes upstream_path          # path (with query) sent to the integration
     cdef public list upstream_headers        # headers sent to the integration, after transforms

@@ -158,6 +158,8 @@ cdef class ClientConnection:
     cdef str parse_error                  # gateway response type found while parsing
     cdef list error_headers               # extra headers for the next gateway response (429's RateLimit)
     cdef int waiting                      # a Waiting: the phases are paused for it
+    cdef bytes error_body                 # AWS's body for an access denial (else {"message": ...})
+    cdef bytes error_code                 # x-amzn-ErrorType for it, when not the type's own
 
     # the active exchange
     cdef RequestContext ctx

@@ -48,7 +48,8 @@ GATEWAY_RESPONSES = {
     # the gateway-wide table applies to them).
     "ACCESS_DENIED": (403, "Forbidden", "AccessDeniedException"),
     "API_CONFIGURATION_ERROR": (500, "Internal server error", "InternalServerErrorException"),
-    "AUTHORIZER_CONFIGURATION_ERROR": (500, "Internal server error", "InternalServerErrorException"),
+    # AWS answers a failed Lambda authorizer with {"message": null}
+    "AUTHORIZER_CONFIGURATION_ERROR": (500, None, "AuthorizerConfigurationException"),
     "AUTHORIZER_FAILURE": (500, "Internal server error", "InternalServerErrorException"),
     "BAD_REQUEST_PARAMETERS": (400, "Bad Request", "BadRequestException"),
     "BAD_REQUEST_BODY": (400, "Invalid request body", "BadRequestException"),
@@ -1085,7 +1086,8 @@ cdef class ClientConnection:
                     self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                     ctx.expect_continue = False
                 return ACTION_WAIT
-            verdict = route.access.run(self, ctx)
+            verdict = route.access.run(
+                self, ctx, b"".join(self.body_chunks) if route.access.needs_body else None)
             if verdict == ACCESS_DENY:
                 return ACTION_RESPOND
             if verdict == ACCESS_WAIT:
@@ -1117,26 +1119,28 @@ cdef class ClientConnection:
         return ACTION_CONTINUE
 
     def access_done(self, RequestContext ctx, str error_type=None, str message=None,
-                    list headers=None):
+                    list headers=None, bytes body=None, bytes code=None):
         """An asynchronous access check finished: deny with error_type, or run the
         remaining phases (throttle, transforms, the integration)."""
         if ctx is not self.ctx or self.closed or self.responding or self.waiting != WAIT_ACCESS:
             return      # the client went away, or a timeout answered meanwhile
         self.waiting = WAIT_NONE
         if error_type is not None:
-            ctx.error_type = error_type
-            ctx.error_message = message
-            self.error_headers = headers
-            self.respond_error(error_type, message)
+            self.deny(ctx, error_type, message, headers, body, code)
+            self.respond_error(error_type, None)
         elif self.continue_phases(PHASE_THROTTLE) == ACTION_RESPOND:
             self.respond_error(ctx.error_type, ctx.error_message)
         self.uncork()
 
-    def deny(self, RequestContext ctx, str error_type, str message=None, list headers=None):
-        """For a synchronous access check about to return ACCESS_DENY: what to answer."""
+    def deny(self, RequestContext ctx, str error_type, str message=None, list headers=None,
+             bytes body=None, bytes code=None):
+        """What a denied access check answers: the gateway response `error_type`, with AWS's
+        body for the case (unless the API customised that response) and x-amzn-ErrorType."""
         ctx.error_type = error_type
         ctx.error_message = message
-        self.error_headers = headers
+        self.error_headers = headers or None
+        self.error_body = body
+        self.error_code = code
 
     cdef bint run_throttle(self, RequestContext ctx, Route route):
         """Take from each of the route's limiters in API Gateway's order; the first
@@ -1669,7 +1673,8 @@ cdef class ClientConnection:
         ctx.error_type = error_type
         headers = [(b"Content-Type", b"application/json")]
         if ctx.api is not None and ctx.api.rest and gr.error_type:
-            headers.append((b"x-amzn-ErrorType", gr.error_type))
+            headers.append((b"x-amzn-ErrorType", self.error_code or gr.error_type))
+        self.error_code = None
         if self.error_headers is not None:
             headers.extend(self.error_headers)
             self.error_headers = None
@@ -1682,12 +1687,15 @@ cdef class ClientConnection:
             ctx.error_message = gr.message
             body = (<Template>gr.body).render(ctx)
             ctx.error_message = detail
+        elif self.error_body is not None:
+            body = self.error_body      # AWS's own body for this denial (an authorizer's message)
         else:
             doc = {"message": gr.message}
             if detail and status >= 500:
                 # beyond AWS's body: say what failed, so an operator need not dig in logs
                 doc["detail"] = detail
             body = orjson.dumps(doc)
+        self.error_body = None
         if error_type in PROTOCOL_ERRORS:
             self.close_after = True
         self.respond(status, headers, body)

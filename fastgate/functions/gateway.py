@@ -40,6 +40,27 @@ def function_specs(config, base_dir: str) -> tuple[list[FunctionSpec], dict]:
     return specs, remotes
 
 
+def authorizer_of(auth, v2: bool) -> dict | None:
+    """An access check's result in the shape the payload format carries it:
+    1.0 a flat map (principalId, the Lambda context, Cognito's claims); 2.0
+    {"jwt": {"claims", "scopes"}}, {"lambda": {...}} or {"iam": {...}}."""
+    if auth is None:
+        return None
+    if v2:
+        if auth.claims is not None:
+            return {"jwt": {"claims": auth.context.get("claims", auth.claims),
+                            "scopes": auth.context.get("scopes")}}
+        if auth.identity and not auth.context:
+            return {"iam": dict(auth.identity)}
+        return {"lambda": dict(auth.context)}
+    out = dict(auth.context)
+    if auth.principal_id is not None:
+        out["principalId"] = auth.principal_id
+    if auth.claims is not None:
+        out["claims"] = auth.context.get("claims", auth.claims)
+    return out
+
+
 class FunctionRunner:
     """One per gateway worker: its local handler pool and remote clients."""
 
@@ -62,6 +83,13 @@ class FunctionRunner:
                             for name, r in remotes.items()}
             self.remote_names = {name: r.function_name or name for name, r in remotes.items()}
             self.remote_configs = remotes
+
+    async def invoke(self, name: str, event, *, timeout_ms=None, request_id=None):
+        """Run function `name` (local or remote) on an event; FunctionError on failure."""
+        if name in self.remotes:
+            return await self.remotes[name].invoke(self.remote_names[name], event,
+                                                   timeout_ms=timeout_ms, request_id=request_id)
+        return await self.pool.invoke(name, event, timeout_ms=timeout_ms, request_id=request_id)
 
     def start(self, conn, ctx, body: bytes) -> None:
         task = self.loop.create_task(self.run(conn, ctx, body))
@@ -93,7 +121,9 @@ class FunctionRunner:
             resource_path=route.resource_path or None,
             route_key=route.route_key, path_parameters=params,
             stage_variables=dict(api.variables) if api is not None and api.variables else None,
-            binary_media_types=route.binary_media_types)
+            binary_media_types=route.binary_media_types,
+            authorizer=authorizer_of(ctx.auth, route.payload_v2),
+            identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None)
 
     async def run(self, conn, ctx, body: bytes) -> None:
         route = ctx.route
@@ -102,14 +132,8 @@ class FunctionRunner:
         try:
             req = self.request_of(ctx, body)
             event = build_event_v2(req) if route.payload_v2 else build_event_v1(req)
-            name = route.function_name
-            if name in self.remotes:
-                result = await self.remotes[name].invoke(
-                    self.remote_names[name], event, timeout_ms=timeout_ms,
-                    request_id=req.request_id)
-            else:
-                result = await self.pool.invoke(name, event, timeout_ms=timeout_ms,
-                                                 request_id=req.request_id)
+            result = await self.invoke(route.function_name, event, timeout_ms=timeout_ms,
+                                       request_id=req.request_id)
             if route.payload_v2:
                 status, headers, out = parse_response_v2(result)
             else:
