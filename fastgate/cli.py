@@ -81,7 +81,8 @@ def cmd_serve(args) -> int:
         print(f"fastgate: {args.openapi}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 2
     admin_environment(loaded)   # warnings: the supervisor prints them as it builds the snapshot
-    return run_supervisor(Supervisor(loader))
+    return run_supervisor(Supervisor(loader, watch=not args.no_watch, pid_file=args.pid_file,
+                                     watch_extra=(args.openapi,) if args.openapi else ()))
 
 
 def cmd_proxy(args) -> int:
@@ -140,6 +141,10 @@ def parser() -> argparse.ArgumentParser:
                    help="admin listener (control API, /metrics); default 127.0.0.1:9901")
     s.add_argument("--data-dir", metavar="DIR",
                    help="state directory of the control API (APIs, deployments, stages, domains)")
+    s.add_argument("--no-watch", action="store_true",
+                   help="do not reload when the config file or the OpenAPI documents it names change")
+    s.add_argument("--pid-file", metavar="PATH",
+                   help="write the supervisor's PID here (rewritten by the new process on SIGUSR2)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("proxy", help="one-line reverse proxy, no config file")
