@@ -1707,8 +1707,12 @@ cdef class ClientConnection:
             self.transport.write(b"".join(q))
 
     cdef void shutdown(self):
-        """Graceful drain: close if idle, else close after the current response."""
+        """Graceful drain: close if idle, else close after the current response. A tunnel
+        (WebSocket) runs on until one side closes it or the drain timeout ends it: pausing
+        its reads, as for a pipelined request, would stall it."""
         self.close_after = True
+        if self.tunnel:
+            return
         if self.ctx is None and not self.in_head:
             self.close_transport()
         else:
