@@ -125,6 +125,10 @@ class Load:
         self.server_errors: list[int] = []
         self.latest_version = 0
         self.versions: set[int] = set()
+        # local ports of each keep-alive client's connections until the upgrade starts:
+        # one each if no reload closed a connection
+        self.upgrading = threading.Event()
+        self.ports_before_upgrade: list[set[int]] = [set() for _ in range(keepalive)]
         self.threads = ([threading.Thread(target=self.keepalive_loop, args=(i,)) for i in range(keepalive)]
                         + [threading.Thread(target=self.fresh_loop) for _ in range(fresh)])
 
@@ -172,6 +176,9 @@ class Load:
                 except httpx.HTTPError as e:
                     self.outcome(None, error=f"keep-alive {path}: {type(e).__name__}: {e}")
                     continue
+                if not self.upgrading.is_set():
+                    stream = r.extensions["network_stream"]
+                    self.ports_before_upgrade[i].add(stream.get_extra_info("client_addr")[1])
                 if path == "/v" and r.text != "ok":
                     self.outcome(None, error=f"keep-alive {path}: body {r.text!r}")
                     continue
@@ -273,6 +280,7 @@ def test_twenty_reloads_and_a_binary_upgrade_lose_nothing(tmp_path, upstream):
             # odd versions: the watch sees the edit by itself
             wait_until(lambda: load.latest_version >= v, timeout=15, step=0.02)
             if v == 10:
+                load.upgrading.set()
                 os.kill(old_pid, signal.SIGUSR2)
                 wait_until(lambda: g.pid() not in (0, old_pid), timeout=30)
         time.sleep(0.5)
@@ -285,6 +293,7 @@ def test_twenty_reloads_and_a_binary_upgrade_lose_nothing(tmp_path, upstream):
         assert load.errors == []
         assert load.sent == load.answered
         assert load.server_errors == []
+        assert [len(ports) for ports in load.ports_before_upgrade] == [1, 1]
         assert load.versions >= {0, 10, 20}    # the old config, the swaps, and the last one
         assert sockets.errors == []
         # every WebSocket, opened on the old process, echoed until the end
