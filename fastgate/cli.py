@@ -33,7 +33,8 @@ def serve_loader(args):
             loaded = load_config(default_config_path())
         loaded = with_overrides(loaded, listen=args.listen, control=args.control,
                                 data_dir=args.data_dir, functions=args.function,
-                                function_path=args.function_path)
+                                function_path=args.function_path,
+                                iam_credentials=args.iam_credentials)
         warnings = loaded.warnings
         states = [config_state(loaded, warnings.append)]
         if args.openapi:
@@ -82,7 +83,8 @@ def cmd_serve(args) -> int:
         print(f"fastgate: {args.openapi}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 2
     admin_environment(loaded)   # warnings: the supervisor prints them as it builds the snapshot
-    return run_supervisor(Supervisor(loader))
+    return run_supervisor(Supervisor(loader, watch=not args.no_watch, pid_file=args.pid_file,
+                                     watch_extra=(args.openapi,) if args.openapi else ()))
 
 
 def cmd_proxy(args) -> int:
@@ -146,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
                         "name it in their function ARN); may repeat")
     s.add_argument("--function-path", action="append", metavar="DIR",
                    help="directory handlers are imported from; may repeat")
+    s.add_argument("--iam-credentials", metavar="FILE",
+                   help="SigV4 callers of AWS_IAM routes: CSV access_key_id,secret_access_key,principal_arn")
+    s.add_argument("--no-watch", action="store_true",
+                   help="do not reload when the config file or the OpenAPI documents it names change")
+    s.add_argument("--pid-file", metavar="PATH",
+                   help="write the supervisor's PID here (rewritten by the new process on SIGUSR2)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("proxy", help="one-line reverse proxy, no config file")

@@ -6,7 +6,14 @@ safe: each child builds its own uvloop loop from a clean state.
 
 Signals: SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config, checks it,
 and has every worker swap it in without closing a connection; SIGUSR1 makes
-every worker reopen its access log (logrotate).
+every worker reopen its access log (logrotate); SIGUSR2 starts a binary upgrade:
+a new fastgate process inherits the listening sockets and, once its workers
+serve, this one drains and exits (docs/operations.md).
+
+Reloads are coalesced: a signal only sets a flag, and the loop reloads once per
+turn however many arrived. The config the supervisor accepted is handed to the
+children as a pickle in a private directory, so every worker serves exactly
+what was checked, never a file caught half-written.
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import pickle
 import select
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 from fastgate._core.metrics import SharedMetrics
@@ -26,6 +36,13 @@ from fastgate.snapshot import shared_buckets, build_snapshot, health_slots, inte
 RESTART_BACKOFF_MAX_S = 5.0     # a worker that keeps crashing is restarted at most this often
 STOP_GRACE_S = 5.0              # after the drain timeout, wait this long before SIGKILL
 MAX_SERIES = 4096               # metric series slots shared by all processes
+WATCH_INTERVAL_S = 0.5          # how often the config files are stat()ed
+UPGRADE_READY_TIMEOUT_S = 60.0  # a new process that is not serving by then is stopped
+
+# A binary upgrade hands these to the new process (inherited fds, comma-separated).
+LISTEN_FDS_ENV = "FASTGATE_LISTEN_FDS"      # listening sockets of the data plane
+ADMIN_FD_ENV = "FASTGATE_ADMIN_FD"          # the admin listener
+UPGRADE_FD_ENV = "FASTGATE_UPGRADE_FD"      # pipe: the new process writes b"R" once it serves
 
 
 def log(msg: str) -> None:
@@ -67,9 +84,26 @@ def interface_addresses(name: str, family: str) -> list[str]:
         return out
 
 
-def bind_socket(host: str, port: int, backlog: int) -> socket.socket:
+def inherited_sockets(env_name: str) -> dict[tuple, socket.socket]:
+    """Listening sockets a previous fastgate passed on in env_name, by (host, port)."""
+    out = {}
+    for fd in filter(None, os.environ.pop(env_name, "").split(",")):
+        sock = socket.socket(fileno=int(fd))
+        sock.set_inheritable(False)   # until the next upgrade passes it on again
+        out[sock.getsockname()[:2]] = sock
+    return out
+
+
+def bind_socket(host: str, port: int, backlog: int, inherited=None) -> socket.socket:
+    """A listening socket on host:port: the one inherited from the process being upgraded
+    if there is one (its queue of pending connections comes with it), else a new one."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, addr = infos[0]
+    sock = inherited.pop(addr[:2], None) if inherited else None
+    if sock is not None:
+        sock.listen(backlog)
+        sock.setblocking(False)
+        return sock
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
@@ -84,7 +118,7 @@ def bind_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def bind_listeners(config) -> list[tuple[socket.socket, int, int]]:
+def bind_listeners(config, inherited=None) -> list[tuple[socket.socket, int, int]]:
     """[(socket, port, backlog)] for every configured listener."""
     out = []
     for listener in config.listeners:
@@ -95,7 +129,7 @@ def bind_listeners(config) -> list[tuple[socket.socket, int, int]]:
         else:
             hosts = [la.host]
         for host in hosts:
-            sock = bind_socket(host, port, listener.backlog)
+            sock = bind_socket(host, port, listener.backlog, inherited)
             out.append((sock, sock.getsockname()[1], listener.backlog))
     return out
 
@@ -110,16 +144,56 @@ def urls(listeners) -> list[str]:
     return out
 
 
+def config_files(loaded) -> list[str]:
+    """The files a config was read from: the config itself and the OpenAPI documents its
+    `apis:` name (resolved as fastgate.apis.config_state resolves them)."""
+    name = loaded.source.filename
+    if not os.path.exists(name):
+        return []
+    base_dir = os.path.dirname(os.path.abspath(name))
+    return [name] + [os.path.join(base_dir, api.openapi) for api in loaded.config.apis]
+
+
+def file_signatures(paths) -> tuple:
+    """(mtime, size, inode) of each file, None for a missing one: an edit in place changes
+    the first two, an editor's write-and-rename the third."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 class Supervisor:
-    def __init__(self, loader, *, banner: bool = True):
-        self.loader = loader          # () -> LoadedConfig; called again on SIGHUP
+    def __init__(self, loader, *, banner: bool = True, watch: bool = False,
+                 watch_extra: tuple = (), pid_file: str | None = None):
+        self.loader = loader          # () -> LoadedConfig; called again on every reload
         self.banner = banner
+        self.watch = watch            # reload when a file the config came from changes
+        self.watch_extra = list(watch_extra)   # more files to watch (--openapi)
+        self.pid_file = pid_file
+        self.watched_paths: list[str] = list(watch_extra)   # set by load()
+        self.watched_signatures: tuple = ()
+        self.watch_pending: tuple | None = None   # a change seen once, waiting to settle
         self.workers: dict[int, int] = {}     # pid -> worker id
+        self.ready_workers: set[int] = set()  # worker pids whose loop serves the listeners
         self.admin_pid = 0
         self.restarts: dict[int, float] = {}  # worker id -> time of its last start
         self.stop_requested = False
         self.reload_requested = False
         self.reopen_requested = False
+        self.upgrade_requested = False
+        # the new process of a binary upgrade we started, while it starts up
+        self.upgrade_pid = 0
+        self.upgrade_r = -1
+        self.upgrade_deadline = 0.0
+        self.reloaded_during_upgrade = False
+        self.upgraded = False         # a new process serves now: drain for it, then exit
+        # the write end of an old process's pipe, when this process is its upgrade
+        self.upgrade_fd = int(os.environ.pop(UPGRADE_FD_ENV, "-1"))
 
     # --- processes ------------------------------------------------------------
 
@@ -131,9 +205,11 @@ class Supervisor:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD, signal.SIGINT):
+            for fd in (self.wake_r, self.wake_w, self.ready_r, self.upgrade_r, self.upgrade_fd):
+                if fd >= 0:
+                    os.close(fd)
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                        signal.SIGCHLD, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             die_with_parent(parent)
             code = target(*args)
@@ -149,7 +225,12 @@ class Supervisor:
     def spawn_worker(self, worker_id: int) -> None:
         from fastgate.worker import run_worker
         self.restarts[worker_id] = time.monotonic()
-        pid = self.fork(run_worker, worker_id, self.listeners, self.loader, self.metrics)
+        ready_w = self.ready_w
+
+        def ready():
+            os.write(ready_w, b"%d\n" % os.getpid())
+        pid = self.fork(run_worker, worker_id, self.listeners, self.accepted_config,
+                        self.metrics, ready)
         self.workers[pid] = worker_id
 
     def spawn_admin(self) -> None:
@@ -160,66 +241,136 @@ class Supervisor:
             # accepting into a queue nobody serves once the workers drain
             for sock, _, _ in self.listeners:
                 sock.close()
-            return run_admin(self.admin_socket, self.loader, self.metrics)
+            return run_admin(self.admin_socket, self.accepted_config, self.metrics)
         self.admin_pid = self.fork(admin_main)
 
-    def signal_children(self, sig: int) -> None:
-        for pid in list(self.workers) + ([self.admin_pid] if self.admin_pid else []):
+    def signal_children(self, sig: int, workers_sig: int | None = None) -> None:
+        for pid in self.workers:
             try:
-                os.kill(pid, sig)
+                os.kill(pid, workers_sig or sig)
             except ProcessLookupError:
                 pass
+        if self.admin_pid:
+            try:
+                os.kill(self.admin_pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # --- the config the children serve ----------------------------------------
+
+    def accept_config(self, loaded) -> None:
+        """Publish a checked config for the children (written whole, then renamed in)."""
+        tmp = os.path.join(self.state_dir, "config.pickle.tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(loaded, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, os.path.join(self.state_dir, "config.pickle"))
+
+    def accepted_config(self):
+        """The children's loader: the config the supervisor last accepted."""
+        with open(os.path.join(self.state_dir, "config.pickle"), "rb") as f:
+            return pickle.load(f)
+
+    def load(self):
+        """Load and check the config, noting which files it came from for the watch."""
+        if self.watch:
+            # stat before reading: an edit made while we read shows as a change next turn.
+            # Taken even if the load fails, so a refused edit is reported once, not each turn.
+            self.watched_signatures = file_signatures(self.watched_paths)
+            self.watch_pending = None
+        loaded = self.loader()
+        self.check(loaded)
+        if self.watch:
+            paths = config_files(loaded) + self.watch_extra
+            if paths != self.watched_paths:
+                self.watched_paths = paths
+                self.watched_signatures = file_signatures(paths)
+        return loaded
 
     # --- main loop ------------------------------------------------------------
 
     def run(self) -> int:
-        loaded = self.loader()
+        self.wake_r = self.wake_w = self.ready_r = self.ready_w = -1
+        self.state_dir = tempfile.mkdtemp(prefix="fastgate-")
+        try:
+            return self.serve()
+        finally:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            if self.upgrade_fd >= 0:   # closing it unread tells the old process we failed
+                os.close(self.upgrade_fd)
+
+    def serve(self) -> int:
+        loaded = self.load()   # fail here, before binding, on anything the workers would reject
         config = loaded.config
-        self.check(loaded)   # fail here, before binding, on anything the workers would reject
-        self.listeners = bind_listeners(config)
+        self.accept_config(loaded)
+        inherited = inherited_sockets(LISTEN_FDS_ENV)
+        inherited_admin = inherited_sockets(ADMIN_FD_ENV)
+        self.listeners = bind_listeners(config, inherited)
         self.admin_socket = None
         admin_addr = config.admin.listen_address()
         if admin_addr is not None:
-            self.admin_socket = bind_socket(admin_addr.host, admin_addr.port, 128)
+            self.admin_socket = bind_socket(admin_addr.host, admin_addr.port, 128, inherited_admin)
+        for sock in [*inherited.values(), *inherited_admin.values()]:
+            sock.close()   # the old config listened there, this one does not
         self.metrics = SharedMetrics.create(MAX_SERIES)
         shared_buckets()   # before fork: every worker takes from the same buckets
         for slot in health_slots(config, self.metrics):
             self.metrics.set(slot, 1)   # healthy until a check says otherwise
-        n_workers = config.worker_count()
+        self.n_workers = config.worker_count()
         self.drain_timeout_s = config.limits.drain_timeout_ms / 1000
 
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ready_r, self.ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
         signal.signal(signal.SIGHUP, self.on_reload)
         signal.signal(signal.SIGUSR1, self.on_reopen)
+        signal.signal(signal.SIGUSR2, self.on_upgrade)
         signal.signal(signal.SIGCHLD, lambda *_: None)
 
         self.need_admin = self.admin_socket is not None or bool(health_slots(config, self.metrics))
         if self.need_admin:
             self.spawn_admin()
-        for i in range(n_workers):
+        for i in range(self.n_workers):
             self.spawn_worker(i)
         if self.banner:
-            self.print_banner(loaded, n_workers)
+            self.print_banner(loaded, self.n_workers)
+        if self.upgrade_fd < 0:
+            self.write_pid_file()
+        next_watch = time.monotonic() + WATCH_INTERVAL_S
         while not self.stop_requested:
+            waiting = [self.wake_r, self.ready_r] + ([self.upgrade_r] if self.upgrade_r >= 0 else [])
             try:
-                select.select([self.wake_r], [], [], 0.5)
+                readable, _, _ = select.select(waiting, [], [], WATCH_INTERVAL_S)
             except InterruptedError:
-                pass
+                readable = []
             try:
                 while os.read(self.wake_r, 512):
                     pass
             except BlockingIOError:
                 pass
+            if self.ready_r in readable:
+                self.note_ready_workers()
+            if self.upgrade_r in readable:
+                self.upgrade_answered()
             self.reap(restart=True)
+            if self.watch and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + WATCH_INTERVAL_S
+                self.check_watched_files()
             if self.reload_requested:
                 self.reload_requested = False
-                self.reload()
+                self.reload("SIGHUP")
             if self.reopen_requested:
                 self.reopen_requested = False
                 self.signal_children(signal.SIGUSR1)
+            if self.upgrade_requested:
+                self.upgrade_requested = False
+                self.start_upgrade()
+            if self.upgrade_pid and time.monotonic() > self.upgrade_deadline:
+                log(f"binary upgrade: new process {self.upgrade_pid} is not serving after "
+                    f"{UPGRADE_READY_TIMEOUT_S:.0f} s; stopping it, this one keeps serving")
+                os.kill(self.upgrade_pid, signal.SIGTERM)
+                self.upgrade_failed()
         return self.stop()
 
     def on_stop(self, *_):
@@ -231,6 +382,39 @@ class Supervisor:
     def on_reopen(self, *_):
         self.reopen_requested = True
 
+    def on_upgrade(self, *_):
+        self.upgrade_requested = True
+
+    def note_ready_workers(self) -> None:
+        try:
+            data = os.read(self.ready_r, 4096)
+        except BlockingIOError:
+            return
+        self.ready_workers.update(int(p) for p in data.split())
+        if self.upgrade_fd >= 0 and len(self.ready_workers & set(self.workers)) == self.n_workers:
+            # every worker serves: the old process may stop accepting now
+            self.write_pid_file()
+            try:
+                os.write(self.upgrade_fd, b"R")
+                log("binary upgrade: serving; the old process drains")
+            except BrokenPipeError:
+                log("binary upgrade: the old process is gone; serving")
+            os.close(self.upgrade_fd)
+            self.upgrade_fd = -1
+
+    def check_watched_files(self) -> None:
+        """Reload when a watched file changed and then stayed the same for one more look, so
+        an editor's write in several steps is read once, whole."""
+        current = file_signatures(self.watched_paths)
+        if current == self.watched_signatures:
+            self.watch_pending = None
+        elif current != self.watch_pending:
+            self.watch_pending = current
+        else:
+            changed = [p for p, a, b in zip(self.watched_paths, self.watched_signatures, current)
+                       if a != b]
+            self.reload(f"{', '.join(changed)} changed")
+
     def reap(self, restart: bool) -> None:
         while True:
             try:
@@ -241,6 +425,10 @@ class Supervisor:
                 return
             how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exit code {os.WEXITSTATUS(status)}")
+            if pid == self.upgrade_pid:
+                log(f"binary upgrade failed: the new process ended ({how}); this one keeps serving")
+                self.upgrade_failed()
+                continue
             if pid == self.admin_pid:
                 self.admin_pid = 0
                 if restart and self.need_admin:
@@ -248,6 +436,7 @@ class Supervisor:
                     self.spawn_admin()
                 continue
             worker_id = self.workers.pop(pid, None)
+            self.ready_workers.discard(pid)
             if worker_id is None or not restart:
                 continue
             self.forget_connections(worker_id)
@@ -271,26 +460,109 @@ class Supervisor:
             log(f"warning: {w}")
         build_snapshot(loaded, None, open_logs=False, warn=lambda w: log(f"warning: {w}"))
 
-    def reload(self) -> None:
+    def reload(self, why: str) -> None:
+        if self.upgrade_pid:
+            # the new process may have read the config before this change: tell it too
+            self.reloaded_during_upgrade = True
         try:
-            loaded = self.loader()
-            self.check(loaded)
+            loaded = self.load()
+            self.accept_config(loaded)
         except Exception as e:
-            log(f"reload rejected, the running config stays: {e}")
+            log(f"reload rejected ({why}), the running config stays: {e}")
             return
         for slot in health_slots(loaded.config, self.metrics):
             if self.metrics.get(slot) == 0 and not self.admin_pid:
                 self.metrics.set(slot, 1)
-        log("config reloaded; workers swap it in without closing connections")
+        log(f"config reloaded ({why}); workers swap it in without closing connections")
         self.signal_children(signal.SIGHUP)
 
+    # --- binary upgrade -------------------------------------------------------
+
+    def start_upgrade(self) -> None:
+        """Start a new fastgate with the same command line; it inherits the listening sockets
+        and a pipe on which it says when its workers serve (see upgrade_answered)."""
+        if self.upgrade_pid:
+            log(f"binary upgrade: already waiting for process {self.upgrade_pid}")
+            return
+        passed = [sock for sock, _, _ in self.listeners]
+        if self.admin_socket is not None:
+            passed.append(self.admin_socket)
+        r, w = os.pipe2(os.O_CLOEXEC)
+        env = dict(os.environ)
+        env[LISTEN_FDS_ENV] = ",".join(str(sock.fileno()) for sock, _, _ in self.listeners)
+        env[ADMIN_FD_ENV] = str(self.admin_socket.fileno()) if self.admin_socket is not None else ""
+        env[UPGRADE_FD_ENV] = str(w)
+        fds = [sock.fileno() for sock in passed] + [w]
+        for fd in fds:
+            os.set_inheritable(fd, True)
+        try:
+            # setsid: its own session, so a signal to this process group (a terminal's ^C)
+            # does not reach it. It is not killed with us either: PR_SET_PDEATHSIG is set
+            # only in forked workers, and a new process never inherits it.
+            self.upgrade_pid = os.posix_spawn(sys.executable, sys.orig_argv, env, setsid=True)
+        except OSError as e:
+            log(f"binary upgrade: cannot start {sys.executable}: {e}")
+            os.close(r)
+            return
+        finally:
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            os.close(w)
+        self.upgrade_r = r
+        self.upgrade_deadline = time.monotonic() + UPGRADE_READY_TIMEOUT_S
+        self.reloaded_during_upgrade = False
+        log(f"binary upgrade: started new process {self.upgrade_pid}: {' '.join(sys.orig_argv)}")
+
+    def upgrade_answered(self) -> None:
+        if os.read(self.upgrade_r, 1) != b"R":
+            return   # closed unread: the process ends, and reap() says how
+        log(f"binary upgrade: process {self.upgrade_pid} serves; draining this one")
+        if self.reloaded_during_upgrade:
+            os.kill(self.upgrade_pid, signal.SIGHUP)
+        os.close(self.upgrade_r)
+        self.upgrade_r = -1
+        self.upgrade_pid = 0
+        self.upgraded = True
+        self.stop_requested = True
+
+    def upgrade_failed(self) -> None:
+        if self.upgrade_r >= 0:
+            os.close(self.upgrade_r)
+        self.upgrade_r = -1
+        self.upgrade_pid = 0
+
+    def write_pid_file(self) -> None:
+        if self.pid_file:
+            tmp = f"{self.pid_file}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.pid_file)
+
+    def remove_pid_file(self) -> None:
+        """Only while it still names us: after an upgrade it names the new process."""
+        try:
+            with open(self.pid_file) as f:
+                if int(f.read().strip() or 0) == os.getpid():
+                    os.unlink(self.pid_file)
+        except (OSError, ValueError):
+            pass
+
     def stop(self) -> int:
-        log("stopping: draining in-flight requests")
+        if self.upgraded:
+            # the new process's workers accept from the same sockets already; ours answer
+            # what they hold (WebSockets too) and close each keep-alive after its next response
+            log("stopping after the upgrade: draining in-flight requests")
+            workers_sig = signal.SIGUSR2
+        else:
+            log("stopping: draining in-flight requests")
+            workers_sig = signal.SIGTERM
         # the workers close their listener copies as they start draining; with ours
         # closed too, new connections are refused instead of queued unserved
         for sock, _, _ in self.listeners:
             sock.close()
-        self.signal_children(signal.SIGTERM)
+        if self.admin_socket is not None:
+            self.admin_socket.close()
+        self.signal_children(signal.SIGTERM, workers_sig)
         deadline = time.monotonic() + self.drain_timeout_s + STOP_GRACE_S
         while (self.workers or self.admin_pid) and time.monotonic() < deadline:
             self.reap(restart=False)
@@ -300,6 +572,8 @@ class Supervisor:
             self.signal_children(signal.SIGKILL)
             time.sleep(0.1)
             self.reap(restart=False)
+        if self.pid_file:
+            self.remove_pid_file()
         return 0
 
     def print_banner(self, loaded, n_workers: int) -> None:

@@ -4,6 +4,9 @@ The supervisor forks workers after binding the listeners and creating the
 shared metrics table; each worker compiles its own snapshot from the config
 and swaps in a new one on SIGHUP. SIGTERM drains: stop accepting, let requests
 in flight finish (up to the drain timeout), close idle keep-alive connections.
+SIGUSR2 retires the worker after a binary upgrade: the same drain, but a
+keep-alive connection is closed only after its next response, or once idle for
+RETIRE_IDLE_GRACE_S, because the new process's workers already serve the port.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fastgate.tls import listener_tls_for
 
 
 GC_GEN0_THRESHOLD = 20000   # container allocations between young-generation collections
+RETIRE_IDLE_GRACE_S = 1.0   # on SIGUSR2, keep-alive connections with no request this long close
 
 
 def open_connection_slots(metrics, worker_id: int) -> tuple[int, int]:
@@ -37,11 +41,12 @@ def log(msg: str) -> None:
 
 
 class WorkerProcess:
-    def __init__(self, worker_id: int, listeners, loader, metrics):
+    def __init__(self, worker_id: int, listeners, loader, metrics, on_ready=None):
         self.worker_id = worker_id
         self.listeners = listeners          # [(socket, port)]
         self.loader = loader                # () -> LoadedConfig
         self.metrics = metrics
+        self.on_ready = on_ready            # called once the loop serves the listeners
         self.loop = None
         self.worker = None
         self.servers = []
@@ -76,9 +81,12 @@ class WorkerProcess:
         self.loop.add_signal_handler(signal.SIGTERM, self.drain)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
+        self.loop.add_signal_handler(signal.SIGUSR2, self.retire)
         # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
         self.loop.add_signal_handler(signal.SIGINT, lambda: None)
         self.worker.start()
+        if self.on_ready is not None:
+            self.loop.call_soon(self.on_ready)
         # PERF: what exists now (modules, config, snapshot) lives as long as the worker: keep it
         # out of every collection, and collect the young generation less often. With 1,000
         # client connections the default thresholds spent ~6% of the worker's CPU in the
@@ -124,6 +132,14 @@ class WorkerProcess:
         if access_log is not None:
             access_log.reopen()
 
+    def retire(self) -> None:
+        if self.stopping:
+            return
+        for server in self.servers:
+            server.close()
+        self.worker.drain(close_idle=False)
+        self.loop.call_later(RETIRE_IDLE_GRACE_S, self.drain)
+
     def drain(self) -> None:
         if self.stopping:
             return
@@ -144,5 +160,5 @@ class WorkerProcess:
         self.loop.stop()
 
 
-def run_worker(worker_id, listeners, loader, metrics) -> int:
-    return WorkerProcess(worker_id, listeners, loader, metrics).run()
+def run_worker(worker_id, listeners, loader, metrics, on_ready=None) -> int:
+    return WorkerProcess(worker_id, listeners, loader, metrics, on_ready).run()

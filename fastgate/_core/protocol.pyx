@@ -474,11 +474,15 @@ cdef class Worker:
             old.retire()
         self.refresh_health()
 
-    def drain(self):
-        """Stop taking requests: idle connections close now, busy ones after their response."""
+    def drain(self, bint close_idle=True):
+        """Stop taking requests: every connection closes after its next response (which says
+        Connection: close). Idle ones close now, unless close_idle is False: on a binary
+        upgrade a client may be sending on one this very moment, and it should get an answer,
+        not a reset."""
         self.draining = True
-        for c in list(self.connections):
-            (<ClientConnection>c).shutdown()
+        if close_idle:
+            for c in list(self.connections):
+                (<ClientConnection>c).shutdown()
 
     def close_all(self):
         for c in list(self.connections):
@@ -1886,8 +1890,12 @@ cdef class ClientConnection:
             self.transport.write(b"".join(q))
 
     cdef void shutdown(self):
-        """Graceful drain: close if idle, else close after the current response."""
+        """Graceful drain: close if idle, else close after the current response. A tunnel
+        (WebSocket) runs on until one side closes it or the drain timeout ends it: pausing
+        its reads, as for a pipelined request, would stall it."""
         self.close_after = True
+        if self.tunnel:
+            return
         if self.ctx is None and not self.in_head:
             self.close_transport()
         else:
