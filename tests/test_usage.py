@@ -226,7 +226,7 @@ def test_cli_export_csv_and_json(tmp_path):
     store = UsageStore.in_dir(tmp_path)
     store.add(key_id, "2024-03-01", 10, 1000, 5000)
     store.add(key_id, "2024-03-02", 3, 30, 60)
-    store.add("otherkey01", "2024-03-02", 1, 1, 1)
+    store.add("~otherkey", "2024-03-02", 1, 1, 1)
     store.close()
     out = fastgate("usage", "export", "--data-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
@@ -234,7 +234,7 @@ def test_cli_export_csv_and_json(tmp_path):
     assert [(r["key_id"], r["day"], r["calls"], r["bytes_in"], r["bytes_out"], r["key_name"]) for r in rows] == [
         (key_id, "2024-03-01", "10", "1000", "5000", "billing-test"),
         (key_id, "2024-03-02", "3", "30", "60", "billing-test"),
-        ("otherkey01", "2024-03-02", "1", "1", "1", "")]
+        ("~otherkey", "2024-03-02", "1", "1", "1", "")]
     out = fastgate("usage", "export", "--data-dir", str(tmp_path), "--format", "json",
                    "--from", "2024-03-02", "--to", "2024-03-02", "--key", key_id)
     assert json.loads(out.stdout) == [{"key_id": key_id, "day": "2024-03-02", "calls": 3,
