@@ -1837,6 +1837,7 @@ class Model:
         period's end (KeyTable.valid_until_s)."""
         from fastgate.keys import period_bounds
         from fastgate.usage import utc_day
+        usage = self._usage_store()     # opened (tables created) before the write lock is taken
         with self.change() as txn:
             plan, member = self._plan_member(p["usagePlanId"], p["keyId"])
             quota = plan.get("quota")
@@ -1854,7 +1855,7 @@ class Model:
                 if remaining < 0:
                     raise BadRequest("remaining must not be negative")
                 start, end = period_bounds(quota["period"], now)
-                used = self._usage_store().calls_between(member["id"], utc_day(start), utc_day(now))
+                used = usage.calls_between(member["id"], utc_day(start), utc_day(now))
                 member["_extension"] = {"limit": used + remaining, "period_start_s": start,
                                         "until_s": end}
             txn.put("usageplankey", plan["id"], member["id"], member)

@@ -353,3 +353,17 @@ def test_every_operation_is_served(server):
            "CreateUsagePlanKey", "GetUsagePlanKey", "GetUsagePlanKeys", "DeleteUsagePlanKey",
            "GetUsage", "UpdateUsage"]
     assert set(ops) <= set(server.admin.control.handlers)
+
+
+def test_update_usage_as_the_first_usage_call(c):
+    """UpdateUsage opens the usage tables itself, outside its own write transaction."""
+    plan = c.create_usage_plan(name="p", quota={"limit": 10, "period": "WEEK"})
+    key = c.create_api_key(name="k", enabled=True)
+    c.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
+    out = c.update_usage(usagePlanId=plan["id"], keyId=key["id"], patchOperations=[
+        {"op": "replace", "path": "/remaining", "value": "25"}])
+    assert list(out["items"].values()) == [[[0, 25]]]
+    bare = c.create_usage_plan(name="no quota")
+    c.create_usage_plan_key(usagePlanId=bare["id"], keyId=key["id"], keyType="API_KEY")
+    assert error(c.update_usage, usagePlanId=bare["id"], keyId=key["id"], patchOperations=[
+        {"op": "replace", "path": "/remaining", "value": "1"}]) == ("BadRequestException", 400)
