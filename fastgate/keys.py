@@ -26,7 +26,7 @@ import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from fastgate._core.throttle import QuotaSettings, ThrottleSettings, namespace, quota_period
 
@@ -342,7 +342,3 @@ def period_bounds(period: str, now_s: int) -> tuple[int, int]:
     """(start, end) epoch s of the quota period containing now_s, UTC calendar periods."""
     _, start, end = quota_period(period, now_s)
     return start, end
-
-
-def key_ids(table: KeyTable) -> Iterable[str]:
-    return table.by_id.keys()

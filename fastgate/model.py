@@ -1528,7 +1528,7 @@ class Model:
     def _usage_plan(self, plan_id: str) -> dict:
         plan = self.state.extra.get("usageplan", {}).get("", {}).get(plan_id)
         if plan is None:
-            raise NotFound(f"Invalid Usage Plan ID specified")
+            raise NotFound("Invalid Usage Plan ID specified")
         return plan
 
     @staticmethod

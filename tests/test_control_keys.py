@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fastgate.keys import KeyTable, check_key
-from fastgate.store import Store, load_state
+from fastgate.store import load_state
 from fastgate.usage import UsageRecorder, UsageStore
 from tests.test_control import Server, build_api, c, code_of, server  # noqa: F401 (fixtures)
 
