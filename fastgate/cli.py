@@ -1,4 +1,4 @@
-"""The fastgate command: serve, proxy, check."""
+"""The fastgate command: serve, proxy, check, usage, keys."""
 
 from __future__ import annotations
 
@@ -126,6 +126,79 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _data_dir(args) -> str:
+    import os
+    from fastgate.store import default_data_dir
+    return os.path.abspath(args.data_dir or os.environ.get("FASTGATE_DATA_DIR") or default_data_dir())
+
+
+def cmd_usage_export(args) -> int:
+    """Calls and bytes per API key per UTC day, from the data dir's usage table."""
+    from fastgate.store import db_path, load_state
+    from fastgate.usage import UsageStore, export, parse_day
+    data_dir = _data_dir(args)
+    if not db_path(data_dir).exists():
+        print(f"fastgate: no state in {data_dir}", file=sys.stderr)
+        return 2
+    try:
+        for day, what in ((args.start, "--from"), (args.end, "--to")):
+            if day:
+                parse_day(day, what)
+    except ValueError as e:
+        print(f"fastgate: {e}", file=sys.stderr)
+        return 2
+    names = {k: doc.get("name", "") for k, doc in
+             load_state(data_dir).extra.get("apikey", {}).get("", {}).items()}
+    store = UsageStore.in_dir(data_dir)
+    try:
+        rows = store.rows(args.start, args.end, args.key or None)
+    finally:
+        store.close()
+    sys.stdout.write(export(rows, args.format, names))
+    return 0
+
+
+def cmd_keys(args) -> int:
+    """API keys in the data dir, through the control API's own operations. A running
+    gateway picks the change up on its next reload (SIGHUP)."""
+    from fastgate.model import ApiError, Model
+    from fastgate.store import Store
+    store = Store.in_dir(_data_dir(args))
+    try:
+        model = Model(store)
+        if args.keys_command == "create":
+            p = {"name": args.name, "enabled": not args.disabled}
+            if args.customer_id:
+                p["customerId"] = args.customer_id
+            if args.value_stdin:
+                p["value"] = sys.stdin.readline().strip()
+            key = model.create_api_key(p)
+            for plan_id in args.plan or ():
+                model.create_usage_plan_key({"usagePlanId": plan_id, "keyId": key["id"],
+                                             "keyType": "API_KEY"})
+            # the value goes to stdout once, for the operator to hand over; never to a log
+            print(f"{key['id']}\t{key['value']}")
+        elif args.keys_command == "list":
+            print("ID\tNAME\tENABLED\tCUSTOMER")
+            position = None
+            while True:
+                page = model.get_api_keys({"limit": 500, "position": position})
+                for k in page["items"]:
+                    print(f"{k['id']}\t{k.get('name', '')}\t{str(k['enabled']).lower()}\t"
+                          f"{k.get('customerId', '')}")
+                position = page.get("position")
+                if not position:
+                    break
+        else:
+            model.delete_api_key({"apiKey": args.id})
+        return 0
+    except ApiError as e:
+        print(f"fastgate: {e.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastgate", description="A self-hosted API gateway.")
     p.add_argument("--version", action="version", version=f"fastgate {__version__}")
@@ -171,6 +244,32 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="validate a config and print its route table")
     s.add_argument("-c", "--config", help="gateway.yaml or .json")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("usage", help="API key usage (calls, bytes) per key per day")
+    usage = s.add_subparsers(dest="usage_command", required=True)
+    e = usage.add_parser("export", help="print usage as CSV or JSON")
+    e.add_argument("--data-dir", metavar="DIR", help="state directory (default: as serve)")
+    e.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="first day (UTC), inclusive")
+    e.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last day (UTC), inclusive")
+    e.add_argument("--format", choices=("csv", "json"), default="csv")
+    e.add_argument("--key", action="append", metavar="ID", help="only this API key id; may repeat")
+    e.set_defaults(func=cmd_usage_export)
+
+    s = sub.add_parser("keys", help="create, list or delete API keys in the data dir")
+    keys = s.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="create a key; prints its id and value")
+    k.add_argument("name")
+    k.add_argument("--customer-id")
+    k.add_argument("--plan", action="append", metavar="USAGE_PLAN_ID", help="add it to this usage plan")
+    k.add_argument("--disabled", action="store_true", help="create it disabled")
+    k.add_argument("--value-stdin", action="store_true",
+                   help="read the value from stdin (default: generate 40 characters)")
+    k = keys.add_parser("list", help="list keys (never their values)")
+    k = keys.add_parser("delete", help="delete a key")
+    k.add_argument("id")
+    for k in keys.choices.values():
+        k.add_argument("--data-dir", metavar="DIR", help="state directory (default: as serve)")
+    s.set_defaults(func=cmd_keys)
     return p
 
 

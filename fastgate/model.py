@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 if TYPE_CHECKING:
     from fastgate.store import Store, Txn
 
@@ -1334,6 +1336,616 @@ class Model:
             self._save_api(txn, api)
         return {}
 
+    # ---- API keys
+    #
+    # An API key document (kind "apikey") is AWS's ApiKey without its value, plus
+    # "_hash" (SHA-256 hex of the value: what the data plane matches) and "_sealed" (the
+    # value under AES-GCM, for includeValue; see fastgate.keys.KeySealer). A usage
+    # plan (kind "usageplan") is AWS's UsagePlan plus "_createdDate" (its quota's
+    # initial period). A key's membership in a plan is a "usageplankey" document
+    # scoped by the plan id: {"id", "type"}, plus "_extension" after UpdateUsage.
+
+    _API_KEY_OUT = ("id", "name", "customerId", "description", "enabled", "createdDate",
+                    "lastUpdatedDate", "stageKeys", "tags")
+
+    def _sealer(self):
+        from fastgate.keys import KeySealer
+        if getattr(self, "_key_sealer", None) is None:
+            self._key_sealer = KeySealer(Path(self.store.path).parent)
+        return self._key_sealer
+
+    def _api_key(self, key_id: str) -> dict:
+        key = self.state.extra.get("apikey", {}).get("", {}).get(key_id)
+        if key is None:
+            raise NotFound("Invalid API Key identifier specified")
+        return key
+
+    def _api_key_view(self, key: dict, include_value: bool) -> dict:
+        out = {k: _clone(key[k]) for k in self._API_KEY_OUT if k in key}
+        if include_value:
+            out["value"] = self._sealer().open(key["id"], key["_sealed"])
+        return out
+
+    def _key_by_hash(self, hex_digest: str) -> dict | None:
+        for key in self.state.extra.get("apikey", {}).get("", {}).values():
+            if key.get("_hash") == hex_digest:
+                return key
+        return None
+
+    def _check_stage_keys(self, stage_keys) -> list[str]:
+        out = []
+        for sk in stage_keys or ():
+            api_id, stage = sk.get("restApiId"), sk.get("stageName")
+            if api_id not in self.state.apis or stage not in self.state.stages.get(api_id, {}):
+                raise BadRequest(f"Invalid stage key: restApiId {api_id}, stageName {stage}")
+            out.append(f"{api_id}/{stage}")
+        return out
+
+    def _new_api_key(self, txn: "Txn", p: dict, value: str) -> dict:
+        from fastgate.keys import check_value, digest
+        problem = check_value(value)
+        if problem:
+            raise BadRequest(problem)
+        hex_digest = digest(value).hex()
+        if self._key_by_hash(hex_digest) is not None:
+            # two keys with one value would make the data plane's lookup ambiguous
+            raise Conflict("An API key with the same value already exists")
+        keys = self.state.extra.get("apikey", {}).get("", {})
+        key_id = new_id(10)
+        while key_id in keys:
+            key_id = new_id(10)
+        now = _now()
+        key = {"id": key_id, "enabled": bool(p.get("enabled", False)),
+               "createdDate": now, "lastUpdatedDate": now,
+               "stageKeys": self._check_stage_keys(p.get("stageKeys"))}
+        key.update(_copy_known(p, ("name", "description", "customerId", "tags")))
+        key["_hash"] = hex_digest
+        key["_sealed"] = self._sealer().seal(key_id, value)
+        txn.put("apikey", "", key_id, key)
+        return key
+
+    def create_api_key(self, p: dict) -> dict:
+        from fastgate.keys import generate_value
+        value = p.get("value")
+        if value in (None, ""):
+            value = generate_value()
+        with self.change() as txn:
+            key = self._new_api_key(txn, p, value)
+        out = self._api_key_view(key, False)
+        out["value"] = value       # AWS returns the value on creation
+        return out
+
+    def get_api_key(self, p: dict) -> dict:
+        self.fresh()
+        return self._api_key_view(self._api_key(p["apiKey"]), bool(p.get("includeValue")))
+
+    def get_api_keys(self, p: dict) -> dict:
+        state = self.fresh()
+        keys = sorted(state.extra.get("apikey", {}).get("", {}).values(),
+                      key=lambda k: (k.get("createdDate", 0), k["id"]))
+        if p.get("nameQuery"):
+            keys = [k for k in keys if (k.get("name") or "").startswith(p["nameQuery"])]
+        if p.get("customerId"):
+            keys = [k for k in keys if k.get("customerId") == p["customerId"]]
+        page = _page(keys, p)
+        page["items"] = [self._api_key_view(k, bool(p.get("includeValues"))) for k in page["items"]]
+        return page
+
+    def update_api_key(self, p: dict) -> dict:
+        with self.change() as txn:
+            key = _clone(self._api_key(p["apiKey"]))
+            for op in _patch_ops(p):
+                path, value, kind = op["path"], op.get("value"), op["op"]
+                if kind == "replace" and path == "/enabled":
+                    key["enabled"] = _bool_value(value, path)
+                elif kind == "replace" and path in ("/name", "/description", "/customerId"):
+                    if value in (None, ""):
+                        key.pop(path[1:], None)
+                    else:
+                        key[path[1:]] = value
+                elif kind in ("add", "remove") and path == "/stages":
+                    # value "restApiId/stageName", AWS's legacy stage keys
+                    api_id, _, stage = (value or "").partition("/")
+                    stage_key = self._check_stage_keys([{"restApiId": api_id, "stageName": stage}])[0]
+                    keys = key.setdefault("stageKeys", [])
+                    if kind == "add" and stage_key not in keys:
+                        keys.append(stage_key)
+                    elif kind == "remove" and stage_key in keys:
+                        keys.remove(stage_key)
+                else:
+                    raise _bad_patch(op)
+            key["lastUpdatedDate"] = _now()
+            txn.put("apikey", "", key["id"], key)
+        return self._api_key_view(key, False)
+
+    def delete_api_key(self, p: dict) -> dict:
+        with self.change() as txn:
+            key = self._api_key(p["apiKey"])
+            txn.delete("apikey", "", key["id"])
+            for plan_id, members in self.state.extra.get("usageplankey", {}).items():
+                if key["id"] in members:
+                    txn.delete("usageplankey", plan_id, key["id"])
+        return {}
+
+    def import_api_keys(self, p: dict) -> dict:
+        """AWS's API key file format: CSV, header names case-insensitive, columns in any
+        order, Name and Key required; Description, Enabled (default true) and
+        UsagePlanIds ("id1,id2", quoted with " or ') optional; others ignored. A value
+        imported again overwrites the key that has it."""
+        from fastgate.keys import check_value, digest
+        if p.get("format") != "csv":
+            raise BadRequest(f"Invalid format '{p.get('format')}': the only format is csv")
+        rows, warnings = _parse_key_csv(p.get("body") or b"")
+        if warnings and p.get("failOnWarnings"):
+            raise BadRequest("Warnings found during import: " + "; ".join(warnings))
+        ids = []
+        with self.change() as txn:
+            plans = self.state.extra.get("usageplan", {}).get("", {})
+            # this file's keys and memberships so far: the in-memory State sees the
+            # transaction's writes only after commit (and never, if it rolls back)
+            imported: dict[str, dict] = {}
+            members = {pid: dict(m) for pid, m in self.state.extra.get("usageplankey", {}).items()}
+            for line, row in rows:
+                problem = check_value(row["key"])
+                if problem or not row["name"] or len(row["name"]) > 1024:
+                    msg = problem or "Name must be 1 to 1024 characters"
+                    if p.get("failOnWarnings"):
+                        raise BadRequest(f"Line {line}: {msg}")
+                    warnings.append(f"Line {line}: {msg}; the key was not imported")
+                    continue
+                unknown = [pid for pid in row["plans"] if pid not in plans]
+                if unknown:
+                    raise NotFound(f"Line {line}: Invalid Usage Plan ID specified: {unknown[0]}")
+                hex_digest = digest(row["key"]).hex()
+                existing = imported.get(hex_digest) or self._key_by_hash(hex_digest)
+                fields = {"name": row["name"], "enabled": row["enabled"]}
+                if row["description"]:
+                    fields["description"] = row["description"]
+                if existing is not None:
+                    key = _clone(existing)
+                    key.pop("description", None)
+                    key.update(fields)
+                    key["lastUpdatedDate"] = _now()
+                    txn.put("apikey", "", key["id"], key)
+                else:
+                    key = self._new_api_key(txn, fields, row["key"])
+                imported[hex_digest] = key
+                for plan_id in row["plans"]:
+                    if key["id"] in members.get(plan_id, {}):
+                        continue    # already in: keep its membership (and any UpdateUsage grant)
+                    self._check_plan_stages_free(plans[plan_id], key["id"], members, skip_plan=plan_id)
+                    txn.put("usageplankey", plan_id, key["id"], {"id": key["id"], "type": "API_KEY"})
+                    members.setdefault(plan_id, {})[key["id"]] = {"id": key["id"], "type": "API_KEY"}
+                if key["id"] not in ids:
+                    ids.append(key["id"])
+        out = {"ids": ids}
+        if warnings:
+            out["warnings"] = warnings
+        return out
+
+    # ---- usage plans
+
+    def _usage_plan(self, plan_id: str) -> dict:
+        plan = self.state.extra.get("usageplan", {}).get("", {}).get(plan_id)
+        if plan is None:
+            raise NotFound("Invalid Usage Plan ID specified")
+        return plan
+
+    @staticmethod
+    def _usage_plan_view(plan: dict) -> dict:
+        return {k: _clone(v) for k, v in plan.items() if not k.startswith("_")}
+
+    def _check_api_stage(self, stage: dict, plan_id: str | None = None) -> dict:
+        api_id, name = stage.get("apiId"), stage.get("stage")
+        if not api_id or not name or api_id not in self.state.apis or \
+                name not in self.state.stages.get(api_id, {}):
+            raise BadRequest(f"Invalid API Stage {{api: {api_id}, stage: {name}}} specified for "
+                             f"usageplan {plan_id or ''}".rstrip())
+        out = {"apiId": api_id, "stage": name}
+        if stage.get("throttle"):
+            out["throttle"] = {m: _check_throttle(t, f"throttle {m}")
+                               for m, t in _check_method_keys(stage["throttle"]).items()}
+        return out
+
+    def _check_plan_stages_free(self, plan: dict, key_id: str, members: dict,
+                                skip_plan: str | None = None) -> None:
+        """AWS: an API key cannot be in two usage plans that share an API stage."""
+        mine = {(s["apiId"], s["stage"]) for s in plan.get("apiStages") or ()}
+        for other_id, other_members in members.items():
+            if other_id == (skip_plan or plan.get("id")) or key_id not in other_members:
+                continue
+            other = self.state.extra.get("usageplan", {}).get("", {}).get(other_id) or {}
+            for s in other.get("apiStages") or ():
+                if (s["apiId"], s["stage"]) in mine:
+                    raise Conflict(f"Usage Plan {plan['id']} cannot be added because API Key "
+                                   f"{key_id} cannot reference multiple Usage Plans with the same "
+                                   f"API Stage: {s['apiId']}:{s['stage']}")
+
+    def create_usage_plan(self, p: dict) -> dict:
+        name = _require_str(p, "name", "name")
+        with self.change() as txn:
+            plans = self.state.extra.get("usageplan", {}).get("", {})
+            plan_id = new_id(6)
+            while plan_id in plans:
+                plan_id = new_id(6)
+            plan = {"id": plan_id, "name": name, "apiStages": []}
+            for s in p.get("apiStages") or ():
+                stage = self._check_api_stage(s, plan_id)
+                if any((x["apiId"], x["stage"]) == (stage["apiId"], stage["stage"]) for x in plan["apiStages"]):
+                    raise BadRequest(f"Duplicate API Stage {stage['apiId']}:{stage['stage']}")
+                plan["apiStages"].append(stage)
+            if p.get("throttle") is not None:
+                plan["throttle"] = _check_throttle(p["throttle"], "throttle")
+            if p.get("quota") is not None:
+                plan["quota"] = _check_quota(p["quota"])
+            plan.update(_copy_known(p, ("description", "tags")))
+            plan["_createdDate"] = _now()
+            txn.put("usageplan", "", plan_id, plan)
+        return self._usage_plan_view(plan)
+
+    def get_usage_plan(self, p: dict) -> dict:
+        self.fresh()
+        return self._usage_plan_view(self._usage_plan(p["usagePlanId"]))
+
+    def get_usage_plans(self, p: dict) -> dict:
+        state = self.fresh()
+        plans = sorted(state.extra.get("usageplan", {}).get("", {}).values(),
+                       key=lambda x: (x.get("_createdDate", 0), x["id"]))
+        if p.get("keyId"):
+            self._api_key(p["keyId"])
+            members = state.extra.get("usageplankey", {})
+            plans = [x for x in plans if p["keyId"] in members.get(x["id"], {})]
+        return _page([self._usage_plan_view(x) for x in plans], p)
+
+    def update_usage_plan(self, p: dict) -> dict:
+        with self.change() as txn:
+            plan = _clone(self._usage_plan(p["usagePlanId"]))
+            for op in _patch_ops(p):
+                self._patch_usage_plan(plan, op)
+            # "/quota/limit" then "/quota/period" is a valid pair: check the end result
+            if plan.get("throttle") is not None:
+                plan["throttle"] = _check_throttle(plan["throttle"], "throttle")
+            if plan.get("quota") is not None:
+                plan["quota"] = _check_quota(plan["quota"])
+            members = self.state.extra.get("usageplankey", {})
+            for key_id in members.get(plan["id"], {}):
+                self._check_plan_stages_free(plan, key_id, members)
+            txn.put("usageplan", "", plan["id"], plan)
+        return self._usage_plan_view(plan)
+
+    def _patch_usage_plan(self, plan: dict, op: dict) -> None:
+        kind, path, value = op["op"], op["path"], op.get("value")
+        if kind == "replace" and path in ("/name", "/description", "/productCode"):
+            if path == "/name" and not value:
+                raise BadRequest("name must not be blank")
+            if value in (None, ""):
+                plan.pop(path[1:], None)
+            else:
+                plan[path[1:]] = value
+            return
+        if path == "/apiStages" and kind in ("add", "remove"):
+            api_id, _, stage_name = (value or "").partition(":")
+            stages = plan.setdefault("apiStages", [])
+            found = [s for s in stages if (s["apiId"], s["stage"]) == (api_id, stage_name)]
+            if kind == "add":
+                if found:
+                    raise Conflict(f"API Stage {value} is already associated with usage plan {plan['id']}")
+                stages.append(self._check_api_stage({"apiId": api_id, "stage": stage_name}, plan["id"]))
+            elif not found:
+                raise NotFound(f"Invalid API Stage {value} specified for usage plan {plan['id']}")
+            else:
+                stages.remove(found[0])
+            return
+        if path.startswith("/apiStages/"):
+            self._patch_stage_throttle(plan, op, path[len("/apiStages/"):])
+            return
+        for section, members in (("throttle", ("rateLimit", "burstLimit")),
+                                 ("quota", ("limit", "offset", "period"))):
+            if kind == "remove" and path == f"/{section}":
+                plan.pop(section, None)
+                return
+            if kind in ("replace", "add") and path.startswith(f"/{section}/") and path[len(section) + 2:] in members:
+                member = path[len(section) + 2:]
+                current = dict(plan.get(section) or {})
+                try:
+                    current[member] = (value if member == "period" else
+                                       float(value) if member == "rateLimit" else int(value))
+                except (TypeError, ValueError):
+                    raise BadRequest(f"Invalid value '{value}' for {path}") from None
+                plan[section] = current     # checked whole after the last operation
+                return
+        raise _bad_patch(op)
+
+    def _patch_stage_throttle(self, plan: dict, op: dict, rest: str) -> None:
+        # "{apiId}:{stage}/throttle[/{resourcePath}/{httpMethod}[/rateLimit|/burstLimit]]";
+        # the resource path keeps its slashes ("/apiStages/a:b/throttle//pets/GET/rateLimit")
+        # or comes escaped as in JSON Pointer ("~1pets")
+        kind, value = op["op"], op.get("value")
+        stage_id, _, tail = rest.partition("/")
+        api_id, _, stage_name = stage_id.partition(":")
+        stage = next((s for s in plan.get("apiStages") or ()
+                      if (s["apiId"], s["stage"]) == (api_id, stage_name)), None)
+        if stage is None:
+            raise NotFound(f"Invalid API Stage {stage_id} specified for usage plan {plan['id']}")
+        tail = tail.strip()
+        if tail == "throttle":
+            if kind == "remove":
+                stage.pop("throttle", None)
+                return
+            if kind == "replace":
+                try:
+                    doc = orjson.loads(value or "{}")
+                    if isinstance(doc, str):
+                        doc = orjson.loads(doc)      # the AWS CLI example double-quotes it
+                except orjson.JSONDecodeError:
+                    raise BadRequest(f"Invalid throttle map '{value}'") from None
+                if not isinstance(doc, dict):
+                    raise BadRequest(f"Invalid throttle map '{value}'")
+                stage["throttle"] = {m: _check_throttle(t, f"throttle {m}")
+                                     for m, t in _check_method_keys(doc).items()}
+                if not stage["throttle"]:
+                    del stage["throttle"]
+                return
+            raise _bad_patch(op)
+        if not tail.startswith("throttle/"):
+            raise _bad_patch(op)
+        method_path = _unescape_pointer(tail[len("throttle/"):])
+        member = None
+        for m in ("rateLimit", "burstLimit"):
+            if method_path.endswith("/" + m):
+                member, method_path = m, method_path[:-len(m) - 1]
+        if not method_path.startswith("/"):
+            method_path = "/" + method_path
+        _check_method_keys({method_path: None})
+        throttles = stage.setdefault("throttle", {})
+        if kind == "remove" and member is None:
+            if throttles.pop(method_path, None) is None:
+                raise NotFound(f"No throttle settings for {method_path}")
+        elif kind in ("replace", "add") and member is not None:
+            entry = dict(throttles.get(method_path) or {})
+            try:
+                entry[member] = float(value) if member == "rateLimit" else int(value)
+            except (TypeError, ValueError):
+                raise BadRequest(f"Invalid value '{value}' for {op['path']}") from None
+            throttles[method_path] = _check_throttle(entry, f"throttle {method_path}")
+        else:
+            raise _bad_patch(op)
+        if not throttles:
+            del stage["throttle"]
+
+    def delete_usage_plan(self, p: dict) -> dict:
+        with self.change() as txn:
+            plan = self._usage_plan(p["usagePlanId"])
+            if plan.get("apiStages"):
+                # AWS refuses too: the stages must be removed from the plan first
+                raise BadRequest(f"Cannot delete Usage Plan {plan['id']} because there are API "
+                                 "Stages associated with it. Remove the API Stages first.")
+            txn.delete("usageplan", "", plan["id"])
+            for key_id in self.state.extra.get("usageplankey", {}).get(plan["id"], {}):
+                txn.delete("usageplankey", plan["id"], key_id)
+        return {}
+
+    # ---- usage plan keys
+
+    def _usage_plan_key_view(self, key: dict) -> dict:
+        out = {"id": key["id"], "type": "API_KEY",
+               "value": self._sealer().open(key["id"], key["_sealed"])}
+        if key.get("name"):
+            out["name"] = key["name"]
+        return out
+
+    def create_usage_plan_key(self, p: dict) -> dict:
+        if p["keyType"] != "API_KEY":
+            raise BadRequest(f"Invalid key type '{p['keyType']}': the only type is API_KEY")
+        with self.change() as txn:
+            plan = self._usage_plan(p["usagePlanId"])
+            key = self._api_key(p["keyId"])
+            members = self.state.extra.get("usageplankey", {})
+            if key["id"] in members.get(plan["id"], {}):
+                raise Conflict(f"Usage Plan {plan['id']} already contains API Key {key['id']}")
+            self._check_plan_stages_free(plan, key["id"], members)
+            txn.put("usageplankey", plan["id"], key["id"], {"id": key["id"], "type": "API_KEY"})
+        return self._usage_plan_key_view(key)
+
+    def _plan_member(self, plan_id: str, key_id: str) -> tuple[dict, dict]:
+        plan = self._usage_plan(plan_id)
+        member = self.state.extra.get("usageplankey", {}).get(plan["id"], {}).get(key_id)
+        if member is None:
+            raise NotFound("Invalid Usage Plan Key identifier specified")
+        return plan, member
+
+    def get_usage_plan_key(self, p: dict) -> dict:
+        self.fresh()
+        self._plan_member(p["usagePlanId"], p["keyId"])
+        return self._usage_plan_key_view(self._api_key(p["keyId"]))
+
+    def get_usage_plan_keys(self, p: dict) -> dict:
+        state = self.fresh()
+        plan = self._usage_plan(p["usagePlanId"])
+        keys = state.extra.get("apikey", {}).get("", {})
+        items = [keys[k] for k in state.extra.get("usageplankey", {}).get(plan["id"], {}) if k in keys]
+        items.sort(key=lambda k: (k.get("createdDate", 0), k["id"]))
+        if p.get("nameQuery"):
+            items = [k for k in items if (k.get("name") or "").startswith(p["nameQuery"])]
+        page = _page(items, p)
+        page["items"] = [self._usage_plan_key_view(k) for k in page["items"]]
+        return page
+
+    def delete_usage_plan_key(self, p: dict) -> dict:
+        with self.change() as txn:
+            plan, member = self._plan_member(p["usagePlanId"], p["keyId"])
+            txn.delete("usageplankey", plan["id"], member["id"])
+        return {}
+
+    # ---- usage
+
+    def _usage_store(self):
+        from fastgate.usage import UsageStore
+        if getattr(self, "_usage", None) is None:
+            self._usage = UsageStore(self.store.path)
+        return self._usage
+
+    def _quota_limit_for(self, plan: dict, now_s: int):
+        """(key id, period start) -> that period's quota limit for the key: the plan's,
+        less its offset in the plan's first period, or an UpdateUsage extension."""
+        from fastgate.keys import period_bounds
+        quota = plan["quota"]
+        members = self.state.extra.get("usageplankey", {}).get(plan["id"], {})
+        first_start, _ = period_bounds(quota["period"], int(plan.get("_createdDate", now_s)))
+
+        def limit_for(key_id: str, period_start: int) -> int:
+            ext = (members.get(key_id) or {}).get("_extension")
+            if ext and ext["period_start_s"] == period_start:
+                return int(ext["limit"])
+            if period_start == first_start:
+                return max(quota["limit"] - quota.get("offset", 0), 0)
+            return quota["limit"]
+        return limit_for
+
+    def get_usage(self, p: dict) -> dict:
+        from fastgate.usage import parse_day, usage_values
+        state = self.fresh()
+        plan = self._usage_plan(p["usagePlanId"])
+        try:
+            start = parse_day(p["startDate"], "startDate")
+            end = parse_day(p["endDate"], "endDate")
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        if end < start:
+            raise BadRequest("The end date must not be before the start date")
+        if (end - start).days > 90:
+            # AWS keeps 90 days of usage and refuses longer windows
+            raise BadRequest("The usage data can be queried for at most 90 days at once")
+        members = sorted(state.extra.get("usageplankey", {}).get(plan["id"], {}))
+        if p.get("keyId"):
+            if p["keyId"] not in members:
+                raise NotFound("Invalid API Key identifier specified")
+            members = [p["keyId"]]
+        page = _page(members, p)
+        values = usage_values(self._usage_store(), page["items"], start, end, plan.get("quota"),
+                              self._quota_limit_for(plan, int(time.time())) if plan.get("quota") else None)
+        out = {"usagePlanId": plan["id"], "startDate": p["startDate"], "endDate": p["endDate"],
+               "items": values}
+        if "position" in page:
+            out["position"] = page["position"]
+        return out
+
+    def update_usage(self, p: dict) -> dict:
+        """Grant (or take back) quota for the current period of one key: replace
+        /remaining. Stored as that key's limit for this period; the data plane's quota
+        for the key follows on the next snapshot and falls back to the plan's at the
+        period's end (KeyTable.valid_until_s)."""
+        from fastgate.keys import period_bounds
+        from fastgate.usage import utc_day
+        usage = self._usage_store()     # opened (tables created) before the write lock is taken
+        with self.change() as txn:
+            plan, member = self._plan_member(p["usagePlanId"], p["keyId"])
+            quota = plan.get("quota")
+            if not quota:
+                raise BadRequest(f"Usage Plan {plan['id']} has no quota to extend")
+            now = int(time.time())
+            member = _clone(member)
+            for op in _patch_ops(p):
+                if op["op"] != "replace" or op["path"] != "/remaining":
+                    raise _bad_patch(op)
+                try:
+                    remaining = int(op.get("value"))
+                except (TypeError, ValueError):
+                    raise BadRequest(f"Invalid value '{op.get('value')}' for /remaining") from None
+                if remaining < 0:
+                    raise BadRequest("remaining must not be negative")
+                start, end = period_bounds(quota["period"], now)
+                used = usage.calls_between(member["id"], utc_day(start), utc_day(now))
+                member["_extension"] = {"limit": used + remaining, "period_start_s": start,
+                                        "until_s": end}
+            txn.put("usageplankey", plan["id"], member["id"], member)
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        return self.get_usage({"usagePlanId": plan["id"], "keyId": member["id"],
+                               "startDate": today, "endDate": today})
+
+# ---------------------------------------------------------------- API keys and usage plans
+
+QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
+
+
+def _check_throttle(t, what: str) -> dict:
+    """AWS's ThrottleSettings {burstLimit: int >= 0, rateLimit: double >= 0}."""
+    if not isinstance(t, dict):
+        raise BadRequest(f"Invalid {what}: expected burstLimit and rateLimit")
+    out = {}
+    if t.get("burstLimit") is not None:
+        burst = t["burstLimit"]
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 0:
+            raise BadRequest(f"Invalid {what}: burstLimit must be an integer >= 0")
+        out["burstLimit"] = burst
+    if t.get("rateLimit") is not None:
+        rate = t["rateLimit"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < float("inf"):
+            raise BadRequest(f"Invalid {what}: rateLimit must be a number >= 0")
+        out["rateLimit"] = float(rate)
+    return out
+
+
+def _check_quota(q) -> dict:
+    """AWS's QuotaSettings {limit, offset, period}: a period of DAY, WEEK or MONTH and a
+    limit are required; the offset is taken off the limit in the plan's first period."""
+    if not isinstance(q, dict):
+        raise BadRequest("Invalid quota: expected limit, offset and period")
+    if q.get("period") not in QUOTA_PERIODS:
+        raise BadRequest(f"Invalid quota period '{q.get('period')}': must be DAY, WEEK or MONTH")
+    limit, offset = q.get("limit"), q.get("offset", 0) or 0
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise BadRequest("Invalid quota: limit must be an integer >= 0")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= limit:
+        raise BadRequest("Invalid quota: offset must be an integer from 0 to the limit")
+    return {"limit": limit, "offset": offset, "period": q["period"]}
+
+
+def _check_method_keys(throttles: dict) -> dict:
+    """Per-method throttle keys are "{resourcePath}/{httpMethod}": "/pets/GET", "//GET"
+    for the root resource, "*" for any method."""
+    for m in throttles:
+        path, _, method = str(m).rpartition("/")
+        if not path.startswith("/") or method not in HTTP_METHODS + ("*",):
+            raise BadRequest(f"Invalid method throttle key '{m}': use "
+                             "{resourcePath}/{httpMethod}, e.g. /pets/GET")
+    return throttles
+
+
+def _parse_key_csv(body: bytes) -> tuple[list[tuple[int, dict]], list[str]]:
+    """Rows of an API key file: (line number, {name, key, description, enabled, plans})."""
+    import csv
+    import io
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("The API key file must be UTF-8 text") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise BadRequest("The API key file is empty")
+    header = [h.strip().lower() for h in next(csv.reader([lines[0]]))]
+    if "name" not in header or "key" not in header:
+        raise BadRequest("The API key file must have the columns Name and Key")
+    rows, warnings = [], []
+    for n, line in enumerate(lines[1:], start=2):
+        cells = next(csv.reader([line]))
+        if len(cells) != len(header):
+            # AWS also allows single quotes around a list of usage plan ids
+            cells = next(csv.reader([line], quotechar="'"))
+        if len(cells) != len(header):
+            warnings.append(f"Line {n}: {len(cells)} columns where the header has {len(header)}")
+            continue
+        row = dict(zip(header, (c.strip() for c in cells)))
+        enabled = row.get("enabled", "") or "true"
+        if enabled.lower() not in ("true", "false"):
+            warnings.append(f"Line {n}: Enabled '{enabled}' is not true or false; taken as true")
+            enabled = "true"
+        rows.append((n, {"name": row["name"], "key": row["key"],
+                         "description": row.get("description", ""),
+                         "enabled": enabled.lower() == "true",
+                         "plans": [x.strip() for x in row.get("usageplanids", "").split(",") if x.strip()]}))
+    return rows, warnings
+
 
 # operation name (botocore's) -> Model method; what the control API serves
 OPERATIONS: dict[str, str] = {
@@ -1352,6 +1964,10 @@ OPERATIONS: dict[str, str] = {
         "CreateBasePathMapping", "GetBasePathMapping", "GetBasePathMappings",
         "UpdateBasePathMapping", "DeleteBasePathMapping",
         "PutGatewayResponse", "GetGatewayResponse", "GetGatewayResponses", "DeleteGatewayResponse",
+        "CreateApiKey", "GetApiKey", "GetApiKeys", "UpdateApiKey", "DeleteApiKey", "ImportApiKeys",
+        "CreateUsagePlan", "GetUsagePlan", "GetUsagePlans", "UpdateUsagePlan", "DeleteUsagePlan",
+        "CreateUsagePlanKey", "GetUsagePlanKey", "GetUsagePlanKeys", "DeleteUsagePlanKey",
+        "GetUsage", "UpdateUsage",
     )
 }
 
