@@ -32,13 +32,26 @@ class Services:
     authorizers' caches, the HTTP client for JWKS and HTTP authorizers, and the
     function runner that Lambda authorizers call."""
 
-    def __init__(self, functions=None):
+    def __init__(self, functions=None, *, worker_id: int = 0, usage=None):
         from fastgate.auth.compile import AuthCaches
         from fastgate.auth.http import HttpClient
         self.caches = AuthCaches()
         self.http_client = HttpClient()
         self.functions = functions          # fastgate.functions.gateway.FunctionRunner or None
         self.tasks: set = set()
+        self.worker_id = worker_id
+        self.usage = usage                  # fastgate.usage.UsageRecorder shared by the host, or None
+        self.usage_slots: dict[str, int] = {}
+
+    def meter(self, ctx, key_id: str) -> None:
+        """Count this request for the key's usage (calls, bytes), when it ends."""
+        if self.usage is None:
+            return
+        slot = self.usage_slots.get(key_id)
+        if slot is None:
+            slot = self.usage_slots[key_id] = self.usage.slot(self.worker_id, key_id)
+        ctx.usage_slot = slot
+        ctx.metered = True
 
     async def invoke(self, name, event, *, timeout_ms=None, request_id=None):
         if self.functions is None:
@@ -47,14 +60,66 @@ class Services:
         return await self.functions.invoke(name, event, timeout_ms=timeout_ms, request_id=request_id)
 
 
+class KeyRequirement:
+    """A method with apiKeyRequired: the key (x-api-key, or the authorizer's
+    usageIdentifierKey when the API's key source is AUTHORIZER) must be enabled and in
+    a usage plan of this stage; then the plan's throttle (its per-method override
+    when one is set) and quota apply, before the stage's own limits."""
+
+    __slots__ = ("table", "api_id", "stage", "method_key", "from_authorizer")
+
+    def __init__(self, table, api_id: str, stage: str, method_key: str, *, from_authorizer=False):
+        self.table = table
+        self.api_id = api_id
+        self.stage = stage
+        self.method_key = method_key          # "/pets/GET", as usage plans key per-method throttles
+        self.from_authorizer = from_authorizer
+
+    def check(self, conn, ctx, services) -> int:
+        from fastgate._core.throttle import header_block
+        from fastgate.keys import check_key
+        from fastgate.snapshot import shared_buckets, shared_quotas
+        if self.from_authorizer:
+            value = ctx.auth.usage_identifier_key if ctx.auth is not None else None
+        else:
+            value = ctx.header(b"x-api-key")
+        if self.table is None:
+            conn.deny(ctx, "INVALID_API_KEY")
+            return DENY
+        error, key, plan = check_key(self.table, value, self.api_id, self.stage)
+        if error is not None:
+            conn.deny(ctx, error)
+            return DENY
+        ctx.api_key_id = key.key_id.encode()
+        method = plan.method_limit(self.method_key)
+        settings, bucket = method if method is not None else (plan.throttle, plan.bucket_key)
+        if settings is not None:
+            take = shared_buckets().take_key(bucket, settings)
+            if not take.allowed:
+                conn.deny(ctx, "THROTTLED", None, _lines(header_block("usage-plan", take)))
+                return DENY
+        if plan.quota is not None:
+            take = shared_quotas().take(plan.quota_key, plan.quota)
+            if not take.allowed:
+                conn.deny(ctx, "QUOTA_EXCEEDED", None, _lines(header_block("quota", take)))
+                return DENY
+        services.meter(ctx, key.key_id)
+        return ALLOW
+
+
+def _lines(block: bytes) -> list:
+    return [tuple(line.split(b": ", 1)) for line in block.split(b"\r\n") if b": " in line]
+
+
 class AccessPhase:
     """The checks of one route, in API Gateway's order (policy, then authorizer)."""
 
-    __slots__ = ("checks", "needs_body", "services", "region", "account_id")
+    __slots__ = ("checks", "needs_body", "services", "region", "account_id", "key")
 
     def __init__(self, checks: list, services: Services, *, region: str = "us-east-1",
-                 account_id: str = "123456789012"):
+                 account_id: str = "123456789012", key=None):
         self.checks = tuple(checks)
+        self.key = key          # KeyRequirement: the method requires an API key
         self.needs_body = any(getattr(c, "needs_body", False) for c in checks)
         self.services = services
         self.region = region
@@ -91,6 +156,8 @@ class AccessPhase:
                 deny(conn, ctx, check, result)
                 return DENY
             grant(ctx, result)
+        if self.key is not None:
+            return self.key.check(conn, ctx, self.services)
         return ALLOW
 
     async def finish(self, conn, ctx, req, index: int, pending) -> None:
@@ -107,6 +174,9 @@ class AccessPhase:
                                      body, code)
                     return
                 grant(ctx, result)
+            if self.key is not None and self.key.check(conn, ctx, self.services) == DENY:
+                conn.access_done(ctx, ctx.error_type, ctx.error_message, conn.take_error_headers())
+                return
         except asyncio.CancelledError:
             raise
         except Exception as e:   # a bug in a check must answer the client, never hang it

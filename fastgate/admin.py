@@ -292,6 +292,7 @@ class Admin:
             server = loop.run_until_complete(asyncio.start_server(
                 self.handle, sock=self.sock, limit=MAX_ADMIN_REQUEST))
         self.start_checks()
+        flusher = self.start_usage_flusher()
         stop = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
         loop.add_signal_handler(signal.SIGINT, lambda: None)
@@ -302,7 +303,22 @@ class Admin:
             server.close()
         for task in self.checks:
             task.cancel()
+        if flusher is not None:
+            flusher.stop()      # one last flush of the API keys' usage
         return 0
+
+    @staticmethod
+    def start_usage_flusher():
+        """API key usage counted by the workers goes to SQLite every second, from here."""
+        from fastgate.snapshot import shared_usage
+        rec = shared_usage()
+        if rec is None:
+            return None
+        from fastgate.store import default_data_dir
+        from fastgate.usage import UsageFlusher
+        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir())
+        flusher.start()
+        return flusher
 
 
 def run_admin(sock, loader, metrics) -> int:

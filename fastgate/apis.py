@@ -49,6 +49,7 @@ class State:
     stages: dict = field(default_factory=dict)        # api id -> {stage name -> Stage}
     domains: dict = field(default_factory=dict)       # domain name -> DomainName
     mappings: dict = field(default_factory=dict)      # domain name -> {base path -> BasePathMapping}
+    extra: dict = field(default_factory=dict)         # other kinds (API keys, usage plans): kind -> scope -> id -> doc
     version: int = 0
 
 
@@ -70,6 +71,9 @@ def merge_states(*states) -> State:
                 raise ValueError(f"domain name {name!r} is defined twice")
             out.domains[name] = dom
             out.mappings[name] = dict(st.mappings.get(name, {}))
+        for kind, scopes in getattr(st, "extra", {}).items():
+            for scope, docs in scopes.items():
+                out.extra.setdefault(kind, {}).setdefault(scope, {}).update(docs)
         out.version += getattr(st, "version", 0)
     return out
 
@@ -165,7 +169,8 @@ class Compiler:
     """Compiles API stages into Routes appended to a snapshot's route list."""
 
     def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
-                 functions=None, gateway_limiter=None, services=None, iam_credentials=None):
+                 functions=None, gateway_limiter=None, services=None, iam_credentials=None,
+                 key_table=None):
         self.routes = routes            # the snapshot's [Route], appended to
         self.series = series            # metrics slot per route index
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
@@ -176,6 +181,7 @@ class Compiler:
         self.gateway_limiter = gateway_limiter  # taken after every route's own limits
         self.services = services                # fastgate.access.Services: authorizer caches, functions
         self.iam_credentials = iam_credentials or {}
+        self.key_table = key_table              # fastgate.keys.KeyTable of the snapshot
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
@@ -195,6 +201,7 @@ class Compiler:
         for res in api.get("resources", ()):
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]
+                self.current_path = path
                 try:
                     limiters = self.method_limiters(stage, path, method, method_settings or {})
                     route = self.method_route(stage, path, method, spec, f"{where}: {method} {path}",
@@ -220,7 +227,13 @@ class Compiler:
             api, spec, invoke=self.services.invoke, http_client=self.services.http_client,
             warn=lambda m: self.warn(f"{where}: {m}"), iam_credentials=self.iam_credentials,
             caches=self.services.caches)
-        return AccessPhase(checks, self.services) if checks else None
+        key = None
+        if spec.get("apiKeyRequired"):
+            from fastgate.access import KeyRequirement
+            key = KeyRequirement(self.key_table, stage.api_id, stage.stage,
+                                 f"{self.current_path}/{spec.get('httpMethod', '')}",
+                                 from_authorizer=api.get("apiKeySource") == "AUTHORIZER")
+        return AccessPhase(checks, self.services, key=key) if checks or key else None
 
     def method_limiters(self, stage: ApiStage, path: str, method: str, settings: dict) -> tuple:
         """The stage's method throttling for one route (its own "{resourcePath}/{METHOD}"

@@ -382,6 +382,9 @@ class Config(_Section, kw_only=True):
     throttle: ThrottleConfig | None = None  # gateway-wide bucket, taken last (API Gateway's account level)
     # SigV4 (AWS_IAM) callers: a CSV of access_key_id,secret_access_key,principal_arn
     iam_credentials: str | None = None
+    # API keys and usage plans declared statically (docs/api-keys.md has the shapes)
+    api_keys: tuple[dict[str, Any], ...] = ()
+    usage_plans: tuple[dict[str, Any], ...] = ()
     functions: dict[str, FunctionConfig] = {}
     function_path: tuple[str, ...] = ()   # directories handlers are imported from (all functions)
     data_dir: str | None = None           # state of the control API (SQLite); null = none kept

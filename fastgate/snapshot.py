@@ -37,6 +37,31 @@ def shared_buckets():
     return _BUCKETS
 
 
+_QUOTAS = None    # usage-plan quotas (fastgate._core.throttle.QuotaTable)
+_USAGE = None     # API key metering (fastgate.usage.UsageRecorder)
+
+
+def shared_quotas():
+    """The quota counters every worker counts in; created before fork like the buckets."""
+    global _QUOTAS
+    if _QUOTAS is None:
+        from fastgate._core.throttle import QuotaTable
+        _QUOTAS = QuotaTable.create(QUOTA_SLOTS)
+    return _QUOTAS
+
+
+def shared_usage(workers: int | None = None):
+    """The usage counters of API keys; the supervisor creates them (with its worker
+    count) before fork, the admin process flushes them to SQLite. None elsewhere."""
+    global _USAGE
+    if _USAGE is None and workers is not None:
+        from fastgate.usage import UsageRecorder
+        _USAGE = UsageRecorder.create(workers=workers, capacity=USAGE_KEYS)
+    return _USAGE
+
+
+QUOTA_SLOTS = 65536        # (usage plan, key) quota counters, twice the pairs expected (16 B each)
+USAGE_KEYS = 16384         # API keys metered per worker (64 B each)
 STATIC_BUCKETS = 4096      # named buckets: routes, stage methods, gateway (64 B each)
 DYNAMIC_BUCKETS = 65536    # per client IP / header value buckets (16 B each)
 
@@ -140,6 +165,15 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         from fastgate.access import Services
         services = Services()
     iam = iam_credentials_of(loaded)
+    key_table = None
+    state = loaded.state
+    if config.api_keys or config.usage_plans or (state is not None and getattr(state, "extra", None)):
+        from fastgate.keys import KeyTable
+        try:
+            key_table = KeyTable.from_state(state, {"api_keys": list(config.api_keys),
+                                                    "usage_plans": list(config.usage_plans)})
+        except (ValueError, KeyError, TypeError) as e:
+            raise loaded.error(("api_keys",), f"API keys and usage plans: {e}") from None
     groups = {name: build_group(name, up, metrics) for name, up in config.upstreams.items()}
     gateway_limiter = limiter("gateway", config.throttle, "gateway") \
         if config.throttle is not None else None
@@ -217,7 +251,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
                             limits=config.limits, functions=set(config.functions),
                             gateway_limiter=gateway_limiter, services=services,
-                            iam_credentials=iam)
+                            iam_credentials=iam, key_table=key_table)
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
                       stages=stages)

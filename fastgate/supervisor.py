@@ -31,7 +31,7 @@ import tempfile
 import time
 
 from fastgate._core.metrics import SharedMetrics
-from fastgate.snapshot import shared_buckets, build_snapshot, health_slots, integration_type
+from fastgate.snapshot import shared_buckets, shared_quotas, shared_usage, build_snapshot, health_slots, integration_type
 
 RESTART_BACKOFF_MAX_S = 5.0     # a worker that keeps crashing is restarted at most this often
 STOP_GRACE_S = 5.0              # after the drain timeout, wait this long before SIGKILL
@@ -313,9 +313,11 @@ class Supervisor:
             sock.close()   # the old config listened there, this one does not
         self.metrics = SharedMetrics.create(MAX_SERIES)
         shared_buckets()   # before fork: every worker takes from the same buckets
+        shared_quotas()    # ... counts in the same usage-plan quotas
+        self.n_workers = config.worker_count()
+        shared_usage(self.n_workers)   # ... and meters API keys in one table the admin flushes
         for slot in health_slots(config, self.metrics):
             self.metrics.set(slot, 1)   # healthy until a check says otherwise
-        self.n_workers = config.worker_count()
         self.drain_timeout_s = config.limits.drain_timeout_ms / 1000
 
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -572,9 +574,28 @@ class Supervisor:
             self.signal_children(signal.SIGKILL)
             time.sleep(0.1)
             self.reap(restart=False)
+        self.flush_usage()
         if self.pid_file:
             self.remove_pid_file()
         return 0
+
+    @staticmethod
+    def flush_usage() -> None:
+        """The workers counted API key calls while draining, after the admin process's
+        last flush: write them now (a flush never counts a call twice)."""
+        rec = shared_usage()
+        if rec is None or not any(True for _ in rec.entries()):
+            return
+        from fastgate.store import default_data_dir
+        from fastgate.usage import UsageStore
+        try:
+            store = UsageStore.in_dir(os.environ.get("FASTGATE_DATA_DIR") or default_data_dir())
+            try:
+                store.flush(rec)
+            finally:
+                store.close()
+        except Exception as e:   # never let a flush failure hide the rest of the shutdown
+            log(f"final usage flush failed: {e}")
 
     def print_banner(self, loaded, n_workers: int) -> None:
         config = loaded.config

@@ -59,10 +59,13 @@ class WorkerProcess:
         asyncio.set_event_loop(self.loop)
         loaded = self.loader()
         from fastgate.access import Services
-        self.services = Services()   # authorizer caches and clients, kept across reloads
+        from fastgate.snapshot import shared_usage
+        # authorizer caches and clients, kept across reloads; API key metering
+        self.services = Services(worker_id=self.worker_id, usage=shared_usage())
         snapshot = build_snapshot(loaded, self.metrics, services=self.services)
         self.services.caches.sweep()
         self.worker = Worker(snapshot, self.loop, self.worker_id)
+        self.worker.usage = self.services.usage
         self.configure_functions(loaded)
         if self.metrics is not None:
             self.worker.open_slot, self.worker.own_slot = open_connection_slots(

@@ -97,6 +97,7 @@ cdef class Worker:
     # Per-process state: the current snapshot, live connections, the tick.
     cdef public Snapshot snapshot
     cdef public object functions          # fastgate.functions.gateway.FunctionRunner, or None
+    cdef public object usage              # fastgate.usage.UsageRecorder (API key metering), or None
     cdef readonly object loop
     cdef readonly set connections         # ClientConnection
     cdef readonly bint draining

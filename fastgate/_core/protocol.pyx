@@ -1136,6 +1136,12 @@ cdef class ClientConnection:
             self.respond_error(ctx.error_type, ctx.error_message)
         self.uncork()
 
+    def take_error_headers(self):
+        """The headers a denial queued (for an access check that finishes asynchronously)."""
+        h = self.error_headers
+        self.error_headers = None
+        return h
+
     def deny(self, RequestContext ctx, str error_type, str message=None, list headers=None,
              bytes body=None, bytes code=None):
         """What a denied access check answers: the gateway response `error_type`, with AWS's
@@ -1789,6 +1795,9 @@ cdef class ClientConnection:
             ctx.status = 499
         if snap.access_log is not None:
             snap.access_log.log(ctx)
+        if ctx.metered and self.worker.usage is not None:
+            # an API key's usage: calls and bytes, the basis for billing (fastgate.usage)
+            self.worker.usage.record(ctx.usage_slot, ctx.request_length, ctx.response_length)
         if snap.metrics is not None:
             slot = snap.route_series[ctx.route.index] if ctx.route is not None else snap.unmatched_series
             if slot >= 0:
