@@ -154,6 +154,8 @@ class Store:
 
 def _read_state(conn: sqlite3.Connection) -> State:
     state = State()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return state    # a database the usage flusher created before any control API change
     state.version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
     for kind, scope, id, doc in conn.execute("SELECT kind, scope, id, doc FROM entities"):
         state.set(kind, scope, id, orjson.loads(doc))

@@ -292,6 +292,10 @@ class UsageFlusher:
             stopping = self._stop.wait(self.interval_s)
             try:
                 if store is None:
+                    if not any(True for _ in self.recorder.entries()):
+                        if stopping:
+                            break
+                        continue    # no key used yet: no database to create in the data dir
                     store = UsageStore.in_dir(self.data_dir)
                 store.flush(self.recorder)
             except Exception as e:   # a locked or full disk: the counters keep it for the next try
