@@ -382,6 +382,9 @@ class Config(_Section, kw_only=True):
     throttle: ThrottleConfig | None = None  # gateway-wide bucket, taken last (API Gateway's account level)
     # SigV4 (AWS_IAM) callers: a CSV of access_key_id,secret_access_key,principal_arn
     iam_credentials: str | None = None
+    # distributed tracing: W3C traceparent / X-Amzn-Trace-Id, sampling, OTLP/HTTP export
+    # (docs/tracing.md has the keys: sampler, ratio, reservoir_per_s, endpoint, ...)
+    tracing: dict[str, Any] | None = None
     # API keys and usage plans declared statically (docs/api-keys.md has the shapes)
     api_keys: tuple[dict[str, Any], ...] = ()
     usage_plans: tuple[dict[str, Any], ...] = ()
@@ -1059,6 +1062,9 @@ class _Checker:
             self.check_upstream(name, up)
         if cfg.throttle is not None:
             self.attempt(("throttle", "key"), cfg.throttle.key_kind)
+        if cfg.tracing is not None:
+            from fastgate.tracing_export import parse_spec
+            self.attempt(("tracing",), parse_spec, cfg.tracing)
         for i, route in enumerate(cfg.routes):
             if route.throttle is not None:
                 self.attempt(("routes", i, "throttle", "key"), route.throttle.key_kind)

@@ -273,6 +273,10 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         if not open_logs:
             access_log.close()
             access_log = None
+    tracer = None
+    if config.tracing is not None and open_logs:
+        from fastgate.tracing_export import build_tracer
+        tracer = build_tracer(config.tracing, worker_id=services.worker_id, metrics=metrics)
     limits = config.limits
     return Snapshot(
         router=router, routes=routes, groups=list(groups.values()), route_series=series,
@@ -285,4 +289,4 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         keepalive_timeout=limits.keepalive_timeout_ms / 1000,
         # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
-        source=loaded, tls=tls, **mounts)
+        source=loaded, tls=tls, tracer=tracer, **mounts)

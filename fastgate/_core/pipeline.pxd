@@ -137,6 +137,7 @@ cdef class RequestContext:
     cdef public ApiStage api                 # the API stage whose mount matched; None for top-level routes
     cdef public bytes stage_path             # path after the mount prefix (what the API's router matched)
     cdef public Route route                  # None until PHASE_ROUTE matched
+    cdef public object trace                 # fastgate._core.tracing.Trace, or None (tracing off)
     cdef public bytes api_key_id             # the API key's id (never its value) once the key check passed
     cdef public long long usage_slot         # its fastgate.usage.UsageRecorder slot, when metered
     cdef public bint metered                 # count this request for the key's usage at the end

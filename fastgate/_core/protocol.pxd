@@ -19,6 +19,7 @@ from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.router cimport Router
 from fastgate._core.http1 cimport Http1Parser
+from fastgate._core.tracing cimport Tracer
 
 
 cdef enum Limits:
@@ -79,6 +80,7 @@ cdef class Snapshot:
     cdef readonly list any_mounts         # [Mount] on every other host, longest prefix first
     cdef readonly bint has_mounts         # any API is mounted (else routing is the top-level router alone)
     cdef readonly list stages             # [ApiStage] served, for /routes and metrics
+    cdef readonly Tracer tracer           # fastgate._core.tracing.Tracer, or None (tracing off)
     cdef readonly Py_ssize_t max_url      # bytes, 414 past this
     cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
     cdef readonly int max_headers         # 431 past this many header lines
@@ -156,6 +158,7 @@ cdef class ClientConnection:
     cdef int host_count
     cdef list conn_tokens                 # extra header names listed in Connection
     cdef bytes h_via, h_xff, h_xfp, h_xfh, h_xfport, h_rid, h_upgrade
+    cdef bytes h_traceparent, h_tracestate, h_xray   # incoming trace context (when tracing)
     cdef str parse_error                  # gateway response type found while parsing
     cdef list error_headers               # extra headers for the next gateway response (429's RateLimit)
     cdef int waiting                      # a Waiting: the phases are paused for it

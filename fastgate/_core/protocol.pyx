@@ -22,6 +22,7 @@ from fastgate._core.pipeline cimport (
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
     PHASE_ACCESS, PHASE_THROTTLE,
 )
+from fastgate._core.tracing cimport Tracer, Trace
 from fastgate._core.throttle cimport (
     Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, monotonic_ns as throttle_now_ns,
 )
@@ -131,6 +132,9 @@ cdef enum HeaderKind:
     H_XFH
     H_XFPORT
     H_DATE
+    H_TRACEPARENT                 # W3C trace context: the gateway writes its own when tracing
+    H_TRACESTATE
+    H_XRAY                        # X-Amzn-Trace-Id
 
 
 cdef inline bint lower_eq(const char* buf, const char* name, Py_ssize_t n) noexcept:
@@ -175,7 +179,11 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
             return H_CONNECTION
         if lower_eq(buf, "keep-alive", 10):
             return H_KEEP_ALIVE
+        if lower_eq(buf, "tracestate", 10):
+            return H_TRACESTATE
         return H_OTHER
+    if n == 11:
+        return H_TRACEPARENT if lower_eq(buf, "traceparent", 11) else H_OTHER
     if n == 16:
         if lower_eq(buf, "proxy-connection", 16):
             return H_PROXY_CONNECTION
@@ -199,7 +207,9 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
     if n == 3:
         return H_VIA if lower_eq(buf, "via", 3) else H_OTHER
     if n == 15:
-        return H_XFF if lower_eq(buf, "x-forwarded-for", 15) else H_OTHER
+        if lower_eq(buf, "x-forwarded-for", 15):
+            return H_XFF
+        return H_XRAY if lower_eq(buf, "x-amzn-trace-id", 15) else H_OTHER
     return H_OTHER
 
 
@@ -353,6 +363,7 @@ cdef class Snapshot:
                  double header_timeout=10.0, double body_timeout=60.0,
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
                  dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
+                 Tracer tracer=None,
                  tls=None):
         self.router = router
         self.routes = routes
@@ -371,6 +382,7 @@ cdef class Snapshot:
         self.any_mounts = any_mounts if any_mounts is not None else []
         self.has_mounts = bool(self.host_mounts or self.api_mounts or self.any_mounts)
         self.stages = stages if stages is not None else []
+        self.tracer = tracer
         self.tls = tls
         self.mtls_hosts = tls.mtls_hosts if tls is not None and tls.mtls_hosts else None
         self.max_url = max_url
@@ -471,6 +483,8 @@ cdef class Worker:
         if old is not None and old is not snapshot:
             if old.access_log is not None and old.access_log is not snapshot.access_log:
                 old.access_log.close()
+            if old.tracer is not None and old.tracer is not snapshot.tracer:
+                old.tracer.close(0)     # its thread still exports what is queued
             old.retire()
         self.refresh_health()
 
@@ -807,6 +821,7 @@ cdef class ClientConnection:
         self.conn_tokens = None
         self.h_via = self.h_xff = self.h_xfp = self.h_xfh = self.h_xfport = None
         self.h_rid = self.h_upgrade = None
+        self.h_traceparent = self.h_tracestate = self.h_xray = None
         self.parse_error = None
         if self.ctx is None:
             self.deadline_kind = DL_HEAD
@@ -844,6 +859,16 @@ cdef class ClientConnection:
                 self.parse_error = "EXPECTATION_FAILED"
         elif kind == H_REQUEST_ID:
             self.h_rid = value
+        elif kind == H_TRACEPARENT or kind == H_TRACESTATE or kind == H_XRAY:
+            if self.parsing_snap is None or self.parsing_snap.tracer is None:
+                self.fwd.append(pair)       # not tracing: pass the client's context through
+            elif kind == H_TRACEPARENT:
+                self.h_traceparent = value if self.h_traceparent is None else b""   # two: invalid
+            elif kind == H_TRACESTATE:
+                self.h_tracestate = value if self.h_tracestate is None else \
+                    self.h_tracestate + b"," + value
+            else:
+                self.h_xray = value
         elif kind == H_VIA:
             self.h_via = value if self.h_via is None else self.h_via + b", " + value
         elif kind == H_XFF:
@@ -985,6 +1010,8 @@ cdef class ClientConnection:
             ctx.request_id = self.h_rid
         else:
             ctx.request_id = self.worker.new_request_id()
+        if snap.tracer is not None:
+            ctx.trace = snap.tracer.begin(self.h_traceparent, self.h_tracestate, self.h_xray, ctx.start)
         if self.trusted and self.h_xff is not None:
             ctx.forwarded_for = self.h_xff + b", " + self.peer_ip
             # the address the trusted proxy saw: the last hop it appended
@@ -1090,8 +1117,12 @@ cdef class ClientConnection:
                     self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                     ctx.expect_continue = False
                 return ACTION_WAIT
+            if ctx.trace is not None:
+                (<Trace>ctx.trace).auth_start = monotonic()
             verdict = route.access.run(
                 self, ctx, b"".join(self.body_chunks) if route.access.needs_body else None)
+            if ctx.trace is not None and verdict != ACCESS_WAIT:
+                (<Trace>ctx.trace).auth_end = monotonic()
             if verdict == ACCESS_DENY:
                 return ACTION_RESPOND
             if verdict == ACCESS_WAIT:
@@ -1129,6 +1160,8 @@ cdef class ClientConnection:
         if ctx is not self.ctx or self.closed or self.responding or self.waiting != WAIT_ACCESS:
             return      # the client went away, or a timeout answered meanwhile
         self.waiting = WAIT_NONE
+        if ctx.trace is not None:
+            (<Trace>ctx.trace).auth_end = monotonic()
         if error_type is not None:
             self.deny(ctx, error_type, message, headers, body, code)
             self.respond_error(error_type, None)
@@ -1364,6 +1397,8 @@ cdef class ClientConnection:
             out_bytes(b"\r\n")
         if ctx.client_cert is not None:
             out_bytes(ctx.client_cert.headers)   # X-Client-Cert-*, built once per connection
+        if ctx.trace is not None:
+            out_bytes((<Trace>ctx.trace).upstream_headers())   # traceparent, tracestate, X-Amzn-Trace-Id
         if ctx.upgrade:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
             out_bytes(self.h_upgrade)
@@ -1795,6 +1830,8 @@ cdef class ClientConnection:
             ctx.status = 499
         if snap.access_log is not None:
             snap.access_log.log(ctx)
+        if ctx.trace is not None:
+            snap.tracer.finish(<Trace>ctx.trace, ctx)
         if ctx.metered and self.worker.usage is not None:
             # an API key's usage: calls and bytes, the basis for billing (fastgate.usage)
             self.worker.usage.record(ctx.usage_slot, ctx.request_length, ctx.response_length)
@@ -2052,6 +2089,8 @@ cdef class UpstreamConnection:
                 self.close()
                 return False
             self.head_done = True
+            if client.ctx.trace is not None:
+                (<Trace>client.ctx.trace).upstream_status = status
             self.until_close = (not p.msg.chunked and p.msg.content_length < 0 and not self.head_request
                                 and status >= 200 and status != 204 and status != 304)
             client.upstream_head(self, status)
