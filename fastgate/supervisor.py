@@ -20,12 +20,14 @@ import socket
 import sys
 import time
 
+from fastgate._core import tail
 from fastgate._core.metrics import SharedMetrics
 from fastgate.snapshot import shared_buckets, build_snapshot, health_slots, integration_type
 
 RESTART_BACKOFF_MAX_S = 5.0     # a worker that keeps crashing is restarted at most this often
 STOP_GRACE_S = 5.0              # after the drain timeout, wait this long before SIGKILL
 MAX_SERIES = 4096               # metric series slots shared by all processes
+TAIL_ENTRIES = 4096             # finished requests kept for the dashboard's live tail
 
 
 def log(msg: str) -> None:
@@ -182,6 +184,7 @@ class Supervisor:
         if admin_addr is not None:
             self.admin_socket = bind_socket(admin_addr.host, admin_addr.port, 128)
         self.metrics = SharedMetrics.create(MAX_SERIES)
+        tail.install(tail.TailRing.create(TAIL_ENTRIES))   # inherited by every child, like metrics
         shared_buckets()   # before fork: every worker takes from the same buckets
         for slot in health_slots(config, self.metrics):
             self.metrics.set(slot, 1)   # healthy until a check says otherwise
