@@ -467,6 +467,7 @@ class Dashboard:
             "tail_available": self.ring is not None,
             "points": list(self.points),
             "login": self.login,
+            "streams": len(self.clients),    # event streams open now (pages watching)
         }
 
     def breakdown(self, reading: Reading) -> dict:
