@@ -146,7 +146,6 @@ class Reading:
         return Reading({k: s.minus(prev.get(k)) for k, s in self.series.items()}, self.gauges)
 
 
-_SAMPLE = re.compile(rb'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)\Z')
 _LABEL = re.compile(rb'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|\Z)')
 _UNESCAPE = {b"n": "\n", b"\\": "\\", b'"': '"'}
 _LE_INDEX = {repr(b): i for i, b in enumerate(BUCKET_BOUNDS_S)} | {"+Inf": len(BUCKET_BOUNDS_S)}
@@ -160,52 +159,61 @@ def _labels(text: bytes) -> dict[str, str]:
     return out
 
 
-def read_metrics(text: bytes) -> Reading:
-    """Parse SharedMetrics.render() (the text exposition format) back into numbers."""
-    series: dict[tuple[str, str, str], Series] = {}
-    gauges: dict[str, list[tuple[dict, int]]] = {}
-    cumulative: dict[tuple, list[int]] = {}
+_HIST = {b"fastgate_request_duration_seconds": "duration",
+         b"fastgate_integration_duration_seconds": "integration"}
 
-    def of(labels):
-        key = (labels.get("route", ""), labels.get("api", ""), labels.get("stage", ""))
-        s = series.get(key)
+
+def read_metrics(text: bytes) -> Reading:
+    """Parse SharedMetrics.render() (the text exposition format) back into numbers.
+
+    PERF: render() writes each series' label text identically on every line of it, so
+    the labels are parsed once per series and every other line is matched by that raw
+    text with bytes operations only (1,000 routes: ~40 ms instead of ~500 ms with a
+    regex per line; the ticker does this once a second while a page is open)."""
+    series: dict[tuple[str, str, str], Series] = {}
+    by_raw: dict[bytes, Series] = {}
+    gauges: dict[str, list[tuple[dict, int]]] = {}
+    cumulative: dict[tuple[str, int], list[int]] = {}   # (histogram, id(series)) -> cumulative counts
+
+    def of(raw: bytes) -> Series:
+        s = by_raw.get(raw)
         if s is None:
-            s = series[key] = Series(*key)
+            labels = _labels(raw)
+            key = (labels.get("route", ""), labels.get("api", ""), labels.get("stage", ""))
+            s = series.get(key)
+            if s is None:
+                s = series[key] = Series(*key)
+            by_raw[raw] = s
         return s
 
     for line in text.split(b"\n"):
-        if not line or line[:1] == b"#":
+        if not line or line[0] == 35:   # "#"
             continue
-        m = _SAMPLE.match(line)
-        if m is None:
-            continue
-        name, label_text, value = m.group(1).decode(), m.group(2) or b"", m.group(3)
-        labels = _labels(label_text)
-        if name == "fastgate_requests_total":
-            cls = labels.pop("status_class", "5xx")
-            of(labels).status[STATUS_CLASSES.index(cls) if cls in STATUS_CLASSES else 4] = int(value)
-        elif name.endswith("_bucket") and name.startswith(("fastgate_request_duration", "fastgate_integration_duration")):
-            le = labels.pop("le", "+Inf")
-            key = (name, *(labels.get(k, "") for k in ("route", "api", "stage")))
-            cumulative.setdefault(key, [0] * N_BUCKETS)[_LE_INDEX.get(le, N_BUCKETS - 1)] = int(value)
-        elif name == "fastgate_request_duration_seconds_sum":
-            of(labels).duration_sum_s = float(value)
-        elif name == "fastgate_integration_duration_seconds_sum":
-            of(labels).integration_sum_s = float(value)
-        elif name.endswith(("_count", "_bucket", "_sum")) and "duration_seconds" in name:
-            continue
+        head, _, value = line.rpartition(b" ")
+        brace = head.find(b"{")
+        name = head[:brace] if brace >= 0 else head
+        raw = head[brace + 1:-1] if brace >= 0 else b""
+        if name == b"fastgate_requests_total":
+            cut = raw.rfind(b',status_class="')
+            cls = raw[cut + 15:cut + 18].decode()
+            of(raw[:cut]).status[STATUS_CLASSES.index(cls) if cls in STATUS_CLASSES else 4] = int(value)
+        elif name.endswith(b"_bucket") and name[:-7] in _HIST:
+            cut = raw.rfind(b',le="')
+            s = of(raw[:cut])
+            counts = cumulative.setdefault((_HIST[name[:-7]], id(s)), [0] * N_BUCKETS)
+            counts[_LE_INDEX.get(raw[cut + 5:-1].decode(), N_BUCKETS - 1)] = int(value)
+        elif name.endswith(b"_sum") and name[:-4] in _HIST:
+            setattr(of(raw), _HIST[name[:-4]] + "_sum_s", float(value))
+        elif name.endswith(b"_count") and name[:-6] in _HIST:
+            continue   # the +Inf bucket says the same
         else:
             try:
-                gauges.setdefault(name, []).append((labels, int(float(value))))
+                gauges.setdefault(name.decode(), []).append((_labels(raw), int(float(value))))
             except ValueError:
                 continue
-    for (name, route, api, stage), cum in cumulative.items():
-        per_bucket = [cum[0]] + [max(cum[i] - cum[i - 1], 0) for i in range(1, N_BUCKETS)]
-        s = of({"route": route, "api": api, "stage": stage})
-        if name.startswith("fastgate_request_duration"):
-            s.duration = per_bucket
-        else:
-            s.integration = per_bucket
+    ids = {id(s): s for s in series.values()}
+    for (kind, sid), cum in cumulative.items():
+        setattr(ids[sid], kind, [cum[0]] + [max(cum[i] - cum[i - 1], 0) for i in range(1, N_BUCKETS)])
     return Reading(series, gauges)
 
 
@@ -335,7 +343,8 @@ class Dashboard:
         self.clients: set[asyncio.Queue] = set()
         self.points: deque = deque(maxlen=LIVE_POINTS)
         self.recent: deque = deque(maxlen=RECENT_TAIL)
-        self.reading: Reading | None = None      # the latest
+        self.reading: Reading | None = None      # the ticker's latest, for per-second deltas
+        self.reading_at = 0.0                    # when it was read, epoch s
         self.tail_seq = self.ring.head if self.ring is not None else 0
         self.tail_lost = 0
         self.error_types: Counter = Counter()    # gateway-response type -> requests, since start
@@ -382,31 +391,36 @@ class Dashboard:
         self.recent.extend(entries)
         return entries, lost
 
-    def tick(self, now: float | None = None) -> dict:
-        """Read both tables, make the last second's point, send it to every page, and
-        close the minute's history point when a minute ended."""
+    def tick(self, now: float | None = None) -> bytes:
+        """Read the tail (always: the by-type counts must see every entry) and, while a
+        page is open or a minute ends, the metrics; make the last second's point, send it
+        to every page, and close the minute's history point when a minute ended."""
         now = time.time() if now is None else now
-        reading = read_metrics(self.admin.metrics.render())
-        second = reading.minus(self.reading) if self.reading is not None else None
-        self.reading = reading
         entries, lost = self.read_tail()
         throttled = sum(1 for e in entries if e["error_type"] in THROTTLE_TYPES)
         self.minute_throttled += throttled
+        minute = int(now // 60)
+        if not self.clients and minute == self.minute:
+            # PERF: nobody watches: skip the metrics read (render + parse, ~75 ms a second
+            # with 1,000 routes) until the minute ends or a page opens
+            return b""
+        reading = read_metrics(self.admin.metrics.render())
         point = None
-        if second is not None:
-            f = figures(second.series.values())
-            point = {"t": int(now), "rps": f["requests"] / TICK_S, "throttled": throttled,
+        if self.reading is not None and now - self.reading_at < 1.5 * TICK_S:
+            f = figures(reading.minus(self.reading).series.values())
+            point = {"t": int(now), "rps": round(f["requests"] / (now - self.reading_at), 2),
+                     "throttled": throttled,
                      **{k: f[k] for k in ("requests", "s4xx", "s5xx", "error_pct", "p50_ms", "p95_ms",
                                           "p99_ms", "integration_p50_ms")}}
             self.points.append(point)
-        minute = int(now // 60)
+        self.reading, self.reading_at = reading, now
         if minute != self.minute:
             if self.minute_base is not None:
                 f = figures(reading.minus(self.minute_base).series.values())
                 f["throttled"] = self.minute_throttled
                 self.history.add(self.minute * 60, f, now)
             self.minute, self.minute_base, self.minute_throttled = minute, reading, 0
-        event = sse("tick", {"point": point, "tiles": self.tiles(), "tail": entries,
+        event = sse("tick", {"point": point, "tiles": self.tiles(reading), "tail": entries,
                              "tail_lost": lost})
         for q in list(self.clients):
             try:
@@ -414,6 +428,12 @@ class Dashboard:
             except asyncio.QueueFull:
                 self.drop(q)   # it stopped reading; its stream ends and the page reconnects
         return event
+
+    def current(self) -> Reading:
+        """The ticker's reading when it is fresh, else a new one (no page was open)."""
+        if self.reading is not None and time.time() - self.reading_at < 1.5 * TICK_S:
+            return self.reading
+        return read_metrics(self.admin.metrics.render())
 
     def drop(self, q: asyncio.Queue) -> None:
         self.clients.discard(q)
@@ -423,10 +443,9 @@ class Dashboard:
 
     # --- snapshots ---
 
-    def tiles(self) -> dict:
-        reading = self.reading or Reading({}, {})
+    def tiles(self, reading: Reading) -> dict:
         f = figures(reading.series.values())
-        last = self.points[-1] if self.points else None
+        last = self.points[-1] if self.points and self.points[-1]["t"] >= time.time() - 2 else None
         throttled = sum(self.error_types[t] for t in THROTTLE_TYPES)
         return {**f, "rps": last["rps"] if last else 0.0, "throttled": throttled,
                 # fastgate has no response cache yet (PHASE_CACHE is reserved): no ratio to show
@@ -435,7 +454,7 @@ class Dashboard:
                 "uptime_s": int(time.time() - self.started_s)}
 
     def summary(self) -> dict:
-        reading = self.reading or Reading({}, {})
+        reading = self.current()
         loaded = getattr(self.admin, "loaded", None)
         state = getattr(loaded, "state", None)
         groups: dict[tuple[str, str], list[Series]] = {}
@@ -454,7 +473,7 @@ class Dashboard:
             apis.append({"api": api, "name": names.get(api, "" if api else "gateway routes"),
                          "stage": stage, **figures(members), "routes": routes})
         return {
-            "tiles": self.tiles(),
+            "tiles": self.tiles(reading),
             "apis": apis,
             "top_routes": sorted(all_routes, key=lambda r: -r["requests"])[:10],
             "slowest_routes": sorted(all_routes, key=lambda r: -(r["p95_ms"] or 0))[:10],

@@ -69,6 +69,19 @@ def summary(g: Gateway, **kw) -> dict:
     return r.json()
 
 
+def until_summary(g: Gateway, pred, timeout: float = 10.0) -> dict:
+    """The first summary pred accepts; on timeout an AssertionError showing the last one."""
+    last = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = summary(g)
+        if pred(last):
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"summary never matched: tiles {last.get('tiles')}, "
+                         f"by type {last.get('breakdown', {}).get('by_type')}")
+
+
 @pytest.fixture
 def dash(up, tmp_path):
     data = tmp_path / "data"
@@ -106,7 +119,7 @@ def test_page_shows_the_traffic_sent(dash):
     marker, rid = send_traffic(g)
     total = N_OK + N_MOCK + N_404 + N_500
     # the workers' counters are shared memory: the admin's next tick sees all of them
-    wait_until(lambda: summary(g)["tiles"]["requests"] == total, timeout=10)
+    until_summary(g, lambda s: s["tiles"]["requests"] == total)
 
     driver = browser()
     try:
@@ -169,7 +182,7 @@ def test_summary_and_history_endpoints(dash):
     g, earlier = dash
     send_traffic(g)
     total = N_OK + N_MOCK + N_404 + N_500
-    s = wait_until(lambda: (lambda s: s if s["tiles"]["requests"] == total else None)(summary(g)), timeout=10)
+    s = until_summary(g, lambda s: s["tiles"]["requests"] == total)
     t = s["tiles"]
     assert (t["s2xx"], t["s4xx"], t["s5xx"]) == (N_OK + N_MOCK, N_404, N_500)
     assert t["integration_requests"] == N_OK + N_500 and t["cache_hit_ratio"] is None
@@ -181,8 +194,8 @@ def test_summary_and_history_endpoints(dash):
     assert s["keys"]["keys"] == [] and s["keys"]["note"]
     assert s["login"] is False
     # gateway responses by type, from the tail: the 404s are the gateway's own NOT_FOUND
-    wait_until(lambda: {r["type"]: r["requests"] for r in summary(g)["breakdown"]["by_type"]}
-               == {"NOT_FOUND": N_404}, timeout=5)
+    until_summary(g, lambda s: {r["type"]: r["requests"] for r in s["breakdown"]["by_type"]}
+                  == {"NOT_FOUND": N_404}, timeout=5)
     h = httpx.get(f"http://127.0.0.1:{g.admin_port}/dashboard/api/history").json()
     assert h["step_s"] == 60 and [p["t"] for p in h["points"]] == [earlier]
     assert h["points"][0]["requests"] == 42
