@@ -65,6 +65,8 @@ case "$verb" in
     test)
         build
         apt_install redis-server redis-server   # the multi-host throttle tests start their own
+        apt_install chromium chromium            # the dashboard's browser test (tests/e2e/test_dashboard.py)
+        apt_install chromedriver chromium-driver
         exec "$PY" -m pytest -q -p no:cacheprovider "$@" tests ;;
     bench)
         build

@@ -128,6 +128,7 @@ class Admin:
         self.checks: list[asyncio.Task] = []
         self.control = None         # the control API, opened by its first request
         self.control_error = None   # why it could not be opened
+        self.dashboard = None       # fastgate.dashboard.Dashboard, on the admin listener
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -179,7 +180,10 @@ class Admin:
                     # the body was not read: the connection cannot carry another request
                     await self.send(writer, error[0], {"message": error[1]}, close=True)
                     return
-                if target in ADMIN_PATHS:
+                if self.dashboard is not None and (target == b"/dashboard" or target.startswith(b"/dashboard/")):
+                    if not await self.dashboard.serve(reader, writer, method, target, query, headers, close):
+                        return
+                elif target in ADMIN_PATHS:
                     await self.serve_admin(writer, method, target, close)
                 else:
                     await self.serve_control(writer, method, target, query, headers, body, close)
@@ -291,6 +295,9 @@ class Admin:
         if self.sock is not None:   # without a listener it only runs the health checks
             server = loop.run_until_complete(asyncio.start_server(
                 self.handle, sock=self.sock, limit=MAX_ADMIN_REQUEST))
+            from fastgate.dashboard import Dashboard
+            self.dashboard = Dashboard(self)
+            self.dashboard.start()
         self.start_checks()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 
+from fastgate._core import tail
 from fastgate._core.metrics import SharedMetrics
 from fastgate.snapshot import shared_buckets, shared_quotas, shared_usage, build_snapshot, health_slots, integration_type
 
@@ -43,6 +44,7 @@ UPGRADE_READY_TIMEOUT_S = 60.0  # a new process that is not serving by then is s
 LISTEN_FDS_ENV = "FASTGATE_LISTEN_FDS"      # listening sockets of the data plane
 ADMIN_FD_ENV = "FASTGATE_ADMIN_FD"          # the admin listener
 UPGRADE_FD_ENV = "FASTGATE_UPGRADE_FD"      # pipe: the new process writes b"R" once it serves
+TAIL_ENTRIES = 4096             # finished requests kept for the dashboard's live tail
 
 
 def log(msg: str) -> None:
@@ -312,6 +314,7 @@ class Supervisor:
         for sock in [*inherited.values(), *inherited_admin.values()]:
             sock.close()   # the old config listened there, this one does not
         self.metrics = SharedMetrics.create(MAX_SERIES)
+        tail.install(tail.TailRing.create(TAIL_ENTRIES))   # inherited by every child, like metrics
         shared_buckets()   # before fork: every worker takes from the same buckets
         shared_quotas()    # ... counts in the same usage-plan quotas
         self.n_workers = config.worker_count()

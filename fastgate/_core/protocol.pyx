@@ -23,6 +23,7 @@ from fastgate._core.pipeline cimport (
     PHASE_ACCESS, PHASE_THROTTLE,
 )
 from fastgate._core.tracing cimport Tracer, Trace
+from fastgate._core.tail cimport record_finished
 from fastgate._core.throttle cimport (
     Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, monotonic_ns as throttle_now_ns,
 )
@@ -1830,6 +1831,8 @@ cdef class ClientConnection:
             ctx.status = 499
         if snap.access_log is not None:
             snap.access_log.log(ctx)
+        # the dashboard's live tail (a shared ring; nothing when no ring is installed)
+        record_finished(ctx, self.worker.worker_id, ctx.api_key_id)
         if ctx.trace is not None:
             snap.tracer.finish(<Trace>ctx.trace, ctx)
         if ctx.metered and self.worker.usage is not None:
