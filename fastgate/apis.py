@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastgate._core.headers import HeaderTransform, PathRewrite, Template
+from fastgate._core.headers import PathRewrite, Template
 from fastgate._core.pipeline import ApiStage, GatewayResponse, Integration, Mount, Route
 from fastgate._core.protocol import GATEWAY_RESPONSES
 from fastgate._core.router import Router
@@ -197,7 +197,7 @@ class Compiler:
                          deployment_id=deployment_id, rest=api.get("protocolType", "REST") != "HTTP",
                          is_canary=canary, router=router,
                          responses=gateway_responses(api, lambda m: self.warn(f"{where}: {m}")),
-                         variables=dict(variables or {}))
+                         variables=dict(variables or {}), cors=self.api_cors(api, where))
         for res in api.get("resources", ()):
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]
@@ -210,6 +210,15 @@ class Compiler:
                 except ValueError as e:
                     self.warn(f"{where}: {method} {path}: {e}; route not served")
         return stage
+
+    def api_cors(self, api: dict, where: str):
+        """The API's CORS configuration (HTTP APIs' x-amazon-apigateway-cors), or None."""
+        from fastgate.cors import CorsConfig
+        try:
+            return CorsConfig.from_api(api)
+        except ValueError as e:
+            self.warn(f"{where}: CORS: {e}; no CORS headers are added")
+            return None
 
     @staticmethod
     def router_path(path: str) -> str:
@@ -256,14 +265,18 @@ class Compiler:
         integ = spec.get("methodIntegration") or {}
         itype = integ.get("type", "")
         route_key = "$default" if path == "/$default" else f"{method} {path}"
+        self.current_method = spec
         kw: dict[str, Any] = dict(route_key=route_key, resource_path=path, api=stage,
                                   max_body_size=self.limits.max_body(), limiters=limiters)
         why = None
         try:
             kw["access"] = self.method_access(stage, spec, where)
+            from fastgate.validation import compile_validator
+            kw["validator"] = compile_validator(self.current_api, spec,
+                                                warn=lambda m: self.warn(f"{where}: {m}"))
         except ValueError as e:
             # never serve a method unprotected because its authorizer is broken
-            self.warn(f"{where}: access control: {e}; it answers 500 Internal server error")
+            self.warn(f"{where}: access control or validation: {e}; it answers 500 Internal server error")
             itype = "(broken access control)"
         if itype in ("HTTP_PROXY", "HTTP"):
             try:
@@ -286,8 +299,8 @@ class Compiler:
         elif not itype:
             why = "the method has no integration"
         elif itype == "(broken access control)":
-            why = "its access control could not be compiled"
-            kw["access"] = None
+            why = "its access control or validation could not be compiled"
+            kw["access"] = kw["validator"] = None
         else:
             why = f"integration type {itype} is not supported"
         if why is not None:
@@ -340,16 +353,10 @@ class Compiler:
                 return tpl
             return "{" + plain + "}"
         template = URI_PARAM.sub(path_param, upath)
-        ops = []
-        for key, source in params.items():
-            if key.startswith("integration.request.header."):
-                tpl = _mapping_template(source)
-                if tpl is None:
-                    self.warn(f"{where}: requestParameters {key} = {source!r} not supported; ignored")
-                    continue
-                ops.append(("set", key[len("integration.request.header."):], tpl))
-            elif not key.startswith("integration.request.path."):
-                self.warn(f"{where}: requestParameters {key} not supported yet; ignored")
+        from fastgate.mapping import compile_request_mapping
+        mapping = compile_request_mapping(self.current_api, self.current_method, integ)
+        if mapping.path is not None:
+            template = mapping.path     # HTTP APIs' overwrite:path
         group_name = base
         if group_name not in self.groups:
             from fastgate.snapshot import build_group
@@ -361,8 +368,8 @@ class Compiler:
                     connect_timeout=up.connect_timeout_ms / 1000,
                     first_byte_timeout=timeout_ms / 1000, total_timeout=timeout_ms / 1000,
                     retries=up.retries, retry_non_idempotent=False,
-                    path_rewrite=PathRewrite(template),
-                    request_headers=HeaderTransform(ops) if ops else None)
+                    path_rewrite=PathRewrite(template), request_headers=mapping.headers,
+                    query_mapping=mapping.query, drop_query=not mapping.keep_query)
 
     def mock_integration(self, integ: dict, where: str) -> dict:
         status = 200

@@ -51,6 +51,7 @@ cdef class ApiStage:
     cdef readonly object router               # fastgate._core.router.Router, host "*"; values are Routes
     cdef readonly dict responses              # gateway response type -> GatewayResponse (this API's table)
     cdef readonly dict variables              # stage variables (with canary overrides on the canary side)
+    cdef readonly object cors                 # fastgate.cors.CorsConfig of the API, or None
     cdef readonly bytes stage_b               # stage as bytes, for templates and headers
     cdef readonly bytes api_id_b
 
@@ -101,6 +102,9 @@ cdef class Route:
     cdef readonly bint payload_v2             # INTEGRATION_FUNCTION: HTTP API 2.0 event (else REST 1.0)
     cdef readonly tuple binary_media_types    # the API's binaryMediaTypes (function events, responses)
     cdef readonly object access               # fastgate.access.AccessPhase (policy, key, authorizer) or None
+    cdef readonly object validator            # fastgate.validation.Validator (parameters, body model) or None
+    cdef readonly object query_mapping        # fastgate.mapping.QueryMapping: the upstream query, or None
+    cdef readonly bint drop_query             # send no query string (REST HTTP integrations, unmapped)
     cdef readonly tuple limiters              # fastgate._core.throttle.Limiter, in API Gateway's order
                                               # (usage plan, method/stage, gateway); () = no throttle
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes

@@ -76,7 +76,7 @@ def seed_random(unsigned long long seed):
 cdef class ApiStage:
     def __init__(self, *, str api_id, str api_name="", str stage, str deployment_id="",
                  bint rest=True, bint is_canary=False, router=None, dict responses=None,
-                 dict variables=None):
+                 dict variables=None, cors=None):
         self.api_id = api_id
         self.api_name = api_name
         self.stage = stage
@@ -86,6 +86,7 @@ cdef class ApiStage:
         self.router = router
         self.responses = responses if responses is not None else {}
         self.variables = variables if variables is not None else {}
+        self.cors = cors
         self.stage_b = stage.encode()
         self.api_id_b = api_id.encode()
 
@@ -138,7 +139,8 @@ cdef class Route:
                  double total_timeout=0.0, long long max_body_size=-1,
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
                  str resource_path="", str function_name=None, bint payload_v2=False,
-                 tuple binary_media_types=(), tuple limiters=(), access=None):
+                 tuple binary_media_types=(), tuple limiters=(), access=None, validator=None,
+                 query_mapping=None, bint drop_query=False):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -163,6 +165,9 @@ cdef class Route:
         self.binary_media_types = binary_media_types
         self.limiters = limiters
         self.access = access
+        self.validator = validator
+        self.query_mapping = query_mapping
+        self.drop_query = drop_query
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"

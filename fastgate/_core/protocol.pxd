@@ -47,6 +47,7 @@ cdef enum PauseReason:            # bits: client reading is paused while any is 
 cdef enum Waiting:                # what a request waits for between its phases
     WAIT_NONE = 0
     WAIT_BODY = 1                 # the whole body, before the access check (SigV4 payload hash)
+                                  # or body validation; wait_phase says which
     WAIT_ACCESS = 2               # an asynchronous access check (JWKS fetch, Lambda authorizer)
 
 cpdef enum AccessVerdict:         # what AccessPhase.run(conn, ctx) returns
@@ -162,6 +163,7 @@ cdef class ClientConnection:
     cdef str parse_error                  # gateway response type found while parsing
     cdef list error_headers               # extra headers for the next gateway response (429's RateLimit)
     cdef int waiting                      # a Waiting: the phases are paused for it
+    cdef int wait_phase                   # WAIT_BODY: the phase to resume once the body is here
     cdef bytes error_body                 # AWS's body for an access denial (else {"message": ...})
     cdef bytes error_code                 # x-amzn-ErrorType for it, when not the type's own
 

@@ -20,7 +20,7 @@ from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
-    PHASE_ACCESS, PHASE_THROTTLE,
+    PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE,
 )
 from fastgate._core.tracing cimport Tracer, Trace
 from fastgate._core.tail cimport record_finished
@@ -1081,6 +1081,14 @@ cdef class ClientConnection:
             if mount is not None:
                 api = (<Mount>mount).pick()
                 ctx.api = api
+                if api.cors is not None:
+                    # CORS preflight: the gateway answers it before routing and authorization
+                    pre = api.cors.preflight(ctx.method, ctx.header(b"origin"),
+                                             ctx.header(b"access-control-request-method"),
+                                             ctx.header(b"access-control-request-headers"))
+                    if pre is not None:
+                        self.respond(pre[0], pre[1], b"")
+                        return ACTION_CONTINUE
             elif ctx.error_type is not None:
                 return ACTION_RESPOND
         if api is not None:
@@ -1114,6 +1122,7 @@ cdef class ClientConnection:
             if route.access.needs_body and not self.req_complete:
                 # SigV4 signs the payload: check once the body is here (request_finished)
                 self.waiting = WAIT_BODY
+                self.wait_phase = PHASE_ACCESS
                 if ctx.expect_continue:
                     self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
                     ctx.expect_continue = False
@@ -1132,12 +1141,33 @@ cdef class ClientConnection:
         # PHASE_THROTTLE
         if phase <= PHASE_THROTTLE and route.limiters and not self.run_throttle(ctx, route):
             return ACTION_RESPOND
+        # PHASE_VALIDATE: required parameters, the body's model (fastgate.validation)
+        if phase <= PHASE_VALIDATE and route.validator is not None:
+            if route.validator.needs_body and not self.req_complete:
+                self.waiting = WAIT_BODY
+                self.wait_phase = PHASE_VALIDATE
+                if ctx.expect_continue:
+                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    ctx.expect_continue = False
+                return ACTION_WAIT
+            failure = route.validator.check(
+                ctx.query, ctx.headers, ctx.path_params, ctx.header(b"content-type"),
+                b"".join(self.body_chunks) if route.validator.needs_body else None)
+            if failure is not None:
+                ctx.error_type = failure[0]
+                ctx.error_message = failure.message
+                self.error_body = failure[1]
+                return ACTION_RESPOND
         # PHASE_REQUEST_TRANSFORM
         if route.path_rewrite is not None:
             ctx.upstream_path = (<PathRewrite>route.path_rewrite).apply(ctx)
         else:
             ctx.upstream_path = ctx.path
-        if ctx.query:
+        if route.query_mapping is not None:
+            q = route.query_mapping.apply(ctx)
+            if q:
+                ctx.upstream_path = ctx.upstream_path + b"?" + q
+        elif ctx.query and not route.drop_query:
             ctx.upstream_path = ctx.upstream_path + b"?" + ctx.query
         if route.request_headers is not None:
             ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(self.fwd, ctx)
@@ -1239,7 +1269,7 @@ cdef class ClientConnection:
             return
         if self.waiting == WAIT_BODY:
             self.waiting = WAIT_NONE
-            if self.continue_phases(PHASE_ACCESS) == ACTION_RESPOND:
+            if self.continue_phases(self.wait_phase) == ACTION_RESPOND:
                 self.respond_error(ctx.error_type, ctx.error_message)
             return
         if self.waiting != WAIT_NONE:
@@ -1479,8 +1509,9 @@ cdef class ClientConnection:
             kinds[i] = classify_ptr(p.name_ptr(i), p.name_len(i))
             if kinds[i] == H_CONNECTION:
                 conn_tokens = connection_tokens(p.value_bytes(i), conn_tokens)
-        if conn_tokens is not None or route.response_headers is not None:
-            # slow path: headers as objects, for Connection-named removal and transforms
+        if conn_tokens is not None or route.response_headers is not None or \
+                (ctx.api is not None and ctx.api.cors is not None):
+            # slow path: headers as objects, for Connection-named removal, transforms, CORS
             headers = []
             for i in range(n):
                 if forwarded_response_header(kinds[i]):
@@ -1489,6 +1520,8 @@ cdef class ClientConnection:
                 headers = drop_named(headers, conn_tokens)
             if route.response_headers is not None:
                 headers = (<HeaderTransform>route.response_headers).apply(headers, ctx)
+            if ctx.api is not None and ctx.api.cors is not None:
+                headers = ctx.api.cors.apply(headers, ctx.header(b"origin"))
         if self.worker.draining or (self.snap.keepalive_requests > 0 and
                                     self.served + 1 >= self.snap.keepalive_requests):
             self.close_after = True
@@ -1689,6 +1722,9 @@ cdef class ClientConnection:
         cdef RequestContext ctx = self.ctx
         if ctx.route is not None and ctx.route.response_headers is not None:
             headers = (<HeaderTransform>ctx.route.response_headers).apply(headers, ctx)
+        if ctx.route is not None and ctx.api is not None and ctx.api.cors is not None:
+            # (a preflight answered before routing carries its own CORS headers)
+            headers = ctx.api.cors.apply(headers, ctx.header(b"origin"))
         ctx.status = status
         self.responding = True
         if not self.req_complete:
