@@ -241,13 +241,25 @@ def _unbrotli(data, cap):
 
 def _unzstd(data, cap):
     reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
-    out = bytearray()
-    while len(out) <= cap:
-        part = reader.read(cap + 1 - len(out))     # may return less than asked before the end
+    # Pass 1 bounds the output (a decompressobj has no output limit); it reads a
+    # truncated frame as a short one, so pass 2, now known to stay under the
+    # cap, decodes frame by frame and checks each one ends.
+    size = 0
+    while size <= cap:
+        part = reader.read(cap + 1 - size)         # may return less than asked before the end
         if not part:
-            return bytes(out)
-        out += part
-    raise BodyTooLarge(f"request body decodes to more than {cap} bytes")
+            break
+        size += len(part)
+    if size > cap:
+        raise BodyTooLarge(f"request body decodes to more than {cap} bytes")
+    out = bytearray()
+    while data:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        out += d.decompress(data)
+        if not d.eof:
+            raise UnsupportedEncoding("request body is not complete zstd data")
+        data = d.unused_data
+    return bytes(out)
 
 
 _DECODERS = {"gzip": _gunzip, "x-gzip": _gunzip, "deflate": _inflate, "br": _unbrotli, "zstd": _unzstd}

@@ -154,6 +154,8 @@ def test_decode_identity_and_stacked_codings():
     assert decode_request_body(b"gzip, br", stacked, 1 << 20) == BODY
     two_members = gzip.compress(b"abc") + gzip.compress(b"def")
     assert decode_request_body(b"gzip", two_members, 100) == b"abcdef"
+    z = zstandard.ZstdCompressor()
+    assert decode_request_body(b"zstd", z.compress(b"abc") + z.compress(b"def"), 100) == b"abcdef"
 
 
 @pytest.mark.parametrize("encoding,encode", [
@@ -190,6 +192,7 @@ def test_zstd_bomb_without_content_size_in_the_frame():
     (b"br", b"\xff\xff\xff\xff not brotli"),
     (b"br", brotli.compress(BODY)[:-5]),
     (b"zstd", b"\x28\xb5\x2f\xfd garbage"),
+    (b"zstd", zstandard.ZstdCompressor().compress(BODY)[:-10]),
 ])
 def test_undecodable_bodies_are_415(encoding, body):
     with pytest.raises(UnsupportedEncoding) as e:
