@@ -1,0 +1,133 @@
+"""fastgate.cache_redis against a real redis-server (tests/redis_server.py)."""
+import time
+
+import pytest
+import redis
+import uvloop
+
+from fastgate.cache_redis import RedisCache
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def server():
+    with RedisServer() as r:
+        yield r
+
+
+@pytest.fixture
+def own_server():
+    """A server this test may stop and restart."""
+    with RedisServer() as r:
+        yield r
+
+
+def run(coro_fn, *args):
+    return uvloop.run(coro_fn(*args))
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def test_round_trip_between_two_hosts(server):
+    async def go():
+        a, b = RedisCache(server.url), RedisCache(server.url)       # two hosts, one Redis
+        try:
+            assert await b.get(b"rt/GET /pets") is None
+            assert await a.put(b"rt/GET /pets", now_ms() + 60_000, 203, b"Content-Type: a/b\r\n", b"\x00body\xff")
+            assert await b.get(b"rt/GET /pets") == (203, b"Content-Type: a/b\r\n", b"\x00body\xff")
+            assert await a.put(b"rt/empty", now_ms() + 60_000, 204, b"", b"")
+            assert await b.get(b"rt/empty") == (204, b"", b"")
+            assert b.stats()["hits"] == 2 and b.stats()["misses"] == 1
+        finally:
+            await a.close()
+            await b.close()
+    run(go)
+
+
+def test_ttl_is_set_in_redis(server):
+    async def go():
+        c = RedisCache(server.url)
+        try:
+            assert await c.put(b"ttl/k", now_ms() + 150, 200, b"", b"x")
+            pttl = redis.Redis.from_url(server.url).pttl(b"fastgate:c:ttl/k")
+            assert 0 < pttl <= 150
+            assert await c.get(b"ttl/k") is not None
+            time.sleep(0.25)
+            assert await c.get(b"ttl/k") is None
+            assert not await c.put(b"ttl/old", now_ms() - 1, 200, b"", b"x")   # already expired
+        finally:
+            await c.close()
+    run(go)
+
+
+def test_entry_cap_and_bad_values(server):
+    async def go():
+        c = RedisCache(server.url, max_entry_bytes=100)
+        try:
+            assert not await c.put(b"cap/big", now_ms() + 60_000, 200, b"", b"x" * 100)
+            assert c.stats()["too_large"] == 1
+            assert await c.put(b"cap/ok", now_ms() + 60_000, 200, b"", b"x" * 94)
+            raw = redis.Redis.from_url(server.url)
+            raw.set(b"fastgate:c:cap/junk", b"not an entry")
+            raw.set(b"fastgate:c:cap/short", b"FGc1\x00\xc8\x00\x00\x10\x00")   # header block past the end
+            assert await c.get(b"cap/junk") is None
+            assert await c.get(b"cap/short") is None
+        finally:
+            await c.close()
+    run(go)
+
+
+def test_flush_by_prefix_and_delete(server):
+    async def go():
+        c = RedisCache(server.url, prefix="fl:")
+        try:
+            exp = now_ms() + 60_000
+            for stage in (b"api/pr*d/", b"api/dev/"):          # a glob character in the prefix
+                for i in range(700):
+                    await c.put(stage + b"%d" % i, exp, 200, b"", b"x")
+            await c.put(b"api/prXd/1", exp, 200, b"", b"x")    # would match an unescaped pr*d
+            assert await c.delete(b"api/dev/0") and not await c.delete(b"api/dev/0")
+            assert await c.flush(b"api/pr*d/") == 700
+            assert await c.get(b"api/prXd/1") is not None and await c.get(b"api/dev/1") is not None
+            assert await c.flush() == 700
+        finally:
+            await c.close()
+    run(go)
+
+
+def test_redis_down_is_a_fast_miss_then_recovers(own_server):
+    async def go():
+        c = RedisCache(own_server.url, timeout_ms=50, retry_interval_ms=200)
+        try:
+            assert await c.put(b"down/k", now_ms() + 60_000, 200, b"", b"v")
+            own_server.stop()
+            t0 = time.monotonic()
+            assert await c.get(b"down/k") is None                 # the failure itself
+            assert not await c.put(b"down/k2", now_ms() + 60_000, 200, b"", b"v")
+            for _ in range(100):                                 # then answered without Redis
+                assert await c.get(b"down/k") is None
+            assert time.monotonic() - t0 < 1.0
+            assert c.down and c.stats()["errors"] >= 1
+            own_server.start()                                   # empty data, same port
+            time.sleep(0.25)
+            assert await c.put(b"down/k", now_ms() + 60_000, 200, b"", b"again")
+            assert await c.get(b"down/k") == (200, b"", b"again")
+        finally:
+            await c.close()
+    run(go)
+
+
+def test_unreachable_redis_answers_within_the_timeout():
+    from tests.redis_server import free_port
+
+    async def go():
+        c = RedisCache(f"redis://127.0.0.1:{free_port()}/0", timeout_ms=50)   # nothing listens
+        try:
+            t0 = time.monotonic()
+            assert await c.get(b"k") is None
+            assert time.monotonic() - t0 < 0.5
+        finally:
+            await c.close()
+    run(go)
