@@ -42,6 +42,14 @@ class Services:
         self.worker_id = worker_id
         self.usage = usage                  # fastgate.usage.UsageRecorder shared by the host, or None
         self.usage_slots: dict[str, int] = {}
+        self.redis = None                   # RedisLimits when the config names a Redis
+
+    def configure_redis(self, cfg) -> None:
+        """Throttles in Redis (config `redis:`); kept across reloads while unchanged."""
+        if cfg is None:
+            self.redis = None
+        elif self.redis is None or self.redis.cfg != cfg:
+            self.redis = RedisLimits(cfg)
 
     def meter(self, ctx, key_id: str) -> None:
         """Count this request for the key's usage (calls, bytes), when it ends."""
@@ -60,6 +68,47 @@ class Services:
         return await self.functions.invoke(name, event, timeout_ms=timeout_ms, request_id=request_id)
 
 
+class RedisLimits:
+    """Throttles and quotas shared by several hosts: the same limits as the local
+    shared-memory buckets, taken in Redis (fastgate.ratelimit_redis, one atomic script
+    per take). One per worker (connections do not survive fork); fail_open decides
+    while Redis is unreachable."""
+
+    def __init__(self, cfg):
+        from fastgate.ratelimit_redis import RedisThrottle
+        self.cfg = cfg
+        self.throttle = RedisThrottle(cfg.url, prefix=cfg.prefix, fail_open=cfg.fail_open,
+                                      timeout_ms=cfg.timeout_ms)
+        self.tasks: set = set()
+
+    def start(self, conn, ctx, limiters) -> None:
+        task = asyncio.get_running_loop().create_task(self.run(conn, ctx, limiters))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def run(self, conn, ctx, limiters) -> None:
+        from fastgate._core.throttle import LimiterKey, header_block
+        try:
+            for lim in limiters:
+                key = lim.bucket
+                if lim.key_kind == LimiterKey.LIMIT_CLIENT_IP:
+                    key = key + b"|" + ctx.client_ip
+                elif lim.key_kind == LimiterKey.LIMIT_HEADER:
+                    key = key + b"|" + (ctx.header(lim.key_arg) or b"")
+                take = await self.throttle.take(key, lim.settings)
+                if not take.allowed:
+                    conn.throttle_done(ctx, header_block(lim.name, take))
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:     # never leave a request hanging on a bug here
+            log(f"redis throttle failed: {e!r}")
+        conn.throttle_done(ctx, None)
+
+    async def close(self) -> None:
+        await self.throttle.close()
+
+
 class KeyRequirement:
     """A method with apiKeyRequired: the key (x-api-key, or the authorizer's
     usageIdentifierKey when the API's key source is AUTHORIZER) must be enabled and in
@@ -75,22 +124,56 @@ class KeyRequirement:
         self.method_key = method_key          # "/pets/GET", as usage plans key per-method throttles
         self.from_authorizer = from_authorizer
 
-    def check(self, conn, ctx, services) -> int:
-        from fastgate._core.throttle import header_block
+    def identify(self, conn, ctx):
+        """(key, plan) of the request, or None after conn.deny(...)."""
         from fastgate.keys import check_key
-        from fastgate.snapshot import shared_buckets, shared_quotas
         if self.from_authorizer:
             value = ctx.auth.usage_identifier_key if ctx.auth is not None else None
         else:
             value = ctx.header(b"x-api-key")
         if self.table is None:
             conn.deny(ctx, "INVALID_API_KEY")
-            return DENY
+            return None
         error, key, plan = check_key(self.table, value, self.api_id, self.stage)
         if error is not None:
             conn.deny(ctx, error)
-            return DENY
+            return None
         ctx.api_key_id = key.key_id.encode()
+        return key, plan
+
+    async def check_redis(self, conn, ctx, services) -> int:
+        """check() with the plan's throttle and quota taken in Redis (several hosts)."""
+        from fastgate._core.throttle import header_block
+        from fastgate.keys import bucket_name
+        found = self.identify(conn, ctx)
+        if found is None:
+            return DENY
+        key, plan = found
+        rt = services.redis.throttle
+        method = plan.method_limit(self.method_key)
+        settings = method[0] if method is not None else plan.throttle
+        if settings is not None:
+            name = bucket_name(plan.plan_id, key.key_id, *((self.method_key,) if method else ()))
+            take = await rt.take(name.encode(), settings)
+            if not take.allowed:
+                conn.deny(ctx, "THROTTLED", None, _lines(header_block("usage-plan", take)))
+                return DENY
+        if plan.quota is not None:
+            take = await rt.take_quota(bucket_name(plan.plan_id, key.key_id, "quota").encode(),
+                                       plan.quota)
+            if not take.allowed:
+                conn.deny(ctx, "QUOTA_EXCEEDED", None, _lines(header_block("quota", take)))
+                return DENY
+        services.meter(ctx, key.key_id)
+        return ALLOW
+
+    def check(self, conn, ctx, services) -> int:
+        from fastgate._core.throttle import header_block
+        from fastgate.snapshot import shared_buckets, shared_quotas
+        found = self.identify(conn, ctx)
+        if found is None:
+            return DENY
+        key, plan = found
         method = plan.method_limit(self.method_key)
         settings, bucket = method if method is not None else (plan.throttle, plan.bucket_key)
         if settings is not None:
@@ -157,6 +240,12 @@ class AccessPhase:
                 return DENY
             grant(ctx, result)
         if self.key is not None:
+            if self.services.redis is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self.finish(conn, ctx, req, len(self.checks), None))
+                self.services.tasks.add(task)
+                task.add_done_callback(self.services.tasks.discard)
+                return WAIT
             return self.key.check(conn, ctx, self.services)
         return ALLOW
 
@@ -174,7 +263,9 @@ class AccessPhase:
                                      body, code)
                     return
                 grant(ctx, result)
-            if self.key is not None and self.key.check(conn, ctx, self.services) == DENY:
+            if self.key is not None and (
+                    await self.key.check_redis(conn, ctx, self.services) if self.services.redis is not None
+                    else self.key.check(conn, ctx, self.services)) == DENY:
                 conn.access_done(ctx, ctx.error_type, ctx.error_message, conn.take_error_headers())
                 return
         except asyncio.CancelledError:

@@ -283,6 +283,15 @@ class ThrottleConfig(_Section, kw_only=True):
         raise ValueError(f'key must be null, "client_ip" or "header:NAME", got {self.key!r}')
 
 
+class RedisConfig(_Section, kw_only=True):
+    """A Redis shared by several fastgate hosts: throttles and usage-plan quotas live there
+    (one atomic script per take), so a limit is a limit for the whole deployment."""
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "fastgate"              # key prefix, so deployments can share one Redis
+    fail_open: bool = True                # while Redis is unreachable: allow (true) or 429 (false)
+    timeout_ms: PositiveMs = 50           # per take; past it the take answers as fail_open says
+
+
 class RouteTimeouts(_Section, kw_only=True):
     """Per-route overrides of the upstream's timeouts; null = the upstream's."""
     connect_ms: PositiveMs | None = None
@@ -382,6 +391,7 @@ class Config(_Section, kw_only=True):
     throttle: ThrottleConfig | None = None  # gateway-wide bucket, taken last (API Gateway's account level)
     # SigV4 (AWS_IAM) callers: a CSV of access_key_id,secret_access_key,principal_arn
     iam_credentials: str | None = None
+    redis: RedisConfig | None = None      # throttles and quotas shared by several hosts
     # distributed tracing: W3C traceparent / X-Amzn-Trace-Id, sampling, OTLP/HTTP export
     # (docs/tracing.md has the keys: sampler, ratio, reservoir_per_s, endpoint, ...)
     tracing: dict[str, Any] | None = None

@@ -273,6 +273,8 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         if not open_logs:
             access_log.close()
             access_log = None
+    if open_logs:
+        services.configure_redis(config.redis)
     tracer = None
     if config.tracing is not None and open_logs:
         from fastgate.tracing_export import build_tracer
@@ -289,4 +291,5 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         keepalive_timeout=limits.keepalive_timeout_ms / 1000,
         # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
-        source=loaded, tls=tls, tracer=tracer, **mounts)
+        source=loaded, tls=tls, tracer=tracer, redis=services.redis if open_logs else None,
+        **mounts)

@@ -49,6 +49,7 @@ cdef enum Waiting:                # what a request waits for between its phases
     WAIT_BODY = 1                 # the whole body, before the access check (SigV4 payload hash)
                                   # or body validation; wait_phase says which
     WAIT_ACCESS = 2               # an asynchronous access check (JWKS fetch, Lambda authorizer)
+    WAIT_THROTTLE = 3             # the THROTTLE phase's takes from Redis (several hosts)
 
 cpdef enum AccessVerdict:         # what AccessPhase.run(conn, ctx) returns
     ACCESS_ALLOW = 0              # go on with the next phase now
@@ -82,6 +83,7 @@ cdef class Snapshot:
     cdef readonly bint has_mounts         # any API is mounted (else routing is the top-level router alone)
     cdef readonly list stages             # [ApiStage] served, for /routes and metrics
     cdef readonly Tracer tracer           # fastgate._core.tracing.Tracer, or None (tracing off)
+    cdef readonly object redis            # fastgate.access.RedisLimits: throttles in Redis, or None
     cdef readonly Py_ssize_t max_url      # bytes, 414 past this
     cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
     cdef readonly int max_headers         # 431 past this many header lines

@@ -364,7 +364,7 @@ cdef class Snapshot:
                  double header_timeout=10.0, double body_timeout=60.0,
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
                  dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
-                 Tracer tracer=None,
+                 Tracer tracer=None, redis=None,
                  tls=None):
         self.router = router
         self.routes = routes
@@ -384,6 +384,7 @@ cdef class Snapshot:
         self.has_mounts = bool(self.host_mounts or self.api_mounts or self.any_mounts)
         self.stages = stages if stages is not None else []
         self.tracer = tracer
+        self.redis = redis
         self.tls = tls
         self.mtls_hosts = tls.mtls_hosts if tls is not None and tls.mtls_hosts else None
         self.max_url = max_url
@@ -1139,8 +1140,14 @@ cdef class ClientConnection:
                 self.waiting = WAIT_ACCESS      # access_done() resumes
                 return ACTION_WAIT
         # PHASE_THROTTLE
-        if phase <= PHASE_THROTTLE and route.limiters and not self.run_throttle(ctx, route):
-            return ACTION_RESPOND
+        if phase <= PHASE_THROTTLE and route.limiters:
+            if self.snap.redis is not None:
+                # buckets shared by several hosts live in Redis: throttle_done() resumes
+                self.waiting = WAIT_THROTTLE
+                self.snap.redis.start(self, ctx, route.limiters)
+                return ACTION_WAIT
+            if not self.run_throttle(ctx, route):
+                return ACTION_RESPOND
         # PHASE_VALIDATE: required parameters, the body's model (fastgate.validation)
         if phase <= PHASE_VALIDATE and route.validator is not None:
             if route.validator.needs_body and not self.req_complete:
@@ -1197,6 +1204,20 @@ cdef class ClientConnection:
             self.deny(ctx, error_type, message, headers, body, code)
             self.respond_error(error_type, None)
         elif self.continue_phases(PHASE_THROTTLE) == ACTION_RESPOND:
+            self.respond_error(ctx.error_type, ctx.error_message)
+        self.uncork()
+
+    def throttle_done(self, RequestContext ctx, bytes rejected=None):
+        """The Redis takes of the THROTTLE phase finished: `rejected` is the header block
+        of the limit that said no (429), or None to go on."""
+        if ctx is not self.ctx or self.closed or self.responding or self.waiting != WAIT_THROTTLE:
+            return
+        self.waiting = WAIT_NONE
+        if rejected is not None:
+            ctx.error_type = "THROTTLED"
+            self.error_headers = header_lines(rejected)
+            self.respond_error("THROTTLED", None)
+        elif self.continue_phases(PHASE_VALIDATE) == ACTION_RESPOND:
             self.respond_error(ctx.error_type, ctx.error_message)
         self.uncork()
 

@@ -266,6 +266,7 @@ cdef class Limiter:
     cdef readonly int slot            # LIMIT_SHARED: static slot; else -1
     cdef readonly int key_kind        # a LimiterKey
     cdef readonly bytes key_arg       # LIMIT_HEADER: lowercase header name
+    cdef readonly bytes bucket        # the limit's stable name (its Redis key across hosts)
     cdef uint64_t ns                  # namespace of its keyed buckets
     cdef bytes name_b                 # name, ASCII, for format_headers
 

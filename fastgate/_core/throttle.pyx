@@ -732,6 +732,7 @@ cdef class Limiter:
         self.table = table
         self.key_kind = key_kind
         self.key_arg = key_arg.lower().encode() if key_arg else None
+        self.bucket = bucket.encode()
         self.name_b = name.encode("ascii")
         if any(c < 0x20 or c > 0x7e or c in b'"\\' for c in self.name_b):
             raise ValueError(f"limiter name must be printable ASCII without quote or backslash: {name!r}")
