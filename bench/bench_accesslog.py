@@ -99,3 +99,28 @@ def test_record_request_naive_python(benchmark):
             sums[0] += latency_s
 
     benchmark(record_many, "GET /pets/{id}", RECORDS_PER_ROUND, 200, 0.0042)
+
+
+def test_key_slot(benchmark):
+    # The per-key series lookup of a stage with api_key labels, after the key's
+    # first request in this process: one dict lookup by the key id bytes.
+    # Per-call cost = reported time / RECORDS_PER_ROUND.
+    m = SharedMetrics.create(64)
+    slot = m.request_series("GET /pets/{id}", "api1", "prod", api_key_label=True)
+    key = b"k1d2e3f4g5"
+    m.key_series(slot, key)
+    benchmark(m.key_slot_many, slot, key, RECORDS_PER_ROUND)
+
+
+def test_key_slot_naive_python(benchmark):
+    # prometheus_client-style: a labels tuple built and looked up per request.
+    series = {}
+
+    def lookup_many(route, api, stage, key, n):
+        for _ in range(n):
+            labels = (route, api, stage, key.decode())
+            s = series.get(labels)
+            if s is None:
+                s = series[labels] = len(series)
+
+    benchmark(lookup_many, "GET /pets/{id}", "api1", "prod", b"k1d2e3f4g5", RECORDS_PER_ROUND)

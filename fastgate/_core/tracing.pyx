@@ -332,10 +332,10 @@ cdef class Tracer:
 
     def attach_metrics(self, SharedMetrics metrics):
         """Also count into shared memory: fastgate_trace_spans_total{result=...},
-        one gauge series per result, summed over workers by the series' idempotence."""
+        one counter series per result, summed over workers by the series' idempotence."""
         self.metrics = metrics
         for i, result in enumerate(("exported", "dropped_queue_full", "dropped_export_failed")):
-            self.slots[i] = metrics.gauge_series("fastgate_trace_spans_total", {"result": result})
+            self.slots[i] = metrics.counter_series("fastgate_trace_spans_total", {"result": result})
 
     # --- hot path (loop thread) ---
 
@@ -476,7 +476,7 @@ cdef class Tracer:
     cdef void count(self, int result, long long n) noexcept:
         self.counts[result] += n
         if self.metrics is not None:
-            self.metrics.gauge_add(self.slots[result], n)
+            self.metrics.counter_add(self.slots[result], n)
 
     # --- exporter thread ---
 

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from fastgate._core import metrics
-from fastgate._core.metrics import SharedMetrics, BUCKET_BOUNDS_S
+from fastgate._core.metrics import SharedMetrics, BUCKET_BOUNDS_S, level_of
+from prometheus_client.parser import text_string_to_metric_families
 from fastgate._core.pipeline import RequestContext, monotonic_s
 
 
@@ -232,6 +233,7 @@ def test_render_declares_every_family_once_with_its_type():
     _, types = parse_prometheus(text)
     assert types == {
         "fastgate_requests_total": "counter",
+        "fastgate_throttled_total": "counter",
         "fastgate_request_duration_seconds": "histogram",
         "fastgate_integration_duration_seconds": "histogram",
         "fastgate_open_connections": "gauge",
@@ -294,3 +296,184 @@ def test_record_many_matches_record():
     m.record_many(s, 1000, 200, 0.004, 0.001)
     stats = m.request_stats(s)
     assert stats["count"] == stats["integration_count"] == stats["status"]["2xx"] == 1000
+
+
+# --- API Gateway's CloudWatch series; checked with prometheus_client's parser ---
+
+def families(m):
+    """{family name: (type, {(sample name, frozenset labels): value})} by the reference parser."""
+    out = {}
+    for fam in text_string_to_metric_families(m.render().decode()):
+        out[fam.name] = (fam.type, {(s.name, frozenset(s.labels.items())): s.value for s in fam.samples})
+    return out
+
+
+def value(fams, family, name, **labels):
+    return fams[family][1][(name, frozenset(labels.items()))]
+
+
+def ctx_of(status, error_type=None, key=None):
+    ctx = RequestContext()
+    now = monotonic_s()
+    ctx.start, ctx.end, ctx.status, ctx.error_type, ctx.api_key_id = now - 0.01, now, status, error_type, key
+    return ctx
+
+
+def test_route_label_off_gives_one_series_per_stage():
+    m = SharedMetrics.create(16)
+    a = m.request_series("GET /a", "api1", "prod", route_label=False)
+    b = m.request_series("GET /b", "api1", "prod", route_label=False)
+    assert a == b
+    m.record(a, 200, 0.01)
+    m.record(b, 404, 0.01)
+    fams = families(m)
+    assert fams["fastgate_requests"][0] == "counter"
+    assert value(fams, "fastgate_requests", "fastgate_requests_total", api="api1", stage="prod",
+                 status_class="2xx") == 1
+    assert value(fams, "fastgate_requests", "fastgate_requests_total", api="api1", stage="prod",
+                 status_class="4xx") == 1
+    assert all("route" not in dict(k[1]) for k in fams["fastgate_requests"][1])
+
+
+def test_api_key_series_are_allocated_lazily_and_summed_over_workers():
+    m = SharedMetrics.create(64)
+    base = m.request_series("GET /pets", "api1", "prod", api_key_label=True)
+
+    def worker():
+        for i in range(300):
+            key = (b"k1", b"k2", None)[i % 3]
+            m.record_ctx(base, ctx_of(200 if i % 2 else 500, key=key))
+
+    _wait_all([_fork(worker) for _ in range(3)])
+    fams = families(m)
+    lab = dict(route="GET /pets", api="api1", stage="prod")
+    got = {(dict(k[1]).get("api_key"), dict(k[1])["status_class"]): v
+           for k, v in fams["fastgate_requests"][1].items() if v}
+    # per worker: 100 requests per key (50 2xx, 50 5xx); 3 workers
+    assert got == {(k, c): 150 for k in ("k1", "k2", None) for c in ("2xx", "5xx")}
+    assert value(fams, "fastgate_requests", "fastgate_requests_total", api_key="k1",
+                 status_class="2xx", **lab) == 150
+    # all workers found the same slot for each key: one series per key
+    assert m.key_series(base, b"k1") == m.key_series(base, b"k1") != base
+    assert m.key_series(base, None) == base
+
+
+def test_key_series_fold_into_api_key_other_past_the_cap():
+    m = SharedMetrics.create(32, max_labelled_series=4)
+    base = m.request_series("GET /x", "a", "s", api_key_label=True)    # labelled: 1 of 4
+    slots = [m.key_series(base, b"key%d" % i) for i in range(6)]
+    assert len(set(slots[:3])) == 3                                     # 2..4 of 4
+    assert slots[3] == slots[4] == slots[5] not in slots[:3]            # api_key="other"
+    for i in range(6):
+        m.record_ctx(base, ctx_of(200, key=b"key%d" % i))
+    fams = families(m)
+    assert value(fams, "fastgate_requests", "fastgate_requests_total", route="GET /x", api="a",
+                 stage="s", api_key="other", status_class="2xx") == 3
+    # a new route past the cap folds into its stage's route="other"
+    r = m.request_series("GET /late", "a", "s")
+    assert r == m.request_series("GET /later", "a", "s") != base
+    m.record(r, 200, 0.01)
+    assert value(families(m), "fastgate_requests", "fastgate_requests_total", route="other", api="a",
+                 stage="s", status_class="2xx") == 1
+
+
+def test_a_slot_that_does_not_split_ignores_keys():
+    m = SharedMetrics.create(8)
+    base = m.request_series("GET /x", "a", "s")
+    assert m.key_series(base, b"k") == base
+
+
+def test_throttled_by_level_and_gateway_responses_by_type():
+    m = SharedMetrics.create(16)
+    s1 = m.request_series("GET /a", "api1", "prod")
+    s2 = m.request_series("GET /b", "api1", "prod")
+    other = m.request_series("GET /a", "api2", "dev")
+    assert m.stage_entry(s1) == m.stage_entry(s2) != m.stage_entry(other)
+    m.record_ctx(s1, ctx_of(429, "THROTTLED"))                                    # usage plan
+    m.record_ctx(s2, ctx_of(429, "THROTTLED"), level_of("route"))
+    m.record_ctx(s2, ctx_of(429, "THROTTLED"), level_of("stage"))
+    m.record_ctx(s1, ctx_of(429, "THROTTLED"), level_of("gateway"))
+    m.record_ctx(s1, ctx_of(429, "QUOTA_EXCEEDED"))
+    m.record_ctx(other, ctx_of(403, "INVALID_API_KEY"))
+    m.record_ctx(other, ctx_of(502, "INTEGRATION_FAILURE"))
+    m.record_ctx(other, ctx_of(500, "SOMETHING_5XX"))     # outside the table: its family's default
+    m.record_ctx(other, ctx_of(200))
+    m.cache(s1, True)
+    m.cache(s2, True)
+    m.cache(s1, False)
+    fams = families(m)
+    assert fams["fastgate_throttled"][0] == "counter"
+    t = {dict(k[1])["level"]: v for k, v in fams["fastgate_throttled"][1].items()
+         if dict(k[1])["api"] == "api1"}
+    assert t == {"usage_plan": 1, "method": 2, "gateway": 1, "quota": 1}
+    assert value(fams, "fastgate_throttled", "fastgate_throttled_total", api="api2", stage="dev",
+                 level="method") == 0
+    g = {(dict(k[1])["api"], dict(k[1])["type"]): v for k, v in fams["fastgate_gateway_responses"][1].items()}
+    assert g == {("api1", "THROTTLED"): 4, ("api1", "QUOTA_EXCEEDED"): 1, ("api2", "INVALID_API_KEY"): 1,
+                 ("api2", "INTEGRATION_FAILURE"): 1, ("api2", "DEFAULT_5XX"): 1}
+    assert value(fams, "fastgate_cache_requests", "fastgate_cache_requests_total", api="api1",
+                 stage="prod", result="hit") == 2
+    assert value(fams, "fastgate_cache_requests", "fastgate_cache_requests_total", api="api1",
+                 stage="prod", result="miss") == 1
+    # 4XXError / 5XXError as CloudWatch has them: from the status classes
+    assert value(fams, "fastgate_requests", "fastgate_requests_total", route="GET /a", api="api2",
+                 stage="dev", status_class="5xx") == 2
+
+
+def test_stage_counters_are_summed_over_forked_workers():
+    m = SharedMetrics.create(16)
+    s = m.request_series("GET /a", "api1", "prod")
+
+    def worker():
+        for _ in range(1000):
+            m.throttled(s, level_of("gateway"))
+            m.cache(s, False)
+            m.response_type(s, "THROTTLED")
+
+    _wait_all([_fork(worker) for _ in range(4)])
+    st = m.stage_stats(s)
+    assert st["throttled"]["gateway"] == st["cache"]["miss"] == st["responses"]["THROTTLED"] == 4000
+
+
+def test_stages_past_capacity_share_the_overflow_entry():
+    m = SharedMetrics.create(16, max_stages=2)
+    slots = [m.request_series("GET /a", f"api{i}", "prod") for i in range(4)]
+    assert m.stage_entry(slots[2]) == m.stage_entry(slots[3]) == 2
+    m.throttled(slots[3], 0)
+    fams = families(m)
+    assert value(fams, "fastgate_throttled", "fastgate_throttled_total", api="other", stage="other",
+                 level="usage_plan") == 1
+
+
+def test_counter_series_render_as_counters():
+    m = SharedMetrics.create(8)
+    c = m.counter_series("fastgate_execution_log_dropped_total")
+    t = m.counter_series("fastgate_trace_spans_total", {"result": "exported"})
+    m.add(c, 3)
+    m.add(t, 2)
+    m.add(t, 5)
+    fams = families(m)
+    assert fams["fastgate_execution_log_dropped"] == ("counter", {("fastgate_execution_log_dropped_total",
+                                                                   frozenset()): 3})
+    assert value(fams, "fastgate_trace_spans", "fastgate_trace_spans_total", result="exported") == 7
+    assert m.counter_series("fastgate_trace_spans_total", {"result": "exported"}) == t
+
+
+def test_full_render_parses_with_the_reference_parser():
+    m = SharedMetrics.create(32)
+    s = m.request_series("GET /pets/{id}", "api1", "prod", api_key_label=True)
+    m.record_ctx(s, ctx_of(200, key=b"abc"))
+    m.record(s, 200, 0.2, 0.1)
+    m.response_type(s, "THROTTLED")
+    m.cache(s, True)
+    m.add(m.counter_series("fastgate_trace_spans_total", {"result": "exported"}), 1)
+    m.set(m.gauge_series("fastgate_upstream_healthy", {"upstream": "u", "target": "t"}), 1)
+    m.add(m.gauge_series("fastgate_open_connections"), 2)
+    types = {name: t for name, (t, _) in families(m).items()}
+    assert types == {
+        "fastgate_requests": "counter", "fastgate_request_duration_seconds": "histogram",
+        "fastgate_integration_duration_seconds": "histogram", "fastgate_throttled": "counter",
+        "fastgate_cache_requests": "counter", "fastgate_gateway_responses": "counter",
+        "fastgate_trace_spans": "counter", "fastgate_upstream_healthy": "gauge",
+        "fastgate_open_connections": "gauge",
+    }
