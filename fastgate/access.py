@@ -97,7 +97,7 @@ class RedisLimits:
                     key = key + b"|" + (ctx.header(lim.key_arg) or b"")
                 take = await self.throttle.take(key, lim.settings)
                 if not take.allowed:
-                    conn.throttle_done(ctx, header_block(lim.name, take))
+                    conn.throttle_done(ctx, header_block(lim.name, take), lim.name)
                     return
         except asyncio.CancelledError:
             raise

@@ -418,6 +418,18 @@ class Compiler:
                     mock_headers=headers, mock_body=tpl)
 
 
+def logging_levels(state) -> dict:
+    """{(api id, stage): "ERROR"|"INFO"} of stages whose execution logging is on
+    (their "*/*" method setting loggingLevel, as API Gateway stores it)."""
+    out = {}
+    for api_id, stages in (state.stages.items() if state is not None else ()):
+        for name, st in stages.items():
+            level = ((st.get("methodSettings") or {}).get("*/*") or {}).get("loggingLevel", "OFF")
+            if level in ("ERROR", "INFO"):
+                out[(api_id, name)] = level
+    return out
+
+
 def method_settings_key(path: str, method: str) -> str:
     """API Gateway's method settings key: "/pets/{id}" GET -> "~1pets~1{id}/GET"."""
     return path.replace("/", "~1") + "/" + method
@@ -543,10 +555,13 @@ def openapi_state(path: str, *, stages: dict[str, dict], api_id: str | None = No
 
 
 def stage_method_settings(sc) -> dict:
-    """A YAML stage's throttles in API Gateway's methodSettings form."""
+    """A YAML stage's throttles and logging level in API Gateway's methodSettings form."""
     out = {}
+    if sc.logging_level != "OFF":
+        out["*/*"] = {"loggingLevel": sc.logging_level}
     if sc.throttle is not None:
-        out["*/*"] = {"throttlingRateLimit": sc.throttle.rate, "throttlingBurstLimit": sc.throttle.burst}
+        out.setdefault("*/*", {}).update(throttlingRateLimit=sc.throttle.rate,
+                                         throttlingBurstLimit=sc.throttle.burst)
     for key, tc in sc.method_throttles.items():
         path, _, method = key.rpartition("/")
         out[method_settings_key(path or "/", method)] = {

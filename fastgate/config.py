@@ -283,6 +283,12 @@ class ThrottleConfig(_Section, kw_only=True):
         raise ValueError(f'key must be null, "client_ip" or "header:NAME", got {self.key!r}')
 
 
+class ExecutionLogConfig(_Section, kw_only=True):
+    """Where the execution logs of stages whose logging level is ERROR or INFO go."""
+    path: str = "-"                       # file or "-" (stdout)
+    rate_per_s: Positive = 1000           # lines per second per worker; the excess is counted and dropped
+
+
 class RedisConfig(_Section, kw_only=True):
     """A Redis shared by several fastgate hosts: throttles and usage-plan quotas live there
     (one atomic script per take), so a limit is a limit for the whole deployment."""
@@ -345,6 +351,7 @@ class StageConfig(_Section, kw_only=True):
     throttle: ThrottleConfig | None = None  # default method throttling: a bucket per route
     # per-route overrides, keyed like API Gateway's method settings: "/pets/{id}/GET"
     method_throttles: dict[str, ThrottleConfig] = {}
+    logging_level: Literal["OFF", "ERROR", "INFO"] = "OFF"   # execution log (see execution_log)
 
 
 class ApiConfig(_Section, kw_only=True):
@@ -392,6 +399,7 @@ class Config(_Section, kw_only=True):
     # SigV4 (AWS_IAM) callers: a CSV of access_key_id,secret_access_key,principal_arn
     iam_credentials: str | None = None
     redis: RedisConfig | None = None      # throttles and quotas shared by several hosts
+    execution_log: ExecutionLogConfig | None = None  # per-stage execution logs (stages' logging_level)
     # distributed tracing: W3C traceparent / X-Amzn-Trace-Id, sampling, OTLP/HTTP export
     # (docs/tracing.md has the keys: sampler, ratio, reservoir_per_s, endpoint, ...)
     tracing: dict[str, Any] | None = None

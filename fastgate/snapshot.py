@@ -273,8 +273,19 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         if not open_logs:
             access_log.close()
             access_log = None
+    execution_log = None
     if open_logs:
         services.configure_redis(config.redis)
+        from fastgate.apis import logging_levels
+        levels = logging_levels(loaded.state)
+        if levels:
+            from fastgate._core.execlog import ExecutionLog
+            el = config.execution_log
+            try:
+                execution_log = ExecutionLog(el.path if el else "-", levels,
+                                             rate_per_s=el.rate_per_s if el else 1000, metrics=metrics)
+            except (ValueError, OSError) as e:
+                raise loaded.error(("execution_log",), str(e)) from None
     tracer = None
     if config.tracing is not None and open_logs:
         from fastgate.tracing_export import build_tracer
@@ -292,4 +303,5 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
         source=loaded, tls=tls, tracer=tracer, redis=services.redis if open_logs else None,
+        execution_log=execution_log,
         **mounts)

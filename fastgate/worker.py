@@ -101,9 +101,9 @@ class WorkerProcess:
         finally:
             if self.worker.functions is not None:
                 self.loop.run_until_complete(self.worker.functions.close())
-            log_ = self.worker.snapshot.access_log
-            if log_ is not None:
-                log_.close()
+            for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):
+                if log_ is not None:
+                    log_.close()
         return 0
 
     def configure_functions(self, loaded) -> None:
@@ -131,9 +131,9 @@ class WorkerProcess:
             tls.refresh()
 
     def reopen_logs(self) -> None:
-        access_log = self.worker.snapshot.access_log
-        if access_log is not None:
-            access_log.reopen()
+        for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):
+            if log_ is not None:
+                log_.reopen()
 
     def retire(self) -> None:
         if self.stopping:

@@ -142,6 +142,7 @@ cdef class RequestContext:
     cdef public bytes stage_path             # path after the mount prefix (what the API's router matched)
     cdef public Route route                  # None until PHASE_ROUTE matched
     cdef public object trace                 # fastgate._core.tracing.Trace, or None (tracing off)
+    cdef public int upstream_status          # the HTTP integration's response status, 0 = none
     cdef public bytes api_key_id             # the API key's id (never its value) once the key check passed
     cdef public long long usage_slot         # its fastgate.usage.UsageRecorder slot, when metered
     cdef public bint metered                 # count this request for the key's usage at the end

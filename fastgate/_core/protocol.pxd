@@ -84,6 +84,7 @@ cdef class Snapshot:
     cdef readonly list stages             # [ApiStage] served, for /routes and metrics
     cdef readonly Tracer tracer           # fastgate._core.tracing.Tracer, or None (tracing off)
     cdef readonly object redis            # fastgate.access.RedisLimits: throttles in Redis, or None
+    cdef readonly object execution_log    # fastgate._core.execlog.ExecutionLog, or None
     cdef readonly Py_ssize_t max_url      # bytes, 414 past this
     cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
     cdef readonly int max_headers         # 431 past this many header lines
@@ -166,6 +167,7 @@ cdef class ClientConnection:
     cdef list error_headers               # extra headers for the next gateway response (429's RateLimit)
     cdef int waiting                      # a Waiting: the phases are paused for it
     cdef int wait_phase                   # WAIT_BODY: the phase to resume once the body is here
+    cdef int throttle_level               # the level that answered 429 (metrics), -1 = none
     cdef bytes error_body                 # AWS's body for an access denial (else {"message": ...})
     cdef bytes error_code                 # x-amzn-ErrorType for it, when not the type's own
 

@@ -24,6 +24,8 @@ from fastgate._core.pipeline cimport (
 )
 from fastgate._core.tracing cimport Tracer, Trace
 from fastgate._core.tail cimport record_finished
+from fastgate._core.metrics cimport throttle_level_of
+from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.throttle cimport (
     Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, monotonic_ns as throttle_now_ns,
 )
@@ -364,7 +366,7 @@ cdef class Snapshot:
                  double header_timeout=10.0, double body_timeout=60.0,
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
                  dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
-                 Tracer tracer=None, redis=None,
+                 Tracer tracer=None, redis=None, execution_log=None,
                  tls=None):
         self.router = router
         self.routes = routes
@@ -385,6 +387,7 @@ cdef class Snapshot:
         self.stages = stages if stages is not None else []
         self.tracer = tracer
         self.redis = redis
+        self.execution_log = execution_log
         self.tls = tls
         self.mtls_hosts = tls.mtls_hosts if tls is not None and tls.mtls_hosts else None
         self.max_url = max_url
@@ -462,6 +465,8 @@ cdef class Worker:
             self.date = formatdate(usegmt=True).encode()
             if self.snapshot.access_log is not None:
                 self.snapshot.access_log.flush()
+            if self.snapshot.execution_log is not None:
+                self.snapshot.execution_log.flush()
         if self.ticks % 5 == 0:
             self.refresh_health()
         for c in list(self.connections):
@@ -485,6 +490,8 @@ cdef class Worker:
         if old is not None and old is not snapshot:
             if old.access_log is not None and old.access_log is not snapshot.access_log:
                 old.access_log.close()
+            if old.execution_log is not None and old.execution_log is not snapshot.execution_log:
+                old.execution_log.close()
             if old.tracer is not None and old.tracer is not snapshot.tracer:
                 old.tracer.close(0)     # its thread still exports what is queued
             old.retire()
@@ -578,6 +585,7 @@ cdef class ClientConnection:
     def __init__(self, Worker worker, int local_port=0):
         self.worker = worker
         self.local_port = local_port
+        self.throttle_level = -1
         self.pending = []
         self.body_chunks = []
         self.wq = []
@@ -1207,7 +1215,7 @@ cdef class ClientConnection:
             self.respond_error(ctx.error_type, ctx.error_message)
         self.uncork()
 
-    def throttle_done(self, RequestContext ctx, bytes rejected=None):
+    def throttle_done(self, RequestContext ctx, bytes rejected=None, str limiter=None):
         """The Redis takes of the THROTTLE phase finished: `rejected` is the header block
         of the limit that said no (429), or None to go on."""
         if ctx is not self.ctx or self.closed or self.responding or self.waiting != WAIT_THROTTLE:
@@ -1215,6 +1223,8 @@ cdef class ClientConnection:
         self.waiting = WAIT_NONE
         if rejected is not None:
             ctx.error_type = "THROTTLED"
+            if limiter is not None:
+                self.throttle_level = throttle_level_of(limiter)
             self.error_headers = header_lines(rejected)
             self.respond_error("THROTTLED", None)
         elif self.continue_phases(PHASE_VALIDATE) == ACTION_RESPOND:
@@ -1254,6 +1264,7 @@ cdef class ClientConnection:
             res.allowed = 1
             if not lim.take(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), now, &res):
                 ctx.error_type = "THROTTLED"
+                self.throttle_level = throttle_level_of(lim.name)
                 self.error_headers = header_lines(lim.headers(&res))
                 return False
         return True
@@ -1898,7 +1909,10 @@ cdef class ClientConnection:
         if snap.metrics is not None:
             slot = snap.route_series[ctx.route.index] if ctx.route is not None else snap.unmatched_series
             if slot >= 0:
-                snap.metrics.record_context(slot, ctx)
+                snap.metrics.record_context(slot, ctx, self.throttle_level)
+        if snap.execution_log is not None:
+            (<ExecutionLog>snap.execution_log).log(ctx, ctx.upstream_status, self.throttle_level)
+        self.throttle_level = -1
 
     cdef void set_pause(self, int reason, bint on):
         if on:
@@ -2149,6 +2163,7 @@ cdef class UpstreamConnection:
                 self.close()
                 return False
             self.head_done = True
+            client.ctx.upstream_status = status
             if client.ctx.trace is not None:
                 (<Trace>client.ctx.trace).upstream_status = status
             self.until_close = (not p.msg.chunked and p.msg.content_length < 0 and not self.head_request

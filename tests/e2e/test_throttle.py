@@ -184,3 +184,41 @@ def test_stage_throttling_set_through_the_control_api(tmp_path):
         assert httpx.get(f"{g.url}/live/b", timeout=5).status_code == 429
     finally:
         g.stop()
+
+
+def test_execution_log_and_throttle_metrics(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+    (tmp_path / "api.json").write_text(json.dumps(api_doc()))
+    log = tmp_path / "exec.log"
+    g = Gateway(tmp_path, f"""\
+        access_log: {{path: 'off'}}
+        execution_log: {{path: {log}}}
+        throttle: {{rate: 0, burst: 100}}
+        apis:
+          - openapi: api.json
+            id: obs
+            stages:
+              prod: {{throttle: {{rate: 0, burst: 2}}, logging_level: ERROR}}
+        """)
+    try:
+        with httpx.Client(timeout=5) as c:
+            codes = [c.get(f"{g.url}/prod/a", headers={"x-api-key": "secret-value-123"}).status_code
+                     for _ in range(3)]
+            assert codes == [200, 200, 429]
+            assert c.get(f"{g.url}/prod/nothing").status_code == 403
+        text = httpx.get(f"http://127.0.0.1:{g.admin_port}/metrics", timeout=5).text
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(text) for s in fam.samples}
+        assert samples[("fastgate_throttled_total",
+                        (("api", "obs"), ("level", "method"), ("stage", "prod")))] == 1
+        def lines():
+            return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        import time
+        deadline = time.monotonic() + 5
+        while len(lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        got = lines()
+        assert sorted(x["status"] for x in got) == [403, 429]     # ERROR: failures only
+        assert "secret-value-123" not in log.read_text()
+    finally:
+        g.stop()
