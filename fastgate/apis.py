@@ -202,6 +202,7 @@ class Compiler:
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]
                 self.current_path = path
+                self.current_settings = method_settings or {}
                 try:
                     limiters = self.method_limiters(stage, path, method, method_settings or {})
                     route = self.method_route(stage, path, method, spec, f"{where}: {method} {path}",
@@ -244,6 +245,25 @@ class Compiler:
                                  from_authorizer=api.get("apiKeySource") == "AUTHORIZER")
         return AccessPhase(checks, self.services, key=key) if checks or key else None
 
+    def method_cache(self, stage: ApiStage, path: str, method: str, integ: dict, where: str):
+        """The route's response cache when its stage caches (its own method setting, else
+        "*/*": cachingEnabled, cacheTtlInSeconds), or None."""
+        settings = self.current_settings
+        spec = settings.get(method_settings_key(path, method)) or settings.get("*/*") or {}
+        if not spec.get("cachingEnabled"):
+            return None
+        from fastgate._core.cache import CacheKeySpec, RouteCache
+        try:
+            key = CacheKeySpec(method_in_key=True, params=list(integ.get("cacheKeyParameters") or ()),
+                               namespace=f"{stage.api_id}/{stage.stage}/{method} {path}".encode())
+            return RouteCache(key, ttl_s=int(spec.get("cacheTtlInSeconds", 300)),
+                              require_authorization=spec.get("requireAuthorizationForCacheControl", True),
+                              unauthorized_strategy=spec.get("unauthorizedCacheControlHeaderStrategy",
+                                                             "SUCCEED_WITH_RESPONSE_HEADER"))
+        except ValueError as e:
+            self.warn(f"{where}: caching: {e}; not cached")
+            return None
+
     def method_limiters(self, stage: ApiStage, path: str, method: str, settings: dict) -> tuple:
         """The stage's method throttling for one route (its own "{resourcePath}/{METHOD}"
         method settings, else the stage default "*/*"), then the gateway-wide bucket."""
@@ -266,8 +286,10 @@ class Compiler:
         itype = integ.get("type", "")
         route_key = "$default" if path == "/$default" else f"{method} {path}"
         self.current_method = spec
+        cache = self.method_cache(stage, path, method, spec.get("methodIntegration") or {}, where)
         kw: dict[str, Any] = dict(route_key=route_key, resource_path=path, api=stage,
-                                  max_body_size=self.limits.max_body(), limiters=limiters)
+                                  max_body_size=self.limits.max_body(), limiters=limiters,
+                                  cache=cache)
         why = None
         try:
             kw["access"] = self.method_access(stage, spec, where)
@@ -559,6 +581,8 @@ def stage_method_settings(sc) -> dict:
     out = {}
     if sc.logging_level != "OFF":
         out["*/*"] = {"loggingLevel": sc.logging_level}
+    if sc.cache_ttl_s:
+        out.setdefault("*/*", {}).update(cachingEnabled=True, cacheTtlInSeconds=sc.cache_ttl_s)
     if sc.throttle is not None:
         out.setdefault("*/*", {}).update(throttlingRateLimit=sc.throttle.rate,
                                          throttlingBurstLimit=sc.throttle.burst)

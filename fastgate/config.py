@@ -352,6 +352,7 @@ class StageConfig(_Section, kw_only=True):
     # per-route overrides, keyed like API Gateway's method settings: "/pets/{id}/GET"
     method_throttles: dict[str, ThrottleConfig] = {}
     logging_level: Literal["OFF", "ERROR", "INFO"] = "OFF"   # execution log (see execution_log)
+    cache_ttl_s: Annotated[int, Meta(ge=0, le=3600)] = 0     # response cache TTL of its GET routes; 0 = off
 
 
 class ApiConfig(_Section, kw_only=True):
@@ -399,6 +400,7 @@ class Config(_Section, kw_only=True):
     # SigV4 (AWS_IAM) callers: a CSV of access_key_id,secret_access_key,principal_arn
     iam_credentials: str | None = None
     redis: RedisConfig | None = None      # throttles and quotas shared by several hosts
+    cache_memory_mb: Count = 64           # the host's response cache (stages with caching on); 0 = none
     execution_log: ExecutionLogConfig | None = None  # per-stage execution logs (stages' logging_level)
     # distributed tracing: W3C traceparent / X-Amzn-Trace-Id, sampling, OTLP/HTTP export
     # (docs/tracing.md has the keys: sampler, ratio, reservoir_per_s, endpoint, ...)

@@ -37,8 +37,22 @@ def shared_buckets():
     return _BUCKETS
 
 
+_CACHE = None     # the response cache shared by the host's workers (fastgate._core.cache.SharedCache)
 _QUOTAS = None    # usage-plan quotas (fastgate._core.throttle.QuotaTable)
 _USAGE = None     # API key metering (fastgate.usage.UsageRecorder)
+
+
+def shared_cache(memory_mb: int | None = None):
+    """The response cache; the supervisor creates it before fork (memory_mb from the
+    config). None until then: caching needs the supervisor's shared mapping."""
+    global _CACHE
+    if _CACHE is None and memory_mb:
+        from fastgate._core.cache import SharedCache
+        _CACHE = SharedCache.create(memory_mb << 20, CACHE_ENTRY_MAX)
+    return _CACHE
+
+
+CACHE_ENTRY_MAX = 1 << 20  # bytes: a larger response is not cached
 
 
 def shared_quotas():
@@ -303,5 +317,5 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
         source=loaded, tls=tls, tracer=tracer, redis=services.redis if open_logs else None,
-        execution_log=execution_log,
+        execution_log=execution_log, cache=shared_cache() if open_logs else None,
         **mounts)

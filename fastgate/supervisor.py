@@ -32,7 +32,7 @@ import time
 
 from fastgate._core import tail
 from fastgate._core.metrics import SharedMetrics
-from fastgate.snapshot import shared_buckets, shared_quotas, shared_usage, build_snapshot, health_slots, integration_type
+from fastgate.snapshot import shared_buckets, shared_cache, shared_quotas, shared_usage, build_snapshot, health_slots, integration_type
 
 RESTART_BACKOFF_MAX_S = 5.0     # a worker that keeps crashing is restarted at most this often
 STOP_GRACE_S = 5.0              # after the drain timeout, wait this long before SIGKILL
@@ -317,6 +317,7 @@ class Supervisor:
         tail.install(tail.TailRing.create(TAIL_ENTRIES))   # inherited by every child, like metrics
         shared_buckets()   # before fork: every worker takes from the same buckets
         shared_quotas()    # ... counts in the same usage-plan quotas
+        shared_cache(config.cache_memory_mb)   # ... and answers from one response cache
         self.n_workers = config.worker_count()
         shared_usage(self.n_workers)   # ... and meters API keys in one table the admin flushes
         for slot in health_slots(config, self.metrics):

@@ -105,6 +105,7 @@ cdef class Route:
     cdef readonly object validator            # fastgate.validation.Validator (parameters, body model) or None
     cdef readonly object query_mapping        # fastgate.mapping.QueryMapping: the upstream query, or None
     cdef readonly bint drop_query             # send no query string (REST HTTP integrations, unmapped)
+    cdef readonly object cache                # fastgate._core.cache.RouteCache (stage caching on), or None
     cdef readonly tuple limiters              # fastgate._core.throttle.Limiter, in API Gateway's order
                                               # (usage plan, method/stage, gateway); () = no throttle
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes
@@ -143,6 +144,8 @@ cdef class RequestContext:
     cdef public Route route                  # None until PHASE_ROUTE matched
     cdef public object trace                 # fastgate._core.tracing.Trace, or None (tracing off)
     cdef public int upstream_status          # the HTTP integration's response status, 0 = none
+    cdef public bytes cache_key              # the response cache entry this request fills on a miss
+    cdef public int cache_result             # 0 none, 1 hit, 2 miss (X-Cache, metrics, logs)
     cdef public bytes api_key_id             # the API key's id (never its value) once the key check passed
     cdef public long long usage_slot         # its fastgate.usage.UsageRecorder slot, when metered
     cdef public bint metered                 # count this request for the key's usage at the end

@@ -85,6 +85,7 @@ cdef class Snapshot:
     cdef readonly Tracer tracer           # fastgate._core.tracing.Tracer, or None (tracing off)
     cdef readonly object redis            # fastgate.access.RedisLimits: throttles in Redis, or None
     cdef readonly object execution_log    # fastgate._core.execlog.ExecutionLog, or None
+    cdef readonly object cache            # fastgate._core.cache.SharedCache of the host, or None
     cdef readonly Py_ssize_t max_url      # bytes, 414 past this
     cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
     cdef readonly int max_headers         # 431 past this many header lines
@@ -168,6 +169,9 @@ cdef class ClientConnection:
     cdef int waiting                      # a Waiting: the phases are paused for it
     cdef int wait_phase                   # WAIT_BODY: the phase to resume once the body is here
     cdef int throttle_level               # the level that answered 429 (metrics), -1 = none
+    cdef list cache_parts                 # body chunks of a response being stored in the cache
+    cdef bytes cache_head                 # its header lines
+    cdef int cache_status
     cdef bytes error_body                 # AWS's body for an access denial (else {"message": ...})
     cdef bytes error_code                 # x-amzn-ErrorType for it, when not the type's own
 
@@ -206,6 +210,8 @@ cdef class ClientConnection:
     cdef int run_phases(self)
     cdef int continue_phases(self, int phase)
     cdef bint run_throttle(self, RequestContext ctx, Route route)
+    cdef bint serve_cached(self, RequestContext ctx, Route route)
+    cdef void start_cache_fill(self, RequestContext ctx, int status, long long length, list headers)
     cdef void add_body(self, bytes data)
     cdef void request_finished(self)
 

@@ -24,6 +24,9 @@ from fastgate._core.pipeline cimport (
 )
 from fastgate._core.tracing cimport Tracer, Trace
 from fastgate._core.tail cimport record_finished
+from fastgate._core.cache cimport SharedCache, RouteCache, CACHE_BYPASS, CACHE_FORBIDDEN, \
+    CACHE_REFRESH, CACHE_LOOKUP_WARN
+from fastgate._core.cache import WARNING_HEADER as CACHE_WARNING
 from fastgate._core.metrics cimport throttle_level_of
 from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.throttle cimport (
@@ -366,7 +369,7 @@ cdef class Snapshot:
                  double header_timeout=10.0, double body_timeout=60.0,
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
                  dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
-                 Tracer tracer=None, redis=None, execution_log=None,
+                 Tracer tracer=None, redis=None, execution_log=None, cache=None,
                  tls=None):
         self.router = router
         self.routes = routes
@@ -388,6 +391,7 @@ cdef class Snapshot:
         self.tracer = tracer
         self.redis = redis
         self.execution_log = execution_log
+        self.cache = cache
         self.tls = tls
         self.mtls_hosts = tls.mtls_hosts if tls is not None and tls.mtls_hosts else None
         self.max_url = max_url
@@ -1188,6 +1192,13 @@ cdef class ClientConnection:
             ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(self.fwd, ctx)
         else:
             ctx.upstream_headers = self.fwd
+        # PHASE_CACHE: a fresh cached response answers without the integration
+        if route.cache is not None and self.snap.cache is not None and \
+                route.integration == INTEGRATION_HTTP:
+            if self.serve_cached(ctx, route):
+                return ACTION_CONTINUE
+            if ctx.error_type is not None:      # an unauthorised Cache-Control: max-age=0
+                return ACTION_RESPOND
         if ctx.expect_continue and not self.req_complete:
             # admitted: ask for the body (RFC 9110 section 10.1.1); the upstream never sees Expect
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -1246,6 +1257,38 @@ cdef class ClientConnection:
         self.error_headers = headers or None
         self.error_body = body
         self.error_code = code
+
+    cdef bint serve_cached(self, RequestContext ctx, Route route):
+        """CACHE phase: True when a cached response was sent. On a miss, ctx.cache_key
+        marks the response to store (upstream_head/upstream_body/upstream_done)."""
+        cdef RouteCache rc = <RouteCache>route.cache
+        cdef int decision = rc.decide(ctx.method, ctx.headers, False)
+        cdef int slot
+        if decision == CACHE_BYPASS:
+            return False
+        if decision == CACHE_FORBIDDEN:
+            ctx.error_type = "UNAUTHORIZED"     # AWS: 403 on an unauthorised Cache-Control
+            return False
+        key = rc.spec.key(ctx.method, ctx.path, ctx.query, ctx.headers, ctx.path_params)
+        slot = self.snap.route_series[route.index] if self.snap.metrics is not None else -1
+        if decision != CACHE_REFRESH:
+            hit = (<SharedCache>self.snap.cache).get(key, epoch_ms())
+            if hit is not None:
+                ctx.cache_result = 1
+                if slot >= 0:
+                    self.snap.metrics.record_cache(slot, True)
+                headers = header_lines(<bytes>hit[1])
+                headers.append((b"X-Cache", b"Hit"))
+                if decision == CACHE_LOOKUP_WARN:
+                    headers.append(CACHE_WARNING)
+                ctx.integration_start = ctx.integration_end = monotonic()
+                self.respond(<int>hit[0], headers, <bytes>hit[2])
+                return True
+        ctx.cache_result = 2
+        if slot >= 0:
+            self.snap.metrics.record_cache(slot, False)
+        ctx.cache_key = key
+        return False
 
     cdef bint run_throttle(self, RequestContext ctx, Route route):
         """Take from each of the route's limiters in API Gateway's order; the first
@@ -1542,7 +1585,7 @@ cdef class ClientConnection:
             if kinds[i] == H_CONNECTION:
                 conn_tokens = connection_tokens(p.value_bytes(i), conn_tokens)
         if conn_tokens is not None or route.response_headers is not None or \
-                (ctx.api is not None and ctx.api.cors is not None):
+                ctx.cache_key is not None or (ctx.api is not None and ctx.api.cors is not None):
             # slow path: headers as objects, for Connection-named removal, transforms, CORS
             headers = []
             for i in range(n):
@@ -1552,6 +1595,8 @@ cdef class ClientConnection:
                 headers = drop_named(headers, conn_tokens)
             if route.response_headers is not None:
                 headers = (<HeaderTransform>route.response_headers).apply(headers, ctx)
+            if ctx.cache_key is not None:
+                self.start_cache_fill(ctx, status, p.msg.content_length, headers)
             if ctx.api is not None and ctx.api.cors is not None:
                 headers = ctx.api.cors.apply(headers, ctx.header(b"origin"))
         if self.worker.draining or (self.snap.keepalive_requests > 0 and
@@ -1615,6 +1660,8 @@ cdef class ClientConnection:
         out_bytes(ctx.request_id)
         out_bytes(b"\r\n")
         self.out_api_headers(ctx)
+        if ctx.cache_result == 2:
+            out_bytes(b"X-Cache: Miss\r\n")
         if status == 101:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
             out_bytes(self.h_upgrade)
@@ -1640,8 +1687,20 @@ cdef class ClientConnection:
         self.deadline_kind = DL_UPSTREAM_READ
         self.deadline = monotonic_coarse() + route.first_byte_timeout
 
+    cdef void start_cache_fill(self, RequestContext ctx, int status, long long length, list headers):
+        """A cacheable response (200 with a length that fits an entry): keep its head and body."""
+        cdef tuple pair
+        if status != 200 or length < 0 or length > (<SharedCache>self.snap.cache).max_entry_bytes:
+            return
+        self.cache_head = b"".join([<bytes>pair[0] + b": " + <bytes>pair[1] + b"\r\n"
+                                    for pair in headers if classify(<bytes>pair[0]) != H_DATE])
+        self.cache_status = status
+        self.cache_parts = []
+
     cdef void upstream_body(self, bytes data):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        if self.cache_parts is not None:
+            self.cache_parts.append(data)
         if n == 0 or self.body_mode == BODY_NONE:
             return
         self.ctx.response_length += n
@@ -1653,6 +1712,12 @@ cdef class ClientConnection:
 
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable):
         cdef RequestContext ctx = self.ctx
+        if self.cache_parts is not None:
+            # the whole response arrived: the next requests for this key get it from the cache
+            (<SharedCache>self.snap.cache).put(
+                ctx.cache_key, epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms, self.cache_status,
+                self.cache_head, b"".join(self.cache_parts))
+            self.cache_parts = None
         if self.body_mode == BODY_CHUNKED:
             self.send(b"0\r\n\r\n")
         ctx.integration_end = monotonic()
@@ -1860,6 +1925,7 @@ cdef class ClientConnection:
         self.ctx = None
         self.responding = False
         self.waiting = WAIT_NONE
+        self.cache_parts = None
         self.body_chunks = []
         self.body_kept = 0
         self.body_sent = 0

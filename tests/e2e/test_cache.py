@@ -1,0 +1,62 @@
+"""The response cache through a real fastgate: a stage with caching on answers a repeated
+GET from the cache shared by its workers (X-Cache: Hit, the upstream not called), keys on
+the cache key parameters, expires with the TTL, refreshes on Cache-Control: max-age=0
+only for callers allowed to, and never caches POSTs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from conftest import Gateway
+
+
+def doc(port: int) -> dict:
+    return {
+        "swagger": "2.0", "info": {"title": "Cached", "version": "1"},
+        "paths": {"/pets": {"get": {
+            "parameters": [{"name": "kind", "in": "query", "type": "string"}],
+            "x-amazon-apigateway-integration": {
+                "type": "http_proxy", "httpMethod": "GET", "uri": f"http://127.0.0.1:{port}/conn",
+                "cacheKeyParameters": ["method.request.querystring.kind"]}},
+            "post": {"x-amazon-apigateway-integration": {
+                "type": "http_proxy", "httpMethod": "POST", "uri": f"http://127.0.0.1:{port}/conn"}}}},
+    }
+
+
+def stats(up) -> int:
+    return httpx.get(f"{up.url}/stats", timeout=5).json()["requests"]
+
+
+def test_hits_misses_ttl_and_refresh(tmp_path, upstream):
+    (tmp_path / "api.json").write_text(json.dumps(doc(upstream.port)))
+    g = Gateway(tmp_path, """\
+        access_log: {path: 'off'}
+        apis:
+          - {openapi: api.json, id: cached, stages: {prod: {cache_ttl_s: 2}}}
+        """, workers=2)
+    try:
+        url = f"{g.url}/prod/pets?kind=cat"
+        first = httpx.get(url, timeout=5)
+        assert first.status_code == 200 and first.headers["x-cache"] == "Miss"
+        before = stats(upstream)
+        for _ in range(10):      # new connections: both workers answer from the one cache
+            r = httpx.get(url, timeout=5)
+            assert r.status_code == 200 and r.headers["x-cache"] == "Hit"
+            assert r.content == first.content
+        assert stats(upstream) == before + 1      # only /stats itself: the upstream was not asked again
+        # another value of a cache key parameter is another entry
+        assert httpx.get(f"{g.url}/prod/pets?kind=dog", timeout=5).headers["x-cache"] == "Miss"
+        # POST is never cached
+        assert "x-cache" not in httpx.post(f"{g.url}/prod/pets", content=b"x", timeout=5).headers
+        # max-age=0 from an unauthorised caller: served from the cache, with API Gateway's warning
+        r = httpx.get(url, headers={"Cache-Control": "max-age=0"}, timeout=5)
+        assert r.headers["x-cache"] == "Hit" and r.headers["warning"].startswith("199 ")
+        time.sleep(2.2)                           # the TTL
+        assert httpx.get(url, timeout=5).headers["x-cache"] == "Miss"
+        text = httpx.get(f"http://127.0.0.1:{g.admin_port}/metrics", timeout=5).text
+        assert 'fastgate_cache_requests_total{api="cached",stage="prod",result="hit"} 11' in text
+    finally:
+        g.stop()
