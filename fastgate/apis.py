@@ -197,7 +197,9 @@ class Compiler:
                          deployment_id=deployment_id, rest=api.get("protocolType", "REST") != "HTTP",
                          is_canary=canary, router=router,
                          responses=gateway_responses(api, lambda m: self.warn(f"{where}: {m}")),
-                         variables=dict(variables or {}), cors=self.api_cors(api, where))
+                         variables=dict(variables or {}), cors=self.api_cors(api, where),
+                         min_compress=api["minimumCompressionSize"]
+                         if isinstance(api.get("minimumCompressionSize"), int) else -1)
         for res in api.get("resources", ()):
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]

@@ -52,6 +52,7 @@ cdef class ApiStage:
     cdef readonly dict responses              # gateway response type -> GatewayResponse (this API's table)
     cdef readonly dict variables              # stage variables (with canary overrides on the canary side)
     cdef readonly object cors                 # fastgate.cors.CorsConfig of the API, or None
+    cdef readonly long long min_compress      # minimumCompressionSize (bytes); -1 = no compression
     cdef readonly bytes stage_b               # stage as bytes, for templates and headers
     cdef readonly bytes api_id_b
 

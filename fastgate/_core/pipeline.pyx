@@ -76,7 +76,7 @@ def seed_random(unsigned long long seed):
 cdef class ApiStage:
     def __init__(self, *, str api_id, str api_name="", str stage, str deployment_id="",
                  bint rest=True, bint is_canary=False, router=None, dict responses=None,
-                 dict variables=None, cors=None):
+                 dict variables=None, cors=None, long long min_compress=-1):
         self.api_id = api_id
         self.api_name = api_name
         self.stage = stage
@@ -87,6 +87,7 @@ cdef class ApiStage:
         self.responses = responses if responses is not None else {}
         self.variables = variables if variables is not None else {}
         self.cors = cors
+        self.min_compress = min_compress
         self.stage_b = stage.encode()
         self.api_id_b = api_id.encode()
 

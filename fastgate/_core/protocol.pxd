@@ -172,6 +172,7 @@ cdef class ClientConnection:
     cdef list cache_parts                 # body chunks of a response being stored in the cache
     cdef bytes cache_head                 # its header lines
     cdef int cache_status
+    cdef object compressor                # fastgate.compression.Compressor of the response, or None
     cdef bytes error_body                 # AWS's body for an access denial (else {"message": ...})
     cdef bytes error_code                 # x-amzn-ErrorType for it, when not the type's own
 
@@ -212,6 +213,7 @@ cdef class ClientConnection:
     cdef bint run_throttle(self, RequestContext ctx, Route route)
     cdef bint serve_cached(self, RequestContext ctx, Route route)
     cdef void start_cache_fill(self, RequestContext ctx, int status, long long length, list headers)
+    cdef list start_compression(self, RequestContext ctx, list headers, long long length)
     cdef void add_body(self, bytes data)
     cdef void request_finished(self)
 

@@ -525,6 +525,23 @@ cdef class Worker:
 
 
 # Protocol-level 4xx after which the connection closes (framing may be in doubt).
+cdef tuple compressed_whole(RequestContext ctx, list headers, bytes body):
+    """A gateway-made body (mock, function) compressed when the API and client agree."""
+    from fastgate.compression import choose_encoding, compress_body, should_compress
+    cdef tuple pair
+    ctype = None
+    for pair in headers:
+        if (<bytes>pair[0]).lower() == b"content-type":
+            ctype = pair[1]
+        elif (<bytes>pair[0]).lower() == b"content-encoding":
+            return body, headers
+    enc = choose_encoding(ctx.header(b"accept-encoding"))
+    if enc is None or not should_compress(ctype, len(body), ctx.api.min_compress, False):
+        return body, headers
+    headers = headers + [(b"Content-Encoding", enc.encode()), (b"Vary", b"Accept-Encoding")]
+    return compress_body(enc, body), headers
+
+
 cdef list header_lines(bytes block):
     """b"A: 1\\r\\nB: 2\\r\\n" -> [(b"A", b"1"), (b"B", b"2")]"""
     cdef list out = []
@@ -1584,7 +1601,9 @@ cdef class ClientConnection:
             kinds[i] = classify_ptr(p.name_ptr(i), p.name_len(i))
             if kinds[i] == H_CONNECTION:
                 conn_tokens = connection_tokens(p.value_bytes(i), conn_tokens)
-        if conn_tokens is not None or route.response_headers is not None or \
+        cdef bint may_compress = (ctx.api is not None and ctx.api.min_compress >= 0 and not no_body
+                                  and status == 200 and ctx.header(b"accept-encoding") is not None)
+        if conn_tokens is not None or route.response_headers is not None or may_compress or \
                 ctx.cache_key is not None or (ctx.api is not None and ctx.api.cors is not None):
             # slow path: headers as objects, for Connection-named removal, transforms, CORS
             headers = []
@@ -1597,6 +1616,10 @@ cdef class ClientConnection:
                 headers = (<HeaderTransform>route.response_headers).apply(headers, ctx)
             if ctx.cache_key is not None:
                 self.start_cache_fill(ctx, status, p.msg.content_length, headers)
+            if may_compress:
+                headers = self.start_compression(ctx, headers, p.msg.content_length if has_length else -1)
+                if self.compressor is not None:
+                    has_length = False      # the compressed length is not known yet: chunked
             if ctx.api is not None and ctx.api.cors is not None:
                 headers = ctx.api.cors.apply(headers, ctx.header(b"origin"))
         if self.worker.draining or (self.snap.keepalive_requests > 0 and
@@ -1697,10 +1720,38 @@ cdef class ClientConnection:
         self.cache_status = status
         self.cache_parts = []
 
+    cdef list start_compression(self, RequestContext ctx, list headers, long long length):
+        """The API compresses responses (minimumCompressionSize) and the client accepts an
+        encoding: set up self.compressor and return the headers to send instead."""
+        from fastgate.compression import Compressor, choose_encoding, should_compress
+        cdef tuple pair
+        ctype = None
+        encoded = False
+        for pair in headers:
+            name = (<bytes>pair[0]).lower()
+            if name == b"content-type":
+                ctype = pair[1]
+            elif name == b"content-encoding":
+                encoded = True
+        enc = choose_encoding(ctx.header(b"accept-encoding"))
+        if enc is None or not should_compress(ctype, length, ctx.api.min_compress, encoded):
+            return headers
+        streaming = length < 0      # chunked / SSE: every chunk must reach the client at once
+        self.compressor = Compressor(enc, flush_each_chunk=streaming)
+        out = [pair for pair in headers if (<bytes>pair[0]).lower() not in (b"content-length", b"etag")]
+        out.append((b"Content-Encoding", enc.encode()))
+        out.append((b"Vary", b"Accept-Encoding"))
+        return out
+
     cdef void upstream_body(self, bytes data):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         if self.cache_parts is not None:
             self.cache_parts.append(data)
+        if self.compressor is not None and n:
+            data = self.compressor.compress(data)
+            n = PyBytes_GET_SIZE(data)
+            if n == 0:
+                return
         if n == 0 or self.body_mode == BODY_NONE:
             return
         self.ctx.response_length += n
@@ -1718,6 +1769,12 @@ cdef class ClientConnection:
                 ctx.cache_key, epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms, self.cache_status,
                 self.cache_head, b"".join(self.cache_parts))
             self.cache_parts = None
+        if self.compressor is not None:
+            tail = self.compressor.finish()
+            self.compressor = None
+            if tail and self.body_mode != BODY_NONE:
+                ctx.response_length += len(tail)
+                self.send(chunk_frame(tail) if self.body_mode == BODY_CHUNKED else tail)
         if self.body_mode == BODY_CHUNKED:
             self.send(b"0\r\n\r\n")
         ctx.integration_end = monotonic()
@@ -1822,6 +1879,9 @@ cdef class ClientConnection:
         if ctx.route is not None and ctx.api is not None and ctx.api.cors is not None:
             # (a preflight answered before routing carries its own CORS headers)
             headers = ctx.api.cors.apply(headers, ctx.header(b"origin"))
+        if ctx.api is not None and ctx.api.min_compress >= 0 and status == 200 and body and \
+                ctx.header(b"accept-encoding") is not None:
+            body, headers = compressed_whole(ctx, headers, body)
         ctx.status = status
         self.responding = True
         if not self.req_complete:
@@ -1926,6 +1986,7 @@ cdef class ClientConnection:
         self.responding = False
         self.waiting = WAIT_NONE
         self.cache_parts = None
+        self.compressor = None
         self.body_chunks = []
         self.body_kept = 0
         self.body_sent = 0

@@ -107,3 +107,37 @@ def test_http_api_parameter_mapping(gw):
     seen = r.json()
     assert seen["query"] == "a=hello&b=2&extra=1"
     assert next(v for k, v in seen["headers"] if k.lower() == "x-mapped") == "hello"
+
+
+def test_compression_above_the_minimum_size(tmp_path, up):
+    doc = {"swagger": "2.0", "info": {"title": "Z", "version": "1"},
+           "x-amazon-apigateway-minimum-compression-size": 1000,
+           "paths": {"/big/{n}": {"get": {
+               "parameters": [{"name": "n", "in": "path", "required": True, "type": "string"}],
+               "x-amazon-apigateway-integration": {
+                   "type": "http_proxy", "httpMethod": "GET", "uri": f"http://127.0.0.1:{up.port}/bytes/{{n}}",
+                   "requestParameters": {"integration.request.path.n": "method.request.path.n"}}}},
+               "/stream/{n}": {"get": {
+                   "parameters": [{"name": "n", "in": "path", "required": True, "type": "string"}],
+                   "x-amazon-apigateway-integration": {
+                       "type": "http_proxy", "httpMethod": "GET", "uri": f"http://127.0.0.1:{up.port}/chunked/{{n}}",
+                       "requestParameters": {"integration.request.path.n": "method.request.path.n"}}}}}}
+    (tmp_path / "z.json").write_text(json.dumps(doc))
+    g = Gateway(tmp_path, """\
+        access_log: {path: 'off'}
+        apis: [{openapi: z.json, id: zipped, stages: {prod: {}}}]
+        """)
+    try:
+        plain = httpx.get(f"{g.url}/prod/big/200000", headers={"Accept-Encoding": "identity"}, timeout=10)
+        assert "content-encoding" not in plain.headers and len(plain.content) == 200000
+        for enc in ("gzip", "br", "zstd"):
+            with httpx.Client(timeout=10) as c:
+                r = c.get(f"{g.url}/prod/big/200000", headers={"Accept-Encoding": enc})
+                assert r.headers["content-encoding"] == enc and r.content == plain.content
+                assert int(r.headers.get("content-length") or 0) == 0     # chunked: length unknown
+                assert c.get(f"{g.url}/prod/big/10", headers={"Accept-Encoding": enc}).headers.get(
+                    "content-encoding") is None                              # under the minimum
+        r = httpx.get(f"{g.url}/prod/stream/300000", headers={"Accept-Encoding": "gzip"}, timeout=10)
+        assert r.headers["content-encoding"] == "gzip" and len(r.content) == 300000
+    finally:
+        g.stop()
