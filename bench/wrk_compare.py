@@ -284,7 +284,7 @@ class Server:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                status, _, _ = http_get(self.port, path)
+                status, _, _ = http_get(self.port, path, headers={"x-api-key": API_KEY})
                 if status == 200:
                     return
                 last = f"status {status}"

@@ -17,7 +17,10 @@ import sys
 import orjson
 
 from fastgate._core.protocol import AccessVerdict
+from fastgate._core.throttle import LimiterKey, header_block
 from fastgate.auth import AuthRequest, AuthResult
+from fastgate.keys import bucket_name, check_key
+from fastgate.snapshot import shared_buckets, shared_quotas
 
 ALLOW, DENY, WAIT = (AccessVerdict.ACCESS_ALLOW, AccessVerdict.ACCESS_DENY,
                      AccessVerdict.ACCESS_WAIT)
@@ -87,7 +90,6 @@ class RedisLimits:
         task.add_done_callback(self.tasks.discard)
 
     async def run(self, conn, ctx, limiters) -> None:
-        from fastgate._core.throttle import LimiterKey, header_block
         try:
             for lim in limiters:
                 key = lim.bucket
@@ -126,7 +128,6 @@ class KeyRequirement:
 
     def identify(self, conn, ctx):
         """(key, plan) of the request, or None after conn.deny(...)."""
-        from fastgate.keys import check_key
         if self.from_authorizer:
             value = ctx.auth.usage_identifier_key if ctx.auth is not None else None
         else:
@@ -143,8 +144,6 @@ class KeyRequirement:
 
     async def check_redis(self, conn, ctx, services) -> int:
         """check() with the plan's throttle and quota taken in Redis (several hosts)."""
-        from fastgate._core.throttle import header_block
-        from fastgate.keys import bucket_name
         found = self.identify(conn, ctx)
         if found is None:
             return DENY
@@ -168,8 +167,6 @@ class KeyRequirement:
         return ALLOW
 
     def check(self, conn, ctx, services) -> int:
-        from fastgate._core.throttle import header_block
-        from fastgate.snapshot import shared_buckets, shared_quotas
         found = self.identify(conn, ctx)
         if found is None:
             return DENY
@@ -226,7 +223,9 @@ class AccessPhase:
             domain_name=ctx.route_host.decode("latin-1"), request_time_ms=ctx.request_time_ms)
 
     def run(self, conn, ctx, body=None) -> int:
-        req = self.request(ctx, body)
+        # PERF: a method that only requires an API key builds no AuthRequest
+        # (bench/wrk_compare.py --scenario keyed)
+        req = self.request(ctx, body) if self.checks else None
         for i, check in enumerate(self.checks):
             result = check.check(req)
             if not isinstance(result, AuthResult):
@@ -251,6 +250,8 @@ class AccessPhase:
 
     async def finish(self, conn, ctx, req, index: int, pending) -> None:
         """The rest of the checks once one had to wait; then resume the request."""
+        if req is None:
+            req = self.request(ctx, None)
         try:
             for i in range(index, len(self.checks)):
                 check = self.checks[i]
