@@ -119,7 +119,7 @@ def host_header(t) -> str:
     return t.label if t.port != default else t.label.rsplit(":", 1)[0]
 
 
-def build_group(name: str, up, metrics) -> UpstreamGroup:
+def build_group(name: str, up, metrics, worker_id: int = 0) -> UpstreamGroup:
     kind, hash_name = up.hash_key()
     passive = up.passive
     group = UpstreamGroup(name, BALANCES[up.balance], HASH_ON[kind], hash_name or "",
@@ -132,6 +132,9 @@ def build_group(name: str, up, metrics) -> UpstreamGroup:
             target.metrics = metrics
             target.conn_slot = metrics.gauge_series("fastgate_upstream_connections",
                                                     {"upstream": name, "target": tc.url})
+            target.own_conn_slot = metrics.gauge_series(
+                "fastgate_worker_upstream_connections",
+                {"upstream": name, "target": tc.url, "worker": str(worker_id)})
             if up.health_check is not None:
                 target.health_slot = health_slot_for(metrics, name, tc)
     return group
@@ -188,7 +191,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
                                                     "usage_plans": list(config.usage_plans)})
         except (ValueError, KeyError, TypeError) as e:
             raise loaded.error(("api_keys",), f"API keys and usage plans: {e}") from None
-    groups = {name: build_group(name, up, metrics) for name, up in config.upstreams.items()}
+    groups = {name: build_group(name, up, metrics, services.worker_id) for name, up in config.upstreams.items()}
     gateway_limiter = limiter("gateway", config.throttle, "gateway") \
         if config.throttle is not None else None
     router = Router()
@@ -201,7 +204,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         if integration_type(integ) == "http":
             name, up = config.route_upstream(rc)
             if name not in groups:   # a url: integration's implicit group, shared by its routes
-                groups[name] = build_group(name, up, metrics)
+                groups[name] = build_group(name, up, metrics, services.worker_id)
             connect_ms, first_byte_ms, total_ms = rc.effective_timeouts(up)
             kw.update(integration=Integration.INTEGRATION_HTTP, upstream=groups[name],
                       connect_timeout=connect_ms / 1000, first_byte_timeout=first_byte_ms / 1000,

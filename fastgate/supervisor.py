@@ -462,6 +462,15 @@ class Supervisor:
         total, own = open_connection_slots(self.metrics, worker_id)
         self.metrics.add(total, -self.metrics.get(own))
         self.metrics.set(own, 0)
+        # the same for its upstream connections, series by series: labels are sorted,
+        # so a worker's series is the total's label text + ',worker="N"'
+        totals = {text: slot for slot, text in self.metrics.series_of("fastgate_upstream_connections")}
+        suffix = f',worker="{worker_id}"'
+        for own, text in self.metrics.series_of("fastgate_worker_upstream_connections"):
+            total = totals.get(text[:-len(suffix)]) if text.endswith(suffix) else None
+            if total is not None:
+                self.metrics.add(total, -self.metrics.get(own))
+                self.metrics.set(own, 0)
 
     @staticmethod
     def check(loaded) -> None:

@@ -67,6 +67,7 @@ GAUGE_HELP = {
     "fastgate_upstream_connections": "Connections open to the upstream target, all workers.",
     "fastgate_workers": "Worker processes running.",
     "fastgate_worker_open_connections": "Client connections open, by worker.",
+    "fastgate_worker_upstream_connections": "Connections open to the upstream target, by worker.",
 }
 # HELP text of the counters the gateway creates (counter_series).
 COUNTER_HELP = {
@@ -325,6 +326,19 @@ cdef class SharedMetrics:
         if not _METRIC_NAME.match(name):
             raise ValueError(f"invalid metric name {name!r}")
         return self.alloc_slot(SLOT_GAUGE, name.encode(), _label_text(labels))
+
+    def series_of(self, str name):
+        """[(slot, label text)] of every gauge or counter series called name, e.g. to
+        find a dead worker's series by their worker label."""
+        cdef int used = fg_load_i32(&self.header.used), i
+        cdef Slot* s
+        cdef bytes want = name.encode()
+        found = []
+        for i in range(used):
+            s = &self.slots[i]
+            if fg_load_i32(&s.kind) in (SLOT_GAUGE, SLOT_COUNTER) and s.name[:s.name_len] == want:
+                found.append((i, s.labels[:s.labels_len].decode()))
+        return found
 
     def counter_series(self, str name, dict labels=None):
         """Slot of one counter series (renders `# TYPE name counter`; name it

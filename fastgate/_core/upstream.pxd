@@ -45,6 +45,9 @@ cdef class Target:
                                            # worker's tick (the checker runs in the admin process)
     cdef public int health_slot            # slot of fastgate_upstream_healthy, -1 without checks
     cdef public int conn_slot              # slot of fastgate_upstream_connections, -1 = none
+    cdef public int own_conn_slot          # this worker's share of it (fastgate_worker_upstream_
+                                           # connections), which the supervisor takes back out of
+                                           # the total when the worker dies; -1 = none
     cdef public SharedMetrics metrics      # where conn_slot lives, or None
     cdef int smooth_weight                 # round-robin state (current weight)
 

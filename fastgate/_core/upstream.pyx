@@ -49,6 +49,7 @@ cdef class Target:
         self.healthy = True
         self.health_slot = -1
         self.conn_slot = -1
+        self.own_conn_slot = -1
 
     def __repr__(self):
         return f"<Target {self.url} weight={self.weight} active={self.active} idle={len(self.idle)}>"
@@ -87,11 +88,13 @@ cdef class Target:
         self.open += 1
         if self.metrics is not None:
             self.metrics.gauge_add(self.conn_slot, 1)
+            self.metrics.gauge_add(self.own_conn_slot, 1)
 
     cdef void closed(self):
         self.open -= 1
         if self.metrics is not None:
             self.metrics.gauge_add(self.conn_slot, -1)
+            self.metrics.gauge_add(self.own_conn_slot, -1)
 
     cdef void record_success(self):
         self.failures = 0

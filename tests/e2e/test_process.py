@@ -282,8 +282,8 @@ routes:
 
 
 def test_connection_gauges_survive_a_worker_crash(gateway, upstream):
-    """A killed worker's client connections leave fastgate_open_connections; the upstream
-    pool shows in fastgate_upstream_connections."""
+    """A killed worker's client and upstream connections leave fastgate_open_connections
+    and fastgate_upstream_connections."""
     g = gateway(routes(upstream.url), workers=1)
     children = worker_pids(g, 1)
     worker = max(children)   # the admin process is forked first
@@ -302,7 +302,16 @@ def test_connection_gauges_survive_a_worker_crash(gateway, upstream):
         wait_until(lambda: worker not in g.workers() and len(g.workers()) == 2, timeout=10)
         wait_until(lambda: metric_value(metrics(), "fastgate_open_connections") == 0, timeout=5)
         assert metric_value(metrics(), "fastgate_worker_open_connections", worker="0") == 0
-        assert httpx.get(g.url + "/hello").status_code == 200
+        # the dead worker's upstream connections are gone from the total too
+        text = metrics()
+        assert metric_value(text, "fastgate_upstream_connections", upstream="api") == 0
+        assert metric_value(text, "fastgate_worker_upstream_connections", upstream="api",
+                            worker="0") == 0
+        assert httpx.get(g.url + "/up/hello").status_code == 200
+        text = metrics()   # the new worker counts its own
+        assert metric_value(text, "fastgate_upstream_connections", upstream="api") == 1
+        assert metric_value(text, "fastgate_worker_upstream_connections", upstream="api",
+                            worker="0") == 1
     finally:
         for s in held:
             s.close()
