@@ -310,7 +310,9 @@ class Compiler:
         elif itype == "MOCK":
             kw.update(self.mock_integration(integ, where))
         elif itype == "AWS_PROXY":
-            name = lambda_function_name(integ.get("uri", ""))
+            # API Gateway substitutes stage variables in the function ARN too
+            # (function:${stageVariables.fn}), which is how stages pick function versions
+            name = lambda_function_name(self.substitute(integ.get("uri", ""), stage, where))
             if name and self.functions is not None and name in self.functions:
                 v2 = integ.get("payloadFormatVersion", "1.0") == "2.0"
                 timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS

@@ -46,9 +46,10 @@ def state_with(*apis, stages=None, deployments=None) -> State:
     return st
 
 
-def compile_(state):
+def compile_(state, functions=None):
     routes, series, groups = [], [], {}
-    c = Compiler(routes=routes, series=series, groups=groups, metrics=None, limits=Limits())
+    c = Compiler(routes=routes, series=series, groups=groups, metrics=None, limits=Limits(),
+                 functions=functions)
     return c, routes, groups, compile_state(state, c)
 
 
@@ -171,3 +172,19 @@ def test_unsupported_integrations_answer_500_with_a_warning():
         assert r.integration == Integration.INTEGRATION_MOCK and r.mock_status == 500
     assert any("integration type AWS is not supported" in w for w in c.warnings)
     assert any("ftp://nope" in w for w in c.warnings)
+
+
+def test_aws_proxy_function_arn_takes_stage_variables():
+    api = api_doc("ffff")
+    api["resources"][1]["resourceMethods"]["GET"]["methodIntegration"] = {
+        "type": "AWS_PROXY", "httpMethod": "POST",
+        "uri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+               "arn:aws:lambda:us-east-1:123456789012:function:${stageVariables.fn}/invocations"}
+    st = state_with(api)
+    st.stages["ffff"]["prod"]["variables"]["fn"] = "pets_v2"
+    st.stages["ffff"]["beta"] = {"stageName": "beta", "deploymentId": "d1", "variables": {"fn": "pets_v3"}}
+    c, _, _, (_, _, _, stages) = compile_(st, functions={"pets_v2": None, "pets_v3": None})
+    by_stage = {s.stage: s.router.match(b"x", b"GET", b"/pets")[0] for s in stages}
+    assert by_stage["prod"].integration == Integration.INTEGRATION_FUNCTION
+    assert by_stage["prod"].function_name == "pets_v2"
+    assert by_stage["beta"].function_name == "pets_v3"
