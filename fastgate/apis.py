@@ -308,7 +308,10 @@ class Compiler:
             except ValueError as e:
                 why = str(e)
         elif itype == "MOCK":
-            kw.update(self.mock_integration(integ, where))
+            try:
+                kw.update(self.mock_integration(integ, where))
+            except ValueError as e:
+                why = str(e)
         elif itype == "AWS_PROXY":
             # API Gateway substitutes stage variables in the function ARN too
             # (function:${stageVariables.fn}), which is how stages pick function versions
@@ -398,6 +401,14 @@ class Compiler:
                     query_mapping=mapping.query, drop_query=not mapping.keep_query)
 
     def mock_integration(self, integ: dict, where: str) -> dict:
+        if needs_vtl(integ):
+            # PERF: only templates that really use Velocity pay for it per request
+            from fastgate.vtl import MappingError, MockIntegration
+            try:
+                return dict(integration=Integration.INTEGRATION_MOCK,
+                            mock_vtl=MockIntegration(integ, where, self.warn))
+            except (MappingError, re.error) as e:
+                raise ValueError(str(e)) from None
         status = 200
         templates = integ.get("requestTemplates") or {}
         text = templates.get("application/json", next(iter(templates.values()), None))
@@ -442,6 +453,18 @@ class Compiler:
             tpl = Template(body.replace("$", "$$"), body=True)
         return dict(integration=Integration.INTEGRATION_MOCK, mock_status=status,
                     mock_headers=headers, mock_body=tpl)
+
+
+VTL_MARKS = re.compile(r"#(?:if|set|foreach|else|end|elseif|macro|break|stop)\b|\$!?\{?(?:input|util|stageVariables)\b")
+
+
+def needs_vtl(integ: dict) -> bool:
+    """Whether a mock's templates use Velocity (directives, $input, $util, $stageVariables)
+    rather than a fixed statusCode and $context text, which the Cython Template serves."""
+    texts = list((integ.get("requestTemplates") or {}).values())
+    for resp in (integ.get("integrationResponses") or integ.get("responses") or {}).values():
+        texts.extend((resp.get("responseTemplates") or {}).values())
+    return any(t and VTL_MARKS.search(t) for t in texts)
 
 
 def logging_levels(state) -> dict:

@@ -231,6 +231,7 @@ cdef class ClientConnection:
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable)
     cdef void start_function(self)
     cdef void respond_mock(self)
+    cdef void respond_mock_vtl(self, Route route)
     cdef void respond_echo(self)
 
     # responses

@@ -1785,8 +1785,32 @@ cdef class ClientConnection:
 
     cdef void respond_mock(self):
         cdef Route route = self.ctx.route
+        if route.mock_vtl is not None:
+            self.respond_mock_vtl(route)
+            return
         cdef bytes body = (<Template>route.mock_body).render(self.ctx) if route.mock_body is not None else b""
         self.respond(route.mock_status, route.mock_headers, body)
+
+    cdef void respond_mock_vtl(self, Route route):
+        """A mock with Velocity mapping templates (fastgate/vtl.py): Python, off the fast path."""
+        cdef RequestContext ctx = self.ctx
+        from fastgate.functions.events import build_event_v1
+        from fastgate.functions.gateway import function_request
+        body = b"".join(self.body_chunks) if self.body_chunks else b""
+        self.body_chunks = []
+        ctype = ctx.header(b"content-type")
+        accept = ctx.header(b"accept")
+        try:
+            result = route.mock_vtl.respond(build_event_v1(function_request(ctx, body)), body,
+                                            ctype.decode("latin-1") if ctype is not None else None,
+                                            accept.decode("latin-1") if accept is not None else None)
+        except Exception as e:    # never let a template bug take the worker down
+            result = "DEFAULT_5XX"
+            ctx.error_message = repr(e)
+        if isinstance(result, str):
+            self.respond_error(result, ctx.error_message)
+        else:
+            self.respond(result[0], result[1], result[2])
 
     cdef void start_function(self):
         """The whole body is here: hand the request to the worker's function runner, which

@@ -61,6 +61,38 @@ def authorizer_of(auth, v2: bool) -> dict | None:
     return out
 
 
+def function_request(ctx, body: bytes) -> FunctionRequest:
+    """The request as events.py needs it, from the protocol's RequestContext
+    (also the source of mapping templates' $input and $context: fastgate/vtl.py)."""
+    route = ctx.route
+    api = ctx.api
+    headers = list(ctx.upstream_headers if ctx.upstream_headers is not None else ctx.headers)
+    if not any(name.lower() == b"host" for name, _ in headers):
+        headers.insert(0, (b"Host", ctx.host))
+    params = None
+    if ctx.path_params:
+        params = {k.decode("latin-1"): unquote(v.decode("latin-1"))
+                  for k, v in ctx.path_params.items()}
+    ua = ctx.header(b"user-agent")
+    return FunctionRequest(
+        method=ctx.method.decode("latin-1"),
+        raw_path=ctx.stage_path if ctx.stage_path is not None else ctx.path,
+        raw_query=ctx.query, headers=headers, body=body,
+        source_ip=ctx.source_ip.decode("latin-1"),
+        user_agent=ua.decode("latin-1") if ua is not None else None,
+        request_id=ctx.request_id.decode("latin-1"), request_time_ms=ctx.request_time_ms,
+        protocol="HTTP/1.%d" % ctx.http_minor,
+        domain_name=ctx.route_host.decode("latin-1"),
+        api_id=api.api_id if api is not None else "fastgate",
+        stage=api.stage if api is not None else "$default",
+        resource_path=route.resource_path or None,
+        route_key=route.route_key, path_parameters=params,
+        stage_variables=dict(api.variables) if api is not None and api.variables else None,
+        binary_media_types=route.binary_media_types,
+        authorizer=authorizer_of(ctx.auth, route.payload_v2),
+        identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None)
+
+
 class FunctionRunner:
     """One per gateway worker: its local handler pool and remote clients."""
 
@@ -97,33 +129,7 @@ class FunctionRunner:
         task.add_done_callback(self.tasks.discard)
 
     def request_of(self, ctx, body: bytes) -> FunctionRequest:
-        route = ctx.route
-        api = ctx.api
-        headers = list(ctx.upstream_headers if ctx.upstream_headers is not None else ctx.headers)
-        if not any(name.lower() == b"host" for name, _ in headers):
-            headers.insert(0, (b"Host", ctx.host))
-        params = None
-        if ctx.path_params:
-            params = {k.decode("latin-1"): unquote(v.decode("latin-1"))
-                      for k, v in ctx.path_params.items()}
-        ua = ctx.header(b"user-agent")
-        return FunctionRequest(
-            method=ctx.method.decode("latin-1"),
-            raw_path=ctx.stage_path if ctx.stage_path is not None else ctx.path,
-            raw_query=ctx.query, headers=headers, body=body,
-            source_ip=ctx.source_ip.decode("latin-1"),
-            user_agent=ua.decode("latin-1") if ua is not None else None,
-            request_id=ctx.request_id.decode("latin-1"), request_time_ms=ctx.request_time_ms,
-            protocol="HTTP/1.%d" % ctx.http_minor,
-            domain_name=ctx.route_host.decode("latin-1"),
-            api_id=api.api_id if api is not None else "fastgate",
-            stage=api.stage if api is not None else "$default",
-            resource_path=route.resource_path or None,
-            route_key=route.route_key, path_parameters=params,
-            stage_variables=dict(api.variables) if api is not None and api.variables else None,
-            binary_media_types=route.binary_media_types,
-            authorizer=authorizer_of(ctx.auth, route.payload_v2),
-            identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None)
+        return function_request(ctx, body)
 
     async def run(self, conn, ctx, body: bytes) -> None:
         route = ctx.route
