@@ -17,7 +17,7 @@ import sys
 import orjson
 
 from fastgate._core.protocol import AccessVerdict
-from fastgate._core.throttle import LimiterKey, header_block
+from fastgate._core.throttle import LimiterKey, claim_key, header_block
 from fastgate.auth import AuthRequest, AuthResult
 from fastgate.keys import bucket_name, check_key
 from fastgate.snapshot import shared_buckets, shared_quotas
@@ -97,6 +97,8 @@ class RedisLimits:
                     key = key + b"|" + ctx.client_ip
                 elif lim.key_kind == LimiterKey.LIMIT_HEADER:
                     key = key + b"|" + (ctx.header(lim.key_arg) or b"")
+                elif lim.key_kind == LimiterKey.LIMIT_CLAIM:
+                    key = key + b"|" + claim_key(ctx.auth, lim.key_arg)
                 take = await self.throttle.take(key, lim.settings)
                 if not take.allowed:
                     conn.throttle_done(ctx, header_block(lim.name, take), lim.name)

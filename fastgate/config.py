@@ -270,7 +270,8 @@ class ThrottleConfig(_Section, kw_only=True):
     (API Gateway's ThrottleSettings). burst 0 rejects everything."""
     rate: Annotated[float, Meta(ge=0)]
     burst: Annotated[int, Meta(ge=0)]
-    key: str | None = None                # null: one bucket; "client_ip"; "header:NAME": one per value
+    key: str | None = None                # null: one bucket; "client_ip"; "header:NAME" / "claim:NAME":
+                                          # one per value of that header / JWT claim
 
     def key_kind(self) -> tuple[int, str | None]:
         from fastgate._core.throttle import LimiterKey
@@ -280,7 +281,9 @@ class ThrottleConfig(_Section, kw_only=True):
             return LimiterKey.LIMIT_CLIENT_IP, None
         if self.key.startswith("header:") and _TOKEN.match(self.key[7:]):
             return LimiterKey.LIMIT_HEADER, self.key[7:]
-        raise ValueError(f'key must be null, "client_ip" or "header:NAME", got {self.key!r}')
+        if self.key.startswith("claim:") and CLAIM_NAME.match(self.key[6:]):
+            return LimiterKey.LIMIT_CLAIM, self.key[6:]
+        raise ValueError(f'key must be null, "client_ip", "header:NAME" or "claim:NAME", got {self.key!r}')
 
 
 class ExecutionLogConfig(_Section, kw_only=True):
@@ -902,6 +905,7 @@ _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")     # RFC 9110 section 5.6.2
+CLAIM_NAME = re.compile(r"[A-Za-z0-9_:./-]{1,128}\Z")                 # a JWT claim name (throttle claim:NAME)
 _INTERFACE = re.compile(r"[^/\s:]{1,15}\Z")                # Linux IFNAMSIZ - 1
 _UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
 

@@ -616,3 +616,13 @@ def test_large_route_table_loads_quickly():
     assert len(cfg.routes) == 3000
     # generous for slow CI: libyaml takes ~0.2 s here, pure-Python composing ~1 s
     assert time.perf_counter() - started < 2.0
+
+
+def test_throttle_keys():
+    base = LISTEN + "routes:\n  - path: /x\n    integration: {type: mock}\n"
+    for key in ("client_ip", "header:X-Tenant", "claim:sub", "claim:custom:tenant_id"):
+        load_config_text(base + f"    throttle: {{rate: 1, burst: 1, key: '{key}'}}\n", "gw.yaml")
+    assert_error(base + "    throttle: {rate: 1, burst: 1, key: 'claim:a b'}\n", 6, 35,
+                 ("routes", 0, "throttle", "key"), '"claim:NAME"')
+    assert_error(base + "    throttle: {rate: 1, burst: 1, key: 'query:x'}\n", 6, 35,
+                 ("routes", 0, "throttle", "key"), '"header:NAME"')

@@ -30,7 +30,7 @@ from fastgate._core.cache import WARNING_HEADER as CACHE_WARNING
 from fastgate._core.metrics cimport throttle_level_of
 from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.throttle cimport (
-    Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, monotonic_ns as throttle_now_ns,
+    Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, LIMIT_CLAIM, claim_key, monotonic_ns as throttle_now_ns,
 )
 from libc.stdint cimport int64_t
 from fastgate._core.upstream cimport Target, UpstreamGroup
@@ -1319,6 +1319,8 @@ cdef class ClientConnection:
                 key = ctx.client_ip
             elif lim.key_kind == LIMIT_HEADER:
                 key = ctx.header(lim.key_arg) or b""
+            elif lim.key_kind == LIMIT_CLAIM:
+                key = claim_key(ctx.auth, lim.key_arg)
             else:
                 key = b""
             res.allowed = 1

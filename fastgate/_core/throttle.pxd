@@ -257,6 +257,11 @@ cpdef enum LimiterKey:
     LIMIT_SHARED = 0                  # one bucket (a static slot) for every request
     LIMIT_CLIENT_IP = 1               # a bucket per client address (ctx.source_ip)
     LIMIT_HEADER = 2                  # a bucket per value of a request header (absent: shared "" bucket)
+    LIMIT_CLAIM = 3                   # a bucket per value of a JWT claim of the authorizer's result
+                                      # (no token or no such claim: shared "" bucket)
+
+
+cpdef bytes claim_key(object auth, bytes name)
 
 
 cdef class Limiter:
@@ -265,7 +270,7 @@ cdef class Limiter:
     cdef readonly BucketTable table
     cdef readonly int slot            # LIMIT_SHARED: static slot; else -1
     cdef readonly int key_kind        # a LimiterKey
-    cdef readonly bytes key_arg       # LIMIT_HEADER: lowercase header name
+    cdef readonly bytes key_arg       # LIMIT_HEADER: lowercase header name; LIMIT_CLAIM: claim name
     cdef readonly bytes bucket        # the limit's stable name (its Redis key across hosts)
     cdef uint64_t ns                  # namespace of its keyed buckets
     cdef bytes name_b                 # name, ASCII, for format_headers

@@ -722,6 +722,24 @@ def header_block(str policy, take):
     return small[:n]
 
 
+cpdef bytes claim_key(object auth, bytes name):
+    """The bucket key of a LIMIT_CLAIM limiter: the claim's value in the access phase's
+    result (fastgate.auth.AuthResult.claims); b"" when there is no token or no such claim.
+    Non-string claims (numbers, lists) key by their JSON text."""
+    if auth is None:
+        return b""
+    claims = auth.claims
+    if claims is None:
+        return b""
+    value = claims.get(name.decode())
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return (<str>value).encode()
+    import json
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
 cdef class Limiter:
     def __init__(self, str name, ThrottleSettings settings, BucketTable table, str bucket,
                  int key_kind=LIMIT_SHARED, str key_arg=None):
@@ -731,7 +749,10 @@ cdef class Limiter:
         self.settings = settings
         self.table = table
         self.key_kind = key_kind
-        self.key_arg = key_arg.lower().encode() if key_arg else None
+        if key_arg:
+            self.key_arg = (key_arg.lower() if key_kind == LIMIT_HEADER else key_arg).encode()
+        else:
+            self.key_arg = None
         self.bucket = bucket.encode()
         self.name_b = name.encode("ascii")
         if any(c < 0x20 or c > 0x7e or c in b'"\\' for c in self.name_b):

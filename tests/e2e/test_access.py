@@ -99,6 +99,11 @@ def gw(tmp_path_factory, key, up):
                      scopes: [pets/read]}}
             request_headers:
               set: {{X-Sub: $context.authorizer.claims.sub}}
+          - path: /per-user
+            integration: {{type: mock, body: ok}}
+            auth:
+              jwt: {{issuer: "https://issuer.test", audience: [my-client], jwks_file: jwks.json}}
+            throttle: {{rate: 0, burst: 2, key: "claim:sub"}}
           - path: /ip
             integration: {{type: mock, body: ok}}
             auth: {{ip_allow: [203.0.113.0/24], ip_deny: [203.0.113.66]}}
@@ -125,6 +130,20 @@ def gw(tmp_path_factory, key, up):
 
 def hdr(seen: dict, name: str):
     return next((v for k, v in seen["headers"] if k.lower() == name), None)
+
+
+def test_throttle_per_jwt_claim(gw, key):
+    # one bucket per value of the token's sub claim: alice's burst is not bob's
+    with httpx.Client(base_url=gw.url, timeout=5) as c:
+        def get(sub):
+            return c.get("/per-user", headers={"Authorization": make_token(key, sub=sub)})
+        assert [get("alice").status_code for _ in range(3)] == [200, 200, 429]
+        r = get("alice")
+        assert r.status_code == 429 and r.json() == {"message": "Too Many Requests"}
+        assert [get("bob").status_code for _ in range(3)] == [200, 200, 429]
+        # a numeric claim keys by its JSON text; no token at all is refused before the throttle
+        assert [get(7).status_code for _ in range(3)] == [200, 200, 429]
+        assert c.get("/per-user").status_code == 401
 
 
 def test_jwt(gw, key):
