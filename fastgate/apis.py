@@ -390,7 +390,8 @@ class Compiler:
         if group_name not in self.groups:
             from fastgate.snapshot import build_group
             self.groups[group_name] = build_group(
-                group_name, UpstreamConfig(targets=(TargetConfig(url=base),)), self.metrics)
+                group_name, UpstreamConfig(targets=(TargetConfig(url=base),)), self.metrics,
+                self.services.worker_id if self.services is not None else 0)
         up = UpstreamConfig(targets=(TargetConfig(url=base),))
         timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
         return dict(integration=Integration.INTEGRATION_HTTP, upstream=self.groups[group_name],

@@ -119,7 +119,7 @@ def host_header(t) -> str:
     return t.label if t.port != default else t.label.rsplit(":", 1)[0]
 
 
-def build_group(name: str, up, metrics, worker_id: int = 0) -> UpstreamGroup:
+def build_group(name: str, up, metrics, worker_id: int) -> UpstreamGroup:
     kind, hash_name = up.hash_key()
     passive = up.passive
     group = UpstreamGroup(name, BALANCES[up.balance], HASH_ON[kind], hash_name or "",
