@@ -382,6 +382,15 @@ class Compiler:
                 return tpl
             return "{" + plain + "}"
         template = URI_PARAM.sub(path_param, upath)
+        if integ.get("type", "").upper() == "HTTP":
+            # non-proxy body templates are not applied: say so rather than drop them silently
+            if any(integ.get("requestTemplates") or {}):
+                self.warn(f"{where}: requestTemplates of an http (non-proxy) integration are not "
+                          f"applied; the request body is sent as it came")
+            if any((r.get("responseTemplates") or {})
+                   for r in (integ.get("integrationResponses") or {}).values()):
+                self.warn(f"{where}: responseTemplates of an http (non-proxy) integration are not "
+                          f"applied; the upstream body is relayed as it came")
         from fastgate.mapping import compile_request_mapping
         mapping = compile_request_mapping(self.current_api, self.current_method, integ)
         if mapping.path is not None:

@@ -188,3 +188,17 @@ def test_aws_proxy_function_arn_takes_stage_variables():
     assert by_stage["prod"].integration == Integration.INTEGRATION_FUNCTION
     assert by_stage["prod"].function_name == "pets_v2"
     assert by_stage["beta"].function_name == "pets_v3"
+
+
+def test_http_non_proxy_body_templates_are_reported_not_dropped_silently():
+    api = api_doc("tttt")
+    get = api["resources"][1]["resourceMethods"]["GET"]["methodIntegration"]
+    get.update(type="HTTP", requestTemplates={"application/json": '{"q": "$input.params(\'q\')"}'},
+               integrationResponses={"200": {"statusCode": "200", "responseTemplates": {
+                   "application/json": "$input.json('$.items')"}}})
+    c, _, _, (_, _, _, (stage,)) = compile_(state_with(api))
+    assert stage.router.match(b"x", b"GET", b"/pets")[0].integration == Integration.INTEGRATION_HTTP
+    assert any("requestTemplates of an http (non-proxy) integration are not applied" in w
+               for w in c.warnings)
+    assert any("responseTemplates of an http (non-proxy) integration are not applied" in w
+               for w in c.warnings)
