@@ -382,15 +382,15 @@ class Compiler:
                 return tpl
             return "{" + plain + "}"
         template = URI_PARAM.sub(path_param, upath)
-        if integ.get("type", "").upper() == "HTTP":
-            # non-proxy body templates are not applied: say so rather than drop them silently
-            if any(integ.get("requestTemplates") or {}):
-                self.warn(f"{where}: requestTemplates of an http (non-proxy) integration are not "
-                          f"applied; the request body is sent as it came")
-            if any((r.get("responseTemplates") or {})
-                   for r in (integ.get("integrationResponses") or {}).values()):
-                self.warn(f"{where}: responseTemplates of an http (non-proxy) integration are not "
-                          f"applied; the upstream body is relayed as it came")
+        http_map = None
+        if integ.get("type", "").upper() == "HTTP" and (
+                integ.get("requestTemplates") or integ.get("integrationResponses")):
+            # non-proxy: body templates and integration responses (fastgate/vtl.py)
+            from fastgate.vtl import HttpMapping, MappingError
+            try:
+                http_map = HttpMapping(integ, where, self.warn)
+            except (MappingError, re.error) as e:
+                raise ValueError(str(e)) from None
         from fastgate.mapping import compile_request_mapping
         mapping = compile_request_mapping(self.current_api, self.current_method, integ)
         if mapping.path is not None:
@@ -408,7 +408,8 @@ class Compiler:
                     first_byte_timeout=timeout_ms / 1000, total_timeout=timeout_ms / 1000,
                     retries=up.retries, retry_non_idempotent=False,
                     path_rewrite=PathRewrite(template), request_headers=mapping.headers,
-                    query_mapping=mapping.query, drop_query=not mapping.keep_query)
+                    query_mapping=mapping.query, drop_query=not mapping.keep_query,
+                    http_map=http_map)
 
     def mock_integration(self, integ: dict, where: str) -> dict:
         if needs_vtl(integ):

@@ -29,7 +29,7 @@ from urllib.parse import quote_plus, unquote_plus
 
 import airspeed
 
-__all__ = ["MappingError", "MockIntegration", "Input", "Util", "jsonpath", "compile_template"]
+__all__ = ["MappingError", "MockIntegration", "HttpMapping", "Input", "Util", "jsonpath", "compile_template"]
 
 
 class MappingError(ValueError):
@@ -94,6 +94,10 @@ class Input:
         self.body = body
         self._params = {"path": path, "querystring": querystring, "header": header}
         self._parsed = None
+
+    def with_body(self, body: str) -> "Input":
+        """The same parameters with another payload (an integration response's)."""
+        return Input(body, *self._params.values())
 
     def _json(self):
         if self._parsed is None:
@@ -195,8 +199,9 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-class MockIntegration:
-    """A MOCK integration with mapping templates, compiled once per API stage."""
+class _Templates:
+    """What mock and http (non-proxy) integrations share: the integration request's
+    templates with passthroughBehavior, and the integration responses."""
 
     def __init__(self, integ: dict, where: str, warn):
         self.where = where
@@ -204,7 +209,7 @@ class MockIntegration:
         self.request_templates = {_media_type(ct): compile_template(t, f"{where}.requestTemplates.{ct}")
                                   for ct, t in (integ.get("requestTemplates") or {}).items()
                                   if t is not None}
-        self.responses = []           # [(compiled selection regex or None, response dict)]
+        self.responses = []           # [(compiled selection regex or None, status, templates, params)]
         default = None
         for key, resp in (integ.get("integrationResponses") or integ.get("responses") or {}).items():
             pattern = resp.get("selectionPattern")
@@ -220,16 +225,13 @@ class MockIntegration:
         if default is not None:
             self.responses.append(default)
         for _, _, _, params in self.responses:
-            for name, source in params.items():
+            for name in params:
                 if not name.startswith("method.response.header."):
                     warn(f"{where}: responseParameters {name}: only method.response.header.X "
                          f"can be set; ignored")
 
-    def respond(self, event: dict, body: bytes, content_type: str | None, accept: str | None):
-        """(status, [(name, value)], body bytes), or the gateway response type of the failure."""
-        text = body.decode("utf-8", "replace")
-        ns = variables_of(event, text)
-        # 1. the integration request: its template's output carries the mock's statusCode
+    def map_request(self, ns: dict, text: str, content_type: str | None):
+        """The integration request body (str), or the gateway response type refusing it."""
         if self.request_templates:
             tpl = self.request_templates.get(_media_type(content_type) or "application/json")
             if tpl is None and not content_type:
@@ -237,16 +239,49 @@ class MockIntegration:
             if tpl is None:
                 if self.passthrough in ("NEVER", "WHEN_NO_TEMPLATES"):
                     return "UNSUPPORTED_MEDIA_TYPE"
-                request_out = text
-            else:
-                try:
-                    request_out = tpl.merge(ns)
-                except Exception:   # a template error is a 500 to the client, as on AWS
-                    return "DEFAULT_5XX"
-        elif self.passthrough == "NEVER" and text:
+                return text
+            try:
+                return tpl.merge(ns)
+            except Exception:   # a template error is a 500 to the client, as on AWS
+                return "DEFAULT_5XX"
+        if self.passthrough == "NEVER" and text:
             return "UNSUPPORTED_MEDIA_TYPE"
-        else:
-            request_out = text
+        return text
+
+    def choose(self, status: str | None):
+        """(method status, templates, params) of the integration response `status` selects."""
+        for pattern, method_status, templates, params in self.responses:
+            if pattern is None or (status is not None and pattern.fullmatch(status)):
+                return method_status, templates, params
+        return None
+
+    @staticmethod
+    def render_response(ns: dict, templates: dict, accept: str | None):
+        """(content type, body bytes) from the response template Accept picks; None: none."""
+        if not templates:
+            return None
+        picked = None
+        for want in (a.split(";", 1)[0].strip().lower() for a in (accept or "").split(",")):
+            if want in templates:
+                picked = templates[want]
+                break
+        if picked is None:
+            picked = templates.get("application/json") or next(iter(templates.values()))
+        ctype, tpl = picked
+        return ctype, tpl.merge(ns).encode()
+
+
+class MockIntegration(_Templates):
+    """A MOCK integration with mapping templates, compiled once per API stage."""
+
+    def respond(self, event: dict, body: bytes, content_type: str | None, accept: str | None):
+        """(status, [(name, value)], body bytes), or the gateway response type of the failure."""
+        text = body.decode("utf-8", "replace")
+        ns = variables_of(event, text)
+        # 1. the integration request: its template's output carries the mock's statusCode
+        request_out = self.map_request(ns, text, content_type)
+        if request_out in GATEWAY_ERRORS:
+            return request_out
         status = None
         try:
             parsed = json.loads(request_out) if request_out.strip() else None
@@ -255,45 +290,84 @@ class MockIntegration:
         except (ValueError, TypeError):
             pass
         # 2. the integration response the status selects
-        chosen = None
-        for pattern, method_status, templates, params in self.responses:
-            if pattern is None or (status is not None and pattern.fullmatch(status)):
-                chosen = (method_status, templates, params)
-                break
+        chosen = self.choose(status)
         if chosen is None:
             return "DEFAULT_5XX"    # "No match for output mapping and no default output mapping"
         method_status, templates, params = chosen
-        headers = []
-        for name, source in params.items():
-            if not name.startswith("method.response.header."):
-                continue
-            value = _param_value(source, ns)
-            if value is not None:
-                headers.append((name[len("method.response.header."):].encode(), value.encode()))
-        # 3. the response template, chosen by Accept
-        ctype, out = "application/json", b""
-        if templates:
-            picked = None
-            for want in (a.split(";", 1)[0].strip().lower() for a in (accept or "").split(",")):
-                if want in templates:
-                    picked = templates[want]
-                    break
-            if picked is None:
-                picked = templates.get("application/json") or next(iter(templates.values()))
-            ctype, tpl = picked
-            ns["input"] = Input("", ns["input"]._params["path"], ns["input"]._params["querystring"],
-                                ns["input"]._params["header"])
-            try:
-                out = tpl.merge(ns).encode()
-            except Exception:
-                return "DEFAULT_5XX"
+        # 3. headers, then the response template chosen by Accept; a mock's integration
+        # response has no payload
+        ns["input"] = ns["input"].with_body("")
+        headers = response_headers(params, ns, {}, "")
+        try:
+            rendered = self.render_response(ns, templates, accept)
+        except Exception:
+            return "DEFAULT_5XX"
+        ctype, out = rendered if rendered is not None else ("application/json", b"")
         if not any(n.lower() == b"content-type" for n, _ in headers):
             headers.insert(0, (b"Content-Type", ctype.encode()))
         return method_status, headers, out
 
 
-def _param_value(source: str, ns: dict) -> str | None:
-    """A responseParameters source: 'static', context.X, stageVariables.X."""
+class HttpMapping(_Templates):
+    """An http (non-proxy) integration's mapping: the request body through its template
+    before it goes upstream, the upstream response through the integration response its
+    status code selects (status, mapped headers, response template) before it goes back."""
+
+    def __init__(self, integ: dict, where: str, warn):
+        super().__init__(integ, where, warn)
+        self.maps_request = bool(self.request_templates) or self.passthrough == "NEVER"
+
+    def request(self, event: dict, body: bytes, content_type: str | None):
+        """The body to send upstream (bytes), or the gateway response type refusing it."""
+        text = body.decode("utf-8", "replace")
+        out = self.map_request(variables_of(event, text), text, content_type)
+        if out in GATEWAY_ERRORS:
+            return out
+        return out.encode() if out is not text else body
+
+    def response(self, event: dict, status: int, headers: list, body: bytes, accept: str | None):
+        """(status, [(name, value)], body) for the client, or a gateway response type."""
+        chosen = self.choose(str(status))
+        if chosen is None:
+            return "DEFAULT_5XX"    # "No match for output mapping and no default output mapping"
+        method_status, templates, params = chosen
+        text = body.decode("utf-8", "replace")
+        ns = variables_of(event, "")
+        ns["input"] = ns["input"].with_body(text)
+        upstream = {}
+        for name, value in headers:
+            upstream.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        out_headers = response_headers(params, ns, upstream, text)
+        try:
+            rendered = self.render_response(ns, templates, accept)
+        except Exception:
+            return "DEFAULT_5XX"
+        if rendered is None:     # no template: the body passes through
+            ctype, out = upstream.get("content-type", "application/json"), body
+        else:
+            ctype, out = rendered
+        if not any(n.lower() == b"content-type" for n, _ in out_headers):
+            out_headers.insert(0, (b"Content-Type", ctype.encode("latin-1")))
+        return method_status, out_headers, out
+
+
+GATEWAY_ERRORS = ("UNSUPPORTED_MEDIA_TYPE", "DEFAULT_5XX")
+
+
+def response_headers(params: dict, ns: dict, upstream: dict, body: str) -> list:
+    headers = []
+    for name, source in params.items():
+        if not name.startswith("method.response.header."):
+            continue
+        value = _param_value(source, ns, upstream, body)
+        if value is not None:
+            headers.append((name[len("method.response.header."):].encode(), value.encode()))
+    return headers
+
+
+def _param_value(source: str, ns: dict, upstream: dict, body: str) -> str | None:
+    """A responseParameters source: 'static', context.X, stageVariables.X,
+    integration.response.header.X, integration.response.body[.JSONPath]."""
     source = source.strip()
     if len(source) >= 2 and source[0] == source[-1] == "'":
         return source[1:-1]
@@ -304,4 +378,16 @@ def _param_value(source: str, ns: dict) -> str | None:
         return None if value is None else _java_str(value)
     if source.startswith("stageVariables."):
         return ns["stageVariables"].get(source[len("stageVariables."):])
+    if source.startswith("integration.response.header."):
+        return upstream.get(source[len("integration.response.header."):].lower())
+    if source == "integration.response.body":
+        return body
+    if source.startswith("integration.response.body."):
+        try:
+            value = jsonpath(json.loads(body), "$" + source[len("integration.response.body"):])
+        except (ValueError, MappingError):
+            return None
+        if value is None:
+            return None
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     return None

@@ -190,15 +190,23 @@ def test_aws_proxy_function_arn_takes_stage_variables():
     assert by_stage["beta"].function_name == "pets_v3"
 
 
-def test_http_non_proxy_body_templates_are_reported_not_dropped_silently():
+def test_http_non_proxy_integrations_compile_their_mapping():
+    from fastgate.vtl import HttpMapping
     api = api_doc("tttt")
     get = api["resources"][1]["resourceMethods"]["GET"]["methodIntegration"]
     get.update(type="HTTP", requestTemplates={"application/json": '{"q": "$input.params(\'q\')"}'},
                integrationResponses={"200": {"statusCode": "200", "responseTemplates": {
                    "application/json": "$input.json('$.items')"}}})
     c, _, _, (_, _, _, (stage,)) = compile_(state_with(api))
-    assert stage.router.match(b"x", b"GET", b"/pets")[0].integration == Integration.INTEGRATION_HTTP
-    assert any("requestTemplates of an http (non-proxy) integration are not applied" in w
-               for w in c.warnings)
-    assert any("responseTemplates of an http (non-proxy) integration are not applied" in w
-               for w in c.warnings)
+    route = stage.router.match(b"x", b"GET", b"/pets")[0]
+    assert route.integration == Integration.INTEGRATION_HTTP
+    assert isinstance(route.http_map, HttpMapping) and route.http_map.maps_request
+    # http_proxy relays as it is, whatever templates it carries
+    get.update(type="HTTP_PROXY")
+    c, _, _, (_, _, _, (stage,)) = compile_(state_with(api))
+    assert stage.router.match(b"x", b"GET", b"/pets")[0].http_map is None
+    # a template that does not parse: a warning, and the method answers 500
+    get.update(type="HTTP", requestTemplates={"application/json": "#if($x"})
+    c, _, _, (_, _, _, (stage,)) = compile_(state_with(api))
+    assert stage.router.match(b"x", b"GET", b"/pets")[0].mock_status == 500
+    assert any("mapping template does not parse" in w for w in c.warnings)

@@ -93,6 +93,8 @@ cdef class Route:
     cdef readonly int mock_status
     cdef readonly list mock_headers           # [(name bytes, value bytes)]
     cdef readonly object mock_body            # fastgate._core.headers.Template
+    cdef readonly object http_map             # fastgate.vtl.HttpMapping of an http (non-proxy)
+                                              # integration with templates / integration responses
     cdef readonly object mock_vtl             # fastgate.vtl.MockIntegration: a mock whose mapping
                                               # templates use Velocity (then mock_* are unused)
     cdef readonly double connect_timeout      # s

@@ -29,6 +29,7 @@ cdef enum Limits:
     RESPONSE_MAX_HEAD = 65536     # bytes of an upstream response head
     RESPONSE_MAX_HEADERS = 200    # header lines of an upstream response
     LINGER_MS = 2000              # ms a lingering close keeps discarding client input
+    MAP_RESPONSE_MAX = 10485760   # bytes of upstream body an http (non-proxy) integration maps (AWS: 10 MB)
 
 cdef enum Deadline:
     DL_NONE = 0
@@ -173,6 +174,11 @@ cdef class ClientConnection:
     cdef bytes cache_head                 # its header lines
     cdef int cache_status
     cdef object compressor                # fastgate.compression.Compressor of the response, or None
+    cdef list map_parts                   # an http (non-proxy) integration's upstream body, buffered
+                                          # for its integration response mapping; None = relaying
+    cdef list map_headers                 # ... and that response's [(name, value)]
+    cdef int map_status                   # ... and status
+    cdef long long map_size               # bytes of it seen; past MAP_RESPONSE_MAX they are dropped
     cdef bytes error_body                 # AWS's body for an access denial (else {"message": ...})
     cdef bytes error_code                 # x-amzn-ErrorType for it, when not the type's own
 
@@ -232,6 +238,10 @@ cdef class ClientConnection:
     cdef void start_function(self)
     cdef void respond_mock(self)
     cdef void respond_mock_vtl(self, Route route)
+    cdef object mapping_event(self, RequestContext ctx, bytes body)
+    cdef bint map_request(self, RequestContext ctx, Route route)
+    cdef void start_mapped_response(self, UpstreamConnection conn, int status)
+    cdef void finish_mapped_response(self, UpstreamConnection conn, bint reusable)
     cdef void respond_echo(self)
 
     # responses

@@ -20,7 +20,7 @@ from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
-    PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE,
+    PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE, PHASE_REQUEST_TRANSFORM,
 )
 from fastgate._core.tracing cimport Tracer, Trace
 from fastgate._core.tail cimport record_finished
@@ -1194,7 +1194,18 @@ cdef class ClientConnection:
                 ctx.error_message = failure.message
                 self.error_body = failure[1]
                 return ACTION_RESPOND
-        # PHASE_REQUEST_TRANSFORM
+        # PHASE_REQUEST_TRANSFORM: an http (non-proxy) integration's body template needs the body
+        if phase <= PHASE_REQUEST_TRANSFORM and route.http_map is not None and \
+                route.http_map.maps_request:
+            if not self.req_complete:
+                self.waiting = WAIT_BODY
+                self.wait_phase = PHASE_REQUEST_TRANSFORM
+                if ctx.expect_continue:
+                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    ctx.expect_continue = False
+                return ACTION_WAIT
+            if not self.map_request(ctx, route):
+                return ACTION_RESPOND
         if route.path_rewrite is not None:
             ctx.upstream_path = (<PathRewrite>route.path_rewrite).apply(ctx)
         else:
@@ -1556,6 +1567,7 @@ cdef class ClientConnection:
         cdef UpstreamConnection conn = self.upstream
         if ctx is None:
             return
+        self.map_parts = self.map_headers = None   # a response being mapped is not one any more
         target = <Target>ctx.target
         self.upstream = None
         self.connect_task = None
@@ -1596,6 +1608,9 @@ cdef class ClientConnection:
         cdef int kind
         cdef int kinds[RESPONSE_MAX_HEADERS]   # each header classified once, used twice below
         cdef bint no_body = ctx.method == b"HEAD" or status == 204 or status == 304 or status < 200
+        if route.http_map is not None and status != 101:
+            self.start_mapped_response(conn, status)
+            return
         self.responding = True
         ctx.status = status
         (<Target>ctx.target).record_success()
@@ -1747,6 +1762,14 @@ cdef class ClientConnection:
 
     cdef void upstream_body(self, bytes data):
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        if self.map_parts is not None:
+            self.map_size += n
+            if self.map_size <= MAP_RESPONSE_MAX:
+                self.map_parts.append(data)
+            else:
+                self.map_parts = []     # over the limit: drained, answered 502 at the end
+            self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
+            return
         if self.cache_parts is not None:
             self.cache_parts.append(data)
         if self.compressor is not None and n:
@@ -1765,6 +1788,9 @@ cdef class ClientConnection:
 
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable):
         cdef RequestContext ctx = self.ctx
+        if self.map_parts is not None:
+            self.finish_mapped_response(conn, reusable)
+            return
         if self.cache_parts is not None:
             # the whole response arrived: the next requests for this key get it from the cache
             (<SharedCache>self.snap.cache).put(
@@ -1793,17 +1819,79 @@ cdef class ClientConnection:
         cdef bytes body = (<Template>route.mock_body).render(self.ctx) if route.mock_body is not None else b""
         self.respond(route.mock_status, route.mock_headers, body)
 
+    cdef object mapping_event(self, RequestContext ctx, bytes body):
+        """The payload 1.0 event of the request: mapping templates' $input and $context."""
+        from fastgate.functions.events import build_event_v1
+        from fastgate.functions.gateway import function_request
+        return build_event_v1(function_request(ctx, body))
+
+    cdef bint map_request(self, RequestContext ctx, Route route):
+        """An http (non-proxy) integration's request template: the body sent upstream
+        (False with ctx.error_type set when it refuses the request)."""
+        body = b"".join(self.body_chunks) if self.body_chunks else b""
+        ctype = ctx.header(b"content-type")
+        try:
+            out = route.http_map.request(self.mapping_event(ctx, body), body,
+                                         ctype.decode("latin-1") if ctype is not None else None)
+        except Exception as e:    # never let a template bug take the worker down
+            out = "DEFAULT_5XX"
+            ctx.error_message = repr(e)
+        if isinstance(out, str):
+            ctx.error_type = out
+            return False
+        self.body_chunks = [out] if out else []
+        self.body_kept = PyBytes_GET_SIZE(out)
+        self.body_sent = 0
+        self.body_retained = self.body_kept <= RETRY_BODY_MAX
+        ctx.content_length = self.body_kept   # the upstream gets the mapped body, framed anew
+        ctx.chunked = False
+        return True
+
+    cdef void start_mapped_response(self, UpstreamConnection conn, int status):
+        """An http (non-proxy) integration's response: buffered, mapped at the end."""
+        cdef Http1Parser p = conn.parser
+        cdef int i
+        (<Target>self.ctx.target).record_success()
+        self.map_status = status
+        self.map_headers = [(p.name_bytes(i), p.value_bytes(i)) for i in range(p.msg.n_headers)]
+        self.map_parts = []
+        self.map_size = 0
+
+    cdef void finish_mapped_response(self, UpstreamConnection conn, bint reusable):
+        cdef RequestContext ctx = self.ctx
+        body = b"".join(self.map_parts)
+        headers = self.map_headers
+        self.map_parts = self.map_headers = None
+        ctx.integration_end = monotonic()
+        (<Target>ctx.target).active -= 1
+        self.upstream = None
+        conn.release(reusable and self.req_complete)
+        if self.map_size > MAP_RESPONSE_MAX:
+            self.respond_error("INTEGRATION_FAILURE", "the upstream response is over %d bytes, "
+                               "more than an integration response mapping takes" % MAP_RESPONSE_MAX)
+            return
+        accept = ctx.header(b"accept")
+        try:
+            result = ctx.route.http_map.response(
+                self.mapping_event(ctx, b""), self.map_status, headers, body,
+                accept.decode("latin-1") if accept is not None else None)
+        except Exception as e:
+            result = "DEFAULT_5XX"
+            ctx.error_message = repr(e)
+        if isinstance(result, str):
+            self.respond_error(result, ctx.error_message)
+        else:
+            self.respond(result[0], result[1], result[2])
+
     cdef void respond_mock_vtl(self, Route route):
         """A mock with Velocity mapping templates (fastgate/vtl.py): Python, off the fast path."""
         cdef RequestContext ctx = self.ctx
-        from fastgate.functions.events import build_event_v1
-        from fastgate.functions.gateway import function_request
         body = b"".join(self.body_chunks) if self.body_chunks else b""
         self.body_chunks = []
         ctype = ctx.header(b"content-type")
         accept = ctx.header(b"accept")
         try:
-            result = route.mock_vtl.respond(build_event_v1(function_request(ctx, body)), body,
+            result = route.mock_vtl.respond(self.mapping_event(ctx, body), body,
                                             ctype.decode("latin-1") if ctype is not None else None,
                                             accept.decode("latin-1") if accept is not None else None)
         except Exception as e:    # never let a template bug take the worker down
@@ -2013,6 +2101,7 @@ cdef class ClientConnection:
         self.waiting = WAIT_NONE
         self.cache_parts = None
         self.compressor = None
+        self.map_parts = self.map_headers = None
         self.body_chunks = []
         self.body_kept = 0
         self.body_sent = 0

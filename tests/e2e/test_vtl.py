@@ -74,3 +74,84 @@ def test_velocity_mocks_through_the_gateway(tmp_path):
             assert c.get("/prod/scope", params={"scope": "internal"}).status_code == 200
     finally:
         g.stop()
+
+
+def http_api(port: int) -> dict:
+    base = f"http://127.0.0.1:{port}"
+    return {
+        "openapi": "3.0.1", "info": {"title": "NonProxy", "version": "1"},
+        "paths": {
+            "/items": {"post": {"x-amazon-apigateway-integration": {
+                "type": "http", "httpMethod": "POST", "uri": f"{base}/echo/items",
+                "passthroughBehavior": "WHEN_NO_TEMPLATES",
+                "requestTemplates": {"application/json":
+                                     '{"name": $input.json(\'$.name\'), "by": "$input.params(\'x-user\')"}'},
+                "responses": {"default": {
+                    "statusCode": "201",
+                    "responseParameters": {
+                        "method.response.header.X-From": "integration.response.header.X-Upstream",
+                        "method.response.header.X-Method": "integration.response.body.method",
+                        "method.response.header.X-Fixed": "'yes'"},
+                    "responseTemplates": {"application/json":
+                                          '{"size": $input.path(\'$.body_size\'), '
+                                          '"sha": "$input.path(\'$.body_sha256\')", '
+                                          '"path": $input.json(\'$.path\')}'}}}}}},
+            "/missing": {"get": {"x-amazon-apigateway-integration": {
+                "type": "http", "httpMethod": "GET", "uri": f"{base}/status/404",
+                "responses": {
+                    "4\\d{2}": {"statusCode": "404", "responseTemplates": {
+                        "application/json": '{"error": "not here", "upstream": "$util.escapeJavaScript($input.body)"}'}},
+                    "default": {"statusCode": "200"}}}}},
+            "/broken": {"get": {"x-amazon-apigateway-integration": {
+                "type": "http", "httpMethod": "GET", "uri": f"{base}/status/500",
+                "responses": {"2\\d{2}": {"statusCode": "200"}}}}},
+            "/raw": {"get": {"x-amazon-apigateway-integration": {
+                "type": "http", "httpMethod": "GET", "uri": f"{base}/bytes/100",
+                "responses": {"default": {"statusCode": "200"}}}}},
+            "/huge": {"get": {"x-amazon-apigateway-integration": {
+                "type": "http", "httpMethod": "GET", "uri": f"{base}/bytes/{11 * 1024 * 1024}",
+                "responses": {"default": {"statusCode": "200"}}}}},
+        },
+    }
+
+
+def test_http_non_proxy_integration_maps_request_and_response(tmp_path, up):
+    import hashlib
+    (tmp_path / "api.json").write_text(json.dumps(http_api(up.port)))
+    g = Gateway(tmp_path, """\
+        access_log: {path: 'off'}
+        apis:
+          - {openapi: api.json, id: nonproxy1, stages: {prod: {}}}
+        """)
+    try:
+        with httpx.Client(base_url=g.url, timeout=5) as c:
+            r = c.post("/prod/items", json={"name": "rex", "age": 3}, headers={"X-User": "alice"})
+            assert r.status_code == 201, r.text
+            sent = b'{"name": "rex", "by": "alice"}'    # the request template's output
+            assert r.json() == {"size": len(sent), "sha": hashlib.sha256(sent).hexdigest(),
+                                "path": "/echo/items"}
+            assert r.headers["x-from"] == "up1" and r.headers["x-method"] == "POST"
+            assert r.headers["x-fixed"] == "yes" and r.headers["content-type"] == "application/json"
+            # another media type than the templates': 415 (WHEN_NO_TEMPLATES)
+            r = c.post("/prod/items", content=b"name=rex",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert r.status_code == 415 and r.json() == {"message": "Unsupported Media Type"}
+
+            r = c.get("/prod/missing")
+            assert r.status_code == 404
+            assert r.json() == {"error": "not here", "upstream": "status 404"}
+            assert "x-upstream" not in r.headers      # non-proxy: only mapped headers go back
+            # a status no integration response selects, and no default: 500, as AWS answers
+            r = c.get("/prod/broken")
+            assert r.status_code == 500 and r.json() == {"message": "Internal server error"}
+            # no template: the body passes through as it came
+            r = c.get("/prod/raw")
+            assert r.status_code == 200 and len(r.content) == 100
+            # over API Gateway's 10 MB an integration response is not mapped: 502
+            r = c.get("/prod/huge")
+            assert r.status_code == 502 and r.json()["message"] == "Internal server error"
+            assert "over 10485760 bytes" in r.json()["detail"]
+            # and the keep-alive connection serves on
+            assert c.post("/prod/items", json={"name": "tom"}).status_code == 201
+    finally:
+        g.stop()
