@@ -215,6 +215,7 @@ cdef class ClientConnection:
     cdef bint body(self, bytes data)
     cdef bint message_complete(self)
     cdef int run_phases(self)
+    cdef int wait_for_body(self, RequestContext ctx, int phase)
     cdef int continue_phases(self, int phase)
     cdef bint run_throttle(self, RequestContext ctx, Route route)
     cdef bint serve_cached(self, RequestContext ctx, Route route)

@@ -1142,6 +1142,16 @@ cdef class ClientConnection:
             return ACTION_RESPOND
         return self.continue_phases(PHASE_ACCESS)
 
+    cdef int wait_for_body(self, RequestContext ctx, int phase):
+        """A phase needs the whole body: request_finished() resumes the phases at `phase`
+        (and a client that sent Expect: 100-continue is asked for the body now)."""
+        self.waiting = WAIT_BODY
+        self.wait_phase = phase
+        if ctx.expect_continue:
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            ctx.expect_continue = False
+        return ACTION_WAIT
+
     cdef int continue_phases(self, int phase):
         """The phases after routing, from `phase` on (a phase that waited resumes here)."""
         cdef RequestContext ctx = self.ctx
@@ -1151,12 +1161,7 @@ cdef class ClientConnection:
         if phase <= PHASE_ACCESS and route.access is not None:
             if route.access.needs_body and not self.req_complete:
                 # SigV4 signs the payload: check once the body is here (request_finished)
-                self.waiting = WAIT_BODY
-                self.wait_phase = PHASE_ACCESS
-                if ctx.expect_continue:
-                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    ctx.expect_continue = False
-                return ACTION_WAIT
+                return self.wait_for_body(ctx, PHASE_ACCESS)
             if ctx.trace is not None:
                 (<Trace>ctx.trace).auth_start = monotonic()
             verdict = route.access.run(
@@ -1180,12 +1185,7 @@ cdef class ClientConnection:
         # PHASE_VALIDATE: required parameters, the body's model (fastgate.validation)
         if phase <= PHASE_VALIDATE and route.validator is not None:
             if route.validator.needs_body and not self.req_complete:
-                self.waiting = WAIT_BODY
-                self.wait_phase = PHASE_VALIDATE
-                if ctx.expect_continue:
-                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    ctx.expect_continue = False
-                return ACTION_WAIT
+                return self.wait_for_body(ctx, PHASE_VALIDATE)
             failure = route.validator.check(
                 ctx.query, ctx.headers, ctx.path_params, ctx.header(b"content-type"),
                 b"".join(self.body_chunks) if route.validator.needs_body else None)
@@ -1198,12 +1198,7 @@ cdef class ClientConnection:
         if phase <= PHASE_REQUEST_TRANSFORM and route.http_map is not None and \
                 route.http_map.maps_request:
             if not self.req_complete:
-                self.waiting = WAIT_BODY
-                self.wait_phase = PHASE_REQUEST_TRANSFORM
-                if ctx.expect_continue:
-                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    ctx.expect_continue = False
-                return ACTION_WAIT
+                return self.wait_for_body(ctx, PHASE_REQUEST_TRANSFORM)
             if not self.map_request(ctx, route):
                 return ACTION_RESPOND
         if route.path_rewrite is not None:
