@@ -511,6 +511,12 @@ class Model:
     def __init__(self, store: "Store"):
         self.store = store
         self.state = store.load()
+        # called with a committed transaction's writes [(kind, scope, id, doc|None)], on
+        # the thread that ran the operation (fastgate.keys_sync replicates some kinds)
+        self.on_commit = None
+        # () -> {(api id, stage)} served from elsewhere than the store (the config's
+        # `apis:`), which usage plans and stage keys may name too
+        self.served_stages = lambda: set()
 
     # ---- plumbing
 
@@ -532,6 +538,8 @@ class Model:
             for kind, scope, id, doc in txn.writes:
                 self.state.set(kind, scope, id, doc)
             self.state.version += 1
+            if self.on_commit is not None:
+                self.on_commit(txn.writes)
 
     def _api(self, api_id: str) -> dict:
         api = self.state.apis.get(api_id)
@@ -1583,7 +1591,8 @@ class Model:
 
     def _api_key_view(self, key: dict, include_value: bool) -> dict:
         out = {k: _clone(key[k]) for k in self._API_KEY_OUT if k in key}
-        if include_value:
+        if include_value and "_sealed" in key:
+            # a key replicated from another host (fastgate.keys_sync) has no sealed value here
             out["value"] = self._sealer().open(key["id"], key["_sealed"])
         return out
 
@@ -1593,11 +1602,15 @@ class Model:
                 return key
         return None
 
+    def _stage_exists(self, api_id, stage) -> bool:
+        return (api_id in self.state.apis and stage in self.state.stages.get(api_id, {})) or \
+            (api_id, stage) in self.served_stages()
+
     def _check_stage_keys(self, stage_keys) -> list[str]:
         out = []
         for sk in stage_keys or ():
             api_id, stage = sk.get("restApiId"), sk.get("stageName")
-            if api_id not in self.state.apis or stage not in self.state.stages.get(api_id, {}):
+            if not self._stage_exists(api_id, stage):
                 raise BadRequest(f"Invalid stage key: restApiId {api_id}, stageName {stage}")
             out.append(f"{api_id}/{stage}")
         return out
@@ -1758,8 +1771,7 @@ class Model:
 
     def _check_api_stage(self, stage: dict, plan_id: str | None = None) -> dict:
         api_id, name = stage.get("apiId"), stage.get("stage")
-        if not api_id or not name or api_id not in self.state.apis or \
-                name not in self.state.stages.get(api_id, {}):
+        if not api_id or not name or not self._stage_exists(api_id, name):
             raise BadRequest(f"Invalid API Stage {{api: {api_id}, stage: {name}}} specified for "
                              f"usageplan {plan_id or ''}".rstrip())
         out = {"apiId": api_id, "stage": name}
@@ -1949,8 +1961,9 @@ class Model:
     # ---- usage plan keys
 
     def _usage_plan_key_view(self, key: dict) -> dict:
-        out = {"id": key["id"], "type": "API_KEY",
-               "value": self._sealer().open(key["id"], key["_sealed"])}
+        out = {"id": key["id"], "type": "API_KEY"}
+        if "_sealed" in key:
+            out["value"] = self._sealer().open(key["id"], key["_sealed"])
         if key.get("name"):
             out["name"] = key["name"]
         return out
