@@ -19,22 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from redis_server import RedisServer  # noqa: E402
 
 from conftest import Gateway, wait_until  # noqa: E402
+from test_api_keys import api_doc  # noqa: E402 (the keyed API: /paid needs a key, /free not)
 
 KEY, SECRET = "AKIAFASTGATETEST09", "key-sync-test-secret"
 API_ID = "keyedapi"
 PROPAGATION_DEADLINE_S = 10     # generous: the machine is shared; docs/api-keys.md gives the usual figure
-
-
-def api_doc() -> str:
-    integ = {"type": "mock", "requestTemplates": {"application/json": '{"statusCode": 200}'},
-             "responses": {"default": {"statusCode": "200",
-                                       "responseTemplates": {"application/json": '{"ok": true}'}}}}
-    return json.dumps({
-        "swagger": "2.0", "info": {"title": "Keyed", "version": "1"},
-        "securityDefinitions": {"api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}},
-        "paths": {"/paid": {"get": {"security": [{"api_key": []}], "x-amazon-apigateway-integration": integ}},
-                  "/free": {"get": {"x-amazon-apigateway-integration": integ}}},
-    })
 
 
 @pytest.fixture
@@ -50,7 +39,7 @@ def hosts(tmp_path, redis_server):
     for name in ("a", "b"):
         d = tmp_path / name
         d.mkdir()
-        (d / "api.json").write_text(api_doc())
+        (d / "api.json").write_bytes(api_doc())
         made.append(Gateway(d, f"""\
             access_log: {{path: 'off'}}
             data_dir: {d / 'state'}
