@@ -153,6 +153,8 @@ class Admin:
             log(f"reload failed: {e}")
             return
         self.start_checks()
+        if self.control is not None:
+            self.control.model.authorizer_invoker.configure(self.loaded)
         self.start_key_sync()
 
     def served_stages(self) -> set[tuple[str, str]]:
@@ -311,6 +313,9 @@ class Admin:
             log(f"control API unavailable: {e}")
             return
         self.control.model.served_stages = self.served_stages
+        from fastgate.authorizer_invoke import AuthorizerInvoker
+        self.control.model.authorizer_invoker = AuthorizerInvoker(asyncio.get_event_loop())
+        self.control.model.authorizer_invoker.configure(self.loaded)
         if not credentials:
             log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
                 "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
@@ -346,6 +351,8 @@ class Admin:
             task.cancel()
         if self.key_sync is not None:
             loop.run_until_complete(self.key_sync.stop())
+        if self.control is not None and self.control.model.authorizer_invoker is not None:
+            loop.run_until_complete(self.control.model.authorizer_invoker.close())
         if flusher is not None:
             flusher.stop()      # one last flush of the API keys' usage
         return 0

@@ -517,6 +517,8 @@ class Model:
         # () -> {(api id, stage)} served from elsewhere than the store (the config's
         # `apis:`), which usage plans and stage keys may name too
         self.served_stages = lambda: set()
+        # fastgate.authorizer_invoke.AuthorizerInvoker of the admin process (TestInvokeAuthorizer)
+        self.authorizer_invoker = None
 
     # ---- plumbing
 
@@ -1069,6 +1071,14 @@ class Model:
                     _check_method_authorizer(api, method["authorizationType"], auth["id"])
             self._save_api(txn, api)
         return _clone(auth)
+
+    def test_invoke_authorizer(self, p: dict) -> dict:
+        self.fresh()
+        api = self._api(p["restApiId"])
+        auth = self._authorizer(api, p["authorizerId"])
+        if self.authorizer_invoker is None:
+            raise ServiceUnavailable("TestInvokeAuthorizer needs the admin process's function runner")
+        return self.authorizer_invoker.invoke(_clone(api), _clone(auth), p)
 
     def delete_authorizer(self, p: dict) -> dict:
         with self.change() as txn:
@@ -2190,6 +2200,7 @@ OPERATIONS: dict[str, str] = {
         "GetResources", "GetResource", "CreateResource", "DeleteResource",
         "PutMethod", "GetMethod", "UpdateMethod", "DeleteMethod",
         "CreateAuthorizer", "GetAuthorizer", "GetAuthorizers", "UpdateAuthorizer", "DeleteAuthorizer",
+        "TestInvokeAuthorizer",
         "PutIntegration", "GetIntegration", "DeleteIntegration",
         "PutIntegrationResponse", "GetIntegrationResponse", "DeleteIntegrationResponse",
         "PutMethodResponse", "GetMethodResponse", "DeleteMethodResponse",

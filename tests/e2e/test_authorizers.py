@@ -5,11 +5,13 @@ turned away with API Gateway's statuses and bodies."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import boto3
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import Gateway, wait_until
 from tests.auth.conftest import Issuer, SigningKey
@@ -181,3 +183,32 @@ def test_update_authorizer_takes_effect_after_redeploy(deployed):
     # "allow" no longer matches the expression: 401 without calling the function
     wait_until(lambda: httpx.get(f"{base}/token", headers={"Authorization": "allow"},
                                  timeout=10).status_code == 401, timeout=15)
+
+
+def test_test_invoke_authorizer(deployed, issuer):
+    c, api, _ = deployed
+    auths = {a["name"]: a for a in c.get_authorizers(restApiId=api["id"])["items"]}
+    req = auths["req"]
+    out = c.test_invoke_authorizer(restApiId=api["id"], authorizerId=req["id"],
+                                   headers={"X-User": "alice"}, pathWithQueryString="/request?k=1")
+    assert out["clientStatus"] == 200 and out["principalId"] == "alice"
+    policy = json.loads(out["policy"])
+    assert policy["Statement"][0]["Effect"] == "Allow"
+    assert "ESTestInvoke-stage" in policy["Statement"][0]["Resource"]
+    assert out["latency"] >= 0 and "Authorized" in out["log"]
+    out = c.test_invoke_authorizer(restApiId=api["id"], authorizerId=req["id"],
+                                   headers={"X-User": "mallory"}, pathWithQueryString="/request?k=1")
+    assert out["clientStatus"] == 403 and json.loads(out["policy"])["Statement"][0]["Effect"] == "Deny"
+    out = c.test_invoke_authorizer(restApiId=api["id"], authorizerId=req["id"], headers={})
+    assert out["clientStatus"] == 401
+    key = SigningKey("pool-key-2", "RS256")
+    issuer.keys.append(key)
+    now = int(time.time())
+    token = key.token({"iss": f"{issuer.url}/{POOL_ID}", "sub": "u-9", "token_use": "id",
+                       "iat": now, "exp": now + 300})
+    out = c.test_invoke_authorizer(restApiId=api["id"], authorizerId=auths["pool"]["id"],
+                                   headers={"Authorization": token})
+    assert out["clientStatus"] == 200 and out["claims"]["sub"] == "u-9"
+    with pytest.raises(ClientError) as e:
+        c.test_invoke_authorizer(restApiId=api["id"], authorizerId="nope00")
+    assert e.value.response["Error"]["Code"] == "NotFoundException"
