@@ -126,6 +126,8 @@ def test_keys_and_plans_follow_redis_across_hosts(hosts, redis_server):
     cb.delete_api_key(apiKey=second["id"])
     becomes(a, second["value"], 403)
     assert {k["name"] for k in ca.get_api_keys()["items"]} == {"partner", "third"}
+    log = a.p.output()                        # stops A; its log tells the outage once each way
+    assert log.count("unreachable") == 1 and log.count("reachable again") == 1, log
 
 
 def test_a_missed_message_heals_by_the_version_check(hosts, redis_server):
