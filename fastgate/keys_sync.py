@@ -23,12 +23,18 @@ data plane matches) and never `_sealed` (the value under the host's own AES key,
 includeValue). A host keeps the `_sealed` it has for a key; on other hosts includeValue
 answers without the value.
 
+Each local document carries `_synced`, the digest of its content as last exchanged
+with Redis (never sent): a document that no longer matches it changed here and is
+pushed; one without it was never exchanged (the CLI, or before `redis:`) and is pushed;
+a synced one that Redis lacks was deleted elsewhere. So nothing depends on memory that
+an admin restart loses.
+
 Failures. Redis unreachable: the host serves the key table it last built (it is in its
 SQLite, so a restart serves it too), logs once, and retries every interval; its own
-changes wait in the dirty set and are pushed when Redis answers. Redis restarted empty
-(the epoch is gone): the first host to notice seeds Redis with its documents (one
-atomic script, so only one host seeds), the others then take that set. A message
-missed while disconnected is covered by the version poll.
+changes are pushed when Redis answers. Redis restarted empty (the epoch is gone): the
+first host to notice seeds Redis with its documents (one atomic script, so only one
+host seeds), the others then take that set and push what they changed meanwhile. A
+message missed while disconnected is covered by the version poll.
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ from typing import Callable
 import orjson
 
 SHARED_KINDS = ("apikey", "usageplan", "usageplankey")
-PRIVATE_FIELDS = ("_sealed",)        # never written to Redis
+# never written to Redis: the host's sealed copy of a key value, and "_synced", the digest
+# of the document as last exchanged with Redis. A document whose content no longer has
+# that digest was changed here and not pushed yet (even across an admin restart); one
+# without it was never exchanged (made by `fastgate keys`, or before `redis:` was set).
+PRIVATE_FIELDS = ("_sealed", "_synced")
 
 # KEYS docs, version, epoch; ARGV[1] channel, then field, doc pairs ("" doc = delete).
 # Returns the new version, or -1 when the data set is gone (Redis restarted empty): the
@@ -76,6 +86,11 @@ def field_of(kind: str, scope: str, id: str) -> str:
 
 def public_doc(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in PRIVATE_FIELDS}
+
+
+def content_digest(doc: dict) -> str:
+    import hashlib
+    return hashlib.sha256(orjson.dumps(public_doc(doc), option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
 def local_docs(state) -> dict[str, dict]:
@@ -122,6 +137,7 @@ class KeySync:
         self._generation = 0
         self._lock = threading.Lock()
         self.applied: tuple[bytes | None, int] | None = None   # (epoch, version) in SQLite
+        self.local_applied: int | None = None                  # the store's version after it
         self.down = False
         self.pushes = self.applies = 0      # counters for tests and /metrics-like checks
         self._kick: asyncio.Event | None = None
@@ -207,14 +223,18 @@ class KeySync:
         if await self._push_dirty():
             epoch, version = await self.redis.mget(self.keys[2], self.keys[1])
         current = (epoch, int(version or 0))
-        if current != self.applied:
+        loop = asyncio.get_running_loop()
+        # a local write that was no control API call (`fastgate keys create`) shows here
+        local_version = await loop.run_in_executor(self.executor, self.model.store.version)
+        if current != self.applied or local_version != self.local_applied:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.get(self.keys[2]).get(self.keys[1]).hgetall(self.keys[0])
                 epoch, version, docs = await pipe.execute()
             remote = {f.decode(): orjson.loads(d) for f, d in docs.items()}
-            loop = asyncio.get_running_loop()
-            changed = await loop.run_in_executor(self.executor, self._apply, remote)
+            changed, self.local_applied = await loop.run_in_executor(self.executor, self._apply, remote)
             self.applied = (epoch, int(version or 0))
+            if self._dirty and self._kick is not None:
+                self._kick.set()         # documents only this host has: pushed next round
             if changed:
                 self.applies += 1
                 self.on_change()
@@ -248,33 +268,54 @@ class KeySync:
         self.pushes += 1
         return True
 
-    def _apply(self, remote: dict[str, dict]) -> bool:
-        """Make this host's shared documents those of Redis (executor thread); fields with
-        an unpushed local change keep theirs. True if anything was written."""
+    def _apply(self, remote: dict[str, dict]) -> tuple[bool, int]:
+        """Make this host's shared documents agree with Redis (executor thread). `changed`:
+        a document the data plane reads changed (the caller reloads).
+
+        Per field: only in Redis -> taken; in both and equal -> marked synced; different ->
+        Redis's wins unless ours changed since it was last synced (then ours is pushed);
+        only here -> deleted if it had been synced (deleted elsewhere), else pushed. Fields
+        with a commit waiting in the dirty set keep theirs."""
         state = self.model.fresh()
         local = local_docs(state)
         with self._lock:
             dirty = set(self._dirty)
-        writes = []
-        for f, doc in remote.items():
-            mine = local.get(f)
-            if f in dirty or (mine is not None and public_doc(mine) == doc):
+        writes, to_push, changed = [], [], False
+        for f in sorted(set(local) | set(remote)):
+            if f in dirty:
                 continue
-            if mine is not None:
-                for k in PRIVATE_FIELDS:     # the value cannot change: our sealed copy holds
-                    if k in mine:
-                        doc[k] = mine[k]
-            writes.append((*f.split("/", 2), doc))
-        for f in local:
-            if f not in remote and f not in dirty:
-                writes.append((*f.split("/", 2), None))
-        if not writes:
-            return False
-        with self.model.store.transaction() as txn:
-            for kind, scope, id, doc in writes:
-                if doc is None:
-                    txn.delete(kind, scope, id)
+            mine, theirs = local.get(f), remote.get(f)
+            unsynced = mine is not None and mine.get("_synced") != content_digest(mine)
+            if theirs is None:
+                if unsynced:
+                    to_push.append(f)
                 else:
-                    txn.put(kind, scope, id, doc)
-        self.model.fresh()
-        return True
+                    writes.append((f, None))
+                    changed = True
+            elif mine is not None and public_doc(mine) == theirs:
+                if unsynced:
+                    writes.append((f, {**mine, "_synced": content_digest(theirs)}))
+            elif mine is not None and unsynced and "_synced" in mine:
+                to_push.append(f)        # changed here since the last exchange: ours goes out
+            else:
+                doc = dict(theirs)
+                if mine is not None and "_sealed" in mine:
+                    doc["_sealed"] = mine["_sealed"]    # a key's value never changes
+                doc["_synced"] = content_digest(theirs)
+                writes.append((f, doc))
+                changed = True
+        if to_push:
+            with self._lock:
+                for f in to_push:
+                    self._generation += 1
+                    self._dirty.setdefault(f, self._generation)
+        if writes:
+            with self.model.store.transaction() as txn:
+                for f, doc in writes:
+                    kind, scope, id = f.split("/", 2)
+                    if doc is None:
+                        txn.delete(kind, scope, id)
+                    else:
+                        txn.put(kind, scope, id, doc)
+            self.model.fresh()
+        return changed, self.model.store.version()

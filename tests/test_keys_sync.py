@@ -13,7 +13,7 @@ import pytest
 import redis
 from redis.exceptions import RedisError
 
-from fastgate.keys_sync import KeySync, field_of
+from fastgate.keys_sync import KeySync, field_of, public_doc
 from fastgate.model import Model
 from fastgate.store import Store, load_state
 from tests.redis_server import RedisServer
@@ -92,17 +92,45 @@ def test_a_key_made_on_one_host_reaches_the_other_without_its_value(hosts, rs):
     assert b.changes == 1                     # nothing new for B: no reload
 
 
-def test_an_empty_redis_is_seeded_by_one_host_and_the_other_takes_its_set(hosts, rs):
+def test_an_empty_redis_is_seeded_by_one_host_and_unsynced_documents_are_pushed(hosts, rs):
     a, b = hosts
     ka = a.call("create_api_key", name="from-a", enabled=True)
-    kb = b.call("create_api_key", name="from-b", enabled=True)
-    b.sync._dirty.clear()          # as if B's key had been pushed before Redis lost its data
     run(a)
     assert any("seeded" in line for line in a.logs)
+    kb = b.call("create_api_key", name="from-b", enabled=True)
     run(b)
-    assert set(b.keys()) == {ka["id"]}        # B takes the seeded set
-    assert not any("seeded" in line for line in b.logs)
-    assert kb["id"] not in a.keys()
+    run(a)
+    assert set(a.keys()) == set(b.keys()) == {ka["id"], kb["id"]}
+    assert all("_synced" in k for k in a.keys().values())
+    rs.stop()
+    rs.start()                                # Redis lost everything
+    kc = b.call("create_api_key", name="while-down", enabled=True)
+    b.sync._dirty.clear()                     # and B's admin restarted: only its SQLite knows
+    run(a)                                    # A seeds with ka, kb
+    run(b, 2)                                 # B: kc was never exchanged -> pushed next round
+    run(a)
+    assert set(a.keys()) == set(b.keys()) == {ka["id"], kb["id"], kc["id"]}
+    assert sum("seeded" in line for line in b.logs) == 0
+
+
+def test_a_deletion_elsewhere_reaches_a_restarted_host_and_cli_keys_are_pushed(hosts, rs):
+    a, b = hosts
+    ka = a.call("create_api_key", name="doomed", enabled=True)
+    run(a)
+    run(b)
+    a.call("delete_api_key", apiKey=ka["id"])
+    run(a)
+    b.sync._dirty.clear()
+    b.sync.applied = b.sync.local_applied = None     # B's admin restarted
+    run(b)
+    assert ka["id"] not in b.keys()           # it had been synced: deleted elsewhere
+    # a key written to B's SQLite directly (as `fastgate keys create` does)
+    with b.store.transaction() as txn:
+        txn.put("apikey", "", "clikey0001", {"id": "clikey0001", "name": "cli", "enabled": True,
+                                            "_hash": "00" * 32})
+    run(b, 2)
+    run(a)
+    assert a.keys()["clikey0001"]["name"] == "cli"
 
 
 def test_an_unpushed_local_change_is_not_overwritten_by_a_stale_copy(hosts):
@@ -110,11 +138,15 @@ def test_an_unpushed_local_change_is_not_overwritten_by_a_stale_copy(hosts):
     key = a.call("create_api_key", name="k", enabled=True)
     run(a)
     run(b)
-    stale = {field_of("apikey", "", key["id"]): dict(b.keys()[key["id"]])}
+    field = field_of("apikey", "", key["id"])
+    stale = {field: public_doc(b.keys()[key["id"]])}
     b.call("update_api_key", apiKey=key["id"], patchOperations=[
         {"op": "replace", "path": "/enabled", "value": "false"}])
-    assert b.sync._apply(stale) is False      # B's change waits to be pushed: kept
+    assert b.sync._apply(stale)[0] is False   # B's change waits to be pushed: kept
     assert b.keys()[key["id"]]["enabled"] is False
+    b.sync._dirty.clear()                     # even with the dirty set lost (admin restart),
+    assert b.sync._apply(stale)[0] is False   # the stale _synced digest tells: kept, and queued
+    assert b.keys()[key["id"]]["enabled"] is False and field in b.sync._dirty
     run(b)                                    # pushed, then B's copy equals Redis's
     run(a)
     assert a.keys()[key["id"]]["enabled"] is False
