@@ -129,6 +129,8 @@ class Admin:
         self.control = None         # the control API, opened by its first request
         self.control_error = None   # why it could not be opened
         self.dashboard = None       # fastgate.dashboard.Dashboard, on the admin listener
+        self.key_sync = None        # fastgate.keys_sync.KeySync while the config has `redis:`
+        self.key_sync_config = None
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -151,6 +153,38 @@ class Admin:
             log(f"reload failed: {e}")
             return
         self.start_checks()
+        if self.control is not None:
+            self.control.model.authorizer_invoker.configure(self.loaded)
+        self.start_key_sync()
+
+    def served_stages(self) -> set[tuple[str, str]]:
+        state = self.loaded.state if self.loaded is not None else None
+        if state is None:
+            return set()
+        return {(api_id, name) for api_id, stages in state.stages.items() for name in stages}
+
+    def start_key_sync(self) -> None:
+        """With `redis:`, keys and usage plans are shared with the other hosts of that Redis
+        (fastgate.keys_sync); (re)started when the redis section changes."""
+        cfg = self.loaded.config.redis
+        if cfg == self.key_sync_config:
+            return
+        if self.key_sync is not None:
+            asyncio.ensure_future(self.key_sync.stop())
+            self.key_sync = None
+        self.key_sync_config = cfg
+        if cfg is None:
+            return
+        if self.control is None and self.control_error is None:
+            self.start_control()
+        if self.control is None:
+            log(f"key sync off: the control API's state is unavailable: {self.control_error}")
+            return
+        from fastgate.keys_sync import KeySync
+        self.key_sync = KeySync(self.control.model, self.control.executor, url=cfg.url,
+                                prefix=cfg.prefix, interval_ms=cfg.key_sync_interval_ms,
+                                on_change=self.request_reload, log=log)
+        self.key_sync.start(asyncio.get_event_loop())
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -278,6 +312,10 @@ class Admin:
             self.control_error = str(e)
             log(f"control API unavailable: {e}")
             return
+        self.control.model.served_stages = self.served_stages
+        from fastgate.authorizer_invoke import AuthorizerInvoker
+        self.control.model.authorizer_invoker = AuthorizerInvoker(asyncio.get_event_loop())
+        self.control.model.authorizer_invoker.configure(self.loaded)
         if not credentials:
             log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
                 "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
@@ -299,6 +337,7 @@ class Admin:
             self.dashboard = Dashboard(self)
             self.dashboard.start()
         self.start_checks()
+        self.start_key_sync()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
@@ -310,6 +349,10 @@ class Admin:
             server.close()
         for task in self.checks:
             task.cancel()
+        if self.key_sync is not None:
+            loop.run_until_complete(self.key_sync.stop())
+        if self.control is not None and self.control.model.authorizer_invoker is not None:
+            loop.run_until_complete(self.control.model.authorizer_invoker.close())
         if flusher is not None:
             flusher.stop()      # one last flush of the API keys' usage
         return 0

@@ -299,6 +299,9 @@ class RedisConfig(_Section, kw_only=True):
     prefix: str = "fastgate"              # key prefix, so deployments can share one Redis
     fail_open: bool = True                # while Redis is unreachable: allow (true) or 429 (false)
     timeout_ms: PositiveMs = 50           # per take; past it the take answers as fail_open says
+    # API keys and usage plans are replicated through this Redis too (docs/api-keys.md):
+    # each host checks for changes at least this often, besides pub/sub's immediate notice
+    key_sync_interval_ms: PositiveMs = 500
 
 
 class RouteTimeouts(_Section, kw_only=True):

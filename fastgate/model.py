@@ -258,6 +258,121 @@ def _check_percent(value) -> float:
     return pct
 
 
+# ---------------------------------------------------------------- authorizers
+
+AUTHORIZERS_PER_API = 10               # AWS's quota of authorizers per API
+AUTHORIZER_TYPES = ("TOKEN", "REQUEST", "COGNITO_USER_POOLS", "JWT")
+AUTHORIZER_FIELDS = ("type", "providerARNs", "authType", "authorizerUri", "authorizerCredentials",
+                     "identitySource", "identityValidationExpression",
+                     "authorizerResultTtlInSeconds", "jwtConfiguration")
+# which authorizer types each method authorizationType may name
+METHOD_AUTHORIZER_TYPES = {"CUSTOM": ("TOKEN", "REQUEST"),
+                           "COGNITO_USER_POOLS": ("COGNITO_USER_POOLS",), "JWT": ("JWT",)}
+COGNITO_POOL_ARN = re.compile(r"^arn:aws[a-z-]*:cognito-idp:[a-z0-9-]+:\d{12}:userpool/[\w-]+_[0-9A-Za-z]+$")
+AUTHORIZER_URI_INVALID = ("Invalid Authorizer URI: {uri}. Authorizer URI should be a valid API "
+                          "Gateway ARN that represents a Lambda function invocation.")
+
+
+def _check_authorizer(auth: dict, api: dict) -> None:
+    """AWS's rules for an Authorizer, checked after create and after every patch."""
+    from fastgate.apis import LAMBDA_ARN
+    atype = auth.get("type")
+    if atype not in AUTHORIZER_TYPES:
+        raise BadRequest(f"Invalid authorizer type specified. Valid options are "
+                         f"{','.join(AUTHORIZER_TYPES)}")
+    if atype == "JWT" and api.get("protocolType") != "HTTP":
+        raise BadRequest("JWT authorizers are supported only for HTTP APIs")
+    ttl = auth.get("authorizerResultTtlInSeconds")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 3600):
+        raise BadRequest("Authorizer result TTL must be between 0 and 3600 seconds")
+    if atype in ("TOKEN", "REQUEST"):
+        uri = auth.get("authorizerUri")
+        if not uri:
+            raise BadRequest(f"Authorizer URI must be specified for a {atype} authorizer")
+        # fastgate also calls a remote authorizer over HTTP(S) (docs/authorizers.md)
+        if not uri.startswith(("http://", "https://")) and not LAMBDA_ARN.search(uri):
+            raise BadRequest(AUTHORIZER_URI_INVALID.format(uri=uri))
+        auth.pop("providerARNs", None)
+        if auth.get("authorizerResultTtlInSeconds") is None:
+            auth["authorizerResultTtlInSeconds"] = 300      # AWS's default
+    if atype == "TOKEN":
+        source = auth.get("identitySource")
+        if not source or not re.fullmatch(r"method\.request\.header\.[!#$%&'*+\-.^_`|~0-9A-Za-z]+", source):
+            raise BadRequest("Invalid identity source specified for a TOKEN authorizer: it must be "
+                             "one request header, method.request.header.NAME")
+    if atype == "REQUEST" and auth["authorizerResultTtlInSeconds"] > 0 and not auth.get("identitySource"):
+        # the identity sources are the cache key
+        raise BadRequest("Identity source must be specified for a REQUEST authorizer when "
+                         "authorization caching is enabled (authorizerResultTtlInSeconds > 0)")
+    if atype == "COGNITO_USER_POOLS":
+        arns = auth.get("providerARNs") or []
+        if not arns:
+            raise BadRequest("ProviderARNs must be specified for a COGNITO_USER_POOLS authorizer")
+        for arn in arns:
+            if not isinstance(arn, str) or not COGNITO_POOL_ARN.match(arn):
+                raise BadRequest(f"Invalid Cognito User Pool ARN: {arn}")
+        auth.setdefault("identitySource", "method.request.header.Authorization")
+        if auth.get("authorizerResultTtlInSeconds") is None:
+            auth["authorizerResultTtlInSeconds"] = 300
+    if atype == "JWT" and not (auth.get("jwtConfiguration") or {}).get("issuer"):
+        raise BadRequest("jwtConfiguration.issuer must be specified for a JWT authorizer")
+
+
+_AUTHORIZER_REPLACEABLE = ("name", "type", "authType", "authorizerUri", "authorizerCredentials",
+                           "identitySource", "identityValidationExpression",
+                           "authorizerResultTtlInSeconds")
+
+
+def _patch_authorizer(auth: dict, op: dict, api: dict) -> None:
+    path, value, kind = op["path"], op.get("value"), op["op"]
+    top = path[1:]
+    if kind == "replace" and top in _AUTHORIZER_REPLACEABLE:
+        if top == "name":
+            if not value:
+                raise BadRequest("name must not be blank")
+            if any(a.get("name") == value and a is not auth for a in api.get("authorizers", ())):
+                raise Conflict(f"Authorizer with name {value} already exists for this RestApi")
+        if top == "authorizerResultTtlInSeconds":
+            if not str(value).isdigit():
+                raise BadRequest(f"Invalid value '{value}' for authorizerResultTtlInSeconds")
+            value = int(value)
+        if value in (None, "") and top != "name":
+            auth.pop(top, None)
+        else:
+            auth[top] = value
+    elif path == "/providerARNs" and kind in ("add", "remove"):
+        arns = auth.setdefault("providerARNs", [])
+        if kind == "add" and value not in arns:
+            arns.append(value)
+        elif kind == "remove" and value in arns:
+            arns.remove(value)
+    elif path.startswith("/providerARNs/") and kind == "remove":
+        arn = _unescape_pointer(path[len("/providerARNs/"):])
+        arns = auth.get("providerARNs") or []
+        if arn in arns:
+            arns.remove(arn)
+    else:
+        raise _bad_patch(op)
+
+
+def _methods_of(api: dict):
+    """(resource, http method, Method) of every method of an API document."""
+    for resource in api.get("resources", ()):
+        for verb, method in (resource.get("resourceMethods") or {}).items():
+            yield resource, verb, method
+
+
+def _check_method_authorizer(api: dict, auth_type: str, authorizer_id) -> None:
+    """A CUSTOM / COGNITO_USER_POOLS / JWT method must name an authorizer of a matching type."""
+    allowed = METHOD_AUTHORIZER_TYPES.get(auth_type)
+    if allowed is None:
+        return
+    auth = next((a for a in api.get("authorizers", ()) if a.get("id") == authorizer_id), None)
+    if auth is None or auth.get("type") not in allowed:
+        raise BadRequest(f"Invalid authorizer ID specified. Setting the authorization type to "
+                         f"{auth_type} requires a valid authorizer.")
+
+
 # ---------------------------------------------------------------- API documents
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
@@ -396,6 +511,14 @@ class Model:
     def __init__(self, store: "Store"):
         self.store = store
         self.state = store.load()
+        # called with a committed transaction's writes [(kind, scope, id, doc|None)], on
+        # the thread that ran the operation (fastgate.keys_sync replicates some kinds)
+        self.on_commit = None
+        # () -> {(api id, stage)} served from elsewhere than the store (the config's
+        # `apis:`), which usage plans and stage keys may name too
+        self.served_stages = lambda: set()
+        # fastgate.authorizer_invoke.AuthorizerInvoker of the admin process (TestInvokeAuthorizer)
+        self.authorizer_invoker = None
 
     # ---- plumbing
 
@@ -417,6 +540,8 @@ class Model:
             for kind, scope, id, doc in txn.writes:
                 self.state.set(kind, scope, id, doc)
             self.state.version += 1
+            if self.on_commit is not None:
+                self.on_commit(txn.writes)
 
     def _api(self, api_id: str) -> dict:
         api = self.state.apis.get(api_id)
@@ -713,11 +838,7 @@ class Model:
             methods = resource.setdefault("resourceMethods", {})
             if http_method in methods:
                 raise Conflict("Method already exists for this resource")
-            if auth in ("CUSTOM", "COGNITO_USER_POOLS", "JWT"):
-                ids = {a.get("id") for a in api.get("authorizers", ())}
-                if p.get("authorizerId") not in ids:
-                    raise BadRequest(f"Invalid authorizer ID specified. Setting the authorization "
-                                     f"type to {auth} requires a valid authorizer.")
+            _check_method_authorizer(api, auth, p.get("authorizerId"))
             method = {"httpMethod": http_method, "authorizationType": auth,
                       "apiKeyRequired": bool(p.get("apiKeyRequired", False))}
             method.update(_copy_known(p, ("authorizerId", "operationName", "requestParameters",
@@ -731,6 +852,49 @@ class Model:
         self.fresh()
         api = self._api(p["restApiId"])
         return _clone(self._method(self._resource(api, p["resourceId"]), p["httpMethod"]))
+
+    def update_method(self, p: dict) -> dict:
+        with self.change() as txn:
+            api, _, method = self._method_ctx(p)
+            for op in _patch_ops(p):
+                path, value, kind = op["path"], op.get("value"), op["op"]
+                top = path[1:]
+                if kind == "replace" and top == "authorizationType":
+                    if value not in AUTHORIZATION_TYPES:
+                        raise BadRequest(f"Invalid authorization type specified. Valid options are "
+                                         f"{','.join(AUTHORIZATION_TYPES)}")
+                    method[top] = value
+                elif kind == "replace" and top in ("authorizerId", "operationName", "requestValidatorId"):
+                    if value in (None, ""):
+                        method.pop(top, None)
+                    else:
+                        method[top] = value
+                elif kind == "replace" and top == "apiKeyRequired":
+                    method[top] = _bool_value(value, path)
+                elif path == "/authorizationScopes" and kind in ("add", "remove"):
+                    scopes = method.setdefault("authorizationScopes", [])
+                    if kind == "add" and value not in scopes:
+                        scopes.append(value)
+                    elif kind == "remove" and value in scopes:
+                        scopes.remove(value)
+                    if not scopes:
+                        del method["authorizationScopes"]
+                elif path.startswith("/requestParameters/") and kind in ("add", "replace", "remove"):
+                    name = _unescape_pointer(path[len("/requestParameters/"):])
+                    params = method.setdefault("requestParameters", {})
+                    if kind == "remove":
+                        params.pop(name, None)
+                    else:
+                        params[name] = _bool_value(value if value is not None else "false", path)
+                else:
+                    raise _bad_patch(op)
+            if method["authorizationType"] in ("NONE", "AWS_IAM"):
+                # an authorizer and its scopes mean nothing without CUSTOM/COGNITO
+                method.pop("authorizerId", None)
+                method.pop("authorizationScopes", None)
+            _check_method_authorizer(api, method["authorizationType"], method.get("authorizerId"))
+            self._save_api(txn, api)
+        return _clone(method)
 
     def delete_method(self, p: dict) -> dict:
         with self.change() as txn:
@@ -850,6 +1014,81 @@ class Model:
             api, _, method = self._method_ctx(p)
             if (method.get("methodResponses") or {}).pop(p["statusCode"], None) is None:
                 raise NotFound("Invalid Response status code specified")
+            self._save_api(txn, api)
+        return {}
+
+    # ---- authorizers
+    #
+    # An API's authorizers are AWS's Authorizer shapes in the API document's
+    # "authorizers" list, where the OpenAPI importer puts x-amazon-apigateway-authorizer
+    # too, so a deployment freezes them with the methods that name them and the data
+    # plane compiles both alike (fastgate.auth.compile.compile_method_access).
+
+    def _authorizer(self, api: dict, authorizer_id: str) -> dict:
+        for auth in api.get("authorizers", ()):
+            if auth.get("id") == authorizer_id:
+                return auth
+        raise NotFound("Invalid Authorizer identifier specified")
+
+    def create_authorizer(self, p: dict) -> dict:
+        name = _require_str(p, "name", "name")
+        with self.change() as txn:
+            api = self._edit_api(p["restApiId"])
+            authorizers = api.setdefault("authorizers", [])
+            if len(authorizers) >= AUTHORIZERS_PER_API:
+                raise LimitExceeded(f"Maximum number of Authorizers for this API has been "
+                                    f"reached: {AUTHORIZERS_PER_API}")
+            if any(a.get("name") == name for a in authorizers):
+                raise Conflict(f"Authorizer with name {name} already exists for this RestApi")
+            auth = {"id": new_id(6), "name": name}
+            auth.update(_copy_known(p, AUTHORIZER_FIELDS))
+            ids = {a.get("id") for a in authorizers}
+            while auth["id"] in ids:
+                auth["id"] = new_id(6)
+            _check_authorizer(auth, api)
+            authorizers.append(auth)
+            self._save_api(txn, api)
+        return _clone(auth)
+
+    def get_authorizer(self, p: dict) -> dict:
+        self.fresh()
+        return _clone(self._authorizer(self._api(p["restApiId"]), p["authorizerId"]))
+
+    def get_authorizers(self, p: dict) -> dict:
+        self.fresh()
+        return _page([_clone(a) for a in self._api(p["restApiId"]).get("authorizers", ())], p)
+
+    def update_authorizer(self, p: dict) -> dict:
+        with self.change() as txn:
+            api = self._edit_api(p["restApiId"])
+            auth = self._authorizer(api, p["authorizerId"])
+            for op in _patch_ops(p):
+                _patch_authorizer(auth, op, api)
+            _check_authorizer(auth, api)
+            # a method of another type may not keep pointing at it (AWS checks this too)
+            for resource, verb, method in _methods_of(api):
+                if method.get("authorizerId") == auth["id"]:
+                    _check_method_authorizer(api, method["authorizationType"], auth["id"])
+            self._save_api(txn, api)
+        return _clone(auth)
+
+    def test_invoke_authorizer(self, p: dict) -> dict:
+        self.fresh()
+        api = self._api(p["restApiId"])
+        auth = self._authorizer(api, p["authorizerId"])
+        if self.authorizer_invoker is None:
+            raise ServiceUnavailable("TestInvokeAuthorizer needs the admin process's function runner")
+        return self.authorizer_invoker.invoke(_clone(api), _clone(auth), p)
+
+    def delete_authorizer(self, p: dict) -> dict:
+        with self.change() as txn:
+            api = self._edit_api(p["restApiId"])
+            auth = self._authorizer(api, p["authorizerId"])
+            for resource, verb, method in _methods_of(api):
+                if method.get("authorizerId") == auth["id"]:
+                    raise Conflict(f"Cannot delete authorizer '{auth['name']}', is referenced in "
+                                   f"method: {verb} {resource['path']}")
+            api["authorizers"] = [a for a in api["authorizers"] if a is not auth]
             self._save_api(txn, api)
         return {}
 
@@ -1362,7 +1601,8 @@ class Model:
 
     def _api_key_view(self, key: dict, include_value: bool) -> dict:
         out = {k: _clone(key[k]) for k in self._API_KEY_OUT if k in key}
-        if include_value:
+        if include_value and "_sealed" in key:
+            # a key replicated from another host (fastgate.keys_sync) has no sealed value here
             out["value"] = self._sealer().open(key["id"], key["_sealed"])
         return out
 
@@ -1372,11 +1612,15 @@ class Model:
                 return key
         return None
 
+    def _stage_exists(self, api_id, stage) -> bool:
+        return (api_id in self.state.apis and stage in self.state.stages.get(api_id, {})) or \
+            (api_id, stage) in self.served_stages()
+
     def _check_stage_keys(self, stage_keys) -> list[str]:
         out = []
         for sk in stage_keys or ():
             api_id, stage = sk.get("restApiId"), sk.get("stageName")
-            if api_id not in self.state.apis or stage not in self.state.stages.get(api_id, {}):
+            if not self._stage_exists(api_id, stage):
                 raise BadRequest(f"Invalid stage key: restApiId {api_id}, stageName {stage}")
             out.append(f"{api_id}/{stage}")
         return out
@@ -1537,8 +1781,7 @@ class Model:
 
     def _check_api_stage(self, stage: dict, plan_id: str | None = None) -> dict:
         api_id, name = stage.get("apiId"), stage.get("stage")
-        if not api_id or not name or api_id not in self.state.apis or \
-                name not in self.state.stages.get(api_id, {}):
+        if not api_id or not name or not self._stage_exists(api_id, name):
             raise BadRequest(f"Invalid API Stage {{api: {api_id}, stage: {name}}} specified for "
                              f"usageplan {plan_id or ''}".rstrip())
         out = {"apiId": api_id, "stage": name}
@@ -1728,8 +1971,9 @@ class Model:
     # ---- usage plan keys
 
     def _usage_plan_key_view(self, key: dict) -> dict:
-        out = {"id": key["id"], "type": "API_KEY",
-               "value": self._sealer().open(key["id"], key["_sealed"])}
+        out = {"id": key["id"], "type": "API_KEY"}
+        if "_sealed" in key:
+            out["value"] = self._sealer().open(key["id"], key["_sealed"])
         if key.get("name"):
             out["name"] = key["name"]
         return out
@@ -1954,7 +2198,9 @@ OPERATIONS: dict[str, str] = {
         "CreateRestApi", "GetRestApi", "GetRestApis", "DeleteRestApi", "UpdateRestApi",
         "ImportRestApi", "PutRestApi", "GetExport",
         "GetResources", "GetResource", "CreateResource", "DeleteResource",
-        "PutMethod", "GetMethod", "DeleteMethod",
+        "PutMethod", "GetMethod", "UpdateMethod", "DeleteMethod",
+        "CreateAuthorizer", "GetAuthorizer", "GetAuthorizers", "UpdateAuthorizer", "DeleteAuthorizer",
+        "TestInvokeAuthorizer",
         "PutIntegration", "GetIntegration", "DeleteIntegration",
         "PutIntegrationResponse", "GetIntegrationResponse", "DeleteIntegrationResponse",
         "PutMethodResponse", "GetMethodResponse", "DeleteMethodResponse",

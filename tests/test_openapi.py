@@ -751,3 +751,44 @@ def test_self_referencing_ref_is_an_error():
     doc["paths"]["/pets"]["get"]["responses"]["200"]["schema"] = {"$ref": "#/definitions/Loop"}
     with pytest.raises(OpenAPIError, match="refers to itself"):
         import_openapi(doc)
+
+
+def test_authorizers_made_by_the_control_api_round_trip(tmp_path):
+    """Authorizers as CreateAuthorizer stores them (TOKEN, REQUEST, COGNITO_USER_POOLS) and
+    the methods naming them: import(export(api)) gives the same, and so does the next turn."""
+    from fastgate.model import Model
+    from fastgate.store import Store
+    m = Model(Store.in_dir(tmp_path))
+    api = m.create_rest_api({"name": "guarded"})
+    uri = ("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+           "arn:aws:lambda:us-east-1:123456789012:function:authz/invocations")
+    tok = m.create_authorizer({"restApiId": api["id"], "name": "tok", "type": "TOKEN", "authorizerUri": uri,
+                               "identitySource": "method.request.header.X-Token",
+                               "identityValidationExpression": "^t-.+$", "authorizerResultTtlInSeconds": 60})
+    req = m.create_authorizer({"restApiId": api["id"], "name": "req", "type": "REQUEST", "authorizerUri": uri,
+                               "identitySource": "method.request.header.X-A, method.request.querystring.q"})
+    pool = m.create_authorizer({"restApiId": api["id"], "name": "pool", "type": "COGNITO_USER_POOLS",
+                                "providerARNs": ["arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Ab1"]})
+    for part, atype, auth in (("t", "CUSTOM", tok), ("r", "CUSTOM", req), ("p", "COGNITO_USER_POOLS", pool)):
+        res = m.create_resource({"restApiId": api["id"], "parentId": api["rootResourceId"], "pathPart": part})
+        extra = {"authorizationScopes": ["pets/read"]} if part == "p" else {}
+        m.put_method({"restApiId": api["id"], "resourceId": res["id"], "httpMethod": "GET",
+                      "authorizationType": atype, "authorizerId": auth["id"], **extra})
+        m.put_integration({"restApiId": api["id"], "resourceId": res["id"], "httpMethod": "GET",
+                           "type": "HTTP_PROXY", "integrationHttpMethod": "GET", "uri": "http://example.com/"})
+    doc = m.state.apis[api["id"]]
+
+    def auth_view(a: dict) -> dict:
+        by_id = {x["id"]: x["name"] for x in a["authorizers"]}
+        methods = {r["path"]: {k: (by_id.get(v, v) if k == "authorizerId" else v)
+                               for k, v in r["resourceMethods"]["GET"].items()
+                               if k in ("authorizationType", "authorizerId", "authorizationScopes")}
+                   for r in a["resources"] if r.get("resourceMethods")}
+        return {"authorizers": sorted(({k: v for k, v in x.items() if k != "id"} for x in a["authorizers"]),
+                                      key=lambda x: x["name"]), "methods": methods}
+
+    for export_type in ("swagger", "oas30"):
+        once, _ = import_openapi(json.loads(json.dumps(export_openapi(doc, export_type=export_type))))
+        assert auth_view(once) == auth_view(doc)
+        twice, _ = import_openapi(json.loads(json.dumps(export_openapi(once, export_type=export_type))))
+        assert normalised(twice) == normalised(once)

@@ -14,6 +14,7 @@ share them, and a reload that leaves an authorizer unchanged keeps its warm stat
 from __future__ import annotations
 
 import json
+import os
 from typing import Mapping
 
 from fastgate.auth import Check
@@ -78,12 +79,22 @@ class AuthCaches:
         self._used = set()
 
 
+# AWS SDKs' service-specific endpoint variable for Cognito user pools: set, a user pool's
+# issuer is {endpoint}/{poolId} (a self-hosted or test identity provider) instead of
+# https://cognito-idp.{region}.amazonaws.com/{poolId}
+COGNITO_ENDPOINT_ENV = "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"
+
+
 def cognito_issuer(provider_arn: str) -> str:
     """arn:aws:cognito-idp:{region}:{account}:userpool/{poolId} -> the pool's issuer URL."""
     parts = provider_arn.split(":", 5)
     if len(parts) != 6 or parts[2] != "cognito-idp" or not parts[5].startswith("userpool/"):
         raise AccessError(f"{provider_arn!r} is not a Cognito user pool ARN")
-    return f"https://cognito-idp.{parts[3]}.amazonaws.com/{parts[5][len('userpool/'):]}"
+    pool = parts[5][len("userpool/"):]
+    endpoint = os.environ.get(COGNITO_ENDPOINT_ENV)
+    if endpoint:
+        return f"{endpoint.rstrip('/')}/{pool}"
+    return f"https://cognito-idp.{parts[3]}.amazonaws.com/{pool}"
 
 
 def _policy_checks(api: dict, warn) -> list[Check]:

@@ -85,7 +85,8 @@ class Issuer:
                     return
                 if self.path == "/.well-known/openid-configuration":
                     body = {"issuer": issuer.url, "jwks_uri": issuer.url + "/keys"}
-                elif self.path == "/keys":
+                elif self.path == "/keys" or self.path.endswith("/.well-known/jwks.json"):
+                    # the second form: a Cognito user pool's keys, {issuer}/{poolId}/.well-known/jwks.json
                     body = {"keys": [k.jwk for k in issuer.keys]}
                 else:
                     self.send_error(404)
