@@ -235,6 +235,12 @@ class Compiler:
         from fastgate.access import AccessPhase
         from fastgate.auth.compile import compile_method_access
         api = self.current_api
+        if any("stageVariables" in (a.get("authorizerUri") or "") for a in api.get("authorizers", ())):
+            # an authorizer's function may be chosen per stage (function:${stageVariables.fn})
+            api = dict(api, authorizers=[
+                dict(a, authorizerUri=self.substitute(a["authorizerUri"], stage, where))
+                if "stageVariables" in (a.get("authorizerUri") or "") else a
+                for a in api["authorizers"]])
         checks = compile_method_access(
             api, spec, invoke=self.services.invoke, http_client=self.services.http_client,
             warn=lambda m: self.warn(f"{where}: {m}"), iam_credentials=self.iam_credentials,

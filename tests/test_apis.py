@@ -210,3 +210,22 @@ def test_http_non_proxy_integrations_compile_their_mapping():
     c, _, _, (_, _, _, (stage,)) = compile_(state_with(api))
     assert stage.router.match(b"x", b"GET", b"/pets")[0].mock_status == 500
     assert any("mapping template does not parse" in w for w in c.warnings)
+
+
+def test_authorizer_function_arn_takes_stage_variables():
+    from fastgate.access import Services
+    api = api_doc("aaut")
+    api["authorizers"] = [{
+        "id": "au1", "name": "tok", "type": "TOKEN", "identitySource": "method.request.header.Authorization",
+        "authorizerUri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+                         "arn:aws:lambda:us-east-1:123456789012:function:${stageVariables.authfn}/invocations"}]
+    get = api["resources"][1]["resourceMethods"]["GET"]
+    get.update(authorizationType="CUSTOM", authorizerId="au1")
+    st = state_with(api)
+    st.stages["aaut"]["prod"]["variables"]["authfn"] = "auth_prod"
+    routes, series, groups = [], [], {}
+    c = Compiler(routes=routes, series=series, groups=groups, metrics=None, limits=Limits(),
+                 services=Services())
+    (_, _, _, (stage,)) = compile_state(st, c)
+    access = stage.router.match(b"x", b"GET", b"/pets")[0].access
+    assert [chk.auth.function for chk in access.checks] == ["auth_prod"]
