@@ -633,5 +633,5 @@ class Supervisor:
                 lines.append(f"  {kind} {api.get('name', '')!r} ({api_id}) stage {name}: {bases[0]}{path}")
         if self.admin_socket is not None:
             host, port = self.admin_socket.getsockname()[:2]
-            lines.append(f"  admin: http://{host}:{port}/metrics")
+            lines.append(f"  admin: http://{host}:{port}/metrics   dashboard: http://{host}:{port}/dashboard")
         print("\n".join(lines), flush=True)
