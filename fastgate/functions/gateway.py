@@ -15,7 +15,9 @@ import sys
 from urllib.parse import unquote
 
 from fastgate.functions.errors import FunctionError, error_response
-from fastgate.functions.events import FunctionRequest, build_event_v1, build_event_v2
+from fastgate.functions.events import (
+    FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2,
+)
 from fastgate.functions.pool import FunctionPool, FunctionSpec
 from fastgate.functions.responses import ResponseError, parse_response_v1, parse_response_v2
 
@@ -40,13 +42,17 @@ def function_specs(config, base_dir: str) -> tuple[list[FunctionSpec], dict]:
     return specs, remotes
 
 
-def authorizer_of(auth, v2: bool) -> dict | None:
+def authorizer_of(auth, v2: bool, http_api: bool = False) -> dict | None:
     """An access check's result in the shape the payload format carries it:
-    1.0 a flat map (principalId, the Lambda context, Cognito's claims); 2.0
-    {"jwt": {"claims", "scopes"}}, {"lambda": {...}} or {"iam": {...}}."""
+    REST 1.0 a flat map (principalId, the Lambda context, Cognito's claims); 2.0
+    {"jwt": {"claims", "scopes"}}, {"lambda": {...}} or {"iam": {...}}; an HTTP
+    API's 1.0 {"claims", "scopes"} for a JWT, else 2.0's {"lambda"} / {"iam"}."""
     if auth is None:
         return None
-    if v2:
+    if http_api and not v2 and auth.claims is not None:
+        return {"claims": auth.context.get("claims", auth.claims),
+                "scopes": auth.context.get("scopes")}
+    if v2 or http_api:
         if auth.claims is not None:
             return {"jwt": {"claims": auth.context.get("claims", auth.claims),
                             "scopes": auth.context.get("scopes")}}
@@ -122,7 +128,8 @@ class FunctionRunner:
             route_key=route.route_key, path_parameters=params,
             stage_variables=dict(api.variables) if api is not None and api.variables else None,
             binary_media_types=route.binary_media_types,
-            authorizer=authorizer_of(ctx.auth, route.payload_v2),
+            authorizer=authorizer_of(ctx.auth, route.payload_v2,
+                                     http_api=api is not None and not api.rest),
             identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None)
 
     async def run(self, conn, ctx, body: bytes) -> None:
@@ -131,11 +138,20 @@ class FunctionRunner:
         timeout_ms = int(route.first_byte_timeout * 1000)
         try:
             req = self.request_of(ctx, body)
-            event = build_event_v2(req) if route.payload_v2 else build_event_v1(req)
+            if route.payload_v2:
+                event = build_event_v2(req)
+            elif http_api:
+                event = build_event_v1_http(req)
+            else:
+                event = build_event_v1(req)
             result = await self.invoke(route.function_name, event, timeout_ms=timeout_ms,
                                        request_id=req.request_id)
             if route.payload_v2:
                 status, headers, out = parse_response_v2(result)
+            elif http_api:
+                # HTTP APIs read 1.0 results as strictly as REST APIs, but have no
+                # binaryMediaTypes: a base64 body is always decoded.
+                status, headers, out = parse_response_v1(result)
             else:
                 accept = ctx.header(b"accept")
                 status, headers, out = parse_response_v1(

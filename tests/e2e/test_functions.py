@@ -41,6 +41,15 @@ def die(event, context):
 
 def bare(event, context):
     return {"plain": "dict"}
+
+def v1http(event, context):
+    if event["path"].endswith("/png"):
+        return {"statusCode": 200, "headers": {"Content-Type": "image/png"},
+                "body": "iVBORw0=", "isBase64Encoded": True}
+    if event["path"].endswith("/bad"):
+        return {"statusCode": 200, "cookies": ["a=1"]}     # a 2.0 key: malformed in 1.0
+    return {"statusCode": 200, "multiValueHeaders": {"X-Multi": ["1", "2"]},
+            "body": json.dumps(event)}
 '''
 
 STARLETTE_APP = '''
@@ -73,6 +82,16 @@ def gw(tmp_path_factory):
                 "uri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
                        "arn:aws:lambda:us-east-1:123456789012:function:rest/invocations"}}}},
     }))
+    (tmp / "http.json").write_text(json.dumps({
+        "openapi": "3.0.1", "info": {"title": "HttpV1", "version": "1"},
+        "x-amazon-apigateway-importexport-version": "1.0",
+        "paths": {"/pets/{petId}": {"get": {"x-amazon-apigateway-integration": {
+            "type": "aws_proxy", "httpMethod": "POST", "payloadFormatVersion": "1.0",
+            "uri": "arn:aws:lambda:us-east-1:123456789012:function:v1http"}}},
+                  "/{proxy+}": {"x-amazon-apigateway-any-method": {"x-amazon-apigateway-integration": {
+            "type": "aws_proxy", "httpMethod": "POST", "payloadFormatVersion": "1.0",
+            "uri": "arn:aws:lambda:us-east-1:123456789012:function:v1http"}}}},
+    }))
     g = Gateway(tmp, """\
         access_log: {path: 'off'}
         function_path: [fn]
@@ -84,7 +103,11 @@ def gw(tmp_path_factory):
           die: {handler: handlers:die}
           bare: {handler: handlers:bare}
           web: {handler: web:handler}
+          v1http: {handler: handlers:v1http}
         apis:
+          - openapi: http.json
+            id: httpv1
+            stages: {live: {}}
           - openapi: api.json
             id: fnapi
             stages: {v1: {variables: {color: red}}}
@@ -129,6 +152,38 @@ def test_aws_proxy_from_openapi_gets_the_rest_event(gw):
     assert body["stage"] == "v1" and body["stageVariables"] == {"color": "red"}
     assert body["query"] == {"q": ["a", "b"]}
     assert body["body"] == '{"k": 1}'
+
+
+def test_http_api_with_payload_1_0_gets_the_http_api_1_0_event(gw):
+    r = httpx.get(f"{gw.url}/live/pets/7?q=a&q=b", headers={"X-Trace": "1", "Cookie": "c=3"},
+                  timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-multi"] in ("1, 2", "1,2") or r.headers.get_list("x-multi") == ["1", "2"]
+    event = r.json()
+    assert event["version"] == "1.0"
+    assert event["resource"] == "/pets/{petId}" and event["path"] == "/live/pets/7"
+    assert event["pathParameters"] == {"petId": "7"}
+    assert event["multiValueQueryStringParameters"] == {"q": ["a", "b"]}
+    assert event["headers"]["x-trace"] == "1" and event["headers"]["cookie"] == "c=3"
+    assert all(name == name.lower() for name in event["headers"])
+    ctx = event["requestContext"]
+    assert ctx["apiId"] == "httpv1" and ctx["stage"] == "live" and ctx["resourceId"] is None
+    assert ctx["authorizer"] == {"claims": None, "scopes": None}
+    assert ctx["requestId"] == r.headers["x-request-id"]
+    assert event["body"] is None and event["stageVariables"] is None
+    # no Content-Type: base64 by the HTTP API rule (a REST API without binaryMediaTypes sends text)
+    event = httpx.post(f"{gw.url}/live/any/thing", content=b"\x00\x01", timeout=10).json()
+    assert event["resource"] == "/{proxy+}" == event["requestContext"]["resourcePath"]
+    assert event["pathParameters"] == {"proxy": "any/thing"}
+    assert event["isBase64Encoded"] is True and event["body"] == "AAE="
+
+
+def test_http_api_1_0_response_rules(gw):
+    r = httpx.get(f"{gw.url}/live/pets/png", timeout=10)
+    assert r.status_code == 200 and r.content == bytes.fromhex("89504e470d")   # always decoded
+    r = httpx.get(f"{gw.url}/live/pets/bad", timeout=10)
+    assert r.status_code == 500 and r.json() == {"message": "Internal Server Error"}
+    assert "x-amzn-errortype" not in r.headers
 
 
 def test_a_starlette_app_through_mangum(gw):
