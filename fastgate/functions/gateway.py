@@ -18,8 +18,10 @@ from fastgate.functions.errors import FunctionError, error_response
 from fastgate.functions.events import (
     FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2,
 )
-from fastgate.functions.pool import FunctionPool, FunctionSpec
-from fastgate.functions.responses import ResponseError, parse_response_v1, parse_response_v2
+from fastgate.functions.pool import FunctionPool, FunctionSpec, FunctionStream
+from fastgate.functions.responses import (
+    ResponseError, parse_response_v1, parse_response_v2, parse_stream_head,
+)
 
 
 def log(msg: str) -> None:
@@ -76,6 +78,7 @@ class FunctionRunner:
         self.remotes: dict = {}           # name -> LambdaInvokeClient
         self.remote_configs: dict = {}
         self.tasks: set = set()
+        self.streams: dict = {}           # client protocol -> FunctionStream being relayed
 
     def configure(self, config, base_dir: str) -> None:
         """Apply a (re)loaded config: unchanged functions keep their warm processes."""
@@ -146,6 +149,9 @@ class FunctionRunner:
                 event = build_event_v1(req)
             result = await self.invoke(route.function_name, event, timeout_ms=timeout_ms,
                                        request_id=req.request_id)
+            if isinstance(result, FunctionStream):
+                self.relay(conn, ctx, result)
+                return
             if route.payload_v2:
                 status, headers, out = parse_response_v2(result)
             elif http_api:
@@ -170,6 +176,44 @@ class FunctionRunner:
             conn.function_done(ctx, status, [], out, kind, repr(err))
             return
         conn.function_done(ctx, status, headers, out)
+
+    def relay(self, conn, ctx, stream: FunctionStream) -> None:
+        """Relay a generator handler's stream to the client chunk by chunk, as it comes."""
+        name = stream.name
+        try:
+            status, headers = parse_stream_head(stream.head)
+        except ResponseError as err:
+            stream.cancel()
+            http_api = ctx.api is not None and not ctx.api.rest
+            status, out, kind = error_response(err, http_api=http_api)
+            log(f"function {name}: {err}")
+            conn.function_done(ctx, status, [], out, kind, str(err))
+            return
+        if not conn.function_stream_head(ctx, status, headers):
+            stream.cancel()          # nobody to send it to
+            return
+        self.streams[conn] = stream
+
+        def on_chunk(data: bytes) -> None:
+            if not conn.function_stream_chunk(ctx, data):
+                self.streams.pop(conn, None)
+                stream.cancel()      # the client went away: stop the handler
+
+        def on_end(error) -> None:
+            self.streams.pop(conn, None)
+            if error is None:
+                conn.function_stream_end(ctx)
+            else:
+                log(f"function {name}: stream ended early: {error}")
+                conn.function_stream_end(ctx, "INTEGRATION_FAILURE", str(error))
+
+        stream.start(on_chunk, on_end)
+
+    def flow(self, conn, paused: bool) -> None:
+        """The client's write buffer filled (or drained): hold (or release) the handler."""
+        stream = self.streams.get(conn)
+        if stream is not None:
+            stream.pause(paused)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -42,6 +42,11 @@ def die(event, context):
 def bare(event, context):
     return {"plain": "dict"}
 
+def counted(event, context):
+    with open(event["queryStringParameters"]["log"], "a") as f:
+        f.write(context.aws_request_id + "\\n")
+    return {"statusCode": 200, "body": "counted"}
+
 def v1http(event, context):
     if event["path"].endswith("/png"):
         return {"statusCode": 200, "headers": {"Content-Type": "image/png"},
@@ -102,6 +107,7 @@ def gw(tmp_path_factory):
           slow: {handler: handlers:slow, timeout_ms: 10000}
           die: {handler: handlers:die}
           bare: {handler: handlers:bare}
+          counted: {handler: handlers:counted}
           web: {handler: web:handler}
           v1http: {handler: handlers:v1http}
         apis:
@@ -117,6 +123,7 @@ def gw(tmp_path_factory):
           - {path: /slow, integration: {type: function, function: slow, timeout_ms: 500}}
           - {path: /die, integration: {type: function, function: die}}
           - {path: /bare, integration: {type: function, function: bare}}
+          - {path: /counted, integration: {type: function, function: counted}}
           - {path: "/items/{id}", integration: {type: function, function: web, payload_format: "1.0"}}
         """)
     yield g
@@ -190,6 +197,18 @@ def test_a_starlette_app_through_mangum(gw):
     r = httpx.get(f"{gw.url}/items/42?q=1&q=2", headers={"Cookie": "c=yum"}, timeout=10)
     assert r.status_code == 200
     assert r.json() == {"id": "42", "q": ["1", "2"], "cookie": "yum"}
+
+
+def test_the_handler_runs_once_per_request(gw, tmp_path):
+    # a request without a body is whole at head-complete; message-complete must not
+    # start the function a second time
+    calls = tmp_path / "calls"
+    with httpx.Client(timeout=10) as client:
+        for method, body in (("GET", None), ("POST", b"x"), ("DELETE", None)):
+            r = client.request(method, f"{gw.url}/counted", params={"log": str(calls)}, content=body)
+            assert r.status_code == 200 and r.text == "counted"
+    ids = calls.read_text().split()
+    assert len(ids) == 3 and len(set(ids)) == 3
 
 
 def test_v2_result_without_status_code_is_json(gw):
