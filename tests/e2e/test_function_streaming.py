@@ -176,3 +176,17 @@ def test_the_worker_and_pool_survive_streams(gw):
         assert httpx.get(f"{gw.url}/headless", timeout=10).content == b"raw bytes"
     assert gw.workers() == before
     assert os.path.exists(gw.tmp / "fn" / "streams.py")
+
+
+def test_an_http_1_0_client_gets_the_stream_up_to_the_close(gw):
+    import socket
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"GET /headless HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == b"raw bytes"
