@@ -657,6 +657,8 @@ cdef class ClientConnection:
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
+        if self.streaming_function and self.worker.functions is not None:
+            self.worker.functions.client_gone(self)    # stop the handler now, not at its next chunk
         if self.ctx is not None and self.ctx.end == 0:
             self.log_exchange()
         self.ctx = None

@@ -215,5 +215,11 @@ class FunctionRunner:
         if stream is not None:
             stream.pause(paused)
 
+    def client_gone(self, conn) -> None:
+        """The client closed mid-stream: its handler process is stopped."""
+        stream = self.streams.pop(conn, None)
+        if stream is not None:
+            stream.cancel()
+
     async def close(self) -> None:
         await self.pool.close()

@@ -201,7 +201,9 @@ class FunctionStream:
                 transport.resume_reading()
 
     def cancel(self) -> None:
-        """The client is gone: stop the handler (its process is killed, not reused)."""
+        """The client is gone: stop the handler (its process is killed, not reused).
+        ``on_end`` is not called: there is nobody left to tell."""
+        self._on_end = None
         self._finish(False, None)
 
     def _frame(self, frame: bytes | None) -> None:

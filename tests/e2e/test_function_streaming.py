@@ -74,6 +74,7 @@ def gw(tmp_path_factory):
           broken: {handler: streams:broken, concurrency: 1}
           early: {handler: streams:early, concurrency: 1}
           endless: {handler: streams:endless, concurrency: 1, timeout_ms: 600}
+          ticker: {handler: streams:endless, concurrency: 1, timeout_ms: 60000}
           flood: {handler: streams:flood, concurrency: 1, timeout_ms: 20000}
           pid: {handler: streams:pid, concurrency: 1}
         routes:
@@ -82,6 +83,7 @@ def gw(tmp_path_factory):
           - {path: /broken, integration: {type: function, function: broken}}
           - {path: /early, integration: {type: function, function: early}}
           - {path: /endless, integration: {type: function, function: endless}}
+          - {path: /ticker, integration: {type: function, function: ticker}}
           - {path: /flood, integration: {type: function, function: flood}}
         """)
     g.tmp = tmp
@@ -190,3 +192,46 @@ def test_an_http_1_0_client_gets_the_stream_up_to_the_close(gw):
     assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
     assert b"connection: close" in head.lower()
     assert body == b"raw bytes"
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_handler(gw):
+    import socket
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"GET /ticker HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while b"tick" not in got:
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+        handler = [p for w in gw.workers() for p in _children(w, "streams:endless")]
+        assert len(handler) == 1
+    # the handler would tick for a minute; the gateway notices the closed connection at the
+    # next chunk it relays and stops the handler's process
+    deadline = time.monotonic() + 5
+    while not _gone(handler[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(handler[0])
+    r = httpx.get(f"{gw.url}/headless", timeout=10)      # the worker is fine
+    assert r.content == b"raw bytes"
+
+
+def _children(pid, handler):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        pids = [int(p) for p in f.read().split()]
+    out = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/cmdline") as f:
+                if handler in f.read().replace("\0", " "):
+                    out.append(p)
+        except OSError:
+            pass
+    return out
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
