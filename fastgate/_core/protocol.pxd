@@ -188,6 +188,7 @@ cdef class ClientConnection:
     cdef list pending                     # [PendingRequest]
     cdef bint req_complete                # the active request's body has fully arrived
     cdef bint responding                  # the response head has been sent to the client
+    cdef bint streaming_function          # a function's streamed response is being relayed
     cdef bint close_after                 # close the connection after this response
     cdef int body_mode                    # a BodyMode
     cdef list body_chunks                 # request body: unsent chunks, plus sent ones while retained

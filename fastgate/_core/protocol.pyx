@@ -657,6 +657,8 @@ cdef class ClientConnection:
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
+        if self.streaming_function and self.worker.functions is not None:
+            self.worker.functions.client_gone(self)    # stop the handler now, not at its next chunk
         if self.ctx is not None and self.ctx.end == 0:
             self.log_exchange()
         self.ctx = None
@@ -684,10 +686,14 @@ cdef class ClientConnection:
     def pause_writing(self):
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.pause_reading()
+        elif self.streaming_function and self.worker.functions is not None:
+            self.worker.functions.flow(self, True)   # a streamed function response: hold the handler
 
     def resume_writing(self):
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
+        elif self.streaming_function and self.worker.functions is not None:
+            self.worker.functions.flow(self, False)
 
     def data_received(self, bytes data):
         if self.closed or self.lingering:
@@ -1901,6 +1907,11 @@ cdef class ClientConnection:
         """The whole body is here: hand the request to the worker's function runner, which
         calls function_done() when the function answers (or fails)."""
         cdef RequestContext ctx = self.ctx
+        if ctx.integration_start > 0:
+            # already running: a request without a body is whole at head-complete (the phases
+            # start the function) and message-complete comes after; a function answers later,
+            # so `responding` cannot tell, and the handler would run twice
+            return
         ctx.integration_start = monotonic()
         if self.worker.functions is None:
             self.respond_error("INTEGRATION_FAILURE", "no function runner in this worker")
@@ -1924,6 +1935,63 @@ cdef class ClientConnection:
                 headers.append((b"x-amzn-ErrorType", b"InternalServerErrorException"))
         self.respond(status, headers, body)
         self.uncork()
+
+    def function_stream_head(self, RequestContext ctx, int status, list headers):
+        """A streamed function response's head; chunks follow with function_stream_chunk.
+        False when the client is gone (or a timeout answered): the stream is not wanted."""
+        if ctx is not self.ctx or self.closed or self.responding:
+            return False
+        ctx.integration_end = monotonic()     # the first byte: the integration latency
+        if ctx.route.response_headers is not None:
+            headers = (<HeaderTransform>ctx.route.response_headers).apply(headers, ctx)
+        if ctx.api is not None and ctx.api.cors is not None:
+            headers = ctx.api.cors.apply(headers, ctx.header(b"origin"))
+        ctx.status = status
+        self.responding = True
+        self.streaming_function = True
+        if not self.req_complete or not ctx.keep_alive or self.worker.draining or (
+                self.snap.keepalive_requests > 0 and self.served + 1 >= self.snap.keepalive_requests):
+            self.close_after = True
+        if ctx.method == b"HEAD" or status == 204 or status == 304 or status < 200:
+            self.body_mode = BODY_NONE
+        elif ctx.http_minor == 1:
+            self.body_mode = BODY_CHUNKED
+        else:
+            self.body_mode = BODY_CLOSE      # HTTP/1.0: the end of the body is the end of the connection
+            self.close_after = True
+        # the gateway frames the stream itself
+        headers = [pair for pair in headers if classify(<bytes>pair[0]) not in
+                   (H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION)]
+        self.write_head(status, None, headers, -1)
+        self.uncork()
+        return True
+
+    def function_stream_chunk(self, RequestContext ctx, bytes data):
+        """One chunk of a streamed function response, written as it comes (False: client gone)."""
+        if ctx is not self.ctx or self.closed:
+            return False
+        if self.body_mode == BODY_NONE or not data:
+            return True
+        ctx.response_length += PyBytes_GET_SIZE(data)
+        self.send(chunk_frame(data) if self.body_mode == BODY_CHUNKED else data)
+        return True
+
+    def function_stream_end(self, RequestContext ctx, str error_type=None, str detail=None):
+        """The stream is over. Complete: the last chunk, then the next request. Failed
+        mid-stream: the connection is closed without the last chunk, so the client can
+        tell the body is incomplete (nothing else can be said once the head is out)."""
+        if ctx is not self.ctx or self.closed:
+            return
+        self.streaming_function = False
+        if error_type is not None:
+            ctx.error_type = error_type
+            ctx.error_message = detail
+            self.close_after = True
+            if self.body_mode == BODY_CHUNKED:
+                self.body_mode = BODY_NONE
+        elif self.body_mode == BODY_CHUNKED:
+            self.send(b"0\r\n\r\n")
+        self.exchange_done()
 
     cdef void respond_echo(self):
         """The request as the integration would have received it, after transforms, as JSON."""
@@ -2060,6 +2128,7 @@ cdef class ClientConnection:
         out_bytes(b"\r\n")
 
     cdef void write_head(self, int status, bytes reason, list headers, long long length):
+        """A head the gateway makes; length -1: no Content-Length (a stream, framed by body_mode)."""
         cdef RequestContext ctx = self.ctx
         cdef tuple pair
         out_reset()
@@ -2076,7 +2145,10 @@ cdef class ClientConnection:
         out_bytes(ctx.request_id)
         out_bytes(b"\r\n")
         self.out_api_headers(ctx)
-        out_bytes(b"Content-Length: %d\r\n" % length)
+        if length >= 0:
+            out_bytes(b"Content-Length: %d\r\n" % length)
+        elif self.body_mode == BODY_CHUNKED:
+            out_bytes(b"Transfer-Encoding: chunked\r\n")
         if self.close_after:
             out_bytes(b"Connection: close\r\n")
         elif ctx.http_minor == 0:
@@ -2093,6 +2165,7 @@ cdef class ClientConnection:
         self.served += 1
         self.ctx = None
         self.responding = False
+        self.streaming_function = False
         self.waiting = WAIT_NONE
         self.cache_parts = None
         self.compressor = None

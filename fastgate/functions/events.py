@@ -1,14 +1,15 @@
 """The events Amazon API Gateway sends a Lambda proxy integration, built from one request.
 
-``build_event_v1`` makes the REST API event (payload format 1.0) and
+``build_event_v1`` makes the REST API event (payload format 1.0),
+``build_event_v1_http`` an HTTP API's payload format 1.0 event and
 ``build_event_v2`` the HTTP API event (payload format 2.0), key for key as AWS
 sends them: which keys are null and which are left out, header and query
 folding, cookies, base64 bodies.  AWS's documentation for both:
 
 - REST: "Input format of a Lambda function for proxy integration"
   (apigateway/latest/developerguide/set-up-lambda-proxy-integrations.html)
-- HTTP: "Create AWS Lambda proxy integrations for HTTP APIs", payload format 2.0
-  (apigateway/latest/developerguide/http-api-develop-integrations-lambda.html)
+- HTTP: "Create AWS Lambda proxy integrations for HTTP APIs", payload formats 1.0
+  and 2.0 (apigateway/latest/developerguide/http-api-develop-integrations-lambda.html)
 
 tests/data/events/ holds AWS's sample events; tests/functions/test_events.py
 checks ours against them field by field.  Where AWS is odd we match it and
@@ -23,7 +24,7 @@ import time
 from urllib.parse import unquote
 
 __all__ = [
-    "DEFAULT_ACCOUNT_ID", "FunctionRequest", "build_event_v1", "build_event_v2",
+    "DEFAULT_ACCOUNT_ID", "FunctionRequest", "build_event_v1", "build_event_v1_http", "build_event_v2",
     "is_binary_v1", "is_binary_v2", "media_type_matches", "format_request_time",
 ]
 
@@ -199,25 +200,54 @@ def _resource_id(api_id: str, resource_path: str) -> str:
 
 # --- payload format 1.0 (REST API) ----------------------------------------------
 
-def build_event_v1(req: FunctionRequest) -> dict:
-    """The REST API proxy event.  Every top-level key is always present:
-    query, path parameters, stage variables and body are null when empty."""
+def _v1_headers(req: FunctionRequest, lower: bool) -> tuple[dict, dict]:
+    """1.0's (headers, multiValueHeaders); ``headers`` keeps the last value.  REST
+    APIs key a header by the first spelling the client used; HTTP APIs lower-case
+    every name (``lower``)."""
     headers: dict[str, str] = {}
     multi_headers: dict[str, list[str]] = {}
     spelling: dict[str, str] = {}   # lower-case name -> first spelling seen
     for raw_name, raw_value in req.headers:
         name = _text(raw_name)
-        key = spelling.setdefault(name.lower(), name)
+        key = name.lower() if lower else spelling.setdefault(name.lower(), name)
         value = _text(raw_value)
-        headers[key] = value                  # the last value wins
+        headers[key] = value
         multi_headers.setdefault(key, []).append(value)
+    return headers, multi_headers
 
+
+def _v1_event(req: FunctionRequest, resource: str, path: str, headers: dict,
+              multi_headers: dict, context: dict, binary: bool) -> dict:
+    """The top level every 1.0 event shares: every key present, null when empty."""
     query: dict[str, str] = {}
     multi_query: dict[str, list[str]] = {}
     for key, value in _query_pairs(req.raw_query):
         query[key] = value
         multi_query.setdefault(key, []).append(value)
+    if req.body:
+        body, encoded = _body(req, binary)
+    else:
+        body, encoded = None, False
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": req.method,
+        "headers": headers or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": req.path_parameters or None,
+        "stageVariables": req.stage_variables or None,
+        "requestContext": context,
+        "body": body,
+        "isBase64Encoded": encoded,
+    }
 
+
+def build_event_v1(req: FunctionRequest) -> dict:
+    """The REST API proxy event.  Every top-level key is always present:
+    query, path parameters, stage variables and body are null when empty."""
+    headers, multi_headers = _v1_headers(req, lower=False)
     path = unquote(_text(req.raw_path))
     stage_prefix = "" if req.stage == "$default" else "/" + req.stage
     resource = req.resource_path if req.resource_path is not None else path
@@ -255,24 +285,66 @@ def build_event_v1(req: FunctionRequest) -> dict:
         "stage": req.stage,
     })
 
-    if req.body:
-        body, encoded = _body(req, is_binary_v1(req))
-    else:
-        body, encoded = None, False
-    return {
-        "resource": resource,
-        "path": path,
+    return _v1_event(req, resource, path, headers, multi_headers, context, is_binary_v1(req))
+
+
+# --- payload format 1.0 on an HTTP API ----------------------------------------------
+
+# An HTTP API's 1.0 event without an authorizer still carries this authorizer block
+# (AWS's published sample); a JWT authorizer fills it in.
+_NO_AUTHORIZER_V1_HTTP = {"claims": None, "scopes": None}
+
+
+def build_event_v1_http(req: FunctionRequest) -> dict:
+    """The event an HTTP API sends with payloadFormatVersion 1.0.
+
+    The REST event's keys (every top-level key present, null when empty,
+    multiValue maps) with HTTP API differences: ``"version": "1.0"`` first;
+    header names lower-cased (the Cookie header stays a header); the body is
+    base64 by the HTTP API rule (``is_binary_v2``), not binaryMediaTypes;
+    ``requestContext.authorizer`` is always there (``{"claims": null,
+    "scopes": null}`` without an authorizer); ``resourceId`` is null; identity
+    has no API key fields (HTTP APIs have no API keys).  ``path`` and
+    ``requestContext.path`` both carry a named stage, as ``rawPath`` does in 2.0.
+    """
+    headers, multi_headers = _v1_headers(req, lower=True)
+    path = unquote(_text(req.raw_path))
+    if req.stage != "$default":
+        path = "/" + req.stage + path
+    # The catch-all route has no resource of its own: the request path stands in.
+    resource = req.resource_path if req.resource_path not in (None, "/$default") else path
+    domain_name, domain_prefix = _domain(req)
+    user_agent = req.user_agent
+    if user_agent is None:
+        user_agent = headers.get("user-agent")
+
+    identity = dict.fromkeys(_IDENTITY_KEYS)
+    identity["sourceIp"] = req.source_ip
+    identity["userAgent"] = user_agent
+    if req.identity:
+        identity.update((k, v) for k, v in req.identity.items() if not k.startswith("apiKey"))
+
+    context = {
+        "accountId": req.account_id,
+        "apiId": req.api_id,
+        "authorizer": req.authorizer if req.authorizer is not None else dict(_NO_AUTHORIZER_V1_HTTP),
+        "domainName": domain_name,
+        "domainPrefix": domain_prefix,
+        "extendedRequestId": req.request_id,
         "httpMethod": req.method,
-        "headers": headers or None,
-        "multiValueHeaders": multi_headers or None,
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": req.path_parameters or None,
-        "stageVariables": req.stage_variables or None,
-        "requestContext": context,
-        "body": body,
-        "isBase64Encoded": encoded,
+        "identity": identity,
+        "path": path,
+        "protocol": req.protocol,
+        "requestId": req.request_id,
+        "requestTime": format_request_time(req.request_time_ms),
+        "requestTimeEpoch": req.request_time_ms,
+        "resourceId": None,
+        "resourcePath": resource,
+        "stage": req.stage,
     }
+    # "version" comes first, as AWS sends it
+    return {"version": "1.0",
+            **_v1_event(req, resource, path, headers, multi_headers, context, is_binary_v2(req))}
 
 
 # --- payload format 2.0 (HTTP API) ----------------------------------------------

@@ -15,9 +15,13 @@ import sys
 from urllib.parse import unquote
 
 from fastgate.functions.errors import FunctionError, error_response
-from fastgate.functions.events import FunctionRequest, build_event_v1, build_event_v2
-from fastgate.functions.pool import FunctionPool, FunctionSpec
-from fastgate.functions.responses import ResponseError, parse_response_v1, parse_response_v2
+from fastgate.functions.events import (
+    FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2,
+)
+from fastgate.functions.pool import FunctionPool, FunctionSpec, FunctionStream
+from fastgate.functions.responses import (
+    ResponseError, parse_response_v1, parse_response_v2, parse_stream_head,
+)
 
 
 def log(msg: str) -> None:
@@ -40,13 +44,17 @@ def function_specs(config, base_dir: str) -> tuple[list[FunctionSpec], dict]:
     return specs, remotes
 
 
-def authorizer_of(auth, v2: bool) -> dict | None:
+def authorizer_of(auth, v2: bool, http_api: bool = False) -> dict | None:
     """An access check's result in the shape the payload format carries it:
-    1.0 a flat map (principalId, the Lambda context, Cognito's claims); 2.0
-    {"jwt": {"claims", "scopes"}}, {"lambda": {...}} or {"iam": {...}}."""
+    REST 1.0 a flat map (principalId, the Lambda context, Cognito's claims); 2.0
+    {"jwt": {"claims", "scopes"}}, {"lambda": {...}} or {"iam": {...}}; an HTTP
+    API's 1.0 {"claims", "scopes"} for a JWT, else 2.0's {"lambda"} / {"iam"}."""
     if auth is None:
         return None
-    if v2:
+    if http_api and not v2 and auth.claims is not None:
+        return {"claims": auth.context.get("claims", auth.claims),
+                "scopes": auth.context.get("scopes")}
+    if v2 or http_api:
         if auth.claims is not None:
             return {"jwt": {"claims": auth.context.get("claims", auth.claims),
                             "scopes": auth.context.get("scopes")}}
@@ -89,7 +97,8 @@ def function_request(ctx, body: bytes) -> FunctionRequest:
         route_key=route.route_key, path_parameters=params,
         stage_variables=dict(api.variables) if api is not None and api.variables else None,
         binary_media_types=route.binary_media_types,
-        authorizer=authorizer_of(ctx.auth, route.payload_v2),
+        authorizer=authorizer_of(ctx.auth, route.payload_v2,
+                                 http_api=api is not None and not api.rest),
         identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None)
 
 
@@ -102,6 +111,7 @@ class FunctionRunner:
         self.remotes: dict = {}           # name -> LambdaInvokeClient
         self.remote_configs: dict = {}
         self.tasks: set = set()
+        self.streams: dict = {}           # client protocol -> FunctionStream being relayed
 
     def configure(self, config, base_dir: str) -> None:
         """Apply a (re)loaded config: unchanged functions keep their warm processes."""
@@ -137,11 +147,23 @@ class FunctionRunner:
         timeout_ms = int(route.first_byte_timeout * 1000)
         try:
             req = self.request_of(ctx, body)
-            event = build_event_v2(req) if route.payload_v2 else build_event_v1(req)
+            if route.payload_v2:
+                event = build_event_v2(req)
+            elif http_api:
+                event = build_event_v1_http(req)
+            else:
+                event = build_event_v1(req)
             result = await self.invoke(route.function_name, event, timeout_ms=timeout_ms,
                                        request_id=req.request_id)
+            if isinstance(result, FunctionStream):
+                self.relay(conn, ctx, result)
+                return
             if route.payload_v2:
                 status, headers, out = parse_response_v2(result)
+            elif http_api:
+                # HTTP APIs read 1.0 results as strictly as REST APIs, but have no
+                # binaryMediaTypes: a base64 body is always decoded.
+                status, headers, out = parse_response_v1(result)
             else:
                 accept = ctx.header(b"accept")
                 status, headers, out = parse_response_v1(
@@ -160,6 +182,50 @@ class FunctionRunner:
             conn.function_done(ctx, status, [], out, kind, repr(err))
             return
         conn.function_done(ctx, status, headers, out)
+
+    def relay(self, conn, ctx, stream: FunctionStream) -> None:
+        """Relay a generator handler's stream to the client chunk by chunk, as it comes."""
+        name = stream.name
+        try:
+            status, headers = parse_stream_head(stream.head)
+        except ResponseError as err:
+            stream.cancel()
+            http_api = ctx.api is not None and not ctx.api.rest
+            status, out, kind = error_response(err, http_api=http_api)
+            log(f"function {name}: {err}")
+            conn.function_done(ctx, status, [], out, kind, str(err))
+            return
+        if not conn.function_stream_head(ctx, status, headers):
+            stream.cancel()          # nobody to send it to
+            return
+        self.streams[conn] = stream
+
+        def on_chunk(data: bytes) -> None:
+            if not conn.function_stream_chunk(ctx, data):
+                self.streams.pop(conn, None)
+                stream.cancel()      # the client went away: stop the handler
+
+        def on_end(error) -> None:
+            self.streams.pop(conn, None)
+            if error is None:
+                conn.function_stream_end(ctx)
+            else:
+                log(f"function {name}: stream ended early: {error}")
+                conn.function_stream_end(ctx, "INTEGRATION_FAILURE", str(error))
+
+        stream.start(on_chunk, on_end)
+
+    def flow(self, conn, paused: bool) -> None:
+        """The client's write buffer filled (or drained): hold (or release) the handler."""
+        stream = self.streams.get(conn)
+        if stream is not None:
+            stream.pause(paused)
+
+    def client_gone(self, conn) -> None:
+        """The client closed mid-stream: its handler process is stopped."""
+        stream = self.streams.pop(conn, None)
+        if stream is not None:
+            stream.cancel()
 
     async def close(self) -> None:
         await self.pool.close()

@@ -25,7 +25,8 @@ import orjson
 
 from fastgate.functions.events import media_type_matches
 
-__all__ = ["MALFORMED_BODY", "ResponseError", "parse_response_v1", "parse_response_v2"]
+__all__ = ["MALFORMED_BODY", "ResponseError", "parse_response_v1", "parse_response_v2",
+           "parse_stream_head"]
 
 MALFORMED_BODY = b'{"message": "Internal server error"}'
 
@@ -185,3 +186,16 @@ def parse_response_v2(result) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             if text is not None:
                 headers.append((b"set-cookie", _value(text)))
     return status, headers, _body(result.get("body"), _flag(result.get("isBase64Encoded")))
+
+
+def parse_stream_head(head) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """A streamed response's head (a generator handler's first value: ``statusCode``,
+    ``headers``, ``cookies``, like Lambda's HttpResponseStream metadata prelude) as
+    (status, headers), with 2.0's rules for headers and cookies whatever the payload
+    format.  A head without ``statusCode`` is a 200."""
+    if not isinstance(head, dict):
+        raise ResponseError("a stream's head must be an object")
+    status, headers, _ = parse_response_v2({"statusCode": head.get("statusCode", 200),
+                                            "headers": head.get("headers"),
+                                            "cookies": head.get("cookies")})
+    return status, headers

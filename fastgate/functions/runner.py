@@ -10,6 +10,8 @@ Frames both ways are a 4-byte big-endian length and an orjson document:
     runner -> pool   {"ready": true, "pid": P}  |  {"ready": false, "error": E}
     pool -> runner   {"event": ..., "request_id": "...", "deadline_ms": epoch_ms}
     runner -> pool   {"result": R}  |  {"kind": "raised"|"memory"|"malformed", "error": E}
+                     |  a stream: {"stream": HEAD}, then b"\\0" + chunk bytes per chunk,
+                        then {"end": true} or an error frame as above
 
 E is Lambda's error object {"errorType", "errorMessage", "stackTrace"}.  After
 a "memory" answer the runner exits: a process that ran out of memory is not
@@ -28,6 +30,7 @@ import signal
 import socket
 import sys
 import traceback
+import types
 
 import orjson
 
@@ -36,6 +39,7 @@ from fastgate.functions.loader import load_handler
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024   # Lambda's synchronous response payload limit
 _PR_SET_PDEATHSIG = 1
+_RECV_BYTES = 256 * 1024   # read size: most frames arrive in one recv
 
 
 def _error(exc: BaseException, error_type: str | None = None) -> dict:
@@ -65,26 +69,29 @@ class Channel:
 
     def __init__(self, fd: int):
         self.sock = socket.socket(fileno=fd)
+        self.buffer = bytearray()
+        # recv_into one preallocated chunk: recv(256 KiB) mmaps and unmaps that much per call
+        self.chunk = memoryview(bytearray(_RECV_BYTES))
 
     def send(self, payload: bytes) -> None:
         self.sock.sendall(len(payload).to_bytes(4, "big") + payload)
 
     def receive(self) -> bytes | None:
-        head = self._exactly(4)
-        if head is None:
-            return None
-        return self._exactly(int.from_bytes(head, "big"))
-
-    def _exactly(self, n: int) -> bytes | None:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            r = self.sock.recv_into(view[got:])
-            if r == 0:
-                return None     # the gateway closed its end: time to go
-            got += r
-        return bytes(buf)
+        """The next frame; None once the gateway has closed its end (time to go)."""
+        # PERF: buffered: one recv for a whole small frame instead of one for the
+        # length and one for the payload (bench/wrk_functions.py).
+        buffer = self.buffer
+        while True:
+            if len(buffer) >= 4:
+                end = 4 + int.from_bytes(buffer[:4], "big")
+                if len(buffer) >= end:
+                    frame = bytes(buffer[4:end])
+                    del buffer[:end]
+                    return frame
+            got = self.sock.recv_into(self.chunk)
+            if not got:
+                return None
+            buffer += self.chunk[:got]
 
 
 def _die_with_parent() -> None:
@@ -116,6 +123,69 @@ def _out_of_memory(channel: Channel, exc: MemoryError) -> int:
     return 1
 
 
+def _streams(result) -> bool:
+    """A generator, or any other iterator the handler returned, is a streamed response."""
+    return isinstance(result, types.GeneratorType) or (
+        hasattr(result, "__next__") and not isinstance(result, (str, bytes, bytearray, dict, list)))
+
+
+def _stream(channel: Channel, chunks, request_id: str) -> None:
+    """Send a streamed response: the head frame, a frame per chunk as it is yielded, the end.
+
+    The first yielded value, when it is a dict, is the head ({statusCode,
+    headers, cookies}, the metadata prelude of Lambda's HttpResponseStream);
+    otherwise the head is a 200 with ``application/octet-stream``, as for a
+    Lambda stream without a prelude.  Chunks are bytes or str (UTF-8).  A
+    handler that raises before its first value fails like any call; after it,
+    the end frame carries the error.  sendall blocks while the gateway is not
+    reading (a slow client): that is the stream's flow control.
+    """
+    try:
+        first = next(chunks, None)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        _log_error(request_id, exc)
+        channel.send(orjson.dumps({"kind": "raised", "error": _error(exc)}))
+        return
+    head = {"statusCode": 200, "headers": {"Content-Type": "application/octet-stream"}}
+    if isinstance(first, dict):
+        head, first = first, None
+    try:
+        channel.send(orjson.dumps({"stream": head}, default=_default))
+    except TypeError as exc:
+        _log_error(request_id, exc)
+        channel.send(orjson.dumps({"kind": "malformed", "error": _error(exc, "Runtime.MarshalError")}))
+        return
+    try:
+        if first is not None:
+            _send_chunk(channel, first)
+        for chunk in chunks:
+            _send_chunk(channel, chunk)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        _log_error(request_id, exc)
+        kind = "malformed" if isinstance(exc, _ChunkTypeError) else "raised"
+        channel.send(orjson.dumps({"kind": kind, "error": _error(exc)}))
+        return
+    channel.send(b'{"end":true}')
+
+
+class _ChunkTypeError(TypeError):
+    pass
+
+
+def _send_chunk(channel: Channel, chunk) -> None:
+    if isinstance(chunk, str):
+        chunk = chunk.encode()
+    elif not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise _ChunkTypeError(f"a streamed chunk must be bytes or str, not {type(chunk).__name__}")
+    if chunk:
+        # \0 marks a raw chunk: JSON frames start with "{"
+        channel.send(b"\0" + bytes(chunk))
+
+
 def serve(channel: Channel, handler, info: FunctionInfo) -> int:
     while True:
         frame = channel.receive()
@@ -131,6 +201,12 @@ def serve(channel: Channel, handler, info: FunctionInfo) -> int:
         except Exception as exc:
             _log_error(request_id, exc)
             channel.send(orjson.dumps({"kind": "raised", "error": _error(exc)}))
+            continue
+        if _streams(result):
+            try:
+                _stream(channel, result, request_id)
+            except MemoryError as exc:
+                return _out_of_memory(channel, exc)
             continue
         try:
             payload = orjson.dumps({"result": result}, default=_default)

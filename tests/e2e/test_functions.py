@@ -41,6 +41,20 @@ def die(event, context):
 
 def bare(event, context):
     return {"plain": "dict"}
+
+def counted(event, context):
+    with open(event["queryStringParameters"]["log"], "a") as f:
+        f.write(context.aws_request_id + "\\n")
+    return {"statusCode": 200, "body": "counted"}
+
+def v1http(event, context):
+    if event["path"].endswith("/png"):
+        return {"statusCode": 200, "headers": {"Content-Type": "image/png"},
+                "body": "iVBORw0=", "isBase64Encoded": True}
+    if event["path"].endswith("/bad"):
+        return {"statusCode": 200, "cookies": ["a=1"]}     # a 2.0 key: malformed in 1.0
+    return {"statusCode": 200, "multiValueHeaders": {"X-Multi": ["1", "2"]},
+            "body": json.dumps(event)}
 '''
 
 STARLETTE_APP = '''
@@ -73,6 +87,16 @@ def gw(tmp_path_factory):
                 "uri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
                        "arn:aws:lambda:us-east-1:123456789012:function:rest/invocations"}}}},
     }))
+    (tmp / "http.json").write_text(json.dumps({
+        "openapi": "3.0.1", "info": {"title": "HttpV1", "version": "1"},
+        "x-amazon-apigateway-importexport-version": "1.0",
+        "paths": {"/pets/{petId}": {"get": {"x-amazon-apigateway-integration": {
+            "type": "aws_proxy", "httpMethod": "POST", "payloadFormatVersion": "1.0",
+            "uri": "arn:aws:lambda:us-east-1:123456789012:function:v1http"}}},
+                  "/{proxy+}": {"x-amazon-apigateway-any-method": {"x-amazon-apigateway-integration": {
+            "type": "aws_proxy", "httpMethod": "POST", "payloadFormatVersion": "1.0",
+            "uri": "arn:aws:lambda:us-east-1:123456789012:function:v1http"}}}},
+    }))
     g = Gateway(tmp, """\
         access_log: {path: 'off'}
         function_path: [fn]
@@ -83,8 +107,13 @@ def gw(tmp_path_factory):
           slow: {handler: handlers:slow, timeout_ms: 10000}
           die: {handler: handlers:die}
           bare: {handler: handlers:bare}
+          counted: {handler: handlers:counted}
           web: {handler: web:handler}
+          v1http: {handler: handlers:v1http}
         apis:
+          - openapi: http.json
+            id: httpv1
+            stages: {live: {}}
           - openapi: api.json
             id: fnapi
             stages: {v1: {variables: {color: red}}}
@@ -94,6 +123,7 @@ def gw(tmp_path_factory):
           - {path: /slow, integration: {type: function, function: slow, timeout_ms: 500}}
           - {path: /die, integration: {type: function, function: die}}
           - {path: /bare, integration: {type: function, function: bare}}
+          - {path: /counted, integration: {type: function, function: counted}}
           - {path: "/items/{id}", integration: {type: function, function: web, payload_format: "1.0"}}
         """)
     yield g
@@ -131,10 +161,54 @@ def test_aws_proxy_from_openapi_gets_the_rest_event(gw):
     assert body["body"] == '{"k": 1}'
 
 
+def test_http_api_with_payload_1_0_gets_the_http_api_1_0_event(gw):
+    r = httpx.get(f"{gw.url}/live/pets/7?q=a&q=b", headers={"X-Trace": "1", "Cookie": "c=3"},
+                  timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-multi"] in ("1, 2", "1,2") or r.headers.get_list("x-multi") == ["1", "2"]
+    event = r.json()
+    assert event["version"] == "1.0"
+    assert event["resource"] == "/pets/{petId}" and event["path"] == "/live/pets/7"
+    assert event["pathParameters"] == {"petId": "7"}
+    assert event["multiValueQueryStringParameters"] == {"q": ["a", "b"]}
+    assert event["headers"]["x-trace"] == "1" and event["headers"]["cookie"] == "c=3"
+    assert all(name == name.lower() for name in event["headers"])
+    ctx = event["requestContext"]
+    assert ctx["apiId"] == "httpv1" and ctx["stage"] == "live" and ctx["resourceId"] is None
+    assert ctx["authorizer"] == {"claims": None, "scopes": None}
+    assert ctx["requestId"] == r.headers["x-request-id"]
+    assert event["body"] is None and event["stageVariables"] is None
+    # no Content-Type: base64 by the HTTP API rule (a REST API without binaryMediaTypes sends text)
+    event = httpx.post(f"{gw.url}/live/any/thing", content=b"\x00\x01", timeout=10).json()
+    assert event["resource"] == "/{proxy+}" == event["requestContext"]["resourcePath"]
+    assert event["pathParameters"] == {"proxy": "any/thing"}
+    assert event["isBase64Encoded"] is True and event["body"] == "AAE="
+
+
+def test_http_api_1_0_response_rules(gw):
+    r = httpx.get(f"{gw.url}/live/pets/png", timeout=10)
+    assert r.status_code == 200 and r.content == bytes.fromhex("89504e470d")   # always decoded
+    r = httpx.get(f"{gw.url}/live/pets/bad", timeout=10)
+    assert r.status_code == 500 and r.json() == {"message": "Internal Server Error"}
+    assert "x-amzn-errortype" not in r.headers
+
+
 def test_a_starlette_app_through_mangum(gw):
     r = httpx.get(f"{gw.url}/items/42?q=1&q=2", headers={"Cookie": "c=yum"}, timeout=10)
     assert r.status_code == 200
     assert r.json() == {"id": "42", "q": ["1", "2"], "cookie": "yum"}
+
+
+def test_the_handler_runs_once_per_request(gw, tmp_path):
+    # a request without a body is whole at head-complete; message-complete must not
+    # start the function a second time
+    calls = tmp_path / "calls"
+    with httpx.Client(timeout=10) as client:
+        for method, body in (("GET", None), ("POST", b"x"), ("DELETE", None)):
+            r = client.request(method, f"{gw.url}/counted", params={"log": str(calls)}, content=body)
+            assert r.status_code == 200 and r.text == "counted"
+    ids = calls.read_text().split()
+    assert len(ids) == 3 and len(set(ids)) == 3
 
 
 def test_v2_result_without_status_code_is_json(gw):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from fastgate.functions.events import (
-    FunctionRequest, build_event_v1, build_event_v2, format_request_time, is_binary_v2,
+    FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2, format_request_time,
+    is_binary_v2,
     media_type_matches,
 )
 
@@ -92,17 +93,20 @@ def test_rest_binary_body_and_api_key_identity():
     assert_same(build_event_v1(req), theirs)
 
 
-def test_http_proxy_event_matches_sample():
-    req = http_request(
+def http_pets_request(**kw):
+    return http_request(
         method="GET", raw_path=b"/pets/42", raw_query=b"tag=a&tag=b&limit=10",
         headers=[(b"Accept", b"application/json"), (b"Content-Type", b"application/json"),
                  (b"Cookie", b"session=abc; theme=dark"), (b"Host", HTTP_HOST),
                  (b"User-Agent", b"curl/8.5.0"), (b"X-Trace", b"first"), (b"x-trace", b"second")],
         body=b'{"q": 1}', request_id="JKJaXmPLvHcESHA=", request_time_ms=1584039838000,
         route_key="GET /pets/{petId}", path_parameters={"petId": "42"},
-        stage_variables={"backend": "blue"},
-        authorizer={"jwt": {"claims": {"sub": "user-7", "iss": "https://issuer.example"},
-                            "scopes": ["pets.read"]}})
+        stage_variables={"backend": "blue"}, **kw)
+
+
+def test_http_proxy_event_matches_sample():
+    req = http_pets_request(authorizer={"jwt": {"claims": {"sub": "user-7", "iss": "https://issuer.example"},
+                                                "scopes": ["pets.read"]}})
     assert_same(build_event_v2(req), sample("http-v2-proxy.json"))
 
 
@@ -211,3 +215,44 @@ def test_named_stage_prefixes_the_request_context_path_and_raw_path():
     req = FunctionRequest(method="GET", raw_path=b"/pets/1", stage="$default")
     assert build_event_v2(req)["rawPath"] == "/pets/1"
     assert build_event_v1(req)["requestContext"]["path"] == "/pets/1"
+
+
+# --- payload format 1.0 on an HTTP API ------------------------------------------------
+
+def test_http_v1_proxy_event_matches_sample():
+    # the request of test_http_proxy_event_matches_sample, with 1.0's authorizer shape
+    req = http_pets_request(resource_path="/pets/{petId}",
+                            authorizer={"claims": {"sub": "user-7", "iss": "https://issuer.example"},
+                                        "scopes": ["pets.read"]})
+    event = build_event_v1_http(req)
+    assert_same(event, sample("http-v1-proxy.json"))
+    assert list(event)[0] == "version"
+
+
+def test_http_v1_catch_all_route_without_authorizer_matches_sample():
+    req = http_request(method="GET", raw_path=b"/", resource_path="/$default",
+                       headers=[(b"Accept", b"*/*"), (b"Host", HTTP_HOST), (b"User-Agent", b"curl/8.5.0")],
+                       request_id="LV7fzho-PHcEJPw=", request_time_ms=1587481701000)
+    event = build_event_v1_http(req)
+    assert_same(event, sample("http-v1-get-minimal.json"))
+    assert event["requestContext"]["authorizer"] == {"claims": None, "scopes": None}
+
+
+def test_http_v1_differs_from_rest_v1_where_aws_does():
+    req = FunctionRequest(method="POST", raw_path=b"/a%20b", stage="prod", api_id="abc",
+                          headers=[(b"Content-Type", b"application/octet-stream"), (b"X-A", b"1")],
+                          body=b"\x00\x01", binary_media_types=(),
+                          identity={"apiKey": "k", "apiKeyId": "i", "caller": "c"})
+    rest, http = build_event_v1(req), build_event_v1_http(req)
+    assert "version" not in rest and http["version"] == "1.0"
+    assert rest["headers"] == {"Content-Type": "application/octet-stream", "X-A": "1"}
+    assert http["headers"] == {"content-type": "application/octet-stream", "x-a": "1"}
+    # binary by the HTTP API rule, not binaryMediaTypes
+    assert rest["isBase64Encoded"] is False and http["isBase64Encoded"] is True
+    assert base64.b64decode(http["body"]) == b"\x00\x01"
+    assert rest["path"] == "/a b" and http["path"] == "/prod/a b" == http["requestContext"]["path"]
+    assert isinstance(rest["requestContext"]["resourceId"], str)
+    assert http["requestContext"]["resourceId"] is None
+    assert "apiKey" in rest["requestContext"]["identity"]
+    assert "apiKey" not in http["requestContext"]["identity"]
+    assert http["requestContext"]["identity"]["caller"] == "c"

@@ -1,4 +1,5 @@
-"""FunctionPool with real handler processes: warm reuse, every failure, limits, reloads."""
+"""FunctionPool with real handler processes: warm reuse, every failure, limits, reloads,
+streamed results."""
 
 import asyncio
 import os
@@ -6,7 +7,7 @@ import os
 import pytest
 
 from fastgate.functions.errors import FunctionError
-from fastgate.functions.pool import FunctionPool, FunctionSpec
+from fastgate.functions.pool import FunctionPool, FunctionSpec, FunctionStream
 from fastgate.functions.loader import HandlerSpecError
 
 from .conftest import HANDLERS, alive, run
@@ -248,3 +249,64 @@ def test_close_kills_busy_processes():
 def test_duplicate_function_names_are_rejected():
     with pytest.raises(ValueError):
         FunctionPool([spec("echo"), spec("echo")])
+
+
+# --- streamed results (generator handlers) ----------------------------------------------
+
+
+async def drain(stream):
+    """Every chunk of a FunctionStream and how it ended."""
+    done = asyncio.get_running_loop().create_future()
+    chunks = []
+    stream.start(chunks.append, done.set_result)
+    return chunks, await asyncio.wait_for(done, 10)
+
+
+def test_a_generator_streams_its_head_then_chunks_and_keeps_its_process():
+    async def body(pool, pids):
+        s = await pool.invoke("stream", {"chunks": 3})
+        assert isinstance(s, FunctionStream)
+        assert s.head == {"statusCode": 206, "headers": {"X-Pid": s.head["headers"]["X-Pid"]},
+                          "cookies": ["s=1"]}
+        chunks, end = await drain(s)
+        assert chunks == [b"0", b"1", b"2"] and end is None
+        pid = int(s.head["headers"]["X-Pid"])
+        pids.append(pid)
+        assert pool.stats()["stream"] == {"processes": 1, "idle": 1, "queued": 0}
+        s = await pool.invoke("stream", {"chunks": 1, "raise": True})
+        chunks, end = await drain(s)
+        assert chunks == [b"0"] and end.kind == "raised" and "after the chunks" in str(end)
+        s = await pool.invoke("stream", {"chunks": 0, "bad_chunk": True})
+        chunks, end = await drain(s)
+        assert chunks == [] and end.kind == "malformed"
+        # raised and malformed keep the process warm, as for ordinary calls
+        assert int((await pool.invoke("stream", {"chunks": 0})).head["headers"]["X-Pid"]) == pid
+    with_pool([spec("stream", concurrency=1)], body)
+
+
+def test_a_paused_stream_blocks_the_handler_and_cancel_kills_it():
+    async def body(pool, pids):
+        s = await pool.invoke("stream_forever", {})
+        got = []
+        s.start(got.append, lambda err: None)
+        s.pause(True)
+        await asyncio.sleep(0.3)
+        held = len(got)
+        await asyncio.sleep(0.5)
+        assert len(got) == held          # not read while paused: the handler's writes block
+        s.pause(False)
+        await asyncio.sleep(0.3)
+        assert len(got) > held
+        s.cancel()
+        await asyncio.sleep(0.1)
+        assert pool.stats()["stream_forever"]["processes"] == 0
+    with_pool([spec("stream_forever", concurrency=1)], body)
+
+
+def test_the_function_timeout_covers_the_whole_stream():
+    async def body(pool, pids):
+        s = await pool.invoke("stream_forever", {})
+        chunks, end = await drain(s)
+        assert chunks and end.kind == "function_timeout"
+        assert pool.stats()["stream_forever"]["processes"] == 0
+    with_pool([spec("stream_forever", concurrency=1, timeout_ms=400)], body)

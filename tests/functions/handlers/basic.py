@@ -60,3 +60,20 @@ def unserialisable(event, context):
 
 def too_large(event, context):
     return {"statusCode": 200, "body": "x" * (6 * 1024 * 1024 + 1)}
+
+
+def stream(event, context):
+    """A generator handler: the head, then event["chunks"] chunks of event["size"] bytes."""
+    yield {"statusCode": 206, "headers": {"X-Pid": str(os.getpid())}, "cookies": ["s=1"]}
+    for i in range(event.get("chunks", 3)):
+        yield ("%d" % i).encode() * event.get("size", 1)
+    if event.get("raise"):
+        raise ValueError("after the chunks")
+    if event.get("bad_chunk"):
+        yield 42
+
+
+def stream_forever(event, context):
+    yield {"statusCode": 200}
+    while True:
+        yield b"x" * 65536
