@@ -46,13 +46,17 @@ class Services:
         self.usage = usage                  # fastgate.usage.UsageRecorder shared by the host, or None
         self.usage_slots: dict[str, int] = {}
         self.redis = None                   # RedisLimits when the config names a Redis
+        self.cache_redis = None             # fastgate.cache_redis.CacheSharing, likewise
 
     def configure_redis(self, cfg) -> None:
-        """Throttles in Redis (config `redis:`); kept across reloads while unchanged."""
+        """Throttles and cached responses in Redis (config `redis:`); kept across
+        reloads while unchanged."""
         if cfg is None:
-            self.redis = None
+            self.redis = self.cache_redis = None
         elif self.redis is None or self.redis.cfg != cfg:
+            from fastgate.cache_redis import CacheSharing
             self.redis = RedisLimits(cfg)
+            self.cache_redis = CacheSharing(cfg)
 
     def meter(self, ctx, key_id: str) -> None:
         """Count this request for the key's usage (calls, bytes), when it ends."""

@@ -131,6 +131,8 @@ class Admin:
         self.dashboard = None       # fastgate.dashboard.Dashboard, on the admin listener
         self.key_sync = None        # fastgate.keys_sync.KeySync while the config has `redis:`
         self.key_sync_config = None
+        self.cache_flusher = None   # fastgate.cache_redis.CacheFlusher when the config names a Redis
+        self.loop = None
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -156,6 +158,7 @@ class Admin:
         if self.control is not None:
             self.control.model.authorizer_invoker.configure(self.loaded)
         self.start_key_sync()
+        self.configure_cache_flusher()
 
     def served_stages(self) -> set[tuple[str, str]]:
         state = self.loaded.state if self.loaded is not None else None
@@ -185,6 +188,44 @@ class Admin:
                                 prefix=cfg.prefix, interval_ms=cfg.key_sync_interval_ms,
                                 on_change=self.request_reload, log=log)
         self.key_sync.start(asyncio.get_event_loop())
+
+    def configure_cache_flusher(self) -> None:
+        """FlushStageCache reaches every host through Redis (config `redis:`)."""
+        cfg = self.loaded.config.redis
+        old = self.cache_flusher
+        if old is not None and old.cfg == cfg:
+            return
+        self.cache_flusher = None
+        if old is not None:
+            self.loop.create_task(old.close())
+        if cfg is not None:
+            from fastgate.cache_redis import CacheFlusher
+            self.cache_flusher = CacheFlusher(cfg, self.flush_local_cache)
+            self.cache_flusher.start(self.loop)
+
+    @staticmethod
+    def flush_local_cache(prefix: bytes) -> int:
+        from fastgate.snapshot import shared_cache
+        cache = shared_cache()
+        return cache.flush(prefix) if cache is not None else 0
+
+    def flush_stage_cache(self, params: dict) -> dict:
+        """FlushStageCache (in the control API's thread): this host's shared cache now,
+        then Redis and, through it, every other host's."""
+        from fastgate._core.cache import namespace_prefix
+        from fastgate.model import ServiceUnavailable
+        api_id, stage = params["restApiId"], params["stageName"]
+        if (api_id, stage) not in self.served_stages():
+            self.control.model.get_stage(params)    # AWS's NotFoundException when it does not exist
+        prefix = namespace_prefix(f"{api_id}/{stage}/")
+        self.flush_local_cache(prefix)
+        flusher = self.cache_flusher
+        if flusher is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(flusher.flush(prefix), self.loop).result()
+            except Exception as e:
+                raise ServiceUnavailable(f"the stage cache in Redis was not flushed: {e}") from None
+        return {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -316,6 +357,7 @@ class Admin:
         from fastgate.authorizer_invoke import AuthorizerInvoker
         self.control.model.authorizer_invoker = AuthorizerInvoker(asyncio.get_event_loop())
         self.control.model.authorizer_invoker.configure(self.loaded)
+        self.control.register("FlushStageCache", self.flush_stage_cache)
         if not credentials:
             log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
                 "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
@@ -328,6 +370,7 @@ class Admin:
     def run(self) -> int:
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
+        self.loop = loop
         self.loaded = self.loader()
         server = None
         if self.sock is not None:   # without a listener it only runs the health checks
@@ -338,6 +381,7 @@ class Admin:
             self.dashboard.start()
         self.start_checks()
         self.start_key_sync()
+        self.configure_cache_flusher()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))

@@ -19,7 +19,10 @@ with Redis may still keep a SharedCache in front of it (check it first,
 fill it from Redis hits with the Redis entry's remaining TTL -- see
 docs/cache.md); the two are independent.
 """
+import asyncio
+import os
 import struct
+import sys
 import time
 
 import redis.asyncio as aioredis
@@ -78,16 +81,25 @@ class RedisCache:
     async def get(self, key, now_ms=None):
         """None or (status, headers_block, body). now_ms is accepted for the
         SharedCache signature; Redis itself decides expiry."""
+        found = await self.get_with_ttl(key)
+        return None if found is None else found[0]
+
+    async def get_with_ttl(self, key):
+        """None or ((status, headers_block, body), ttl_ms): the entry and how long
+        Redis keeps it still (GET and PTTL in one round trip), so a host that copies
+        it into its own cache drops it when Redis does."""
         if time.monotonic() < self._down_until:
             self.misses += 1
             return None
+        rkey = self.prefix + key
         try:
-            value = await self._redis.get(self.prefix + key)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                value, ttl_ms = await pipe.get(rkey).pttl(rkey).execute()
         except (RedisError, OSError):
             self._failed()
             self.misses += 1
             return None
-        if value is None or len(value) < _HEAD.size:
+        if value is None or len(value) < _HEAD.size or ttl_ms is None or ttl_ms <= 0:
             self.misses += 1
             return None
         magic, status, hlen = _HEAD.unpack_from(value)
@@ -96,7 +108,7 @@ class RedisCache:
             return None
         self.hits += 1
         start = _HEAD.size
-        return status, value[start:start + hlen], value[start + hlen:]
+        return (status, value[start:start + hlen], value[start + hlen:]), ttl_ms
 
     async def put(self, key, expires_ms, status, headers, body, now_ms=None):
         """Store until expires_ms (epoch ms). False when not stored (expired
@@ -143,9 +155,122 @@ class RedisCache:
             dropped += await self._redis.unlink(*batch)
         return dropped
 
+    async def publish(self, channel, message):
+        """PUBLISH (the flush notice to every host); raises RedisError when Redis fails."""
+        return await self._redis.publish(channel, message)
+
     def stats(self):
         return {"hits": self.hits, "misses": self.misses, "errors": self.errors,
                 "too_large": self.too_large, "down": self.down}
 
     async def close(self):
         await self._redis.aclose()
+
+
+FLUSH_CHANNEL = b"flush"    # after the prefix: FlushStageCache's key prefix, published to every host
+
+
+class CacheSharing:
+    """The CACHE phase's side of Redis in one worker: a local miss looks in Redis
+    (lookup: a task that resumes the request with conn.cache_done), and a response
+    stored locally is also written to Redis (store: a task; the response never waits
+    for it). Built from the config's `redis:` section; kept across reloads while it
+    is unchanged (fastgate.access.Services)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.cache = RedisCache(cfg.url, prefix=cache_prefix(cfg.prefix), timeout_ms=cfg.timeout_ms)
+        self.tasks = set()
+
+    def _spawn(self, coro):
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def lookup(self, conn, ctx, key):
+        self._spawn(self._lookup(conn, ctx, key))
+
+    async def _lookup(self, conn, ctx, key):
+        found = None
+        try:
+            found = await self.cache.get_with_ttl(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:       # never leave a request hanging on a bug here
+            log(f"redis cache lookup failed: {e!r}")
+        if found is None:
+            conn.cache_done(ctx)
+        else:
+            conn.cache_done(ctx, found[0], int(time.time() * 1000) + found[1])
+
+    def store(self, key, expires_ms, status, headers, body):
+        if not self.cache.down:
+            self._spawn(self.cache.put(key, expires_ms, status, headers, body))
+
+    async def close(self):
+        await self.cache.close()
+
+
+def cache_prefix(prefix):
+    """The Redis key prefix of cache entries under the config's redis.prefix."""
+    return f"{prefix}:c:".encode()
+
+
+def flush_channel(prefix):
+    return cache_prefix(prefix) + FLUSH_CHANNEL
+
+
+def log(msg):
+    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+class CacheFlusher:
+    """FlushStageCache across hosts, in the admin process of each host: flush() drops a
+    stage's entries in Redis and publishes the key prefix on the flush channel; every
+    host's flusher (follow(), a task) drops them from its own shared-memory cache when
+    the message arrives. A host cut off from Redis at that moment misses the message:
+    its local entries then live out their TTL (docs/cache.md)."""
+
+    def __init__(self, cfg, on_flush, *, retry_interval_ms=1000):
+        self.cfg = cfg
+        self.cache = RedisCache(cfg.url, prefix=cache_prefix(cfg.prefix), timeout_ms=cfg.timeout_ms)
+        self.channel = flush_channel(cfg.prefix)
+        self.on_flush = on_flush          # called with the key prefix another host flushed
+        self.retry_interval_s = retry_interval_ms / 1000
+        self.task = None
+        self.subscribed = asyncio.Event()
+
+    def start(self, loop):
+        self.task = loop.create_task(self.follow())
+
+    async def follow(self):
+        while True:
+            # no socket timeout: a subscriber waits for messages as long as it takes
+            r = aioredis.Redis.from_url(self.cfg.url, socket_connect_timeout=self.cfg.timeout_ms / 1000)
+            try:
+                async with r.pubsub() as ps:
+                    await ps.subscribe(self.channel)
+                    self.subscribed.set()
+                    async for msg in ps.listen():
+                        if msg.get("type") == "message":
+                            self.on_flush(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:       # Redis down or restarted: subscribe again
+                pass
+            finally:
+                self.subscribed.clear()
+                await r.aclose()
+            await asyncio.sleep(self.retry_interval_s)
+
+    async def flush(self, prefix):
+        """Drop the entries under prefix in Redis and tell every host; the entries
+        dropped. Raises RedisError when Redis fails."""
+        dropped = await self.cache.flush(prefix)
+        await self.cache.publish(self.channel, prefix)
+        return dropped
+
+    async def close(self):
+        if self.task is not None:
+            self.task.cancel()
+        await self.cache.close()

@@ -30,6 +30,8 @@ API_VERSION = "2015-07-09"
 JSON = "application/json"
 
 Response = tuple[int, list[tuple[str, str]], bytes]
+# mutations that change no document of the state: no reload follows them
+STATELESS_OPERATIONS = frozenset({"FlushStageCache"})
 
 
 def load_service_model() -> dict:
@@ -307,7 +309,7 @@ class ControlAPI:
         except ApiError as e:
             return error_response(e.status, e.code, e.message)
         out_headers, out_body = self.spec.encode_output(route, result)
-        if method != "GET":
+        if method != "GET" and route.name not in STATELESS_OPERATIONS:
             try:
                 self.on_change()
             except Exception:   # a failed reload notice must not turn a committed change into an error

@@ -321,4 +321,5 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,
         source=loaded, tls=tls, tracer=tracer, redis=services.redis if open_logs else None,
         execution_log=execution_log, cache=shared_cache() if open_logs else None,
+        cache_redis=services.cache_redis if open_logs else None,
         **mounts)

@@ -27,6 +27,9 @@
 #   $context.domainName            Host without port, lowercased
 #   $context.error.responseType    gateway response type when the gateway answered itself
 #   $context.error.message         its message
+#   $context.cacheStatus           fastgate's own: the response cache's answer, "hit" (this
+#                                  host), "redis_hit" (another host's, via Redis), "miss";
+#                                  "-" for a route that does not cache
 # Any other $context.* name is accepted and renders "-" (so templates copied from
 # API Gateway keep working); AccessLog.unsupported lists them for a config warning.
 #
@@ -68,6 +71,7 @@ cdef enum Var:
     VAR_DOMAIN_NAME = 14
     VAR_ERROR_RESPONSE_TYPE = 15
     VAR_ERROR_MESSAGE = 16
+    VAR_CACHE_STATUS = 17             # fastgate's own: hit | miss | redis_hit, "-" when not cached
 
 ctypedef struct Op:
     Py_ssize_t lit_start              # literal text before the variable, in AccessLog.literals

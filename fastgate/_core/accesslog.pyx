@@ -56,7 +56,11 @@ VARIABLES = {
     "domainName": VAR_DOMAIN_NAME,
     "error.responseType": VAR_ERROR_RESPONSE_TYPE,
     "error.message": VAR_ERROR_MESSAGE,
+    "cacheStatus": VAR_CACHE_STATUS,
 }
+
+# $context.cacheStatus by RequestContext.cache_result (the labels of fastgate_cache_requests_total)
+_CACHE_STATUS = (b"-", b"hit", b"miss", b"redis_hit")
 
 # API Gateway's own CLF template, requestId appended as it does; caller and
 # user are IAM identities fastgate does not have, so always "-".
@@ -72,7 +76,7 @@ JSON_KEYS = (
     ("responseLength", "responseLength"), ("requestTime", "requestTime"),
     ("requestTimeEpoch", "requestTimeEpoch"), ("integrationLatency", "integrationLatency"),
     ("responseLatency", "responseLatency"), ("domainName", "domainName"),
-    ("errorResponseType", "error.responseType"),
+    ("errorResponseType", "error.responseType"), ("cacheStatus", "cacheStatus"),
 )
 JSON_TEMPLATE = "{" + ",".join(f'"{k}":"$context.{v}"' for k, v in JSON_KEYS) + "}"
 
@@ -246,6 +250,8 @@ cdef class AccessLog:
                 self.put_str(ctx.error_type)
             elif v == VAR_ERROR_MESSAGE:
                 self.put_str(ctx.error_message)
+            elif v == VAR_CACHE_STATUS:
+                self.put_bytes(<bytes>_CACHE_STATUS[ctx.cache_result if 0 <= ctx.cache_result <= 3 else 0])
         self.put(b"\n", 1)
         self.buf_lines += 1
         if self.buf_len >= FLUSH_AT:

@@ -143,7 +143,10 @@ cdef class SharedCache:
 # /pets/1 and /pets/2 never share an entry even without path parameters in
 # cacheKeyParameters, a common API Gateway surprise) plus the same
 # parameters. The namespace (api id, stage, route) keeps stages and routes
-# apart in one shared cache.
+# apart in one shared cache. It leads the key raw, NUL-terminated (it comes
+# from the control plane, never from a request), so every key of a stage
+# starts with namespace_prefix(b"api/stage/"): FlushStageCache is one prefix
+# flush, locally and in Redis.
 
 cpdef enum ParamSource:
     PARAM_QUERYSTRING = 0             # every value of ?name=, raw (percent-encoding kept), in order

@@ -528,6 +528,13 @@ cdef inline void add_field(list out, bytes value):
     out.append(value)
 
 
+def namespace_prefix(namespace_start):
+    """The key prefix shared by every namespace that starts with namespace_start:
+    b"api/prod/" -> the prefix that flushes stage prod of API api (FlushStageCache)."""
+    start = namespace_start.encode() if isinstance(namespace_start, str) else bytes(namespace_start)
+    return b"fgk2" + start
+
+
 _SOURCES = {"querystring": PARAM_QUERYSTRING, "header": PARAM_HEADER, "path": PARAM_PATH}
 _SOURCE_NAMES = {PARAM_QUERYSTRING: "querystring", PARAM_HEADER: "header", PARAM_PATH: "path"}
 
@@ -550,6 +557,8 @@ cdef class CacheKeySpec:
             nb = name.encode() if isinstance(name, str) else bytes(name)
             compiled.append((_SOURCES[source], nb, nb.lower()))
         self.namespace = namespace.encode() if isinstance(namespace, str) else bytes(namespace)
+        if b"\0" in self.namespace:
+            raise ValueError("cache namespace must not contain NUL")
         self.method_in_key = method_in_key
         self.params = tuple(compiled)
 
@@ -558,14 +567,13 @@ cdef class CacheKeySpec:
                 f"{[(_SOURCE_NAMES[s], n.decode()) for s, n, _ in self.params]}, namespace={self.namespace!r})")
 
     cpdef bytes key(self, bytes method, bytes path, bytes query, list headers, dict path_params=None):
-        """The cache key of one request: namespace, method, path and each
-        parameter's values, length-prefixed. Absent and empty parameters differ."""
-        cdef list out = [b"fgk1"]
+        """The cache key of one request: the namespace, then method, path and
+        each parameter's values, length-prefixed. Absent and empty parameters differ."""
+        cdef list out = [b"fgk2", self.namespace, b"\0"]
         cdef int source
         cdef bytes name, lower, part, value
         cdef list values
         cdef Py_ssize_t eq
-        add_field(out, self.namespace)
         add_field(out, method if self.method_in_key else b"")
         add_field(out, path)
         for source, name, lower in self.params:

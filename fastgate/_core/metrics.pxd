@@ -103,6 +103,12 @@ ctypedef struct Slot:
     int64_t gauge                 # gauges and counters: the value (sum over workers of their adds)
 
 
+cpdef enum CacheResult:           # label result= of fastgate_cache_requests_total
+    CACHE_RESULT_MISS = 0         # "miss": neither this host's cache nor Redis had it
+    CACHE_RESULT_HIT = 1          # "hit": answered from this host's shared-memory cache
+    CACHE_RESULT_REDIS_HIT = 2    # "redis_hit": a local miss answered from Redis (several hosts)
+    N_CACHE_RESULTS = 3
+
 ctypedef struct StageSlot:
     # The per-stage counters of one (api, stage). Only the labels are written
     # under the lock; the numbers with relaxed atomics like the rest.
@@ -110,7 +116,7 @@ ctypedef struct StageSlot:
     int32_t labels_len
     char labels[LABELS_MAX]       # api="a",stage="s"
     uint64_t throttled[N_THROTTLE_LEVELS]   # fastgate_throttled_total, index = ThrottleLevel
-    uint64_t cache[2]             # fastgate_cache_requests_total: [0] miss, [1] hit
+    uint64_t cache[N_CACHE_RESULTS]   # fastgate_cache_requests_total, index = CacheResult
     uint64_t responses[N_RESPONSE_TYPES]    # fastgate_gateway_responses_total, index = response_index
 
 
@@ -152,7 +158,7 @@ cdef class SharedMetrics:
                                   # is None or the slot does not split by key
     cdef void record_throttled(self, int slot, int level) noexcept nogil
                                   # one throttle at a ThrottleLevel in the stage of series `slot`
-    cdef void record_cache(self, int slot, bint hit) noexcept nogil
+    cdef void record_cache(self, int slot, int result) noexcept nogil
                                   # one response cache lookup in the stage of series `slot`
     cdef void record_response_type(self, int slot, str response_type) noexcept
                                   # one gateway response of this type in the stage of `slot`

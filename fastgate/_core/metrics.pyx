@@ -56,7 +56,7 @@ _STATUS_CLASSES = (b"1xx", b"2xx", b"3xx", b"4xx", b"5xx")
 _OVERFLOW_LABELS = b'route="other",api="",stage=""'
 _STAGE_OVERFLOW_LABELS = b'api="other",stage="other"'
 _THROTTLE_LEVELS = (b"usage_plan", b"method", b"gateway", b"quota")   # index = ThrottleLevel
-_CACHE_RESULTS = (b"miss", b"hit")
+_CACHE_RESULTS = (b"miss", b"hit", b"redis_hit")   # by CacheResult
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
@@ -434,12 +434,12 @@ cdef class SharedMetrics:
         if <unsigned int>st <= <unsigned int>self.header.stage_capacity:
             fg_add_u64(&self.stages[st].throttled[level], 1)
 
-    cdef void record_cache(self, int slot, bint hit) noexcept nogil:
-        if <unsigned int>slot > <unsigned int>self.capacity:
+    cdef void record_cache(self, int slot, int result) noexcept nogil:
+        if <unsigned int>slot > <unsigned int>self.capacity or <unsigned int>result >= N_CACHE_RESULTS:
             return
         cdef int st = self.slots[slot].stage
         if <unsigned int>st <= <unsigned int>self.header.stage_capacity:
-            fg_add_u64(&self.stages[st].cache[1 if hit else 0], 1)
+            fg_add_u64(&self.stages[st].cache[result], 1)
 
     cdef void record_response_type(self, int slot, str response_type) noexcept:
         if <unsigned int>slot > <unsigned int>self.capacity or response_type is None:
@@ -497,9 +497,9 @@ cdef class SharedMetrics:
         """record_throttled for Python callers (fastgate.access)."""
         self.record_throttled(slot, level)
 
-    def cache(self, int slot, bint hit):
-        """record_cache for Python callers."""
-        self.record_cache(slot, hit)
+    def cache(self, int slot, int result):
+        """record_cache for Python callers (True = hit, False = miss, or a CacheResult)."""
+        self.record_cache(slot, result)
 
     def response_type(self, int slot, str response_type):
         """record_response_type for Python callers (tests)."""
@@ -549,7 +549,7 @@ cdef class SharedMetrics:
             "labels": e.labels[:e.labels_len].decode(),
             "throttled": {_THROTTLE_LEVELS[i].decode(): fg_load_u64(&e.throttled[i])
                           for i in range(N_THROTTLE_LEVELS)},
-            "cache": {_CACHE_RESULTS[i].decode(): fg_load_u64(&e.cache[i]) for i in range(2)},
+            "cache": {_CACHE_RESULTS[i].decode(): fg_load_u64(&e.cache[i]) for i in range(<int>N_CACHE_RESULTS)},
             "responses": {self.response_types[i]: fg_load_u64(&e.responses[i])
                           for i in range(len(self.response_types)) if fg_load_u64(&e.responses[i])},
         }
@@ -620,8 +620,8 @@ cdef class SharedMetrics:
         lines = []
         for i in entries:
             e = &self.stages[i]
-            if fg_load_u64(&e.cache[0]) or fg_load_u64(&e.cache[1]):
-                for j in range(2):
+            if fg_load_u64(&e.cache[0]) or fg_load_u64(&e.cache[1]) or fg_load_u64(&e.cache[2]):
+                for j in range(<int>N_CACHE_RESULTS):
                     lines.append(b"fastgate_cache_requests_total{%s,result=\"%s\"} %d\n"
                                  % (e.labels[:e.labels_len], _CACHE_RESULTS[j], fg_load_u64(&e.cache[j])))
         if lines:

@@ -150,7 +150,7 @@ cdef class RequestContext:
     cdef public object trace                 # fastgate._core.tracing.Trace, or None (tracing off)
     cdef public int upstream_status          # the HTTP integration's response status, 0 = none
     cdef public bytes cache_key              # the response cache entry this request fills on a miss
-    cdef public int cache_result             # 0 none, 1 hit, 2 miss (X-Cache, metrics, logs)
+    cdef public int cache_result             # 0 none, 1 hit, 2 miss, 3 hit from Redis (X-Cache, metrics, logs)
     cdef public bytes api_key_id             # the API key's id (never its value) once the key check passed
     cdef public long long usage_slot         # its fastgate.usage.UsageRecorder slot, when metered
     cdef public bint metered                 # count this request for the key's usage at the end

@@ -51,6 +51,7 @@ cdef enum Waiting:                # what a request waits for between its phases
                                   # or body validation; wait_phase says which
     WAIT_ACCESS = 2               # an asynchronous access check (JWKS fetch, Lambda authorizer)
     WAIT_THROTTLE = 3             # the THROTTLE phase's takes from Redis (several hosts)
+    WAIT_CACHE = 4                # the CACHE phase's lookup in Redis after a local miss
 
 cpdef enum AccessVerdict:         # what AccessPhase.run(conn, ctx) returns
     ACCESS_ALLOW = 0              # go on with the next phase now
@@ -87,6 +88,7 @@ cdef class Snapshot:
     cdef readonly object redis            # fastgate.access.RedisLimits: throttles in Redis, or None
     cdef readonly object execution_log    # fastgate._core.execlog.ExecutionLog, or None
     cdef readonly object cache            # fastgate._core.cache.SharedCache of the host, or None
+    cdef readonly object cache_redis      # fastgate.cache_redis.CacheSharing: entries in Redis, or None
     cdef readonly Py_ssize_t max_url      # bytes, 414 past this
     cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
     cdef readonly int max_headers         # 431 past this many header lines
@@ -173,6 +175,7 @@ cdef class ClientConnection:
     cdef list cache_parts                 # body chunks of a response being stored in the cache
     cdef bytes cache_head                 # its header lines
     cdef int cache_status
+    cdef int cache_decision               # the CACHE phase's RouteCache.decide() of the active request
     cdef object compressor                # fastgate.compression.Compressor of the response, or None
     cdef list map_parts                   # an http (non-proxy) integration's upstream body, buffered
                                           # for its integration response mapping; None = relaying
@@ -219,7 +222,9 @@ cdef class ClientConnection:
     cdef int wait_for_body(self, RequestContext ctx, int phase)
     cdef int continue_phases(self, int phase)
     cdef bint run_throttle(self, RequestContext ctx, Route route)
-    cdef bint serve_cached(self, RequestContext ctx, Route route)
+    cdef int serve_cached(self, RequestContext ctx, Route route)
+    cdef void answer_cached(self, RequestContext ctx, tuple hit)
+    cdef void record_cache_result(self, RequestContext ctx)
     cdef void start_cache_fill(self, RequestContext ctx, int status, long long length, list headers)
     cdef list start_compression(self, RequestContext ctx, list headers, long long length)
     cdef void add_body(self, bytes data)

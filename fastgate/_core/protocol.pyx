@@ -20,14 +20,15 @@ from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
-    PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE, PHASE_REQUEST_TRANSFORM,
+    PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE, PHASE_REQUEST_TRANSFORM, PHASE_CACHE, PHASE_INTEGRATION,
 )
 from fastgate._core.tracing cimport Tracer, Trace
 from fastgate._core.tail cimport record_finished
 from fastgate._core.cache cimport SharedCache, RouteCache, CACHE_BYPASS, CACHE_FORBIDDEN, \
     CACHE_REFRESH, CACHE_LOOKUP_WARN
 from fastgate._core.cache import WARNING_HEADER as CACHE_WARNING
-from fastgate._core.metrics cimport throttle_level_of
+from fastgate._core.metrics cimport throttle_level_of, CACHE_RESULT_MISS, CACHE_RESULT_HIT, \
+    CACHE_RESULT_REDIS_HIT
 from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.throttle cimport (
     Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, LIMIT_CLAIM, claim_key, monotonic_ns as throttle_now_ns,
@@ -370,7 +371,7 @@ cdef class Snapshot:
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
                  dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
                  Tracer tracer=None, redis=None, execution_log=None, cache=None,
-                 tls=None):
+                 tls=None, cache_redis=None):
         self.router = router
         self.routes = routes
         self.groups = groups if groups is not None else []
@@ -392,6 +393,7 @@ cdef class Snapshot:
         self.redis = redis
         self.execution_log = execution_log
         self.cache = cache
+        self.cache_redis = cache_redis if cache is not None else None
         self.tls = tls
         self.mtls_hosts = tls.mtls_hosts if tls is not None and tls.mtls_hosts else None
         self.max_url = max_url
@@ -1201,31 +1203,35 @@ cdef class ClientConnection:
                 self.error_body = failure[1]
                 return ACTION_RESPOND
         # PHASE_REQUEST_TRANSFORM: an http (non-proxy) integration's body template needs the body
-        if phase <= PHASE_REQUEST_TRANSFORM and route.http_map is not None and \
-                route.http_map.maps_request:
-            if not self.req_complete:
-                return self.wait_for_body(ctx, PHASE_REQUEST_TRANSFORM)
-            if not self.map_request(ctx, route):
-                return ACTION_RESPOND
-        if route.path_rewrite is not None:
-            ctx.upstream_path = (<PathRewrite>route.path_rewrite).apply(ctx)
-        else:
-            ctx.upstream_path = ctx.path
-        if route.query_mapping is not None:
-            q = route.query_mapping.apply(ctx)
-            if q:
-                ctx.upstream_path = ctx.upstream_path + b"?" + q
-        elif ctx.query and not route.drop_query:
-            ctx.upstream_path = ctx.upstream_path + b"?" + ctx.query
-        if route.request_headers is not None:
-            ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(self.fwd, ctx)
-        else:
-            ctx.upstream_headers = self.fwd
+        if phase <= PHASE_REQUEST_TRANSFORM:
+            if route.http_map is not None and route.http_map.maps_request:
+                if not self.req_complete:
+                    return self.wait_for_body(ctx, PHASE_REQUEST_TRANSFORM)
+                if not self.map_request(ctx, route):
+                    return ACTION_RESPOND
+            if route.path_rewrite is not None:
+                ctx.upstream_path = (<PathRewrite>route.path_rewrite).apply(ctx)
+            else:
+                ctx.upstream_path = ctx.path
+            if route.query_mapping is not None:
+                q = route.query_mapping.apply(ctx)
+                if q:
+                    ctx.upstream_path = ctx.upstream_path + b"?" + q
+            elif ctx.query and not route.drop_query:
+                ctx.upstream_path = ctx.upstream_path + b"?" + ctx.query
+            if route.request_headers is not None:
+                ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(self.fwd, ctx)
+            else:
+                ctx.upstream_headers = self.fwd
         # PHASE_CACHE: a fresh cached response answers without the integration
-        if route.cache is not None and self.snap.cache is not None and \
+        if phase <= PHASE_CACHE and route.cache is not None and self.snap.cache is not None and \
                 route.integration == INTEGRATION_HTTP:
-            if self.serve_cached(ctx, route):
+            verdict = self.serve_cached(ctx, route)
+            if verdict == 1:
                 return ACTION_CONTINUE
+            if verdict == 2:
+                self.waiting = WAIT_CACHE       # cache_done() resumes
+                return ACTION_WAIT
             if ctx.error_type is not None:      # an unauthorised Cache-Control: max-age=0
                 return ACTION_RESPOND
         if ctx.expect_continue and not self.req_complete:
@@ -1287,37 +1293,72 @@ cdef class ClientConnection:
         self.error_body = body
         self.error_code = code
 
-    cdef bint serve_cached(self, RequestContext ctx, Route route):
-        """CACHE phase: True when a cached response was sent. On a miss, ctx.cache_key
+    cdef int serve_cached(self, RequestContext ctx, Route route):
+        """CACHE phase: 1 when a cached response was sent, 2 when the lookup goes on in
+        Redis (cache_done() resumes), 0 to call the integration. On a miss, ctx.cache_key
         marks the response to store (upstream_head/upstream_body/upstream_done)."""
         cdef RouteCache rc = <RouteCache>route.cache
         cdef int decision = rc.decide(ctx.method, ctx.headers, False)
-        cdef int slot
         if decision == CACHE_BYPASS:
-            return False
+            return 0
         if decision == CACHE_FORBIDDEN:
             ctx.error_type = "UNAUTHORIZED"     # AWS: 403 on an unauthorised Cache-Control
-            return False
+            return 0
+        self.cache_decision = decision
         key = rc.spec.key(ctx.method, ctx.path, ctx.query, ctx.headers, ctx.path_params)
-        slot = self.snap.route_series[route.index] if self.snap.metrics is not None else -1
+        ctx.cache_key = key
         if decision != CACHE_REFRESH:
             hit = (<SharedCache>self.snap.cache).get(key, epoch_ms())
             if hit is not None:
                 ctx.cache_result = 1
-                if slot >= 0:
-                    self.snap.metrics.record_cache(slot, True)
-                headers = header_lines(<bytes>hit[1])
-                headers.append((b"X-Cache", b"Hit"))
-                if decision == CACHE_LOOKUP_WARN:
-                    headers.append(CACHE_WARNING)
-                ctx.integration_start = ctx.integration_end = monotonic()
-                self.respond(<int>hit[0], headers, <bytes>hit[2])
-                return True
+                self.answer_cached(ctx, <tuple>hit)
+                return 1
+            if self.snap.cache_redis is not None:
+                # another host may have it; the lookup is bounded by redis.timeout_ms
+                # and answers a miss at once while Redis is down
+                self.snap.cache_redis.lookup(self, ctx, key)
+                return 2
         ctx.cache_result = 2
+        self.record_cache_result(ctx)
+        return 0
+
+    cdef void answer_cached(self, RequestContext ctx, tuple hit):
+        """Send a cache entry (status, header lines, body) as the response."""
+        self.record_cache_result(ctx)
+        ctx.cache_key = None
+        headers = header_lines(<bytes>hit[1])
+        headers.append((b"X-Cache", b"Hit"))
+        if self.cache_decision == CACHE_LOOKUP_WARN:
+            headers.append(CACHE_WARNING)
+        ctx.integration_start = ctx.integration_end = monotonic()
+        self.respond(<int>hit[0], headers, <bytes>hit[2])
+
+    cdef void record_cache_result(self, RequestContext ctx):
+        cdef int slot = self.snap.route_series[ctx.route.index] if self.snap.metrics is not None else -1
         if slot >= 0:
-            self.snap.metrics.record_cache(slot, False)
-        ctx.cache_key = key
-        return False
+            self.snap.metrics.record_cache(slot, CACHE_RESULT_MISS if ctx.cache_result == 2 else
+                                           CACHE_RESULT_REDIS_HIT if ctx.cache_result == 3 else
+                                           CACHE_RESULT_HIT)
+
+    def cache_done(self, RequestContext ctx, hit=None, long long expires_ms=0):
+        """The Redis lookup of the CACHE phase finished: hit is (status, header lines,
+        body), valid until expires_ms (epoch ms; the local cache keeps it that long), or
+        None (a miss, Redis down or slow): call the integration and store its answer."""
+        if ctx is not self.ctx or self.closed or self.responding or self.waiting != WAIT_CACHE:
+            return
+        self.waiting = WAIT_NONE
+        if hit is not None:
+            ctx.cache_result = 3
+            if expires_ms > epoch_ms():
+                (<SharedCache>self.snap.cache).put(ctx.cache_key, expires_ms, <int>hit[0],
+                                                   <bytes>hit[1], <bytes>hit[2])
+            self.answer_cached(ctx, <tuple>hit)
+        else:
+            ctx.cache_result = 2
+            self.record_cache_result(ctx)
+            if self.continue_phases(PHASE_INTEGRATION) == ACTION_RESPOND:
+                self.respond_error(ctx.error_type, ctx.error_message)
+        self.uncork()
 
     cdef bint run_throttle(self, RequestContext ctx, Route route):
         """Take from each of the route's limiters in API Gateway's order; the first
@@ -1794,9 +1835,14 @@ cdef class ClientConnection:
             return
         if self.cache_parts is not None:
             # the whole response arrived: the next requests for this key get it from the cache
-            (<SharedCache>self.snap.cache).put(
-                ctx.cache_key, epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms, self.cache_status,
-                self.cache_head, b"".join(self.cache_parts))
+            expires_ms = epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms
+            body = b"".join(self.cache_parts)
+            (<SharedCache>self.snap.cache).put(ctx.cache_key, expires_ms, self.cache_status,
+                                               self.cache_head, body)
+            if self.snap.cache_redis is not None:
+                # written by a task: the response does not wait for Redis
+                self.snap.cache_redis.store(ctx.cache_key, expires_ms, self.cache_status,
+                                            self.cache_head, body)
             self.cache_parts = None
         if self.compressor is not None:
             tail = self.compressor.finish()

@@ -67,7 +67,7 @@ def test_json_has_every_variable(tmp_path):
         "protocol": "HTTP/1.1", "status": "200", "responseLength": "17",
         "requestTime": "25/Nov/2026:09:29:35 +0000", "requestTimeEpoch": str(T0_MS),
         "integrationLatency": "9", "responseLatency": "12", "domainName": "api.example.com",
-        "errorResponseType": "-",
+        "errorResponseType": "-", "cacheStatus": "-",
     }
 
 
