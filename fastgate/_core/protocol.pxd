@@ -24,6 +24,8 @@ from fastgate._core.tracing cimport Tracer
 
 cdef enum Limits:
     RETRY_BODY_MAX = 65536        # bytes of request body kept for a retry on another target
+    DECODED_BODY_MAX = 10485760   # bytes a Content-Encoding may decode to on a route without a
+                                  # body limit (API Gateway's 10 MB payload limit)
     BUFFER_HIGH = 65536           # bytes buffered for a not-yet-ready upstream before pausing the client
     TICK_MS = 100                 # ms between timeout sweeps
     RESPONSE_MAX_HEAD = 65536     # bytes of an upstream response head
@@ -195,6 +197,7 @@ cdef class ClientConnection:
     cdef bint close_after                 # close the connection after this response
     cdef int body_mode                    # a BodyMode
     cdef list body_chunks                 # request body: unsent chunks, plus sent ones while retained
+    cdef bint body_decoded                # decode_body() ran for the active request
     cdef Py_ssize_t body_sent             # index in body_chunks of the first unsent chunk
     cdef Py_ssize_t body_kept             # bytes held in body_chunks
     cdef bint body_retained               # every body chunk so far is still in body_chunks
@@ -222,6 +225,7 @@ cdef class ClientConnection:
     cdef int wait_for_body(self, RequestContext ctx, int phase)
     cdef int continue_phases(self, int phase)
     cdef bint run_throttle(self, RequestContext ctx, Route route)
+    cdef bint decode_body(self, RequestContext ctx)
     cdef int serve_cached(self, RequestContext ctx, Route route)
     cdef void answer_cached(self, RequestContext ctx, tuple hit)
     cdef void record_cache_result(self, RequestContext ctx)

@@ -17,7 +17,7 @@ import orjson
 from fastgate.tls import client_cert_of
 
 from fastgate._core.pipeline cimport (
-    RequestContext, Route, monotonic, monotonic_coarse, epoch_ms,
+    RequestContext, Route, monotonic, monotonic_coarse, epoch_ms, ascii_ieq,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
     PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE, PHASE_REQUEST_TRANSFORM, PHASE_CACHE, PHASE_INTEGRATION,
@@ -91,6 +91,11 @@ GATEWAY_RESPONSES = {
     "HEADERS_TOO_LARGE": (431, "Request Header Fields Too Large", "RequestHeaderFieldsTooLargeException"),
     "NO_HEALTHY_UPSTREAM": (503, "Service Unavailable", "ServiceUnavailableException"),
 }
+
+
+cdef list without_content_encoding(list headers):
+    cdef tuple pair
+    return [pair for pair in headers if not ascii_ieq(<bytes>pair[0], b"content-encoding")]
 
 
 def default_gateway_responses():
@@ -1088,6 +1093,7 @@ cdef class ClientConnection:
         self.responding = False
         self.body_mode = BODY_NONE
         self.body_chunks = chunks if chunks is not None else []
+        self.body_decoded = False
         self.body_sent = 0
         self.body_kept = 0
         for c in self.body_chunks:
@@ -1194,6 +1200,8 @@ cdef class ClientConnection:
         if phase <= PHASE_VALIDATE and route.validator is not None:
             if route.validator.needs_body and not self.req_complete:
                 return self.wait_for_body(ctx, PHASE_VALIDATE)
+            if route.validator.needs_body and not self.decode_body(ctx):
+                return ACTION_RESPOND
             failure = route.validator.check(
                 ctx.query, ctx.headers, ctx.path_params, ctx.header(b"content-type"),
                 b"".join(self.body_chunks) if route.validator.needs_body else None)
@@ -1359,6 +1367,42 @@ cdef class ClientConnection:
             if self.continue_phases(PHASE_INTEGRATION) == ACTION_RESPOND:
                 self.respond_error(ctx.error_type, ctx.error_message)
         self.uncork()
+
+    cdef bint decode_body(self, RequestContext ctx):
+        """The whole request body, as a phase that reads it (body validation, a function's
+        event) must see it: a Content-Encoding (gzip, deflate, br, zstd) undone once, in
+        place -- body_chunks, framing and the forwarded headers then describe the decoded
+        body, so an http integration gets it decoded too (API Gateway decompresses before
+        dispatching). False after choosing the gateway response: 415 for an unknown coding
+        or data not in it (AWS's answer for both), 413 past the route's body limit, which
+        caps the decoded size (the decoders stop at it: a bomb never inflates further).
+        Also before a mapping template reads the body (http integrations, VTL mocks).
+        Plain proxying never calls this: a compressed body passes through untouched."""
+        if self.body_decoded:
+            return True
+        self.body_decoded = True
+        coding = ctx.header(b"content-encoding")
+        if coding is None:
+            return True
+        from fastgate.compression import RequestBodyError, decode_request_body
+        cap = ctx.route.max_body_size if ctx.route.max_body_size >= 0 else DECODED_BODY_MAX
+        raw = b"".join(self.body_chunks) if self.body_chunks else b""
+        try:
+            body = decode_request_body(coding, raw, cap)
+        except RequestBodyError as e:
+            ctx.error_type = "REQUEST_TOO_LARGE" if e.status == 413 else "UNSUPPORTED_MEDIA_TYPE"
+            ctx.error_message = str(e)
+            return False
+        self.body_chunks = [body]
+        self.body_sent = 0
+        self.body_kept = PyBytes_GET_SIZE(body)
+        self.body_retained = True
+        ctx.content_length = PyBytes_GET_SIZE(body)
+        ctx.chunked = False
+        self.fwd = without_content_encoding(self.fwd)
+        if ctx.upstream_headers is not None:    # transforms ran already (a function's event)
+            ctx.upstream_headers = without_content_encoding(ctx.upstream_headers)
+        return True
 
     cdef bint run_throttle(self, RequestContext ctx, Route route):
         """Take from each of the route's limiters in API Gateway's order; the first
@@ -1875,6 +1919,8 @@ cdef class ClientConnection:
     cdef bint map_request(self, RequestContext ctx, Route route):
         """An http (non-proxy) integration's request template: the body sent upstream
         (False with ctx.error_type set when it refuses the request)."""
+        if not self.decode_body(ctx):
+            return False
         body = b"".join(self.body_chunks) if self.body_chunks else b""
         ctype = ctx.header(b"content-type")
         try:
@@ -1933,6 +1979,9 @@ cdef class ClientConnection:
     cdef void respond_mock_vtl(self, Route route):
         """A mock with Velocity mapping templates (fastgate/vtl.py): Python, off the fast path."""
         cdef RequestContext ctx = self.ctx
+        if not self.decode_body(ctx):
+            self.respond_error(ctx.error_type, ctx.error_message)
+            return
         body = b"".join(self.body_chunks) if self.body_chunks else b""
         self.body_chunks = []
         ctype = ctx.header(b"content-type")
@@ -1961,6 +2010,9 @@ cdef class ClientConnection:
         ctx.integration_start = monotonic()
         if self.worker.functions is None:
             self.respond_error("INTEGRATION_FAILURE", "no function runner in this worker")
+            return
+        if not self.decode_body(ctx):
+            self.respond_error(ctx.error_type, ctx.error_message)
             return
         body = b"".join(self.body_chunks) if self.body_chunks else b""
         self.body_chunks = []
