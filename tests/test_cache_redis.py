@@ -131,3 +131,51 @@ def test_unreachable_redis_answers_within_the_timeout():
         finally:
             await c.close()
     run(go)
+
+
+def test_get_with_ttl_reports_what_redis_has_left(server):
+    async def go():
+        c = RedisCache(server.url)
+        try:
+            assert await c.get_with_ttl(b"gwt/none") is None
+            assert await c.put(b"gwt/k", now_ms() + 5_000, 200, b"A: b\r\n", b"body")
+            entry, ttl_ms = await c.get_with_ttl(b"gwt/k")
+            assert entry == (200, b"A: b\r\n", b"body") and 4_000 < ttl_ms <= 5_000
+            # a key without an expiry is not ours to copy: a miss
+            redis.Redis.from_url(server.url).set(b"fastgate:c:gwt/forever", b"FGc1" + bytes(6))
+            assert await c.get_with_ttl(b"gwt/forever") is None
+        finally:
+            await c.close()
+    run(go)
+
+
+def test_cache_flusher_tells_every_host(server):
+    from fastgate.cache_redis import CacheFlusher
+    from fastgate.config import RedisConfig
+
+    async def go():
+        import asyncio
+        seen_a, seen_b = [], []
+        cfg = RedisConfig(url=server.url, prefix="fl")
+        a, b = CacheFlusher(cfg, seen_a.append), CacheFlusher(cfg, seen_b.append)
+        loop = asyncio.get_running_loop()
+        a.start(loop)
+        b.start(loop)
+        writer = RedisCache(server.url, prefix=b"fl:c:")
+        try:
+            await asyncio.wait_for(asyncio.gather(a.subscribed.wait(), b.subscribed.wait()), 5)
+            await writer.put(b"fgk2api/prod/GET /x\0k", now_ms() + 60_000, 200, b"", b"x")
+            await writer.put(b"fgk2api/dev/GET /x\0k", now_ms() + 60_000, 200, b"", b"x")
+            assert await a.flush(b"fgk2api/prod/") == 1
+            for _ in range(100):
+                if seen_a and seen_b:
+                    break
+                await asyncio.sleep(0.02)
+            assert seen_a == seen_b == [b"fgk2api/prod/"]
+            assert await writer.get(b"fgk2api/prod/GET /x\0k") is None
+            assert await writer.get(b"fgk2api/dev/GET /x\0k") is not None
+        finally:
+            await a.close()
+            await b.close()
+            await writer.close()
+    run(go)

@@ -346,3 +346,19 @@ def test_route_cache_decisions():
     with pytest.raises(ValueError):
         RouteCache(spec, 300, unauthorized_strategy="IGNORE")
     assert WARNING_HEADER[0] == b"Warning" and WARNING_HEADER[1].startswith(b"199 ")
+
+
+def test_a_stage_is_one_prefix_flush():
+    from fastgate._core.cache import namespace_prefix
+    c = SharedCache.create(1 << 20)
+    exp = int(time.time() * 1000) + 60_000
+    specs = {ns: CacheKeySpec(True, [], namespace=ns)
+             for ns in (b"api/prod/GET /pets", b"api/prod/GET /pets/{id}", b"api/prod2/GET /pets",
+                        b"api/dev/GET /pets")}
+    for spec in specs.values():
+        c.store(spec.key(b"GET", b"/pets", b"", []), exp, 200, b"", b"x")
+    assert c.flush(namespace_prefix("api/prod/")) == 2      # not prod2: the stage ends at "/"
+    left = {ns for ns, spec in specs.items() if c.lookup(spec.key(b"GET", b"/pets", b"", [])) is not None}
+    assert left == {b"api/prod2/GET /pets", b"api/dev/GET /pets"}
+    with pytest.raises(ValueError):
+        CacheKeySpec(True, [], namespace=b"a\0b")
