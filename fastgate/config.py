@@ -294,11 +294,12 @@ class ExecutionLogConfig(_Section, kw_only=True):
 
 class RedisConfig(_Section, kw_only=True):
     """A Redis shared by several fastgate hosts: throttles and usage-plan quotas live there
-    (one atomic script per take), so a limit is a limit for the whole deployment."""
+    (one atomic script per take), so a limit is a limit for the whole deployment; the
+    response cache is shared through it too (a local miss looks there; docs/cache.md)."""
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "fastgate"              # key prefix, so deployments can share one Redis
     fail_open: bool = True                # while Redis is unreachable: allow (true) or 429 (false)
-    timeout_ms: PositiveMs = 50           # per take; past it the take answers as fail_open says
+    timeout_ms: PositiveMs = 50           # per take / cache lookup; past it: fail_open / a cache miss
     # API keys and usage plans are replicated through this Redis too (docs/api-keys.md):
     # each host checks for changes at least this often, besides pub/sub's immediate notice
     key_sync_interval_ms: PositiveMs = 500
