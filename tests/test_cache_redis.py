@@ -71,7 +71,7 @@ def test_entry_cap_and_bad_values(server):
             assert await c.put(b"cap/ok", now_ms() + 60_000, 200, b"", b"x" * 94)
             raw = redis.Redis.from_url(server.url)
             raw.set(b"fastgate:c:cap/junk", b"not an entry")
-            raw.set(b"fastgate:c:cap/short", b"FGc1\x00\xc8\x00\x00\x10\x00")   # header block past the end
+            raw.set(b"fastgate:c:cap/short", b"FGc2\x00\xc8\x00\x00\x10\x00" + (2**62).to_bytes(8, "big"))   # header block past the end
             assert await c.get(b"cap/junk") is None
             assert await c.get(b"cap/short") is None
         finally:
@@ -141,9 +141,12 @@ def test_get_with_ttl_reports_what_redis_has_left(server):
             assert await c.put(b"gwt/k", now_ms() + 5_000, 200, b"A: b\r\n", b"body")
             entry, ttl_ms = await c.get_with_ttl(b"gwt/k")
             assert entry == (200, b"A: b\r\n", b"body") and 4_000 < ttl_ms <= 5_000
-            # a key without an expiry is not ours to copy: a miss
-            redis.Redis.from_url(server.url).set(b"fastgate:c:gwt/forever", b"FGc1" + bytes(6))
-            assert await c.get_with_ttl(b"gwt/forever") is None
+            # an expiry in the past (a host with a clock ahead stored it): a miss
+            redis.Redis.from_url(server.url).set(b"fastgate:c:gwt/past", b"FGc2" + bytes(14))
+            assert await c.get_with_ttl(b"gwt/past") is None
+            # the layout before the expiry was in the value: a miss, never a wrong answer
+            redis.Redis.from_url(server.url).set(b"fastgate:c:gwt/v1", b"FGc1" + bytes(6) + b"body")
+            assert await c.get_with_ttl(b"gwt/v1") is None
         finally:
             await c.close()
     run(go)

@@ -1355,9 +1355,12 @@ cdef class ClientConnection:
         if ctx is not self.ctx or self.closed or self.responding or self.waiting != WAIT_CACHE:
             return
         self.waiting = WAIT_NONE
+        cdef long long now = epoch_ms()
         if hit is not None:
             ctx.cache_result = 3
-            if expires_ms > epoch_ms():
+            # never longer than this route's TTL: a host with a clock behind stored it
+            expires_ms = min(expires_ms, now + (<RouteCache>ctx.route.cache).ttl_ms)
+            if expires_ms > now:
                 (<SharedCache>self.snap.cache).put(ctx.cache_key, expires_ms, <int>hit[0],
                                                    <bytes>hit[1], <bytes>hit[2])
             self.answer_cached(ctx, <tuple>hit)
