@@ -1399,7 +1399,7 @@ cdef class ClientConnection:
         self.body_chunks = [body]
         self.body_sent = 0
         self.body_kept = PyBytes_GET_SIZE(body)
-        self.body_retained = True
+        self.body_retained = self.body_kept <= RETRY_BODY_MAX   # as for a body that arrived plain
         ctx.content_length = PyBytes_GET_SIZE(body)
         ctx.chunked = False
         self.fwd = without_content_encoding(self.fwd)
