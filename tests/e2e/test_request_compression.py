@@ -1,5 +1,5 @@
 """Compressed request bodies over real HTTP: a Content-Encoding (gzip, deflate, br, zstd)
-is undone before body validation and before a function's event, and the http
+is undone before body validation, a mapping template and a function's event, and the http
 integration behind a validated method gets the decoded body; the route's body limit
 caps the decoded size (413, a bomb never inflates); an unknown coding or data not in
 the declared coding is API Gateway's 415; plain proxying passes the body through
@@ -43,7 +43,13 @@ def rest_doc(port: int) -> dict:
             "parameters": [{"name": "body", "in": "body", "required": True,
                             "schema": {"$ref": "#/definitions/Pet"}}],
             "x-amazon-apigateway-integration": {
-                "type": "http_proxy", "httpMethod": "POST", "uri": f"http://127.0.0.1:{port}/echo/pets"}}}},
+                "type": "http_proxy", "httpMethod": "POST", "uri": f"http://127.0.0.1:{port}/echo/pets"}}},
+            # an http (non-proxy) integration: its request template reads the body
+            "/mapped": {"post": {"x-amazon-apigateway-integration": {
+                "type": "http", "httpMethod": "POST", "uri": f"http://127.0.0.1:{port}/echo/mapped",
+                "passthroughBehavior": "WHEN_NO_TEMPLATES",
+                "requestTemplates": {"application/json": '{"pet": $input.json(\'$.name\')}'},
+                "responses": {"default": {"statusCode": "200"}}}}}},
     }
 
 
@@ -147,3 +153,15 @@ def test_plain_proxy_passes_the_compressed_body_through(gw):
     r = httpx.post(f"{gw.url}/plain/echo/raw", content=b"junk", headers={"Content-Encoding": "gzip"},
                    timeout=5)
     assert r.status_code == 200 and r.json()["body_size"] == 4
+
+
+def test_mapping_template_reads_the_decoded_body(gw):
+    r = httpx.post(f"{gw.url}/prod/mapped", content=gzip.compress(b'{"name": "rex"}'),
+                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}, timeout=5)
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    assert "content-encoding" not in headers_of(seen)
+    assert seen["body_sha256"] == hashlib.sha256(b'{"pet": "rex"}').hexdigest(), seen
+    r = httpx.post(f"{gw.url}/prod/mapped", content=b"\x1f\x8bjunk",
+                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}, timeout=5)
+    assert r.status_code == 415 and r.json() == {"message": "Unsupported Media Type"}
