@@ -210,6 +210,11 @@ class Compiler:
                     route = self.method_route(stage, path, method, spec, f"{where}: {method} {path}",
                                               limiters)
                     router.add("*", method, self.router_path(path), route)
+                    if path == "/$default":
+                        try:            # "/" too, which /{proxy+} does not match
+                            router.add("*", method, "/", route)
+                        except ValueError:
+                            pass        # the API has its own "/" route, which wins
                 except ValueError as e:
                     self.warn(f"{where}: {method} {path}: {e}; route not served")
         return stage

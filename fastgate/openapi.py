@@ -610,8 +610,16 @@ class _Importer:
             if raw_path == "$default":
                 if self.protocol != "HTTP":
                     raise OpenAPIError(f"{where}: the $default route exists only in HTTP APIs")
-                self.warnings.append(_not_implemented("$default route", "paths.$default"))
-                extensions["$default"] = copy.deepcopy(item)
+                # the catch-all route: a resource "/$default" the compiler routes after all others
+                if "/$default" not in by_path:
+                    res = {"id": _new_id(6), "parentId": root["id"], "pathPart": "$default",
+                           "path": "/$default"}
+                    by_path["/$default"] = res
+                    order.append(res)
+                item = self.resolve(item, where)
+                if not isinstance(item, dict):
+                    raise OpenAPIError(f"{where}: a path item must be an object")
+                self._path_item(by_path["/$default"], item, where, [], default_validator)
                 continue
             if raw_path.startswith("x-"):
                 extensions.setdefault("paths", {})[raw_path] = copy.deepcopy(item)
@@ -1323,7 +1331,7 @@ class _Exporter:
                 if self.extensions or not _is_aws_extension(key):
                     item[key] = copy.deepcopy(value)
             if item:
-                paths[resource["path"]] = item
+                paths["$default" if resource["path"] == "/$default" else resource["path"]] = item
         extensions = self.api.get("extensions", {})
         if "$default" in extensions:
             paths["$default"] = copy.deepcopy(extensions["$default"])

@@ -736,13 +736,19 @@ def test_rest_api_has_no_default_route():
         import_openapi(doc)
 
 
-def test_http_api_default_route_is_kept_with_a_warning():
+def test_http_api_default_route_is_imported_and_exported():
     doc = load("http-api-lambda.json")
     doc["paths"]["$default"] = {"x-amazon-apigateway-any-method": {
         "x-amazon-apigateway-integration": {"$ref": "#/components/x-amazon-apigateway-integrations/orders"}}}
     api, warnings = import_openapi(doc)
-    assert warnings == ["$default route at paths.$default: not implemented, kept for export"]
-    assert export_openapi(api)["paths"]["$default"] == doc["paths"]["$default"]
+    assert warnings == []
+    (res,) = [r for r in api["resources"] if r["path"] == "/$default"]
+    assert res["pathPart"] == "$default" and list(res["resourceMethods"]) == ["ANY"]
+    exported = export_openapi(api)
+    assert "x-amazon-apigateway-any-method" in exported["paths"]["$default"]
+    again, _ = import_openapi(exported)
+    assert [r["resourceMethods"]["ANY"]["methodIntegration"] for r in again["resources"]
+            if r["path"] == "/$default"] == [res["resourceMethods"]["ANY"]["methodIntegration"]]
 
 
 def test_self_referencing_ref_is_an_error():

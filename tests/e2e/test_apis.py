@@ -259,3 +259,31 @@ def test_admin_routes_lists_api_stages(rest_gateway):
     prod = next(a for a in doc["apis"] if a["stage"] == "prod")
     assert prod["type"] == "REST"
     assert {"method": "GET", "path": "/pets/{petId}", "integration": "HTTP_PROXY"} in prod["routes"]
+
+
+def test_http_api_default_route_catches_what_no_route_matches(tmp_path, up):
+    doc = {
+        "openapi": "3.0.1", "info": {"title": "Catch", "version": "1"},
+        "paths": {
+            "/pets": {"get": {"x-amazon-apigateway-integration": {
+                "type": "http_proxy", "httpMethod": "GET", "payloadFormatVersion": "1.0",
+                "uri": f"http://127.0.0.1:{up.port}/echo/pets"}}},
+            "$default": {"x-amazon-apigateway-any-method": {"x-amazon-apigateway-integration": {
+                "type": "http_proxy", "httpMethod": "ANY", "payloadFormatVersion": "1.0",
+                "uri": f"http://127.0.0.1:{up.port}/echo/default"}}},
+        },
+    }
+    (tmp_path / "http.json").write_text(json.dumps(doc))
+    g = Gateway(tmp_path, """\
+        access_log: {path: 'off'}
+        apis:
+          - {openapi: http.json, id: catchall1, stages: {$default: {}}}
+        """)
+    try:
+        with httpx.Client(base_url=g.url, timeout=5) as c:
+            assert c.get("/pets").json()["path"] == "/echo/pets"
+            assert c.get("/anything/else").json()["path"] == "/echo/default"
+            assert c.post("/pets").json()["path"] == "/echo/default"    # no POST /pets route
+            assert c.get("/").json()["path"] == "/echo/default"
+    finally:
+        g.stop()
