@@ -150,6 +150,8 @@ class Admin:
         except Exception as e:
             log(f"reload failed: {e}")
             return
+        if self.control is not None:
+            self.control.model.usage_redis = self.redis_config()
         self.start_checks()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -274,6 +276,7 @@ class Admin:
         credentials = {key_id: secret} if key_id and secret else {}
         try:
             self.control = ControlAPI(Store.in_dir(data_dir), credentials, self.request_reload)
+            self.control.model.usage_redis = self.redis_config()
         except Exception as e:
             self.control_error = str(e)
             log(f"control API unavailable: {e}")
@@ -314,8 +317,11 @@ class Admin:
             flusher.stop()      # one last flush of the API keys' usage
         return 0
 
-    @staticmethod
-    def start_usage_flusher():
+    def redis_config(self):
+        """The current config's `redis:` (usage is pushed there and read back from it)."""
+        return self.loaded.config.redis if self.loaded is not None else None
+
+    def start_usage_flusher(self):
         """API key usage counted by the workers goes to SQLite every second, from here."""
         from fastgate.snapshot import shared_usage
         rec = shared_usage()
@@ -323,7 +329,8 @@ class Admin:
             return None
         from fastgate.store import default_data_dir
         from fastgate.usage import UsageFlusher
-        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir())
+        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir(),
+                               log=log, redis_config=self.redis_config)
         flusher.start()
         return flusher
 
