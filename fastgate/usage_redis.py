@@ -15,7 +15,9 @@ applied but whose reply was lost, or two pushers of one host racing (the admin's
 flusher and the supervisor's final flush) can never count a request twice or move a
 total backwards: writing a total is idempotent where HINCRBY is not. While Redis is
 down the rows wait in SQLite (the push cursor, usage_meta 'redis_pushed', does not
-move) and the next push that gets through sends them all.
+move) and the next push that gets through sends them all. A Redis that comes back
+empty (no persistence) is noticed by the host missing from the hosts set: every
+host then pushes all its rows again.
 
 Reading (GetUsage, `fastgate usage export`): this host's rows from SQLite (the
 freshest) plus every other host's from Redis, summed.
@@ -60,11 +62,13 @@ class RedisUsage:
     def push(self, store: UsageStore) -> int:
         """Send the rows changed since the last push; returns how many. Raises
         redis.RedisError when Redis is unreachable (nothing is marked pushed then)."""
+        host = store.host_id()
         pushed = int(store.meta("redis_pushed", "0"))
+        if not self.r.sismember(f"{self.prefix}:hosts", host):
+            pushed = 0      # a Redis that lost its data (restarted without persistence): all again
         latest, rows = store.changed_since(pushed)
         if latest <= pushed:
             return 0
-        host = store.host_id()
         pipe = self.r.pipeline(transaction=True)
         pipe.sadd(f"{self.prefix}:hosts", host)
         for key, day, api, stage, *counts in rows:

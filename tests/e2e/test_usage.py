@@ -1,7 +1,12 @@
 """Usage reports end to end: a known mix of traffic (ok, upstream 4xx and 5xx, throttled
 by the plan) from two API keys over two stages through a real fastgate (two workers, a
 real upstream), then `fastgate usage export` (CSV and JSON) and boto3's get_usage must
-say exactly what was sent, before and after a graceful stop."""
+say exactly what was sent, before and after a graceful stop.
+
+Across hosts: two fastgate processes, each with its own data dir, sharing one real
+redis-server. `fastgate usage export -c` and GetUsage on either host read the sum; with
+Redis stopped the hosts keep counting locally, and when it comes back (empty: no
+persistence) they push everything again."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import datetime as dt
 import io
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
@@ -20,6 +27,9 @@ import httpx
 import pytest
 
 from conftest import Gateway, Upstream, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from redis_server import RedisServer  # noqa: E402
 
 KEY, SECRET = "AKIAFASTGATEUSAGE01", "usage-test-secret"
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +72,17 @@ class Traffic:
         row["5xx"] += r.status_code >= 500
         row["quota_used"] += not throttled
         return r
+
+    def probe(self, client: httpx.Client, base: str, key: dict, stage: str) -> bool:
+        """Whether the stage serves the key yet; a call that passes is traffic (a 403
+        before the key is known is not metered)."""
+        r = client.get(f"{base}/{stage}/ok", headers={"x-api-key": key["value"]})
+        if r.status_code == 200:
+            row = self.rows[(key["id"], stage)]
+            row["requests"] += 1
+            row["bytes_out"] += len(r.content)
+            row["quota_used"] += 1
+        return r.status_code == 200
 
     def expected(self, day: str, names: dict[str, str]) -> list[dict]:
         return [{"key_id": k, "day": day, "api_id": self.api_id, "stage": stage, **counts,
@@ -122,15 +143,7 @@ def test_usage_by_key_day_and_stage_matches_the_traffic_sent(tmp_path, upstream)
         sent = Traffic(api_id)
         with httpx.Client(timeout=10) as h:
             for stage in ("prod", "beta"):
-                def ready():
-                    r = h.get(f"{gw.url}/{stage}/ok", headers={"x-api-key": probe["value"]})
-                    if r.status_code == 200:
-                        row = sent.rows[(probe["id"], stage)]
-                        row["requests"] += 1
-                        row["bytes_out"] += len(r.content)
-                        row["quota_used"] += 1
-                    return r.status_code == 200
-                assert wait_until(ready, timeout=15)
+                assert wait_until(lambda: sent.probe(h, gw.url, probe, stage), timeout=15)
             # not metered: no key, an unknown key (403 before any key is known)
             assert h.get(f"{gw.url}/prod/ok").status_code == 403
             assert h.get(f"{gw.url}/prod/ok", headers={"x-api-key": "n" * 40}).status_code == 403
@@ -176,3 +189,111 @@ def test_usage_by_key_day_and_stage_matches_the_traffic_sent(tmp_path, upstream)
         assert gw.stop() == 0
     # a graceful stop loses nothing and counts nothing twice
     assert exported(state, today) == (want_csv, want)
+
+
+# ---------------------------------------------------------------- several hosts
+
+@pytest.fixture
+def redis():
+    r = RedisServer().start()
+    yield r
+    if r.proc is not None:
+        r.stop()
+
+
+def host_config(state: Path, redis_url: str) -> str:
+    return f"""\
+        access_log: {{path: 'off'}}
+        data_dir: {state}
+        redis: {{url: "{redis_url}", fail_open: true, timeout_ms: 200}}
+        """
+
+
+def copy_state(src: Path, dst: Path) -> None:
+    """What the control-auth replication will do: host B gets host A's keys and plans
+    (the same ids). Only the documents: B is another host with its own usage."""
+    dst.mkdir()
+    shutil.copy(src / "apikeys.secret", dst / "apikeys.secret")
+    with sqlite3.connect(src / "fastgate.db") as a, sqlite3.connect(dst / "fastgate.db") as b:
+        a.backup(b)
+    with sqlite3.connect(dst / "fastgate.db") as b:
+        for table in ("usage", "usage_cursor", "usage_meta"):
+            b.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def rows(data_dir: Path, day: str, config: Path | None = None) -> list[tuple]:
+    out = export(data_dir, "--from", day, "--to", day, *(("-c", str(config)) if config else ()))
+    assert out.returncode == 0, out.stderr
+    return [(r["key_id"], r["stage"], int(r["requests"]), int(r["4xx"]), int(r["5xx"]),
+             int(r["bytes_in"]), int(r["bytes_out"]), int(r["quota_used"]))
+            for r in csv.DictReader(io.StringIO(out.stdout))]
+
+
+def expected(sent: Traffic) -> list[tuple]:
+    return [(k, stage, c["requests"], c["4xx"], c["5xx"], c["bytes_in"], c["bytes_out"], c["quota_used"])
+            for (k, stage), c in sorted(sent.rows.items())]
+
+
+def test_two_hosts_one_redis_sum_and_survive_an_outage(tmp_path, redis, upstream):
+    env = {"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    state_a, state_b = tmp_path / "a" / "state", tmp_path / "b" / "state"
+    a = Gateway(tmp_path / "a", host_config(state_a, redis.url), workers=2, env=env)
+    b = None
+    try:
+        c = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{a.admin_port}",
+                         region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+        api_id = c.import_rest_api(body=api_doc(upstream.port))["id"]
+        dep = c.create_deployment(restApiId=api_id, stageName="prod")
+        c.create_stage(restApiId=api_id, stageName="beta", deploymentId=dep["id"])
+        plan = c.create_usage_plan(name="shared", quota={"limit": 500, "period": "DAY"},
+                                   apiStages=[{"apiId": api_id, "stage": s} for s in ("prod", "beta")])
+        one = c.create_api_key(name="one", enabled=True)
+        two = c.create_api_key(name="two", enabled=True)
+        for k in (one, two):
+            c.create_usage_plan_key(usagePlanId=plan["id"], keyId=k["id"], keyType="API_KEY")
+        copy_state(state_a, state_b)
+        b = Gateway(tmp_path / "b", host_config(state_b, redis.url), workers=1, env=env)
+        sent = Traffic(api_id)
+        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+        with httpx.Client(timeout=10) as h:
+            for gw in (a, b):
+                for stage in ("prod", "beta"):
+                    assert wait_until(lambda: sent.probe(h, gw.url, one, stage), timeout=15)
+
+            sent.send(h, a.url, one, "prod", "/ok", b"a" * 10)
+            sent.send(h, a.url, one, "prod", "/ok")
+            sent.send(h, b.url, one, "prod", "/ok", b"b" * 20)
+            sent.send(h, b.url, one, "prod", "/missing", expect=404)
+            sent.send(h, b.url, one, "beta", "/broken", expect=500)
+            sent.send(h, a.url, two, "beta", "/ok", b"c" * 5)
+
+            want = expected(sent)
+            assert wait_until(lambda: rows(state_a, today, a.config_path) == want, timeout=15), \
+                (rows(state_a, today, a.config_path), want)
+            assert rows(state_b, today, b.config_path) == want
+            assert rows(state_a, today) != want            # A alone holds only its own share
+            used = {one["id"]: sum(r[7] for r in want if r[0] == one["id"]),
+                    two["id"]: sum(r[7] for r in want if r[0] == two["id"])}
+            assert c.get_usage(usagePlanId=plan["id"], startDate=today, endDate=today)["items"] == \
+                {k: [[n, 500 - n]] for k, n in used.items()}
+
+            # Redis down: B keeps serving (fail_open) and counting in its own SQLite
+            local_b = rows(state_b, today)
+            redis.stop()
+            sent.send(h, b.url, one, "prod", "/ok", b"d" * 3)
+            sent.send(h, b.url, two, "prod", "/broken", expect=500)
+            grown = wait_until(lambda: sum(r[2] for r in rows(state_b, today)) == sum(r[2] for r in local_b) + 2,
+                               timeout=15)
+            assert grown, rows(state_b, today)
+            # back, and empty: both hosts push everything they have
+            redis.start()
+            want = expected(sent)
+            assert wait_until(lambda: rows(state_a, today, a.config_path) == want, timeout=20), \
+                (rows(state_a, today, a.config_path), want)
+            assert rows(state_b, today, b.config_path) == want
+    finally:
+        assert a.stop() == 0
+        if b is not None:
+            assert b.stop() == 0
