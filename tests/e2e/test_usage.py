@@ -108,6 +108,16 @@ def exported(data_dir: Path, day: str) -> tuple[list[dict], list[dict]]:
     return rows, json.loads(js.stdout)
 
 
+def deploy(gw: Gateway, upstream: Upstream):
+    """(boto3 client of gw's control API, id of the metered API deployed to prod and beta)."""
+    c = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
+                     region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    api_id = c.import_rest_api(body=api_doc(upstream.port))["id"]
+    dep = c.create_deployment(restApiId=api_id, stageName="prod")
+    c.create_stage(restApiId=api_id, stageName="beta", deploymentId=dep["id"])
+    return c, api_id
+
+
 @pytest.fixture
 def upstream():
     u = Upstream("metered")
@@ -122,11 +132,7 @@ def test_usage_by_key_day_and_stage_matches_the_traffic_sent(tmp_path, upstream)
         data_dir: {state}
         """, workers=2, env={"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET})
     try:
-        c = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
-                         region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-        api_id = c.import_rest_api(body=api_doc(upstream.port))["id"]
-        dep = c.create_deployment(restApiId=api_id, stageName="prod")
-        c.create_stage(restApiId=api_id, stageName="beta", deploymentId=dep["id"])
+        c, api_id = deploy(gw, upstream)
         stages = [{"apiId": api_id, "stage": "prod"}, {"apiId": api_id, "stage": "beta"}]
         # a burst of 10 and a refill of one token every 1000 s: the 11th call of a key is throttled
         plan = c.create_usage_plan(name="metered", apiStages=stages,
@@ -242,11 +248,7 @@ def test_two_hosts_one_redis_sum_and_survive_an_outage(tmp_path, redis, upstream
     a = Gateway(tmp_path / "a", host_config(state_a, redis.url), workers=2, env=env)
     b = None
     try:
-        c = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{a.admin_port}",
-                         region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-        api_id = c.import_rest_api(body=api_doc(upstream.port))["id"]
-        dep = c.create_deployment(restApiId=api_id, stageName="prod")
-        c.create_stage(restApiId=api_id, stageName="beta", deploymentId=dep["id"])
+        c, api_id = deploy(a, upstream)
         plan = c.create_usage_plan(name="shared", quota={"limit": 500, "period": "DAY"},
                                    apiStages=[{"apiId": api_id, "stage": s} for s in ("prod", "beta")])
         one = c.create_api_key(name="one", enabled=True)
