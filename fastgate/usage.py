@@ -40,15 +40,13 @@ from typing import Iterable
 
 import orjson
 
-MAGIC = 0x46475532               # "FGU2": layout version of the mapping
-HEADER_WORDS = 8                 # 64 bytes: magic, workers, capacity, generation (2 words), pad
-SLAB_HEADER_WORDS = 8            # 64 bytes per slab: entries used, dropped records, pad
-ENTRY_WORDS = 24                 # 192 bytes per entry: ident length, 128 ident bytes, 7 counters
-IDENT_MAX = 128                  # bytes of "key_id US api_id US stage" an entry holds
+from fastgate._core.usage import (COUNTER_WORDS, ENTRY_WORDS, HEADER_WORDS, IDENT_MAX, MAGIC,
+                                  SLAB_HEADER_WORDS, UsageCounters)
+
 KEY_MAX = 32                     # bytes of key id (AWS's ids are 10)
 SEP = "\x1f"                     # between key id, api id and stage in an entry's ident
-# word offsets of the counters inside an entry, in COUNTERS order
-REQUESTS, THROTTLED, STATUS_4XX, STATUS_5XX, BYTES_IN, BYTES_OUT, QUOTA_USED = range(17, 24)
+# word offsets of the counters inside an entry, in COUNTERS order (fastgate/_core/usage.pxd)
+REQUESTS, THROTTLED, STATUS_4XX, STATUS_5XX, BYTES_IN, BYTES_OUT, QUOTA_USED = COUNTER_WORDS
 COUNTERS = ("requests", "throttled", "status_4xx", "status_5xx", "bytes_in", "bytes_out",
             "quota_used")
 FLUSH_INTERVAL_S = 1.0
@@ -116,6 +114,8 @@ class UsageRecorder:
     def __init__(self, mm: mmap.mmap, workers: int, capacity: int, generation: str):
         self._mm = mm
         self._q = memoryview(mm).cast("Q")      # the whole mapping as uint64 words
+        # the workers' side: the LOG phase records through its C pointer (protocol.pyx)
+        self.counters = UsageCounters(mm)
         self.workers = workers
         self.capacity = capacity
         self.generation = generation
@@ -179,24 +179,9 @@ class UsageRecorder:
                bytes_in: int, bytes_out: int) -> None:
         """One finished request of the slot's key on its stage: the status sent, whether
         the gateway throttled it (a 429 of a throttle or the quota) and whether it
-        counted against the plan's quota. Only the worker that owns the slot calls this."""
-        q = self._q
-        if slot < 0:
-            # a full slab: count what could not be attributed, so the loss is visible
-            q[-slot - 1] += 1
-            return
-        q[slot + REQUESTS] += 1
-        if status >= 400:
-            if status >= 500:
-                q[slot + STATUS_5XX] += 1
-            else:
-                q[slot + STATUS_4XX] += 1
-                if throttled:
-                    q[slot + THROTTLED] += 1
-        if quota_used:
-            q[slot + QUOTA_USED] += 1
-        q[slot + BYTES_IN] += bytes_in
-        q[slot + BYTES_OUT] += bytes_out
+        counted against the plan's quota. Only the worker that owns the slot calls this;
+        the protocol calls `counters.record` from C instead."""
+        self.counters.record_py(slot, status, throttled, quota_used, bytes_in, bytes_out)
 
     def entries(self) -> Iterable[tuple[int, int, str, tuple[int, ...]]]:
         """(worker, slot, ident, counters in COUNTERS order) of every claimed entry,
@@ -425,10 +410,13 @@ class UsageFlusher:
             stopping = self._stop.wait(self.interval_s)
             try:
                 if store is None:
-                    if not any(True for _ in self.recorder.entries()):
+                    # no key used yet: no database to create in the data dir, unless one
+                    # exists with rows a Redis outage kept from an earlier run to push
+                    if not any(True for _ in self.recorder.entries()) and not (
+                            self.redis_config() is not None and self._db_exists()):
                         if stopping:
                             break
-                        continue    # no key used yet: no database to create in the data dir
+                        continue
                     store = UsageStore.in_dir(self.data_dir)
                 store.flush(self.recorder)
             except Exception as e:   # a locked or full disk: the counters keep it for the next try
@@ -441,6 +429,10 @@ class UsageFlusher:
             store.close()
         if self._redis is not None:
             self._redis.close()
+
+    def _db_exists(self) -> bool:
+        from fastgate.store import db_path
+        return db_path(self.data_dir).exists()
 
     def push(self, store: UsageStore) -> None:
         """The rows SQLite gained since the last push, to Redis. While Redis is down they

@@ -2058,7 +2058,8 @@ cdef class ClientConnection:
             snap.tracer.finish(<Trace>ctx.trace, ctx)
         if ctx.metered and self.worker.usage is not None:
             # an API key's usage per stage, the basis for billing (fastgate.usage); a 429 the
-            # gateway made itself (an error type set) is a throttle or the quota
+            # gateway made itself (an error type set) is a throttle or the quota.
+            # PERF: C increments on the shared mapping, no Python call (bench/bench_usage.py)
             self.worker.usage.record(ctx.usage_slot, ctx.status,
                                      ctx.status == 429 and ctx.error_type is not None,
                                      ctx.quota_used, ctx.request_length, ctx.response_length)
