@@ -253,6 +253,10 @@ class UsageStore:
     def _migrate(self) -> None:
         c = self.conn
         if c.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            # current; the tables may still be missing (a copy of the control plane's
+            # documents without them): IF NOT EXISTS makes them
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                c.execute(stmt)
             return
         c.execute("BEGIN IMMEDIATE")     # one migrator; the others wait and find it done
         try:

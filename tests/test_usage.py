@@ -331,3 +331,18 @@ def test_cli_keys_list_and_delete(tmp_path):
                             "--data-dir", str(tmp_path)], input="s" * 30 + "\n", capture_output=True,
                            text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=60)
     assert given.stdout.split()[1] == "s" * 30
+
+
+def test_tables_missing_under_a_current_schema_version_are_made(tmp_path):
+    """A database copied with the usage tables dropped but user_version kept (a replica
+    of the control plane's documents) still gets working usage tables."""
+    db = tmp_path / "fastgate.db"
+    UsageStore(db).close()
+    with sqlite3.connect(db) as c:
+        for table in ("usage", "usage_cursor", "usage_meta"):
+            c.execute(f"DROP TABLE {table}")
+    store = UsageStore(db)
+    rec = UsageRecorder.create(workers=1, capacity=2)
+    ok(rec, rec.slot(0, "k", "a1", "prod"))
+    assert store.flush(rec, now_s=T0) == 1 and store.host_id()
+    store.close()
