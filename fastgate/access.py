@@ -44,7 +44,7 @@ class Services:
         self.tasks: set = set()
         self.worker_id = worker_id
         self.usage = usage                  # fastgate.usage.UsageRecorder shared by the host, or None
-        self.usage_slots: dict[str, int] = {}
+        self.usage_slots: dict[tuple, int] = {}
         self.redis = None                   # RedisLimits when the config names a Redis
         self.cache_redis = None             # fastgate.cache_redis.CacheSharing, likewise
 
@@ -58,13 +58,14 @@ class Services:
             self.redis = RedisLimits(cfg)
             self.cache_redis = CacheSharing(cfg)
 
-    def meter(self, ctx, key_id: str) -> None:
-        """Count this request for the key's usage (calls, bytes), when it ends."""
+    def meter(self, ctx, ident: tuple) -> None:
+        """Count this request in the usage of ident = (key id, API id, stage) when it
+        ends (status, bytes; the protocol calls UsageRecorder.record)."""
         if self.usage is None:
             return
-        slot = self.usage_slots.get(key_id)
+        slot = self.usage_slots.get(ident)
         if slot is None:
-            slot = self.usage_slots[key_id] = self.usage.slot(self.worker_id, key_id)
+            slot = self.usage_slots[ident] = self.usage.slot(self.worker_id, *ident)
         ctx.usage_slot = slot
         ctx.metered = True
 
@@ -132,7 +133,7 @@ class KeyRequirement:
         self.method_key = method_key          # "/pets/GET", as usage plans key per-method throttles
         self.from_authorizer = from_authorizer
 
-    def identify(self, conn, ctx):
+    def identify(self, conn, ctx, services):
         """(key, plan) of the request, or None after conn.deny(...)."""
         if self.from_authorizer:
             value = ctx.auth.usage_identifier_key if ctx.auth is not None else None
@@ -146,11 +147,13 @@ class KeyRequirement:
             conn.deny(ctx, error)
             return None
         ctx.api_key_id = key.key_id.encode()
+        # metered from here: a throttled request counts too (requests, throttled)
+        services.meter(ctx, (key.key_id, self.api_id, self.stage))
         return key, plan
 
     async def check_redis(self, conn, ctx, services) -> int:
         """check() with the plan's throttle and quota taken in Redis (several hosts)."""
-        found = self.identify(conn, ctx)
+        found = self.identify(conn, ctx, services)
         if found is None:
             return DENY
         key, plan = found
@@ -169,11 +172,11 @@ class KeyRequirement:
             if not take.allowed:
                 conn.deny(ctx, "QUOTA_EXCEEDED", None, _lines(header_block("quota", take)))
                 return DENY
-        services.meter(ctx, key.key_id)
+        ctx.quota_used = True
         return ALLOW
 
     def check(self, conn, ctx, services) -> int:
-        found = self.identify(conn, ctx)
+        found = self.identify(conn, ctx, services)
         if found is None:
             return DENY
         key, plan = found
@@ -189,7 +192,7 @@ class KeyRequirement:
             if not take.allowed:
                 conn.deny(ctx, "QUOTA_EXCEEDED", None, _lines(header_block("quota", take)))
                 return DENY
-        services.meter(ctx, key.key_id)
+        ctx.quota_used = True
         return ALLOW
 
 

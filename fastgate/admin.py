@@ -154,6 +154,8 @@ class Admin:
         except Exception as e:
             log(f"reload failed: {e}")
             return
+        if self.control is not None:
+            self.control.model.usage_redis = self.redis_config()
         self.start_checks()
         if self.control is not None:
             self.control.model.authorizer_invoker.configure(self.loaded)
@@ -349,6 +351,7 @@ class Admin:
         credentials = {key_id: secret} if key_id and secret else {}
         try:
             self.control = ControlAPI(Store.in_dir(data_dir), credentials, self.request_reload)
+            self.control.model.usage_redis = self.redis_config()
         except Exception as e:
             self.control_error = str(e)
             log(f"control API unavailable: {e}")
@@ -401,8 +404,11 @@ class Admin:
             flusher.stop()      # one last flush of the API keys' usage
         return 0
 
-    @staticmethod
-    def start_usage_flusher():
+    def redis_config(self):
+        """The current config's `redis:` (usage is pushed there and read back from it)."""
+        return self.loaded.config.redis if self.loaded is not None else None
+
+    def start_usage_flusher(self):
         """API key usage counted by the workers goes to SQLite every second, from here."""
         from fastgate.snapshot import shared_usage
         rec = shared_usage()
@@ -410,7 +416,8 @@ class Admin:
             return None
         from fastgate.store import default_data_dir
         from fastgate.usage import UsageFlusher
-        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir())
+        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir(),
+                               log=log, redis_config=self.redis_config)
         flusher.start()
         return flusher
 

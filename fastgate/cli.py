@@ -133,9 +133,22 @@ def _data_dir(args) -> str:
 
 
 def cmd_usage_export(args) -> int:
-    """Calls and bytes per API key per UTC day, from the data dir's usage table."""
+    """Usage per API key, UTC day and API stage, from the data dir's usage table; with
+    -c naming a config that has `redis:`, summed over every host that pushes there."""
     from fastgate.store import db_path, load_state
     from fastgate.usage import UsageStore, export, parse_day
+    from fastgate.usage_redis import all_hosts_rows
+    redis_cfg = None
+    if args.config:
+        from fastgate.config import ConfigError, load_config
+        try:
+            loaded = load_config(args.config)
+        except ConfigError as e:
+            print(f"fastgate: {e}", file=sys.stderr)
+            return 2
+        redis_cfg = loaded.config.redis
+        if not args.data_dir:
+            args.data_dir = resolved_data_dir(loaded)
     data_dir = _data_dir(args)
     if not db_path(data_dir).exists():
         print(f"fastgate: no state in {data_dir}", file=sys.stderr)
@@ -151,7 +164,8 @@ def cmd_usage_export(args) -> int:
              load_state(data_dir).extra.get("apikey", {}).get("", {}).items()}
     store = UsageStore.in_dir(data_dir)
     try:
-        rows = store.rows(args.start, args.end, args.key or None)
+        rows = all_hosts_rows(store, redis_cfg, args.start, args.end, args.key or None,
+                              warn=lambda m: print(f"fastgate: warning: {m}", file=sys.stderr))
     finally:
         store.close()
     sys.stdout.write(export(rows, args.format, names))
@@ -245,10 +259,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", help="gateway.yaml or .json")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("usage", help="API key usage (calls, bytes) per key per day")
+    s = sub.add_parser("usage", help="API key usage per key, day and API stage")
     usage = s.add_subparsers(dest="usage_command", required=True)
     e = usage.add_parser("export", help="print usage as CSV or JSON")
     e.add_argument("--data-dir", metavar="DIR", help="state directory (default: as serve)")
+    e.add_argument("-c", "--config", help="gateway config: its data_dir, and with `redis:` "
+                   "the usage of every host sharing that Redis")
     e.add_argument("--from", dest="start", metavar="YYYY-MM-DD", help="first day (UTC), inclusive")
     e.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="last day (UTC), inclusive")
     e.add_argument("--format", choices=("csv", "json"), default="csv")

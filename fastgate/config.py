@@ -34,7 +34,7 @@ import yaml
 from msgspec import Meta, field
 
 __all__ = [
-    "AccessLogConfig", "AdminConfig", "Config", "ConfigError", "ConfigSource",
+    "AccessLogConfig", "AdminConfig", "MetricsConfig", "Config", "ConfigError", "ConfigSource",
     "EchoIntegration", "HealthCheckConfig", "HeaderOps", "HttpIntegration",
     "Integration", "Limits", "ListenAddress", "ListenerConfig", "ListenerTLSConfig", "LoadedConfig",
     "MockIntegration", "PassiveHealthConfig", "RouteConfig", "RouteTimeouts",
@@ -292,6 +292,15 @@ class ExecutionLogConfig(_Section, kw_only=True):
     rate_per_s: Positive = 1000           # lines per second per worker; the excess is counted and dropped
 
 
+class MetricsConfig(_Section, kw_only=True):
+    """The request metrics of /metrics (docs/observability.md)."""
+    # false: requests, latencies, throttles, gateway responses, cache and upstream
+    # connection series are not recorded (the series of the health checks and open
+    # client connections still are); bench/wrk_compare.py's `observed` scenario
+    # measures what they cost
+    enabled: bool = True
+
+
 class RedisConfig(_Section, kw_only=True):
     """A Redis shared by several fastgate hosts: throttles and usage-plan quotas live there
     (one atomic script per take), so a limit is a limit for the whole deployment; the
@@ -409,6 +418,7 @@ class Config(_Section, kw_only=True):
     redis: RedisConfig | None = None      # throttles and quotas shared by several hosts
     cache_memory_mb: Count = 64           # the host's response cache (stages with caching on); 0 = none
     execution_log: ExecutionLogConfig | None = None  # per-stage execution logs (stages' logging_level)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)   # request metrics on /metrics
     # distributed tracing: W3C traceparent / X-Amzn-Trace-Id, sampling, OTLP/HTTP export
     # (docs/tracing.md has the keys: sampler, ratio, reservoir_per_s, endpoint, ...)
     tracing: dict[str, Any] | None = None

@@ -36,7 +36,6 @@ import sqlite3
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -122,6 +121,14 @@ class Series:
     def requests(self) -> int:
         return sum(self.status)
 
+    def plus(self, other: "Series") -> "Series":
+        return Series(self.route, self.api, self.stage,
+                      [a + b for a, b in zip(self.status, other.status)],
+                      [a + b for a, b in zip(self.duration, other.duration)],
+                      self.duration_sum_s + other.duration_sum_s,
+                      [a + b for a, b in zip(self.integration, other.integration)],
+                      self.integration_sum_s + other.integration_sum_s)
+
     def minus(self, old: "Series | None") -> "Series":
         """The growth since old. Counters only grow, so a smaller value means the table was
         made anew (a restarted gateway): then the whole new value is the growth."""
@@ -170,8 +177,7 @@ def read_metrics(text: bytes) -> Reading:
     the labels are parsed once per series and every other line is matched by that raw
     text with bytes operations only (1,000 routes: ~40 ms instead of ~500 ms with a
     regex per line; the ticker does this once a second while a page is open)."""
-    series: dict[tuple[str, str, str], Series] = {}
-    by_raw: dict[bytes, Series] = {}
+    by_raw: dict[bytes, Series] = {}     # one per label set as rendered (api_key included)
     gauges: dict[str, list[tuple[dict, int]]] = {}
     cumulative: dict[tuple[str, int], list[int]] = {}   # (histogram, id(series)) -> cumulative counts
 
@@ -179,11 +185,8 @@ def read_metrics(text: bytes) -> Reading:
         s = by_raw.get(raw)
         if s is None:
             labels = _labels(raw)
-            key = (labels.get("route", ""), labels.get("api", ""), labels.get("stage", ""))
-            s = series.get(key)
-            if s is None:
-                s = series[key] = Series(*key)
-            by_raw[raw] = s
+            s = by_raw[raw] = Series(labels.get("route", ""), labels.get("api", ""),
+                                     labels.get("stage", ""))
         return s
 
     for line in text.split(b"\n"):
@@ -211,9 +214,16 @@ def read_metrics(text: bytes) -> Reading:
                 gauges.setdefault(name.decode(), []).append((_labels(raw), int(float(value))))
             except ValueError:
                 continue
-    ids = {id(s): s for s in series.values()}
+    ids = {id(s): s for s in by_raw.values()}
     for (kind, sid), cum in cumulative.items():
         setattr(ids[sid], kind, [cum[0]] + [max(cum[i] - cum[i - 1], 0) for i in range(1, N_BUCKETS)])
+    # a stage that splits by API key renders one series per key (and one for requests
+    # without a key) under the same route: the route is their sum
+    series: dict[tuple[str, str, str], Series] = {}
+    for s in by_raw.values():
+        key = (s.route, s.api, s.stage)
+        total = series.get(key)
+        series[key] = s if total is None else total.plus(s)
     return Reading(series, gauges)
 
 
@@ -543,9 +553,12 @@ class Dashboard:
 
     def keys(self, state) -> dict:
         """Per-key usage against the key's usage-plan quota, where the control API keeps
-        API keys (state.extra "apikey", "usageplan", "usageplankey"). Calls are the
-        metered ones of the quota's period when the usage table exists (fastgate.db
-        usage), else the requests seen in the tail since the admin started."""
+        API keys (state.extra "apikey", "usageplan", "usageplankey"). From the usage
+        table (fastgate.usage; with `redis:`, every host's): `used` is what GetUsage
+        counts in the quota's current period on the plan's stages, `remaining` what the
+        plan's limit leaves of it; requests, throttled, 4xx and 5xx are today's (UTC) on
+        every stage. Without a usage table yet, `used` is the requests seen in the tail
+        since the admin started."""
         extra = getattr(state, "extra", None) or {}
         keys = extra.get("apikey", {}).get("", {})
         if not keys and not self.key_calls:
@@ -554,44 +567,64 @@ class Dashboard:
         plans = extra.get("usageplan", {}).get("", {})
         plan_of = {key_id: plans.get(plan_id) for plan_id, members in extra.get("usageplankey", {}).items()
                    for key_id in members}
-        metered = self.metered_usage(plan_of)
+        metered = self.metered_usage(plan_of, sorted(set(keys) | set(self.key_calls)))
         rows = []
         for key_id in sorted(set(keys) | set(self.key_calls)):
             key = keys.get(key_id, {})
             plan = plan_of.get(key_id) or {}
             quota = plan.get("quota") or {}
-            used = metered.get(key_id)
+            m = metered.get(key_id)
+            used = m["used"] if m is not None else self.key_calls.get(key_id, 0)
+            limit = quota.get("limit")
             rows.append({"id": key_id, "name": key.get("name", ""), "enabled": key.get("enabled", True),
-                         "plan": plan.get("name") or plan.get("id"), "quota_limit": quota.get("limit"),
-                         "quota_period": quota.get("period"),
-                         "used": used if used is not None else self.key_calls.get(key_id, 0),
-                         "metered": used is not None, "seen": self.key_calls.get(key_id, 0)})
+                         "plan": plan.get("name") or plan.get("id"), "quota_limit": limit,
+                         "quota_period": quota.get("period"), "used": used,
+                         "remaining": max(limit - used, 0) if limit is not None else None,
+                         "used_pct": round(100.0 * used / limit, 1) if limit else None,
+                         **{k: (m or {}).get(k, 0) for k in ("requests", "throttled", "s4xx", "s5xx")},
+                         "metered": m is not None, "seen": self.key_calls.get(key_id, 0)})
         return {"keys": rows, "note": ""}
 
-    def metered_usage(self, plan_of: dict) -> dict:
-        """key id -> calls in its quota's current period, from the usage table the API
-        keys' meter flushes into fastgate.db; {} when there is no such table."""
+    def metered_usage(self, plan_of: dict, key_ids: list[str]) -> dict:
+        """key id -> {used: quota_used in its quota's current period on its plan's stages,
+        requests, throttled, s4xx, s5xx: today's}, from the usage table the API keys'
+        meter flushes into fastgate.db; {} when there is none yet."""
+        from fastgate.keys import period_bounds
         from fastgate.store import db_path
+        from fastgate.usage import ROW_COLUMNS, UsageStore, in_plan, utc_day
+        from fastgate.usage_redis import all_hosts_rows
         path = db_path(self.data_dir)
         if not path.exists():
             return {}
-        today = datetime.now(timezone.utc).date()
-        starts = {"DAY": today, "WEEK": today.fromordinal(today.toordinal() - today.weekday()),
-                  "MONTH": today.replace(day=1)}
-        out = {}
+        now = int(time.time())
+        today = utc_day(now)
+        earliest = min((period_bounds(((p or {}).get("quota") or {}).get("period", "DAY"), now)[0]
+                        for p in plan_of.values()), default=now)
+        col = {c: ROW_COLUMNS.index(c) for c in ("requests", "throttled", "status_4xx",
+                                                 "status_5xx", "quota_used")}
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2)
+            store = UsageStore(path)
             try:
-                for key_id, plan in plan_of.items():
-                    period = ((plan or {}).get("quota") or {}).get("period", "DAY")
-                    since = starts.get(period, today).isoformat()
-                    row = conn.execute("SELECT COALESCE(SUM(calls), 0) FROM usage WHERE key_id = ? "
-                                       "AND day >= ?", (key_id, since)).fetchone()
-                    out[key_id] = int(row[0])
+                redis_cfg = getattr(getattr(self.admin, "loaded", None), "config", None)
+                rows = all_hosts_rows(store, getattr(redis_cfg, "redis", None),
+                                      utc_day(min(earliest, now)), today, key_ids)
             finally:
-                conn.close()
+                store.close()
         except sqlite3.Error:
-            return {}   # no usage table (API keys not in this build) or the file is busy
+            return {}   # the file is busy: the table shows the tail's counts this time
+        out: dict[str, dict] = {}
+        for r in rows:
+            plan = plan_of.get(r[0]) or {}
+            m = out.setdefault(r[0], {"used": 0, "requests": 0, "throttled": 0, "s4xx": 0, "s5xx": 0})
+            period = (plan.get("quota") or {}).get("period", "DAY")
+            stages = {(s["apiId"], s["stage"]) for s in plan.get("apiStages") or ()}
+            if r[1] >= utc_day(period_bounds(period, now)[0]) and in_plan(r, stages):
+                m["used"] += r[col["quota_used"]]
+            if r[1] == today:
+                m["requests"] += r[col["requests"]]
+                m["throttled"] += r[col["throttled"]]
+                m["s4xx"] += r[col["status_4xx"]]
+                m["s5xx"] += r[col["status_5xx"]]
         return out
 
     # --- HTTP ---

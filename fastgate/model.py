@@ -2023,11 +2023,24 @@ class Model:
 
     # ---- usage
 
+    # config `redis:` of the gateway serving this model (set by the admin process): usage
+    # is then summed over every host that pushes to that Redis (fastgate.usage_redis)
+    usage_redis = None
+
     def _usage_store(self):
         from fastgate.usage import UsageStore
         if getattr(self, "_usage", None) is None:
             self._usage = UsageStore(self.store.path)
         return self._usage
+
+    def _usage_rows(self, end: str, key_ids: list[str]) -> list[tuple]:
+        from fastgate.usage_redis import all_hosts_rows
+        return all_hosts_rows(self._usage_store(), self.usage_redis, None, end, key_ids,
+                              warn=_log_warning)
+
+    @staticmethod
+    def _plan_stages(plan: dict) -> set[tuple[str, str]]:
+        return {(s["apiId"], s["stage"]) for s in plan.get("apiStages") or ()}
 
     def _quota_limit_for(self, plan: dict, now_s: int):
         """(key id, period start) -> that period's quota limit for the key: the plan's,
@@ -2066,8 +2079,10 @@ class Model:
                 raise NotFound("Invalid API Key identifier specified")
             members = [p["keyId"]]
         page = _page(members, p)
-        values = usage_values(self._usage_store(), page["items"], start, end, plan.get("quota"),
-                              self._quota_limit_for(plan, int(time.time())) if plan.get("quota") else None)
+        rows = self._usage_rows(p["endDate"], page["items"])
+        values = usage_values(rows, page["items"], start, end, plan.get("quota"),
+                              self._quota_limit_for(plan, int(time.time())) if plan.get("quota") else None,
+                              self._plan_stages(plan))
         out = {"usagePlanId": plan["id"], "startDate": p["startDate"], "endDate": p["endDate"],
                "items": values}
         if "position" in page:
@@ -2080,8 +2095,8 @@ class Model:
         for the key follows on the next snapshot and falls back to the plan's at the
         period's end (KeyTable.valid_until_s)."""
         from fastgate.keys import period_bounds
-        from fastgate.usage import utc_day
-        usage = self._usage_store()     # opened (tables created) before the write lock is taken
+        from fastgate.usage import quota_used_by_day, utc_day
+        self._usage_store()     # opened (tables created) before the write lock is taken
         with self.change() as txn:
             plan, member = self._plan_member(p["usagePlanId"], p["keyId"])
             quota = plan.get("quota")
@@ -2099,13 +2114,21 @@ class Model:
                 if remaining < 0:
                     raise BadRequest("remaining must not be negative")
                 start, end = period_bounds(quota["period"], now)
-                used = usage.calls_between(member["id"], utc_day(start), utc_day(now))
+                daily = quota_used_by_day(self._usage_rows(utc_day(now), [member["id"]]),
+                                          self._plan_stages(plan)).get(member["id"], {})
+                used = sum(n for d, n in daily.items() if d >= utc_day(start))
                 member["_extension"] = {"limit": used + remaining, "period_start_s": start,
                                         "until_s": end}
             txn.put("usageplankey", plan["id"], member["id"], member)
         today = time.strftime("%Y-%m-%d", time.gmtime())
         return self.get_usage({"usagePlanId": plan["id"], "keyId": member["id"],
                                "startDate": today, "endDate": today})
+
+def _log_warning(msg: str) -> None:
+    import os
+    import sys
+    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
 
 # ---------------------------------------------------------------- API keys and usage plans
 

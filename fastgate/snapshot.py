@@ -178,6 +178,10 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
     services: the worker's fastgate.access.Services (authorizer caches, functions);
     None builds throwaway ones (checking a config)."""
     config = loaded.config
+    if not config.metrics.enabled:
+        # no request series, no upstream gauges, no span counters: the hot path skips
+        # every `metrics is not None` branch (health and connection gauges stay)
+        metrics = None
     if services is None:
         from fastgate.access import Services
         services = Services()

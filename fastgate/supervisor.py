@@ -270,6 +270,7 @@ class Supervisor:
         with open(tmp, "wb") as f:
             pickle.dump(loaded, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, os.path.join(self.state_dir, "config.pickle"))
+        self.redis_config = loaded.config.redis     # where the final usage flush also goes
 
     def accepted_config(self):
         """The children's loader: the config the supervisor last accepted."""
@@ -591,15 +592,16 @@ class Supervisor:
             self.signal_children(signal.SIGKILL)
             time.sleep(0.1)
             self.reap(restart=False)
-        self.flush_usage()
+        self.flush_usage(self.redis_config)
         if self.pid_file:
             self.remove_pid_file()
         return 0
 
     @staticmethod
-    def flush_usage() -> None:
+    def flush_usage(redis_config=None) -> None:
         """The workers counted API key calls while draining, after the admin process's
-        last flush: write them now (a flush never counts a call twice)."""
+        last flush: write them now (a flush never counts a call twice), and push them to
+        Redis when the config has one (a push never counts a row twice either)."""
         rec = shared_usage()
         if rec is None or not any(True for _ in rec.entries()):
             return
@@ -609,6 +611,9 @@ class Supervisor:
             store = UsageStore.in_dir(os.environ.get("FASTGATE_DATA_DIR") or default_data_dir())
             try:
                 store.flush(rec)
+                if redis_config is not None:
+                    from fastgate.usage import UsageFlusher
+                    UsageFlusher(rec, "", log=log, redis_config=lambda: redis_config).push(store)
             finally:
                 store.close()
         except Exception as e:   # never let a flush failure hide the rest of the shutdown

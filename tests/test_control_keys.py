@@ -295,16 +295,20 @@ def test_get_usage_after_recorded_calls(server, c, tmp_path):
     for k in (a, b):
         c.create_usage_plan_key(usagePlanId=plan["id"], keyId=k["id"], keyType="API_KEY")
     rec = UsageRecorder.create(workers=2, capacity=8)
-    slot_a0, slot_a1 = rec.slot(0, a["id"]), rec.slot(1, a["id"])
+    slot_a0, slot_a1 = rec.slot(0, a["id"], api["id"], "prod"), rec.slot(1, a["id"], api["id"], "prod")
     for _ in range(7):
-        rec.record(slot_a0, 100, 1000)
+        rec.record(slot_a0, 200, False, True, 100, 1000)
     for _ in range(3):
-        rec.record(slot_a1, 10, 10)
+        rec.record(slot_a1, 502, False, True, 10, 10)    # an upstream's 5xx still used the quota
+    rec.record(slot_a1, 429, True, False, 0, 30)          # throttled by the plan: no quota used
+    # the same key on a stage of another plan counts there, not here
+    rec.record(rec.slot(0, a["id"], "otherapi01", "prod"), 200, False, True, 0, 0)
     store = UsageStore.in_dir(tmp_path / "data")
     today = dt.datetime.now(dt.timezone.utc).date()
     yesterday = today - dt.timedelta(days=1)
-    store.add(a["id"], yesterday.isoformat(), 4)
-    assert store.flush(rec) == 10
+    store.add(a["id"], yesterday.isoformat(), api["id"], "prod", requests=5, throttled=1,
+              status_4xx=1, quota_used=4)
+    assert store.flush(rec) == 12
     usage = c.get_usage(usagePlanId=plan["id"], startDate=yesterday.isoformat(), endDate=today.isoformat())
     assert usage["usagePlanId"] == plan["id"] and usage["startDate"] == yesterday.isoformat()
     # per day [used, remaining]; a DAY quota starts afresh every day

@@ -46,6 +46,31 @@ def test_read_metrics_gives_back_what_was_recorded():
     assert read_metrics(SharedMetrics.create(4).render()).minus(r).series == {}
 
 
+def test_read_metrics_sums_the_series_of_a_stage_split_by_api_key():
+    """A stage with api_key_label renders a route once per key plus once for requests
+    without a key: the route is the sum of all of them, not the last one rendered."""
+    m = SharedMetrics.create(16)
+    route = m.request_series("GET /pets", "a1", "prod", api_key_label=True)
+    k1, k2 = m.key_series(route, b"key1"), m.key_series(route, b"key2")
+    for _ in range(3):
+        m.record(k1, 200, 0.001)
+    m.record(k1, 503, 0.2, 0.1)
+    for _ in range(2):
+        m.record(k2, 429, 0.002)
+    m.record(route, 403, 0.0003)               # no key (refused before one was identified)
+    text = m.render()
+    assert text.count(b'fastgate_requests_total{') >= 3 * 5     # three label sets really rendered
+    r = read_metrics(text)
+    s = r.series[("GET /pets", "a1", "prod")]
+    assert s.status == [0, 3, 0, 3, 1] and s.requests == 7
+    assert sum(s.duration) == 7 and sum(s.integration) == 1
+    assert s.duration_sum_s == pytest.approx(0.2073)
+    assert figures(r.series.values())["requests"] == 7
+    m.record(k2, 200, 0.001)
+    delta = read_metrics(m.render()).minus(r).series[("GET /pets", "a1", "prod")]
+    assert delta.status == [0, 1, 0, 0, 0] and sum(delta.duration) == 1
+
+
 def test_quantile_interpolates_like_histogram_quantile():
     buckets = [0] * (len(BUCKET_BOUNDS_S) + 1)
     assert quantile(0.5, buckets) is None

@@ -154,6 +154,7 @@ cdef class RequestContext:
     cdef public bytes api_key_id             # the API key's id (never its value) once the key check passed
     cdef public long long usage_slot         # its fastgate.usage.UsageRecorder slot, when metered
     cdef public bint metered                 # count this request for the key's usage at the end
+    cdef public bint quota_used              # the key's plan let it through (GetUsage's "used")
     cdef public object auth                  # fastgate.auth.AuthResult of the access check that
                                              # identified the caller (authorizer context, claims,
                                              # IAM identity), or None

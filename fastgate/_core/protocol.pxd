@@ -20,6 +20,7 @@ from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.router cimport Router
 from fastgate._core.http1 cimport Http1Parser
 from fastgate._core.tracing cimport Tracer
+from fastgate._core.usage cimport UsageCounters
 
 
 cdef enum Limits:
@@ -109,7 +110,7 @@ cdef class Worker:
     # Per-process state: the current snapshot, live connections, the tick.
     cdef public Snapshot snapshot
     cdef public object functions          # fastgate.functions.gateway.FunctionRunner, or None
-    cdef public object usage              # fastgate.usage.UsageRecorder (API key metering), or None
+    cdef public UsageCounters usage       # fastgate.usage.UsageRecorder.counters (API key metering), or None
     cdef readonly object loop
     cdef readonly set connections         # ClientConnection
     cdef readonly bint draining

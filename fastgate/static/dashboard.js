@@ -210,10 +210,15 @@ function renderSummary(s) {
   fillRows($("#keys tbody"), k.keys, (r) => {
     const tr = document.createElement("tr");
     cell(tr, r.id); cell(tr, r.name); cell(tr, r.plan || "–");
-    cell(tr, num(r.used), "num");
-    cell(tr, r.quota_limit ? `${r.quota_limit} / ${r.quota_period}` : "–");
+    // usage against quota: "used / limit per period (pct)"; over 90% is flagged
+    const quota = r.quota_limit ? `${r.used} / ${r.quota_limit} per ${r.quota_period.toLowerCase()} (${r.used_pct}%)`
+                                : `${num(r.used)} (no quota)`;
+    cell(tr, quota, r.used_pct !== null && r.used_pct >= 90 ? "num bad" : "num");
+    cell(tr, num(r.remaining), "num");
+    cell(tr, num(r.requests), "num"); cell(tr, num(r.throttled), "num");
+    cell(tr, num(r.s4xx), "num"); cell(tr, num(r.s5xx), "num");
     return tr;
-  }, "no keys", 5);
+  }, "no keys", 9);
   $("#keys-note").textContent = k.note;
 }
 

@@ -289,3 +289,61 @@ def test_basic_auth_header_parsing():
     assert not basic_auth_ok([("Authorization", "Bearer x")], "id", "pw")
     assert not basic_auth_ok([], "id", "pw")
     assert basic_auth_ok(h("id", "pw:with:colons"), "id", "pw:with:colons")
+
+
+def test_key_table_shows_usage_against_quota_and_errors(tmp_path, upstream):
+    """Per-key rows from the usage table: what the plan's quota has counted this period
+    against its limit, and today's requests, throttled, 4xx and 5xx, as sent."""
+    from test_usage import KEY, SECRET, deploy   # tests/e2e/test_usage.py
+    state = tmp_path / "state"
+    g = Gateway(tmp_path, f"""\
+        access_log: {{path: 'off'}}
+        data_dir: {state}
+        """, workers=2, env={"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET})
+    driver = None
+    try:
+        c, api_id = deploy(g, upstream)
+        plan = c.create_usage_plan(name="silver", apiStages=[{"apiId": api_id, "stage": "prod"}],
+                                   throttle={"rateLimit": 0.001, "burstLimit": 6},
+                                   quota={"limit": 20, "period": "DAY"})
+        one = c.create_api_key(name="one", enabled=True)
+        two = c.create_api_key(name="two", enabled=True)
+        for k in (one, two):
+            c.create_usage_plan_key(usagePlanId=plan["id"], keyId=k["id"], keyType="API_KEY")
+        with httpx.Client(base_url=f"{g.url}/prod", timeout=10) as h:
+            def call(key, path):
+                return h.get(path, headers={"x-api-key": key["value"]}).status_code
+            # key two's first pass tells the keys are served (403 until then, not metered)
+            assert wait_until(lambda: call(two, "/ok") == 200, timeout=15)
+            # key one: burst 6 -> 4 ok, a 404, a 500 pass; then 2 throttled
+            codes = [call(one, p) for p in ("/ok", "/ok", "/missing", "/broken", "/ok", "/ok", "/ok", "/ok")]
+            assert codes == [200, 200, 404, 500, 200, 200, 429, 429], codes
+
+        def row(s, key):
+            return next(r for r in s["keys"]["keys"] if r["id"] == key["id"])
+        s = until_summary(g, lambda s: row(s, one)["requests"] == 8 and row(s, two)["requests"] == 1)
+        r1, r2 = row(s, one), row(s, two)
+        assert {k: r1[k] for k in ("plan", "used", "quota_limit", "quota_period", "remaining", "used_pct",
+                                   "requests", "throttled", "s4xx", "s5xx", "metered")} == {
+            "plan": "silver", "used": 6, "quota_limit": 20, "quota_period": "DAY", "remaining": 14,
+            "used_pct": 30.0, "requests": 8, "throttled": 2, "s4xx": 3, "s5xx": 1, "metered": True}
+        assert (r2["used"], r2["remaining"], r2["requests"], r2["s4xx"], r2["s5xx"]) == (1, 19, 1, 0, 0)
+
+        driver = browser()
+        driver.get(f"http://127.0.0.1:{g.admin_port}/dashboard")
+
+        def cells(key):
+            for tr in driver.find_elements("css selector", "#keys tbody tr"):
+                tds = [td.text.strip() for td in tr.find_elements("css selector", "td")]
+                if tds and tds[0] == key["id"]:
+                    return tds
+            return None
+        wait_until(lambda: cells(one) is not None, timeout=15)
+        assert cells(one) == [one["id"], "one", "silver", "6 / 20 per day (30%)", "14", "8", "2", "3", "1"]
+        assert cells(two) == [two["id"], "two", "silver", "1 / 20 per day (5%)", "19", "1", "0", "0", "0"]
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert severe == [], severe
+    finally:
+        if driver is not None:
+            driver.quit()
+        g.stop()
