@@ -65,7 +65,7 @@ class WorkerProcess:
         snapshot = build_snapshot(loaded, self.metrics, services=self.services)
         self.services.caches.sweep()
         self.worker = Worker(snapshot, self.loop, self.worker_id)
-        self.worker.usage = self.services.usage
+        self.worker.usage = self.services.counters
         self.configure_functions(loaded)
         if self.metrics is not None:
             self.worker.open_slot, self.worker.own_slot = open_connection_slots(

@@ -20,6 +20,7 @@ from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.router cimport Router
 from fastgate._core.http1 cimport Http1Parser
 from fastgate._core.tracing cimport Tracer
+from fastgate._core.keys cimport KeyGate, UsageCounters
 
 
 cdef enum Limits:
@@ -104,7 +105,8 @@ cdef class Worker:
     # Per-process state: the current snapshot, live connections, the tick.
     cdef public Snapshot snapshot
     cdef public object functions          # fastgate.functions.gateway.FunctionRunner, or None
-    cdef public object usage              # fastgate.usage.UsageRecorder (API key metering), or None
+    cdef public UsageCounters usage       # API key metering: this worker's slab of the host's
+                                          # fastgate.usage.UsageRecorder, or None
     cdef readonly object loop
     cdef readonly set connections         # ClientConnection
     cdef readonly bint draining
@@ -210,6 +212,7 @@ cdef class ClientConnection:
     cdef bint message_complete(self)
     cdef int run_phases(self)
     cdef int continue_phases(self, int phase)
+    cdef int check_key(self, RequestContext ctx, KeyGate gate) except -1   # an AccessVerdict
     cdef bint run_throttle(self, RequestContext ctx, Route route)
     cdef bint serve_cached(self, RequestContext ctx, Route route)
     cdef void start_cache_fill(self, RequestContext ctx, int status, long long length, list headers)
