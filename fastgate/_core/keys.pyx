@@ -375,6 +375,21 @@ cdef class KeyGate:
         n = headers_for(rc, &r, buf, sizeof(buf))
         return error_type, buf[:n] if n > 0 else None
 
+    def check_n(self, RequestContext ctx, bytes value, long long n, long long bytes_in=0,
+                long long bytes_out=0):
+        """n checks of one value, each metered as the protocol meters a request that
+        passed (benchmarks: the loop stays in C); returns how many passed."""
+        cdef ThrottleResult r
+        cdef long long i, passed = 0
+        cdef UsageCounters usage = self.index.usage if self.index is not None else None
+        for i in range(n):
+            if self.check(ctx, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), monotonic_ns(),
+                          epoch_s(), &r) == KEY_ALLOW:
+                passed += 1
+                if usage is not None:
+                    usage.record(ctx.usage_slot, bytes_in, bytes_out)
+        return passed
+
     def __repr__(self):
         return f"<KeyGate {self.api_id}/{self.stage} {self.method_key}>"
 
