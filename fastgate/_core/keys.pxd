@@ -37,6 +37,9 @@ cdef enum:
     USAGE_UNCLAIMED = -1              # KeyEntry.usage_slot before the key's first metered call
                                       # (UsageRecorder slots: >= 0 an entry, < -1 a full slab)
     VALUE_MAX_BYTES = 4096            # a presented value longer than this is unknown, not hashed
+    USAGE_CALLS = 5                   # word offsets of the counters in a UsageRecorder entry
+    USAGE_BYTES_IN = 6                # (fastgate/usage.py CALLS, BYTES_IN, BYTES_OUT: the
+    USAGE_BYTES_OUT = 7               # layout of the shared mapping, checked by a test)
 
 
 cpdef enum KeyVerdict:                # what KeyGate.check returns; the caller answers

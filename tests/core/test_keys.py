@@ -2,7 +2,7 @@
 import hashlib
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fastgate._core import keys as ckeys
 from fastgate._core.keys import KeyGate, KeyIndex, KeyVerdict, UsageCounters, sha256_digest
@@ -43,15 +43,26 @@ def test_compiled_module_is_loaded():
     assert ckeys.__file__.endswith(".so"), ckeys.__file__
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300))
-def test_sha256_is_fips_180_4(data):
+@pytest.fixture(params=["hardware", "portable"])
+def sha_impl(request):
+    """Both block functions: the SHA extensions (skipped on a CPU without them) and C."""
+    hw = ckeys.sha256_use_hardware(request.param == "hardware")
+    if request.param == "hardware" and not hw:
+        pytest.skip("this CPU has no SHA extensions")
+    yield request.param
+    ckeys.sha256_use_hardware(True)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300))
+def test_sha256_is_fips_180_4(sha_impl, data):
     assert sha256_digest(data) == hashlib.sha256(data).digest()
 
 
-def test_sha256_block_boundaries():
+def test_sha256_block_boundaries(sha_impl):
     for n in (0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000):
-        assert sha256_digest(b"k" * n) == hashlib.sha256(b"k" * n).digest(), n
+        data = bytes(range(256)) * 4
+        assert sha256_digest(data[:n]) == hashlib.sha256(data[:n]).digest(), n
 
 
 @settings(max_examples=200, deadline=None)
@@ -139,6 +150,11 @@ def test_usage_is_counted_in_the_workers_slab():
     assert full < 0
     counters.add(full)
     assert rec.stats()["dropped"] == 1
+
+
+def test_usage_layout_is_the_recorders():
+    from fastgate import usage
+    assert ckeys.USAGE_WORDS == (usage.CALLS, usage.BYTES_IN, usage.BYTES_OUT)
 
 
 def test_digests_only_no_value_in_the_index():
