@@ -130,6 +130,11 @@ class UsageRecorder:
         q[base] = used + 1
         return e
 
+    def words(self) -> memoryview:
+        """The whole mapping as uint64 words: what fastgate._core.keys.UsageCounters
+        records through on the request path."""
+        return self._q
+
     def _key_at(self, e: int) -> bytes:
         off = e * 8 + 8
         return self._mm[off:off + self._q[e]]

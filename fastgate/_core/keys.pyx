@@ -178,7 +178,7 @@ cdef class UsageCounters:
     def __init__(self, recorder, int worker_id):
         """recorder: the fastgate.usage.UsageRecorder the supervisor mapped before fork;
         worker_id: the slab this process writes."""
-        cdef uint64_t[::1] words = memoryview(recorder._mm).cast("Q")
+        cdef uint64_t[::1] words = recorder.words()
         self.view = words
         self.words = &words[0]
         self.n_words = words.shape[0]
