@@ -820,7 +820,7 @@ def main(argv=None) -> int:
     p.add_argument("--proxy-cpu", type=int, default=1, help="CPU for the proxy under test (default 1)")
     p.add_argument("--busy-retries", type=int, default=2,
                    help="repeat a run up to this many times when other processes used more than "
-                        f"{BUSY_FRACTION:.0%} of a CPU during it (default 2); the summary skips busy runs")
+                        f"{BUSY_FRACTION:.0%}% of a CPU during it (default 2); the summary skips busy runs")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                    help="before starting and before repeating a busy run, wait up to S s for other "
                         "work on the machine to stop (default 0: no waiting)")

@@ -19,8 +19,7 @@ import orjson
 from fastgate._core.protocol import AccessVerdict
 from fastgate._core.throttle import LimiterKey, claim_key, header_block
 from fastgate.auth import AuthRequest, AuthResult
-from fastgate.keys import bucket_name, check_key
-from fastgate.snapshot import shared_buckets, shared_quotas
+from fastgate.keys import bucket_name
 
 ALLOW, DENY, WAIT = (AccessVerdict.ACCESS_ALLOW, AccessVerdict.ACCESS_DENY,
                      AccessVerdict.ACCESS_WAIT)
@@ -58,15 +57,21 @@ class Services:
             self.redis = RedisLimits(cfg)
             self.cache_redis = CacheSharing(cfg)
 
-    def meter(self, ctx, ident: tuple) -> None:
-        """Count this request in the usage of ident = (key id, API id, stage) when it
-        ends (status, bytes; the protocol calls UsageRecorder.record)."""
-        if self.usage is None:
-            return
+    def usage_slot(self, key_id: str, api_id: str, stage: str) -> int:
+        """This worker's usage slot of (key, API stage), claimed on first use; the
+        compiled key gates (fastgate._core.keys.KeyIndex) call it once per pair."""
+        ident = (key_id, api_id, stage)
         slot = self.usage_slots.get(ident)
         if slot is None:
             slot = self.usage_slots[ident] = self.usage.slot(self.worker_id, *ident)
-        ctx.usage_slot = slot
+        return slot
+
+    def meter(self, ctx, ident: tuple) -> None:
+        """Count this request in the usage of ident = (key id, API id, stage) when it
+        ends (status, bytes; the LOG phase records it in C)."""
+        if self.usage is None:
+            return
+        ctx.usage_slot = self.usage_slot(*ident)
         ctx.metered = True
 
     async def invoke(self, name, event, *, timeout_ms=None, request_id=None):
@@ -119,36 +124,31 @@ class RedisLimits:
 
 
 class KeyRequirement:
-    """A method with apiKeyRequired: the key (x-api-key, or the authorizer's
-    usageIdentifierKey when the API's key source is AUTHORIZER) must be enabled and in
-    a usage plan of this stage; then the plan's throttle (its per-method override
-    when one is set) and quota apply, before the stage's own limits."""
+    """A method with apiKeyRequired, when the ACCESS phase runs in Python: after an
+    authorizer (whose usageIdentifierKey is the key when the API's key source is
+    AUTHORIZER), or with the limits in Redis. The lookup and the local takes are the
+    compiled gate's (fastgate._core.keys.KeyGate); a method whose only check is the key
+    never comes here (the protocol runs the gate itself)."""
 
-    __slots__ = ("table", "api_id", "stage", "method_key", "from_authorizer")
+    __slots__ = ("gate",)
 
-    def __init__(self, table, api_id: str, stage: str, method_key: str, *, from_authorizer=False):
-        self.table = table
-        self.api_id = api_id
-        self.stage = stage
-        self.method_key = method_key          # "/pets/GET", as usage plans key per-method throttles
-        self.from_authorizer = from_authorizer
+    def __init__(self, gate):
+        self.gate = gate
+
+    def value(self, ctx):
+        if self.gate.from_authorizer:
+            return ctx.auth.usage_identifier_key if ctx.auth is not None else None
+        return ctx.header(b"x-api-key")
 
     def identify(self, conn, ctx, services):
         """(key, plan) of the request, or None after conn.deny(...)."""
-        if self.from_authorizer:
-            value = ctx.auth.usage_identifier_key if ctx.auth is not None else None
-        else:
-            value = ctx.header(b"x-api-key")
-        if self.table is None:
-            conn.deny(ctx, "INVALID_API_KEY")
-            return None
-        error, key, plan = check_key(self.table, value, self.api_id, self.stage)
+        error, key, plan = self.gate.identify(self.value(ctx))
         if error is not None:
             conn.deny(ctx, error)
             return None
         ctx.api_key_id = key.key_id.encode()
         # metered from here: a throttled request counts too (requests, throttled)
-        services.meter(ctx, (key.key_id, self.api_id, self.stage))
+        services.meter(ctx, (key.key_id, self.gate.api_id, self.gate.stage))
         return key, plan
 
     async def check_redis(self, conn, ctx, services) -> int:
@@ -158,10 +158,11 @@ class KeyRequirement:
             return DENY
         key, plan = found
         rt = services.redis.throttle
-        method = plan.method_limit(self.method_key)
+        method_key = self.gate.method_key
+        method = plan.method_limit(method_key)
         settings = method[0] if method is not None else plan.throttle
         if settings is not None:
-            name = bucket_name(plan.plan_id, key.key_id, *((self.method_key,) if method else ()))
+            name = bucket_name(plan.plan_id, key.key_id, *((method_key,) if method else ()))
             take = await rt.take(name.encode(), settings)
             if not take.allowed:
                 conn.deny(ctx, "THROTTLED", None, _lines(header_block("usage-plan", take)))
@@ -176,23 +177,10 @@ class KeyRequirement:
         return ALLOW
 
     def check(self, conn, ctx, services) -> int:
-        found = self.identify(conn, ctx, services)
-        if found is None:
+        error, block = self.gate.run(ctx, self.value(ctx))
+        if error is not None:
+            conn.deny(ctx, error, None, _lines(block) if block else None)
             return DENY
-        key, plan = found
-        method = plan.method_limit(self.method_key)
-        settings, bucket = method if method is not None else (plan.throttle, plan.bucket_key)
-        if settings is not None:
-            take = shared_buckets().take_key(bucket, settings)
-            if not take.allowed:
-                conn.deny(ctx, "THROTTLED", None, _lines(header_block("usage-plan", take)))
-                return DENY
-        if plan.quota is not None:
-            take = shared_quotas().take(plan.quota_key, plan.quota)
-            if not take.allowed:
-                conn.deny(ctx, "QUOTA_EXCEEDED", None, _lines(header_block("quota", take)))
-                return DENY
-        ctx.quota_used = True
         return ALLOW
 
 

@@ -170,7 +170,7 @@ class Compiler:
 
     def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
                  functions=None, gateway_limiter=None, services=None, iam_credentials=None,
-                 key_table=None):
+                 key_index=None):
         self.routes = routes            # the snapshot's [Route], appended to
         self.series = series            # metrics slot per route index
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
@@ -181,7 +181,7 @@ class Compiler:
         self.gateway_limiter = gateway_limiter  # taken after every route's own limits
         self.services = services                # fastgate.access.Services: authorizer caches, functions
         self.iam_credentials = iam_credentials or {}
-        self.key_table = key_table              # fastgate.keys.KeyTable of the snapshot
+        self.key_index = key_index              # fastgate._core.keys.KeyIndex of the snapshot, or None
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
@@ -234,7 +234,9 @@ class Compiler:
         return "/{proxy+}" if path == "/$default" else path
 
     def method_access(self, stage: ApiStage, spec: dict, where: str):
-        """The method's resource policy and authorizer as an AccessPhase, or None."""
+        """The method's resource policy and authorizer as an AccessPhase, or None.
+        self.current_gate: its KeyGate when the API key is the only check."""
+        self.current_gate = None
         if self.services is None:
             return None
         from fastgate.access import AccessPhase
@@ -252,10 +254,14 @@ class Compiler:
             caches=self.services.caches)
         key = None
         if spec.get("apiKeyRequired"):
+            from fastgate._core.keys import KeyGate
             from fastgate.access import KeyRequirement
-            key = KeyRequirement(self.key_table, stage.api_id, stage.stage,
-                                 f"{self.current_path}/{spec.get('httpMethod', '')}",
-                                 from_authorizer=api.get("apiKeySource") == "AUTHORIZER")
+            gate = KeyGate(self.key_index, stage.api_id, stage.stage,
+                           f"{self.current_path}/{spec.get('httpMethod', '')}",
+                           from_authorizer=api.get("apiKeySource") == "AUTHORIZER")
+            key = KeyRequirement(gate)
+            if not checks and not gate.from_authorizer:
+                self.current_gate = gate    # the protocol runs it without the AccessPhase
         return AccessPhase(checks, self.services, key=key) if checks or key else None
 
     def method_cache(self, stage: ApiStage, path: str, method: str, integ: dict, where: str):
@@ -306,6 +312,7 @@ class Compiler:
         why = None
         try:
             kw["access"] = self.method_access(stage, spec, where)
+            kw["key_gate"] = self.current_gate
             from fastgate.validation import compile_validator
             kw["validator"] = compile_validator(self.current_api, spec,
                                                 warn=lambda m: self.warn(f"{where}: {m}"))
@@ -340,7 +347,7 @@ class Compiler:
             why = "the method has no integration"
         elif itype == "(broken access control)":
             why = "its access control or validation could not be compiled"
-            kw["access"] = kw["validator"] = None
+            kw["access"] = kw["validator"] = kw["key_gate"] = None
         else:
             why = f"integration type {itype} is not supported"
         if why is not None:

@@ -4,9 +4,11 @@ The control plane stores API keys and usage plans in AWS's shapes (see
 fastgate.model, docs/api-keys.md). This module turns them, once per snapshot,
 into a `KeyTable`: presented key value -> `KeyInfo` -> the usage plan that
 covers one (API, stage), with its throttle and quota already built as the
-throttle module's `ThrottleSettings` / `QuotaSettings`. The ACCESS phase calls
-`check_key()`; the THROTTLE phase draws from the plan's buckets with the
-`bucket_key`s given here.
+throttle module's `ThrottleSettings` / `QuotaSettings`. The snapshot compiles it
+into the hot path's `fastgate._core.keys.KeyIndex` (C arrays: digest -> key ->
+plan of the stage -> bucket and quota policies), which the ACCESS phase reads;
+`check_key()` is the same verdict in Python (tests, tools), and the plan buckets
+it names (`bucket_key`s) are the ones the compiled path takes from.
 
 Key values are never kept in clear: the table holds SHA-256 digests and
 compares them with hmac.compare_digest. The stored documents also carry an
@@ -190,6 +192,11 @@ class KeyTable:
 
     def __len__(self) -> int:
         return len(self.by_id)
+
+    def digests(self):
+        """(digest, KeyInfo) of every key: what fastgate._core.keys.KeyIndex compiles."""
+        for bucket in self._by_prefix.values():
+            yield from bucket
 
     @classmethod
     def from_state(cls, *sources, now_s: int | None = None) -> "KeyTable":

@@ -186,13 +186,17 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         from fastgate.access import Services
         services = Services()
     iam = iam_credentials_of(loaded)
-    key_table = None
+    key_index = None
     state = loaded.state
     if config.api_keys or config.usage_plans or (state is not None and getattr(state, "extra", None)):
+        from fastgate._core.keys import KeyIndex
         from fastgate.keys import KeyTable
         try:
             key_table = KeyTable.from_state(state, {"api_keys": list(config.api_keys),
                                                     "usage_plans": list(config.usage_plans)})
+            # compiled for this worker: its usage slots are this worker's
+            key_index = KeyIndex(key_table, shared_buckets(), shared_quotas(),
+                                 services.usage_slot if services.usage is not None else None)
         except (ValueError, KeyError, TypeError) as e:
             raise loaded.error(("api_keys",), f"API keys and usage plans: {e}") from None
     groups = {name: build_group(name, up, metrics, services.worker_id) for name, up in config.upstreams.items()}
@@ -272,7 +276,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
                             limits=config.limits, functions=set(config.functions),
                             gateway_limiter=gateway_limiter, services=services,
-                            iam_credentials=iam, key_table=key_table)
+                            iam_credentials=iam, key_index=key_index)
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
                       stages=stages)

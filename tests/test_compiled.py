@@ -10,7 +10,7 @@ MODULES = sorted(p.stem for p in CORE.glob("*.pyx"))
 
 
 def test_every_pyx_is_listed():
-    assert {"pipeline", "protocol", "upstream", "router", "headers", "metrics", "accesslog", "throttle", "tracing", "cache", "tail"} <= set(MODULES)
+    assert {"pipeline", "protocol", "upstream", "router", "headers", "metrics", "accesslog", "throttle", "tracing", "cache", "tail", "keys"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -107,6 +107,9 @@ cdef class Route:
     cdef readonly bint payload_v2             # INTEGRATION_FUNCTION: HTTP API 2.0 event (else REST 1.0)
     cdef readonly tuple binary_media_types    # the API's binaryMediaTypes (function events, responses)
     cdef readonly object access               # fastgate.access.AccessPhase (policy, key, authorizer) or None
+    cdef readonly object key_gate             # fastgate._core.keys.KeyGate when an API key is the method's
+                                              # only access check: the ACCESS phase runs it in C
+                                              # (access then holds the same gate for the Redis path)
     cdef readonly object validator            # fastgate.validation.Validator (parameters, body model) or None
     cdef readonly object query_mapping        # fastgate.mapping.QueryMapping: the upstream query, or None
     cdef readonly bint drop_query             # send no query string (REST HTTP integrations, unmapped)

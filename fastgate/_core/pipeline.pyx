@@ -141,7 +141,7 @@ cdef class Route:
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
                  str resource_path="", str function_name=None, bint payload_v2=False,
                  tuple binary_media_types=(), tuple limiters=(), access=None, validator=None,
-                 query_mapping=None, bint drop_query=False, cache=None):
+                 query_mapping=None, bint drop_query=False, cache=None, key_gate=None):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -168,6 +168,7 @@ cdef class Route:
         self.binary_media_types = binary_media_types
         self.limiters = limiters
         self.access = access
+        self.key_gate = key_gate
         self.validator = validator
         self.query_mapping = query_mapping
         self.drop_query = drop_query

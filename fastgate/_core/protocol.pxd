@@ -21,6 +21,7 @@ from fastgate._core.router cimport Router
 from fastgate._core.http1 cimport Http1Parser
 from fastgate._core.tracing cimport Tracer
 from fastgate._core.usage cimport UsageCounters
+from fastgate._core.keys cimport KeyGate
 
 
 cdef enum Limits:
@@ -225,6 +226,7 @@ cdef class ClientConnection:
     cdef int run_phases(self)
     cdef int wait_for_body(self, RequestContext ctx, int phase)
     cdef int continue_phases(self, int phase)
+    cdef int check_key(self, RequestContext ctx, KeyGate gate) except -1   # an AccessVerdict
     cdef bint run_throttle(self, RequestContext ctx, Route route)
     cdef bint decode_body(self, RequestContext ctx)
     cdef int serve_cached(self, RequestContext ctx, Route route)

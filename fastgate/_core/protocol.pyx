@@ -31,8 +31,10 @@ from fastgate._core.metrics cimport throttle_level_of, CACHE_RESULT_MISS, CACHE_
     CACHE_RESULT_REDIS_HIT
 from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.throttle cimport (
-    Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, LIMIT_CLAIM, claim_key, monotonic_ns as throttle_now_ns,
+    Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, LIMIT_CLAIM, claim_key,
+    monotonic_ns as throttle_now_ns, epoch_s as throttle_epoch_s,
 )
+from fastgate._core.keys cimport KeyGate, headers_for, KEY_ALLOW, KEY_INVALID, KEY_THROTTLED
 from libc.stdint cimport int64_t
 from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
@@ -1178,8 +1180,13 @@ cdef class ClientConnection:
                 return self.wait_for_body(ctx, PHASE_ACCESS)
             if ctx.trace is not None:
                 (<Trace>ctx.trace).auth_start = monotonic()
-            verdict = route.access.run(
-                self, ctx, b"".join(self.body_chunks) if route.access.needs_body else None)
+            if route.key_gate is not None and self.snap.redis is None:
+                # PERF: a method whose only check is an API key runs it in C: no Python call,
+                # no object per request (bench/wrk_compare.py --scenario keyed)
+                verdict = self.check_key(ctx, <KeyGate>route.key_gate)
+            else:
+                verdict = route.access.run(
+                    self, ctx, b"".join(self.body_chunks) if route.access.needs_body else None)
             if ctx.trace is not None and verdict != ACCESS_WAIT:
                 (<Trace>ctx.trace).auth_end = monotonic()
             if verdict == ACCESS_DENY:
@@ -1406,6 +1413,32 @@ cdef class ClientConnection:
         if ctx.upstream_headers is not None:    # transforms ran already (a function's event)
             ctx.upstream_headers = without_content_encoding(ctx.upstream_headers)
         return True
+
+    cdef int check_key(self, RequestContext ctx, KeyGate gate) except -1:
+        """The ACCESS phase of a method that requires an API key (x-api-key) and nothing
+        else: 403 INVALID_API_KEY, 429 THROTTLED / QUOTA_EXCEEDED with RateLimit headers."""
+        cdef ThrottleResult res
+        cdef char buf[512]
+        cdef Py_ssize_t n
+        cdef bytes value = ctx.header(b"x-api-key")
+        cdef int rc = gate.check(ctx, PyBytes_AS_STRING(value) if value is not None else NULL,
+                                 PyBytes_GET_SIZE(value) if value is not None else 0,
+                                 throttle_now_ns(), throttle_epoch_s(), &res)
+        if rc == KEY_ALLOW:
+            return ACCESS_ALLOW
+        # as deny(): API Gateway's bodies for these types are the gateway responses' own
+        ctx.error_message = None
+        self.error_body = None
+        self.error_code = None
+        self.error_headers = None
+        if rc == KEY_INVALID:
+            ctx.error_type = "INVALID_API_KEY"
+        else:
+            ctx.error_type = "THROTTLED" if rc == KEY_THROTTLED else "QUOTA_EXCEEDED"
+            n = headers_for(rc, &res, buf, sizeof(buf))
+            if n > 0:
+                self.error_headers = header_lines(buf[:n])
+        return ACCESS_DENY
 
     cdef bint run_throttle(self, RequestContext ctx, Route route):
         """Take from each of the route's limiters in API Gateway's order; the first

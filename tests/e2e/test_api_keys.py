@@ -95,3 +95,105 @@ def test_key_required_throttle_quota_and_usage(gw):
     assert wait_until(lambda: used() == 8, timeout=10)
     # the key value never reaches the log
     assert key["value"] not in gw.p.output()
+
+
+AUTHZ = '''
+def token(event, context):
+    # the caller's token is its API key: API Gateway's key source AUTHORIZER
+    return {"principalId": "caller", "usageIdentifierKey": event["authorizationToken"],
+            "policyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "*"}]}}
+'''
+GOLD, SILVER = "gold-value-0123456789abcdef", "silver-value-0123456789abcd"
+
+
+def keyed_api(source: str) -> dict:
+    mock = {"type": "mock", "requestTemplates": {"application/json": '{"statusCode": 200}'},
+            "responses": {"default": {"statusCode": "200"}}}
+    schemes = {"api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}}
+    security = [{"api_key": []}]
+    if source == "AUTHORIZER":
+        schemes["tok"] = {"type": "apiKey", "name": "Authorization", "in": "header",
+                          "x-amazon-apigateway-authtype": "custom",
+                          "x-amazon-apigateway-authorizer": {
+                              "type": "token", "authorizerResultTtlInSeconds": 0,
+                              "authorizerUri": "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/"
+                                               "functions/arn:aws:lambda:us-east-1:123456789012:"
+                                               "function:tokenauth/invocations"}}
+        security = [{"tok": [], "api_key": []}]
+    return {"swagger": "2.0", "info": {"title": source, "version": "1"},
+            "x-amazon-apigateway-api-key-source": source,
+            "securityDefinitions": schemes,
+            "paths": {p: {"get": {"security": security, "x-amazon-apigateway-integration": mock}}
+                      for p in ("/a", "/b")}}
+
+
+@pytest.fixture
+def static_gw(tmp_path):
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "authz.py").write_text(AUTHZ)
+    (tmp_path / "hdr.json").write_text(json.dumps(keyed_api("HEADER")))
+    (tmp_path / "authz.json").write_text(json.dumps(keyed_api("AUTHORIZER")))
+    g = Gateway(tmp_path, f"""\
+        access_log: {{path: 'off'}}
+        function_path: [fn]
+        functions:
+          tokenauth: {{handler: authz:token}}
+        apis:
+          - {{openapi: hdr.json, id: hdr, stages: {{prod: {{}}}}}}
+          - {{openapi: authz.json, id: authz, stages: {{live: {{}}}}}}
+        api_keys:
+          - {{id: gold, name: gold, value: {GOLD}}}
+          - {{id: silver, name: silver, value: {SILVER}, enabled: false}}
+        usage_plans:
+          - id: plan
+            name: plan
+            api_stages:
+              - {{api: hdr, stage: prod, throttle: {{"/b/GET": {{rate_limit: 0.001, burst_limit: 1}}}}}}
+              - {{api: authz, stage: live}}
+            throttle: {{rate_limit: 0.001, burst_limit: 10}}
+            quota: {{limit: 5, period: DAY}}
+            keys: [gold, silver]
+        """, workers=1, admin=False)
+    yield g
+    g.stop()
+
+
+def test_header_keys_method_override_throttle_and_quota(static_gw):
+    """Key-only methods (the compiled ACCESS path): 403 for a missing, unknown or disabled
+    key; the plan's per-method throttle has its own bucket; then the quota cuts off."""
+    url = f"{static_gw.url}/prod"
+    with httpx.Client(timeout=5) as c:
+        for headers in ({}, {"x-api-key": "nope" * 8}, {"x-api-key": SILVER}):
+            r = c.get(f"{url}/a", headers=headers)
+            assert r.status_code == 403 and r.json() == {"message": "Forbidden"}, headers
+            assert r.headers["x-amzn-errortype"] == "ForbiddenException"
+            assert "ratelimit" not in r.headers
+        gold = {"x-api-key": GOLD}
+        assert c.get(f"{url}/b", headers=gold).status_code == 200
+        r = c.get(f"{url}/b", headers=gold)          # the method's burst of 1 is spent
+        assert r.status_code == 429 and r.json() == {"message": "Too Many Requests"}
+        assert r.headers["ratelimit-policy"].startswith('"usage-plan";q=1;')
+        assert r.headers["ratelimit"].startswith('"usage-plan";r=0;') and "retry-after" in r.headers
+        # the plan's own bucket (burst 10) was not touched by /b's; the quota (5 a day)
+        # counts every call that passed a throttle: 1 on /b, then 4 on /a
+        codes = [c.get(f"{url}/a", headers=gold) for _ in range(5)]
+        assert [r.status_code for r in codes] == [200] * 4 + [429]
+        assert codes[4].json() == {"message": "Limit Exceeded"}
+        assert codes[4].headers["ratelimit-policy"].startswith('"quota";q=5;w=86400')
+
+
+def test_authorizer_supplied_key(static_gw):
+    """Key source AUTHORIZER: the Lambda authorizer's usageIdentifierKey is the key (the
+    Python access phase, through the same compiled gate)."""
+    url = f"{static_gw.url}/live"
+    with httpx.Client(timeout=10) as c:
+        # the x-api-key header is not read for such an API
+        r = c.get(f"{url}/a", headers={"Authorization": "nope" * 8, "x-api-key": GOLD})
+        assert r.status_code == 403 and r.json() == {"message": "Forbidden"}
+        assert c.get(f"{url}/a", headers={"Authorization": SILVER}).status_code == 403
+        codes = [c.get(f"{url}/{p}", headers={"Authorization": GOLD}).status_code for p in "ababa"]
+        assert codes == [200] * 5, codes
+        r = c.get(f"{url}/b", headers={"Authorization": GOLD})
+        assert r.status_code == 429 and r.json() == {"message": "Limit Exceeded"}
+        assert r.headers["ratelimit-policy"].startswith('"quota";q=5;w=86400')

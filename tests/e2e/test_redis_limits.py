@@ -112,3 +112,40 @@ def test_redis_down_fails_open_then_reconnects(tmp_path, redis_url):
     finally:
         a.stop()
         b.stop()
+
+
+def test_api_key_plan_limits_in_redis(tmp_path, redis_url):
+    """With redis: a key-only method leaves the compiled local path: the plan's throttle
+    and quota are taken in Redis (KeyRequirement.check_redis), shared by two gateways."""
+    import json
+    (tmp_path / "api.json").write_text(json.dumps({
+        "swagger": "2.0", "info": {"title": "k", "version": "1"},
+        "securityDefinitions": {"api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}},
+        "paths": {"/k": {"get": {"security": [{"api_key": []}], "x-amazon-apigateway-integration": {
+            "type": "mock", "requestTemplates": {"application/json": '{"statusCode": 200}'},
+            "responses": {"default": {"statusCode": "200"}}}}}}}))
+    value = "redis-key-value-0123456789"
+    cfg = f"""\
+        access_log: {{path: 'off'}}
+        redis: {{url: "{redis_url.url}", fail_open: false, timeout_ms: 500}}
+        apis:
+          - {{openapi: {tmp_path / 'api.json'}, id: kapi, stages: {{prod: {{}}}}}}
+        api_keys:
+          - {{id: rk, name: rk, value: {value}}}
+        usage_plans:
+          - {{id: rplan, name: rplan, api_stages: [{{api: kapi, stage: prod}}],
+              throttle: {{rate_limit: 0.001, burst_limit: 3}}, keys: [rk]}}
+        """
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Gateway(tmp_path / "a", cfg, admin=False), Gateway(tmp_path / "b", cfg, admin=False)
+    try:
+        with httpx.Client(timeout=5) as c:
+            assert c.get(f"{a.url}/prod/k", headers={"x-api-key": "w" * 30}).status_code == 403
+            codes = [c.get(f"{u}/prod/k", headers={"x-api-key": value}) for u in (a.url, b.url, a.url, b.url)]
+        assert [r.status_code for r in codes] == [200, 200, 200, 429]     # one burst of 3 for both
+        assert codes[3].json() == {"message": "Too Many Requests"}
+        assert codes[3].headers["ratelimit-policy"].startswith('"usage-plan";q=3;')
+    finally:
+        a.stop()
+        b.stop()
