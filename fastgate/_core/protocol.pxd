@@ -256,6 +256,7 @@ cdef class ClientConnection:
     cdef bint map_request(self, RequestContext ctx, Route route)
     cdef void start_mapped_response(self, UpstreamConnection conn, int status)
     cdef void finish_mapped_response(self, UpstreamConnection conn, bint reusable)
+    cdef void respond_mapped(self, object result)
     cdef void respond_echo(self)
 
     # responses

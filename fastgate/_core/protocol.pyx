@@ -2007,8 +2007,12 @@ cdef class ClientConnection:
         except Exception as e:
             result = "DEFAULT_5XX"
             ctx.error_message = repr(e)
+        self.respond_mapped(result)
+
+    cdef void respond_mapped(self, object result):
+        """What fastgate.vtl made: (status, headers, body), or a gateway response type."""
         if isinstance(result, str):
-            self.respond_error(result, ctx.error_message)
+            self.respond_error(result, self.ctx.error_message)
         else:
             self.respond(result[0], result[1], result[2])
 
@@ -2029,10 +2033,7 @@ cdef class ClientConnection:
         except Exception as e:    # never let a template bug take the worker down
             result = "DEFAULT_5XX"
             ctx.error_message = repr(e)
-        if isinstance(result, str):
-            self.respond_error(result, ctx.error_message)
-        else:
-            self.respond(result[0], result[1], result[2])
+        self.respond_mapped(result)
 
     cdef void start_function(self):
         """The whole body is here: hand the request to the worker's function runner, which
