@@ -413,6 +413,20 @@ limits:
 """
 
 
+def upstream_routes(upstream_port: int) -> str:
+    """The upstream group and the first route every proxying config here starts with."""
+    return f"""\
+upstreams:
+  bench:
+    targets:
+      - url: http://127.0.0.1:{upstream_port}
+    keepalive: {UPSTREAM_KEEPALIVE}
+routes:
+  - path: /{{proxy+}}
+    integration: {{type: http, upstream: bench}}
+"""
+
+
 def fastgate_serve_yaml(port: int, upstream_port: int, access_log: str) -> str:
     """`fastgate serve` config for "logged": what `fastgate proxy` builds (fastgate.config.
     proxy_config) plus an access log to a file and the two request headers nginx sets
@@ -422,15 +436,7 @@ def fastgate_serve_yaml(port: int, upstream_port: int, access_log: str) -> str:
 access_log:
   path: {access_log}
   format: clf
-upstreams:
-  bench:
-    targets:
-      - url: http://127.0.0.1:{upstream_port}
-    keepalive: {UPSTREAM_KEEPALIVE}
-routes:
-  - path: /{{proxy+}}
-    integration: {{type: http, upstream: bench}}
-    request_headers:
+{upstream_routes(upstream_port)}    request_headers:
       set: {headers}
   - path: /
     integration: {{type: http, upstream: bench}}
@@ -479,15 +485,7 @@ access_log:
   path: null
 metrics: {{enabled: {'true' if observed else 'false'}}}
 {tracing}
-upstreams:
-  bench:
-    targets:
-      - url: http://127.0.0.1:{upstream_port}
-    keepalive: {UPSTREAM_KEEPALIVE}
-routes:
-  - path: /{{proxy+}}
-    integration: {{type: http, upstream: bench}}
-  - path: /
+{upstream_routes(upstream_port)}  - path: /
     integration: {{type: http, upstream: bench}}
 """
 
