@@ -319,7 +319,9 @@ class Supervisor:
         for sock in [*inherited.values(), *inherited_admin.values()]:
             sock.close()   # the old config listened there, this one does not
         self.metrics = SharedMetrics.create(MAX_SERIES)
-        tail.install(tail.TailRing.create(TAIL_ENTRIES))   # inherited by every child, like metrics
+        if self.admin_socket is not None:
+            # inherited by every child, like metrics; no admin listener, no dashboard to read it
+            tail.install(tail.TailRing.create(TAIL_ENTRIES))
         shared_buckets()   # before fork: every worker takes from the same buckets
         shared_quotas()    # ... counts in the same usage-plan quotas
         shared_cache(config.cache_memory_mb)   # ... and answers from one response cache

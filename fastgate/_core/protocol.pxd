@@ -34,6 +34,9 @@ cdef enum Limits:
     RESPONSE_MAX_HEADERS = 200    # header lines of an upstream response
     LINGER_MS = 2000              # ms a lingering close keeps discarding client input
     MAP_RESPONSE_MAX = 10485760   # bytes of upstream body an http (non-proxy) integration maps (AWS: 10 MB)
+    CORK_DIRECT = 16384           # bytes: a corked write this large goes out as it is (after what is gathered)
+    CORK_MAX = 65536              # bytes gathered in the cork buffer at most before they are written
+    CORK_KEEP = 262144            # bytes of cork buffer capacity kept between callbacks
 
 cdef enum Deadline:
     DL_NONE = 0
@@ -141,19 +144,22 @@ cdef class PendingRequest:
 cdef class ClientConnection:
     cdef Worker worker
     cdef object transport
+    cdef object t_write                   # transport.write and transport.is_closing, bound once:
+    cdef object t_is_closing              # PERF: no method lookup per call (wrk_compare.py keepalive)
     cdef Http1Parser parser               # requests, driven from C (http1.pxd)
     cdef bytes peer_ip
     cdef int peer_port
     cdef int local_port
     cdef bytes port_bytes                 # local_port as X-Forwarded-Port sends it
+    cdef bytes last_host                  # the Host of the last request, and its route_host_of()
+    cdef bytes last_route_host
     cdef bint trusted                     # peer is a configured trusted proxy
     cdef bint tls                         # accepted on a TLS listener
     cdef object client_cert               # fastgate.tls.ClientCert, read once at connection_made, or None
     cdef bint closed
     cdef bint unread                      # client input may be left unread: close lingering
     cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_MS
-    cdef bint corked                      # inside a read callback: writes gather in wq
-    cdef list wq                          # client writes waiting for uncork()
+    cdef bint corked                      # inside a read callback: writes gather in the cork buffer
     cdef int served                       # requests answered on this connection
 
     # request being parsed
@@ -242,12 +248,14 @@ cdef class ClientConnection:
     cdef void attempt(self, Target exclude)
     cdef void connect(self, Target target)
     cdef void upstream_ready(self, UpstreamConnection conn)
+    cdef void write_upstream_request(self, UpstreamConnection conn, list chunks)
     cdef bytes build_upstream_head(self, bytes target_host)
     cdef void send_body_chunk(self, bytes data)
     cdef void finish_upstream_request(self)
     cdef void upstream_failed(self, str kind, str detail, bint retryable)
     cdef void upstream_head(self, UpstreamConnection conn, int status)
     cdef void upstream_body(self, bytes data)
+    cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole)
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable)
     cdef void start_function(self)
     cdef void respond_mock(self)
@@ -270,7 +278,10 @@ cdef class ClientConnection:
     cdef void check_timeout(self, double now)
     cdef void abort(self)
     cdef void shutdown(self)
+    cdef void cork(self)
     cdef void send(self, data)
+    cdef void send_ptr(self, const char* p, Py_ssize_t n, bytes whole)
+    cdef void flush_cork(self)
     cdef void uncork(self)
     cdef feed(self, bytes data)
 
@@ -278,6 +289,8 @@ cdef class ClientConnection:
 cdef class UpstreamConnection:
     cdef Target target
     cdef object transport
+    cdef object t_write                   # transport.write and .is_closing, bound once (as above)
+    cdef object t_is_closing
     cdef Http1Parser parser               # responses, driven from C (http1.pxd)
     cdef ClientConnection client          # the exchange using it; None while idle
     cdef bint is_alive

@@ -45,7 +45,7 @@ from fastgate._core.http1 cimport (
     LIMIT_URL, LIMIT_HEADERS, LIMIT_HEAD,
 )
 from libc.string cimport memcpy
-from libc.stdlib cimport realloc
+from libc.stdlib cimport realloc, free
 
 
 # ---------------------------------------------------------------------------
@@ -309,52 +309,90 @@ cdef long long parse_content_length(bytes v) noexcept:
 
 
 cdef bytes route_host_of(bytes host):
-    """Lowercase host without port, for routing ("[::1]:8080" -> "[::1]")."""
-    cdef Py_ssize_t i
-    if host.startswith(b"["):
-        i = host.find(b"]")
-        return host[:i + 1].lower() if i > 0 else host.lower()
-    i = host.rfind(b":")
-    if i >= 0:
-        host = host[:i]
-    return host.lower()
+    """Lowercase host without port, for routing ("[::1]:8080" -> "[::1]"); host itself
+    when it has neither (no copy)."""
+    cdef const char* p = PyBytes_AS_STRING(host)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(host), end = n, i
+    cdef bint upper = False
+    cdef bytes out
+    cdef char* q
+    if n and p[0] == b'[':
+        for i in range(n):
+            if p[i] == b']':
+                end = i + 1
+                break
+    else:
+        for i in range(n - 1, -1, -1):
+            if p[i] == b':':
+                end = i
+                break
+    for i in range(end):
+        if b'A' <= p[i] <= b'Z':
+            upper = True
+            break
+    if end == n and not upper:
+        return host
+    out = PyBytes_FromStringAndSize(p, end)
+    if upper:
+        q = PyBytes_AS_STRING(out)     # a new object nobody else holds yet: lowered in place
+        for i in range(end):
+            if b'A' <= q[i] <= b'Z':
+                q[i] = q[i] + 32
+    return out
+
+
+# A growable C byte buffer: heads are assembled in one, and a connection's corked output
+# gathers in another.
+cdef struct Buf:
+    char* p
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+cdef int buf_put(Buf* b, const char* p, Py_ssize_t n) except -1:
+    cdef Py_ssize_t need = b.len + n, cap
+    cdef char* grown
+    if need > b.cap:
+        cap = need * 2 if need > 2048 else 4096
+        grown = <char*>realloc(b.p, cap)
+        if grown == NULL:
+            raise MemoryError()
+        b.p = grown
+        b.cap = cap
+    memcpy(b.p + b.len, p, n)
+    b.len = need
+    return 0
 
 
 # PERF: message heads are assembled in one C buffer shared by the whole worker (heads are
 # built synchronously, never interleaved) and leave as one bytes object: no bytearray
 # regrowth per header line (bench/wrk_compare.py, scenario keepalive).
-cdef char* OUT = NULL
-cdef Py_ssize_t OUT_LEN = 0
-cdef Py_ssize_t OUT_CAP = 0
+cdef Buf OUT_BUF
 
 
 cdef inline void out_reset() noexcept:
-    global OUT_LEN
-    OUT_LEN = 0
+    OUT_BUF.len = 0
 
 
-cdef int out_put(const char* p, Py_ssize_t n) except -1:
-    global OUT, OUT_LEN, OUT_CAP
-    cdef Py_ssize_t need = OUT_LEN + n, cap
-    cdef char* grown
-    if need > OUT_CAP:
-        cap = need * 2 if need > 2048 else 4096
-        grown = <char*>realloc(OUT, cap)
-        if grown == NULL:
-            raise MemoryError()
-        OUT = grown
-        OUT_CAP = cap
-    memcpy(OUT + OUT_LEN, p, n)
-    OUT_LEN = need
-    return 0
+cdef inline int out_put(const char* p, Py_ssize_t n) except -1:
+    return buf_put(&OUT_BUF, p, n)
 
 
 cdef inline int out_bytes(bytes b) except -1:
-    return out_put(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+    return buf_put(&OUT_BUF, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
 
 
 cdef inline bytes out_take():
-    return PyBytes_FromStringAndSize(OUT, OUT_LEN)
+    return PyBytes_FromStringAndSize(OUT_BUF.p, OUT_BUF.len)
+
+
+# PERF: while a read callback runs, what it writes to the client (the response head from
+# OUT_BUF, the body straight from the upstream parser's buffer) gathers in this one buffer
+# and leaves in one write: no bytes object per part, no list, no join
+# (bench/wrk_compare.py, scenario keepalive). One connection is corked at a time (the
+# loop runs one callback at a time); CORK_OWNER is it.
+cdef Buf CORK_BUF
+cdef ClientConnection CORK_OWNER = None
 
 
 cdef inline bint forwarded_response_header(int kind) noexcept:
@@ -618,13 +656,14 @@ cdef class ClientConnection:
         self.throttle_level = -1
         self.pending = []
         self.body_chunks = []
-        self.wq = []
 
     # --- asyncio.Protocol ------------------------------------------------------
 
     def connection_made(self, transport):
         cdef Snapshot snap = self.worker.snapshot
         self.transport = transport
+        self.t_write = transport.write
+        self.t_is_closing = transport.is_closing
         self.port_bytes = b"%d" % self.local_port
         # limits live in the parser's C callbacks: the head buffer never grows past them
         self.parser = Http1Parser(False, snap.max_headers, snap.max_head, snap.max_url)
@@ -713,7 +752,7 @@ cdef class ClientConnection:
             else:
                 self.early_tunnel = (self.early_tunnel or b"") + data
             return
-        self.corked = True
+        self.cork()
         try:
             self.feed(data)
         finally:
@@ -1047,7 +1086,12 @@ cdef class ClientConnection:
                 err, detail = "METHOD_NOT_ALLOWED", "CONNECT is not supported"
         if ctx.host is None or not ctx.host:
             ctx.host = b""
-        ctx.route_host = route_host_of(ctx.host)
+        if self.last_host is not None and ctx.host == self.last_host:
+            ctx.route_host = self.last_route_host     # keep-alive clients repeat their Host
+        else:
+            ctx.route_host = route_host_of(ctx.host)
+            self.last_host = ctx.host
+            self.last_route_host = ctx.route_host
         if err is None and snap.mtls_hosts is not None and not client_cert_allows(
                 snap.mtls_hosts, ctx.route_host, self.client_cert):
             err, detail = "CLIENT_CERT_REQUIRED", "no client certificate verified for this domain"
@@ -1094,7 +1138,10 @@ cdef class ClientConnection:
         self.req_complete = complete
         self.responding = False
         self.body_mode = BODY_NONE
-        self.body_chunks = chunks if chunks is not None else []
+        if chunks is not None:
+            self.body_chunks = chunks
+        elif self.body_chunks is None or self.body_chunks:
+            self.body_chunks = []   # else the empty list the last request left is reused
         self.body_decoded = False
         self.body_sent = 0
         self.body_kept = 0
@@ -1540,6 +1587,8 @@ cdef class ClientConnection:
             ctx.integration_start = now
         target.active += 1
         conn = <UpstreamConnection>target.pop_idle()
+        while conn is not None and not conn.alive():
+            conn = <UpstreamConnection>target.pop_idle()    # dead while idle: dropped
         if conn is not None:
             self.upstream_ready(conn)
         else:
@@ -1561,13 +1610,26 @@ cdef class ClientConnection:
     cdef void upstream_ready(self, UpstreamConnection conn):
         cdef RequestContext ctx = self.ctx
         cdef list chunks
-        cdef bytes c
         self.connect_task = None
         self.upstream = conn
         conn.attach(self, ctx.method == b"HEAD")
         self.body_mode = BODY_NONE
-        out = [self.build_upstream_head(conn.target.host_header)]
         chunks = self.body_chunks
+        if not chunks and not ctx.chunked:
+            # PERF: no body yet: the head alone, no list (bench/wrk_compare.py, scenario keepalive)
+            conn.t_write(self.build_upstream_head(conn.target.host_header))
+        else:
+            self.write_upstream_request(conn, chunks)
+        self.set_pause(PAUSE_NOT_READY, False)
+        self.deadline_kind = DL_UPSTREAM_READ if self.req_complete else DL_BODY
+        self.deadline = monotonic_coarse() + (ctx.route.first_byte_timeout if self.req_complete
+                                       else self.snap.body_timeout)
+
+    cdef void write_upstream_request(self, UpstreamConnection conn, list chunks):
+        """The head and the body chunks received so far, in one write."""
+        cdef RequestContext ctx = self.ctx
+        cdef bytes c
+        out = [self.build_upstream_head(conn.target.host_header)]
         if ctx.chunked:
             for c in chunks[self.body_sent:]:
                 if PyBytes_GET_SIZE(c):
@@ -1583,10 +1645,6 @@ cdef class ClientConnection:
         if self.req_complete and ctx.chunked:
             out.append(b"0\r\n\r\n")
         conn.transport.write(b"".join(out))
-        self.set_pause(PAUSE_NOT_READY, False)
-        self.deadline_kind = DL_UPSTREAM_READ if self.req_complete else DL_BODY
-        self.deadline = monotonic_coarse() + (ctx.route.first_byte_timeout if self.req_complete
-                                       else self.snap.body_timeout)
 
     cdef bytes build_upstream_head(self, bytes target_host):
         """The upstream request, rebuilt from parsed fields (never the client's raw bytes).
@@ -1836,7 +1894,7 @@ cdef class ClientConnection:
             elif ctx.http_minor == 0:
                 out_bytes(b"Connection: keep-alive\r\n")
         out_bytes(b"\r\n")
-        self.send(out_take())
+        self.send_ptr(OUT_BUF.p, OUT_BUF.len, None)
         if status == 101:
             self.tunnel = True
             conn.tunnel = True
@@ -1906,6 +1964,15 @@ cdef class ClientConnection:
             self.send(chunk_frame(data))
         else:
             self.send(data)
+        self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
+
+    cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole):
+        """upstream_body() for a body relayed as it is (no mapping, cache fill, compression
+        or chunk framing): n bytes at p, or whole when it is the read's own bytes."""
+        if n == 0 or self.body_mode == BODY_NONE:
+            return
+        self.ctx.response_length += n
+        self.send_ptr(p, n, whole)
         self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
 
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable):
@@ -2289,7 +2356,7 @@ cdef class ClientConnection:
         elif ctx.http_minor == 0:
             out_bytes(b"Connection: keep-alive\r\n")
         out_bytes(b"\r\n")
-        self.send(out_take())
+        self.send_ptr(OUT_BUF.p, OUT_BUF.len, None)
 
     cdef void exchange_done(self):
         """The response is fully written: log it, then serve the next request or close."""
@@ -2305,7 +2372,8 @@ cdef class ClientConnection:
         self.cache_parts = None
         self.compressor = None
         self.map_parts = self.map_headers = None
-        self.body_chunks = []
+        if self.body_chunks:
+            self.body_chunks = []
         self.body_kept = 0
         self.body_sent = 0
         self.total_deadline = 0
@@ -2436,27 +2504,59 @@ cdef class ClientConnection:
         self.closed = True
         self.transport.close()
 
+    cdef void cork(self):
+        """Gather writes to the client until uncork() (a read callback's writes leave together)."""
+        global CORK_OWNER
+        if CORK_OWNER is not None and CORK_OWNER is not self:
+            CORK_OWNER.uncork()
+        CORK_OWNER = self
+        self.corked = True
+
     cdef void send(self, data):
         """Write to the client; while corked (inside a read callback), gather instead."""
         if self.lingering:
             return   # the write side is shut: nothing may follow the FIN
-        if self.corked:
-            self.wq.append(data)
-        elif self.transport is not None:
-            self.transport.write(data)
+        if self.corked and type(data) is bytes:
+            self.send_ptr(PyBytes_AS_STRING(<bytes>data), PyBytes_GET_SIZE(<bytes>data), <bytes>data)
+            return
+        self.flush_cork()
+        if self.transport is not None:
+            self.t_write(data)
+
+    cdef void send_ptr(self, const char* p, Py_ssize_t n, bytes whole):
+        """Write n bytes at p to the client (whole: the same bytes as an object, or None)."""
+        if self.lingering or n == 0:
+            return
+        if self.corked and n < CORK_DIRECT:
+            if CORK_BUF.len + n > CORK_MAX:
+                self.flush_cork()
+            buf_put(&CORK_BUF, p, n)
+            return
+        self.flush_cork()
+        if self.transport is not None:
+            self.t_write(whole if whole is not None else PyBytes_FromStringAndSize(p, n))
+
+    cdef void flush_cork(self):
+        """Write what the cork gathered so far (the cork stays)."""
+        cdef bytes data
+        if not self.corked or CORK_BUF.len == 0:
+            return
+        data = PyBytes_FromStringAndSize(CORK_BUF.p, CORK_BUF.len)
+        CORK_BUF.len = 0
+        if self.transport is not None and not self.t_is_closing():
+            self.t_write(data)
 
     cdef void uncork(self):
-        cdef list q = self.wq
+        global CORK_OWNER
+        if not self.corked:
+            return
+        self.flush_cork()
         self.corked = False
-        if not q or self.transport is None:
-            return
-        self.wq = []
-        if self.transport.is_closing():
-            return
-        if len(q) == 1:
-            self.transport.write(q[0])
-        else:
-            self.transport.write(b"".join(q))
+        CORK_OWNER = None
+        if CORK_BUF.cap > CORK_KEEP:
+            free(CORK_BUF.p)
+            CORK_BUF.p = NULL
+            CORK_BUF.cap = 0
 
     cdef void shutdown(self):
         """Graceful drain: close if idle, else close after the current response. A tunnel
@@ -2479,7 +2579,7 @@ cdef class UpstreamConnection:
         self.parser = Http1Parser(True, RESPONSE_MAX_HEADERS, RESPONSE_MAX_HEAD, RESPONSE_MAX_HEAD)
 
     cpdef bint alive(self):
-        return self.is_alive and self.transport is not None and not self.transport.is_closing()
+        return self.is_alive and self.transport is not None and not self.t_is_closing()
 
     cdef void attach(self, ClientConnection client, bint head_request):
         self.client = client
@@ -2495,7 +2595,9 @@ cdef class UpstreamConnection:
         """Return to the pool when its state is known-good, else close it."""
         cdef Target t = self.target
         self.client = None
-        if reusable and self.alive() and t.push_idle(self):
+        # a transport already closing is caught when popped (alive()), or leaves the pool
+        # at connection_lost: no Python is_closing() call per request here
+        if reusable and self.is_alive and self.transport is not None and t.push_idle(self):
             return
         self.close()
 
@@ -2527,6 +2629,8 @@ cdef class UpstreamConnection:
     # asyncio.Protocol
     def connection_made(self, transport):
         self.transport = transport
+        self.t_write = transport.write
+        self.t_is_closing = transport.is_closing
         self.is_alive = True
 
     def connection_lost(self, exc):
@@ -2583,7 +2687,7 @@ cdef class UpstreamConnection:
         self.got_bytes = True
         # PERF: a response head and body that arrive together leave in one write
         # (bench/wrk_compare.py, scenario keepalive)
-        client.corked = True
+        client.cork()
         try:
             while True:
                 ev = self.parser.feed(buf + off, n - off)
@@ -2621,8 +2725,15 @@ cdef class UpstreamConnection:
             return True
         if ev == EV_BODY:
             if self.head_done:
-                client.upstream_body(data if p.msg.body_at == buf and p.msg.body_len == n
-                                     else PyBytes_FromStringAndSize(p.msg.body_at, p.msg.body_len))
+                if client.map_parts is None and client.cache_parts is None and \
+                        client.compressor is None and client.body_mode != BODY_CHUNKED:
+                    # PERF: relayed from the parser's buffer into the client's cork buffer, no
+                    # bytes object (bench/wrk_compare.py, scenario keepalive)
+                    client.relay_body(p.msg.body_at, p.msg.body_len,
+                                      data if p.msg.body_at == buf and p.msg.body_len == n else None)
+                else:
+                    client.upstream_body(data if p.msg.body_at == buf and p.msg.body_len == n
+                                         else PyBytes_FromStringAndSize(p.msg.body_at, p.msg.body_len))
             return True
         if ev == EV_MESSAGE_COMPLETE:
             if self.interim:

@@ -62,12 +62,10 @@ cdef class Target:
         return self.healthy and self.ejected_until <= now
 
     cdef object pop_idle(self):
-        """The most recently used idle connection, or None. Dead ones are dropped."""
-        cdef object conn
-        while self.idle:
-            conn = self.idle.pop()
-            if conn.alive():
-                return conn
+        """The most recently used idle connection, or None. The caller checks it is alive
+        (a typed call there; here it would be a Python one) and pops again if not."""
+        if self.idle:
+            return self.idle.pop()
         return None
 
     cdef bint push_idle(self, object conn):
