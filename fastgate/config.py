@@ -218,7 +218,7 @@ class EchoIntegration(_Section, kw_only=True, tag="echo", tag_field="type"):
 class FunctionIntegration(_Section, kw_only=True, tag="function", tag_field="type"):
     """Run a function (a Lambda-style handler, see `functions`) with API Gateway's event."""
     function: str                         # a name under `functions:`
-    payload_format: Literal["1.0", "2.0"] = "2.0"   # REST-style 1.0 or HTTP API 2.0 event
+    payload_format: Literal["1.0", "2.0"] = "2.0"   # the HTTP API event of payload format 1.0 or 2.0
     timeout_ms: PositiveMs = 30000        # integration timeout: queueing, cold start and the call
 
 
