@@ -23,6 +23,7 @@ import uvloop
 from fastgate._core.pipeline import seed_random
 from fastgate._core.protocol import Worker
 from fastgate.snapshot import build_snapshot
+from fastgate.supervisor import add_loop_signal_handlers
 from fastgate.tls import listener_tls_for
 
 
@@ -81,12 +82,11 @@ class WorkerProcess:
                 self.worker.protocol_factory(port), sock=sock, backlog=backlog,
                 ssl=tls.context if tls is not None else None))
             self.servers.append(server)
-        self.loop.add_signal_handler(signal.SIGTERM, self.drain)
-        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
-        self.loop.add_signal_handler(signal.SIGUSR2, self.retire)
-        # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
-        self.loop.add_signal_handler(signal.SIGINT, lambda: None)
+        add_loop_signal_handlers(self.loop, {
+            signal.SIGTERM: self.drain, signal.SIGHUP: self.reload,
+            signal.SIGUSR1: self.reopen_logs, signal.SIGUSR2: self.retire,
+            # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
+            signal.SIGINT: lambda: None})
         self.worker.start()
         if self.on_ready is not None:
             self.loop.call_soon(self.on_ready)
