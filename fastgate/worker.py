@@ -29,6 +29,7 @@ from fastgate.tls import listener_tls_for
 
 GC_GEN0_THRESHOLD = 20000   # container allocations between young-generation collections
 RETIRE_IDLE_GRACE_S = 1.0   # on SIGUSR2, keep-alive connections with no request this long close
+REBUILD_LATE_S = 0.05       # a stale snapshot is rebuilt this long after its rebuild_at_s
 
 
 def open_connection_slots(metrics, worker_id: int) -> tuple[int, int]:
@@ -53,6 +54,7 @@ class WorkerProcess:
         self.servers = []
         self.tls_listeners = []             # fastgate.tls.ListenerTLS of the TLS listeners
         self.stopping = False
+        self.rebuild_timer = None           # rebuilds a snapshot at its rebuild_at_s
 
     def run(self) -> int:
         seed_random(int.from_bytes(os.urandom(8), "little"))   # canary picks differ per worker
@@ -88,6 +90,7 @@ class WorkerProcess:
             # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
             signal.SIGINT: lambda: None})
         self.worker.start()
+        self.schedule_rebuild()
         if self.on_ready is not None:
             self.loop.call_soon(self.on_ready)
         # PERF: what exists now (modules, config, snapshot) lives as long as the worker: keep it
@@ -127,8 +130,21 @@ class WorkerProcess:
             log(f"reload failed, keeping the running config: {e}")
             return
         self.worker.swap(snapshot)
+        self.schedule_rebuild()
         for tls in self.tls_listeners:
             tls.refresh()
+
+    def schedule_rebuild(self) -> None:
+        """A snapshot holding an UpdateUsage grant is stale when the grant's quota period
+        ends: the key's quota falls back to its plan's then, not at the next reload."""
+        if self.rebuild_timer is not None:
+            self.rebuild_timer.cancel()
+            self.rebuild_timer = None
+        at_s = self.worker.snapshot.rebuild_at_s
+        if at_s:
+            # a little after the second: the rebuild compares whole epoch seconds
+            delay_s = max(0.0, at_s - time.time()) + REBUILD_LATE_S
+            self.rebuild_timer = self.loop.call_later(delay_s, self.reload)
 
     def reopen_logs(self) -> None:
         for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):
