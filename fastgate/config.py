@@ -312,6 +312,9 @@ class RedisConfig(_Section, kw_only=True):
     # API keys and usage plans are replicated through this Redis too (docs/api-keys.md):
     # each host checks for changes at least this often, besides pub/sub's immediate notice
     key_sync_interval_ms: PositiveMs = 500
+    # per-day API key usage in this Redis expires this many days after its day (UTC), so
+    # Redis does not grow forever; each host's SQLite keeps its own rows regardless
+    usage_retention_days: Positive = 400
 
 
 class RouteTimeouts(_Section, kw_only=True):
