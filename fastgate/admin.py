@@ -387,10 +387,11 @@ class Admin:
         self.configure_cache_flusher()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()
-        loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
-        loop.add_signal_handler(signal.SIGINT, lambda: None)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        from fastgate.supervisor import add_loop_signal_handlers
+        add_loop_signal_handlers(loop, {
+            signal.SIGTERM: lambda: stop.done() or stop.set_result(None),
+            signal.SIGINT: lambda: None, signal.SIGHUP: self.reload,
+            signal.SIGUSR1: lambda: None})
         loop.run_until_complete(stop)
         if server is not None:
             server.close()

@@ -218,7 +218,7 @@ class EchoIntegration(_Section, kw_only=True, tag="echo", tag_field="type"):
 class FunctionIntegration(_Section, kw_only=True, tag="function", tag_field="type"):
     """Run a function (a Lambda-style handler, see `functions`) with API Gateway's event."""
     function: str                         # a name under `functions:`
-    payload_format: Literal["1.0", "2.0"] = "2.0"   # REST-style 1.0 or HTTP API 2.0 event
+    payload_format: Literal["1.0", "2.0"] = "2.0"   # the HTTP API event of payload format 1.0 or 2.0
     timeout_ms: PositiveMs = 30000        # integration timeout: queueing, cold start and the call
 
 
@@ -312,6 +312,9 @@ class RedisConfig(_Section, kw_only=True):
     # API keys and usage plans are replicated through this Redis too (docs/api-keys.md):
     # each host checks for changes at least this often, besides pub/sub's immediate notice
     key_sync_interval_ms: PositiveMs = 500
+    # per-day API key usage in this Redis expires this many days after its day (UTC), so
+    # Redis does not grow forever; each host's SQLite keeps its own rows regardless
+    usage_retention_days: Positive = 400
 
 
 class RouteTimeouts(_Section, kw_only=True):

@@ -187,6 +187,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         services = Services()
     iam = iam_credentials_of(loaded)
     key_index = None
+    rebuild_at_s = 0.0
     state = loaded.state
     if config.api_keys or config.usage_plans or (state is not None and getattr(state, "extra", None)):
         from fastgate._core.keys import KeyIndex
@@ -197,6 +198,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
             # compiled for this worker: its usage slots are this worker's
             key_index = KeyIndex(key_table, shared_buckets(), shared_quotas(),
                                  services.usage_slot if services.usage is not None else None)
+            rebuild_at_s = key_table.valid_until_s or 0.0
         except (ValueError, KeyError, TypeError) as e:
             raise loaded.error(("api_keys",), f"API keys and usage plans: {e}") from None
     groups = {name: build_group(name, up, metrics, services.worker_id) for name, up in config.upstreams.items()}
@@ -330,4 +332,4 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         source=loaded, tls=tls, tracer=tracer, redis=services.redis if open_logs else None,
         execution_log=execution_log, cache=shared_cache() if open_logs else None,
         cache_redis=services.cache_redis if open_logs else None,
-        **mounts)
+        rebuild_at_s=rebuild_at_s, **mounts)

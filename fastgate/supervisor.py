@@ -70,6 +70,19 @@ def die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def add_loop_signal_handlers(loop, handlers: dict) -> None:
+    """loop.add_signal_handler(sig, callback) for each of a child's signals, without losing
+    one that arrives before the loop runs. uvloop reads its signal pipe only while running:
+    a signal taken in between is noted and acted on only when another signal comes, so a
+    worker orphaned there (the parent-death SIGTERM) served on forever. The signals stay
+    blocked, pending in the kernel, until the loop's first turn unblocks them."""
+    sigs = set(handlers)
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    for sig, callback in handlers.items():
+        loop.add_signal_handler(sig, callback)
+    loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, sigs)
+
+
 def interface_addresses(name: str, family: str) -> list[str]:
     """Addresses of a Linux interface, resolved with pyroute2 (netlink)."""
     from pyroute2 import IPRoute

@@ -9,6 +9,10 @@ holds per host is that host's *totals*, not increments:
   {prefix}:usage:{host}:{day}       HASH  "key_id US api_id US stage" ->
                                           "version,requests,throttled,4xx,5xx,bytes_in,bytes_out,quota_used"
 
+Each day's hash expires `usage_retention_days` (config `redis:`) after its day ends
+(EXPIREAT, the same instant from every push and every host), and the days set loses
+days older than that; a host's days set expires that long after its latest day.
+
 A field is written only by a newer version than the one it holds (SET_IF_NEWER, a
 script), and one push is one MULTI/EXEC. So a retried push, a push that Redis
 applied but whose reply was lost, or two pushers of one host racing (the admin's
@@ -25,9 +29,14 @@ freshest) plus every other host's from Redis, summed.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 import redis
 
-from fastgate.usage import COUNTERS, SEP, UsageStore, merge_rows
+from fastgate.usage import COUNTERS, SEP, UsageStore, merge_rows, utc_day
+
+DAY_S = 86400
 
 # KEYS[1] hash of (host, day). ARGV: field, version, counters joined by ",".
 SET_IF_NEWER = """
@@ -51,13 +60,31 @@ class RedisUsage:
         self.r = redis.Redis.from_url(cfg.url, socket_timeout=timeout_s,
                                       socket_connect_timeout=timeout_s)
         self.prefix = f"{cfg.prefix}:usage"
+        self.retention_s = cfg.usage_retention_days * DAY_S
         self._set_if_newer = self.r.register_script(SET_IF_NEWER)
+        self._pruned_on = None      # the UTC day of this pusher's last days-set pruning
 
     def close(self) -> None:
         self.r.close()
 
     def _day_key(self, host: str, day: str) -> str:
         return f"{self.prefix}:{host}:{day}"
+
+    def expires_at(self, day: str) -> int:
+        """Epoch s at which `day`'s usage leaves Redis: the retention after the day's end."""
+        start = dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+        return int(start.timestamp()) + DAY_S + self.retention_s
+
+    def _prune_days(self, host: str, now_s: float) -> None:
+        """Drop the days past retention from the host's days set, once a day per pusher."""
+        today = utc_day(int(now_s))
+        if self._pruned_on == today:
+            return
+        days_key = f"{self.prefix}:days:{host}"
+        old = [d for d in self.r.smembers(days_key) if self.expires_at(d.decode()) <= now_s]
+        if old:
+            self.r.srem(days_key, *old)
+        self._pruned_on = today
 
     def push(self, store: UsageStore) -> int:
         """Send the rows changed since the last push; returns how many. Raises
@@ -69,13 +96,23 @@ class RedisUsage:
         latest, rows = store.changed_since(pushed)
         if latest <= pushed:
             return 0
+        now_s = time.time()
+        self._prune_days(host, now_s)
         pipe = self.r.pipeline(transaction=True)
         pipe.sadd(f"{self.prefix}:hosts", host)
+        days = set()
         for key, day, api, stage, *counts in rows:
+            if self.expires_at(day) <= now_s:
+                continue        # past retention (a backlog, or all rows again): not kept here
             pipe.sadd(f"{self.prefix}:days:{host}", day)
             self._set_if_newer(keys=[self._day_key(host, day)],
                                args=[SEP.join((key, api, stage)), latest,
                                      ",".join(map(str, counts))], client=pipe)
+            days.add(day)
+        for day in days:
+            pipe.expireat(self._day_key(host, day), self.expires_at(day))
+        # a host that stops pushing leaves nothing behind after the retention either
+        pipe.expireat(f"{self.prefix}:days:{host}", self.expires_at(max(days | {utc_day(now_s)})))
         pipe.execute()
         store._set_meta("redis_pushed", latest)
         return len(rows)

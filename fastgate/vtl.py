@@ -78,13 +78,67 @@ def jsonpath(value, path: str):
     return values[0] if values else None
 
 
+class JsonList(list):
+    """A JSON array of the payload ($input.path, $util.parseJson). API Gateway's JSON
+    arrays print as compact JSON, items and all (`[{"c":5}]`), where a Velocity list
+    made in the template prints as Java's `[1, 2]`."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, separators=(",", ":"), ensure_ascii=False)
+
+
+# the methods Velocity templates call on lists (.size(), .get(i) ...) work on these too
+airspeed.__additional_methods__.setdefault(JsonList, airspeed.__additional_methods__[list])
+
+
+def _from_json(value):
+    """A parsed JSON value with its arrays as JsonList (objects stay dicts: Java's map
+    printing is the same for the payload's and the template's)."""
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return JsonList(_from_json(v) for v in value)
+    return value
+
+
 def _java_str(value) -> str:
-    """How API Gateway's Java renders a value inside a template: JSON-ish, null for None."""
+    """A value as API Gateway's Velocity (Java) prints it: null as nothing, true/false,
+    maps as Java's {a=1, b=[1, 2]}, lists as [1, 2], the payload's arrays as JSON."""
     if value is None:
         return ""
+    return _java_inner(value)
+
+
+def _java_inner(value) -> str:
+    # toString of a value inside a map or list: a null member is "null"
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, JsonList):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_java_inner(k)}={_java_inner(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_java_inner(v) for v in value) + "]"
     return str(value)
+
+
+def _print_reference(self, stream, namespace, loader):
+    """airspeed's FormalReference.evaluate_raw, printing as API Gateway does: Java's
+    toString (_java_str), and a null reference as nothing, quiet or not (Velocity would
+    print the reference's own text; API Gateway prints nothing)."""
+    if self.expression is None:         # a lone "$" is text
+        stream.write(self.my_text())
+        return
+    value = self.expression.calculate(namespace, loader)
+    if value is None and self.alternate is not None:
+        value = self.alternate.calculate(namespace, loader)
+    stream.write(_java_str(value))
+
+
+# Velocity's printing is airspeed's, and fastgate is its only user in the process
+airspeed.FormalReference.evaluate_raw = _print_reference
 
 
 class Input:
@@ -102,7 +156,7 @@ class Input:
     def _json(self):
         if self._parsed is None:
             try:
-                self._parsed = (json.loads(self.body) if self.body.strip() else {},)
+                self._parsed = (_from_json(json.loads(self.body)) if self.body.strip() else {},)
             except ValueError:
                 raise MappingError("$input: the body is not JSON") from None
         return self._parsed[0]
@@ -113,7 +167,8 @@ class Input:
 
     def path(self, path: str):
         """The object at a JSONPath ($input.path('$.a').size())."""
-        return jsonpath(self._json(), path)
+        found = jsonpath(self._json(), path)
+        return JsonList(found) if type(found) is list else found   # a wildcard's matches
 
     def params(self, name: str | None = None):
         """params(): {path, querystring, header}; params(x): path, then query, then header."""
@@ -153,7 +208,7 @@ class Util:
     @staticmethod
     def parseJson(s):
         try:
-            return json.loads(_java_str(s))
+            return _from_json(json.loads(_java_str(s)))
         except ValueError:
             raise MappingError("$util.parseJson: not JSON") from None
 

@@ -23,11 +23,13 @@ import uvloop
 from fastgate._core.pipeline import seed_random
 from fastgate._core.protocol import Worker
 from fastgate.snapshot import build_snapshot
+from fastgate.supervisor import add_loop_signal_handlers
 from fastgate.tls import listener_tls_for
 
 
 GC_GEN0_THRESHOLD = 20000   # container allocations between young-generation collections
 RETIRE_IDLE_GRACE_S = 1.0   # on SIGUSR2, keep-alive connections with no request this long close
+REBUILD_LATE_S = 0.05       # a stale snapshot is rebuilt this long after its rebuild_at_s
 
 
 def open_connection_slots(metrics, worker_id: int) -> tuple[int, int]:
@@ -52,6 +54,7 @@ class WorkerProcess:
         self.servers = []
         self.tls_listeners = []             # fastgate.tls.ListenerTLS of the TLS listeners
         self.stopping = False
+        self.rebuild_timer = None           # rebuilds a snapshot at its rebuild_at_s
 
     def run(self) -> int:
         seed_random(int.from_bytes(os.urandom(8), "little"))   # canary picks differ per worker
@@ -81,13 +84,13 @@ class WorkerProcess:
                 self.worker.protocol_factory(port), sock=sock, backlog=backlog,
                 ssl=tls.context if tls is not None else None))
             self.servers.append(server)
-        self.loop.add_signal_handler(signal.SIGTERM, self.drain)
-        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self.loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)
-        self.loop.add_signal_handler(signal.SIGUSR2, self.retire)
-        # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
-        self.loop.add_signal_handler(signal.SIGINT, lambda: None)
+        add_loop_signal_handlers(self.loop, {
+            signal.SIGTERM: self.drain, signal.SIGHUP: self.reload,
+            signal.SIGUSR1: self.reopen_logs, signal.SIGUSR2: self.retire,
+            # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
+            signal.SIGINT: lambda: None})
         self.worker.start()
+        self.schedule_rebuild()
         if self.on_ready is not None:
             self.loop.call_soon(self.on_ready)
         # PERF: what exists now (modules, config, snapshot) lives as long as the worker: keep it
@@ -127,8 +130,21 @@ class WorkerProcess:
             log(f"reload failed, keeping the running config: {e}")
             return
         self.worker.swap(snapshot)
+        self.schedule_rebuild()
         for tls in self.tls_listeners:
             tls.refresh()
+
+    def schedule_rebuild(self) -> None:
+        """A snapshot holding an UpdateUsage grant is stale when the grant's quota period
+        ends: the key's quota falls back to its plan's then, not at the next reload."""
+        if self.rebuild_timer is not None:
+            self.rebuild_timer.cancel()
+            self.rebuild_timer = None
+        at_s = self.worker.snapshot.rebuild_at_s
+        if at_s:
+            # a little after the second: the rebuild compares whole epoch seconds
+            delay_s = max(0.0, at_s - time.time()) + REBUILD_LATE_S
+            self.rebuild_timer = self.loop.call_later(delay_s, self.reload)
 
     def reopen_logs(self) -> None:
         for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):

@@ -60,6 +60,28 @@ def test_util_functions_as_api_gateway_defines_them():
     assert render("#set($o = $util.parseJson('{\"n\": [1, 2]}'))$o.n.get(1)") == "2"
 
 
+def test_values_print_as_api_gateways_java_velocity():
+    inp = Input('{"a": 1, "b": [{"c": 5}, true], "t": true, "f": false, "n": null, "m": {"x": "y"}, '
+                '"p": [{"name": "rex"}, {"name": "tom"}]}', {}, {}, {})
+    # maps: Java's {k=v, ...}; the payload's arrays: compact JSON, inside maps too
+    assert render("$input.path('$')", input=inp) == \
+        '{a=1, b=[{"c":5},true], t=true, f=false, n=null, m={x=y}, p=[{"name":"rex"},{"name":"tom"}]}'
+    assert render("$input.path('$.b')|$input.path('$.m')", input=inp) == '[{"c":5},true]|{x=y}'
+    assert render("$input.path('$.p[*].name')", input=inp) == '["rex","tom"]'
+    assert render("$input.path('$.t') $input.path('$.f')", input=inp) == "true false"
+    # null, missing and undefined print nothing, quiet or not
+    assert render("[$input.path('$.n')][$input.path('$.zz')][$nothing][$!nothing]", input=inp) == "[][][][]"
+    # what the template builds prints as Java's ArrayList / LinkedHashMap
+    assert render('#set($l = [1, "a", true])$l #set($m = {"k": false, "z": $l})$m') == \
+        "[1, a, true] {k=false, z=[1, a, true]}"
+    assert render("#set($s = \"x$input.path('$.t')\")$s", input=inp) == "xtrue"
+    assert render("$util.parseJson('{\"a\": [1, 2], \"b\": {\"c\": null}}')") == "{a=[1,2], b={c=null}}"
+    # still lists to Velocity, and a lone $ is text
+    assert render("$input.path('$.b').size() #foreach($x in $input.path('$.p'))$x.name,#end", input=inp) == \
+        "2 rex,tom,"
+    assert render("costs $5 and ${x|'no x'}") == "costs $5 and no x"
+
+
 def test_bad_template_is_a_load_time_error_naming_it():
     with pytest.raises(MappingError, match="where.json: mapping template does not parse"):
         compile_template("#if($x", "where.json")

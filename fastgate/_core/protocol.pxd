@@ -108,6 +108,8 @@ cdef class Snapshot:
     cdef readonly object tls              # fastgate.tls.TLSState: custom domains' certificates, or None
     cdef readonly dict mtls_hosts         # lowercase host / b"*.suffix" -> domain whose truststore must
                                           # have verified the client certificate (403 otherwise); None = none
+    cdef readonly double rebuild_at_s     # epoch s at which it goes stale (an UpdateUsage grant ends):
+                                          # the worker builds it again then; 0 = never
 
 
 cdef class Worker:

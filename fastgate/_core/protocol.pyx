@@ -416,7 +416,7 @@ cdef class Snapshot:
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
                  dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
                  Tracer tracer=None, redis=None, execution_log=None, cache=None,
-                 tls=None, cache_redis=None):
+                 tls=None, cache_redis=None, double rebuild_at_s=0.0):
         self.router = router
         self.routes = routes
         self.groups = groups if groups is not None else []
@@ -450,6 +450,7 @@ cdef class Snapshot:
         self.keepalive_timeout = keepalive_timeout
         self.keepalive_requests = keepalive_requests
         self.source = source
+        self.rebuild_at_s = rebuild_at_s
 
     def retire(self):
         """Called when a newer snapshot replaced this one: pool no more connections."""

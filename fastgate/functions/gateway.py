@@ -69,6 +69,14 @@ def authorizer_of(auth, v2: bool, http_api: bool = False) -> dict | None:
     return out
 
 
+def http_api_events(ctx) -> bool:
+    """Whether a function route gets an HTTP API's events (its 1.0 event, its authorizer
+    shapes): routes of an HTTP API, and gateway.yaml's own routes, which are an HTTP API's
+    routes (route keys, payload 2.0 by default). Failures follow ``ctx.api.rest`` alone:
+    gateway.yaml's routes answer them as a REST API does (docs/config.md)."""
+    return ctx.api is None or not ctx.api.rest
+
+
 def function_request(ctx, body: bytes) -> FunctionRequest:
     """The request as events.py needs it, from the protocol's RequestContext
     (also the source of mapping templates' $input and $context: fastgate/vtl.py)."""
@@ -93,12 +101,12 @@ def function_request(ctx, body: bytes) -> FunctionRequest:
         domain_name=ctx.route_host.decode("latin-1"),
         api_id=api.api_id if api is not None else "fastgate",
         stage=api.stage if api is not None else "$default",
-        resource_path=route.resource_path or None,
+        # a gateway.yaml route's resource is its path, as on an HTTP API route
+        resource_path=route.resource_path or (route.route_key.partition(" ")[2] if api is None else None),
         route_key=route.route_key, path_parameters=params,
         stage_variables=dict(api.variables) if api is not None and api.variables else None,
         binary_media_types=route.binary_media_types,
-        authorizer=authorizer_of(ctx.auth, route.payload_v2,
-                                 http_api=api is not None and not api.rest),
+        authorizer=authorizer_of(ctx.auth, route.payload_v2, http_api=http_api_events(ctx)),
         identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None)
 
 
@@ -149,7 +157,7 @@ class FunctionRunner:
             req = self.request_of(ctx, body)
             if route.payload_v2:
                 event = build_event_v2(req)
-            elif http_api:
+            elif http_api_events(ctx):
                 event = build_event_v1_http(req)
             else:
                 event = build_event_v1(req)

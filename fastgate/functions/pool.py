@@ -460,7 +460,7 @@ class FunctionPool:
                         "--fd", str(theirs.fileno()), "--handler", spec.handler,
                         "--name", spec.name, "--memory-mb", str(spec.memory_mb),
                         "--timeout-ms", str(spec.timeout_ms), "--region", spec.region,
-                        "--account-id", spec.account_id]
+                        "--account-id", spec.account_id, "--parent-pid", str(os.getpid())]
                 for path in spec.paths:
                     argv += ["--path", path]
                 env = dict(os.environ)

@@ -94,7 +94,7 @@ class Channel:
             buffer += self.chunk[:got]
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> None:
     # If the gateway worker dies (even by SIGKILL) its handler processes must
     # not outlive it; a hung handler would never notice the closed socket.
     try:
@@ -102,7 +102,9 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:
+    if os.getppid() != parent_pid:
+        # the worker died before prctl(): no signal will come. (An orphan's parent is
+        # not always pid 1: a subreaper, such as a container's init, adopts it.)
         os._exit(1)
 
 
@@ -237,9 +239,10 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout-ms", type=int, required=True)
     parser.add_argument("--region", required=True)
     parser.add_argument("--account-id", required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)   # the gateway worker
     args = parser.parse_args(argv)
 
-    _die_with_parent()
+    _die_with_parent(args.parent_pid)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     channel = Channel(args.fd)

@@ -41,17 +41,23 @@ def gw(tmp_path):
     g.stop()
 
 
-def test_key_required_throttle_quota_and_usage(gw):
+def plan_with_key(gw, **plan) -> tuple:
+    """(boto3 client, key, usage plan): an API deployed to prod whose /paid needs a key,
+    and one key in a usage plan (create_usage_plan's keyword arguments) of that stage."""
     c = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
                      region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
     api_id = c.import_rest_api(body=api_doc())["id"]
     c.create_deployment(restApiId=api_id, stageName="prod")
     key = c.create_api_key(name="partner", enabled=True)
-    other = c.create_api_key(name="stranger", enabled=True)
-    plan = c.create_usage_plan(name="gold", apiStages=[{"apiId": api_id, "stage": "prod"}],
-                               throttle={"rateLimit": 0.5, "burstLimit": 5},
-                               quota={"limit": 8, "period": "DAY"})
+    plan = c.create_usage_plan(apiStages=[{"apiId": api_id, "stage": "prod"}], **plan)
     c.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
+    return c, key, plan
+
+
+def test_key_required_throttle_quota_and_usage(gw):
+    c, key, plan = plan_with_key(gw, name="gold", throttle={"rateLimit": 0.5, "burstLimit": 5},
+                                 quota={"limit": 8, "period": "DAY"})
+    other = c.create_api_key(name="stranger", enabled=True)
     url = f"{gw.url}/prod/paid"
     wait_until(lambda: httpx.get(f"{gw.url}/prod/free", timeout=5).status_code == 200, timeout=10)
 
@@ -197,3 +203,42 @@ def test_authorizer_supplied_key(static_gw):
         r = c.get(f"{url}/b", headers={"Authorization": GOLD})
         assert r.status_code == 429 and r.json() == {"message": "Limit Exceeded"}
         assert r.headers["ratelimit-policy"].startswith('"quota";q=5;w=86400')
+
+
+def test_an_update_usage_grant_ends_with_its_period_not_at_the_next_reload(gw, tmp_path):
+    """KeyTable.valid_until_s: the worker rebuilds its snapshot when a grant ends."""
+    import os
+    import signal
+    import time
+
+    from fastgate.store import Store
+    c, key, plan = plan_with_key(gw, name="one", quota={"limit": 1, "period": "DAY"})
+    url = f"{gw.url}/prod/paid"
+
+    def call():
+        return httpx.get(url, headers={"x-api-key": key["value"]}, timeout=5)
+    wait_until(lambda: call().status_code == 200, timeout=10)
+    assert call().json() == {"message": "Limit Exceeded"}
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    wait_until(lambda: c.get_usage(usagePlanId=plan["id"], startDate=today,
+                                   endDate=today)["items"].get(key["id"]) == [[1, 0]], timeout=10)
+    c.update_usage(usagePlanId=plan["id"], keyId=key["id"],
+                   patchOperations=[{"op": "replace", "path": "/remaining", "value": "5"}])
+    wait_until(lambda: call().status_code == 200, timeout=10)     # the grant: 6 for today
+
+    # A grant ends with its quota period (today, UTC); let it end in a few seconds
+    # instead, as if the day were ending, and reload so the workers hold that grant.
+    ends_s = int(time.time()) + 4
+    store = Store.in_dir(tmp_path / "state")
+    try:
+        member = dict(store.load().extra["usageplankey"][plan["id"]][key["id"]])
+        member["_extension"] = {**member["_extension"], "until_s": ends_s}
+        with store.transaction() as txn:
+            txn.put("usageplankey", plan["id"], key["id"], member)
+    finally:
+        store.close()
+    os.kill(gw.pid, signal.SIGHUP)
+    time.sleep(max(0.0, ends_s - time.time()) + 1.0)
+    # the plan's own quota again (1, already used): no reload happened since
+    r = call()
+    assert r.status_code == 429 and r.json() == {"message": "Limit Exceeded"}

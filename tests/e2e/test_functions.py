@@ -125,6 +125,7 @@ def gw(tmp_path_factory):
           - {path: /bare, integration: {type: function, function: bare}}
           - {path: /counted, integration: {type: function, function: counted}}
           - {path: "/items/{id}", integration: {type: function, function: web, payload_format: "1.0"}}
+          - {path: "/yaml/{petId}", integration: {type: function, function: v1http, payload_format: "1.0"}}
         """)
     yield g
     g.stop()
@@ -183,6 +184,27 @@ def test_http_api_with_payload_1_0_gets_the_http_api_1_0_event(gw):
     assert event["resource"] == "/{proxy+}" == event["requestContext"]["resourcePath"]
     assert event["pathParameters"] == {"proxy": "any/thing"}
     assert event["isBase64Encoded"] is True and event["body"] == "AAE="
+
+
+def test_yaml_route_with_payload_1_0_gets_the_http_api_1_0_event(gw):
+    # gateway.yaml's routes are an HTTP API's routes: 1.0 is the HTTP API's 1.0 event
+    # (as for the OpenAPI HTTP API above), not the REST API's
+    r = httpx.post(f"{gw.url}/yaml/7?q=a&q=b", content=b"\x00\x01",
+                   headers={"X-Trace": "1", "Cookie": "c=3"}, timeout=10)
+    assert r.status_code == 200, r.text
+    event = r.json()
+    assert event["version"] == "1.0"
+    assert event["resource"] == "/yaml/{petId}" == event["requestContext"]["resourcePath"]
+    assert event["path"] == "/yaml/7" and event["pathParameters"] == {"petId": "7"}
+    assert event["multiValueQueryStringParameters"] == {"q": ["a", "b"]}
+    assert event["headers"]["x-trace"] == "1" and event["headers"]["cookie"] == "c=3"
+    assert all(name == name.lower() for name in event["headers"])
+    ctx = event["requestContext"]
+    assert ctx["stage"] == "$default" and ctx["resourceId"] is None
+    assert ctx["authorizer"] == {"claims": None, "scopes": None}
+    assert event["isBase64Encoded"] is True and event["body"] == "AAE="   # the HTTP API rule
+    r = httpx.get(f"{gw.url}/yaml/png", timeout=10)
+    assert r.status_code == 200 and r.content == bytes.fromhex("89504e470d")
 
 
 def test_http_api_1_0_response_rules(gw):

@@ -262,14 +262,35 @@ def test_metrics_sum_over_workers(gateway, upstream):
 
 
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path):
-    g = Gateway(tmp_path, workers=2, admin=True, config="""\
-access_log: {path: 'off'}
+    """...and take their function handler processes with them."""
+    (tmp_path / "fn.py").write_text("def handler(event, context):\n    return {'statusCode': 200}\n")
+    g = Gateway(tmp_path, workers=2, admin=True, config=f"""\
+access_log: {{path: 'off'}}
+function_path: [{str(tmp_path)!r}]
+functions:
+  fn: {{handler: fn:handler, concurrency: 1}}
 routes:
   - path: /health
-    integration: {type: mock, body: ok}
+    integration: {{type: mock, body: ok}}
+  - path: /fn
+    integration: {{type: function, function: fn}}
 """)
     children = g.workers()
     assert len(children) == 3
+
+    def handlers():
+        out = []
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    out += [int(p) for p in f.read().split()]
+            except FileNotFoundError:
+                pass
+        return out
+    with httpx.Client(timeout=10) as c:     # new connections: both workers get one, in time
+        wait_until(lambda: c.get(g.url + "/fn", headers={"Connection": "close"}).status_code == 200
+                   and len(handlers()) == 2, timeout=15)
+    children = children + handlers()
     os.kill(g.pid, signal.SIGKILL)
     g.p.proc.wait(5)
 
@@ -279,6 +300,61 @@ routes:
     wait_until(all_gone, timeout=10)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", g.port), timeout=1).close()
+
+
+# Loaded into the gateway (PYTHONPATH): the worker kills its supervisor at the last step
+# before its loop runs (gc.freeze), so the parent-death SIGTERM lands after the handlers
+# are installed but while the loop is not running -- a window the full suite's load hits.
+DIE_BEFORE_LOOP = """\
+import gc, os, signal, time
+_freeze = gc.freeze
+def freeze():
+    with open(os.environ["WORKER_PID_FILE"], "w") as f:
+        f.write(str(os.getpid()))
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(0.3)          # the parent-death signal arrives now
+    _freeze()
+gc.freeze = freeze
+"""
+
+
+def test_a_worker_orphaned_before_its_loop_runs_still_stops(tmp_path):
+    """uvloop reads signals only while its loop runs: one taken before that was noted and
+    never acted on, leaving the orphaned worker serving forever."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(DIE_BEFORE_LOOP)
+    port = free_port()
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(f"""\
+workers: 1
+listeners: [{{address: 127.0.0.1:{port}}}]
+admin: {{listen: 'off'}}
+access_log: {{path: 'off'}}
+routes:
+  - {{path: /health, integration: {{type: mock, body: ok}}}}
+""")
+    from conftest import ROOT, Proc
+    p = Proc([str(ROOT / ".venv" / "bin" / "fastgate"), "serve", "-c", str(cfg), "--no-watch"],
+             cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(site),
+                                     "WORKER_PID_FILE": str(tmp_path / "worker.pid")})
+    children = []
+    try:
+        assert p.proc.wait(15) == -signal.SIGKILL, "the worker did not kill its supervisor"
+        children = [int((tmp_path / "worker.pid").read_text())]
+
+        def gone():
+            return all(not os.path.exists(f"/proc/{pid}") or
+                       open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+                       for pid in children)
+        wait_until(gone, timeout=10)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.stop()
 
 
 def test_connection_gauges_survive_a_worker_crash(gateway, upstream):

@@ -39,6 +39,12 @@ def api() -> dict:
                                 '{"id": "$input.params(\'id\')", "trace": "$util.escapeJavaScript($input.params(\'x-trace\'))"}'}},
                     "400": {"statusCode": "400",
                             "responseTemplates": {"application/json": '{"message": "name required"}'}}}}}},
+            # what Velocity prints: Java's toString (API Gateway runs Java's Velocity)
+            "/print": {"get": {"x-amazon-apigateway-integration": {
+                "type": "mock", "requestTemplates": {"application/json": '{"statusCode": 200}'},
+                "responses": {"default": {"statusCode": "200", "responseTemplates": {"text/plain":
+                              "#set($d = $util.parseJson($input.params('x-doc')))"
+                              "$d|$d.list|$d.flag|$d.none|$missing|#set($l = [1, true])$l"}}}}}},
         },
     }
 
@@ -72,6 +78,12 @@ def test_velocity_mocks_through_the_gateway(tmp_path):
             r = c.post("/prod/pets/42", content=b"{not json", headers={"Content-Type": "application/json"})
             assert r.status_code == 500 and r.json() == {"message": "Internal server error"}
             assert c.get("/prod/scope", params={"scope": "internal"}).status_code == 200
+
+            doc = '{"a": 1, "list": [{"c": 5}, "x"], "m": {"k": "v"}, "flag": true, "none": null}'
+            r = c.get("/prod/print", headers={"X-Doc": doc, "Accept": "text/plain"})
+            assert r.status_code == 200
+            assert r.text == ('{a=1, list=[{"c":5},"x"], m={k=v}, flag=true, none=null}'
+                              '|[{"c":5},"x"]|true|||[1, true]')
     finally:
         g.stop()
 
