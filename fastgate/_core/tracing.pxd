@@ -9,9 +9,9 @@
 #                     -> a Trace (freelist), always: propagation happens for every
 #                        request, sampled or not
 #   authorizer        trace.auth_start / trace.auth_end = monotonic s around it (optional)
-#   upstream head     out_bytes(trace.upstream_headers()): traceparent, tracestate,
-#                     X-Amzn-Trace-Id lines, CRLF-terminated; the client's own copies
-#                     of those three headers are not forwarded
+#   upstream head     trace.traceparent_line(buf), tracestate, trace.xray_line(buf) written
+#                     into the head (upstream_headers() as one bytes, for Python); the
+#                     client's own copies of those three headers are not forwarded
 #   upstream status   trace.upstream_status = status of the upstream response head
 #   LOG phase         tracer.finish(trace, ctx): unsampled -> returns at once;
 #                     sampled -> one tuple onto the ring (or a counted drop)
@@ -48,6 +48,7 @@ cdef enum:
                                   # (W3C asks to propagate at least 512)
     XRAY_MAX = 1024               # bytes of X-Amzn-Trace-Id looked at; longer ones are ignored
     XRAY_EXTRA_MAX = 512          # bytes of kept X-Ray fields (Lineage...) sent upstream
+    TRACE_LINE_MAX = 640          # bytes of one header line traceparent_line / xray_line write
 
 cpdef enum SamplerKind:
     SAMPLER_ALWAYS_OFF = 0        # never sample (propagation still happens, Sampled=0)
@@ -97,6 +98,9 @@ cdef class Trace:            # @cython.freelist(256) in tracing.pyx
     cdef public int upstream_status       # status line of the upstream response; 0 = none arrived
 
     cdef Py_ssize_t extras(self, char* out) noexcept   # kept X-Ray fields into out (XRAY_EXTRA_MAX)
+    # the header lines sent upstream, written into out (TRACE_LINE_MAX bytes); length returned
+    cdef Py_ssize_t traceparent_line(self, char* out) noexcept   # "traceparent: ...\r\n"
+    cdef Py_ssize_t xray_line(self, char* out) noexcept          # "X-Amzn-Trace-Id: ...\r\n"
     cpdef bytes upstream_headers(self)    # "traceparent: ...\r\n[tracestate: ...\r\n]X-Amzn-Trace-Id: ...\r\n"
     cpdef bytes traceparent(self)         # the value sent upstream (for function events, tests)
     cpdef bytes xray_header(self)         # the X-Amzn-Trace-Id value sent upstream

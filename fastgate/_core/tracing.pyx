@@ -237,26 +237,25 @@ cdef class Trace:
         return xray_extras(<const unsigned char*>PyBytes_AS_STRING(self.xray_in),
                            PyBytes_GET_SIZE(self.xray_in), out)
 
-    cpdef bytes upstream_headers(self):
-        cdef char extra[XRAY_EXTRA_MAX]
-        cdef Py_ssize_t ne = self.extras(extra), nts = 0
-        if self.tracestate is not None:
-            nts = PyBytes_GET_SIZE(self.tracestate)
-        cdef Py_ssize_t total = (13 + TRACEPARENT_LEN + 2 + (14 + nts if nts else 0)
-                                 + 17 + XRAY_VALUE_LEN + ne + 2)
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
-        cdef char* o = PyBytes_AS_STRING(out)
-        o = put(o, "traceparent: ", 13)
+    cdef Py_ssize_t traceparent_line(self, char* out) noexcept:
+        cdef char* o = put(out, "traceparent: ", 13)
         o = put_traceparent(o, self)
-        o = put(o, "\r\n", 2)
-        if nts:
-            o = put(o, "tracestate: ", 12)
-            o = put(o, PyBytes_AS_STRING(self.tracestate), nts)
-            o = put(o, "\r\n", 2)
-        o = put(o, "X-Amzn-Trace-Id: ", 17)
+        return put(o, "\r\n", 2) - out
+
+    cdef Py_ssize_t xray_line(self, char* out) noexcept:
+        cdef char extra[XRAY_EXTRA_MAX]
+        cdef Py_ssize_t ne = self.extras(extra)
+        cdef char* o = put(out, "X-Amzn-Trace-Id: ", 17)
         o = put_xray(o, self, extra, ne)
-        put(o, "\r\n", 2)
-        return out
+        return put(o, "\r\n", 2) - out
+
+    cpdef bytes upstream_headers(self):
+        cdef char line[TRACE_LINE_MAX]
+        cdef list parts = [PyBytes_FromStringAndSize(line, self.traceparent_line(line))]
+        if self.tracestate is not None:
+            parts.append(b"tracestate: " + self.tracestate + b"\r\n")
+        parts.append(PyBytes_FromStringAndSize(line, self.xray_line(line)))
+        return b"".join(parts)
 
     cpdef bytes traceparent(self):
         cdef char buf[TRACEPARENT_LEN]
