@@ -2580,6 +2580,7 @@ cdef class ClientConnection:
             self.set_pause(PAUSE_PIPELINE, True)
 
 
+@cython.final     # PERF: its cpdef alive() is a direct C call (bench/wrk_compare.py keepalive)
 cdef class UpstreamConnection:
     def __init__(self, Target target):
         self.target = target
