@@ -14,6 +14,7 @@ import os
 import sys
 from urllib.parse import unquote
 
+from fastgate._core.fncall import event_v2, response_v2
 from fastgate.functions.errors import FunctionError, error_response
 from fastgate.functions.events import (
     FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2,
@@ -154,6 +155,10 @@ class FunctionRunner:
 
     def event_of(self, ctx, body: bytes) -> tuple[dict, str]:
         """(API Gateway's event for the route's payload format, the request id)."""
+        if ctx.route.payload_v2:
+            event = event_v2(ctx, body)     # compiled, for all but the rare shapes
+            if event is not None:
+                return event, event["requestContext"]["requestId"]
         req = self.request_of(ctx, body)
         if ctx.route.payload_v2:
             return build_event_v2(req), req.request_id
@@ -186,7 +191,8 @@ class FunctionRunner:
                 self.relay(conn, ctx, result)
                 return
             if route.payload_v2:
-                status, headers, out = parse_response_v2(result)
+                parsed = response_v2(result)    # compiled, for the usual result shape
+                status, headers, out = parsed if parsed is not None else parse_response_v2(result)
             elif http_api:
                 # HTTP APIs read 1.0 results as strictly as REST APIs, but have no
                 # binaryMediaTypes: a base64 body is always decoded.
