@@ -457,6 +457,7 @@ class FunctionPool:
               and not fn.streams):
             assembling.inflight.append(call)
             assembling.outbox.append(call.frame)
+            self._arm(call.expires)
         elif len(fn.waiting) >= fn.spec.queue:
             call.abandoned = True
             self._loop.call_soon(call.done, None, FunctionError(
