@@ -133,6 +133,9 @@ class _Process:
         return self.proc.pid
 
     def attach(self, sock) -> None:
+        if self.closed:          # killed while it was being spawned
+            sock.close()
+            return
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
@@ -454,7 +457,7 @@ class FunctionPool:
             fn.live += 1
             self._spawn(fn, call)
         elif (assembling is not None and len(assembling.inflight) < MAX_BATCH
-              and not fn.streams):
+              and not fn.streams and not assembling.closed):
             assembling.inflight.append(call)
             assembling.outbox.append(call.frame)
             self._arm(call.expires)
@@ -492,6 +495,10 @@ class FunctionPool:
     def _answer(self, process: _Process, frame: bytes) -> None:
         """An answer to the call at the head of ``process``'s batch."""
         fn = process.fn
+        if not process.inflight:
+            log(f"{fn.spec.name}: process {process.pid} answered a call it was not given; killing it")
+            self._fail(fn, process, None)
+            return
         call = process.inflight.popleft()
         started = process.head_start
         process.head_start = now = self._loop.time()     # the next call starts no earlier
@@ -650,6 +657,8 @@ class FunctionPool:
             self._arm(soonest)
 
     def _forget(self, fn: _Function, process: _Process) -> None:
+        if fn.assembling is process:
+            fn.assembling = None
         fn.live -= 1
         self._kill(process)
         self._wake(fn)
