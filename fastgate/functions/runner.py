@@ -10,7 +10,8 @@ before the next call starts, so the pool always knows which calls ran.
 Frames both ways are a 4-byte big-endian length and an orjson document:
 
     runner -> pool   {"ready": true, "pid": P}  |  {"ready": false, "error": E}
-    pool -> runner   {"request_id": "...", "timeout_ms": T, "expires_ms": epoch_ms | 0, "event": ...}
+    pool -> runner   {"request_id": "...", "timeout_ms": T, "expires_ms": M | 0, "event": ...}
+                     (M: the integration deadline, CLOCK_MONOTONIC ms; 0: none)
     runner -> pool   {"result": R}  |  {"kind": "raised"|"memory"|"malformed", "error": E}
                      |  {"kind": "skipped"}: expires_ms (the integration deadline) passed
                         before the call's turn came; the handler was not run
@@ -198,13 +199,12 @@ def serve(channel: Channel, handler, info: FunctionInfo) -> int:
             return 0
         call = orjson.loads(frame)
         request_id = call["request_id"]
-        now_ms = int(time.time() * 1000)
         expires_ms = call["expires_ms"]
-        if expires_ms and now_ms >= expires_ms:
+        if expires_ms and time.monotonic() * 1000 >= expires_ms:
             channel.send(b'{"kind":"skipped"}')     # its client has had its 504 already
             continue
         # the function's clock starts now, not when the pool sent the batch
-        context = LambdaContext(info, request_id, now_ms + call["timeout_ms"])
+        context = LambdaContext(info, request_id, int(time.time() * 1000) + call["timeout_ms"])
         try:
             result = handler(call["event"], context)
         except MemoryError as exc:
