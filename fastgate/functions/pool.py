@@ -83,6 +83,7 @@ class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 MAX_BATCH = 64               # calls written to one handler process at once
+MAX_BATCH_BYTES = 1 << 20    # and their frames' size (1 MiB; a batch holds at least one call)
 _RECV_BYTES = 256 * 1024     # read size: a batch's answers arrive in one recv
 
 
@@ -109,7 +110,8 @@ class _Process:
     a loop reader, written directly: one write per batch)."""
 
     __slots__ = ("proc", "sock", "fd", "generation", "fn", "pool", "buffer", "inflight",
-                 "outbox", "pending_write", "head_start", "sink", "ready", "closed", "reading")
+                 "outbox", "outbox_bytes", "pending_write", "head_start", "sink", "ready",
+                 "closed", "reading")
 
     def __init__(self, pool, fn, generation):
         self.pool = pool
@@ -121,6 +123,7 @@ class _Process:
         self.buffer = bytearray()
         self.inflight: collections.deque[_Call] = collections.deque()   # sent or to send, in order
         self.outbox: list[bytes] = []     # frames of the batch being assembled (written at flush)
+        self.outbox_bytes = 0
         self.pending_write = b""          # what a full socket buffer did not take yet
         self.head_start = 0.0             # loop time inflight[0] started (at the latest)
         self.sink = None                  # a stream's frame callback while it owns the process
@@ -459,10 +462,9 @@ class FunctionPool:
             fn.live += 1
             self._spawn(fn, call)
         elif (assembling is not None and len(assembling.inflight) < MAX_BATCH
+              and assembling.outbox_bytes + len(call.frame) <= MAX_BATCH_BYTES
               and not fn.streams and not assembling.closed):
-            assembling.inflight.append(call)
-            assembling.outbox.append(call.frame)
-            self._arm(call.expires)
+            self._batch(fn, assembling, (call,))
         elif len(fn.waiting) >= fn.spec.queue:
             call.abandoned = True
             self._loop.call_soon(call.done, None, FunctionError(
@@ -476,7 +478,10 @@ class FunctionPool:
         for call in calls:
             process.inflight.append(call)
             process.outbox.append(call.frame)
+            process.outbox_bytes += len(call.frame)
             self._arm(call.expires)
+        if fn.assembling is process:
+            return          # joined a batch already due to be written
         fn.assembling = process
         self._assembled.append(process)
         if not self._flush_soon:
@@ -490,6 +495,7 @@ class FunctionPool:
             process.fn.assembling = None
             if process.outbox:
                 frames, process.outbox = process.outbox, []
+                process.outbox_bytes = 0
                 process.head_start = now = self._loop.time()
                 self._arm(now + process.fn.spec.timeout_ms / 1000)
                 process.write(b"".join(frames))
@@ -550,18 +556,19 @@ class FunctionPool:
             self._forget(fn, process)
             return
         waiting = fn.waiting
-        while waiting and waiting[0].abandoned:
-            waiting.popleft()
         if waiting:
             # share the queue among the busy processes: a slow call holds back only its batch
             take = 1 if fn.streams else min(MAX_BATCH, -(-len(waiting) // max(fn.live, 1)))
-            batch = []
-            while waiting and len(batch) < take:
+            batch, size = [], 0
+            while waiting and len(batch) < take and (
+                    not batch or size + len(waiting[0].frame) <= MAX_BATCH_BYTES):
                 call = waiting.popleft()
                 if not call.abandoned:
                     batch.append(call)
-            self._batch(fn, process, batch)
-            return
+                    size += len(call.frame)
+            if batch:
+                self._batch(fn, process, batch)
+                return
         fn.idle.append(process)
 
     def _fail(self, fn: _Function, process: _Process, error) -> None:
@@ -571,6 +578,7 @@ class FunctionPool:
         calls = process.inflight
         process.inflight = collections.deque()
         process.outbox = []
+        process.outbox_bytes = 0
         if error is not None and calls:
             calls.popleft().finish(None, error)
         for call in reversed(calls):

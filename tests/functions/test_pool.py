@@ -383,3 +383,14 @@ def test_a_call_past_its_integration_deadline_in_a_batch_is_answered_and_never_r
         pids.append(out["pid"])
         assert ran() == ["1", "3"]                    # the runner skipped the expired call
     with_pool([fn], body)
+
+
+def test_large_events_in_one_turn_each_get_their_own_answer():
+    # 3 x 700 KB: more than a batch's byte cap and than the socket buffer (partial writes)
+    async def body(pool, pids):
+        await pool.warm("echo")
+        events = [{"i": i, "pad": str(i) * 700_000} for i in range(3)]
+        outs = await asyncio.gather(*[pool.invoke("echo", e) for e in events])
+        assert [o["event"] for o in outs] == events
+        pids.extend({o["pid"] for o in outs})
+    with_pool([spec("echo", concurrency=1)], body)
