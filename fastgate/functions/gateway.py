@@ -14,6 +14,7 @@ import os
 import sys
 from urllib.parse import unquote
 
+from fastgate._core.fncall import event_v2, response_v2
 from fastgate.functions.errors import FunctionError, error_response
 from fastgate.functions.events import (
     FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2,
@@ -142,32 +143,64 @@ class FunctionRunner:
         return await self.pool.invoke(name, event, timeout_ms=timeout_ms, request_id=request_id)
 
     def start(self, conn, ctx, body: bytes) -> None:
-        task = self.loop.create_task(self.run(conn, ctx, body))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        route = ctx.route
+        if route.function_name in self.remotes:
+            task = self.loop.create_task(self.run(conn, ctx, body))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        # PERF: a local function is a callback chain, no task or future per request
+        # (bench/wrk_functions.py): the pool calls back with the result.
+        try:
+            event, request_id = self.event_of(ctx, body)
+            self.pool.submit(route.function_name, event, int(route.first_byte_timeout * 1000),
+                             request_id, lambda result, error: self.answer(conn, ctx, result, error))
+        except Exception as err:
+            self.answer(conn, ctx, None, err)
 
     def request_of(self, ctx, body: bytes) -> FunctionRequest:
         return function_request(ctx, body)
 
+    def event_of(self, ctx, body: bytes) -> tuple[dict, str]:
+        """(API Gateway's event for the route's payload format, the request id)."""
+        if ctx.route.payload_v2:
+            event = event_v2(ctx, body)     # compiled, for all but the rare shapes
+            if event is not None:
+                return event, event["requestContext"]["requestId"]
+        req = self.request_of(ctx, body)
+        if ctx.route.payload_v2:
+            return build_event_v2(req), req.request_id
+        if http_api_events(ctx):
+            return build_event_v1_http(req), req.request_id
+        return build_event_v1(req), req.request_id
+
     async def run(self, conn, ctx, body: bytes) -> None:
+        """A remote function's call (Lambda's Invoke API)."""
+        try:
+            event, request_id = self.event_of(ctx, body)
+            result = await self.invoke(ctx.route.function_name, event,
+                                       timeout_ms=int(ctx.route.first_byte_timeout * 1000),
+                                       request_id=request_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            self.answer(conn, ctx, None, err)
+            return
+        self.answer(conn, ctx, result, None)
+
+    def answer(self, conn, ctx, result, error) -> None:
+        """The function's result (or its failure) to the client, by AWS's response rules."""
         route = ctx.route
         http_api = ctx.api is not None and not ctx.api.rest
-        timeout_ms = int(route.first_byte_timeout * 1000)
         try:
-            req = self.request_of(ctx, body)
-            if route.payload_v2:
-                event = build_event_v2(req)
-            elif http_api_events(ctx):
-                event = build_event_v1_http(req)
-            else:
-                event = build_event_v1(req)
-            result = await self.invoke(route.function_name, event, timeout_ms=timeout_ms,
-                                       request_id=req.request_id)
+            if error is not None:
+                raise error
             if isinstance(result, FunctionStream):
                 self.relay(conn, ctx, result)
                 return
             if route.payload_v2:
-                status, headers, out = parse_response_v2(result)
+                parsed = response_v2(result)    # compiled, for the usual result shape
+                status, headers, out = parsed if parsed is not None else parse_response_v2(result)
             elif http_api:
                 # HTTP APIs read 1.0 results as strictly as REST APIs, but have no
                 # binaryMediaTypes: a base64 body is always decoded.
@@ -182,8 +215,6 @@ class FunctionRunner:
             log(f"function {route.function_name}: {err} (request {ctx.request_id.decode()})")
             conn.function_done(ctx, status, [], out, kind, str(err))
             return
-        except asyncio.CancelledError:
-            raise
         except Exception as err:   # a bug here must answer the client, never hang it
             log(f"function {route.function_name}: gateway error {err!r}")
             status, out, kind = error_response(FunctionError("service", repr(err)), http_api=http_api)

@@ -7,6 +7,18 @@ running ``python -m fastgate.functions.runner`` that serves one call at a time
 and stays warm between calls.  When all are busy a call waits in a bounded
 queue; past the queue it is throttled, as Lambda throttles.
 
+Calls travel in batches: the calls for a busy function that arrive while its
+processes work are written to the next free process in one frame burst, and
+the process answers each as it finishes (in order, one at a time).  A batch
+is sent at the end of the event loop's iteration, so the calls of one burst
+of client requests share one write and one wake-up of the handler process
+(PERF: bench/wrk_functions.py; writing each call on its own woke the handler
+per call and cost a context switch each way).  The pool learns when a call
+starts from its predecessor's answer, so every deadline counts from no
+earlier than the real start.  When a process dies or is killed mid-batch,
+the call it was running fails and the calls behind it, which it never
+started, go back to the front of the queue.
+
 A call that raises leaves its process warm.  A call that runs past its
 timeout, runs out of memory or kills its process loses the process (killed,
 reaped, replaced on demand); the error is a :class:`FunctionError` and no
@@ -14,6 +26,7 @@ other call notices.
 
     pool = FunctionPool([FunctionSpec(name="pets", handler="app:handler", paths=("/srv/fn",))])
     result = await pool.invoke("pets", event, timeout_ms=29000, request_id=rid)
+    pool.submit("pets", event, 29000, rid, done)   # the same without a task: done(result, error)
     ...
     await pool.close()
 """
@@ -69,24 +82,104 @@ class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 self.memory_mb, self.region, self.account_id)
 
 
-class _Channel(asyncio.Protocol):
-    """The pool's end of one handler process's socket: one frame out, one in."""
+MAX_BATCH = 64               # calls written to one handler process at once
+MAX_BATCH_BYTES = 1 << 20    # and their frames' size (1 MiB; a batch holds at least one call)
+_RECV_BYTES = 256 * 1024     # read size: a batch's answers arrive in one recv
 
-    def __init__(self):
-        self.transport = None
+
+class _Call:
+    """One invocation, from submit() until ``done(result, error)`` is called."""
+
+    __slots__ = ("frame", "done", "request_id", "expires", "abandoned")
+
+    def __init__(self, frame: bytes, done, request_id: str, expires: float):
+        self.frame = frame            # length-prefixed, ready to write
+        self.done = done              # done(result, None) or done(None, FunctionError)
+        self.request_id = request_id
+        self.expires = expires        # the integration deadline (loop time; inf: none)
+        self.abandoned = False        # answered (a timeout) or its caller went away: drop the reply
+
+    def finish(self, result, error) -> None:
+        if not self.abandoned:
+            self.abandoned = True
+            self.done(result, error)
+
+
+class _Process:
+    """One handler process and the pool's end of its socket (non-blocking, read by
+    a loop reader, written directly: one write per batch)."""
+
+    __slots__ = ("proc", "sock", "fd", "generation", "fn", "pool", "buffer", "inflight",
+                 "outbox", "outbox_bytes", "pending_write", "head_start", "sink", "ready",
+                 "closed", "reading")
+
+    def __init__(self, pool, fn, generation):
+        self.pool = pool
+        self.fn = fn
+        self.generation = generation
+        self.proc = None
+        self.sock = None
+        self.fd = -1
         self.buffer = bytearray()
-        self.frames: collections.deque[bytes] = collections.deque()   # arrived, not yet taken
-        self.waiter: asyncio.Future | None = None
-        self.sink = None        # a streamed response's frame callback: frame, or None at EOF
+        self.inflight: collections.deque[_Call] = collections.deque()   # sent or to send, in order
+        self.outbox: list[bytes] = []     # frames of the batch being assembled (written at flush)
+        self.outbox_bytes = 0
+        self.pending_write = b""          # what a full socket buffer did not take yet
+        self.head_start = 0.0             # loop time inflight[0] started (at the latest)
+        self.sink = None                  # a stream's frame callback while it owns the process
+        self.ready = None                 # the "ready" frame's future while starting
         self.closed = False
+        self.reading = False
 
-    def connection_made(self, transport):
-        self.transport = transport
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
-    def data_received(self, data):
+    def attach(self, sock) -> None:
+        if self.closed:          # killed while it was being spawned
+            sock.close()
+            return
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.read(True)
+
+    def read(self, on: bool) -> None:
+        """Watch the socket (or stop: a paused stream holds its handler back)."""
+        if on != self.reading and not self.closed:
+            self.reading = on
+            loop = self.pool._loop
+            if on:
+                loop.add_reader(self.fd, self.readable)
+            else:
+                loop.remove_reader(self.fd)
+
+    def readable(self) -> None:
+        """Take every frame the socket holds (also called before a deadline is judged,
+        so an answer already sent is never mistaken for a hang)."""
+        if self.closed or self.sock is None:
+            return
         buffer = self.buffer
-        buffer += data
-        while len(buffer) >= 4:
+        while True:
+            try:
+                data = self.sock.recv(_RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._frames()
+                if not self.closed:
+                    self.pool._lost(self)
+                return
+            buffer += data
+            if len(data) < _RECV_BYTES:
+                break
+        self._frames()
+
+    def _frames(self) -> None:
+        buffer = self.buffer
+        while len(buffer) >= 4 and not self.closed:
             end = 4 + int.from_bytes(buffer[:4], "big")
             if len(buffer) < end:
                 break
@@ -94,76 +187,67 @@ class _Channel(asyncio.Protocol):
             del buffer[:end]
             if self.sink is not None:
                 self.sink(frame)
+            elif self.ready is not None:
+                ready, self.ready = self.ready, None
+                if not ready.done():
+                    ready.set_result(frame)
             else:
-                self.frames.append(frame)
-        if self.frames:
-            waiter, self.waiter = self.waiter, None
-            if waiter is not None and not waiter.done():
-                waiter.set_result(self.frames.popleft())
+                self.pool._answer(self, frame)
 
-    def connection_lost(self, exc):
-        self.closed = True
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(EOFError("handler process closed its socket"))
-        if self.sink is not None:
-            self.sink(None)
-
-    def expect(self, loop) -> asyncio.Future:
-        """The future of the next frame (EOFError when the process is gone)."""
-        self.waiter = loop.create_future()
-        if self.frames:
-            self.waiter.set_result(self.frames.popleft())
-            self.waiter, waiter = None, self.waiter
-            return waiter
+    def write(self, data: bytes) -> None:
         if self.closed:
-            self.waiter.set_exception(EOFError("handler process closed its socket"))
-        return self.waiter
+            return
+        if not self.pending_write:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                return        # the reader sees the end and fails the calls
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self.pool._loop.add_writer(self.fd, self._writable)
+        self.pending_write += data
 
-    def stream_to(self, sink) -> None:
-        """Hand every frame from now on (those already here first) to ``sink``."""
-        self.sink = sink
-        while self.frames and self.sink is sink:
-            sink(self.frames.popleft())
-        if self.closed and self.sink is sink:
-            sink(None)
+    def _writable(self) -> None:
+        try:
+            sent = self.sock.send(self.pending_write)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            sent = len(self.pending_write)
+        self.pending_write = self.pending_write[sent:]
+        if not self.pending_write:
+            self.pool._loop.remove_writer(self.fd)
 
-    def send(self, payload: bytes) -> None:
-        # PERF: one writev for length and payload (bench/wrk_functions.py): two writes
-        # woke the handler process for the 4-byte length alone, a context switch more
-        # per call on a busy CPU.
-        self.transport.writelines((len(payload).to_bytes(4, "big"), payload))
-
-
-class _Process:
-    __slots__ = ("proc", "channel", "generation", "pending")
-
-    def __init__(self, proc, channel, generation):
-        self.proc = proc
-        self.channel = channel
-        self.generation = generation
-        self.pending = None      # the reply future of a call whose caller went away
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.sock is not None:
+            loop = self.pool._loop
+            if self.reading:
+                loop.remove_reader(self.fd)
+            if self.pending_write:
+                loop.remove_writer(self.fd)
+            self.sock.close()
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(EOFError("handler process closed its socket"))
 
 
 class _Function:
-    __slots__ = ("spec", "generation", "idle", "live", "waiters", "retired")
+    __slots__ = ("spec", "generation", "idle", "live", "waiting", "retired", "assembling", "streams")
 
     def __init__(self, spec: FunctionSpec):
         self.spec = spec
         self.generation = 0
         self.idle: list[_Process] = []
         self.live = 0                # processes alive or being started
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.waiting: collections.deque[_Call] = collections.deque()   # queued for a free process
         self.retired = False
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
+        self.assembling: _Process | None = None   # a batch not yet written: more calls may join
+        self.streams = False         # the handler has streamed: one call per batch from then on
 
 
 class FunctionStream:
@@ -184,21 +268,21 @@ class FunctionStream:
         self.name = what           # "function request-id", for logs
         self._pool, self._fn, self._process = pool, fn, process
         self._on_chunk = self._on_end = None
+        self._early: list = []      # frames that came before start()
         self._done = False
         self._timeout_ms = fn.spec.timeout_ms
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._expired)
+        self._timer = pool._loop.call_at(deadline, self._expired)
+        process.sink = self._frame
 
     def start(self, on_chunk, on_end) -> None:
         self._on_chunk, self._on_end = on_chunk, on_end
-        self._process.channel.stream_to(self._frame)
+        early, self._early = self._early, None
+        for frame in early:
+            self._frame(frame)
 
     def pause(self, paused: bool) -> None:
-        transport = self._process.channel.transport
-        if not self._done and transport is not None and not transport.is_closing():
-            if paused:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
+        if not self._done:
+            self._process.read(not paused)
 
     def cancel(self) -> None:
         """The client is gone: stop the handler (its process is killed, not reused).
@@ -208,6 +292,9 @@ class FunctionStream:
 
     def _frame(self, frame: bytes | None) -> None:
         if self._done:
+            return
+        if self._early is not None:
+            self._early.append(frame)
             return
         if frame is None:
             self._finish(False, FunctionError("crashed", "handler process exited mid-stream"))
@@ -232,11 +319,7 @@ class FunctionStream:
             return
         self._done = True
         self._timer.cancel()
-        channel = self._process.channel
-        channel.sink = None
-        if healthy and channel.transport is not None and not channel.transport.is_closing():
-            channel.transport.resume_reading()
-        self._pool._release(self._fn, self._process, healthy)
+        self._pool._stream_done(self._fn, self._process, healthy)
         if self._on_end is not None:
             self._on_end(error)
 
@@ -250,7 +333,19 @@ class FunctionPool:
         self._reaping: set[asyncio.Task] = set()
         self._processes: set[_Process] = set()     # every live handler process, idle or busy
         self._closed = False
+        self._event_loop = None
+        self._assembled: list[_Process] = []     # processes with a batch to write at _flush
+        self._flush_soon = False
+        self._timer = None                       # the pool's one deadline timer
+        self._timer_when = math.inf
         self.configure(specs)
+
+    @property
+    def _loop(self):
+        # the loop of the first call (the pool may be built before the worker's loop runs)
+        if self._event_loop is None:
+            self._event_loop = asyncio.get_running_loop()
+        return self._event_loop
 
     # --- configuration -------------------------------------------------------
 
@@ -270,6 +365,9 @@ class FunctionPool:
                 fn.retired = True
                 self._drop_idle(fn)
                 del self._functions[name]
+                waiting, fn.waiting = fn.waiting, collections.deque()
+                for call in waiting:
+                    call.finish(None, FunctionError("service", f"Function not found: {name}"))
                 continue
             if spec.process_key() != fn.spec.process_key():
                 fn.generation += 1
@@ -284,7 +382,7 @@ class FunctionPool:
         return list(self._functions)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {name: {"processes": fn.live, "idle": len(fn.idle), "queued": len(fn.waiters)}
+        return {name: {"processes": fn.live, "idle": len(fn.idle), "queued": len(fn.waiting)}
                 for name, fn in self._functions.items()}
 
     def pids(self, function_name: str) -> list[int]:
@@ -303,142 +401,286 @@ class FunctionPool:
         running out of that is a "function_timeout" (502), as on Lambda.
         Raises :class:`FunctionError`.
         """
-        fn = self._functions.get(function_name)
-        if fn is None or self._closed:
-            raise FunctionError("service", f"Function not found: {function_name}")
-        loop = asyncio.get_running_loop()
-        integration_deadline = math.inf if timeout_ms is None else loop.time() + timeout_ms / 1000
-        request_id = request_id or str(uuid.uuid4())
-        event_json = orjson.dumps(event)    # before taking a process: a bad event costs none
-        process = await self._acquire(fn, integration_deadline)
-        healthy = False
+        future = self._loop.create_future()
+
+        def done(result, error):
+            if not future.done():
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+
+        call = self.submit(function_name, event, timeout_ms, request_id, done)
         try:
-            spec = fn.spec
-            function_deadline = loop.time() + spec.timeout_ms / 1000
-            deadline_ms = int(time.time() * 1000) + spec.timeout_ms
-            process.channel.send(b'{"request_id":%s,"deadline_ms":%d,"event":%s}' % (
-                orjson.dumps(request_id), deadline_ms, event_json))
-            reply_future = process.channel.expect(loop)
-            timer = loop.call_at(min(function_deadline, integration_deadline), _expire, reply_future)
-            try:
-                frame = await reply_future
-            except TimeoutError:
-                own = function_deadline <= integration_deadline
-                log(f"{function_name} {request_id}: "
-                    + (f"Task timed out after {spec.timeout_ms / 1000:.2f} seconds" if own
-                       else "integration timeout") + f"; killing process {process.pid}")
-                raise FunctionError("function_timeout" if own else "timeout",
-                                    f"no result within {spec.timeout_ms if own else timeout_ms} ms") from None
-            except EOFError:
-                code = await self._exit_code(process)
-                log(f"{function_name} {request_id}: process {process.pid} exited ({code}) during the call")
-                raise FunctionError("crashed", f"handler process exited with status {code}") from None
-            except asyncio.CancelledError:
-                # The caller is gone but the handler still runs: wait for its
-                # reply off to the side so it is not read as the next call's.
-                timer.cancel()
-                if reply_future.cancelled():
-                    healthy = None
-                    stale = process.channel.expect(loop)
-                    stale_timer = loop.call_at(function_deadline, _expire, stale)
-                    self._drain(fn, process, stale, stale_timer)
-                raise
-            finally:
-                timer.cancel()
-            reply = orjson.loads(frame)
-            if "result" in reply:
-                healthy = True
-                return reply["result"]
-            if "stream" in reply:
-                # the process stays this call's until the stream ends (FunctionStream releases it)
-                healthy = None
-                return FunctionStream(self, fn, process, reply["stream"], function_deadline,
-                                      f"{function_name} {request_id}")
-            kind, error = reply["kind"], reply["error"]
-            healthy = kind != "memory"      # a process out of memory exits by itself
-            raise FunctionError(kind, f"{error['errorType']}: {error['errorMessage']}", error)
-        finally:
-            if healthy is not None:
-                self._release(fn, process, healthy)
+            return await future
+        except asyncio.CancelledError:
+            # the caller is gone: its reply, when it comes, is dropped (a stream is cancelled)
+            call.abandoned = True
+            fn = self._functions.get(function_name)
+            if fn is not None and call in fn.waiting:
+                fn.waiting.remove(call)
+            raise
 
-    def _drain(self, fn: _Function, process: _Process, reply_future, timer) -> None:
-        async def wait():
-            try:
-                reply = orjson.loads(await reply_future)
-                healthy = "result" in reply or reply.get("kind") == "raised"
-            except (TimeoutError, EOFError):
-                healthy = False
-            timer.cancel()
-            self._release(fn, process, healthy)
-        self._track(asyncio.get_running_loop().create_task(wait()))
+    def submit(self, function_name: str, event, timeout_ms: int | None, request_id: str | None,
+               done) -> _Call:
+        """Start a call; ``done(result, None)`` or ``done(None, FunctionError)`` is called
+        once, later (never from inside submit), as invoke() describes."""
+        loop = self._loop
+        fn = self._functions.get(function_name)
+        request_id = request_id or str(uuid.uuid4())
+        expires = math.inf if timeout_ms is None else loop.time() + timeout_ms / 1000
+        try:
+            if fn is None or self._closed:
+                raise FunctionError("service", f"Function not found: {function_name}")
+            # the runner starts the function's clock itself and skips a call whose
+            # integration deadline passed before it got to it
+            frame = b'{"request_id":%s,"timeout_ms":%d,"expires_ms":%d,"event":%s}' % (
+                orjson.dumps(request_id), fn.spec.timeout_ms,
+                # the loop's clock is CLOCK_MONOTONIC, one clock for every process (and
+                # immune to wall-clock steps): the runner skips exactly what we time out
+                0 if timeout_ms is None else int(expires * 1000),
+                orjson.dumps(event))
+        except (FunctionError, TypeError) as error:
+            if not isinstance(error, FunctionError):
+                error = FunctionError("service", f"event is not JSON: {error}")
+            call = _Call(b"", done, request_id, expires)
+            loop.call_soon(call.finish, None, error)
+            return call
+        call = _Call(len(frame).to_bytes(4, "big") + frame, done, request_id, expires)
+        self._place(fn, call)
+        return call
 
-    async def _acquire(self, fn: _Function, deadline: float) -> _Process:
+    def _place(self, fn: _Function, call: _Call) -> None:
         while fn.idle:
             process = fn.idle.pop()      # LIFO: the most recently used process is the warmest
-            if not process.channel.closed:
-                return process
+            if not process.closed:
+                self._batch(fn, process, [call])
+                return
             self._forget(fn, process)
+        assembling = fn.assembling
         if fn.live < fn.spec.concurrency:
             fn.live += 1
-            return await self._start(fn, deadline)
-        if len(fn.waiters) >= fn.spec.queue:
-            raise FunctionError("throttled", f"{fn.spec.concurrency} processes busy, "
-                                             f"{len(fn.waiters)} calls queued")
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        fn.waiters.append(waiter)
-        timer = loop.call_at(deadline, _expire, waiter) if deadline != math.inf else None
-        try:
-            granted = await waiter
-        except TimeoutError:
-            raise FunctionError("timeout", "queued past the integration timeout") from None
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._give_back(fn, waiter.result())
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if waiter.cancelled() or waiter.exception() is not None:   # not granted: leave the queue
-                try:
-                    fn.waiters.remove(waiter)
-                except ValueError:
-                    pass
-        if granted is None:      # a free slot rather than a process: start one
-            return await self._start(fn, deadline)
-        return granted
-
-    def _give_back(self, fn: _Function, granted) -> None:
-        if granted is None:
-            fn.live -= 1
-            self._wake(fn)
+            self._spawn(fn, call)
+        elif (assembling is not None and len(assembling.inflight) < MAX_BATCH
+              and assembling.outbox_bytes + len(call.frame) <= MAX_BATCH_BYTES
+              and not fn.streams and not assembling.closed):
+            self._batch(fn, assembling, (call,))
+        elif len(fn.waiting) >= fn.spec.queue:
+            call.abandoned = True
+            self._loop.call_soon(call.done, None, FunctionError(
+                "throttled", f"{fn.spec.concurrency} processes busy, {len(fn.waiting)} calls queued"))
         else:
-            self._release(fn, granted, True)
+            fn.waiting.append(call)
+            self._arm(call.expires)
 
-    def _release(self, fn: _Function, process: _Process, healthy: bool) -> None:
-        if (healthy and not fn.retired and not self._closed and not process.channel.closed
-                and process.generation == fn.generation):
-            while fn.waiters:
-                waiter = fn.waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(process)
-                    return
-            fn.idle.append(process)
+    def _batch(self, fn: _Function, process: _Process, calls) -> None:
+        """Give an idle process its next calls; they are written at the loop's next turn."""
+        for call in calls:
+            process.inflight.append(call)
+            process.outbox.append(call.frame)
+            process.outbox_bytes += len(call.frame)
+            self._arm(call.expires)
+        if fn.assembling is process:
+            return          # joined a batch already due to be written
+        fn.assembling = process
+        self._assembled.append(process)
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        assembled, self._assembled = self._assembled, []
+        for process in assembled:
+            process.fn.assembling = None
+            if process.outbox:
+                frames, process.outbox = process.outbox, []
+                process.outbox_bytes = 0
+                process.head_start = now = self._loop.time()
+                self._arm(now + process.fn.spec.timeout_ms / 1000)
+                process.write(b"".join(frames))
+
+    def _answer(self, process: _Process, frame: bytes) -> None:
+        """An answer to the call at the head of ``process``'s batch."""
+        fn = process.fn
+        if not process.inflight:
+            log(f"{fn.spec.name}: process {process.pid} answered a call it was not given; killing it")
+            self._fail(fn, process, None)
             return
+        call = process.inflight.popleft()
+        started = process.head_start
+        process.head_start = now = self._loop.time()     # the next call starts no earlier
+        reply = orjson.loads(frame)
+        if "result" in reply:
+            call.finish(reply["result"], None)
+        elif "stream" in reply:
+            fn.streams = True
+            # the process stays this call's until the stream ends (FunctionStream gives it back)
+            stream = FunctionStream(self, fn, process, reply["stream"],
+                                    started + fn.spec.timeout_ms / 1000,
+                                    f"{fn.spec.name} {call.request_id}")
+            if call.abandoned:
+                stream.cancel()
+            else:
+                call.finish(stream, None)
+            return
+        elif reply.get("kind") == "skipped":
+            call.finish(None, FunctionError("timeout", "queued past the integration timeout"))
+        else:
+            kind, error = reply["kind"], reply["error"]
+            call.finish(None, FunctionError(kind, f"{error['errorType']}: {error['errorMessage']}", error))
+            if kind == "memory":      # a process out of memory exits by itself, after this answer
+                self._fail(fn, process, None)
+                return
+        if process.inflight:
+            self._arm(now + fn.spec.timeout_ms / 1000)
+        else:
+            self._release(fn, process)
+
+    def _stream_done(self, fn: _Function, process: _Process, healthy: bool) -> None:
+        process.sink = None
+        if not healthy:
+            self._fail(fn, process, None)
+            return
+        process.read(True)
+        process.head_start = self._loop.time()
+        if process.inflight:
+            self._arm(process.head_start + fn.spec.timeout_ms / 1000)
+            process._frames()       # answers that came behind the stream's end
+        else:
+            self._release(fn, process)
+
+    def _release(self, fn: _Function, process: _Process) -> None:
+        """``process`` finished its batch: the next batch, or the idle list, or retirement."""
+        if fn.retired or self._closed or process.closed or process.generation != fn.generation:
+            self._forget(fn, process)
+            return
+        waiting = fn.waiting
+        if waiting:
+            # share the queue among the busy processes: a slow call holds back only its batch
+            take = 1 if fn.streams else min(MAX_BATCH, -(-len(waiting) // max(fn.live, 1)))
+            batch, size = [], 0
+            while waiting and len(batch) < take and (
+                    not batch or size + len(waiting[0].frame) <= MAX_BATCH_BYTES):
+                call = waiting.popleft()
+                if not call.abandoned:
+                    batch.append(call)
+                    size += len(call.frame)
+            if batch:
+                self._batch(fn, process, batch)
+                return
+        fn.idle.append(process)
+
+    def _fail(self, fn: _Function, process: _Process, error) -> None:
+        """``process`` is gone or must go: its running call gets ``error`` (None: it has
+        its answer already), the calls behind it -- never started, the runner takes
+        them in order -- return to the front of the queue."""
+        calls = process.inflight
+        process.inflight = collections.deque()
+        process.outbox = []
+        process.outbox_bytes = 0
+        if error is not None and calls:
+            calls.popleft().finish(None, error)
+        for call in reversed(calls):
+            if not call.abandoned:
+                fn.waiting.appendleft(call)
         self._forget(fn, process)
 
+    def _lost(self, process: _Process) -> None:
+        """The process closed its socket (it exited, or was killed)."""
+        fn = process.fn
+        if process.sink is not None:
+            sink, process.sink = process.sink, None
+            sink(None)       # the stream fails; it hands the process back as unhealthy
+            return
+        if process.ready is not None:
+            process.close()  # a start in progress: _start reports it
+            return
+        if process in fn.idle:
+            fn.idle.remove(process)
+        head = process.inflight.popleft() if process.inflight else None
+        self._fail(fn, process, None)
+        if head is not None and not head.abandoned:
+            async def report():
+                code = await self._exit_code(process)
+                log(f"{fn.spec.name} {head.request_id}: process {process.pid} exited ({code}) during the call")
+                head.finish(None, FunctionError("crashed", f"handler process exited with status {code}"))
+            self._track(self._loop.create_task(report()))
+
+    # --- deadlines: one timer per pool ----------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        if when < self._timer_when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_when = when
+            self._timer = self._loop.call_at(when, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        """Time out what is due (queued calls, running calls, starts), then re-arm at the
+        next deadline.  Under load this runs about once per function timeout."""
+        self._timer = None
+        self._timer_when = math.inf
+        now = self._loop.time()
+        soonest = math.inf
+        for fn in self._functions.values():
+            for call in [c for c in fn.waiting if c.expires <= now]:
+                fn.waiting.remove(call)
+                call.finish(None, FunctionError("timeout", "queued past the integration timeout"))
+            for call in fn.waiting:
+                soonest = min(soonest, call.expires)
+        for process in list(self._processes):
+            if process.ready is not None:       # starting: only the integration deadline
+                head = process.inflight[0] if process.inflight else None
+                if head is not None and not process.ready.done():
+                    if head.expires <= now:
+                        process.ready.set_exception(TimeoutError())
+                    else:
+                        soonest = min(soonest, head.expires)
+                continue
+            if process.sink is not None or not process.inflight:
+                continue                    # a stream keeps its own timer
+            process.readable()              # answers already sent are not hangs
+            if process.closed or process.sink is not None or not process.inflight:
+                continue
+            fn = process.fn
+            spec = fn.spec
+            head = process.inflight[0]
+            function_deadline = process.head_start + spec.timeout_ms / 1000
+            if function_deadline <= now or head.expires <= now:
+                own = function_deadline <= head.expires
+                log(f"{spec.name} {head.request_id}: "
+                    + (f"Task timed out after {spec.timeout_ms / 1000:.2f} seconds" if own
+                       else "integration timeout") + f"; killing process {process.pid}")
+                self._fail(fn, process, FunctionError(
+                    "function_timeout" if own else "timeout",
+                    f"no result within {spec.timeout_ms} ms" if own else "no result within the integration timeout"))
+                continue
+            soonest = min(soonest, function_deadline)
+            for call in process.inflight:
+                if call is not head and not call.abandoned:
+                    if call.expires <= now:   # not started: the runner will skip it
+                        call.finish(None, FunctionError("timeout", "queued past the integration timeout"))
+                    else:
+                        soonest = min(soonest, call.expires)
+        if soonest < math.inf:
+            self._arm(soonest)
+
     def _forget(self, fn: _Function, process: _Process) -> None:
+        if fn.assembling is process:
+            fn.assembling = None
         fn.live -= 1
         self._kill(process)
         self._wake(fn)
 
     def _wake(self, fn: _Function) -> None:
-        """Hand free process slots to queued calls."""
-        while fn.waiters and fn.live < fn.spec.concurrency and not fn.retired:
-            waiter = fn.waiters.popleft()
-            if not waiter.done():
+        """Start processes for queued calls while there are free slots."""
+        waiting = fn.waiting
+        while waiting and fn.live < fn.spec.concurrency and not fn.retired and not self._closed:
+            call = waiting.popleft()
+            if not call.abandoned:
                 fn.live += 1
-                waiter.set_result(None)
+                self._spawn(fn, call)
 
     def _drop_idle(self, fn: _Function) -> None:
         idle, fn.idle = fn.idle, []
@@ -447,12 +689,21 @@ class FunctionPool:
 
     # --- processes ------------------------------------------------------------
 
-    async def _start(self, fn: _Function, deadline: float) -> _Process:
-        """A new handler process for ``fn`` (its slot already counted in fn.live)."""
+    def _spawn(self, fn: _Function, call: _Call | None) -> _Process:
+        """A new process for ``fn`` (its slot already counted in fn.live), starting with ``call``."""
+        process = _Process(self, fn, fn.generation)
+        process.ready = self._loop.create_future()
+        if call is not None:
+            process.inflight.append(call)
+            self._arm(call.expires)
+        self._processes.add(process)
+        self._track(self._loop.create_task(self._start(fn, process)))
+        return process
+
+    async def _start(self, fn: _Function, process: _Process) -> None:
         spec = fn.spec
-        generation = fn.generation
-        loop = asyncio.get_running_loop()
-        process = proc = None
+        loop = self._loop
+        proc = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
@@ -465,57 +716,68 @@ class FunctionPool:
                     argv += ["--path", path]
                 env = dict(os.environ)
                 env.update(spec.environment)
-                proc = await asyncio.create_subprocess_exec(
+                proc = process.proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=env)
             finally:
                 theirs.close()
-            _, channel = await loop.create_unix_connection(_Channel, sock=ours)
-            process = _Process(proc, channel, generation)
-            self._processes.add(process)
-            ready_future = channel.expect(loop)
-            timer = loop.call_at(deadline, _expire, ready_future) if deadline != math.inf else None
-            try:
-                ready = orjson.loads(await ready_future)
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            process.attach(ours)
+            ours = None
+            ready = orjson.loads(await process.ready)
         except TimeoutError:
-            self._abandon(fn, process)
-            raise FunctionError("timeout", "the handler did not load within the integration timeout") from None
+            self._start_failed(fn, process, ours, FunctionError(
+                "timeout", "the handler did not load within the integration timeout"))
+            return
         except EOFError:
             code = await self._exit_code(process)
-            self._abandon(fn, process)
-            raise FunctionError("crashed", f"handler process exited with status {code} while loading") from None
-        except BaseException:
-            if process is None:
-                ours.close()
-                if proc is not None and proc.returncode is None:
-                    proc.kill()
-                    self._track(loop.create_task(proc.wait()))
-            self._abandon(fn, process)
-            raise
+            self._start_failed(fn, process, ours, FunctionError(
+                "crashed", f"handler process exited with status {code} while loading"))
+            return
+        except BaseException as exc:
+            self._start_failed(fn, process, ours, FunctionError("service", f"cannot start: {exc!r}"))
+            if not isinstance(exc, Exception):
+                raise
+            return
         if not ready["ready"]:
-            self._abandon(fn, process)
             error = ready["error"]
-            raise FunctionError("raised", f"{error['errorType']}: {error['errorMessage']}", error)
-        return process
+            self._start_failed(fn, process, None, FunctionError(
+                "raised", f"{error['errorType']}: {error['errorMessage']}", error))
+            return
+        process.ready = None
+        calls = [call for call in process.inflight if not call.abandoned]
+        process.inflight = collections.deque()
+        if calls:
+            self._batch(fn, process, calls)
+        else:
+            self._release(fn, process)
 
-    def _abandon(self, fn: _Function, process: _Process | None) -> None:
-        fn.live -= 1
-        if process is not None:
-            self._kill(process)
-        self._wake(fn)
+    def _start_failed(self, fn: _Function, process: _Process, sock, error: FunctionError) -> None:
+        """The process did not come up: its first call gets the error, the queue tries again."""
+        if sock is not None:
+            sock.close()
+        process.ready = None
+        calls, process.inflight = process.inflight, collections.deque()
+        for call in calls:
+            call.finish(None, error)
+        if process.proc is None:
+            process.closed = True
+            self._processes.discard(process)
+            fn.live -= 1
+            self._wake(fn)
+        else:
+            self._forget(fn, process)
 
     def _kill(self, process: _Process) -> None:
         self._processes.discard(process)
-        if process.channel.transport is not None:
-            process.channel.transport.close()
-        if process.proc.returncode is None:
+        process.close()
+        proc = process.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
             try:
-                process.proc.kill()
+                proc.kill()
             except ProcessLookupError:
                 pass
-        self._track(asyncio.get_running_loop().create_task(process.proc.wait()))
+        self._track(self._loop.create_task(proc.wait()))
 
     def _track(self, task: asyncio.Task) -> None:
         self._reaping.add(task)
@@ -530,14 +792,14 @@ class FunctionPool:
     async def warm(self, function_name: str, count: int = 1) -> None:
         """Start ``count`` processes ahead of the first calls (at most concurrency)."""
         fn = self._functions[function_name]
-        started = []
+        starts = []
         for _ in range(count):
             if fn.live >= fn.spec.concurrency:
                 break
             fn.live += 1
-            started.append(await self._start(fn, math.inf))
-        for process in started:
-            self._release(fn, process, True)
+            starts.append(self._spawn(fn, None))
+        while any(p.ready is not None for p in starts):
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         """Kill every handler process and wait until all are reaped."""
@@ -545,11 +807,19 @@ class FunctionPool:
         for fn in self._functions.values():
             fn.retired = True
             self._drop_idle(fn)
-            for waiter in fn.waiters:
-                if not waiter.done():
-                    waiter.set_exception(FunctionError("service", "the function pool closed"))
-            fn.waiters.clear()
         for process in list(self._processes):     # busy ones too: their calls fail as crashed
+            calls, process.inflight = process.inflight, collections.deque()
+            if process.sink is not None:
+                sink, process.sink = process.sink, None
+                sink(None)
             self._kill(process)
+            for call in calls:
+                call.finish(None, FunctionError("crashed", "the function pool closed"))
+        for fn in self._functions.values():
+            waiting, fn.waiting = fn.waiting, collections.deque()
+            for call in waiting:
+                call.finish(None, FunctionError("service", "the function pool closed"))
+        if self._timer is not None:
+            self._timer.cancel()
         while self._reaping:
             await asyncio.gather(*list(self._reaping), return_exceptions=True)

@@ -2,14 +2,19 @@
 
 Started by FunctionPool as a fresh interpreter (never forked from the
 gateway's uvloop process), it imports one handler and then answers calls on
-the socket it inherited as fd N, one at a time, for as long as it lives, so
-every call after the first is warm.
+the socket it inherited as fd N, one at a time and in order, for as long as
+it lives, so every call after the first is warm.  Calls come in batches (the
+pool writes several at once); each answer is sent as soon as its call ends,
+before the next call starts, so the pool always knows which calls ran.
 
 Frames both ways are a 4-byte big-endian length and an orjson document:
 
     runner -> pool   {"ready": true, "pid": P}  |  {"ready": false, "error": E}
-    pool -> runner   {"event": ..., "request_id": "...", "deadline_ms": epoch_ms}
+    pool -> runner   {"request_id": "...", "timeout_ms": T, "expires_ms": M | 0, "event": ...}
+                     (M: the integration deadline, CLOCK_MONOTONIC ms; 0: none)
     runner -> pool   {"result": R}  |  {"kind": "raised"|"memory"|"malformed", "error": E}
+                     |  {"kind": "skipped"}: expires_ms (the integration deadline) passed
+                        before the call's turn came; the handler was not run
                      |  a stream: {"stream": HEAD}, then b"\\0" + chunk bytes per chunk,
                         then {"end": true} or an error frame as above
 
@@ -29,6 +34,7 @@ import resource
 import signal
 import socket
 import sys
+import time
 import traceback
 import types
 
@@ -195,7 +201,12 @@ def serve(channel: Channel, handler, info: FunctionInfo) -> int:
             return 0
         call = orjson.loads(frame)
         request_id = call["request_id"]
-        context = LambdaContext(info, request_id, call["deadline_ms"])
+        expires_ms = call["expires_ms"]
+        if expires_ms and time.monotonic() * 1000 >= expires_ms:
+            channel.send(b'{"kind":"skipped"}')     # its client has had its 504 already
+            continue
+        # the function's clock starts now, not when the pool sent the batch
+        context = LambdaContext(info, request_id, int(time.time() * 1000) + call["timeout_ms"])
         try:
             result = handler(call["event"], context)
         except MemoryError as exc:

@@ -310,3 +310,87 @@ def test_the_function_timeout_covers_the_whole_stream():
         assert chunks and end.kind == "function_timeout"
         assert pool.stats()["stream_forever"]["processes"] == 0
     with_pool([spec("stream_forever", concurrency=1, timeout_ms=400)], body)
+
+
+# --- batches: the calls that arrive together for a busy function share one write ---------
+
+def _records(tmp_path, **kw):
+    log = tmp_path / "calls.log"
+    log.touch()
+
+    def event(i, **extra):
+        return {"log": str(log), "id": i, **extra}
+
+    def ran():
+        return log.read_text().split()
+    return spec("records", **kw), event, ran
+
+
+def test_a_batch_behind_a_hung_call_runs_elsewhere_once(tmp_path):
+    fn, event, ran = _records(tmp_path, concurrency=1, timeout_ms=500)
+
+    async def body(pool, pids):
+        await pool.warm("records")
+        [first_pid] = pool.pids("records")
+        pids.append(first_pid)
+        # one loop turn: the warm process takes all three in one batch
+        calls = [asyncio.ensure_future(pool.invoke("records", event(i, seconds=60 if i == "1" else 0)))
+                 for i in "123"]
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(done[0], FunctionError) and done[0].kind == "function_timeout"
+        assert [d["id"] for d in done[1:]] == ["2", "3"]
+        assert {d["pid"] for d in done[1:]} != {first_pid}     # a fresh process ran them
+        pids.extend(d["pid"] for d in done[1:])
+        assert sorted(ran()) == ["1", "2", "3"]                 # each ran once
+        assert not alive(first_pid)
+    with_pool([fn], body)
+
+
+def test_a_crash_mid_batch_fails_one_call_and_the_rest_run_once(tmp_path):
+    fn, event, ran = _records(tmp_path, concurrency=1, timeout_ms=5000)
+
+    async def body(pool, pids):
+        await pool.warm("records")
+        calls = [asyncio.ensure_future(pool.invoke("records", event("1"))),
+                 asyncio.ensure_future(pool.invoke("records", event("2", exit=True))),
+                 asyncio.ensure_future(pool.invoke("records", event("3"))),
+                 asyncio.ensure_future(pool.invoke("records", event("4", **{"raise": True}))),
+                 asyncio.ensure_future(pool.invoke("records", event("5")))]
+        done = await asyncio.gather(*calls, return_exceptions=True)
+        assert done[0]["id"] == "1"
+        assert isinstance(done[1], FunctionError) and done[1].kind == "crashed"
+        assert done[2]["id"] == "3" and done[4]["id"] == "5"
+        assert isinstance(done[3], FunctionError) and done[3].kind == "raised"
+        assert done[2]["pid"] == done[4]["pid"] != done[0]["pid"]   # a raise keeps the process
+        pids.append(done[4]["pid"])
+        assert sorted(ran()) == ["1", "2", "3", "4", "5"]
+    with_pool([fn], body)
+
+
+def test_a_call_past_its_integration_deadline_in_a_batch_is_answered_and_never_run(tmp_path):
+    fn, event, ran = _records(tmp_path, concurrency=1, timeout_ms=5000)
+
+    async def body(pool, pids):
+        await pool.warm("records")
+        slow = asyncio.ensure_future(pool.invoke("records", event("1", seconds=0.6)))
+        late = asyncio.ensure_future(pool.invoke("records", event("2"), timeout_ms=200))
+        with pytest.raises(FunctionError) as info:
+            await asyncio.wait_for(late, 0.45)        # at its deadline, not after the slow call
+        assert info.value.kind == "timeout"
+        out = await slow
+        after = await pool.invoke("records", event("3"))
+        assert after["pid"] == out["pid"]             # the process stayed warm
+        pids.append(out["pid"])
+        assert ran() == ["1", "3"]                    # the runner skipped the expired call
+    with_pool([fn], body)
+
+
+def test_large_events_in_one_turn_each_get_their_own_answer():
+    # 3 x 700 KB: more than a batch's byte cap and than the socket buffer (partial writes)
+    async def body(pool, pids):
+        await pool.warm("echo")
+        events = [{"i": i, "pad": str(i) * 700_000} for i in range(3)]
+        outs = await asyncio.gather(*[pool.invoke("echo", e) for e in events])
+        assert [o["event"] for o in outs] == events
+        pids.extend({o["pid"] for o in outs})
+    with_pool([spec("echo", concurrency=1)], body)

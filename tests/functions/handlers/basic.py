@@ -44,6 +44,18 @@ def exits(event, context):
     os._exit(7)
 
 
+def records(event, context):
+    """Appends the call's id to a file first, so a test can count which calls ran."""
+    with open(event["log"], "a") as f:
+        f.write(f"{event['id']}\n")
+    if event.get("exit"):
+        os._exit(9)
+    if event.get("raise"):
+        raise RuntimeError("as asked")
+    time.sleep(event.get("seconds", 0))
+    return {"id": event["id"], "pid": os.getpid()}
+
+
 def sys_exit(event, context):
     sys.exit(3)
 
