@@ -241,6 +241,7 @@ cdef class ClientConnection:
     cdef void answer_cached(self, RequestContext ctx, tuple hit)
     cdef void record_cache_result(self, RequestContext ctx)
     cdef void start_cache_fill(self, RequestContext ctx, int status, long long length, list headers)
+    cdef void store_cached(self, RequestContext ctx, int status, bytes head, bytes body)
     cdef list start_compression(self, RequestContext ctx, list headers, long long length)
     cdef void add_body(self, bytes data)
     cdef void request_finished(self)

@@ -600,6 +600,19 @@ cdef list header_lines(bytes block):
     return out
 
 
+cdef bytes cache_head_of(list headers):
+    """The header lines a cache entry keeps: not Date (a hit gets its own) and not
+    Content-Length (respond() writes the hit's; two would be a response a proxy rejects)."""
+    cdef tuple pair
+    cdef int kind
+    cdef list out = []
+    for pair in headers:
+        kind = classify(<bytes>pair[0])
+        if kind != H_DATE and kind != H_CONTENT_LENGTH:
+            out.append(<bytes>pair[0] + b": " + <bytes>pair[1] + b"\r\n")
+    return b"".join(out)
+
+
 cdef frozenset PROTOCOL_ERRORS = frozenset(["BAD_REQUEST", "MISSING_HOST", "BAD_FRAMING",
                                             "REQUEST_TIMEOUT", "URI_TOO_LONG", "HEADERS_TOO_LARGE",
                                             "METHOD_NOT_ALLOWED"])
@@ -1389,7 +1402,9 @@ cdef class ClientConnection:
         """Send a cache entry (status, header lines, body) as the response."""
         self.record_cache_result(ctx)
         ctx.cache_key = None
-        headers = header_lines(<bytes>hit[1])
+        # entries stored before cache_head_of() dropped Content-Length may still carry it
+        headers = [pair for pair in header_lines(<bytes>hit[1])
+                   if classify(<bytes>pair[0]) != H_CONTENT_LENGTH]
         headers.append((b"X-Cache", b"Hit"))
         if self.cache_decision == CACHE_LOOKUP_WARN:
             headers.append(CACHE_WARNING)
@@ -1921,8 +1936,7 @@ cdef class ClientConnection:
         cdef tuple pair
         if status != 200 or length < 0 or length > (<SharedCache>self.snap.cache).max_entry_bytes:
             return
-        self.cache_head = b"".join([<bytes>pair[0] + b": " + <bytes>pair[1] + b"\r\n"
-                                    for pair in headers if classify(<bytes>pair[0]) != H_DATE])
+        self.cache_head = cache_head_of(headers)
         self.cache_status = status
         self.cache_parts = []
 
@@ -1991,14 +2005,7 @@ cdef class ClientConnection:
             return
         if self.cache_parts is not None:
             # the whole response arrived: the next requests for this key get it from the cache
-            expires_ms = epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms
-            body = b"".join(self.cache_parts)
-            (<SharedCache>self.snap.cache).put(ctx.cache_key, expires_ms, self.cache_status,
-                                               self.cache_head, body)
-            if self.snap.cache_redis is not None:
-                # written by a task: the response does not wait for Redis
-                self.snap.cache_redis.store(ctx.cache_key, expires_ms, self.cache_status,
-                                            self.cache_head, body)
+            self.store_cached(ctx, self.cache_status, self.cache_head, b"".join(self.cache_parts))
             self.cache_parts = None
         if self.compressor is not None:
             tail = self.compressor.finish()
@@ -2013,6 +2020,17 @@ cdef class ClientConnection:
         self.upstream = None
         conn.release(reusable and self.req_complete)
         self.exchange_done()
+
+    cdef void store_cached(self, RequestContext ctx, int status, bytes head, bytes body):
+        """Keep a response for ctx.cache_key, in this host's cache and in Redis when shared."""
+        cdef long long expires_ms
+        if PyBytes_GET_SIZE(body) > (<SharedCache>self.snap.cache).max_entry_bytes:
+            return
+        expires_ms = epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms
+        (<SharedCache>self.snap.cache).put(ctx.cache_key, expires_ms, status, head, body)
+        if self.snap.cache_redis is not None:
+            # written by a task: the response does not wait for Redis
+            self.snap.cache_redis.store(ctx.cache_key, expires_ms, status, head, body)
 
     cdef void respond_mock(self):
         cdef Route route = self.ctx.route
@@ -2087,10 +2105,17 @@ cdef class ClientConnection:
 
     cdef void respond_mapped(self, object result):
         """What fastgate.vtl made: (status, headers, body), or a gateway response type."""
+        cdef RequestContext ctx = self.ctx
         if isinstance(result, str):
-            self.respond_error(result, self.ctx.error_message)
-        else:
-            self.respond(result[0], result[1], result[2])
+            self.respond_error(result, ctx.error_message)
+            return
+        if ctx.cache_key is not None and self.snap.cache is not None and result[0] == 200:
+            # an http (non-proxy) integration's stage cache holds the mapped response
+            self.store_cached(ctx, 200, cache_head_of(result[1]), result[2])
+        if ctx.cache_result == 2:
+            self.respond(result[0], result[1] + [(b"X-Cache", b"Miss")], result[2])
+            return
+        self.respond(result[0], result[1], result[2])
 
     cdef void respond_mock_vtl(self, Route route):
         """A mock with Velocity mapping templates (fastgate/vtl.py): Python, off the fast path."""

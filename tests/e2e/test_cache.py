@@ -6,6 +6,7 @@ only for callers allowed to, and never caches POSTs."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import httpx
@@ -58,5 +59,65 @@ def test_hits_misses_ttl_and_refresh(tmp_path, upstream):
         assert httpx.get(url, timeout=5).headers["x-cache"] == "Miss"
         text = httpx.get(f"http://127.0.0.1:{g.admin_port}/metrics", timeout=5).text
         assert 'fastgate_cache_requests_total{api="cached",stage="prod",result="hit"} 11' in text
+    finally:
+        g.stop()
+
+
+def raw_get(port: int, target: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_hit_has_one_content_length(tmp_path, upstream):
+    (tmp_path / "api.json").write_text(json.dumps(doc(upstream.port)))
+    g = Gateway(tmp_path, """\
+        access_log: {path: 'off'}
+        apis:
+          - {openapi: api.json, id: cached, stages: {prod: {cache_ttl_s: 30}}}
+        """)
+    try:
+        for expect in (b"X-Cache: Miss", b"X-Cache: Hit"):
+            head, _, body = raw_get(g.port, b"/prod/pets?kind=cat").partition(b"\r\n\r\n")
+            lines = head.lower().split(b"\r\n")
+            assert expect.lower() in lines
+            # the entry's stored Content-Length and the hit's own would be two: a proxy in
+            # front (nginx: "upstream sent duplicate header line") rejects that response
+            assert [ln for ln in lines if ln.startswith(b"content-length:")] == \
+                [b"content-length: %d" % len(body)]
+            assert sum(ln.startswith(b"date:") for ln in lines) == 1
+    finally:
+        g.stop()
+
+
+def test_an_http_non_proxy_integration_caches_its_mapped_response(tmp_path, upstream):
+    api = {
+        "openapi": "3.0.1", "info": {"title": "Mapped", "version": "1"},
+        "paths": {"/who": {"get": {"x-amazon-apigateway-integration": {
+            "type": "http", "httpMethod": "GET", "uri": f"http://127.0.0.1:{upstream.port}/conn",
+            "responses": {"default": {
+                "statusCode": "200",
+                "responseParameters": {"method.response.header.X-From": "'mapped'"},
+                "responseTemplates": {"application/json": '{"upstream": "$input.body"}'}}}}}}},
+    }
+    (tmp_path / "api.json").write_text(json.dumps(api))
+    g = Gateway(tmp_path, """\
+        access_log: {path: 'off'}
+        apis:
+          - {openapi: api.json, id: mapped, stages: {prod: {cache_ttl_s: 30}}}
+        """)
+    try:
+        first = httpx.get(f"{g.url}/prod/who", timeout=5)
+        assert first.status_code == 200 and first.headers["x-cache"] == "Miss"
+        assert first.json()["upstream"].startswith("up1:") and first.headers["x-from"] == "mapped"
+        before = stats(upstream)
+        for _ in range(3):
+            r = httpx.get(f"{g.url}/prod/who", timeout=5)   # new connections, new upstream ports
+            assert r.headers["x-cache"] == "Hit" and r.content == first.content
+            assert r.headers["x-from"] == "mapped"
+        assert stats(upstream) == before + 1      # only /stats: the mapped answer came from the cache
     finally:
         g.stop()
