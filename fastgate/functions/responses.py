@@ -49,7 +49,9 @@ def _scalar(value, where: str) -> str | None:
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return str(value)       # Jackson prints any integer in full (BigInteger past 64 bits)
+    if isinstance(value, float):
         return orjson.dumps(value).decode()
     raise ResponseError(f"{where} must be a string, not {type(value).__name__}")
 

@@ -4,7 +4,7 @@ import importlib.machinery
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from fastgate._core import fncall
 from fastgate._core.fncall import event_v2, response_v2
@@ -103,6 +103,8 @@ results = st.one_of(
 
 @settings(max_examples=600, deadline=None)
 @given(result=results)
+# found by CI: the reference read integers with orjson, which raised past 64 bits
+@example(result={"statusCode": 200, "body": -9_223_372_036_854_775_809})
 def test_response_is_the_reference_response_or_declined(result):
     fast = response_v2(result)
     try:
