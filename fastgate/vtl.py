@@ -23,7 +23,9 @@ when the API is compiled, and rendered per request only on routes that have them
 from __future__ import annotations
 
 import base64
+import decimal
 import json
+import math
 import re
 from urllib.parse import quote_plus, unquote_plus
 
@@ -121,7 +123,25 @@ def _java_inner(value) -> str:
         return "{" + ", ".join(f"{_java_inner(k)}={_java_inner(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_java_inner(v) for v in value) + "]"
+    if isinstance(value, float):
+        return _java_double(value)
     return str(value)
+
+
+def _java_double(x: float) -> str:
+    """Java's Double.toString: "1.5", "100.0" within 1e-3 <= |x| < 1e7 (as Python's repr),
+    else computerized scientific notation with at least one fraction digit: "1.0E-5",
+    "1.2345678E7" (Python: 1e-05, 12345678.0)."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x == 0 or 1e-3 <= abs(x) < 1e7:
+        return repr(x)
+    _, digits, exp = decimal.Decimal(repr(abs(x))).as_tuple()   # shortest round-trip digits
+    exponent = exp + len(digits) - 1
+    text = "".join(map(str, digits)).rstrip("0") or "0"
+    return f"{'-' if x < 0 else ''}{text[0]}.{text[1:] or '0'}E{exponent}"
 
 
 def _print_reference(self, stream, namespace, loader):

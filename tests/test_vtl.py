@@ -82,6 +82,15 @@ def test_values_print_as_api_gateways_java_velocity():
     assert render("costs $5 and ${x|'no x'}") == "costs $5 and no x"
 
 
+def test_decimals_print_as_javas_double():
+    inp = Input('{"small": 0.00001, "big": 12345678.5, "plain": 2.5, "whole": 100.0, "n": 7, '
+                '"neg": -0.0004}', {}, {}, {})
+    assert render("$input.path('$.small') $input.path('$.big') $input.path('$.plain') "
+                  "$input.path('$.whole') $input.path('$.n') $input.path('$.neg')", input=inp) == \
+        "1.0E-5 1.23456785E7 2.5 100.0 7 -4.0E-4"
+    assert render("$input.path('$')", input=Input('{"x": 1e21}', {}, {}, {})) == "{x=1.0E21}"
+
+
 def test_bad_template_is_a_load_time_error_naming_it():
     with pytest.raises(MappingError, match="where.json: mapping template does not parse"):
         compile_template("#if($x", "where.json")
