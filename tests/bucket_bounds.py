@@ -18,6 +18,11 @@ exactly what it can cost; on a steady run it is a few ms.
 """
 from __future__ import annotations
 
+import threading
+import time
+
+import httpx
+
 S = 1_000_000_000
 
 
@@ -46,3 +51,41 @@ def bounds(takes, rate: float, burst: float) -> tuple[float, float, float]:
     high = burst + rate * (last_answered - first_sent) / S
     low = burst - 1 + rate * (last_rejection_sent - first_answered - full_ns) / S
     return low, high, full_ns / S
+
+
+def hammer(urls: list[str], seconds: float, threads_per_url: int = 4) -> list:
+    """Requests as fast as threads_per_url keep-alive clients per url can for `seconds`:
+    every one as (sent_ns, answered_ns, status) on the monotonic clock."""
+    takes = []
+    stop = time.monotonic_ns() + int(seconds * 1e9)
+
+    def run(url):
+        with httpx.Client(timeout=10) as c:
+            while (sent := time.monotonic_ns()) < stop:
+                status = c.get(url).status_code
+                takes.append((sent, time.monotonic_ns(), status))   # list.append: atomic
+    ts = [threading.Thread(target=run, args=(u,)) for u in urls for _ in range(threads_per_url)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return takes
+
+
+def statuses(takes) -> dict[int, int]:
+    """{status: count} of hammer's requests."""
+    out: dict[int, int] = {}
+    for _, _, status in takes:
+        out[status] = out.get(status, 0) + 1
+    return out
+
+
+def check_accuracy(takes, rate: float, burst: float) -> dict[int, int]:
+    """Assert that the 200s among hammer's requests are what one bucket admits over them
+    (two buckets would admit about twice as many); returns statuses(takes)."""
+    got = statuses(takes)
+    assert set(got) == {200, 429} and got[429] > got[200] / 4, got   # really overloaded
+    low, high, full_s = bounds([(s, r, status == 200) for s, r, status in takes], rate, burst)
+    assert low <= got[200] <= high, (got, low, high, full_s)
+    assert high - low < 0.5 * high, (low, high, full_s)   # the run measured something
+    return got
