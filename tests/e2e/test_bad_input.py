@@ -227,11 +227,10 @@ def test_http09_request_line_split_across_reads(bad):
     with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
         s.sendall(b"GET /")
         time.sleep(0.1)
-        started = time.monotonic()
         s.sendall(b"\r\n")
         r = read_response(s.makefile("rb"))
+    # waiting for more of the head would end in the header timeout's 408, not a 400
     assert r.status == 400 and json.loads(r.body) == {"message": "Bad Request"}
-    assert time.monotonic() - started < 0.25   # the header timeout here is 300 ms
 
 
 def test_a_route_may_raise_the_body_limit(tmp_path, up):

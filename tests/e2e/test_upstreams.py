@@ -271,7 +271,7 @@ def test_first_byte_timeout_is_504_and_long_total_timeout_is_accepted(gateway, u
     assert r.status_code == 504
     assert r.json() == {"message": "Endpoint request timed out",
                         "detail": f"upstream 127.0.0.1:{upstream.port}: no response in time"}
-    assert 0.9 < took < 2.5
+    assert 0.9 < took < 3.0   # the 1 s limit, well before the upstream's 5 s
     r = get(g.url + "/long/slow/1200")   # longer than the other route's limit: fine here
     assert (r.status_code, r.text) == (200, "hello")
 
@@ -286,7 +286,7 @@ def test_total_timeout_is_504(gateway, upstream):
     r = get(g.url + "/slow/4000")
     assert r.status_code == 504
     assert r.json()["message"] == "Endpoint request timed out"
-    assert 0.7 < time.monotonic() - t0 < 2.0
+    assert 0.7 < time.monotonic() - t0 < 2.4   # the 0.8 s limit, well before the upstream's 4 s
 
 
 @pytest.fixture
