@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Gateway, free_port, wait_until
+from conftest import FRESH, Gateway, free_port, wait_until
 
 MOCK_ROUTES = """\
 access_log: {path: 'off'}
@@ -162,7 +162,7 @@ def test_sighup_reloads_without_closing_connections(gateway, upstream):
     integration: {type: mock, body: new route}
 """)
     os.kill(g.pid, signal.SIGHUP)
-    wait_until(lambda: httpx.get(g.url + "/new", headers={"Connection": "close"}).status_code == 200)
+    wait_until(lambda: FRESH.get(g.url + "/new").status_code == 200)
     # the keep-alive connection opened before the reload sees the new route
     assert raw_get(keep, "/new") == (200, b"new route")
     assert raw_get(keep, "/hello") == (200, b"hello")
@@ -171,7 +171,7 @@ def test_sighup_reloads_without_closing_connections(gateway, upstream):
     assert (out["result"].status_code, out["result"].text) == (200, "hello")
     # every worker has it: many fresh connections, all 200
     for _ in range(20):
-        assert httpx.get(g.url + "/new", headers={"Connection": "close"}).text == "new route"
+        assert FRESH.get(g.url + "/new").text == "new route"
     keep.close()
 
 
@@ -244,9 +244,9 @@ def test_metrics_sum_over_workers(gateway, upstream):
     worker_pids(g, 2)
     n_ok, n_404 = 30, 7
     for _ in range(n_ok):
-        assert httpx.get(g.url + "/hello", headers={"Connection": "close"}).status_code == 200
+        assert FRESH.get(g.url + "/hello").status_code == 200
     for _ in range(n_404):
-        assert httpx.get(g.url + "/up/status/404", headers={"Connection": "close"}).status_code == 404
+        assert FRESH.get(g.url + "/up/status/404").status_code == 404
     held = [socket.create_connection(("127.0.0.1", g.port)) for _ in range(5)]
     try:
         # the workers have accepted the held connections once the sum shows them all
