@@ -548,7 +548,8 @@ class LoadedConfig:
 # --- parsing YAML and JSON into (plain data, marks) -------------------------
 
 # PERF: libyaml's parser when PyYAML has it: composing a 5,000-route file
-# takes a quarter of the pure-Python time (bounded by test_large_route_table_loads_quickly).
+# takes a quarter of the pure-Python time (bench/bench_config.py; tests/test_config.py
+# test_large_route_table_loads_with_libyaml checks libyaml is the one used).
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

@@ -108,10 +108,13 @@ def test_redis_down_is_a_fast_miss_then_recovers(own_server):
             assert not await c.put(b"down/k2", now_ms() + 60_000, 200, b"", b"v")
             for _ in range(100):                                 # then answered without Redis
                 assert await c.get(b"down/k") is None
-            assert time.monotonic() - t0 < 1.0
-            assert c.down and c.stats()["errors"] >= 1
+            # Redis is tried at most once per retry interval (asking it each time: ~100)
+            tries_allowed = 1 + (time.monotonic() - t0) / c.retry_interval_s
+            assert 1 <= c.stats()["errors"] <= tries_allowed + 1, (c.stats(), tries_allowed)
             own_server.start()                                   # empty data, same port
-            time.sleep(0.25)
+            deadline = time.monotonic() + 10
+            while c.down and time.monotonic() < deadline:       # the retry interval passes
+                time.sleep(0.05)
             assert await c.put(b"down/k", now_ms() + 60_000, 200, b"", b"again")
             assert await c.get(b"down/k") == (200, b"", b"again")
         finally:

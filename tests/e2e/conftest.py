@@ -4,6 +4,7 @@ loopback ports chosen free at run time, stopped by PID after each test."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -12,7 +13,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+# A new connection per request without a new client per request: httpx.get builds a client,
+# and its TLS context, per call (~50 ms on a busy machine).
+FRESH = httpx.Client(timeout=10, headers={"Connection": "close"})
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -57,6 +63,7 @@ class Proc:
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env, cwd=cwd, start_new_session=True)
         self.pid = self.proc.pid
+        self._early = ""     # output wait_output read already
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
@@ -70,7 +77,22 @@ class Proc:
 
     def output(self) -> str:
         self.stop()
-        return self.proc.stdout.read()
+        return self._early + self.proc.stdout.read()
+
+    def wait_output(self, text: str, timeout: float = 15.0) -> str:
+        """Read the output as it comes until it holds `text` (AssertionError on timeout);
+        output() still returns all of it."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while text not in self._early:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"no {text!r} in the output: {self._early!r}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"output ended without {text!r}: {self._early!r}")
+            self._early += chunk.decode(errors="replace")
+        return self._early
 
     def children(self) -> list[int]:
         try:

@@ -130,19 +130,26 @@ def test_header_timeout_counts_from_the_first_byte(bad):
     # a slow drip of header bytes does not extend the deadline
     import select
     with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
-        t0 = time.monotonic()
+        t0 = last = time.monotonic()
         answered = None
+        longest_pause = 0.0      # between drips, until the answer
         s.sendall(b"GET /mock HTTP/1.1\r\n")
         try:
-            for i in range(10):
-                if answered is None and select.select([s], [], [], 0.1)[0]:
+            for i in range(30):
+                if select.select([s], [], [], 0.1)[0]:
                     answered = time.monotonic() - t0
+                    break
+                now = time.monotonic()
+                longest_pause, last = max(longest_pause, now - last), now
                 s.sendall(b"X-Drip-%d: 1\r\n" % i)
         except (BrokenPipeError, ConnectionResetError):
             pass
         r = read_response(s.makefile("rb"))
-        # the 300 ms header timeout is counted from the first byte, not extended by the drip
-        assert r.status == 408 and answered is not None and answered < 0.6, answered
+        # the 300 ms header timeout is counted from the first byte, not extended by the drip:
+        # a deadline each drip pushed back could only fire in a pause of 300 ms, so an answer
+        # while the drips kept coming faster proves it (a stalled machine: the answer's time)
+        assert r.status == 408 and answered is not None, answered
+        assert longest_pause < 0.3 or answered < 0.6, (answered, longest_pause)
 
 
 def test_idle_connection_closed_quietly(bad):
@@ -227,11 +234,10 @@ def test_http09_request_line_split_across_reads(bad):
     with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
         s.sendall(b"GET /")
         time.sleep(0.1)
-        started = time.monotonic()
         s.sendall(b"\r\n")
         r = read_response(s.makefile("rb"))
+    # waiting for more of the head would end in the header timeout's 408, not a 400
     assert r.status == 400 and json.loads(r.body) == {"message": "Bad Request"}
-    assert time.monotonic() - started < 0.25   # the header timeout here is 300 ms
 
 
 def test_a_route_may_raise_the_body_limit(tmp_path, up):

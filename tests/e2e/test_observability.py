@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Gateway, wait_until
+from conftest import FRESH, Gateway, wait_until
 
 KEY, SECRET = "AKIAFASTGATETEST09", "observe-test-secret"
 
@@ -77,14 +77,12 @@ def test_cloudwatch_series_match_the_traffic(gw):
     # new connections each time, so both workers serve
     statuses = {"free": [], "paid": [], "nokey": []}
     for i in range(20):
-        statuses["free"].append(httpx.get(f"{gw.url}/prod/free/{i}", headers={"Connection": "close"},
-                                          timeout=5).status_code)
+        statuses["free"].append(FRESH.get(f"{gw.url}/prod/free/{i}").status_code)
     for _ in range(8):   # 5 left in the quota of 6 (one used above), then 429 QUOTA_EXCEEDED
-        statuses["paid"].append(httpx.get(f"{gw.url}/prod/paid", timeout=5, headers={
-            "x-api-key": key["value"], "Connection": "close"}).status_code)
+        statuses["paid"].append(FRESH.get(f"{gw.url}/prod/paid",
+                                          headers={"x-api-key": key["value"]}).status_code)
     for _ in range(3):
-        statuses["nokey"].append(httpx.get(f"{gw.url}/prod/paid", headers={"Connection": "close"},
-                                           timeout=5).status_code)
+        statuses["nokey"].append(FRESH.get(f"{gw.url}/prod/paid").status_code)
     assert statuses["free"] == [200] * 20
     assert statuses["paid"] == [200] * 5 + [429] * 3
     assert statuses["nokey"] == [403] * 3

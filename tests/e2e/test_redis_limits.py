@@ -1,11 +1,11 @@
 """Two fastgate processes sharing one real Redis: a limit is a limit for the whole
-deployment (exact with rate 0, within 2% of B + R*T with a rate), and while Redis is
-down fail_open decides (fail closed: tests/test_ratelimit_redis.py)."""
+deployment (exact with rate 0; with a rate, what one bucket admits over the requests that
+really happened: tests/bucket_bounds.py), and while Redis is down fail_open decides (fail
+closed: tests/test_ratelimit_redis.py)."""
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bucket_bounds import check_accuracy, hammer, statuses  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
 from conftest import Gateway  # noqa: E402
@@ -26,9 +27,11 @@ def redis_url():
 
 
 def pair(tmp_path, redis, throttle: str, fail_open: str = "true"):
+    # timeout_ms: a busy machine may take long over one script; a take answered by
+    # fail_open instead would be miscounted as the bucket's
     cfg = f"""\
         access_log: {{path: 'off'}}
-        redis: {{url: "{redis.url}", fail_open: {fail_open}, timeout_ms: 200}}
+        redis: {{url: "{redis.url}", fail_open: {fail_open}, timeout_ms: 2000}}
         routes:
           - path: /x
             integration: {{type: mock, body: ok}}
@@ -39,38 +42,11 @@ def pair(tmp_path, redis, throttle: str, fail_open: str = "true"):
     return Gateway(tmp_path / "a", cfg), Gateway(tmp_path / "b", cfg)
 
 
-def hammer(urls, seconds, threads_per_url=4):
-    counts: dict[int, int] = {}
-    marks: dict[str, float] = {}
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
-
-    def run(url):
-        with httpx.Client(timeout=10) as c:
-            while time.monotonic() < stop:
-                t = time.monotonic()
-                with lock:
-                    marks.setdefault("first_send", t)
-                    marks["last_send"] = max(marks.get("last_send", t), t)
-                status = c.get(url).status_code
-                t = time.monotonic()
-                with lock:
-                    counts[status] = counts.get(status, 0) + 1
-                    marks.setdefault("first_recv", t)
-                    marks["last_recv"] = t
-    ts = [threading.Thread(target=run, args=(u,)) for u in urls for _ in range(threads_per_url)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return counts, marks
-
-
 def test_two_gateways_share_one_bucket(tmp_path, redis_url):
     a, b = pair(tmp_path, redis_url, "{rate: 0, burst: 30}")
     try:
-        counts, _ = hammer([f"{a.url}/x", f"{b.url}/x"], 1.5)
-        assert counts.get(200) == 30, counts
+        got = statuses(hammer([f"{a.url}/x", f"{b.url}/x"], 1.5))
+        assert got.get(200) == 30 and set(got) == {200, 429}, got
         r = httpx.get(f"{a.url}/x", timeout=5)
         assert r.status_code == 429 and r.json() == {"message": "Too Many Requests"}
     finally:
@@ -78,15 +54,14 @@ def test_two_gateways_share_one_bucket(tmp_path, redis_url):
         b.stop()
 
 
-def test_two_gateways_accuracy_within_two_percent(tmp_path, redis_url):
+def test_two_gateways_accuracy(tmp_path, redis_url):
+    """What one bucket admits over the requests sent (two buckets would admit about
+    twice as many): tests/bucket_bounds.py derives the bounds from the algorithm."""
     rate, burst = 50, 10
     a, b = pair(tmp_path, redis_url, f"{{rate: {rate}, burst: {burst}}}")
     try:
-        counts, m = hammer([f"{a.url}/x", f"{b.url}/x"], 2.5)
-        assert counts.get(429, 0) > counts.get(200, 0), counts
-        low = burst + rate * (m["last_send"] - m["first_recv"])
-        high = burst + rate * (m["last_recv"] - m["first_send"])
-        assert low * 0.98 - 1 <= counts[200] <= high * 1.02 + 1, (counts, low, high)
+        takes = hammer([f"{a.url}/x", f"{b.url}/x"], 2.5)
+        check_accuracy(takes, rate, burst)
     finally:
         a.stop()
         b.stop()

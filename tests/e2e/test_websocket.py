@@ -163,6 +163,6 @@ def test_closed_tunnels_leave_no_connection_behind(tmp_path, up, ws_port):
         asyncio.run(with_ws_upstream(ws_port, scenario))
         t0 = time.monotonic()
         assert g.stop() == 0
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 10   # far from the 30 s drain a lingering tunnel holds
     finally:
         g.stop()
