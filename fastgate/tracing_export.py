@@ -52,6 +52,7 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 
 # OTLP enum values (opentelemetry/proto/trace/v1/trace.proto)
+ENCODE_YIELD_EVERY = 32    # records encoded between two GIL hand-overs to the event loop
 KIND_INTERNAL, KIND_SERVER, KIND_CLIENT = 1, 2, 3
 STATUS_ERROR = 2
 FLAG_SAMPLED = 0x01
@@ -343,8 +344,12 @@ class SpanExporter:
 
     def _export(self, records):
         spans = []
-        for rec in records:
+        for i, rec in enumerate(records):
             spans.extend(record_spans(rec))
+            if i % ENCODE_YIELD_EVERY == ENCODE_YIELD_EVERY - 1:
+                # hand the GIL to the event loop now and then: a 512-record batch is ~10 ms
+                # of Python, and the loop would otherwise wait out the 5 ms switch interval
+                time.sleep(0)
         body = orjson.dumps({"resourceSpans": [{
             "resource": self.resource,
             "scopeSpans": [{"scope": self.scope, "spans": spans}],
