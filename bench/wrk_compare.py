@@ -78,7 +78,8 @@ API_KEY = "BenchKeyValue0123456789abcdefXYZ"    # sent by wrk in every request o
 # nginx configs. Both nginx servers run 1 worker with logging to the temp dir
 # only. keepalive_requests is raised everywhere so that no side of the
 # comparison pays for reconnecting every 1,000 requests (nginx's default);
-# fastgate has no such per-connection limit.
+# fastgate's `serve` configs raise theirs too (serve_head); `fastgate proxy` keeps its
+# default of 10,000 (about one reconnect per connection per run at these rates).
 # ---------------------------------------------------------------------------
 NGINX_COMMON = """\
 worker_processes 1;
