@@ -1980,22 +1980,19 @@ cdef class ClientConnection:
             n = PyBytes_GET_SIZE(data)
             if n == 0:
                 return
+        self.relay_body(PyBytes_AS_STRING(data), n, data)
+
+    cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole):
+        """Send n body bytes at p to the client in its framing (whole: the same bytes as an
+        object, or None). upstream_body() ends here; a body with no mapping, cache fill or
+        compression comes here straight from the upstream parser's buffer."""
         if n == 0 or self.body_mode == BODY_NONE:
             return
         self.ctx.response_length += n
         if self.body_mode == BODY_CHUNKED:
-            self.send(chunk_frame(data))
+            self.send(chunk_frame(whole if whole is not None else PyBytes_FromStringAndSize(p, n)))
         else:
-            self.send(data)
-        self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
-
-    cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole):
-        """upstream_body() for a body relayed as it is (no mapping, cache fill, compression
-        or chunk framing): n bytes at p, or whole when it is the read's own bytes."""
-        if n == 0 or self.body_mode == BODY_NONE:
-            return
-        self.ctx.response_length += n
-        self.send_ptr(p, n, whole)
+            self.send_ptr(p, n, whole)
         self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
 
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable):
@@ -2761,7 +2758,7 @@ cdef class UpstreamConnection:
         if ev == EV_BODY:
             if self.head_done:
                 if client.map_parts is None and client.cache_parts is None and \
-                        client.compressor is None and client.body_mode != BODY_CHUNKED:
+                        client.compressor is None:
                     # PERF: relayed from the parser's buffer into the client's cork buffer, no
                     # bytes object (bench/wrk_compare.py, scenario keepalive)
                     client.relay_body(p.msg.body_at, p.msg.body_len,
