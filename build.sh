@@ -6,7 +6,8 @@
 #   ./build.sh build   create .venv, install dependencies, compile fastgate/_core
 #   ./build.sh serve   build, then run the gateway on the packaged default config
 #                      (extra arguments go to `fastgate serve`)
-#   ./build.sh test    build, then run the whole test suite (extra arguments go to pytest)
+#   ./build.sh test    build, then run the whole test suite (extra arguments go to pytest;
+#                      paths among them select those tests: ./build.sh test tests/test_tls.py)
 #   ./build.sh bench   build, then run the benchmarks in bench/ (router, transforms, wrk vs nginx)
 #   ./build.sh debug   rebuild with line tracing and annotated HTML (fastgate/_core/*.html)
 #   ./build.sh clean   remove build products (keeps .venv; `clean all` removes it too)
@@ -38,13 +39,14 @@ ensure_venv() {
         python3 -m venv "$VENV" || { apt_install false python3-venv; python3 -m venv "$VENV"; }
     fi
     local want have=""
-    want=$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)
+    want=$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -c1-16)
     [ -f "$VENV/.fastgate-deps" ] && have=$(cat "$VENV/.fastgate-deps")
     if [ "$want" != "$have" ]; then
-        log "installing Python dependencies into $VENV"
-        "$PY" -m pip install -q --upgrade pip >/dev/null
-        "$PY" -m pip install -q "setuptools>=68" wheel "Cython>=3.0.8"
-        "$PY" -m pip install -q --no-build-isolation -e '.[test]'
+        # every package comes through constraints.txt: the tested set, whatever PyPI serves today
+        log "installing Python dependencies into $VENV (pinned by constraints.txt)"
+        "$PY" -m pip install -q -c constraints.txt pip >/dev/null
+        "$PY" -m pip install -q -c constraints.txt setuptools wheel Cython
+        "$PY" -m pip install -q -c constraints.txt --no-build-isolation -e '.[test]'
         echo "$want" > "$VENV/.fastgate-deps"
     fi
 }
@@ -67,7 +69,12 @@ case "$verb" in
         apt_install redis-server redis-server   # the multi-host throttle tests start their own
         apt_install chromium chromium            # the dashboard's browser test (tests/e2e/test_dashboard.py)
         apt_install chromedriver chromium-driver
-        exec "$PY" -m pytest -q -p no:cacheprovider "$@" tests ;;
+        # arguments that name tests select them; with none (or only options) the whole suite runs
+        targets=tests
+        for a in "$@"; do
+            case "$a" in -*) ;; *) [ -e "${a%%::*}" ] && targets="" ;; esac
+        done
+        exec "$PY" -m pytest -q -p no:cacheprovider "$@" $targets ;;
     bench)
         build
         apt_install nginx nginx-light

@@ -59,8 +59,9 @@ def pki(tmp_path_factory):
         (d / f"{name}.pem").write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
     client_ca.cert_pem.write_to_path(str(d / "client-ca.pem"))
     server_ca.cert_pem.write_to_path(str(d / "server-ca.pem"))
-    good = client_ca.issue_cert(common_name="alice", organization_name="Example Corp")
-    bad = rogue_ca.issue_cert(common_name="mallory")
+    # one SAN identity each: cryptography 51 refuses the empty SAN list of a CN-only trustme cert
+    good = client_ca.issue_cert("alice@example.com", common_name="alice", organization_name="Example Corp")
+    bad = rogue_ca.issue_cert("mallory@example.com", common_name="mallory")
     for name, cert in (("alice", good), ("mallory", bad)):
         cert.private_key_and_cert_chain_pem.write_to_path(str(d / f"{name}-client.pem"))
     return d
