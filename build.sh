@@ -7,7 +7,7 @@
 #   ./build.sh serve   build, then run the gateway on the packaged default config
 #                      (extra arguments go to `fastgate serve`)
 #   ./build.sh test    build, then run the whole test suite (extra arguments go to pytest;
-#                      paths among them select those tests: ./build.sh test tests/test_tls.py)
+#                      paths among them select those tests: ./build.sh test tests/compile/test_tls.py)
 #   ./build.sh bench   build, then run the benchmarks in bench/ (router, transforms, wrk vs nginx)
 #   ./build.sh debug   rebuild with line tracing and annotated HTML (fastgate/_core/*.html)
 #   ./build.sh clean   remove build products (keeps .venv; `clean all` removes it too)

@@ -1,4 +1,4 @@
-"""fastgate.auth's per-request checks, each against a naive baseline where one makes sense.
+"""fastgate.phases.auth's per-request checks, each against a naive baseline where one makes sense.
 
 Run: .venv/bin/python -m pytest -q -p no:cacheprovider -o python_files='bench_*.py' \
          bench/bench_auth.py --benchmark-only
@@ -21,11 +21,11 @@ from botocore.credentials import Credentials
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from fastgate.auth import AuthRequest
-from fastgate.auth.iam import IamCheck, ReplayCache
-from fastgate.auth.jwt import JwtCheck, KeySet
-from fastgate.auth.lambda_authorizer import LambdaAuthorizer, LambdaCheck, ResultCache
-from fastgate.auth.policy import ResourcePolicyCheck, compile_statements
+from fastgate.phases.auth import AuthRequest
+from fastgate.phases.auth.iam import IamCheck, ReplayCache
+from fastgate.phases.auth.jwt import JwtCheck, KeySet
+from fastgate.phases.auth.lambda_authorizer import LambdaAuthorizer, LambdaCheck, ResultCache
+from fastgate.phases.auth.policy import ResourcePolicyCheck, compile_statements
 
 ISS = "https://issuer.example"
 HEADERS = [(b"Host", b"api.example.com"), (b"User-Agent", b"bench"), (b"Accept", b"*/*")]

@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from fastgate._core.cache import CacheKeySpec, SharedCache
-from fastgate.cache_redis import RedisCache
+from fastgate.phases.cache_redis import RedisCache
 from tests.redis_server import RedisServer
 
 HEADERS = b"Content-Type: application/json\r\nX-Upstream: pets\r\n"

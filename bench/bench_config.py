@@ -7,7 +7,7 @@ Run: .venv/bin/python -m pytest -q -p no:cacheprovider -o python_files='bench_*.
 """
 import yaml
 
-from fastgate import config
+from fastgate.compile import config
 
 LISTEN = "listeners:\n  - address: 127.0.0.1:8080\n"
 ROUTES = "".join(f"  - path: /r{i}/{{id}}\n    method: GET\n    integration: {{type: echo}}\n"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from fastgate.functions.events import FunctionRequest, build_event_v1, build_event_v2
-from fastgate.functions.pool import FunctionPool, FunctionSpec
-from fastgate.functions.responses import parse_response_v1, parse_response_v2
+from fastgate.phases.functions.events import FunctionRequest, build_event_v1, build_event_v2
+from fastgate.phases.functions.pool import FunctionPool, FunctionSpec
+from fastgate.phases.functions.responses import parse_response_v1, parse_response_v2
 
 HANDLERS = Path(__file__).parent.parent / "tests" / "functions" / "handlers"
 sys.path.insert(0, str(HANDLERS))

@@ -6,7 +6,7 @@ Run: .venv/bin/python -m pytest -q -p no:cacheprovider -o python_files='bench_*.
          bench/bench_keys.py --benchmark-only
 Each round checks CHECKS_PER_ROUND requests: per-check cost = reported time / CHECKS_PER_ROUND.
 The compiled loop runs in C (KeyGate.check_n), as the protocol calls KeyGate.check; the
-baseline is fastgate.access.KeyRequirement.check as it was before keys.pyx (commit 8fb8078):
+baseline is fastgate.phases.access.KeyRequirement.check as it was before keys.pyx (commit 8fb8078):
 KeyTable.lookup (hashlib + hmac.compare_digest), check_key, BucketTable.take_key,
 QuotaTable.take and UsageRecorder.record through their Python wrappers.
 """
@@ -15,8 +15,9 @@ import hashlib
 from fastgate._core.keys import KeyGate, KeyIndex, sha256_digest
 from fastgate._core.pipeline import RequestContext
 from fastgate._core.throttle import BucketTable, QuotaTable
-from fastgate.keys import KeyTable, check_key
-from fastgate.usage import UsageRecorder
+from fastgate._core.usage import UsageCounters
+from fastgate.compile.keys import KeyTable, check_key
+from fastgate.control.usage import UsageRecorder
 
 CHECKS_PER_ROUND = 10_000
 VALUE = b"BenchKeyValue0123456789abcdefXYZ"      # bench/wrk_compare.py's keyed scenario key

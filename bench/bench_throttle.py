@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 import uvloop
 
 from fastgate._core.throttle import BucketTable, QuotaSettings, QuotaTable, ThrottleSettings
-from fastgate.ratelimit_redis import RedisThrottle
+from fastgate.phases.ratelimit_redis import RedisThrottle
 from tests.redis_server import RedisServer
 
 TAKES_PER_ROUND = 10_000

@@ -16,7 +16,7 @@ import pytest
 from fastgate._core.pipeline import ApiStage, RequestContext, Route, monotonic_s
 from fastgate._core.tracing import SAMPLERS, Tracer
 from fastgate._core.upstream import Target, UpstreamGroup
-from fastgate.tracing_export import record_spans
+from fastgate.observability.tracing_export import record_spans
 
 TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 UNSAMPLED_PARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"

@@ -429,7 +429,7 @@ routes:
 
 
 def fastgate_serve_yaml(port: int, upstream_port: int, access_log: str) -> str:
-    """`fastgate serve` config for "logged": what `fastgate proxy` builds (fastgate.config.
+    """`fastgate serve` config for "logged": what `fastgate proxy` builds (fastgate.compile.config.
     proxy_config) plus an access log to a file and the two request headers nginx sets
     with proxy_set_header. Upstream keepalive as nginx's; keepalive_requests as nginx's."""
     headers = f"{{{HEADER_ONE[0]}: {HEADER_ONE[1]}, {HEADER_TWO[0]}: {HEADER_TWO[1]}}}"

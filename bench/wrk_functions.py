@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """wrk comparison: a fastgate function route against the same handler in uvicorn + Starlette.
 
-The handler is tests/functions/handlers/bench_handler.py's `constant` (a fixed
+The handler is tests/phases/functions/handlers/bench_handler.py's `constant` (a fixed
 200 "hello" result). fastgate serves it as a Lambda-style function (payload
 2.0 event built, sent to a warm handler process, result parsed); uvicorn (1
 worker, uvloop + httptools, no access log) serves a Starlette route that calls

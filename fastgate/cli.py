@@ -21,8 +21,8 @@ def serve_loader(args):
     empty gateway with --openapi), the command-line overrides, and the APIs served: the
     config's `apis:`, the --openapi document, and the control API's state in the data dir.
     Called again on every reload."""
-    from fastgate.apis import config_state, merge_states, openapi_state
-    from fastgate.config import empty_config, default_config_path, load_config, with_overrides
+    from fastgate.control.state import config_state, merge_states, openapi_state
+    from fastgate.compile.config import empty_config, default_config_path, load_config, with_overrides
 
     def loader():
         if args.config:
@@ -40,7 +40,7 @@ def serve_loader(args):
         if args.openapi:
             states.append(openapi_state(args.openapi, stages={args.stage or "$default": {}},
                                         warn=warnings.append))
-        from fastgate.store import load_state
+        from fastgate.control.store import load_state
         states.append(load_state(resolved_data_dir(loaded)))
         try:
             loaded.state = merge_states(*states)
@@ -52,9 +52,9 @@ def serve_loader(args):
 
 def resolved_data_dir(loaded) -> str:
     """The control API's state directory: data_dir (or --data-dir), else
-    FASTGATE_DATA_DIR, else fastgate.store.default_data_dir()."""
+    FASTGATE_DATA_DIR, else fastgate.control.store.default_data_dir()."""
     import os
-    from fastgate.store import default_data_dir
+    from fastgate.control.store import default_data_dir
     return os.path.abspath(loaded.config.data_dir or os.environ.get("FASTGATE_DATA_DIR")
                            or default_data_dir())
 
@@ -71,8 +71,8 @@ def admin_environment(loaded) -> None:
 
 
 def cmd_serve(args) -> int:
-    from fastgate.config import ConfigError
-    from fastgate.supervisor import Supervisor
+    from fastgate.compile.config import ConfigError
+    from fastgate.process.supervisor import Supervisor
     loader = serve_loader(args)
     try:
         loaded = loader()
@@ -88,8 +88,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_proxy(args) -> int:
-    from fastgate.config import ConfigError, proxy_config
-    from fastgate.supervisor import Supervisor
+    from fastgate.compile.config import ConfigError, proxy_config
+    from fastgate.process.supervisor import Supervisor
     try:
         loaded = proxy_config(args.listen or ["127.0.0.1:8080"], args.upstream, args.workers,
                               args.access_log, args.control)
@@ -100,8 +100,8 @@ def cmd_proxy(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from fastgate.config import ConfigError, default_config_path, load_config
-    from fastgate.snapshot import build_snapshot, integration_type
+    from fastgate.compile.config import ConfigError, default_config_path, load_config
+    from fastgate.compile.snapshot import build_snapshot, integration_type
     path = args.config or default_config_path()
     try:
         loaded = load_config(path)
@@ -128,19 +128,19 @@ def cmd_check(args) -> int:
 
 def _data_dir(args) -> str:
     import os
-    from fastgate.store import default_data_dir
+    from fastgate.control.store import default_data_dir
     return os.path.abspath(args.data_dir or os.environ.get("FASTGATE_DATA_DIR") or default_data_dir())
 
 
 def cmd_usage_export(args) -> int:
     """Usage per API key, UTC day and API stage, from the data dir's usage table; with
     -c naming a config that has `redis:`, summed over every host that pushes there."""
-    from fastgate.store import db_path, load_state
-    from fastgate.usage import UsageStore, export, parse_day
-    from fastgate.usage_redis import all_hosts_rows
+    from fastgate.control.store import db_path, load_state
+    from fastgate.control.usage import UsageStore, export, parse_day
+    from fastgate.control.usage_redis import all_hosts_rows
     redis_cfg = None
     if args.config:
-        from fastgate.config import ConfigError, load_config
+        from fastgate.compile.config import ConfigError, load_config
         try:
             loaded = load_config(args.config)
         except ConfigError as e:
@@ -175,8 +175,8 @@ def cmd_usage_export(args) -> int:
 def cmd_keys(args) -> int:
     """API keys in the data dir, through the control API's own operations. A running
     gateway picks the change up on its next reload (SIGHUP)."""
-    from fastgate.model import ApiError, Model
-    from fastgate.store import Store
+    from fastgate.control.model import ApiError, Model
+    from fastgate.control.store import Store
     store = Store.in_dir(_data_dir(args))
     try:
         model = Model(store)

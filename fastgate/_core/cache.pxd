@@ -3,7 +3,7 @@
 #
 # The supervisor calls SharedCache.create() BEFORE it forks the workers: the
 # whole cache is one anonymous MAP_SHARED mapping, so an entry one worker
-# stores is a hit for every other worker. Across hosts, fastgate.cache_redis
+# stores is a hit for every other worker. Across hosts, fastgate.phases.cache_redis
 # offers the same get/put over Redis.
 #
 # ----------------------------------------------------------------- layout --

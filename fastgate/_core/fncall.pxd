@@ -1,7 +1,7 @@
 # A function route's per-request conversions, compiled: API Gateway's payload
 # 2.0 event built from the RequestContext, and the common 2.0 result read back.
 #
-# fastgate/functions/events.py and responses.py are the reference and serve
+# fastgate/phases/functions/events.py and responses.py are the reference and serve
 # every case declined here (these return None and the caller falls back to
 # them); tests/core/test_fncall.py holds the two to the same output.
 #

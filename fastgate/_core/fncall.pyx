@@ -3,7 +3,7 @@
 
 from urllib.parse import unquote
 
-from fastgate.functions.events import (
+from fastgate.phases.functions.events import (
     DEFAULT_ACCOUNT_ID, _TEXT_TYPES_V2, _media_type, _query_pairs, format_request_time,
 )
 

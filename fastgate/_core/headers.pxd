@@ -51,7 +51,7 @@ cdef enum VarKind:
     VAR_CLIENT_CERT_NOT_BEFORE = 24  # .not_before ($context.identity.clientCert.validity.notBefore)
     VAR_CLIENT_CERT_NOT_AFTER = 25   # .not_after ($context.identity.clientCert.validity.notAfter)
     VAR_AUTHORIZER = 26       # arg: "principalId", "claims.NAME" or a context key ($context.authorizer.X),
-                              # from ctx.auth (fastgate.auth.AuthResult); b"" without one
+                              # from ctx.auth (fastgate.phases.auth.AuthResult); b"" without one
     VAR_IDENTITY = 27         # arg: caller, user, userArn, accessKey, accountId, apiKey, apiKeyId
                               # ($context.identity.X) from ctx.auth.identity
 

@@ -27,7 +27,7 @@ _EXACT = {
     "context.error.message": VAR_ERROR_MESSAGE,
     "context.error.messageString": VAR_ERROR_MESSAGE_STRING,
     "context.error.responseType": VAR_ERROR_TYPE,
-    # mutual TLS: the connection's verified client certificate (fastgate.tls.ClientCert)
+    # mutual TLS: the connection's verified client certificate (fastgate.compile.tls.ClientCert)
     "context.identity.clientCert.clientCertPem": VAR_CLIENT_CERT_PEM,
     "context.identity.clientCert.subjectDN": VAR_CLIENT_CERT_SUBJECT,
     "context.identity.clientCert.issuerDN": VAR_CLIENT_CERT_ISSUER,

@@ -1,7 +1,7 @@
 # The API keys of one snapshot as the ACCESS phase reads them: a compiled key
 # table (KeyIndex) and one KeyGate per method that requires a key.
 #
-# The control plane builds fastgate.keys.KeyTable (digests, plans, settings as
+# The control plane builds fastgate.compile.keys.KeyTable (digests, plans, settings as
 # Python objects) and compiles it ONCE per snapshot into a KeyIndex: C arrays
 # that a request walks without creating a Python object:
 #
@@ -56,7 +56,7 @@ ctypedef struct KeyEntry:
 
 
 ctypedef struct Grant:
-    # One usage plan as it covers one key on one (api, stage): fastgate.keys.PlanInfo in C.
+    # One usage plan as it covers one key on one (api, stage): fastgate.compile.keys.PlanInfo in C.
     int32_t stage                     # stage number (KeyIndex.stage_number)
     int32_t has_throttle              # the plan throttles its keys
     int32_t has_quota                 # the plan has a quota
@@ -88,15 +88,15 @@ cdef class KeyIndex:
     cdef int32_t n_grants
     cdef MethodGrant* methods
     cdef int32_t n_methods
-    cdef readonly BucketTable buckets # the host's shared tables (fastgate.snapshot)
+    cdef readonly BucketTable buckets # the host's shared tables (fastgate.compile.snapshot)
     cdef readonly QuotaTable quotas
     cdef readonly object usage_slot_of  # (key id, api id, stage) -> UsageRecorder slot of this
-                                        # worker (fastgate.access.Services.usage_slot), or None
+                                        # worker (fastgate.phases.access.Services.usage_slot), or None
     cdef dict usage_slots             # (entry << 20 | stage number) -> slot, once looked up
-    cdef readonly object table        # the fastgate.keys.KeyTable it was compiled from
-    cdef list key_infos               # fastgate.keys.KeyInfo by entry index
+    cdef readonly object table        # the fastgate.compile.keys.KeyTable it was compiled from
+    cdef list key_infos               # fastgate.compile.keys.KeyInfo by entry index
     cdef list key_ids                 # key id as bytes by entry index (ctx.api_key_id)
-    cdef list plan_infos              # fastgate.keys.PlanInfo by grant index
+    cdef list plan_infos              # fastgate.compile.keys.PlanInfo by grant index
     cdef dict stage_numbers           # (api id, stage) -> stage number
     cdef dict method_numbers          # "/pets/GET" -> method number
 

@@ -189,7 +189,7 @@ cdef class KeyIndex:
         free(self.methods)
 
     def __init__(self, table, BucketTable buckets, QuotaTable quotas, usage_slot_of=None):
-        """Compile fastgate.keys.KeyTable `table`: its digests, each key's plans per
+        """Compile fastgate.compile.keys.KeyTable `table`: its digests, each key's plans per
         (api, stage) with their policies and bucket keys, into C arrays.
         usage_slot_of(key_id, api_id, stage): this worker's usage slot (None: no metering)."""
         cdef KeyEntry* e
@@ -314,7 +314,7 @@ cdef class KeyIndex:
         return slot
 
     def lookup(self, value):
-        """The fastgate.keys.KeyInfo of a presented value (str or bytes), or None."""
+        """The fastgate.compile.keys.KeyInfo of a presented value (str or bytes), or None."""
         cdef int32_t k
         if not value:
             return None
@@ -380,7 +380,7 @@ cdef class KeyGate:
 
     def identify(self, value):
         """(None, KeyInfo, PlanInfo) when value is an enabled key in a plan of this stage,
-        else (INVALID_API_KEY, KeyInfo or None, None): fastgate.keys.check_key's verdict."""
+        else (INVALID_API_KEY, KeyInfo or None, None): fastgate.compile.keys.check_key's verdict."""
         cdef int32_t k, g
         cdef KeyIndex idx = self.index
         if idx is None or not value:

@@ -87,7 +87,7 @@ cdef int throttle_level_of(str limiter_name) noexcept:
 
 
 def level_of(str limiter_name):
-    """throttle_level_of for Python callers (fastgate.access, tests)."""
+    """throttle_level_of for Python callers (fastgate.phases.access, tests)."""
     return throttle_level_of(limiter_name)
 
 
@@ -494,7 +494,7 @@ cdef class SharedMetrics:
         return self.key_slot(slot, key_id)
 
     def throttled(self, int slot, int level):
-        """record_throttled for Python callers (fastgate.access)."""
+        """record_throttled for Python callers (fastgate.phases.access)."""
         self.record_throttled(slot, level)
 
     def cache(self, int slot, int result):

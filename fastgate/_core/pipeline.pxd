@@ -33,7 +33,7 @@ cpdef enum Integration:
     INTEGRATION_HTTP = 0  # proxy to an upstream group
     INTEGRATION_MOCK = 1  # fixed status, headers and templated body
     INTEGRATION_ECHO = 2  # answer with the request as the integration would have received it, as JSON
-    INTEGRATION_FUNCTION = 3  # a Lambda-style handler (fastgate.functions) with API Gateway's event
+    INTEGRATION_FUNCTION = 3  # a Lambda-style handler (fastgate.phases.functions) with API Gateway's event
 
 
 cdef class ApiStage:
@@ -51,7 +51,7 @@ cdef class ApiStage:
     cdef readonly object router               # fastgate._core.router.Router, host "*"; values are Routes
     cdef readonly dict responses              # gateway response type -> GatewayResponse (this API's table)
     cdef readonly dict variables              # stage variables (with canary overrides on the canary side)
-    cdef readonly object cors                 # fastgate.cors.CorsConfig of the API, or None
+    cdef readonly object cors                 # fastgate.phases.cors.CorsConfig of the API, or None
     cdef readonly long long min_compress      # minimumCompressionSize (bytes); -1 = no compression
     cdef readonly bytes stage_b               # stage as bytes, for templates and headers
     cdef readonly bytes api_id_b
@@ -80,7 +80,7 @@ cdef class GatewayResponse:
 
 
 cdef class Route:
-    # Immutable once built by the control plane (fastgate.snapshot); shared by
+    # Immutable once built by the control plane (fastgate.compile.snapshot); shared by
     # every request that matches it, never mutated on the hot path.
     cdef readonly int index                   # position in the snapshot (metrics series id)
     cdef readonly str route_key               # "GET /pets/{id}", as API Gateway writes routeKey
@@ -93,9 +93,9 @@ cdef class Route:
     cdef readonly int mock_status
     cdef readonly list mock_headers           # [(name bytes, value bytes)]
     cdef readonly object mock_body            # fastgate._core.headers.Template
-    cdef readonly object http_map             # fastgate.vtl.HttpMapping of an http (non-proxy)
+    cdef readonly object http_map             # fastgate.phases.vtl.HttpMapping of an http (non-proxy)
                                               # integration with templates / integration responses
-    cdef readonly object mock_vtl             # fastgate.vtl.MockIntegration: a mock whose mapping
+    cdef readonly object mock_vtl             # fastgate.phases.vtl.MockIntegration: a mock whose mapping
                                               # templates use Velocity (then mock_* are unused)
     cdef readonly double connect_timeout      # s
     cdef readonly double first_byte_timeout   # s, from request sent to response head
@@ -106,12 +106,12 @@ cdef class Route:
     cdef readonly str function_name           # INTEGRATION_FUNCTION: the function (a `functions:` name)
     cdef readonly bint payload_v2             # INTEGRATION_FUNCTION: HTTP API 2.0 event (else REST 1.0)
     cdef readonly tuple binary_media_types    # the API's binaryMediaTypes (function events, responses)
-    cdef readonly object access               # fastgate.access.AccessPhase (policy, key, authorizer) or None
+    cdef readonly object access               # fastgate.phases.access.AccessPhase (policy, key, authorizer) or None
     cdef readonly object key_gate             # fastgate._core.keys.KeyGate when an API key is the method's
                                               # only access check: the ACCESS phase runs it in C
                                               # (access then holds the same gate for the Redis path)
-    cdef readonly object validator            # fastgate.validation.Validator (parameters, body model) or None
-    cdef readonly object query_mapping        # fastgate.mapping.QueryMapping: the upstream query, or None
+    cdef readonly object validator            # fastgate.phases.validation.Validator (parameters, body model) or None
+    cdef readonly object query_mapping        # fastgate.phases.mapping.QueryMapping: the upstream query, or None
     cdef readonly bint drop_query             # send no query string (REST HTTP integrations, unmapped)
     cdef readonly object cache                # fastgate._core.cache.RouteCache (stage caching on), or None
     cdef readonly tuple limiters              # fastgate._core.throttle.Limiter, in API Gateway's order
@@ -135,7 +135,7 @@ cdef class RequestContext:
     cdef public int source_port
     cdef public bytes forwarded_for          # X-Forwarded-For to send upstream
     cdef public bint tls                     # arrived over TLS
-    cdef public object client_cert           # fastgate.tls.ClientCert verified on the connection, or None
+    cdef public object client_cert           # fastgate.compile.tls.ClientCert verified on the connection, or None
     cdef public int local_port               # listener port (X-Forwarded-Port)
     cdef public bytes request_id             # x-request-id: the valid incoming one, else generated
     cdef public double start                 # monotonic s when the first byte of the request arrived
@@ -155,10 +155,10 @@ cdef class RequestContext:
     cdef public bytes cache_key              # the response cache entry this request fills on a miss
     cdef public int cache_result             # 0 none, 1 hit, 2 miss, 3 hit from Redis (X-Cache, metrics, logs)
     cdef public bytes api_key_id             # the API key's id (never its value) once the key check passed
-    cdef public long long usage_slot         # its fastgate.usage.UsageRecorder slot, when metered
+    cdef public long long usage_slot         # its fastgate.control.usage.UsageRecorder slot, when metered
     cdef public bint metered                 # count this request for the key's usage at the end
     cdef public bint quota_used              # the key's plan let it through (GetUsage's "used")
-    cdef public object auth                  # fastgate.auth.AuthResult of the access check that
+    cdef public object auth                  # fastgate.phases.auth.AuthResult of the access check that
                                              # identified the caller (authorizer context, claims,
                                              # IAM identity), or None
     cdef public dict path_params             # {name bytes: raw value bytes} or None

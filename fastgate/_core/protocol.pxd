@@ -74,7 +74,7 @@ cdef enum BodyMode:               # how the response body is framed towards the 
 
 
 cdef class Snapshot:
-    # Everything the hot path reads, compiled by fastgate.snapshot from config.
+    # Everything the hot path reads, compiled by fastgate.compile.snapshot from config.
     # Immutable once published; a reload builds a new one and swaps Worker.snapshot.
     cdef readonly Router router           # values are Routes
     cdef readonly list routes             # [Route] by Route.index
@@ -92,10 +92,10 @@ cdef class Snapshot:
     cdef readonly bint has_mounts         # any API is mounted (else routing is the top-level router alone)
     cdef readonly list stages             # [ApiStage] served, for /routes and metrics
     cdef readonly Tracer tracer           # fastgate._core.tracing.Tracer, or None (tracing off)
-    cdef readonly object redis            # fastgate.access.RedisLimits: throttles in Redis, or None
+    cdef readonly object redis            # fastgate.phases.access.RedisLimits: throttles in Redis, or None
     cdef readonly object execution_log    # fastgate._core.execlog.ExecutionLog, or None
     cdef readonly object cache            # fastgate._core.cache.SharedCache of the host, or None
-    cdef readonly object cache_redis      # fastgate.cache_redis.CacheSharing: entries in Redis, or None
+    cdef readonly object cache_redis      # fastgate.phases.cache_redis.CacheSharing: entries in Redis, or None
     cdef readonly Py_ssize_t max_url      # bytes, 414 past this
     cdef readonly Py_ssize_t max_head     # bytes of header section, 431 past this
     cdef readonly int max_headers         # 431 past this many header lines
@@ -105,7 +105,7 @@ cdef class Snapshot:
     cdef readonly double keepalive_timeout  # s
     cdef readonly int keepalive_requests  # requests served per connection before closing it
     cdef readonly object source           # the config it was built from (for the control plane)
-    cdef readonly object tls              # fastgate.tls.TLSState: custom domains' certificates, or None
+    cdef readonly object tls              # fastgate.compile.tls.TLSState: custom domains' certificates, or None
     cdef readonly dict mtls_hosts         # lowercase host / b"*.suffix" -> domain whose truststore must
                                           # have verified the client certificate (403 otherwise); None = none
     cdef readonly double rebuild_at_s     # epoch s at which it goes stale (an UpdateUsage grant ends):
@@ -115,8 +115,8 @@ cdef class Snapshot:
 cdef class Worker:
     # Per-process state: the current snapshot, live connections, the tick.
     cdef public Snapshot snapshot
-    cdef public object functions          # fastgate.functions.gateway.FunctionRunner, or None
-    cdef public UsageCounters usage       # fastgate.usage.UsageRecorder.counters (API key metering), or None
+    cdef public object functions          # fastgate.phases.functions.gateway.FunctionRunner, or None
+    cdef public UsageCounters usage       # fastgate.control.usage.UsageRecorder.counters (API key metering), or None
     cdef readonly object loop
     cdef readonly set connections         # ClientConnection
     cdef readonly bint draining
@@ -157,7 +157,7 @@ cdef class ClientConnection:
     cdef bytes last_route_host
     cdef bint trusted                     # peer is a configured trusted proxy
     cdef bint tls                         # accepted on a TLS listener
-    cdef object client_cert               # fastgate.tls.ClientCert, read once at connection_made, or None
+    cdef object client_cert               # fastgate.compile.tls.ClientCert, read once at connection_made, or None
     cdef bint closed
     cdef bint unread                      # client input may be left unread: close lingering
     cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_MS
@@ -188,7 +188,7 @@ cdef class ClientConnection:
     cdef bytes cache_head                 # its header lines
     cdef int cache_status
     cdef int cache_decision               # the CACHE phase's RouteCache.decide() of the active request
-    cdef object compressor                # fastgate.compression.Compressor of the response, or None
+    cdef object compressor                # fastgate.phases.compression.Compressor of the response, or None
     cdef list map_parts                   # an http (non-proxy) integration's upstream body, buffered
                                           # for its integration response mapping; None = relaying
     cdef list map_headers                 # ... and that response's [(name, value)]

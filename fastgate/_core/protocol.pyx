@@ -14,7 +14,7 @@ from libc.string cimport memcmp
 
 import orjson
 
-from fastgate.tls import client_cert_of
+from fastgate.compile.tls import client_cert_of
 
 from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, epoch_ms, ascii_ieq,
@@ -233,7 +233,7 @@ def header_kind(bytes name):
 
 
 cdef inline bint client_cert_header(bytes name) noexcept:
-    """X-Client-Cert-*: the gateway's to write (fastgate.tls); a client's own are dropped."""
+    """X-Client-Cert-*: the gateway's to write (fastgate.compile.tls); a client's own are dropped."""
     cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
     cdef const char* p = PyBytes_AS_STRING(name)
     cdef const char* want = "x-client-cert-"
@@ -575,7 +575,7 @@ cdef class Worker:
 # Protocol-level 4xx after which the connection closes (framing may be in doubt).
 cdef tuple compressed_whole(RequestContext ctx, list headers, bytes body):
     """A gateway-made body (mock, function) compressed when the API and client agree."""
-    from fastgate.compression import choose_encoding, compress_body, should_compress
+    from fastgate.phases.compression import choose_encoding, compress_body, should_compress
     cdef tuple pair
     ctype = None
     for pair in headers:
@@ -1234,7 +1234,7 @@ cdef class ClientConnection:
         cdef RequestContext ctx = self.ctx
         cdef Route route = ctx.route
         cdef int verdict
-        # PHASE_ACCESS: resource policy, API key, authorizers (fastgate.access)
+        # PHASE_ACCESS: resource policy, API key, authorizers (fastgate.phases.access)
         if phase <= PHASE_ACCESS and route.access is not None:
             if route.access.needs_body and not self.req_complete:
                 # SigV4 signs the payload: check once the body is here (request_finished)
@@ -1264,7 +1264,7 @@ cdef class ClientConnection:
                 return ACTION_WAIT
             if not self.run_throttle(ctx, route):
                 return ACTION_RESPOND
-        # PHASE_VALIDATE: required parameters, the body's model (fastgate.validation)
+        # PHASE_VALIDATE: required parameters, the body's model (fastgate.phases.validation)
         if phase <= PHASE_VALIDATE and route.validator is not None:
             if route.validator.needs_body and not self.req_complete:
                 return self.wait_for_body(ctx, PHASE_VALIDATE)
@@ -1457,7 +1457,7 @@ cdef class ClientConnection:
         coding = ctx.header(b"content-encoding")
         if coding is None:
             return True
-        from fastgate.compression import RequestBodyError, decode_request_body
+        from fastgate.phases.compression import RequestBodyError, decode_request_body
         cap = ctx.route.max_body_size if ctx.route.max_body_size >= 0 else DECODED_BODY_MAX
         raw = b"".join(self.body_chunks) if self.body_chunks else b""
         try:
@@ -1943,7 +1943,7 @@ cdef class ClientConnection:
     cdef list start_compression(self, RequestContext ctx, list headers, long long length):
         """The API compresses responses (minimumCompressionSize) and the client accepts an
         encoding: set up self.compressor and return the headers to send instead."""
-        from fastgate.compression import Compressor, choose_encoding, should_compress
+        from fastgate.phases.compression import Compressor, choose_encoding, should_compress
         cdef tuple pair
         ctype = None
         encoded = False
@@ -2039,8 +2039,8 @@ cdef class ClientConnection:
 
     cdef object mapping_event(self, RequestContext ctx, bytes body):
         """The payload 1.0 event of the request: mapping templates' $input and $context."""
-        from fastgate.functions.events import build_event_v1
-        from fastgate.functions.gateway import function_request
+        from fastgate.phases.functions.events import build_event_v1
+        from fastgate.phases.functions.gateway import function_request
         return build_event_v1(function_request(ctx, body))
 
     cdef bint map_request(self, RequestContext ctx, Route route):
@@ -2101,7 +2101,7 @@ cdef class ClientConnection:
         self.respond_mapped(result)
 
     cdef void respond_mapped(self, object result):
-        """What fastgate.vtl made: (status, headers, body), or a gateway response type."""
+        """What fastgate.phases.vtl made: (status, headers, body), or a gateway response type."""
         cdef RequestContext ctx = self.ctx
         if isinstance(result, str):
             self.respond_error(result, ctx.error_message)
@@ -2115,7 +2115,7 @@ cdef class ClientConnection:
         self.respond(result[0], result[1], result[2])
 
     cdef void respond_mock_vtl(self, Route route):
-        """A mock with Velocity mapping templates (fastgate/vtl.py): Python, off the fast path."""
+        """A mock with Velocity mapping templates (fastgate/phases/vtl.py): Python, off the fast path."""
         cdef RequestContext ctx = self.ctx
         if not self.decode_body(ctx):
             self.respond_error(ctx.error_type, ctx.error_message)
@@ -2448,7 +2448,7 @@ cdef class ClientConnection:
         if ctx.trace is not None:
             snap.tracer.finish(<Trace>ctx.trace, ctx)
         if ctx.metered and self.worker.usage is not None:
-            # an API key's usage per stage, the basis for billing (fastgate.usage); a 429 the
+            # an API key's usage per stage, the basis for billing (fastgate.control.usage); a 429 the
             # gateway made itself (an error type set) is a throttle or the quota.
             # PERF: C increments on the shared mapping, no Python call (bench/bench_usage.py)
             self.worker.usage.record(ctx.usage_slot, ctx.status,

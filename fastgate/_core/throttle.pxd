@@ -249,7 +249,7 @@ cdef Py_ssize_t format_headers(char* buf, Py_ssize_t cap, const char* policy,
 
 # ---------------------------------------------------------------- limiters --
 # One configured limit of one level, as the control plane compiles it for a
-# route (fastgate.snapshot / fastgate.apis); the protocol's THROTTLE phase
+# route (fastgate.compile.snapshot / fastgate.compile.apis); the protocol's THROTTLE phase
 # takes from each of a route's limiters in API Gateway's order and answers
 # 429 THROTTLED at the first rejection.
 

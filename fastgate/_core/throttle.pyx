@@ -724,7 +724,7 @@ def header_block(str policy, take):
 
 cpdef bytes claim_key(object auth, bytes name):
     """The bucket key of a LIMIT_CLAIM limiter: the claim's value in the access phase's
-    result (fastgate.auth.AuthResult.claims); b"" when there is no token or no such claim.
+    result (fastgate.phases.auth.AuthResult.claims); b"" when there is no token or no such claim.
     Non-string claims (numbers, lists) key by their JSON text."""
     if auth is None:
         return b""

@@ -1,7 +1,7 @@
 # Distributed tracing on the hot path: parse the incoming trace context,
 # decide sampling, write the context sent upstream, and queue a span record
 # for the sampled requests. Encoding and export to an OTLP/HTTP collector
-# happen on a thread (fastgate.tracing_export), never on the event loop.
+# happen on a thread (fastgate.observability.tracing_export), never on the event loop.
 #
 # Life of one request (the protocol's calls; docs/tracing.md has them verbatim):
 #
@@ -108,7 +108,7 @@ cdef class Trace:            # @cython.freelist(256) in tracing.pyx
 
 @cython.final
 cdef class Tracer:
-    # One per snapshot and worker, built by fastgate.tracing_export.build_tracer.
+    # One per snapshot and worker, built by fastgate.observability.tracing_export.build_tracer.
     cdef readonly int sampler             # a SamplerKind
     cdef readonly double ratio            # 0..1
     cdef uint64_t ratio_bound             # sample when low 64 bits of the trace id < this
@@ -126,7 +126,7 @@ cdef class Tracer:
     cdef readonly Py_ssize_t batch_size   # records that wake the exporter early
     cdef public object wake               # callable (threading.Event.set) or None, called
                                           # from finish() when batch_size records are queued
-    cdef public object exporter           # fastgate.tracing_export.SpanExporter, or None
+    cdef public object exporter           # fastgate.observability.tracing_export.SpanExporter, or None
 
     # counters, in spans; the shared-memory copies sum over workers
     cdef long long counts[3]              # by Result

@@ -1,7 +1,7 @@
 # Upstream groups: weighted targets, their keep-alive connection pools,
 # load balancing and the health state every pick consults.
 #
-# Built once per config snapshot by the control plane (fastgate.snapshot).
+# Built once per config snapshot by the control plane (fastgate.compile.snapshot).
 # A Target outlives a snapshot swap only through the connections it holds:
 # a new snapshot gets new Targets, the old ones drain and close their pools.
 

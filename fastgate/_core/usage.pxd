@@ -1,6 +1,6 @@
-# API key usage counters: the per-request half of fastgate.usage.UsageRecorder.
+# API key usage counters: the per-request half of fastgate.control.usage.UsageRecorder.
 #
-# The mapping is created and laid out by the control plane (fastgate/usage.py:
+# The mapping is created and laid out by the control plane (fastgate/control/usage.py:
 # UsageRecorder, created by the supervisor before it forks); this class only
 # holds a C pointer to it, so the LOG phase (protocol.pyx log_exchange) adds a
 # finished request to its (key, API stage) entry with a few C increments and no

@@ -1,9 +1,9 @@
 # cython: boundscheck=False, wraparound=False
-"""The per-request half of API key metering (fastgate.usage has the rest)."""
+"""The per-request half of API key metering (fastgate.control.usage has the rest)."""
 
 from libc.stdint cimport uint64_t
 
-# the layout, for fastgate/usage.py: one definition, in usage.pxd
+# the layout, for fastgate/control/usage.py: one definition, in usage.pxd
 MAGIC = USAGE_MAGIC
 HEADER_WORDS = USAGE_HEADER_WORDS
 SLAB_HEADER_WORDS = USAGE_SLAB_HEADER_WORDS

@@ -9,9 +9,9 @@ from hypothesis import example, given, settings, strategies as st
 from fastgate._core import fncall
 from fastgate._core.fncall import event_v2, response_v2
 from fastgate._core.pipeline import ApiStage, RequestContext, Route
-from fastgate.functions.events import build_event_v2
-from fastgate.functions.gateway import function_request
-from fastgate.functions.responses import ResponseError, parse_response_v2
+from fastgate.phases.functions.events import build_event_v2
+from fastgate.phases.functions.gateway import function_request
+from fastgate.phases.functions.responses import ResponseError, parse_response_v2
 
 
 def test_compiled_module_is_loaded():
@@ -124,6 +124,6 @@ def test_the_common_result_is_read_here():
 
 @pytest.mark.parametrize("epoch_ms", [0, 1700000000123, 1700000000999, 1700000001000])
 def test_request_time_is_the_reference_format(epoch_ms):
-    from fastgate.functions.events import format_request_time
+    from fastgate.phases.functions.events import format_request_time
     ctx = make_ctx(headers=[], time_ms=epoch_ms)
     assert event_v2(ctx, b"")["requestContext"]["time"] == format_request_time(epoch_ms)

@@ -77,7 +77,7 @@ def test_every_table_variable_is_covered():
                # API-stage and gateway-response variables: test_api_stage_variables
                "context.stage", "context.apiId", "context.resourcePath", "context.error.message",
                "context.error.messageString", "context.error.responseType",
-               # mutual TLS: tests/test_tls.py::test_client_cert_template_variables
+               # mutual TLS: tests/compile/test_tls.py::test_client_cert_template_variables
                "context.identity.clientCert.clientCertPem", "context.identity.clientCert.subjectDN",
                "context.identity.clientCert.issuerDN", "context.identity.clientCert.serialNumber",
                "context.identity.clientCert.validity.notBefore",

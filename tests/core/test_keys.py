@@ -1,4 +1,4 @@
-"""fastgate._core.keys: the compiled key table against fastgate.keys.KeyTable, its oracle."""
+"""fastgate._core.keys: the compiled key table against fastgate.compile.keys.KeyTable, its oracle."""
 import hashlib
 
 import pytest
@@ -8,8 +8,8 @@ from fastgate._core import keys as ckeys
 from fastgate._core.keys import KeyGate, KeyIndex, KeyVerdict, sha256_digest
 from fastgate._core.pipeline import RequestContext
 from fastgate._core.throttle import BucketTable, QuotaTable
-from fastgate.keys import KeyTable, check_key, digest
-from fastgate.usage import UsageRecorder
+from fastgate.compile.keys import KeyTable, check_key, digest
+from fastgate.control.usage import UsageRecorder
 
 S = 1_000_000_000
 T0 = 10**15                 # ns: a fixed monotonic "now"
@@ -122,7 +122,7 @@ def test_method_override_has_its_own_bucket():
 
 
 def test_buckets_are_the_python_paths_buckets():
-    """The compiled take and fastgate.keys' PlanInfo keys name the same shared buckets,
+    """The compiled take and fastgate.compile.keys' PlanInfo keys name the same shared buckets,
     so a reload (or the Redis fallback's local twin) sees one count."""
     table, index = compiled()
     plan = table.by_id["gold"].plans[("api1", "prod")]

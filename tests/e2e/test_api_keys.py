@@ -211,7 +211,7 @@ def test_an_update_usage_grant_ends_with_its_period_not_at_the_next_reload(gw, t
     import signal
     import time
 
-    from fastgate.store import Store
+    from fastgate.control.store import Store
     c, key, plan = plan_with_key(gw, name="one", quota={"limit": 1, "period": "DAY"})
     url = f"{gw.url}/prod/paid"
 

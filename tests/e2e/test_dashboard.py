@@ -283,7 +283,7 @@ def test_login_required_off_loopback(up, tmp_path):
 
 
 def test_basic_auth_header_parsing():
-    from fastgate.dashboard import basic_auth_ok
+    from fastgate.observability.dashboard import basic_auth_ok
 
     def h(user, password):
         return [("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())]

@@ -1,7 +1,7 @@
 """Two fastgate processes sharing one real Redis: a limit is a limit for the whole
 deployment (exact with rate 0; with a rate, what one bucket admits over the requests that
 really happened: tests/bucket_bounds.py), and while Redis is down fail_open decides (fail
-closed: tests/test_ratelimit_redis.py)."""
+closed: tests/phases/test_ratelimit_redis.py)."""
 
 from __future__ import annotations
 

@@ -238,9 +238,9 @@ def rows(data_dir: Path, day: str, config: Path | None = None) -> list[tuple]:
 def quick_rows(data_dir: Path, day: str, redis_url: str | None = None) -> list[tuple]:
     """rows() without a process per poll (slow on a busy machine): the same functions
     the CLI calls, in this process. The CLI itself is checked once the data is there."""
-    from fastgate.config import RedisConfig
-    from fastgate.usage import ROW_COLUMNS, UsageStore
-    from fastgate.usage_redis import all_hosts_rows
+    from fastgate.compile.config import RedisConfig
+    from fastgate.control.usage import ROW_COLUMNS, UsageStore
+    from fastgate.control.usage_redis import all_hosts_rows
     store = UsageStore.in_dir(data_dir)
     try:
         got = all_hosts_rows(store, RedisConfig(url=redis_url) if redis_url else None, day, day)

@@ -1,0 +1,1 @@
+"""Logs, the dashboard and trace export: what operators read."""
