@@ -17,7 +17,7 @@ from fastgate._core.pipeline import RequestContext
 from fastgate._core.throttle import BucketTable, QuotaTable
 from fastgate._core.usage import UsageCounters
 from fastgate.compile.keys import KeyTable, check_key
-from fastgate.control.usage import UsageRecorder
+from fastgate.compile.shared import UsageRecorder
 
 CHECKS_PER_ROUND = 10_000
 VALUE = b"BenchKeyValue0123456789abcdefXYZ"      # bench/wrk_compare.py's keyed scenario key

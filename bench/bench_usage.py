@@ -7,7 +7,7 @@ with the call). record() from C should stay in the nanoseconds.
 """
 import pytest
 
-from fastgate.control.usage import BYTES_IN, BYTES_OUT, QUOTA_USED, REQUESTS, STATUS_4XX, STATUS_5XX, \
+from fastgate.compile.shared import BYTES_IN, BYTES_OUT, QUOTA_USED, REQUESTS, STATUS_4XX, STATUS_5XX, \
     THROTTLED, UsageRecorder
 
 RECORDS_PER_ROUND = 10_000

@@ -7,7 +7,7 @@ shorthand (docs/authorizers.md).  Both return the checks in the order API Gatewa
 applies them: the resource policy (or ip_allow/ip_deny) first, then the authorizer.
 
 Key sets, Lambda result caches and the SigV4 replay cache live in an
-:class:`AuthCaches` owned by the worker, so routes sharing an issuer or an authorizer
+:class:`fastgate.phases.auth.caches.AuthCaches` owned by the worker, so routes sharing an issuer or an authorizer
 share them, and a reload that leaves an authorizer unchanged keeps its warm state.
 """
 
@@ -18,65 +18,22 @@ import os
 from typing import Mapping
 
 from fastgate.phases.auth import Check
-from fastgate.phases.auth.iam import IamCheck, ReplayCache
-from fastgate.phases.auth.jwt import DEFAULT_ALGORITHMS, JwtCheck, KeySet
-from fastgate.phases.auth.lambda_authorizer import (DEFAULT_TIMEOUT_MS, LambdaAuthorizer, LambdaCheck,
-                                             ResultCache)
+from fastgate.phases.auth.caches import AuthCaches
+from fastgate.phases.auth.iam import IamCheck
+from fastgate.phases.auth.jwt import DEFAULT_ALGORITHMS, JwtCheck
+from fastgate.phases.auth.lambda_authorizer import (DEFAULT_TIMEOUT_MS, LambdaAuthorizer, LambdaCheck)
 from fastgate.phases.auth.policy import (IpListCheck, PolicyError, ResourcePolicyCheck,
                                   compile_statements, parse_networks)
 
-__all__ = ["AuthCaches", "AccessError", "compile_method_access", "compile_route_access",
+__all__ = ["AccessError", "compile_method_access", "compile_route_access",
            "cognito_issuer"]
 
-REFETCH_INTERVAL_S = 300.0     # an unknown kid refetches an issuer's keys at most this often
 REST_DEFAULT_TTL_S = 300       # authorizerResultTtlInSeconds when a REST authorizer omits it
 
 
 class AccessError(ValueError):
     """A method's access configuration cannot be compiled; the route must not be served
     unprotected, so the caller answers it with a 500 (and logs the message)."""
-
-
-class AuthCaches:
-    """The warm state of authorizers, kept across routes and reloads.
-
-    Call :meth:`sweep` after compiling a whole snapshot: what the new snapshot no longer
-    uses is dropped."""
-
-    def __init__(self, *, refetch_interval_s: float = REFETCH_INTERVAL_S):
-        self.refetch_interval_s = refetch_interval_s
-        self.replay = ReplayCache()
-        self._keysets: dict[tuple, KeySet] = {}
-        self._results: dict[tuple, ResultCache] = {}
-        self._used: set[tuple] = set()
-
-    def keyset(self, issuer: str, *, jwks_uri: str | None, jwks_file: str | None,
-               http_client, refetch_interval_s: float | None = None) -> KeySet:
-        interval = self.refetch_interval_s if refetch_interval_s is None else refetch_interval_s
-        key = ("keys", issuer, jwks_uri, jwks_file, interval)
-        self._used.add(key)
-        ks = self._keysets.get(key)
-        if ks is None:
-            ks = KeySet(issuer=issuer, jwks_uri=jwks_uri, jwks_file=jwks_file,
-                        http_client=http_client, refetch_interval_s=interval)
-            self._keysets[key] = ks
-        return ks
-
-    def results(self, scope: str, authorizer: LambdaAuthorizer) -> ResultCache:
-        """The result cache of one authorizer (``scope``: the API and authorizer id)."""
-        key = ("results", scope, authorizer.cache_identity())
-        self._used.add(key)
-        cache = self._results.get(key)
-        if cache is None:
-            cache = ResultCache(authorizer.ttl_s)
-            self._results[key] = cache
-        return cache
-
-    def sweep(self) -> None:
-        for table in (self._keysets, self._results):
-            for key in [k for k in table if k not in self._used]:
-                del table[key]
-        self._used = set()
 
 
 # AWS SDKs' service-specific endpoint variable for Cognito user pools: set, a user pool's
@@ -167,7 +124,7 @@ def compile_method_access(api: dict, method: dict, *, invoke, http_client, warn,
         if uri.startswith(("http://", "https://")):
             url = uri
         else:
-            from fastgate.compile.apis import lambda_function_name
+            from fastgate.phases.functions.loader import lambda_function_name
             function = lambda_function_name(uri)
             if function is None:
                 raise AccessError(f"authorizer {auth.get('name')}: no function in "

@@ -32,23 +32,11 @@ from fastgate._core.pipeline import ApiStage, GatewayResponse, Integration, Moun
 from fastgate._core.protocol import GATEWAY_RESPONSES
 from fastgate._core.router import Router
 from fastgate.compile.config import TargetConfig, UpstreamConfig, parse_target_url
+from fastgate.phases.functions.loader import lambda_function_name
 
-LAMBDA_ARN = re.compile(r"(?:^|:)function:([A-Za-z0-9_-]+)(?::[A-Za-z0-9_$-]+)?(?:/invocations)?$")
 STAGE_VAR = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}|\$stageVariables\.([A-Za-z0-9_]+)")
 URI_PARAM = re.compile(r"\{([A-Za-z0-9._-]+\+?)\}")
 AWS_DEFAULT_TIMEOUT_MS = 29000   # timeoutInMillis when an integration does not say
-
-
-def lambda_function_name(uri: str) -> str | None:
-    """The function name in an aws_proxy integration URI
-    (arn:aws:apigateway:REGION:lambda:path/2015-03-31/functions/arn:aws:lambda:REGION:ACCOUNT:function:NAME[:ALIAS]/invocations),
-    in a plain Lambda ARN, or a bare name; None when there is none."""
-    m = LAMBDA_ARN.search(uri)
-    if m:
-        return m.group(1)
-    if re.fullmatch(r"[A-Za-z0-9_-]+", uri or ""):
-        return uri
-    return None
 
 
 def stage_api_binary_types(stage, compiler) -> list[str]:
@@ -252,7 +240,7 @@ class Compiler:
         rate, burst = spec.get("throttlingRateLimit"), spec.get("throttlingBurstLimit")
         if rate is not None or burst is not None:
             from fastgate.compile.config import ThrottleConfig
-            from fastgate.compile.snapshot import limiter
+            from fastgate.compile.shared import limiter
             tc = ThrottleConfig(rate=float(rate if rate is not None else 10000),
                                 burst=int(burst if burst is not None else 5000))
             out.append(limiter("stage", tc, f"stage:{stage.api_id}/{stage.stage}:{method} {path}"))
@@ -376,7 +364,7 @@ class Compiler:
             template = mapping.path     # HTTP APIs' overwrite:path
         group_name = base
         if group_name not in self.groups:
-            from fastgate.compile.snapshot import build_group
+            from fastgate.compile.upstreams import build_group
             self.groups[group_name] = build_group(
                 group_name, UpstreamConfig(targets=(TargetConfig(url=base),)), self.metrics,
                 self.services.worker_id if self.services is not None else 0)

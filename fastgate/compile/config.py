@@ -1362,7 +1362,7 @@ def empty_config() -> LoadedConfig:
 
 def default_config_path() -> str:
     """The packaged default config (fastgate/default.yaml)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.yaml")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default.yaml")  # fastgate/default.yaml
 
 
 # Where `fastgate proxy` errors point: the flag that produced the value.

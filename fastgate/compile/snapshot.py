@@ -8,136 +8,17 @@ the snapshot they started with.
 from __future__ import annotations
 
 import os
-import ssl
 
 from fastgate._core.headers import HeaderTransform, PathRewrite, Template
 from fastgate._core.pipeline import Integration, Route
 from fastgate._core.protocol import Snapshot
 from fastgate._core.router import Router
-from fastgate._core.upstream import Balance, HashOn, UpstreamGroup
-
-BALANCES = {"round_robin": Balance.BALANCE_ROUND_ROBIN, "least_conn": Balance.BALANCE_LEAST_CONN,
-            "hash": Balance.BALANCE_HASH}
-
-
-HASH_ON = {"client_ip": HashOn.HASH_CLIENT_IP, "header": HashOn.HASH_HEADER,
-           "cookie": HashOn.HASH_COOKIE}
-
-
-_BUCKETS = None   # the host's shared token buckets (fastgate._core.throttle.BucketTable)
-
-
-def shared_buckets():
-    """The bucket table every worker takes from. The supervisor calls this before it forks
-    (so the mapping is shared); a process that never forked gets its own on first use."""
-    global _BUCKETS
-    if _BUCKETS is None:
-        from fastgate._core.throttle import BucketTable
-        _BUCKETS = BucketTable.create(STATIC_BUCKETS, DYNAMIC_BUCKETS)
-    return _BUCKETS
-
-
-_CACHE = None     # the response cache shared by the host's workers (fastgate._core.cache.SharedCache)
-_QUOTAS = None    # usage-plan quotas (fastgate._core.throttle.QuotaTable)
-_USAGE = None     # API key metering (fastgate.control.usage.UsageRecorder)
-
-
-def shared_cache(memory_mb: int | None = None):
-    """The response cache; the supervisor creates it before fork (memory_mb from the
-    config). None until then: caching needs the supervisor's shared mapping."""
-    global _CACHE
-    if _CACHE is None and memory_mb:
-        from fastgate._core.cache import SharedCache
-        _CACHE = SharedCache.create(memory_mb << 20, CACHE_ENTRY_MAX)
-    return _CACHE
-
-
-CACHE_ENTRY_MAX = 1 << 20  # bytes: a larger response is not cached
-
-
-def shared_quotas():
-    """The quota counters every worker counts in; created before fork like the buckets."""
-    global _QUOTAS
-    if _QUOTAS is None:
-        from fastgate._core.throttle import QuotaTable
-        _QUOTAS = QuotaTable.create(QUOTA_SLOTS)
-    return _QUOTAS
-
-
-def shared_usage(workers: int | None = None):
-    """The usage counters of API keys; the supervisor creates them (with its worker
-    count) before fork, the admin process flushes them to SQLite. None elsewhere."""
-    global _USAGE
-    if _USAGE is None and workers is not None:
-        from fastgate.control.usage import UsageRecorder
-        _USAGE = UsageRecorder.create(workers=workers, capacity=USAGE_KEYS)
-    return _USAGE
-
-
-QUOTA_SLOTS = 65536        # (usage plan, key) quota counters, twice the pairs expected (16 B each)
-USAGE_KEYS = 16384         # API keys metered per worker (64 B each)
-STATIC_BUCKETS = 4096      # named buckets: routes, stage methods, gateway (64 B each)
-DYNAMIC_BUCKETS = 65536    # per client IP / header value buckets (16 B each)
-
-
-def limiter(name: str, tc, bucket: str):
-    """A compiled Limiter of a ThrottleConfig."""
-    from fastgate._core.throttle import Limiter, ThrottleSettings
-    kind, arg = tc.key_kind()
-    return Limiter(name, ThrottleSettings(tc.rate, tc.burst), shared_buckets(), bucket, kind, arg)
-
+from fastgate.compile.shared import limiter, shared_buckets, shared_cache, shared_quotas
+from fastgate.compile.upstreams import build_group
 
 def integration_type(integration) -> str:
     """"http" | "mock" | "echo": the tag of a config integration Struct."""
     return type(integration).__struct_config__.tag
-
-
-def health_slot_for(metrics, upstream_name: str, target) -> int:
-    return metrics.gauge_series("fastgate_upstream_healthy",
-                                {"upstream": upstream_name, "target": target.url})
-
-
-def health_slots(config, metrics) -> list[int]:
-    """Slots of every actively checked target (the supervisor marks them healthy at start)."""
-    return [health_slot_for(metrics, name, t)
-            for name, up in config.upstreams.items() if up.health_check is not None
-            for t in up.targets]
-
-
-def client_ssl_context(verify: bool) -> ssl.SSLContext:
-    """TLS towards an upstream (proxying and health checks alike)."""
-    ctx = ssl.create_default_context()
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def host_header(t) -> str:
-    """Host for a parsed target URL: the port only when it is not the scheme's default."""
-    default = 443 if t.scheme == "https" else 80
-    return t.label if t.port != default else t.label.rsplit(":", 1)[0]
-
-
-def build_group(name: str, up, metrics, worker_id: int) -> UpstreamGroup:
-    kind, hash_name = up.hash_key()
-    passive = up.passive
-    group = UpstreamGroup(name, BALANCES[up.balance], HASH_ON[kind], hash_name or "",
-                          passive.max_failures, passive.eject_ms / 1000)
-    for tc in up.targets:
-        t = tc.parsed()
-        ssl_ctx = client_ssl_context(up.tls_verify) if t.scheme == "https" else None
-        target = group.add_target(tc.url, t.scheme, t.host, t.port, tc.weight, up.keepalive, ssl_ctx)
-        if metrics is not None:
-            target.metrics = metrics
-            target.conn_slot = metrics.gauge_series("fastgate_upstream_connections",
-                                                    {"upstream": name, "target": tc.url})
-            target.own_conn_slot = metrics.gauge_series(
-                "fastgate_worker_upstream_connections",
-                {"upstream": name, "target": tc.url, "worker": str(worker_id)})
-            if up.health_check is not None:
-                target.health_slot = health_slot_for(metrics, name, tc)
-    return group
 
 
 def header_transform(loaded, where: tuple, spec) -> HeaderTransform | None:

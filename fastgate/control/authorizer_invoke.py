@@ -82,7 +82,8 @@ class AuthorizerInvoker:
 
     async def _invoke(self, api: dict, authorizer: dict, p: dict) -> dict:
         from fastgate.phases.auth import AuthRequest, AuthResult
-        from fastgate.compile.access import AccessError, AuthCaches, compile_method_access
+        from fastgate.compile.access import AccessError, compile_method_access
+        from fastgate.phases.auth.caches import AuthCaches
         if self.functions is None:
             self._configure_functions()
         capture = _Capture(self.functions, self.http_client)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fastgate.observability.log import log
+
 if TYPE_CHECKING:
     from fastgate.control.state import State
     from fastgate.control.store import Store, Txn
@@ -241,7 +243,7 @@ AUTHORIZER_URI_INVALID = ("Invalid Authorizer URI: {uri}. Authorizer URI should 
 
 def _check_authorizer(auth: dict, api: dict) -> None:
     """AWS's rules for an Authorizer, checked after create and after every patch."""
-    from fastgate.compile.apis import LAMBDA_ARN
+    from fastgate.phases.functions.loader import LAMBDA_ARN
     atype = auth.get("type")
     if atype not in AUTHORIZER_TYPES:
         raise BadRequest(f"Invalid authorizer type specified. Valid options are "
@@ -1995,7 +1997,7 @@ class Model:
     def _usage_rows(self, end: str, key_ids: list[str]) -> list[tuple]:
         from fastgate.control.usage_redis import all_hosts_rows
         return all_hosts_rows(self._usage_store(), self.usage_redis, None, end, key_ids,
-                              warn=_log_warning)
+                              warn=log)
 
     @staticmethod
     def _plan_stages(plan: dict) -> set[tuple[str, str]]:
@@ -2082,12 +2084,6 @@ class Model:
         today = time.strftime("%Y-%m-%d", time.gmtime())
         return self.get_usage({"usagePlanId": plan["id"], "keyId": member["id"],
                                "startDate": today, "endDate": today})
-
-def _log_warning(msg: str) -> None:
-    import os
-    import sys
-    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
-
 
 # ---------------------------------------------------------------- API keys and usage plans
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import mmap
 import os
 import secrets
 import sqlite3
@@ -40,20 +39,11 @@ from typing import Iterable
 
 import orjson
 
-from fastgate._core.usage import (COUNTER_WORDS, ENTRY_WORDS, HEADER_WORDS, IDENT_MAX, MAGIC,
-                                  SLAB_HEADER_WORDS, UsageCounters)
+from fastgate.compile.shared import COUNTERS, SEP, UsageRecorder, _ZEROS, _add, _sub
 
-KEY_MAX = 32                     # bytes of key id (AWS's ids are 10)
-SEP = "\x1f"                     # between key id, api id and stage in an entry's ident
-# word offsets of the counters inside an entry, in COUNTERS order (fastgate/_core/usage.pxd)
-REQUESTS, THROTTLED, STATUS_4XX, STATUS_5XX, BYTES_IN, BYTES_OUT, QUOTA_USED = COUNTER_WORDS
-COUNTERS = ("requests", "throttled", "status_4xx", "status_5xx", "bytes_in", "bytes_out",
-            "quota_used")
 FLUSH_INTERVAL_S = 1.0
 CURSOR_KEEP_S = 7 * 86400        # cursors of dead generations are dropped after this
 SCHEMA_VERSION = 2               # PRAGMA user_version; 0/1 = the calls-per-key-per-day table
-
-_ZEROS = (0,) * len(COUNTERS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -104,124 +94,6 @@ INSERT INTO usage (key_id, day, requests, bytes_in, bytes_out, quota_used)
     SELECT key_id, day, calls, bytes_in, bytes_out, calls FROM usage_v1;
 DROP TABLE usage_v1
 """
-
-
-class UsageRecorder:
-    """Per (key, API, stage) counters in one anonymous shared mapping: `workers` slabs
-    of `capacity` entries. Create it in the supervisor before forking
-    (`UsageRecorder.create`)."""
-
-    def __init__(self, mm: mmap.mmap, workers: int, capacity: int, generation: str):
-        self._mm = mm
-        self._q = memoryview(mm).cast("Q")      # the whole mapping as uint64 words
-        # the workers' side: the LOG phase records through its C pointer (protocol.pyx)
-        self.counters = UsageCounters(mm)
-        self.workers = workers
-        self.capacity = capacity
-        self.generation = generation
-        self._slab_words = SLAB_HEADER_WORDS + capacity * ENTRY_WORDS
-
-    @classmethod
-    def create(cls, workers: int, capacity: int = 16384) -> "UsageRecorder":
-        """A zeroed table for `workers` worker ids (0..workers-1) and `capacity` distinct
-        (key, API stage) pairs per worker. Address space: 192 B per entry (3 MiB per
-        worker by default); pages are touched only as entries are claimed."""
-        if workers < 1 or capacity < 1:
-            raise ValueError("workers and capacity must be >= 1")
-        size = 8 * (HEADER_WORDS + workers * (SLAB_HEADER_WORDS + capacity * ENTRY_WORDS))
-        mm = mmap.mmap(-1, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        gen = secrets.token_bytes(16)
-        rec = cls(mm, workers, capacity, gen.hex())
-        q = rec._q
-        q[0], q[1], q[2] = MAGIC, workers, capacity
-        q[3], q[4] = int.from_bytes(gen[:8], "little"), int.from_bytes(gen[8:], "little")
-        return rec
-
-    def _slab(self, worker: int) -> int:
-        if not 0 <= worker < self.workers:
-            raise ValueError(f"worker id {worker} outside 0..{self.workers - 1}")
-        return HEADER_WORDS + worker * self._slab_words
-
-    def slot(self, worker: int, key_id: str, api_id: str = "", stage: str = "") -> int:
-        """The entry of (key_id, api_id, stage) in this worker's slab, claimed if new; a
-        negative slot when the slab is full (record() then only counts the request in
-        stats()["dropped"]). Call it once per key and stage per process, in the worker
-        that will record."""
-        if not 0 < len(key_id.encode()) <= KEY_MAX:
-            raise ValueError(f"key id must be 1..{KEY_MAX} bytes")
-        raw = SEP.join((key_id, api_id, stage)).encode()
-        if len(raw) > IDENT_MAX:
-            raise ValueError(f"key id, API id and stage together must fit {IDENT_MAX} bytes")
-        base = self._slab(worker)
-        q, used = self._q, self._q[base]
-        first = base + SLAB_HEADER_WORDS
-        for i in range(used):
-            e = first + i * ENTRY_WORDS
-            if q[e] == len(raw) and self._ident_at(e) == raw:
-                return e
-        if used >= self.capacity:
-            return -(base + 2)      # record() then counts into this slab's `dropped` word
-        e = first + used * ENTRY_WORDS
-        # ident bytes, then their length, then the count: a reader that sees the new count
-        # sees a complete entry (x86-64 keeps stores in order; on weaker orders a reader
-        # that still sees length 0 skips the entry until the next flush)
-        off = e * 8 + 8
-        self._mm[off:off + IDENT_MAX] = raw.ljust(IDENT_MAX, b"\0")
-        q[e] = len(raw)
-        q[base] = used + 1
-        return e
-
-    def _ident_at(self, e: int) -> bytes:
-        off = e * 8 + 8
-        return self._mm[off:off + self._q[e]]
-
-    def record(self, slot: int, status: int, throttled: bool, quota_used: bool,
-               bytes_in: int, bytes_out: int) -> None:
-        """One finished request of the slot's key on its stage: the status sent, whether
-        the gateway throttled it (a 429 of a throttle or the quota) and whether it
-        counted against the plan's quota. Only the worker that owns the slot calls this;
-        the protocol calls `counters.record` from C instead."""
-        self.counters.record_py(slot, status, throttled, quota_used, bytes_in, bytes_out)
-
-    def entries(self) -> Iterable[tuple[int, int, str, tuple[int, ...]]]:
-        """(worker, slot, ident, counters in COUNTERS order) of every claimed entry,
-        cumulative since the mapping was created. ident: "key_id US api_id US stage"."""
-        q = self._q
-        for w in range(self.workers):
-            base = self._slab(w)
-            first = base + SLAB_HEADER_WORDS
-            for i in range(min(q[base], self.capacity)):
-                e = first + i * ENTRY_WORDS
-                n = q[e]
-                if not 0 < n <= IDENT_MAX:
-                    continue        # being claimed right now: next flush
-                yield (w, e, self._ident_at(e).decode(errors="replace"),
-                       tuple(q[e + REQUESTS:e + QUOTA_USED + 1]))
-
-    def stats(self) -> dict:
-        """Entries in use and requests dropped because a slab was full, over all workers."""
-        used = dropped = 0
-        for w in range(self.workers):
-            base = self._slab(w)
-            used += self._q[base]
-            dropped += self._q[base + 1]
-        return {"entries": used, "capacity": self.capacity * self.workers, "dropped": dropped}
-
-    def totals(self) -> dict[tuple[str, str, str], tuple[int, ...]]:
-        """(key id, api id, stage) -> counters (COUNTERS order) summed over the workers."""
-        out: dict[tuple[str, str, str], tuple[int, ...]] = {}
-        for _, _, ident, counts in self.entries():
-            ks = tuple(ident.split(SEP))
-            out[ks] = _add(out.get(ks, _ZEROS), counts)
-        return out
-
-
-def _add(a: tuple, b: tuple) -> tuple:
-    return tuple(x + y for x, y in zip(a, b))
-
-
-def _sub(a: tuple, b: tuple) -> tuple:
-    return tuple(x - y for x, y in zip(a, b))
 
 
 def utc_day(epoch_s: float) -> str:
@@ -385,90 +257,6 @@ def _where(start, end, key_ids) -> tuple[str, list]:
         args += ids
     return sql, args
 
-
-class UsageFlusher:
-    """The flush loop of the admin process: flush() every interval, and once more at
-    stop(); then, when the config has `redis:`, push what changed to Redis
-    (fastgate.control.usage_redis). Runs in a thread so a busy database or a slow Redis never
-    stalls the admin's event loop."""
-
-    def __init__(self, recorder: UsageRecorder, data_dir: str | os.PathLike,
-                 interval_s: float = FLUSH_INTERVAL_S, log=None, redis_config=None):
-        import threading
-        self.recorder = recorder
-        self.data_dir = data_dir
-        self.interval_s = interval_s
-        self.log = log or (lambda msg: None)
-        self.redis_config = redis_config or (lambda: None)   # -> config.RedisConfig or None
-        self._redis = None
-        self._redis_down = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fastgate-usage", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        store = None
-        while True:
-            stopping = self._stop.wait(self.interval_s)
-            try:
-                if store is None:
-                    # no key used yet: no database to create in the data dir, unless one
-                    # exists with rows a Redis outage kept from an earlier run to push
-                    if not any(True for _ in self.recorder.entries()) and not (
-                            self.redis_config() is not None and self._db_exists()):
-                        if stopping:
-                            break
-                        continue
-                    store = UsageStore.in_dir(self.data_dir)
-                store.flush(self.recorder)
-            except Exception as e:   # a locked or full disk: the counters keep it for the next try
-                self.log(f"usage flush failed, retrying: {e}")
-            if store is not None:
-                self.push(store)
-            if stopping:
-                break
-        if store is not None:
-            store.close()
-        if self._redis is not None:
-            self._redis.close()
-
-    def _db_exists(self) -> bool:
-        from fastgate.control.store import db_path
-        return db_path(self.data_dir).exists()
-
-    def push(self, store: UsageStore) -> None:
-        """The rows SQLite gained since the last push, to Redis. While Redis is down they
-        wait in SQLite (the push cursor does not move) and go with the next push that
-        gets through."""
-        from fastgate.control.usage_redis import RedisUsage
-        cfg = self.redis_config()
-        if cfg is None:
-            return
-        if self._redis is None or self._redis.cfg != cfg:
-            if self._redis is not None:
-                self._redis.close()
-            self._redis = RedisUsage(cfg)
-        try:
-            self._redis.push(store)
-        except Exception as e:
-            if not self._redis_down:
-                self.log(f"usage push to Redis failed, counting locally until it is back: {e}")
-            self._redis_down = True
-            return
-        if self._redis_down:
-            self.log("usage push to Redis: back, backlog pushed")
-        self._redis_down = False
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Flush one last time and end the thread."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-
-# ---------------------------------------------------------------- reports
 
 DATE_FORMAT = "%Y-%m-%d"
 

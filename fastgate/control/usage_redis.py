@@ -34,7 +34,8 @@ import time
 
 import redis
 
-from fastgate.control.usage import COUNTERS, SEP, UsageStore, merge_rows, utc_day
+from fastgate.compile.shared import COUNTERS, SEP
+from fastgate.control.usage import UsageStore, merge_rows, utc_day
 
 DAY_S = 86400
 

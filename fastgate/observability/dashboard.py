@@ -42,7 +42,7 @@ import orjson
 
 from fastgate._core.metrics import BUCKET_BOUNDS_S
 
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"   # fastgate/static
 STATIC_TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8",
                 ".css": b"text/css; charset=utf-8"}
 # default-src 'self': the page must work with no internet, so nothing may come from elsewhere
@@ -378,7 +378,7 @@ class Dashboard:
             try:
                 self.tick()
             except Exception as e:   # a bad tick must not end the live view for good
-                from fastgate.process.admin import log
+                from fastgate.observability.log import log
                 log(f"dashboard tick failed: {e!r}")
 
     def stop(self) -> None:

@@ -11,8 +11,6 @@ response type, so the API's customised gateway responses apply.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 
 import orjson
 
@@ -20,13 +18,10 @@ from fastgate._core.protocol import AccessVerdict
 from fastgate._core.throttle import LimiterKey, claim_key, header_block
 from fastgate.phases.auth import AuthRequest, AuthResult
 from fastgate.compile.keys import bucket_name
+from fastgate.observability.log import log
 
 ALLOW, DENY, WAIT = (AccessVerdict.ACCESS_ALLOW, AccessVerdict.ACCESS_DENY,
                      AccessVerdict.ACCESS_WAIT)
-
-
-def log(msg: str) -> None:
-    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
 class Services:
@@ -35,7 +30,7 @@ class Services:
     function runner that Lambda authorizers call."""
 
     def __init__(self, functions=None, *, worker_id: int = 0, usage=None):
-        from fastgate.compile.access import AuthCaches
+        from fastgate.phases.auth.caches import AuthCaches
         from fastgate.phases.auth.http import HttpClient
         self.caches = AuthCaches()
         self.http_client = HttpClient()

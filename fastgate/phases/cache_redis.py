@@ -20,9 +20,7 @@ fill it from Redis hits with the Redis entry's remaining TTL -- see
 docs/cache.md); the two are independent.
 """
 import asyncio
-import os
 import struct
-import sys
 import time
 
 import redis.asyncio as aioredis
@@ -30,6 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from fastgate.observability.log import log
 
 MAGIC = b"FGc2"                       # value layout version
 # magic, status, header block length, expiry (epoch ms, the storing host's clock); then
@@ -220,10 +219,6 @@ def cache_prefix(prefix):
 
 def flush_channel(prefix):
     return cache_prefix(prefix) + FLUSH_CHANNEL
-
-
-def log(msg):
-    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
 class CacheFlusher:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 import orjson
 import uvloop
 
-from fastgate.compile.snapshot import client_ssl_context, health_slot_for, integration_type
-from fastgate.compile.snapshot import host_header as host_header_of
+from fastgate.compile.snapshot import integration_type
+from fastgate.compile.upstreams import client_ssl_context, health_slot_for
+from fastgate.compile.upstreams import host_header as host_header_of
+from fastgate.observability.log import log, set_role
 
 MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
 MAX_ADMIN_BODY = 10 * 1024 * 1024   # bytes of request body (an OpenAPI import can be large)
@@ -50,10 +51,6 @@ def api_routes(state) -> list[dict]:
                            for res in doc.get("resources", ())
                            for m, spec in sorted((res.get("resourceMethods") or {}).items())]})
     return out
-
-
-def log(msg: str) -> None:
-    print(f"fastgate-admin[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
 class HealthChecker:
@@ -207,7 +204,7 @@ class Admin:
 
     @staticmethod
     def flush_local_cache(prefix: bytes) -> int:
-        from fastgate.compile.snapshot import shared_cache
+        from fastgate.compile.shared import shared_cache
         cache = shared_cache()
         return cache.flush(prefix) if cache is not None else 0
 
@@ -387,7 +384,7 @@ class Admin:
         self.configure_cache_flusher()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()
-        from fastgate.process.supervisor import add_loop_signal_handlers
+        from fastgate.process.signals import add_loop_signal_handlers
         add_loop_signal_handlers(loop, {
             signal.SIGTERM: lambda: stop.done() or stop.set_result(None),
             signal.SIGINT: lambda: None, signal.SIGHUP: self.reload,
@@ -411,12 +408,12 @@ class Admin:
 
     def start_usage_flusher(self):
         """API key usage counted by the workers goes to SQLite every second, from here."""
-        from fastgate.compile.snapshot import shared_usage
+        from fastgate.compile.shared import shared_usage
         rec = shared_usage()
         if rec is None:
             return None
         from fastgate.control.store import default_data_dir
-        from fastgate.control.usage import UsageFlusher
+        from fastgate.control.usage_flusher import UsageFlusher
         flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir(),
                                log=log, redis_config=self.redis_config)
         flusher.start()
@@ -424,4 +421,5 @@ class Admin:
 
 
 def run_admin(sock, loader, metrics) -> int:
+    set_role("fastgate-admin")
     return Admin(sock, loader, metrics).run()

@@ -18,7 +18,6 @@ what was checked, never a file caught half-written.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import pickle
@@ -32,7 +31,11 @@ import time
 
 from fastgate._core import tail
 from fastgate._core.metrics import SharedMetrics
-from fastgate.compile.snapshot import shared_buckets, shared_cache, shared_quotas, shared_usage, build_snapshot, health_slots, integration_type
+from fastgate.compile.shared import shared_buckets, shared_cache, shared_quotas, shared_usage
+from fastgate.compile.snapshot import build_snapshot, integration_type
+from fastgate.compile.upstreams import health_slots
+from fastgate.observability.log import log
+from fastgate.process.signals import die_with_parent
 
 RESTART_BACKOFF_MAX_S = 5.0     # a worker that keeps crashing is restarted at most this often
 STOP_GRACE_S = 5.0              # after the drain timeout, wait this long before SIGKILL
@@ -49,38 +52,6 @@ UPGRADE_FD_ENV = "FASTGATE_UPGRADE_FD"      # pipe: the new process writes b"R" 
 # x0.87 of nginx instead of x0.95 without the tail; 512 slots (300 KB) stay warm: x0.93
 # (bench/wrk_compare.py --scenario keepalive). At high rates the tail is a sample anyway.
 TAIL_ENTRIES = 512
-
-
-def log(msg: str) -> None:
-    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
-
-
-PR_SET_PDEATHSIG = 1            # prctl(2)
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGTERM this child if the supervisor dies (even by SIGKILL), so workers
-    never outlive it holding the listeners; they drain as on a normal stop."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:
-        # the supervisor died between fork() and prctl(): no signal will come
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def add_loop_signal_handlers(loop, handlers: dict) -> None:
-    """loop.add_signal_handler(sig, callback) for each of a child's signals, without losing
-    one that arrives before the loop runs. uvloop reads its signal pipe only while running:
-    a signal taken in between is noted and acted on only when another signal comes, so a
-    worker orphaned there (the parent-death SIGTERM) served on forever. The signals stay
-    blocked, pending in the kernel, until the loop's first turn unblocks them."""
-    sigs = set(handlers)
-    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    for sig, callback in handlers.items():
-        loop.add_signal_handler(sig, callback)
-    loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, sigs)
 
 
 def interface_addresses(name: str, family: str) -> list[str]:
@@ -627,7 +598,7 @@ class Supervisor:
             try:
                 store.flush(rec)
                 if redis_config is not None:
-                    from fastgate.control.usage import UsageFlusher
+                    from fastgate.control.usage_flusher import UsageFlusher
                     UsageFlusher(rec, "", log=log, redis_config=lambda: redis_config).push(store)
             finally:
                 store.close()

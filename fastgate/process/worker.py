@@ -15,7 +15,6 @@ import asyncio
 import gc
 import os
 import signal
-import sys
 import time
 
 import uvloop
@@ -23,8 +22,9 @@ import uvloop
 from fastgate._core.pipeline import seed_random
 from fastgate._core.protocol import Worker
 from fastgate.compile.snapshot import build_snapshot
-from fastgate.process.supervisor import add_loop_signal_handlers
+from fastgate.process.signals import add_loop_signal_handlers
 from fastgate.compile.tls import listener_tls_for
+from fastgate.observability.log import log
 
 
 GC_GEN0_THRESHOLD = 20000   # container allocations between young-generation collections
@@ -36,10 +36,6 @@ def open_connection_slots(metrics, worker_id: int) -> tuple[int, int]:
     """(all workers' open connections, this worker's own count) gauge slots."""
     return (metrics.gauge_series("fastgate_open_connections", {}),
             metrics.gauge_series("fastgate_worker_open_connections", {"worker": str(worker_id)}))
-
-
-def log(msg: str) -> None:
-    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
 class WorkerProcess:
@@ -62,7 +58,7 @@ class WorkerProcess:
         asyncio.set_event_loop(self.loop)
         loaded = self.loader()
         from fastgate.phases.access import Services
-        from fastgate.compile.snapshot import shared_usage
+        from fastgate.compile.shared import shared_usage
         # authorizer caches and clients, kept across reloads; API key metering
         self.services = Services(worker_id=self.worker_id, usage=shared_usage())
         snapshot = build_snapshot(loaded, self.metrics, services=self.services)

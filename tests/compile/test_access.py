@@ -7,14 +7,15 @@ import json
 
 import pytest
 
-from fastgate.compile.access import AccessError, AuthCaches, compile_method_access, compile_route_access
+from fastgate.compile.access import AccessError, compile_method_access, compile_route_access
+from fastgate.phases.auth.caches import AuthCaches
 from fastgate.phases.auth.iam import IamCheck
 from fastgate.phases.auth.jwt import JwtCheck
 from fastgate.phases.auth.lambda_authorizer import LambdaCheck
 from fastgate.phases.auth.policy import IpListCheck, ResourcePolicyCheck
 from fastgate.control.openapi import import_openapi
 
-from .conftest import request
+from tests.phases.auth.conftest import request
 
 POLICY = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke",

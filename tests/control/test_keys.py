@@ -12,7 +12,8 @@ from botocore.exceptions import ClientError
 
 from fastgate.compile.keys import KeyTable, check_key
 from fastgate.control.store import load_state
-from fastgate.control.usage import UsageRecorder, UsageStore
+from fastgate.compile.shared import UsageRecorder
+from fastgate.control.usage import UsageStore
 from tests.control.test_api import Server, build_api, c, code_of, server  # noqa: F401 (fixtures)
 
 VALUE = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"   # 40 characters

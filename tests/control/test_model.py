@@ -9,7 +9,8 @@ import pytest
 
 from fastgate.control.api import load_service_model
 from fastgate.control.model import (GATEWAY_RESPONSE_DEFAULTS, OPERATIONS, BadRequest, Conflict, Model,
-                            NotFound, State, default_gateway_response)
+                                    NotFound, default_gateway_response)
+from fastgate.control.state import State
 from fastgate.control.store import Store
 
 

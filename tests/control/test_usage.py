@@ -19,7 +19,8 @@ import pytest
 
 import sqlite3
 
-from fastgate.control.usage import UsageRecorder, UsageStore, utc_day
+from fastgate.compile.shared import UsageRecorder
+from fastgate.control.usage import UsageStore, utc_day
 from tests.core.test_metrics import _fork, _wait_all
 
 DAY_S = 86400
@@ -207,7 +208,9 @@ def dt_s(day: str) -> float:
 
 GATEWAY = textwrap.dedent("""
     import os, signal, sys, time
-    from fastgate.control.usage import UsageFlusher, UsageRecorder, UsageStore
+    from fastgate.compile.shared import UsageRecorder
+    from fastgate.control.usage import UsageStore
+    from fastgate.control.usage_flusher import UsageFlusher
     data_dir, interval = sys.argv[1], float(sys.argv[2])
     rec = UsageRecorder.create(workers=1, capacity=4)
     slot = rec.slot(0, "k")

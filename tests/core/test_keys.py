@@ -9,7 +9,7 @@ from fastgate._core.keys import KeyGate, KeyIndex, KeyVerdict, sha256_digest
 from fastgate._core.pipeline import RequestContext
 from fastgate._core.throttle import BucketTable, QuotaTable
 from fastgate.compile.keys import KeyTable, check_key, digest
-from fastgate.control.usage import UsageRecorder
+from fastgate.compile.shared import UsageRecorder
 
 S = 1_000_000_000
 T0 = 10**15                 # ns: a fixed monotonic "now"

@@ -13,7 +13,7 @@ A token is accepted when (in this order, the first failure answering):
     token when the method has no scopes, an access token when it has;
   * with route scopes, ``scope`` (space-separated) or ``scp`` holds at least one.
 
-Key sets are shared by every route of an issuer and survive reloads (see compile.AuthCaches).
+Key sets are shared by every route of an issuer and survive reloads (see fastgate.phases.auth.caches).
 An unknown ``kid`` refetches the set, at most once per ``refetch_interval_s``; until the
 first fetch completes requests wait for it, after that verification is synchronous.
 https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from urllib.parse import unquote
 
 from fastgate._core.fncall import event_v2, response_v2
@@ -23,10 +22,7 @@ from fastgate.phases.functions.pool import FunctionPool, FunctionSpec, FunctionS
 from fastgate.phases.functions.responses import (
     ResponseError, parse_response_v1, parse_response_v2, parse_stream_head,
 )
-
-
-def log(msg: str) -> None:
-    print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+from fastgate.observability.log import log
 
 
 def function_specs(config, base_dir: str) -> tuple[list[FunctionSpec], dict]:

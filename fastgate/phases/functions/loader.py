@@ -1,4 +1,5 @@
-"""Handler names ("module:callable") and how a handler process imports them."""
+"""Function names: handler names ("module:callable") and how a handler process imports
+them, and the function an integration URI or Lambda ARN names."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import importlib
 import re
 import sys
 
-__all__ = ["HandlerSpecError", "load_handler", "parse_handler"]
+__all__ = ["HandlerSpecError", "LAMBDA_ARN", "lambda_function_name", "load_handler", "parse_handler"]
 
+LAMBDA_ARN = re.compile(r"(?:^|:)function:([A-Za-z0-9_-]+)(?::[A-Za-z0-9_$-]+)?(?:/invocations)?$")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
@@ -49,3 +51,15 @@ def load_handler(spec: str, paths=()):
     if not callable(obj):
         raise HandlerSpecError(f"Handler '{attr}' on module '{module_name}' is not callable")
     return obj
+
+
+def lambda_function_name(uri: str) -> str | None:
+    """The function name in an aws_proxy integration URI
+    (arn:aws:apigateway:REGION:lambda:path/2015-03-31/functions/arn:aws:lambda:REGION:ACCOUNT:function:NAME[:ALIAS]/invocations),
+    in a plain Lambda ARN, or a bare name; None when there is none."""
+    m = LAMBDA_ARN.search(uri)
+    if m:
+        return m.group(1)
+    if re.fullmatch(r"[A-Za-z0-9_-]+", uri or ""):
+        return uri
+    return None

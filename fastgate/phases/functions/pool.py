@@ -50,12 +50,13 @@ from msgspec import Meta
 from fastgate.phases.functions.errors import FunctionError
 from fastgate.phases.functions.events import DEFAULT_ACCOUNT_ID
 from fastgate.phases.functions.loader import parse_handler
+from fastgate.observability.log import log as _log
 
 __all__ = ["FunctionPool", "FunctionSpec", "FunctionStream"]
 
 
 def log(msg: str) -> None:
-    print(f"fastgate[{os.getpid()}]: functions: {msg}", file=sys.stderr, flush=True)
+    _log(f"functions: {msg}")
 
 
 class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -1,0 +1,63 @@
+"""Config upstreams -> the core's UpstreamGroups: targets, balancing, keep-alive pools,
+TLS towards upstreams, and the metrics slots of their health and connection gauges."""
+
+from __future__ import annotations
+
+import ssl
+
+from fastgate._core.upstream import Balance, HashOn, UpstreamGroup
+
+BALANCES = {"round_robin": Balance.BALANCE_ROUND_ROBIN, "least_conn": Balance.BALANCE_LEAST_CONN,
+            "hash": Balance.BALANCE_HASH}
+
+
+HASH_ON = {"client_ip": HashOn.HASH_CLIENT_IP, "header": HashOn.HASH_HEADER,
+           "cookie": HashOn.HASH_COOKIE}
+
+
+def health_slot_for(metrics, upstream_name: str, target) -> int:
+    return metrics.gauge_series("fastgate_upstream_healthy",
+                                {"upstream": upstream_name, "target": target.url})
+
+
+def health_slots(config, metrics) -> list[int]:
+    """Slots of every actively checked target (the supervisor marks them healthy at start)."""
+    return [health_slot_for(metrics, name, t)
+            for name, up in config.upstreams.items() if up.health_check is not None
+            for t in up.targets]
+
+
+def client_ssl_context(verify: bool) -> ssl.SSLContext:
+    """TLS towards an upstream (proxying and health checks alike)."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def host_header(t) -> str:
+    """Host for a parsed target URL: the port only when it is not the scheme's default."""
+    default = 443 if t.scheme == "https" else 80
+    return t.label if t.port != default else t.label.rsplit(":", 1)[0]
+
+
+def build_group(name: str, up, metrics, worker_id: int) -> UpstreamGroup:
+    kind, hash_name = up.hash_key()
+    passive = up.passive
+    group = UpstreamGroup(name, BALANCES[up.balance], HASH_ON[kind], hash_name or "",
+                          passive.max_failures, passive.eject_ms / 1000)
+    for tc in up.targets:
+        t = tc.parsed()
+        ssl_ctx = client_ssl_context(up.tls_verify) if t.scheme == "https" else None
+        target = group.add_target(tc.url, t.scheme, t.host, t.port, tc.weight, up.keepalive, ssl_ctx)
+        if metrics is not None:
+            target.metrics = metrics
+            target.conn_slot = metrics.gauge_series("fastgate_upstream_connections",
+                                                    {"upstream": name, "target": tc.url})
+            target.own_conn_slot = metrics.gauge_series(
+                "fastgate_worker_upstream_connections",
+                {"upstream": name, "target": tc.url, "worker": str(worker_id)})
+            if up.health_check is not None:
+                target.health_slot = health_slot_for(metrics, name, tc)
+    return group
