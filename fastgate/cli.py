@@ -175,7 +175,8 @@ def cmd_usage_export(args) -> int:
 def cmd_keys(args) -> int:
     """API keys in the data dir, through the control API's own operations. A running
     gateway picks the change up on its next reload (SIGHUP)."""
-    from fastgate.control.model import ApiError, Model
+    from fastgate.control.errors import ApiError
+    from fastgate.control.model import Model
     from fastgate.control.store import Store
     store = Store.in_dir(_data_dir(args))
     try:

@@ -23,7 +23,8 @@ from urllib.parse import unquote
 import orjson
 
 from fastgate.phases.auth import sigv4
-from fastgate.control.model import OPERATIONS, ApiError, BadRequest, Model
+from fastgate.control.errors import ApiError, BadRequest
+from fastgate.control.model import OPERATIONS, Model
 
 SERVICE = "apigateway"
 API_VERSION = "2015-07-09"

@@ -21,7 +21,8 @@ import asyncio
 import json
 import time
 
-from fastgate.control.model import GATEWAY_RESPONSE_DEFAULTS, BadRequest
+from fastgate.control.errors import BadRequest
+from fastgate.control.model.gateway_responses import GATEWAY_RESPONSE_DEFAULTS
 
 # AWS's test invocations name this stage in the method ARN the authorizer sees
 TEST_STAGE = "ESTestInvoke-stage"

@@ -212,7 +212,7 @@ class Admin:
         """FlushStageCache (in the control API's thread): this host's shared cache now,
         then Redis and, through it, every other host's."""
         from fastgate._core.cache import namespace_prefix
-        from fastgate.control.model import ServiceUnavailable
+        from fastgate.control.errors import ServiceUnavailable
         api_id, stage = params["restApiId"], params["stageName"]
         if (api_id, stage) not in self.served_stages():
             self.control.model.get_stage(params)    # AWS's NotFoundException when it does not exist

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import Gateway, wait_until
-from tests.auth.conftest import Issuer, SigningKey
+from tests.phases.auth.conftest import Issuer, SigningKey
 
 KEY, SECRET = "AKIAFASTGATETEST07", "authorizers-test-secret"
 REGION, ACCOUNT = "us-east-1", "123456789012"

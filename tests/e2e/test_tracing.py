@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_tracing_export import Receiver, wait_for  # noqa: E402
+from tests.observability.test_tracing_export import Receiver, wait_for  # noqa: E402
 
 from conftest import Gateway  # noqa: E402
 

@@ -1,0 +1,285 @@
+"""Resources, methods, integrations, method and integration responses."""
+
+from __future__ import annotations
+
+from fastgate.control.errors import BadRequest, Conflict, NotFound
+from fastgate.control.model.authorizers import _check_method_authorizer
+from fastgate.control.model.base import (
+    AUTHORIZATION_TYPES,
+    HTTP_METHODS,
+    INTEGRATION_TYPES,
+    PATH_PART,
+    STATUS_CODE,
+    ModelBase,
+    _bad_patch,
+    _bool_value,
+    _clone,
+    _copy_known,
+    _page,
+    _patch_ops,
+    _require_str,
+    _unescape_pointer,
+    new_id,
+)
+from fastgate.control.model.restapis import _child_path, resource_view
+
+
+class Resources(ModelBase):
+    # ---- resources
+
+    def get_resources(self, p: dict) -> dict:
+        self.fresh()
+        api = self._api(p["restApiId"])
+        embed = "methods" in (p.get("embed") or ())
+        items = sorted(api.get("resources", ()), key=lambda r: r["path"])
+        return _page([resource_view(r, embed) for r in items], p)
+
+    def get_resource(self, p: dict) -> dict:
+        self.fresh()
+        api = self._api(p["restApiId"])
+        return resource_view(self._resource(api, p["resourceId"]),
+                             "methods" in (p.get("embed") or ()))
+
+    def create_resource(self, p: dict) -> dict:
+        part = _require_str(p, "pathPart", "pathPart")
+        if not PATH_PART.match(part):
+            raise BadRequest("Resource's path part only allow a-zA-Z0-9._- and curly braces at "
+                             "the beginning and the end and an optional plus sign before the "
+                             "closing brace.")
+        with self.change() as txn:
+            api = self._edit_api(p["restApiId"])
+            parent = self._resource(api, p["parentId"])
+            if parent.get("pathPart", "").endswith("+}"):
+                raise BadRequest("A greedy path variable ({proxy+}) must be the last part of a path")
+            for r in api["resources"]:
+                if r.get("parentId") == parent["id"]:
+                    if r["pathPart"] == part:
+                        raise Conflict(f"Another resource with the same parent already has this name: {part}")
+                    if r["pathPart"].startswith("{") and part.startswith("{"):
+                        raise BadRequest("A sibling ({}) of this resource already has a variable "
+                                         "path part -- only one is allowed".format(r["pathPart"]))
+            resource = {"id": new_id(10), "parentId": parent["id"], "pathPart": part,
+                        "path": _child_path(parent, part)}
+            api["resources"].append(resource)
+            self._save_api(txn, api)
+        return resource_view(resource, False)
+
+    def delete_resource(self, p: dict) -> dict:
+        with self.change() as txn:
+            api = self._edit_api(p["restApiId"])
+            target = self._resource(api, p["resourceId"])
+            if target.get("path") == "/":
+                raise BadRequest("Cannot delete root resource")
+            doomed = {target["id"]}
+            grew = True
+            while grew:     # the resource and everything under it
+                grew = False
+                for r in api["resources"]:
+                    if r.get("parentId") in doomed and r["id"] not in doomed:
+                        doomed.add(r["id"])
+                        grew = True
+            api["resources"] = [r for r in api["resources"] if r["id"] not in doomed]
+            self._save_api(txn, api)
+        return {}
+
+    # ---- methods, integrations, responses
+
+    def _method_ctx(self, p: dict, create: bool = False):
+        api = self._edit_api(p["restApiId"])
+        resource = self._resource(api, p["resourceId"])
+        http_method = p["httpMethod"].upper()
+        if create:
+            return api, resource, http_method
+        return api, resource, self._method(resource, http_method)
+
+    def put_method(self, p: dict) -> dict:
+        http_method = p["httpMethod"].upper()
+        if http_method not in HTTP_METHODS:
+            raise BadRequest(f"Invalid HttpMethod specified. Valid options are {','.join(HTTP_METHODS)}")
+        auth = _require_str(p, "authorizationType", "authorizationType")
+        if auth not in AUTHORIZATION_TYPES:
+            raise BadRequest(f"Invalid authorization type specified. Valid options are "
+                             f"{','.join(AUTHORIZATION_TYPES)}")
+        with self.change() as txn:
+            api, resource, _ = self._method_ctx(p, create=True)
+            methods = resource.setdefault("resourceMethods", {})
+            if http_method in methods:
+                raise Conflict("Method already exists for this resource")
+            _check_method_authorizer(api, auth, p.get("authorizerId"))
+            method = {"httpMethod": http_method, "authorizationType": auth,
+                      "apiKeyRequired": bool(p.get("apiKeyRequired", False))}
+            method.update(_copy_known(p, ("authorizerId", "operationName", "requestParameters",
+                                          "requestModels", "requestValidatorId",
+                                          "authorizationScopes")))
+            methods[http_method] = method
+            self._save_api(txn, api)
+        return _clone(method)
+
+    def get_method(self, p: dict) -> dict:
+        self.fresh()
+        api = self._api(p["restApiId"])
+        return _clone(self._method(self._resource(api, p["resourceId"]), p["httpMethod"]))
+
+    def update_method(self, p: dict) -> dict:
+        with self.change() as txn:
+            api, _, method = self._method_ctx(p)
+            for op in _patch_ops(p):
+                path, value, kind = op["path"], op.get("value"), op["op"]
+                top = path[1:]
+                if kind == "replace" and top == "authorizationType":
+                    if value not in AUTHORIZATION_TYPES:
+                        raise BadRequest(f"Invalid authorization type specified. Valid options are "
+                                         f"{','.join(AUTHORIZATION_TYPES)}")
+                    method[top] = value
+                elif kind == "replace" and top in ("authorizerId", "operationName", "requestValidatorId"):
+                    if value in (None, ""):
+                        method.pop(top, None)
+                    else:
+                        method[top] = value
+                elif kind == "replace" and top == "apiKeyRequired":
+                    method[top] = _bool_value(value, path)
+                elif path == "/authorizationScopes" and kind in ("add", "remove"):
+                    scopes = method.setdefault("authorizationScopes", [])
+                    if kind == "add" and value not in scopes:
+                        scopes.append(value)
+                    elif kind == "remove" and value in scopes:
+                        scopes.remove(value)
+                    if not scopes:
+                        del method["authorizationScopes"]
+                elif path.startswith("/requestParameters/") and kind in ("add", "replace", "remove"):
+                    name = _unescape_pointer(path[len("/requestParameters/"):])
+                    params = method.setdefault("requestParameters", {})
+                    if kind == "remove":
+                        params.pop(name, None)
+                    else:
+                        params[name] = _bool_value(value if value is not None else "false", path)
+                else:
+                    raise _bad_patch(op)
+            if method["authorizationType"] in ("NONE", "AWS_IAM"):
+                # an authorizer and its scopes mean nothing without CUSTOM/COGNITO
+                method.pop("authorizerId", None)
+                method.pop("authorizationScopes", None)
+            _check_method_authorizer(api, method["authorizationType"], method.get("authorizerId"))
+            self._save_api(txn, api)
+        return _clone(method)
+
+    def delete_method(self, p: dict) -> dict:
+        with self.change() as txn:
+            api, resource, method = self._method_ctx(p)
+            del resource["resourceMethods"][method["httpMethod"]]
+            self._save_api(txn, api)
+        return {}
+
+    def put_integration(self, p: dict) -> dict:
+        itype = _require_str(p, "type", "type")
+        if itype not in INTEGRATION_TYPES:
+            raise BadRequest(f"Invalid integration type specified. Valid options are "
+                             f"{','.join(INTEGRATION_TYPES)}")
+        if itype in ("HTTP", "HTTP_PROXY", "AWS", "AWS_PROXY"):
+            if not p.get("uri"):
+                raise BadRequest("Enumeration value for Integration uri must be non-empty")
+            if not p.get("integrationHttpMethod"):
+                raise BadRequest("Enumeration value for HttpMethod must be non-empty")
+        timeout = p.get("timeoutInMillis")
+        if timeout is not None and not 50 <= timeout <= 29000:
+            raise BadRequest("Timeout should be between 50 ms and 29000 ms")
+        if p.get("passthroughBehavior") not in (None, "WHEN_NO_MATCH", "WHEN_NO_TEMPLATES", "NEVER"):
+            raise BadRequest("Invalid passthrough behavior specified. Valid options are "
+                             "WHEN_NO_MATCH,WHEN_NO_TEMPLATES,NEVER")
+        with self.change() as txn:
+            api, resource, method = self._method_ctx(p)
+            integ = {"type": itype}
+            if p.get("integrationHttpMethod"):
+                integ["httpMethod"] = p["integrationHttpMethod"].upper()
+            integ.update(_copy_known(p, ("uri", "connectionType", "connectionId", "credentials",
+                                         "requestParameters", "requestTemplates",
+                                         "passthroughBehavior", "cacheNamespace",
+                                         "cacheKeyParameters", "contentHandling", "tlsConfig")))
+            integ.setdefault("connectionType", "INTERNET")
+            integ.setdefault("passthroughBehavior", "WHEN_NO_MATCH")
+            integ["timeoutInMillis"] = timeout if timeout is not None else 29000
+            integ.setdefault("cacheNamespace", resource["id"])
+            integ.setdefault("cacheKeyParameters", [])
+            method["methodIntegration"] = integ
+            self._save_api(txn, api)
+        return _clone(integ)
+
+    def get_integration(self, p: dict) -> dict:
+        self.fresh()
+        api = self._api(p["restApiId"])
+        method = self._method(self._resource(api, p["resourceId"]), p["httpMethod"])
+        if "methodIntegration" not in method:
+            raise NotFound("No integration defined for method")
+        return _clone(method["methodIntegration"])
+
+    def delete_integration(self, p: dict) -> dict:
+        with self.change() as txn:
+            api, _, method = self._method_ctx(p)
+            if method.pop("methodIntegration", None) is None:
+                raise NotFound("No integration defined for method")
+            self._save_api(txn, api)
+        return {}
+
+    def put_integration_response(self, p: dict) -> dict:
+        status = p["statusCode"]
+        if not STATUS_CODE.match(status):
+            raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
+        with self.change() as txn:
+            api, _, method = self._method_ctx(p)
+            integ = method.get("methodIntegration")
+            if integ is None:
+                raise NotFound("No integration defined for method")
+            resp = {"statusCode": status}
+            resp.update(_copy_known(p, ("selectionPattern", "responseParameters",
+                                        "responseTemplates", "contentHandling")))
+            integ.setdefault("integrationResponses", {})[status] = resp
+            self._save_api(txn, api)
+        return _clone(resp)
+
+    def get_integration_response(self, p: dict) -> dict:
+        self.fresh()
+        integ = self.get_integration(p)
+        resp = (integ.get("integrationResponses") or {}).get(p["statusCode"])
+        if resp is None:
+            raise NotFound("Invalid Response status code specified")
+        return resp
+
+    def delete_integration_response(self, p: dict) -> dict:
+        with self.change() as txn:
+            api, _, method = self._method_ctx(p)
+            responses = (method.get("methodIntegration") or {}).get("integrationResponses") or {}
+            if responses.pop(p["statusCode"], None) is None:
+                raise NotFound("Invalid Response status code specified")
+            self._save_api(txn, api)
+        return {}
+
+    def put_method_response(self, p: dict) -> dict:
+        status = p["statusCode"]
+        if not STATUS_CODE.match(status):
+            raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
+        with self.change() as txn:
+            api, _, method = self._method_ctx(p)
+            responses = method.setdefault("methodResponses", {})
+            if status in responses:
+                raise Conflict("Response already exists for this resource")
+            resp = {"statusCode": status}
+            resp.update(_copy_known(p, ("responseParameters", "responseModels")))
+            responses[status] = resp
+            self._save_api(txn, api)
+        return _clone(resp)
+
+    def get_method_response(self, p: dict) -> dict:
+        self.fresh()
+        method = self.get_method(p)
+        resp = (method.get("methodResponses") or {}).get(p["statusCode"])
+        if resp is None:
+            raise NotFound("Invalid Response status code specified")
+        return resp
+
+    def delete_method_response(self, p: dict) -> dict:
+        with self.change() as txn:
+            api, _, method = self._method_ctx(p)
+            if (method.get("methodResponses") or {}).pop(p["statusCode"], None) is None:
+                raise NotFound("Invalid Response status code specified")
+            self._save_api(txn, api)
+        return {}
