@@ -64,7 +64,6 @@ cdef enum:
     BLOCK_BYTES = 512                 # bytes of entry data per block
     PROBE_WAYS = 8                    # slots per set: a key lives in one of them
     READ_RETRIES = 4                  # seqlock retries of a racing read before it is a miss
-    LOCK_SPINS_BEFORE_CHECK = 1000    # sched_yield()s before checking the lock holder is alive
     MAX_ENTRY_DEFAULT = 1048576       # bytes: API Gateway's largest cacheable response
 
 

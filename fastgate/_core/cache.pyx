@@ -4,80 +4,15 @@
 import os
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.errno cimport errno, ESRCH
+from libc.errno cimport errno
 from libc.string cimport memcmp, memcpy
 from posix.mman cimport mmap, munmap, MAP_FAILED, MAP_SHARED, MAP_ANONYMOUS, PROT_READ, PROT_WRITE
-from posix.signal cimport kill
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
-from posix.unistd cimport getpid
 
 from fastgate._core.pipeline cimport ascii_ieq
-
-
-cdef extern from "<sched.h>" nogil:
-    int sched_yield()
-
-cdef extern from *:
-    """
-    #include <string.h>
-    /* Seqlock and lock primitives on the shared mapping (lock-free on x86-64
-       and aarch64, so they work across processes). The writer's odd store is
-       followed by a release fence: no data store may become visible before
-       it (Linux's write_seqcount_begin + smp_wmb). The reader's acquire fence
-       before its second load keeps every data load before it (smp_rmb). */
-    static inline uint32_t fgc_seq_load(uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline uint32_t fgc_seq_recheck(uint32_t *p) {
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        return __atomic_load_n(p, __ATOMIC_RELAXED);
-    }
-    static inline void fgc_write_begin(uint32_t *p) {
-        uint32_t v = __atomic_load_n(p, __ATOMIC_RELAXED);
-        /* odd already: a dead writer's slot, being reset; stay odd */
-        __atomic_store_n(p, (v & 1) ? v + 2 : v + 1, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_RELEASE);
-    }
-    static inline void fgc_write_end(uint32_t *p) {
-        __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
-    }
-    static inline int32_t fgc_load_i32(int32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline uint16_t fgc_load_u16(uint16_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline void fgc_store_u16(uint16_t *p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-    static inline void fgc_add_u64(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-    static inline uint64_t fgc_load_u64(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline int fgc_lock_cas(int32_t *p, int32_t expected, int32_t desired) {
-        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
-    }
-    static inline int32_t fgc_lock_load(int32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void fgc_unlock(int32_t *p) { __atomic_store_n(p, 0, __ATOMIC_RELEASE); }
-
-    /* murmur3's finaliser and a seeded 64-bit hash of the key bytes; two
-       seeds give the 128-bit hash. Not cryptographic: full keys are compared
-       anyway, the secret seeds only keep clients from aiming keys at one set. */
-    static inline uint64_t fgc_mix64(uint64_t x) {
-        x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
-        x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
-        x ^= x >> 33; return x;
-    }
-    static inline uint64_t fgc_hash(const char *p, size_t n, uint64_t seed) {
-        uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL), w;
-        while (n >= 8) { memcpy(&w, p, 8); h = fgc_mix64(h ^ w) + 0x9E3779B97F4A7C15ULL; p += 8; n -= 8; }
-        w = 0; memcpy(&w, p, n);
-        return fgc_mix64(h ^ w ^ ((uint64_t)n << 56));
-    }
-    """
-    uint32_t fgc_seq_load(uint32_t* p) nogil
-    uint32_t fgc_seq_recheck(uint32_t* p) nogil
-    void fgc_write_begin(uint32_t* p) nogil
-    void fgc_write_end(uint32_t* p) nogil
-    int32_t fgc_load_i32(int32_t* p) nogil
-    uint16_t fgc_load_u16(uint16_t* p) nogil
-    void fgc_store_u16(uint16_t* p, uint16_t v) nogil
-    void fgc_add_u64(uint64_t* p, uint64_t v) nogil
-    uint64_t fgc_load_u64(uint64_t* p) nogil
-    bint fgc_lock_cas(int32_t* p, int32_t expected, int32_t desired) nogil
-    int32_t fgc_lock_load(int32_t* p) nogil
-    void fgc_unlock(int32_t* p) nogil
-    uint64_t fgc_hash(const char* p, size_t n, uint64_t seed) nogil
+from fastgate._core.shm cimport (fg_add_u64_rlx, fg_hash, fg_load_i32_rlx, fg_load_u16_rlx, sched_yield,
+                                fg_load_u64_rlx, fg_seq_load, fg_seq_recheck, fg_seq_write_begin,
+                                fg_seq_write_end, fg_store_u16_rlx, pid_lock, pid_unlock)
 
 
 # "Warning" header added by SUCCEED_WITH_RESPONSE_HEADER, in API Gateway's words.
@@ -113,7 +48,7 @@ cdef inline int walk(Cursor* c, int32_t* links, char* blocks, int64_t n_blocks,
     while n > 0:
         if c.off == BLOCK_BYTES:
             c.steps -= 1
-            nxt = fgc_load_i32(&links[c.block])
+            nxt = fg_load_i32_rlx(&links[c.block])
             if c.steps <= 0 or nxt < 0 or nxt >= n_blocks:
                 return -1
             c.block = nxt
@@ -196,34 +131,23 @@ cdef class SharedCache:
     # --- the writer lock ---
 
     cdef void lock(self) noexcept nogil:
-        cdef int32_t me = getpid(), holder
-        cdef int spins = 0
-        while not fgc_lock_cas(&self.header.lock, 0, me):
-            spins += 1
-            if spins >= LOCK_SPINS_BEFORE_CHECK:
-                # A worker killed inside a put would wedge every later put: rob
-                # a dead holder, then clear the cache it may have left half-linked.
-                spins = 0
-                holder = fgc_lock_load(&self.header.lock)
-                if holder != 0 and kill(holder, 0) != 0 and errno == ESRCH:
-                    if fgc_lock_cas(&self.header.lock, holder, me):
-                        fgc_add_u64(&self.header.resets, 1)
-                        self.reset()
-                        return
-            sched_yield()
+        if pid_lock(&self.header.lock):
+            # a worker killed inside a put may have left the chains half-linked: clear it
+            fg_add_u64_rlx(&self.header.resets, 1)
+            self.reset()
 
     cdef void unlock(self) noexcept nogil:
-        fgc_unlock(&self.header.lock)
+        pid_unlock(&self.header.lock)
 
     cdef void reset(self) noexcept nogil:
         cdef int64_t i, n = self.header.n_blocks
         cdef Slot* s
         for i in range(self.header.n_slots):
             s = &self.slots[i]
-            fgc_write_begin(&s.seq)
+            fg_seq_write_begin(&s.seq)
             s.used = 0
             s.referenced = 0
-            fgc_write_end(&s.seq)
+            fg_seq_write_end(&s.seq)
         for i in range(n - 1):
             self.next_block[i] = <int32_t>(i + 1)
         self.next_block[n - 1] = -1
@@ -259,14 +183,14 @@ cdef class SharedCache:
                 continue
             if s.expires_ms <= now_ms:
                 self.header.expired += 1
-            elif fgc_load_u16(&s.referenced):
-                fgc_store_u16(&s.referenced, 0)     # second chance
+            elif fg_load_u16_rlx(&s.referenced):
+                fg_store_u16_rlx(&s.referenced, 0)     # second chance
                 continue
             else:
                 self.header.evictions += 1
-            fgc_write_begin(&s.seq)
+            fg_seq_write_begin(&s.seq)
             self.drop(s)
-            fgc_write_end(&s.seq)
+            fg_seq_write_end(&s.seq)
         return self.header.free_blocks >= need
 
     # --- hot path ---
@@ -283,13 +207,13 @@ cdef class SharedCache:
         cdef Cursor c
         cdef bytes headers, body
         for attempt in range(READ_RETRIES):
-            seq = fgc_seq_load(&s.seq)
+            seq = fg_seq_load(&s.seq)
             if seq & 1:
-                fgc_add_u64(&self.header.torn_reads, 1)
+                fg_add_u64_rlx(&self.header.torn_reads, 1)
                 sched_yield()
                 continue
             if not s.used or s.hash_lo != lo or s.hash_hi != hi:
-                if fgc_seq_recheck(&s.seq) != seq:
+                if fg_seq_recheck(&s.seq) != seq:
                     continue
                 return None
             klen = s.key_len
@@ -299,8 +223,8 @@ cdef class SharedCache:
             first = s.first_block
             nb = s.n_blocks
             expires = s.expires_ms
-            if fgc_seq_recheck(&s.seq) != seq:
-                fgc_add_u64(&self.header.torn_reads, 1)
+            if fg_seq_recheck(&s.seq) != seq:
+                fg_add_u64_rlx(&self.header.torn_reads, 1)
                 continue
             # The metadata is one consistent snapshot from here on.
             if klen != key_len:
@@ -321,22 +245,22 @@ cdef class SharedCache:
             if r == 0 and blen:
                 r = walk(&c, self.next_block, self.blocks, self.header.n_blocks,
                          PyBytes_AS_STRING(body), NULL, NULL, blen)
-            if fgc_seq_recheck(&s.seq) != seq:
-                fgc_add_u64(&self.header.torn_reads, 1)
+            if fg_seq_recheck(&s.seq) != seq:
+                fg_add_u64_rlx(&self.header.torn_reads, 1)
                 continue
             if r != 0:
                 return None          # same 128-bit hash, another key
             # PERF: test before set, so a hot entry's line is not written by
             # every hit on every core (bench/bench_cache.py::test_get_hit).
-            if not fgc_load_u16(&s.referenced):
-                fgc_store_u16(&s.referenced, 1)
+            if not fg_load_u16_rlx(&s.referenced):
+                fg_store_u16_rlx(&s.referenced, 1)
             return (status, headers, body)
         return False
 
     cdef object get(self, bytes key, long long now_ms):
         cdef const char* k = key
         cdef Py_ssize_t n = len(key)
-        cdef uint64_t lo = fgc_hash(k, n, self.seed_lo), hi = fgc_hash(k, n, self.seed_hi)
+        cdef uint64_t lo = fg_hash(k, n, self.seed_lo), hi = fg_hash(k, n, self.seed_hi)
         cdef int64_t mask = self.header.n_slots - 1
         cdef int i
         cdef object r
@@ -345,10 +269,10 @@ cdef class SharedCache:
             if r is None:
                 continue
             if r is not False:
-                fgc_add_u64(&self.header.hits, 1)
+                fg_add_u64_rlx(&self.header.hits, 1)
                 return r
             break
-        fgc_add_u64(&self.header.misses, 1)
+        fg_add_u64_rlx(&self.header.misses, 1)
         return None
 
     cdef void put(self, bytes key, long long expires_ms, int status, bytes headers, bytes body):
@@ -356,7 +280,7 @@ cdef class SharedCache:
         cdef int64_t total = klen + hlen + blen
         cdef int64_t need = (total + BLOCK_BYTES - 1) // BLOCK_BYTES
         cdef const char* k = key
-        cdef uint64_t lo = fgc_hash(k, klen, self.seed_lo), hi = fgc_hash(k, klen, self.seed_hi)
+        cdef uint64_t lo = fg_hash(k, klen, self.seed_lo), hi = fg_hash(k, klen, self.seed_hi)
         cdef int64_t mask = self.header.n_slots - 1
         cdef long long now_ms = now_epoch_ms()
         cdef Slot* s
@@ -368,7 +292,7 @@ cdef class SharedCache:
         cdef int32_t head, tail
         cdef Cursor c
         if total > self.max_entry_bytes:
-            fgc_add_u64(&self.header.too_large, 1)
+            fg_add_u64_rlx(&self.header.too_large, 1)
             return
         if need < 1:
             need = 1
@@ -386,13 +310,13 @@ cdef class SharedCache:
             elif s.expires_ms <= now_ms:
                 if stale == NULL:
                     stale = s
-            elif cold == NULL and not fgc_load_u16(&s.referenced):
+            elif cold == NULL and not fg_load_u16_rlx(&s.referenced):
                 cold = s
         if target == NULL:
             target = empty if empty != NULL else stale if stale != NULL else cold
             if target == NULL:
                 target = &self.slots[lo & mask]
-        fgc_write_begin(&target.seq)
+        fg_seq_write_begin(&target.seq)
         if target.used:
             if target.expires_ms <= now_ms:
                 self.header.expired += 1
@@ -400,7 +324,7 @@ cdef class SharedCache:
                 self.header.evictions += 1
             self.drop(target)
         if self.header.free_blocks < need and not self.reclaim(need, target, now_ms):
-            fgc_write_end(&target.seq)
+            fg_seq_write_end(&target.seq)
             self.unlock()
             return
         # Take `need` blocks off the free chain; they are already linked in order.
@@ -430,13 +354,13 @@ cdef class SharedCache:
         target.used = 1
         self.header.entries += 1
         self.header.stores += 1
-        fgc_write_end(&target.seq)
+        fg_seq_write_end(&target.seq)
         self.unlock()
 
     cdef bint delete(self, bytes key):
         cdef const char* k = key
         cdef Py_ssize_t n = len(key)
-        cdef uint64_t lo = fgc_hash(k, n, self.seed_lo), hi = fgc_hash(k, n, self.seed_hi)
+        cdef uint64_t lo = fg_hash(k, n, self.seed_lo), hi = fg_hash(k, n, self.seed_hi)
         cdef int64_t mask = self.header.n_slots - 1
         cdef Slot* s
         cdef int i
@@ -445,9 +369,9 @@ cdef class SharedCache:
         for i in range(PROBE_WAYS):
             s = &self.slots[(lo + i) & mask]
             if s.used and s.hash_lo == lo and s.hash_hi == hi:
-                fgc_write_begin(&s.seq)
+                fg_seq_write_begin(&s.seq)
                 self.drop(s)
-                fgc_write_end(&s.seq)
+                fg_seq_write_end(&s.seq)
                 found = True
                 break
         self.unlock()
@@ -488,9 +412,9 @@ cdef class SharedCache:
                 c.steps = s.n_blocks
                 if n and walk(&c, self.next_block, self.blocks, self.header.n_blocks, NULL, NULL, p, n) != 0:
                     continue
-                fgc_write_begin(&s.seq)
+                fg_seq_write_begin(&s.seq)
                 self.drop(s)
-                fgc_write_end(&s.seq)
+                fg_seq_write_end(&s.seq)
                 dropped += 1
         finally:
             self.unlock()
@@ -505,12 +429,12 @@ cdef class SharedCache:
         """Counters since create(), summed over every process."""
         cdef CacheHeader* h = self.header
         return {
-            "hits": fgc_load_u64(&h.hits),
-            "misses": fgc_load_u64(&h.misses),
+            "hits": fg_load_u64_rlx(&h.hits),
+            "misses": fg_load_u64_rlx(&h.misses),
             "evictions": h.evictions,
             "expired": h.expired,
-            "too_large": fgc_load_u64(&h.too_large),
-            "torn_reads": fgc_load_u64(&h.torn_reads),
+            "too_large": fg_load_u64_rlx(&h.too_large),
+            "torn_reads": fg_load_u64_rlx(&h.torn_reads),
             "resets": h.resets,
             "stores": h.stores,
             "entries": h.entries,

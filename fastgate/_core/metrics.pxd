@@ -49,7 +49,6 @@ cdef enum:
                                   # GATEWAY_RESPONSES has ~32; create() rejects more than this)
     KEY_CACHE_MAX = 65536         # (series, key id) pairs one process caches; past it key_slot
                                   # answers the series' api_key="other" slot without caching
-    LOCK_SPINS_BEFORE_CHECK = 1000  # sched_yield()s before checking the lock holder is alive
 
 cdef enum SlotKind:
     SLOT_FREE = 0                 # never handed out; skipped by render

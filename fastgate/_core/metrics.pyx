@@ -3,34 +3,20 @@
 
 import re
 
-from libc.errno cimport errno, ESRCH
+from libc.errno cimport errno
 from libc.string cimport memcmp, memcpy
 from posix.mman cimport mmap, munmap, MAP_FAILED, MAP_SHARED, MAP_ANONYMOUS, PROT_READ, PROT_WRITE
-from posix.signal cimport kill
-from posix.unistd cimport getpid
 
 from fastgate._core.pipeline cimport RequestContext
+# counters are independent tallies (relaxed); slot publication and the allocation lock
+# use acquire/release
+from fastgate._core.shm cimport (fg_add_i64_rlx, fg_add_u64_rlx, fg_cas_i32_acq, fg_load_i32_acq,
+                                fg_load_i64_rlx, fg_load_u64_rlx, fg_store_i32_rel, fg_store_i64_rlx,
+                                pid_lock, pid_unlock)
 
-
-cdef extern from "<sched.h>" nogil:
-    int sched_yield()
 
 cdef extern from *:
     """
-    /* Relaxed ordering for counters: each is an independent tally and render
-       only needs every increment to land eventually. Slot publication and the
-       allocation lock use acquire/release. Lock-free on x86-64 and aarch64,
-       so they work across processes on a shared mapping. */
-    static inline void fg_add_u64(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-    static inline void fg_add_i64(int64_t *p, int64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-    static inline void fg_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-    static inline int64_t fg_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline uint64_t fg_load_u64(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline int32_t fg_load_i32(int32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void fg_store_i32(int32_t *p, int32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline int fg_cas_i32(int32_t *p, int32_t expected, int32_t desired) {
-        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
-    }
     /* Histogram upper bounds (le), microseconds: sub-millisecond cache hits up
        to the 60 s ceiling of a slow upstream. */
     static const long long FG_BUCKET_BOUNDS_US[16] = {
@@ -38,14 +24,6 @@ cdef extern from *:
         250000, 500000, 1000000, 2500000, 5000000, 10000000, 30000000, 60000000,
     };
     """
-    void fg_add_u64(uint64_t* p, uint64_t v) nogil
-    void fg_add_i64(int64_t* p, int64_t v) nogil
-    void fg_store_i64(int64_t* p, int64_t v) nogil
-    int64_t fg_load_i64(int64_t* p) nogil
-    uint64_t fg_load_u64(uint64_t* p) nogil
-    int32_t fg_load_i32(int32_t* p) nogil
-    void fg_store_i32(int32_t* p, int32_t v) nogil
-    bint fg_cas_i32(int32_t* p, int32_t expected, int32_t desired) nogil
     const long long FG_BUCKET_BOUNDS_US[16]
 
 # `le` label text of each finite bucket, seconds, matching FG_BUCKET_BOUNDS_US.
@@ -121,8 +99,8 @@ cdef inline void observe(Histogram* h, double seconds) noexcept nogil:
     # and most requests stop in the first few buckets (bench/bench_accesslog.py::test_record_request).
     while i < N_BUCKETS and us > FG_BUCKET_BOUNDS_US[i]:
         i += 1
-    fg_add_u64(&h.buckets[i], 1)
-    fg_add_u64(&h.sum_us, <uint64_t>us)
+    fg_add_u64_rlx(&h.buckets[i], 1)
+    fg_add_u64_rlx(&h.sum_us, <uint64_t>us)
 
 
 cdef class SharedMetrics:
@@ -181,32 +159,23 @@ cdef class SharedMetrics:
         cdef StageSlot* stage_over = &self.stages[max_stages]
         memcpy(stage_over.labels, <char*>_STAGE_OVERFLOW_LABELS, len(_STAGE_OVERFLOW_LABELS))
         stage_over.labels_len = len(_STAGE_OVERFLOW_LABELS)
-        fg_store_i32(&stage_over.used, 1)
+        fg_store_i32_rel(&stage_over.used, 1)
         cdef Slot* over = &self.slots[max_series]
         memcpy(over.labels, <char*>_OVERFLOW_LABELS, len(_OVERFLOW_LABELS))
         over.labels_len = len(_OVERFLOW_LABELS)
         over.stage = -1             # its stage entry is allocated on first use (request_series)
-        fg_store_i32(&over.kind, SLOT_REQUEST)
+        fg_store_i32_rel(&over.kind, SLOT_REQUEST)
         return self
 
     # --- allocation (config-compile time) ---
 
     cdef void lock(self) noexcept nogil:
-        cdef int32_t me = getpid(), holder
-        cdef int spins = 0
-        while not fg_cas_i32(&self.header.lock, 0, me):
-            spins += 1
-            if spins >= LOCK_SPINS_BEFORE_CHECK:
-                # A worker killed inside the critical section would wedge every
-                # later allocation (and so every config reload): rob dead holders.
-                spins = 0
-                holder = fg_load_i32(&self.header.lock)
-                if holder != 0 and kill(holder, 0) != 0 and errno == ESRCH:
-                    fg_cas_i32(&self.header.lock, holder, 0)
-            sched_yield()
+        # a worker killed inside the critical section would wedge every later allocation
+        # (and so every config reload): pid_lock robs a dead holder
+        pid_lock(&self.header.lock)
 
     cdef void unlock(self) noexcept nogil:
-        fg_store_i32(&self.header.lock, 0)
+        pid_unlock(&self.header.lock)
 
     cdef int alloc_slot(self, int kind, bytes name, bytes labels, bint labelled=False) except -2:
         """Slot of (kind, name, labels), allocating it if new; -1 when full
@@ -220,10 +189,10 @@ cdef class SharedMetrics:
             raise ValueError("metric name or labels too long")
         self.lock()
         try:
-            used = fg_load_i32(&self.header.used)
+            used = fg_load_i32_acq(&self.header.used)
             for i in range(used):
                 s = &self.slots[i]
-                if (fg_load_i32(&s.kind) == kind and s.name_len == nlen and s.labels_len == llen
+                if (fg_load_i32_acq(&s.kind) == kind and s.name_len == nlen and s.labels_len == llen
                         and memcmp(s.name, pname, nlen) == 0
                         and memcmp(s.labels, plabels, llen) == 0):
                     return i
@@ -236,7 +205,7 @@ cdef class SharedMetrics:
             # Count the slot before filling it: a holder that dies mid-fill
             # leaks one slot (kind stays FREE, render skips it) instead of
             # leaving a half-written slot for the next allocation to reuse.
-            fg_store_i32(&self.header.used, used + 1)
+            fg_store_i32_rel(&self.header.used, used + 1)
             s = &self.slots[used]
             memcpy(s.name, pname, nlen)
             s.name_len = <int32_t>nlen
@@ -244,7 +213,7 @@ cdef class SharedMetrics:
             s.labels_len = <int32_t>llen
             s.labelled = labelled
             s.stage = -1
-            fg_store_i32(&s.kind, kind)
+            fg_store_i32_rel(&s.kind, kind)
             return used
         finally:
             self.unlock()
@@ -255,24 +224,24 @@ cdef class SharedMetrics:
         cdef int i, used
         cdef StageSlot* e
         if llen > LABELS_MAX:
-            fg_store_i32(&self.header.stage_overflow_used, 1)
+            fg_store_i32_rel(&self.header.stage_overflow_used, 1)
             return self.header.stage_capacity
         self.lock()
         try:
-            used = fg_load_i32(&self.header.stages_used)
+            used = fg_load_i32_acq(&self.header.stages_used)
             for i in range(used):
                 e = &self.stages[i]
-                if (fg_load_i32(&e.used) and e.labels_len == llen
+                if (fg_load_i32_acq(&e.used) and e.labels_len == llen
                         and memcmp(e.labels, plabels, llen) == 0):
                     return i
             if used >= self.header.stage_capacity:
-                fg_store_i32(&self.header.stage_overflow_used, 1)
+                fg_store_i32_rel(&self.header.stage_overflow_used, 1)
                 return self.header.stage_capacity
-            fg_store_i32(&self.header.stages_used, used + 1)
+            fg_store_i32_rel(&self.header.stages_used, used + 1)
             e = &self.stages[used]
             memcpy(e.labels, plabels, llen)
             e.labels_len = <int32_t>llen
-            fg_store_i32(&e.used, 1)
+            fg_store_i32_rel(&e.used, 1)
             return used
         finally:
             self.unlock()
@@ -299,7 +268,7 @@ cdef class SharedMetrics:
         else:
             slot = self._request_slot(stage_labels, False, api_key_label)
         if slot < 0:
-            fg_store_i32(&self.header.overflow_used, 1)
+            fg_store_i32_rel(&self.header.overflow_used, 1)
             slot = self.overflow_slot
             stage_labels = 'api="",stage=""'
         if self.slots[slot].stage < 0:
@@ -330,13 +299,13 @@ cdef class SharedMetrics:
     def series_of(self, str name):
         """[(slot, label text)] of every gauge or counter series called name, e.g. to
         find a dead worker's series by their worker label."""
-        cdef int used = fg_load_i32(&self.header.used), i
+        cdef int used = fg_load_i32_acq(&self.header.used), i
         cdef Slot* s
         cdef bytes want = name.encode()
         found = []
         for i in range(used):
             s = &self.slots[i]
-            if fg_load_i32(&s.kind) in (SLOT_GAUGE, SLOT_COUNTER) and s.name[:s.name_len] == want:
+            if fg_load_i32_acq(&s.kind) in (SLOT_GAUGE, SLOT_COUNTER) and s.name[:s.name_len] == want:
                 found.append((i, s.labels[:s.labels_len].decode()))
         return found
 
@@ -364,7 +333,7 @@ cdef class SharedMetrics:
         cdef int cls = status // 100 - 1
         if cls < 0 or cls >= N_STATUS_CLASSES:
             cls = N_STATUS_CLASSES - 1
-        fg_add_u64(&s.status[cls], 1)
+        fg_add_u64_rlx(&s.status[cls], 1)
         observe(&s.duration, latency_s)
         if integration_s >= 0.0:
             observe(&s.integration, integration_s)
@@ -419,7 +388,7 @@ cdef class SharedMetrics:
             # past the labelled cap: the series' api_key="other"
             found = self.alloc_slot(SLOT_REQUEST, b"", f'{base_labels},api_key="other"'.encode(), False)
         if found < 0:
-            fg_store_i32(&self.header.overflow_used, 1)
+            fg_store_i32_rel(&self.header.overflow_used, 1)
             found = self.overflow_slot
         elif self.slots[found].stage < 0:
             self.slots[found].stage = base.stage
@@ -432,14 +401,14 @@ cdef class SharedMetrics:
             return
         cdef int st = self.slots[slot].stage
         if <unsigned int>st <= <unsigned int>self.header.stage_capacity:
-            fg_add_u64(&self.stages[st].throttled[level], 1)
+            fg_add_u64_rlx(&self.stages[st].throttled[level], 1)
 
     cdef void record_cache(self, int slot, int result) noexcept nogil:
         if <unsigned int>slot > <unsigned int>self.capacity or <unsigned int>result >= N_CACHE_RESULTS:
             return
         cdef int st = self.slots[slot].stage
         if <unsigned int>st <= <unsigned int>self.header.stage_capacity:
-            fg_add_u64(&self.stages[st].cache[result], 1)
+            fg_add_u64_rlx(&self.stages[st].cache[result], 1)
 
     cdef void record_response_type(self, int slot, str response_type) noexcept:
         if <unsigned int>slot > <unsigned int>self.capacity or response_type is None:
@@ -453,23 +422,23 @@ cdef class SharedMetrics:
             index = self.response_index.get("DEFAULT_5XX" if response_type.endswith("5XX") else "DEFAULT_4XX")
             if index is None:
                 return
-        fg_add_u64(&self.stages[st].responses[<int>index], 1)
+        fg_add_u64_rlx(&self.stages[st].responses[<int>index], 1)
 
     cdef void counter_add(self, int slot, unsigned long long n) noexcept nogil:
         if <unsigned int>slot <= <unsigned int>self.capacity:
-            fg_add_i64(&self.slots[slot].gauge, <int64_t>n)
+            fg_add_i64_rlx(&self.slots[slot].gauge, <int64_t>n)
 
     cdef void gauge_add(self, int slot, long long delta) noexcept nogil:
         if <unsigned int>slot <= <unsigned int>self.capacity:
-            fg_add_i64(&self.slots[slot].gauge, delta)
+            fg_add_i64_rlx(&self.slots[slot].gauge, delta)
 
     cdef void gauge_set(self, int slot, long long value) noexcept nogil:
         if <unsigned int>slot <= <unsigned int>self.capacity:
-            fg_store_i64(&self.slots[slot].gauge, value)
+            fg_store_i64_rlx(&self.slots[slot].gauge, value)
 
     cdef long long gauge_get(self, int slot) noexcept nogil:
         if <unsigned int>slot <= <unsigned int>self.capacity:
-            return fg_load_i64(&self.slots[slot].gauge)
+            return fg_load_i64_rlx(&self.slots[slot].gauge)
         return 0
 
     # --- Python-callable wrappers (control plane, tests) ---
@@ -529,12 +498,12 @@ cdef class SharedMetrics:
             raise IndexError(slot)
         cdef Slot* s = &self.slots[slot]
         return {
-            "status": {_STATUS_CLASSES[i].decode(): fg_load_u64(&s.status[i])
+            "status": {_STATUS_CLASSES[i].decode(): fg_load_u64_rlx(&s.status[i])
                        for i in range(N_STATUS_CLASSES)},
             "count": _hist_count(&s.duration),
-            "duration_sum_s": fg_load_u64(&s.duration.sum_us) / 1e6,
+            "duration_sum_s": fg_load_u64_rlx(&s.duration.sum_us) / 1e6,
             "integration_count": _hist_count(&s.integration),
-            "integration_sum_s": fg_load_u64(&s.integration.sum_us) / 1e6,
+            "integration_sum_s": fg_load_u64_rlx(&s.integration.sum_us) / 1e6,
         }
 
     def stage_stats(self, int slot):
@@ -547,32 +516,32 @@ cdef class SharedMetrics:
         cdef StageSlot* e = &self.stages[st]
         return {
             "labels": e.labels[:e.labels_len].decode(),
-            "throttled": {_THROTTLE_LEVELS[i].decode(): fg_load_u64(&e.throttled[i])
+            "throttled": {_THROTTLE_LEVELS[i].decode(): fg_load_u64_rlx(&e.throttled[i])
                           for i in range(N_THROTTLE_LEVELS)},
-            "cache": {_CACHE_RESULTS[i].decode(): fg_load_u64(&e.cache[i]) for i in range(<int>N_CACHE_RESULTS)},
-            "responses": {self.response_types[i]: fg_load_u64(&e.responses[i])
-                          for i in range(len(self.response_types)) if fg_load_u64(&e.responses[i])},
+            "cache": {_CACHE_RESULTS[i].decode(): fg_load_u64_rlx(&e.cache[i]) for i in range(<int>N_CACHE_RESULTS)},
+            "responses": {self.response_types[i]: fg_load_u64_rlx(&e.responses[i])
+                          for i in range(len(self.response_types)) if fg_load_u64_rlx(&e.responses[i])},
         }
 
     # --- exposition (admin listener, off the request path) ---
 
     def render(self):
         """All series in the Prometheus text exposition format 0.0.4."""
-        cdef int used = fg_load_i32(&self.header.used), i
+        cdef int used = fg_load_i32_acq(&self.header.used), i
         cdef Slot* s
         requests = []
         gauges = {}
         counters = {}
         for i in range(used):
             s = &self.slots[i]
-            kind = fg_load_i32(&s.kind)
+            kind = fg_load_i32_acq(&s.kind)
             if kind == SLOT_REQUEST:
                 requests.append(i)
             elif kind == SLOT_GAUGE:
                 gauges.setdefault(s.name[:s.name_len], []).append(i)
             elif kind == SLOT_COUNTER:
                 counters.setdefault(s.name[:s.name_len], []).append(i)
-        if fg_load_i32(&self.header.overflow_used):
+        if fg_load_i32_acq(&self.header.overflow_used):
             requests.append(self.overflow_slot)
 
         out = []
@@ -584,7 +553,7 @@ cdef class SharedMetrics:
             labels = s.labels[:s.labels_len]
             for c in range(N_STATUS_CLASSES):
                 w(b"fastgate_requests_total{%s,status_class=\"%s\"} %d\n"
-                  % (labels, _STATUS_CLASSES[c], fg_load_u64(&s.status[c])))
+                  % (labels, _STATUS_CLASSES[c], fg_load_u64_rlx(&s.status[c])))
         _render_histogram(self, w, requests, b"fastgate_request_duration_seconds",
                           b"Time from the first request byte to the last response byte.", False)
         _render_histogram(self, w, requests, b"fastgate_integration_duration_seconds",
@@ -597,16 +566,16 @@ cdef class SharedMetrics:
                 for i in families[name]:
                     s = &self.slots[i]
                     if s.labels_len:
-                        w(b"%s{%s} %d\n" % (name, s.labels[:s.labels_len], fg_load_i64(&s.gauge)))
+                        w(b"%s{%s} %d\n" % (name, s.labels[:s.labels_len], fg_load_i64_rlx(&s.gauge)))
                     else:
-                        w(b"%s %d\n" % (name, fg_load_i64(&s.gauge)))
+                        w(b"%s %d\n" % (name, fg_load_i64_rlx(&s.gauge)))
         return b"".join(out)
 
     cdef _render_stages(self, w):
-        cdef int n = fg_load_i32(&self.header.stages_used), i, j
+        cdef int n = fg_load_i32_acq(&self.header.stages_used), i, j
         cdef StageSlot* e
-        entries = [i for i in range(n) if fg_load_i32(&self.stages[i].used)]
-        if fg_load_i32(&self.header.stage_overflow_used):
+        entries = [i for i in range(n) if fg_load_i32_acq(&self.stages[i].used)]
+        if fg_load_i32_acq(&self.header.stage_overflow_used):
             entries.append(self.header.stage_capacity)
         if not entries:
             return
@@ -616,14 +585,14 @@ cdef class SharedMetrics:
             e = &self.stages[i]
             for j in range(N_THROTTLE_LEVELS):
                 w(b"fastgate_throttled_total{%s,level=\"%s\"} %d\n"
-                  % (e.labels[:e.labels_len], _THROTTLE_LEVELS[j], fg_load_u64(&e.throttled[j])))
+                  % (e.labels[:e.labels_len], _THROTTLE_LEVELS[j], fg_load_u64_rlx(&e.throttled[j])))
         lines = []
         for i in entries:
             e = &self.stages[i]
-            if fg_load_u64(&e.cache[0]) or fg_load_u64(&e.cache[1]) or fg_load_u64(&e.cache[2]):
+            if fg_load_u64_rlx(&e.cache[0]) or fg_load_u64_rlx(&e.cache[1]) or fg_load_u64_rlx(&e.cache[2]):
                 for j in range(<int>N_CACHE_RESULTS):
                     lines.append(b"fastgate_cache_requests_total{%s,result=\"%s\"} %d\n"
-                                 % (e.labels[:e.labels_len], _CACHE_RESULTS[j], fg_load_u64(&e.cache[j])))
+                                 % (e.labels[:e.labels_len], _CACHE_RESULTS[j], fg_load_u64_rlx(&e.cache[j])))
         if lines:
             w(b"# HELP fastgate_cache_requests_total Response cache lookups, by result.\n"
               b"# TYPE fastgate_cache_requests_total counter\n")
@@ -633,9 +602,9 @@ cdef class SharedMetrics:
         for i in entries:
             e = &self.stages[i]
             for j in range(len(types)):
-                if fg_load_u64(&e.responses[j]):
+                if fg_load_u64_rlx(&e.responses[j]):
                     lines.append(b"fastgate_gateway_responses_total{%s,type=\"%s\"} %d\n"
-                                 % (e.labels[:e.labels_len], types[j], fg_load_u64(&e.responses[j])))
+                                 % (e.labels[:e.labels_len], types[j], fg_load_u64_rlx(&e.responses[j])))
         if lines:
             w(b"# HELP fastgate_gateway_responses_total Responses the gateway answered itself, by gateway response type.\n"
               b"# TYPE fastgate_gateway_responses_total counter\n")
@@ -649,7 +618,7 @@ cdef uint64_t _hist_count(Histogram* h) noexcept nogil:
     cdef uint64_t n = 0
     cdef int b
     for b in range(N_BUCKETS + 1):
-        n += fg_load_u64(&h.buckets[b])
+        n += fg_load_u64_rlx(&h.buckets[b])
     return n
 
 
@@ -664,7 +633,7 @@ cdef _render_histogram(SharedMetrics m, w, list slots, bytes name, bytes help_te
         h = &s.integration if integration else &s.duration
         # Snapshot the buckets first: other processes keep recording, and
         # _count must equal the +Inf bucket for the output to be valid.
-        counts = [fg_load_u64(&h.buckets[b]) for b in range(N_BUCKETS + 1)]
+        counts = [fg_load_u64_rlx(&h.buckets[b]) for b in range(N_BUCKETS + 1)]
         if integration and not any(counts):
             continue  # route without an integration (mock, echo) or none yet
         labels = s.labels[:s.labels_len]
@@ -672,5 +641,5 @@ cdef _render_histogram(SharedMetrics m, w, list slots, bytes name, bytes help_te
         for b in range(N_BUCKETS + 1):
             cumulative += <uint64_t>counts[b]
             w(b"%s_bucket{%s,le=\"%s\"} %d\n" % (name, labels, _LE[b], cumulative))
-        w(b"%s_sum{%s} %s\n" % (name, labels, repr(fg_load_u64(&h.sum_us) / 1e6).encode()))
+        w(b"%s_sum{%s} %s\n" % (name, labels, repr(fg_load_u64_rlx(&h.sum_us) / 1e6).encode()))
         w(b"%s_count{%s} %d\n" % (name, labels, cumulative))

@@ -8,43 +8,17 @@ from libc.string cimport memcpy
 from posix.mman cimport mmap, munmap, MAP_FAILED, MAP_SHARED, MAP_ANONYMOUS, PROT_READ, PROT_WRITE
 
 from fastgate._core.pipeline cimport RequestContext, Route, ApiStage
+# the ticket counter and each slot's seq are the only shared words written by several
+# processes; the fields in between are plain stores, fenced like a seqlock (tail.pxd):
+# the writer's BUSY mark is visible before any field store, the reader's field loads
+# complete before its second seq load
+from fastgate._core.shm cimport (fg_add_u64_rlx, fg_cas_u64_acqrel, fg_fence_acquire,
+                                fg_fence_release, fg_fetch_add_u64_rlx, fg_load_u64_acq,
+                                fg_load_u64_rlx, fg_store_u64_rel, sched_yield)
 
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
-
-cdef extern from *:
-    """
-    /* The ticket counter and each slot's seq are the only shared words written
-       by several processes; they use atomics (lock-free on x86-64 and aarch64,
-       so valid across processes on a shared mapping). The fields in between
-       are plain stores, fenced like a seqlock (see tail.pxd). */
-    static inline uint64_t fgt_ticket(uint64_t *p) { return __atomic_fetch_add(p, 1, __ATOMIC_RELAXED); }
-    static inline void fgt_count(uint64_t *p) { __atomic_fetch_add(p, 1, __ATOMIC_RELAXED); }
-    static inline uint64_t fgt_load_acq(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline uint64_t fgt_load_rlx(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline void fgt_store_rel(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline int fgt_cas(uint64_t *p, uint64_t expected, uint64_t desired) {
-        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-    }
-    /* Writer: the BUSY mark must be visible before any field store (release
-       fence after the CAS); reader: the field loads must complete before the
-       second seq load (acquire fence before it). */
-    static inline void fgt_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
-    static inline void fgt_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
-    """
-    uint64_t fgt_ticket(uint64_t* p) nogil
-    void fgt_count(uint64_t* p) nogil
-    uint64_t fgt_load_acq(uint64_t* p) nogil
-    uint64_t fgt_load_rlx(uint64_t* p) nogil
-    void fgt_store_rel(uint64_t* p, uint64_t v) nogil
-    bint fgt_cas(uint64_t* p, uint64_t expected, uint64_t desired) nogil
-    void fgt_fence_release() nogil
-    void fgt_fence_acquire() nogil
-
-cdef extern from "<sched.h>" nogil:
-    int sched_yield()
-
 
 cdef inline uint64_t done_mark(uint64_t ticket) noexcept nogil:
     return 2 * (ticket + 1)
@@ -138,22 +112,22 @@ cdef class TailRing:
 
     cdef bint claim(self, uint64_t ticket, TailSlot** out) noexcept nogil:
         cdef TailSlot* slot = &self.slots[ticket & self.mask]
-        cdef uint64_t seen = fgt_load_acq(&slot.seq)
+        cdef uint64_t seen = fg_load_u64_acq(&slot.seq)
         # Odd: another writer is inside this slot (or died there). Newer than our
         # ticket: we were so slow that the ring lapped us. Either way, step aside:
         # two writers in one slot could publish a mix of both entries.
-        if seen & 1 or seen > done_mark(ticket) or not fgt_cas(&slot.seq, seen, done_mark(ticket) + 1):
-            fgt_count(&self.header.dropped)
+        if seen & 1 or seen > done_mark(ticket) or not fg_cas_u64_acqrel(&slot.seq, seen, done_mark(ticket) + 1):
+            fg_add_u64_rlx(&self.header.dropped, 1)
             return False
-        fgt_fence_release()
+        fg_fence_release()
         out[0] = slot
         return True
 
     cdef void publish(self, uint64_t ticket, TailSlot* slot) noexcept nogil:
-        fgt_store_rel(&slot.seq, done_mark(ticket))
+        fg_store_u64_rel(&slot.seq, done_mark(ticket))
 
     cdef void record(self, RequestContext ctx, int worker_id, bytes api_key_id) noexcept:
-        cdef uint64_t ticket = fgt_ticket(&self.header.ticket)
+        cdef uint64_t ticket = fg_fetch_add_u64_rlx(&self.header.ticket, 1)
         cdef TailSlot* slot
         if not self.claim(ticket, &slot):
             return
@@ -197,7 +171,7 @@ cdef class TailRing:
               bytes api=b"", bytes stage=b"", bytes key_id=b"", str error="", bytes ip=b""):
         """One entry from plain values, through the same claim/publish as record()
         (tests, and writers without a RequestContext)."""
-        cdef uint64_t ticket = fgt_ticket(&self.header.ticket)
+        cdef uint64_t ticket = fg_fetch_add_u64_rlx(&self.header.ticket, 1)
         cdef TailSlot* slot
         if not self.claim(ticket, &slot):
             return False
@@ -224,19 +198,19 @@ cdef class TailRing:
     @property
     def head(self):
         """Tickets handed out so far: read_since(ring.head) returns only later entries."""
-        return fgt_load_acq(&self.header.ticket)
+        return fg_load_u64_acq(&self.header.ticket)
 
     @property
     def dropped(self):
         """Entries writers stepped aside from (their slot was busy or lapped)."""
-        return fgt_load_rlx(&self.header.dropped)
+        return fg_load_u64_rlx(&self.header.dropped)
 
     def read_since(self, unsigned long long seq):
         """(new_seq, entries, lost): the entries with tickets seq..new_seq-1 in
         ticket order, as dicts. lost counts those that could not be read whole:
         overrun (more than capacity entries behind), dropped by their writer, or
         still being written after a short wait. Pass new_seq to the next call."""
-        cdef uint64_t head = fgt_load_acq(&self.header.ticket)
+        cdef uint64_t head = fg_load_u64_acq(&self.header.ticket)
         cdef uint64_t t, start = seq, v1, v2
         cdef TailSlot* slot
         cdef TailEntry copy
@@ -252,11 +226,11 @@ cdef class TailRing:
             slot = &self.slots[t & self.mask]
             spins = 0
             while True:
-                v1 = fgt_load_acq(&slot.seq)
+                v1 = fg_load_u64_acq(&slot.seq)
                 if v1 == done_mark(t):
                     memcpy(&copy, &slot.entry, sizeof(TailEntry))
-                    fgt_fence_acquire()
-                    v2 = fgt_load_rlx(&slot.seq)
+                    fg_fence_acquire()
+                    v2 = fg_load_u64_rlx(&slot.seq)
                     if v2 == v1:
                         out.append(_entry_dict(t, &copy))
                         break

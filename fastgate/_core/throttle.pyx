@@ -12,61 +12,17 @@ from posix.mman cimport mmap, munmap, MAP_FAILED, MAP_SHARED, MAP_ANONYMOUS, PRO
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
 
-cdef extern from *:
-    """
-    #include <string.h>
-    /* A slot is {key, state}: one 128-bit CAS changes both, so an eviction can
-       never pair one key with another's state. x86-64 needs cmpxchg16b, which
-       every 64-bit x86 CPU since 2006 has; the pragma enables it for these
-       helpers only (no global -mcx16). aarch64 gets an ldaxp/stlxp loop.
-       __sync builtins are full barriers. */
-    #if defined(__x86_64__)
-    #pragma GCC push_options
-    #pragma GCC target("cx16")
-    #endif
-    static inline int fg_cas_slot(void *slot, uint64_t old_key, int64_t old_state,
-                                  uint64_t new_key, int64_t new_state) {
-        unsigned __int128 o = ((unsigned __int128)(uint64_t)old_state << 64) | old_key;
-        unsigned __int128 n = ((unsigned __int128)(uint64_t)new_state << 64) | new_key;
-        return __sync_bool_compare_and_swap((unsigned __int128 *)slot, o, n);
-    }
-    #if defined(__x86_64__)
-    #pragma GCC pop_options
-    #endif
-    /* Static buckets change only their state word: a plain 64-bit CAS; on
-       failure *expected receives the current value, ready for the next try. */
-    static inline int fg_cas_i64(int64_t *p, int64_t *expected, int64_t desired) {
-        return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-    }
-    static inline int64_t fg_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline uint64_t fg_load_u64(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void fg_add_u64(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+# buckets are CAS loops on shared words: a static bucket's state alone (64-bit), a dynamic
+# bucket's {key, state} pair together (128-bit), so an eviction never pairs one key with
+# another's state
+from fastgate._core.shm cimport (fg_add_u64_rlx, fg_cas_i64_acqrel, fg_cas_pair, fg_hash,
+                                fg_load_i64_acq, fg_load_u64_acq, fg_mix64)
 
-    /* murmur3's finaliser: a bijection that spreads every input bit. */
-    static inline uint64_t fg_mix64(uint64_t x) {
-        x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
-        x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
-        x ^= x >> 33; return x;
-    }
-    /* Seeded 64-bit hash of a short key (an IP, an API key, a claim). Not
-       cryptographic: the secret seed only keeps clients from aiming many keys
-       at one probe window. */
-    static inline uint64_t fg_hash_bytes(const char *p, size_t n, uint64_t seed) {
-        uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL), w;
-        while (n >= 8) { memcpy(&w, p, 8); h = fg_mix64(h ^ w) + 0x9E3779B97F4A7C15ULL; p += 8; n -= 8; }
-        w = 0; memcpy(&w, p, n);
-        h = fg_mix64(h ^ w ^ ((uint64_t)n << 56));
-        return h ? h : 1;
-    }
-    """
-    bint fg_cas_slot(void* slot, uint64_t old_key, int64_t old_state,
-                     uint64_t new_key, int64_t new_state) nogil
-    bint fg_cas_i64(int64_t* p, int64_t* expected, int64_t desired) nogil
-    int64_t fg_load_i64(int64_t* p) nogil
-    uint64_t fg_load_u64(uint64_t* p) nogil
-    void fg_add_u64(uint64_t* p, uint64_t v) nogil
-    uint64_t fg_mix64(uint64_t x) nogil
-    uint64_t fg_hash_bytes(const char* p, size_t n, uint64_t seed) nogil
+
+cdef inline uint64_t fg_hash_bytes(const char* p, size_t n, uint64_t seed) noexcept nogil:
+    """A key's hash, never 0 (0 marks an empty slot)."""
+    cdef uint64_t h = fg_hash(p, n, seed)
+    return h if h else 1
 
 
 cdef extern from *:
@@ -388,8 +344,8 @@ cdef class SharedSlots:
             s = &self.slots[(start + <uint64_t>j) & mask]
             # state before key: the 128-bit store is atomic, so a key read
             # after a state can only be newer; a mismatched pair fails the CAS
-            st = fg_load_i64(&s.state)
-            k = fg_load_u64(&s.key)
+            st = fg_load_i64_acq(&s.state)
+            k = fg_load_u64_acq(&s.key)
             if k == key:
                 out.slot, out.key, out.state, out.found = s, k, st, 1
                 return
@@ -413,14 +369,14 @@ cdef class SharedSlots:
         """Counters of the hash table (all processes): slots in use, evictions."""
         cdef uint64_t used = 0, i
         for i in range(self.header.mask + 1):
-            if fg_load_u64(&self.slots[i].key) != 0:
+            if fg_load_u64_acq(&self.slots[i].key) != 0:
                 used += 1
         return {
             "hashed_slots": self.header.mask + 1,
             "hashed_used": used,
-            "idle_evictions": fg_load_u64(&self.header.idle_evictions),
-            "forced_evictions": fg_load_u64(&self.header.forced_evictions),
-            "no_slot": fg_load_u64(&self.header.no_slot),
+            "idle_evictions": fg_load_u64_acq(&self.header.idle_evictions),
+            "forced_evictions": fg_load_u64_acq(&self.header.forced_evictions),
+            "no_slot": fg_load_u64_acq(&self.header.no_slot),
         }
 
     def key(self, bytes key, namespace=0):
@@ -458,13 +414,13 @@ cdef class BucketTable(SharedSlots):
         for i in range(self.header.static_capacity):
             s = &self.static_slots[i * STATIC_STRIDE]
             while True:
-                k = fg_load_u64(&s.key)
+                k = fg_load_u64_acq(&s.key)
                 if k == h:
                     return i
                 if k != 0:
                     break
                 # claimed in order, never released: first empty slot is ours unless raced
-                if fg_cas_slot(s, 0, fg_load_i64(&s.state), h, fg_load_i64(&s.state)):
+                if fg_cas_pair(s, 0, fg_load_i64_acq(&s.state), h, fg_load_i64_acq(&s.state)):
                     return i
         raise ValueError(f"no free static throttle slot for {name!r} "
                          f"(static_slots={self.header.static_capacity})")
@@ -478,12 +434,12 @@ cdef class BucketTable(SharedSlots):
             return 1
         state = &self.static_slots[slot * STATIC_STRIDE].state
         cdef int rc
-        tat = fg_load_i64(state)
+        tat = fg_load_i64_acq(state)
         while True:
             rc = gcra(tat, now_ns, p, out, &nt)
             if rc == 0:
                 return 0
-            if fg_cas_i64(state, &tat, nt):   # failed: tat is the fresher value; decide again
+            if fg_cas_i64_acqrel(state, &tat, nt):   # failed: tat is the fresher value; decide again
                 return rc > 0
 
     cdef int try_take_key(self, uint64_t key, const BucketPolicy* p, int64_t now_ns,
@@ -500,18 +456,18 @@ cdef class BucketTable(SharedSlots):
             if pr.found:
                 rc = gcra(pr.state, now_ns, p, out, &nt)
                 if rc != 0:
-                    if fg_cas_slot(pr.slot, key, pr.state, key, nt):
+                    if fg_cas_pair(pr.slot, key, pr.state, key, nt):
                         return rc > 0
                 # rejected: a no-op CAS proves the pair judged was one slot's true state
-                elif fg_cas_slot(pr.slot, key, pr.state, key, pr.state):
+                elif fg_cas_pair(pr.slot, key, pr.state, key, pr.state):
                     return 0
                 continue
             if pr.slot == NULL:   # cannot happen for buckets (every slot has a finite cost)
                 return gcra(0, now_ns, p, out, &nt)
             gcra(0, now_ns, p, out, &nt)   # a fresh bucket always allows (burst >= 1)
-            if fg_cas_slot(pr.slot, pr.key, pr.state, key, nt):
+            if fg_cas_pair(pr.slot, pr.key, pr.state, key, nt):
                 if pr.key != 0:
-                    fg_add_u64(&self.header.forced_evictions if pr.state > now_ns
+                    fg_add_u64_rlx(&self.header.forced_evictions if pr.state > now_ns
                                else &self.header.idle_evictions, 1)
                 return 1
 
@@ -596,23 +552,23 @@ cdef class QuotaTable(SharedSlots):
                     count = pr.state & QUOTA_COUNT_MASK
                     cur = ordinal    # a clock stepped back over a boundary keeps counting
                 if count >= lim:
-                    if fg_cas_slot(pr.slot, key, pr.state, key, pr.state):
+                    if fg_cas_pair(pr.slot, key, pr.state, key, pr.state):
                         break        # verified: over the limit
                     continue
-                if fg_cas_slot(pr.slot, key, pr.state, key, quota_pack(p.period, cur, count + 1)):
+                if fg_cas_pair(pr.slot, key, pr.state, key, quota_pack(p.period, cur, count + 1)):
                     out.allowed = 1
                     out.remaining = lim - count - 1
                     return 1
                 continue
             if pr.slot == NULL:
                 # every slot of the window holds a live quota: allow, and count it
-                fg_add_u64(&self.header.no_slot, 1)
+                fg_add_u64_rlx(&self.header.no_slot, 1)
                 out.allowed = 1
                 out.remaining = lim - 1
                 return 1
-            if fg_cas_slot(pr.slot, pr.key, pr.state, key, quota_pack(p.period, cur, 1)):
+            if fg_cas_pair(pr.slot, pr.key, pr.state, key, quota_pack(p.period, cur, 1)):
                 if pr.key != 0:
-                    fg_add_u64(&self.header.idle_evictions, 1)
+                    fg_add_u64_rlx(&self.header.idle_evictions, 1)
                 out.allowed = 1
                 out.remaining = lim - 1
                 return 1
