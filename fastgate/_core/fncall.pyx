@@ -3,11 +3,47 @@
 
 from urllib.parse import unquote
 
-from fastgate.phases.functions.events import (
-    DEFAULT_ACCOUNT_ID, _TEXT_TYPES_V2, _media_type, _query_pairs, format_request_time,
-)
-
 import base64
+import time
+
+# What the compiled events share with fastgate/phases/functions/events.py (the reference
+# they are tested against), so the two cannot disagree on these.
+DEFAULT_ACCOUNT_ID = "123456789012"   # AWS's own placeholder account in its samples
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# HTTP APIs send these Content-Types as text and base64-encode every other body,
+# a missing Content-Type and application/x-www-form-urlencoded included (the
+# documentation says only "binary"; this split was observed on real HTTP APIs).
+_TEXT_TYPES_V2 = frozenset(("application/json", "application/xml", "application/javascript"))
+
+def format_request_time(epoch_ms: int) -> str:
+    """CLF time as AWS writes it, "09/Apr/2015:12:34:56 +0000", always UTC and
+    English month names (strftime's %b follows the locale)."""
+    t = time.gmtime(epoch_ms // 1000)
+    return "%02d/%s/%04d:%02d:%02d:%02d +0000" % (
+        t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def media_type(content_type: bytes | None) -> str:
+    if not content_type:
+        return ""
+    return content_type.decode("utf-8", "replace").split(";", 1)[0].strip().lower()
+
+
+def query_pairs(raw_query: bytes) -> list[tuple[str, str]]:
+    """Query parameters in order, percent-decoded.  API Gateway decodes %XX
+    but leaves "+" alone (it is not a form body); a key without "=" has the
+    value ""."""
+    pairs = []
+    for part in raw_query.decode("utf-8", "replace").split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        pairs.append((unquote(key), unquote(value)))
+    return pairs
+
 
 cdef long long _time_second = -1
 cdef str _time_text = ""
@@ -70,7 +106,7 @@ cpdef dict event_v2(RequestContext ctx, bytes body):
     cdef dict query = None
     if ctx.query:
         query = {}
-        for name, value in _query_pairs(ctx.query):
+        for name, value in query_pairs(ctx.query):
             previous = query.get(name)
             query[name] = value if previous is None else previous + "," + value
 
@@ -117,7 +153,7 @@ cpdef dict event_v2(RequestContext ctx, bytes body):
     cdef bint encoded = False
     cdef str media
     if body:
-        media = _media_type(content_type)
+        media = media_type(content_type)
         encoded = not (media.startswith("text/") or media in _TEXT_TYPES_V2)
         event["body"] = base64.b64encode(body).decode("ascii") if encoded else _text(body)
     if ctx.path_params:

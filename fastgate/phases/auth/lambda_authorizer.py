@@ -32,13 +32,23 @@ from __future__ import annotations
 import re
 import time
 
+from fastgate._core.fncall import query_pairs as _query_pairs
 from fastgate.phases.auth import AuthRequest, AuthResult, Check, deny
 from fastgate.phases.auth.http import HttpError
-from fastgate.phases.auth.policy import (ALLOWED, EXPLICIT_DENY, PolicyError, arn_tail,
-                                  compile_statements, evaluate)
+from fastgate.phases.auth.policy import (
+    ALLOWED,
+    EXPLICIT_DENY,
+    PolicyError,
+    arn_tail,
+    compile_statements,
+    evaluate,
+)
 from fastgate.phases.functions.errors import FunctionError
-from fastgate.phases.functions.events import (FunctionRequest, _query_pairs, build_event_v1,
-                                       build_event_v2)
+from fastgate.phases.functions.events import (
+    FunctionRequest,
+    build_event_v1,
+    build_event_v2,
+)
 
 __all__ = ["LambdaAuthorizer", "LambdaCheck", "ResultCache", "parse_identity_sources",
            "AuthorizerOutputError"]

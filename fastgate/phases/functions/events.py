@@ -23,20 +23,18 @@ import hashlib
 import time
 from urllib.parse import unquote
 
+from fastgate._core.fncall import (
+    _TEXT_TYPES_V2,
+    DEFAULT_ACCOUNT_ID,
+    format_request_time,
+)
+from fastgate._core.fncall import media_type as _media_type
+from fastgate._core.fncall import query_pairs as _query_pairs
+
 __all__ = [
     "DEFAULT_ACCOUNT_ID", "FunctionRequest", "build_event_v1", "build_event_v1_http", "build_event_v2",
     "is_binary_v1", "is_binary_v2", "media_type_matches", "format_request_time",
 ]
-
-DEFAULT_ACCOUNT_ID = "123456789012"   # AWS's own placeholder account in its samples
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
-           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-# HTTP APIs send these Content-Types as text and base64-encode every other body,
-# a missing Content-Type and application/x-www-form-urlencoded included (the
-# documentation says only "binary"; this split was observed on real HTTP APIs).
-_TEXT_TYPES_V2 = frozenset(("application/json", "application/xml", "application/javascript"))
 
 # The identity block of a REST event: every key is present, null unless known.
 _IDENTITY_KEYS = (
@@ -104,14 +102,6 @@ class FunctionRequest:
 
 # --- shared pieces -----------------------------------------------------------
 
-def format_request_time(epoch_ms: int) -> str:
-    """CLF time as AWS writes it, "09/Apr/2015:12:34:56 +0000", always UTC and
-    English month names (strftime's %b follows the locale)."""
-    t = time.gmtime(epoch_ms // 1000)
-    return "%02d/%s/%04d:%02d:%02d:%02d +0000" % (
-        t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
-
-
 def _text(value: bytes) -> str:
     # Header and body bytes that are not UTF-8 cannot travel in a JSON string;
     # AWS substitutes U+FFFD the same way.
@@ -138,12 +128,6 @@ def _header(req: FunctionRequest, lname: bytes) -> bytes | None:
         if name.lower() == lname:
             return value
     return None
-
-
-def _media_type(content_type: bytes | None) -> str:
-    if not content_type:
-        return ""
-    return _text(content_type).split(";", 1)[0].strip().lower()
 
 
 def media_type_matches(media_type: str, patterns) -> bool:
@@ -176,19 +160,6 @@ def _body(req: FunctionRequest, binary: bool) -> tuple[str, bool]:
     if binary:
         return base64.b64encode(req.body).decode("ascii"), True
     return _text(req.body), False
-
-
-def _query_pairs(raw_query: bytes) -> list[tuple[str, str]]:
-    """Query parameters in order, percent-decoded.  API Gateway decodes %XX
-    but leaves "+" alone (it is not a form body); a key without "=" has the
-    value ""."""
-    pairs = []
-    for part in _text(raw_query).split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        pairs.append((unquote(key), unquote(value)))
-    return pairs
 
 
 def _resource_id(api_id: str, resource_path: str) -> str:

@@ -47,10 +47,10 @@ import msgspec
 import orjson
 from msgspec import Meta
 
-from fastgate.phases.functions.errors import FunctionError
-from fastgate.phases.functions.events import DEFAULT_ACCOUNT_ID
-from fastgate.phases.functions.loader import parse_handler
+from fastgate._core.fncall import DEFAULT_ACCOUNT_ID
 from fastgate.observability.log import log as _log
+from fastgate.phases.functions.errors import FunctionError
+from fastgate.phases.functions.loader import parse_handler
 
 __all__ = ["FunctionPool", "FunctionSpec", "FunctionStream"]
 
