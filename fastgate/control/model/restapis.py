@@ -13,8 +13,8 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
     _unescape_pointer,
-    new_id,
 )
+from fastgate.control.names import new_id
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
                  "apiKeySource", "endpointConfiguration", "policy", "tags",
