@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
-from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS
+from fastgate.control.names import API_KEY_SOURCES, GATEWAY_RESPONSE_DEFAULTS
 from fastgate.control.openapi.document import Document, OpenAPIError
 from fastgate.control.openapi.fields import (
     is_aws_extension,
@@ -40,7 +40,7 @@ def read_root(document: Document, api: dict, extensions: dict, warnings: list[st
                 raise OpenAPIError(f"{where}: must be an integer from 0 to 10485760")
             api["minimumCompressionSize"] = value
         elif key == "x-amazon-apigateway-api-key-source":
-            if not isinstance(value, str) or value.upper() not in ("HEADER", "AUTHORIZER"):
+            if not isinstance(value, str) or value.upper() not in API_KEY_SOURCES:
                 raise OpenAPIError(f"{where}: must be HEADER or AUTHORIZER, not {value!r}")
             api["apiKeySource"] = value.upper()
         elif key == "x-amazon-apigateway-policy":
