@@ -8,6 +8,7 @@ Run: .venv/bin/python -m pytest -q -p no:cacheprovider -o python_files='bench_*.
 import yaml
 
 from fastgate.compile import config
+from fastgate.compile.config import source
 
 LISTEN = "listeners:\n  - address: 127.0.0.1:8080\n"
 ROUTES = "".join(f"  - path: /r{i}/{{id}}\n    method: GET\n    integration: {{type: echo}}\n"
@@ -16,8 +17,8 @@ TEXT = LISTEN + "routes:\n" + ROUTES
 
 
 class PurePythonLoader(yaml.SafeLoader):
-    """config._Loader's YAML 1.2 resolvers on the pure-Python parser."""
-    yaml_implicit_resolvers = config._Loader.yaml_implicit_resolvers
+    """source._Loader's YAML 1.2 resolvers on the pure-Python parser."""
+    yaml_implicit_resolvers = source._Loader.yaml_implicit_resolvers
 
 
 def test_load_large_config(benchmark):
@@ -30,4 +31,4 @@ def test_compose_pure_python_baseline(benchmark):
 
 
 def test_compose_libyaml(benchmark):
-    benchmark(yaml.compose, TEXT, Loader=config._Loader)
+    benchmark(yaml.compose, TEXT, Loader=source._Loader)

@@ -22,7 +22,7 @@ import json
 import time
 
 from fastgate.control.errors import BadRequest
-from fastgate.control.model.gateway_responses import GATEWAY_RESPONSE_DEFAULTS
+from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS
 
 # AWS's test invocations name this stage in the method ARN the authorizer sees
 TEST_STAGE = "ESTestInvoke-stage"

@@ -599,7 +599,7 @@ def test_schema_is_strict_at_the_struct_level():
 
 
 def test_every_option_is_documented():
-    import fastgate.compile.config as mod
+    import fastgate.compile.config.schema as mod
     docs = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "config.md")).read()
     structs = [v for v in vars(mod).values()
                if isinstance(v, type) and issubclass(v, msgspec.Struct) and v.__module__ == mod.__name__]
@@ -609,12 +609,12 @@ def test_every_option_is_documented():
 
 def test_large_route_table_loads_with_libyaml():
     """A 3,000-route file loads, composed by libyaml's parser (how fast: bench/bench_config.py)."""
-    from fastgate.compile import config
+    from fastgate.compile.config import source
     routes = "".join(f"  - path: /r{i}/{{id}}\n    method: GET\n    integration: {{type: echo}}\n"
                      for i in range(3000))
     cfg = load_config_text(LISTEN + "routes:\n" + routes, "big.yaml").config
     assert len(cfg.routes) == 3000 and cfg.routes[2999].path == "/r2999/{id}"
-    assert issubclass(config._Loader, yaml.CSafeLoader)     # the pure-Python parser is ~4x slower
+    assert issubclass(source._Loader, yaml.CSafeLoader)     # the pure-Python parser is ~4x slower
 
 
 def test_throttle_keys():

@@ -541,7 +541,7 @@ def test_domain_names_and_mappings(c, tmp_path):
 # ---------------------------------------------------------------- gateway responses
 
 def test_gateway_responses(c):
-    from fastgate.control.model.gateway_responses import GATEWAY_RESPONSE_DEFAULTS
+    from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS
     api = c.create_rest_api(name="gr")
     items = c.get_gateway_responses(restApiId=api["id"], limit=500)["items"]
     assert {i["responseType"] for i in items} == set(GATEWAY_RESPONSE_DEFAULTS)

@@ -10,7 +10,8 @@ import pytest
 from fastgate.control.api import load_service_model
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model import OPERATIONS, Model
-from fastgate.control.model.gateway_responses import GATEWAY_RESPONSE_DEFAULTS, default_gateway_response
+from fastgate.control.model.gateway_responses import default_gateway_response
+from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS
 from fastgate.control.state import State
 from fastgate.control.store import Store
 

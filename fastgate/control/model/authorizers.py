@@ -20,17 +20,13 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
     _unescape_pointer,
-    new_id,
 )
+from fastgate.control.names import AUTHORIZER_TYPES, METHOD_AUTHORIZER_TYPES, new_id
 
 AUTHORIZERS_PER_API = 10               # AWS's quota of authorizers per API
-AUTHORIZER_TYPES = ("TOKEN", "REQUEST", "COGNITO_USER_POOLS", "JWT")
 AUTHORIZER_FIELDS = ("type", "providerARNs", "authType", "authorizerUri", "authorizerCredentials",
                      "identitySource", "identityValidationExpression",
                      "authorizerResultTtlInSeconds", "jwtConfiguration")
-# which authorizer types each method authorizationType may name
-METHOD_AUTHORIZER_TYPES = {"CUSTOM": ("TOKEN", "REQUEST"),
-                           "COGNITO_USER_POOLS": ("COGNITO_USER_POOLS",), "JWT": ("JWT",)}
 COGNITO_POOL_ARN = re.compile(r"^arn:aws[a-z-]*:cognito-idp:[a-z0-9-]+:\d{12}:userpool/[\w-]+_[0-9A-Za-z]+$")
 AUTHORIZER_URI_INVALID = ("Invalid Authorizer URI: {uri}. Authorizer URI should be a valid API "
                           "Gateway ARN that represents a Lambda function invocation.")

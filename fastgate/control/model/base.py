@@ -4,37 +4,18 @@ of the documents an operation names, and AWS's paging and patch helpers."""
 from __future__ import annotations
 
 import copy
-import re
-import secrets
-import string
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from fastgate.control.errors import BadRequest, NotFound
+from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE
 
 if TYPE_CHECKING:
     from fastgate.control.state import State
     from fastgate.control.store import Store, Txn
 
-ID_ALPHABET = string.ascii_lowercase + string.digits
 PAGE_DEFAULT, PAGE_MAX = 25, 500        # AWS's default and largest `limit`
-HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY")
-INTEGRATION_TYPES = ("HTTP", "HTTP_PROXY", "MOCK", "AWS", "AWS_PROXY")
-AUTHORIZATION_TYPES = ("NONE", "AWS_IAM", "CUSTOM", "COGNITO_USER_POOLS", "JWT")
-PATH_PART = re.compile(r"^(?:[A-Za-z0-9._\-]+|\{[A-Za-z0-9._\-]+\+?\})$")
-STAGE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
-VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-VARIABLE_VALUE = re.compile(r"^[A-Za-z0-9 \-._~:/?#&=,+%@]{0,2048}$")
-STATUS_CODE = re.compile(r"^[1-5]\d\d$")
-DOMAIN_NAME = re.compile(r"^(?=.{1,253}$)(\*\.)?([A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+"
-                         r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?$")
-BASE_PATH = re.compile(r"^[A-Za-z0-9._\-$+]+(?:/[A-Za-z0-9._\-$+]+)*$")
-NONE_BASE_PATH = "(none)"
-
-
-def new_id(length: int) -> str:
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(length))
 
 
 def _clone(doc):

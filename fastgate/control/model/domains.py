@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.base import (
-    BASE_PATH,
-    DOMAIN_NAME,
-    NONE_BASE_PATH,
     ModelBase,
     _bad_patch,
     _clone,
@@ -16,6 +13,7 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
 )
+from fastgate.control.names import BASE_PATH, DOMAIN_NAME, NONE_BASE_PATH
 
 
 def _load_pem_certs(data: bytes, what: str) -> list:

@@ -3,36 +3,9 @@
 from __future__ import annotations
 
 from fastgate.control.errors import BadRequest, NotFound
-from fastgate.control.model.base import STATUS_CODE, ModelBase, _clone, _page
+from fastgate.control.model.base import ModelBase, _clone, _page
+from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS, STATUS_CODE
 
-# AWS's gateway response types: type -> (default status code, default message). None for
-# DEFAULT_4XX/DEFAULT_5XX, which have no status of their own. Source: "Gateway response
-# types for API Gateway" in the API Gateway developer guide. The data plane uses this too.
-GATEWAY_RESPONSE_DEFAULTS: dict[str, tuple[str | None, str | None]] = {
-    "ACCESS_DENIED": ("403", "User is not authorized to access this resource"),
-    "API_CONFIGURATION_ERROR": ("500", "Internal server error"),
-    "AUTHORIZER_CONFIGURATION_ERROR": ("500", "Internal server error"),
-    "AUTHORIZER_FAILURE": ("500", "Internal server error"),
-    "BAD_REQUEST_PARAMETERS": ("400", "Missing required request parameters"),
-    "BAD_REQUEST_BODY": ("400", "Invalid request body"),
-    "DEFAULT_4XX": (None, None),
-    "DEFAULT_5XX": (None, None),
-    "EXPIRED_TOKEN": ("403", "The security token included in the request is expired"),
-    "INTEGRATION_FAILURE": ("504", "Internal server error"),
-    "INTEGRATION_TIMEOUT": ("504", "Endpoint request timed out"),
-    "INVALID_API_KEY": ("403", "Forbidden"),
-    "INVALID_SIGNATURE": ("403", "The request signature we calculated does not match the "
-                                 "signature you provided. Check your AWS Secret Access Key and "
-                                 "signing method. Consult the service documentation for details."),
-    "MISSING_AUTHENTICATION_TOKEN": ("403", "Missing Authentication Token"),
-    "QUOTA_EXCEEDED": ("429", "Limit Exceeded"),
-    "REQUEST_TOO_LARGE": ("413", "Request Too Long"),
-    "RESOURCE_NOT_FOUND": ("404", "Not Found"),
-    "THROTTLED": ("429", "Too Many Requests"),
-    "UNAUTHORIZED": ("401", "Unauthorized"),
-    "UNSUPPORTED_MEDIA_TYPE": ("415", "Unsupported Media Type"),
-    "WAF_FILTERED": ("403", "Forbidden"),
-}
 DEFAULT_RESPONSE_TEMPLATE = {"application/json": '{"message":$context.error.messageString}'}
 
 

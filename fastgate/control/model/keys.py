@@ -15,8 +15,8 @@ from fastgate.control.model.base import (
     _now,
     _page,
     _patch_ops,
-    new_id,
 )
+from fastgate.control.names import new_id
 
 if TYPE_CHECKING:
     from fastgate.control.store import Txn

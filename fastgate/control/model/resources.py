@@ -5,11 +5,6 @@ from __future__ import annotations
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.authorizers import _check_method_authorizer
 from fastgate.control.model.base import (
-    AUTHORIZATION_TYPES,
-    HTTP_METHODS,
-    INTEGRATION_TYPES,
-    PATH_PART,
-    STATUS_CODE,
     ModelBase,
     _bad_patch,
     _bool_value,
@@ -19,9 +14,17 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
     _unescape_pointer,
-    new_id,
 )
 from fastgate.control.model.restapis import _child_path, resource_view
+from fastgate.control.names import (
+    AUTHORIZATION_TYPES,
+    HTTP_METHODS,
+    INTEGRATION_TYPES,
+    PASSTHROUGH_BEHAVIORS,
+    PATH_PART,
+    STATUS_CODE,
+    new_id,
+)
 
 
 class Resources(ModelBase):
@@ -183,9 +186,9 @@ class Resources(ModelBase):
         timeout = p.get("timeoutInMillis")
         if timeout is not None and not 50 <= timeout <= 29000:
             raise BadRequest("Timeout should be between 50 ms and 29000 ms")
-        if p.get("passthroughBehavior") not in (None, "WHEN_NO_MATCH", "WHEN_NO_TEMPLATES", "NEVER"):
+        if p.get("passthroughBehavior") not in (None, *PASSTHROUGH_BEHAVIORS):
             raise BadRequest("Invalid passthrough behavior specified. Valid options are "
-                             "WHEN_NO_MATCH,WHEN_NO_TEMPLATES,NEVER")
+                             f"{','.join(PASSTHROUGH_BEHAVIORS)}")
         with self.change() as txn:
             api, resource, method = self._method_ctx(p)
             integ = {"type": itype}

@@ -13,8 +13,8 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
     _unescape_pointer,
-    new_id,
 )
+from fastgate.control.names import API_KEY_SOURCES, new_id
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
                  "apiKeySource", "endpointConfiguration", "policy", "tags",
@@ -153,7 +153,7 @@ class RestApis(ModelBase):
                                                      "apiKeySource"):
                     if top == "name" and not value:
                         raise BadRequest("name must not be blank")
-                    if top == "apiKeySource" and value not in ("HEADER", "AUTHORIZER"):
+                    if top == "apiKeySource" and value not in API_KEY_SOURCES:
                         raise BadRequest(f"Invalid API key source '{value}'")
                     api[top] = value
                 elif op["op"] == "replace" and top == "minimumCompressionSize":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastgate.control.errors import BadRequest, Conflict
 from fastgate.control.model.base import (
-    STAGE_NAME,
     ModelBase,
     _bad_patch,
     _bool_value,
@@ -17,9 +16,9 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
     _unescape_pointer,
-    new_id,
 )
 from fastgate.control.model.restapis import _new_stage, api_summary
+from fastgate.control.names import STAGE_NAME, new_id
 
 
 class Stages(ModelBase):

@@ -8,7 +8,6 @@ import orjson
 
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.base import (
-    HTTP_METHODS,
     ModelBase,
     _bad_patch,
     _clone,
@@ -18,8 +17,8 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
     _unescape_pointer,
-    new_id,
 )
+from fastgate.control.names import HTTP_METHODS, new_id
 from fastgate.observability.log import log
 
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
