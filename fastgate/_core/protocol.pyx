@@ -149,6 +149,11 @@ cdef enum HeaderKind:
     H_TRACEPARENT                 # W3C trace context: the gateway writes its own when tracing
     H_TRACESTATE
     H_XRAY                        # X-Amzn-Trace-Id
+    H_PROXY_AUTHORIZATION         # credentials meant for this proxy: never forwarded
+    H_HTTP2_SETTINGS              # of an h2c upgrade (RFC 7540 section 3.2.1): hop-by-hop, dropped
+    H_FORWARDED                   # RFC 7239 Forwarded, X-Real-IP, True-Client-IP: claims about the
+    H_X_REAL_IP                   # client's address, forwarded only from a trusted proxy (as
+    H_TRUE_CLIENT_IP              # X-Forwarded-For is kept only from one)
 
 
 cdef inline bint lower_eq(const char* buf, const char* name, Py_ssize_t n) noexcept:
@@ -165,11 +170,11 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
     cdef Py_ssize_t i
     cdef char buf[24]
     cdef char c
-    if n < 2 or n > 17:
+    if n < 2 or n > 19:
         return H_OTHER
     c = p[0] | 0x20
     if c != b'h' and c != b'c' and c != b't' and c != b'k' and c != b'p' and \
-            c != b'u' and c != b'e' and c != b'x' and c != b'v' and c != b'd':
+            c != b'u' and c != b'e' and c != b'x' and c != b'v' and c != b'd' and c != b'f':
         return H_OTHER
     for i in range(n):
         c = p[i]
@@ -181,7 +186,17 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
             return H_HOST
         return H_DATE if lower_eq(buf, "date", 4) else H_OTHER
     if n == 14:
-        return H_CONTENT_LENGTH if lower_eq(buf, "content-length", 14) else H_OTHER
+        if lower_eq(buf, "content-length", 14):
+            return H_CONTENT_LENGTH
+        if lower_eq(buf, "true-client-ip", 14):
+            return H_TRUE_CLIENT_IP
+        return H_HTTP2_SETTINGS if lower_eq(buf, "http2-settings", 14) else H_OTHER
+    if n == 9:
+        if lower_eq(buf, "forwarded", 9):
+            return H_FORWARDED
+        return H_X_REAL_IP if lower_eq(buf, "x-real-ip", 9) else H_OTHER
+    if n == 19:
+        return H_PROXY_AUTHORIZATION if lower_eq(buf, "proxy-authorization", 19) else H_OTHER
     if n == 17:
         if lower_eq(buf, "transfer-encoding", 17):
             return H_TRANSFER_ENCODING
@@ -306,6 +321,50 @@ cdef long long parse_content_length(bytes v) noexcept:
             return -1
         r = r * 10 + (p[i] - 48)
     return r
+
+
+cdef inline bint hex_digit(unsigned char c) noexcept:
+    return b'0' <= c <= b'9' or b'a' <= (c | 0x20) <= b'f'
+
+
+cdef bint valid_host(bytes host) noexcept:
+    """host is uri-host [":" port] (RFC 9110 section 7.2, RFC 3986 section 3.2.2): an IP literal
+    in brackets, or a reg-name of letters, digits, "-._~", sub-delims and %XX. Anything else
+    (a space, "@", "/", "\\", a second ":") makes a Host that parsers downstream may each read
+    differently; nginx refuses the space, this refuses them all. Empty is valid (RFC 9112 3.2)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(host)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(host), i = 0
+    cdef unsigned char c
+    if n and p[0] == b'[':
+        i = 1
+        while i < n and p[i] != b']':
+            if not (hex_digit(p[i]) or p[i] == b':' or p[i] == b'.'):
+                return False
+            i += 1
+        if i == n or i == 1:
+            return False
+        i += 1
+    else:
+        while i < n and p[i] != b':':
+            c = p[i]
+            if c == b'%':
+                if i + 2 >= n or not hex_digit(p[i + 1]) or not hex_digit(p[i + 2]):
+                    return False
+                i += 3
+                continue
+            if not (b'a' <= (c | 0x20) <= b'z' or b'0' <= c <= b'9' or c == b'-' or c == b'.' or
+                    c == b'_' or c == b'~' or c == b'!' or c == b'$' or c == b'&' or c == 39 or
+                    c == b'(' or c == b')' or c == b'*' or c == b'+' or c == b',' or c == b';' or
+                    c == b'='):
+                return False
+            i += 1
+    if i < n:
+        if p[i] != b':':
+            return False
+        for i in range(i + 1, n):
+            if not b'0' <= p[i] <= b'9':
+                return False
+    return True
 
 
 cdef bytes route_host_of(bytes host):
@@ -978,7 +1037,11 @@ cdef class ClientConnection:
             self.h_xfh = value
         elif kind == H_XFPORT:
             self.h_xfport = value
-        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
+        elif kind == H_FORWARDED or kind == H_X_REAL_IP or kind == H_TRUE_CLIENT_IP:
+            if self.trusted:
+                self.fwd.append(pair)   # else a client could name any address to the upstream
+        # keep-alive, proxy-connection, te, trailer, proxy-authorization, http2-settings:
+        # hop-by-hop (or meant for this proxy), dropped
 
     cdef bint head_complete(self):
         """The request head is parsed: fill the context, validate, run or queue it.
@@ -1104,8 +1167,11 @@ cdef class ClientConnection:
             ctx.route_host = self.last_route_host     # keep-alive clients repeat their Host
         else:
             ctx.route_host = route_host_of(ctx.host)
-            self.last_host = ctx.host
-            self.last_route_host = ctx.route_host
+            if valid_host(ctx.host):
+                self.last_host = ctx.host
+                self.last_route_host = ctx.route_host
+            elif err is None:
+                err, detail = "BAD_REQUEST", "invalid Host header"
         if err is None and snap.mtls_hosts is not None and not client_cert_allows(
                 snap.mtls_hosts, ctx.route_host, self.client_cert):
             err, detail = "CLIENT_CERT_REQUIRED", "no client certificate verified for this domain"
