@@ -203,6 +203,8 @@ cdef class ClientConnection:
     cdef list pending                     # [PendingRequest]
     cdef bint req_complete                # the active request's body has fully arrived
     cdef bint responding                  # the response head has been sent to the client
+    cdef Py_ssize_t head_mark             # offset of the relayed head in the cork buffer while it is
+                                          # still there (not written), else -1
     cdef bint streaming_function          # a function's streamed response is being relayed
     cdef bint close_after                 # close the connection after this response
     cdef int body_mode                    # a BodyMode
@@ -256,6 +258,8 @@ cdef class ClientConnection:
     cdef void send_body_chunk(self, bytes data)
     cdef void finish_upstream_request(self)
     cdef void upstream_failed(self, str kind, str detail, bint retryable)
+    cdef bint take_back_head(self)
+    cdef void cut_response(self)
     cdef void upstream_head(self, UpstreamConnection conn, int status)
     cdef void upstream_body(self, bytes data)
     cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole)

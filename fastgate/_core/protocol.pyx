@@ -727,6 +727,7 @@ cdef class ClientConnection:
         self.worker = worker
         self.local_port = local_port
         self.throttle_level = -1
+        self.head_mark = -1
         self.pending = []
         self.body_chunks = []
 
@@ -1847,9 +1848,13 @@ cdef class ClientConnection:
         if target is not None:
             target.active -= 1
             target.record_failure(monotonic())
-        if self.responding:
-            # part of the response is out: the client's framing cannot be completed
-            self.abort()
+        if self.responding and not self.take_back_head():
+            # part of the response reached the client: say what happened in the logs, and
+            # end the client's response short of its framing
+            ctx.error_type = "INTEGRATION_TIMEOUT" if kind == "timeout" else "INTEGRATION_FAILURE"
+            ctx.error_message = f"upstream {target.label.decode() if target is not None else '?'}: " \
+                                f"{detail} (after the response head was sent)"
+            self.cut_response()
             return
         if retryable and ctx.attempts <= ctx.route.retries and self.body_retained and (
                 kind == "connect" or kind == "connect_timeout" or ctx.method in IDEMPOTENT
@@ -1860,6 +1865,34 @@ cdef class ClientConnection:
         # a connect that timed out is a timeout too (504, as the docs promise), a refused one is 502
         self.respond_error("INTEGRATION_TIMEOUT" if kind == "timeout" or kind == "connect_timeout"
                            else "INTEGRATION_FAILURE", ctx.error_message)
+
+    cdef bint take_back_head(self):
+        """The relayed response head (and any body after it) is still in the cork buffer,
+        not written: drop it, so the client gets a gateway response rather than an empty
+        reply (a head and a bad chunk size in one read). False once any of it was written."""
+        if not self.corked or self.head_mark < 0:
+            return False
+        CORK_BUF.len = self.head_mark
+        self.head_mark = -1
+        self.responding = False
+        self.body_mode = BODY_NONE
+        self.ctx.status = 0
+        self.ctx.response_length = 0
+        self.cache_parts = None
+        self.compressor = None
+        return True
+
+    cdef void cut_response(self):
+        """End a response whose head reached the client but whose body cannot be completed.
+        A body framed by Content-Length or chunking ends short, with a clean close that every
+        client detects, after what was already relayed; a body delimited by the close itself
+        would pass for complete, so that connection is reset."""
+        if self.body_mode == BODY_CLOSE:
+            self.abort()
+            return
+        self.body_mode = BODY_NONE      # no last chunk
+        self.close_after = True
+        self.exchange_done()
 
     cdef void upstream_head(self, UpstreamConnection conn, int status):
         """Relay the response head the upstream's parser just completed."""
@@ -1985,6 +2018,9 @@ cdef class ClientConnection:
                 out_bytes(b"Connection: keep-alive\r\n")
         out_bytes(b"\r\n")
         self.send_ptr(OUT_BUF.p, OUT_BUF.len, None)
+        # while the head sits in the cork buffer, take_back_head() can still unsay it
+        self.head_mark = CORK_BUF.len - OUT_BUF.len if self.corked and OUT_BUF.len < CORK_DIRECT \
+            and not self.lingering else -1
         if status == 101:
             self.tunnel = True
             conn.tunnel = True
@@ -2386,6 +2422,11 @@ cdef class ClientConnection:
             self.upstream.release(False)
             self.upstream = None
         ctx.error_type = error_type
+        if detail:
+            # what failed (an upstream's address, a template's exception) is for the access and
+            # execution logs ($context.error.message, errorMessage), never the client: AWS's
+            # bodies carry only the type's message
+            ctx.error_message = detail
         headers = [(b"Content-Type", b"application/json")]
         if ctx.api is not None and ctx.api.rest and gr.error_type:
             headers.append((b"x-amzn-ErrorType", self.error_code or gr.error_type))
@@ -2393,23 +2434,19 @@ cdef class ClientConnection:
         if self.error_headers is not None:
             headers.extend(self.error_headers)
             self.error_headers = None
-        if gr.headers:
-            ctx.error_message = gr.message if not detail else detail
-            for pair in gr.headers:
-                headers.append((<bytes>pair[0], (<Template>pair[1]).render(ctx)))
-        if gr.body is not None:
-            # a customised template renders $context.error.message (the type's message)
+        body = None
+        if gr.headers or gr.body is not None:
+            # a customised response renders $context.error.message as AWS does: the type's message
+            logged = ctx.error_message
             ctx.error_message = gr.message
-            body = (<Template>gr.body).render(ctx)
-            ctx.error_message = detail
-        elif self.error_body is not None:
-            body = self.error_body      # AWS's own body for this denial (an authorizer's message)
-        else:
-            doc = {"message": gr.message}
-            if detail and status >= 500:
-                # beyond AWS's body: say what failed, so an operator need not dig in logs
-                doc["detail"] = detail
-            body = orjson.dumps(doc)
+            for pair in gr.headers or ():
+                headers.append((<bytes>pair[0], (<Template>pair[1]).render(ctx)))
+            if gr.body is not None:
+                body = (<Template>gr.body).render(ctx)
+            ctx.error_message = logged
+        if body is None:
+            # AWS's own body for this denial (an authorizer's message), else the type's message
+            body = self.error_body if self.error_body is not None else orjson.dumps({"message": gr.message})
         self.error_body = None
         if error_type in PROTOCOL_ERRORS:
             self.close_after = True
@@ -2464,6 +2501,7 @@ cdef class ClientConnection:
         self.served += 1
         self.ctx = None
         self.responding = False
+        self.head_mark = -1
         self.streaming_function = False
         self.waiting = WAIT_NONE
         self.cache_parts = None
@@ -2640,6 +2678,7 @@ cdef class ClientConnection:
             return
         data = PyBytes_FromStringAndSize(CORK_BUF.p, CORK_BUF.len)
         CORK_BUF.len = 0
+        self.head_mark = -1
         if self.transport is not None and not self.t_is_closing():
             self.t_write(data)
 
