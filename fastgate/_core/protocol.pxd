@@ -32,7 +32,9 @@ cdef enum Limits:
     TICK_MS = 100                 # ms between timeout sweeps
     RESPONSE_MAX_HEAD = 65536     # bytes of an upstream response head
     RESPONSE_MAX_HEADERS = 200    # header lines of an upstream response
-    LINGER_MS = 2000              # ms a lingering close keeps discarding client input
+    LINGER_IDLE_MS = 2000         # ms a lingering close waits for more client input before closing
+    LINGER_MAX_MS = 30000         # ms a lingering close discards client input at most (nginx's
+                                  # lingering_time), so an uploading client reads its 413
     MAP_RESPONSE_MAX = 10485760   # bytes of upstream body an http (non-proxy) integration maps (AWS: 10 MB)
     CORK_DIRECT = 16384           # bytes: a corked write this large goes out as it is (after what is gathered)
     CORK_MAX = 65536              # bytes gathered in the cork buffer at most before they are written
@@ -160,7 +162,7 @@ cdef class ClientConnection:
     cdef object client_cert               # fastgate.tls.ClientCert, read once at connection_made, or None
     cdef bint closed
     cdef bint unread                      # client input may be left unread: close lingering
-    cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_MS
+    cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_*_MS
     cdef bint corked                      # inside a read callback: writes gather in the cork buffer
     cdef int served                       # requests answered on this connection
 

@@ -818,7 +818,11 @@ cdef class ClientConnection:
             self.worker.functions.flow(self, False)
 
     def data_received(self, bytes data):
-        if self.closed or self.lingering:
+        if self.lingering:
+            # discarded: the answer is out, the client is still sending its body
+            self.deadline = monotonic_coarse() + LINGER_IDLE_MS / 1000.0
+            return
+        if self.closed:
             return
         if self.tunnel:
             if self.upstream is not None:
@@ -2624,9 +2628,11 @@ cdef class ClientConnection:
             return
         self.uncork()
         if self.unread and not self.tunnel and self.transport.can_write_eof():
-            # Lingering close: closing with unread input makes the kernel send a reset, which
-            # can destroy the response we just wrote before the client reads it. Send FIN,
-            # discard what still comes, close on EOF or after LINGER_MS.
+            # Lingering close (nginx's): closing with unread input makes the kernel send a reset,
+            # which can destroy the response we just wrote before the client reads it, and a
+            # client that writes its whole body before reading (http.client, h11) fails on the
+            # reset instead of reading the answer. Send FIN, discard what still comes, close on
+            # EOF, after LINGER_IDLE_MS without input, or after LINGER_MAX_MS in all.
             self.lingering = True
             self.transport.write_eof()
             self.pause_reasons = 0
@@ -2634,7 +2640,10 @@ cdef class ClientConnection:
                 self.reading_paused = False
                 self.transport.resume_reading()
             self.deadline_kind = DL_DRAIN
-            self.deadline = monotonic_coarse() + LINGER_MS / 1000.0
+            self.deadline = monotonic_coarse() + LINGER_IDLE_MS / 1000.0
+            # a draining worker does not wait for an uploader that will not stop
+            self.total_deadline = self.deadline if self.worker.draining else \
+                monotonic_coarse() + LINGER_MAX_MS / 1000.0
             return
         self.closed = True
         self.transport.close()

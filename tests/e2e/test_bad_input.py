@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -307,3 +308,58 @@ routes:
             assert r.status == 413
     finally:
         g.stop()
+
+
+# --- 413 to a client that keeps uploading ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def limited(up, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limited")
+    (tmp / "fn").mkdir()
+    (tmp / "fn" / "handlers.py").write_text(
+        "def ok(event, context):\n    return {'statusCode': 200, 'body': 'fn'}\n")
+    g = Gateway(tmp, admin=False, config=f"""\
+access_log: {{path: 'off'}}
+limits: {{max_body_bytes: 1000}}
+function_path: [fn]
+functions:
+  ok: {{handler: handlers:ok}}
+upstreams:
+  api: {{targets: [{up.url}]}}
+routes:
+  - path: /fn
+    integration: {{type: function, function: ok}}
+  - path: /{{proxy+}}
+    integration: {{type: http, upstream: api}}
+""")
+    yield g
+    g.stop()
+
+
+def upload_then_read(port: int, path: str, chunked: bool, seconds: float = 3.0):
+    """A client that writes its whole body before it reads (http.client, h11 and most SDKs
+    do): it goes on uploading for `seconds` (past LINGER_IDLE_MS, at ~1.6 MB/s) while the
+    gateway has answered 413 already, then reads the answer. A gateway that closed with
+    input unread would have reset the connection: the upload fails, the answer is lost."""
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 1000000000"
+    block = b"z" * 16384
+    if chunked:
+        block = b"%x\r\n%s\r\n" % (len(block), block)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: a\r\n%s\r\n\r\n" % (path.encode(), framing))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            s.sendall(block)
+            time.sleep(0.01)
+        r = read_response(s.makefile("rb"), "POST")
+        return r.status, json.loads(r.body), r.header("connection")
+
+
+def test_413_is_read_by_a_client_that_keeps_uploading(limited):
+    """Every way to a 413: the head's Content-Length (http and function routes) and a chunked
+    body that passes the limit mid-stream (both again): the client reads the whole answer.
+    The four clients upload at once, to bound the test's time."""
+    cases = [(path, chunked) for path in ("/echo", "/fn") for chunked in (False, True)]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        got = dict(zip(cases, pool.map(lambda c: upload_then_read(limited.port, *c), cases)))
+    assert got == {c: (413, {"message": "Request Too Long"}, "close") for c in cases}
