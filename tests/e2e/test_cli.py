@@ -213,6 +213,27 @@ def test_workers_flag(upstream):
         px.p.stop()
 
 
+def test_proxy_max_body_size(upstream):
+    px = Proxy("--upstream", upstream.url, "--workers", "1", "--max-body-size", "1k", control="off")
+    try:
+        with httpx.Client(timeout=10) as c:
+            r = c.post(px.url + "/echo", content=b"x" * 1024)
+            assert (r.status_code, r.json()["body_size"]) == (200, 1024)
+            r = c.post(px.url + "/echo", content=b"x" * 1025)
+            assert (r.status_code, r.json()) == (413, {"message": "Request Too Long"})
+            r = c.post(px.url + "/echo", content=iter([b"x" * 1000, b"x" * 1000]))   # chunked
+            assert (r.status_code, r.json()) == (413, {"message": "Request Too Long"})
+    finally:
+        px.p.stop()
+
+
+def test_proxy_rejects_a_bad_max_body_size():
+    r = run("proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream", "http://127.0.0.1:9",
+            "--control", "off", "--max-body-size", "10mb")
+    assert r.returncode == 2
+    assert r.stderr.startswith("fastgate: fastgate proxy: --max-body-size: '10mb' is not a size"), r.stderr
+
+
 def test_proxy_rejects_a_bad_upstream_url():
     r = run("proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream", "ftp://x", "--control", "off")
     assert r.returncode == 2
