@@ -4,6 +4,8 @@
 import asyncio
 import ipaddress
 import os
+import socket
+import struct
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -120,6 +122,8 @@ cdef bytes status_line(int status, bytes reason):
         return b"HTTP/1.1 %d Unknown\r\n" % status
     return b"HTTP/1.1 %d %s\r\n" % (status, reason)
 
+
+cdef bytes LINGER_RESET = struct.pack("ii", 1, 0)   # struct linger {l_onoff=1, l_linger=0}
 
 cdef frozenset IDEMPOTENT = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"])
 
@@ -1892,6 +1896,11 @@ cdef class ClientConnection:
         client detects, after what was already relayed; a body delimited by the close itself
         would pass for complete, so that connection is reset."""
         if self.body_mode == BODY_CLOSE:
+            sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+            if sock is not None:
+                # SO_LINGER 0: a reset, not a FIN that would end the body as if complete
+                # (RFC 9112 section 8)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             self.abort()
             return
         self.body_mode = BODY_NONE      # no last chunk

@@ -410,3 +410,20 @@ def test_invalid_chunk_size_after_the_head_was_sent_ends_the_response_short(gate
     assert line.startswith(f"200 5 INTEGRATION_FAILURE upstream 127.0.0.1:{upstream.port}: "
                            "invalid response: "), line
     assert line.endswith("(after the response head was sent)")
+
+
+def test_invalid_chunk_size_after_the_head_resets_a_close_delimited_response(gateway, upstream, tmp_path):
+    """An HTTP/1.0 client gets the chunked response delimited by the close: a clean close
+    would tell it the body is complete, so the connection is reset instead (RFC 9112 section 8)."""
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url], "retries: 0"), log=log))
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        s.sendall(b"GET /badchunk/300 HTTP/1.0\r\nHost: a\r\n\r\n")
+        data = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := s.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head, head
+    assert body == b"hello"
+    assert logged(log)[0].startswith(f"200 5 INTEGRATION_FAILURE upstream 127.0.0.1:{upstream.port}: ")
