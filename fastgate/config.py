@@ -40,7 +40,8 @@ __all__ = [
     "MockIntegration", "PassiveHealthConfig", "RouteConfig", "RouteTimeouts",
     "TargetConfig", "TargetURL", "UpstreamConfig", "config_error",
     "default_config_path", "format_path", "load_config", "load_config_text",
-    "locate", "parse_listen_address", "parse_route_path", "parse_target_url", "proxy_config",
+    "locate", "parse_listen_address", "parse_route_path", "parse_size", "parse_target_url",
+    "proxy_config",
 ]
 
 # --- bounded scalar types -------------------------------------------------
@@ -998,6 +999,23 @@ def _body_limit(value: int | str) -> int:
     return -1 if value == "unlimited" else int(value)
 
 
+_SIZE = re.compile(r"(\d+)([kmg]?)", re.I)
+
+
+def parse_size(text: str) -> int | str:
+    """A size as nginx writes one (client_max_body_size): bytes, or a number with k, m or g
+    (binary multiples: "512k", "10m", "2g"), or "unlimited" (returned as is, a BodyLimit).
+    ValueError otherwise."""
+    text = text.strip()
+    if text.lower() == "unlimited":
+        return "unlimited"
+    m = _SIZE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a size: bytes, or a number with k, m or g "
+                         "(512k, 10m, 2g), or 'unlimited'")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
 _BAD_PATH_CHARS = re.compile(r"[\s?#\x00-\x1f\x7f]")
 
 
@@ -1382,22 +1400,31 @@ _PROXY_FLAGS = (
     (("workers",), "--workers"),
     (("admin",), "--control"),
     (("access_log",), "--access-log"),
+    (("limits",), "--max-body-size"),
 )
 
 
 def proxy_config(listen: list[str], upstreams: list[str], workers: int | str = "auto",
-                 access_log: str | None = None, control: str = "127.0.0.1:9901") -> LoadedConfig:
+                 access_log: str | None = None, control: str = "127.0.0.1:9901",
+                 max_body_size: str = "unlimited") -> LoadedConfig:
     """The config of ``fastgate proxy``: every request, any method and path, to
     one round-robin group of ``upstreams``.  ``access_log``: a path, "-" for
     stdout, None or "off" for none (the default).  ``control``: host:port of
-    the admin API or "off".  Errors name the flag instead of a file line."""
+    the admin API or "off".  ``max_body_size``: parse_size() text; a plain
+    reverse proxy streams bodies of any size unless told otherwise.  Errors
+    name the flag instead of a file line."""
     if isinstance(workers, str) and workers.isdigit():
         workers = int(workers)
+    try:
+        max_body = parse_size(max_body_size)
+    except ValueError as e:
+        raise ConfigError("fastgate proxy", 0, 0, ("--max-body-size",), str(e)) from None
     data = {
         "workers": workers,
         "listeners": [{"address": a} for a in listen],
         "admin": {"listen": control},
         "access_log": {"path": None if access_log in (None, "off") else access_log},
+        "limits": {"max_body_bytes": max_body},
         "upstreams": {"proxy": {"targets": [{"url": u} for u in upstreams]}},
         "routes": [
             {"path": "/{proxy+}", "method": "ANY", "integration": {"type": "http", "upstream": "proxy"}},
