@@ -78,6 +78,7 @@ from fastgate.compile.config.values import (
     TargetURL,
     parse_listen_address,
     parse_route_path,
+    parse_size,
     parse_target_url,
 )
 
@@ -88,7 +89,7 @@ __all__ = [
     "FunctionIntegration", "HeaderOps", "HealthCheckConfig", "HttpIntegration", "Integration",
     "Limits", "ListenAddress", "ListenerConfig", "ListenerTLSConfig", "load_config",
     "load_config_text", "LoadedConfig", "locate", "MappingConfig", "MetricsConfig",
-    "MockIntegration", "parse_listen_address", "parse_route_path", "parse_target_url",
+    "MockIntegration", "parse_listen_address", "parse_route_path", "parse_size", "parse_target_url",
     "PassiveHealthConfig", "proxy_config", "RedisConfig", "RemoteFunctionConfig",
     "RouteConfig", "RouteTimeouts", "StageConfig", "TargetConfig", "TargetURL",
     "ThrottleConfig", "UpstreamConfig", "with_overrides",

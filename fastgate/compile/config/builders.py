@@ -12,7 +12,7 @@ import msgspec
 from fastgate.compile.config.load import LoadedConfig, build
 from fastgate.compile.config.schema import FunctionConfig, ListenerConfig
 from fastgate.compile.config.source import ConfigError, ConfigSource
-from fastgate.compile.config.values import parse_listen_address
+from fastgate.compile.config.values import parse_listen_address, parse_size
 
 
 def with_overrides(loaded: LoadedConfig, *, listen: list[str] | None = None,
@@ -82,22 +82,31 @@ _PROXY_FLAGS = (
     (("workers",), "--workers"),
     (("admin",), "--control"),
     (("access_log",), "--access-log"),
+    (("limits",), "--max-body-size"),
 )
 
 
 def proxy_config(listen: list[str], upstreams: list[str], workers: int | str = "auto",
-                 access_log: str | None = None, control: str = "127.0.0.1:9901") -> LoadedConfig:
+                 access_log: str | None = None, control: str = "127.0.0.1:9901",
+                 max_body_size: str = "unlimited") -> LoadedConfig:
     """The config of ``fastgate proxy``: every request, any method and path, to
     one round-robin group of ``upstreams``.  ``access_log``: a path, "-" for
     stdout, None or "off" for none (the default).  ``control``: host:port of
-    the admin API or "off".  Errors name the flag instead of a file line."""
+    the admin API or "off".  ``max_body_size``: parse_size() text; a plain
+    reverse proxy streams bodies of any size unless told otherwise.  Errors
+    name the flag instead of a file line."""
     if isinstance(workers, str) and workers.isdigit():
         workers = int(workers)
+    try:
+        max_body = parse_size(max_body_size)
+    except ValueError as e:
+        raise ConfigError("fastgate proxy", 0, 0, ("--max-body-size",), str(e)) from None
     data = {
         "workers": workers,
         "listeners": [{"address": a} for a in listen],
         "admin": {"listen": control},
         "access_log": {"path": None if access_log in (None, "off") else access_log},
+        "limits": {"max_body_bytes": max_body},
         "upstreams": {"proxy": {"targets": [{"url": u} for u in upstreams]}},
         "routes": [
             {"path": "/{proxy+}", "method": "ANY", "integration": {"type": "http", "upstream": "proxy"}},

@@ -113,6 +113,23 @@ def body_limit(value: int | str) -> int:
     return -1 if value == "unlimited" else int(value)
 
 
+_SIZE = re.compile(r"(\d+)([kmg]?)", re.I)
+
+
+def parse_size(text: str) -> int | str:
+    """A size as nginx writes one (client_max_body_size): bytes, or a number with k, m or g
+    (binary multiples: "512k", "10m", "2g"), or "unlimited" (returned as is, a BodyLimit).
+    ValueError otherwise."""
+    text = text.strip()
+    if text.lower() == "unlimited":
+        return "unlimited"
+    m = _SIZE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a size: bytes, or a number with k, m or g "
+                         "(512k, 10m, 2g), or 'unlimited'")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
 BAD_PATH_CHARS = re.compile(r"[\s?#\x00-\x1f\x7f]")
 
 
