@@ -22,6 +22,7 @@ import ctypes
 import errno
 import os
 import pickle
+import resource
 import select
 import shutil
 import signal
@@ -53,6 +54,22 @@ TAIL_ENTRIES = 512
 
 def log(msg: str) -> None:
     print(f"fastgate[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, for this process and the children it forks.
+    Each proxied request holds two sockets; the usual soft default (1,024) is gone at about
+    500 requests in flight, after which every connect fails and every client gets an error."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:
+        log(f"open files: cannot raise the soft limit of {soft} to the hard limit: {e}")
+        return
+    log(f"open files: soft limit raised from {soft} to "
+        f"{'unlimited' if hard == resource.RLIM_INFINITY else hard} (the hard limit)")
 
 
 PR_SET_PDEATHSIG = 1            # prctl(2)
@@ -320,6 +337,7 @@ class Supervisor:
 
     def serve(self) -> int:
         loaded = self.load()   # fail here, before binding, on anything the workers would reject
+        raise_open_files_limit()
         config = loaded.config
         self.accept_config(loaded)
         inherited = inherited_sockets(LISTEN_FDS_ENV)

@@ -159,6 +159,15 @@ def test_minimal_config_takes_documented_defaults():
     assert cfg.limits.max_body() == 10485760 and cfg.routes == () and cfg.upstreams == {}
 
 
+def test_default_body_limits_stop_a_byte_a_second_within_a_minute():
+    # a byte a second restarts body_timeout forever (slow POST); the rate check answers 408 at
+    # the t where grace + t/min_body_rate bytes' worth of time is used up: t = grace + t/rate
+    lim = load_config_text(LISTEN, "min.yaml").config.limits
+    assert lim.min_body_rate > 1
+    assert lim.body_rate_grace_ms / 1000 / (1 - 1 / lim.min_body_rate) < 60
+    assert lim.body_deadline_ms == 0      # a large upload on a slow link is no attack
+
+
 def test_json_config_decodes_like_yaml():
     data = yaml.safe_load(FULL.replace("listen: off", 'listen: "off"').replace("path: off", 'path: "off"'))
     from_json = load_config_text(json.dumps(data, indent="\t"), "full.json").config

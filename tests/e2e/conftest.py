@@ -284,3 +284,52 @@ def read_response(f, method: str = "GET", interim: bool = False) -> RawResponse:
     else:
         body = f.read()
     return RawResponse(status, reason, headers, body, trailers, chunked)
+
+
+RECORDING = ROOT / "tests" / "recording_upstream.py"
+
+
+class RecordingUpstream:
+    """tests/recording_upstream.py: a strict upstream that records every request (or parse
+    error) reaching it, connection by connection. args: its options (--body-timeout-ms MS,
+    --cert/--key)."""
+
+    def __init__(self, directory: Path, *args: str):
+        self.port = free_port()
+        self.url = f"{'https' if '--cert' in args else 'http'}://127.0.0.1:{self.port}"
+        self.log = directory / f"recorded-{self.port}.jsonl"
+        self.p = Proc([PYTHON, str(RECORDING), str(self.port), str(self.log), *args])
+        wait_port(self.port, self.p.proc)
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        import json
+        with open(self.log) as f:
+            lines = f.read().splitlines()
+        # a line being written while we read is incomplete: it is left for the next look
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                break
+        return [e for e in events if kind is None or e["event"] == kind]
+
+    def open_connections(self) -> int:
+        events = self.events()
+        return sum(e["event"] == "open" for e in events) - sum(e["event"] == "close" for e in events)
+
+    def stop(self):
+        self.p.stop()
+
+
+@pytest.fixture
+def recording_upstream(tmp_path):
+    made = []
+
+    def make(*args: str) -> RecordingUpstream:
+        u = RecordingUpstream(tmp_path, *args)
+        made.append(u)
+        return u
+    yield make
+    for u in made:
+        u.stop()
