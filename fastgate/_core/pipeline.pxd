@@ -143,7 +143,7 @@ cdef class RequestContext:
     cdef public long long content_length     # declared body length; -1 when chunked or absent
     cdef public bint chunked                 # Transfer-Encoding: chunked
     cdef public bint keep_alive              # the client connection may serve another request
-    cdef public bint expect_continue         # Expect: 100-continue
+    cdef public bint expect_continue         # Expect: 100-continue, until the 100 Continue is sent
     cdef public bint upgrade                 # Connection: upgrade with an Upgrade header
 
     # --- filled by the phases ---

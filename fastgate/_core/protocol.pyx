@@ -1240,7 +1240,6 @@ cdef class ClientConnection:
         self.wait_phase = phase
         if ctx.expect_continue:
             self.ask_for_body()
-            ctx.expect_continue = False
         return ACTION_WAIT
 
     cdef int continue_phases(self, int phase):
@@ -1579,8 +1578,8 @@ cdef class ClientConnection:
         not checked, and the clock moves on by that time when reading resumes (set_pause)."""
         cdef Snapshot snap = self.snap
         cdef double due = self.body_last + snap.body_timeout, t
-        if self.req_complete:
-            return due
+        if self.req_complete or self.ctx.expect_continue:
+            return due      # (a client waiting for its 100 Continue has not been asked yet)
         if snap.min_body_rate > 0 and not self.reading_paused:
             t = self.body_start + snap.body_rate_grace + self.ctx.request_length / snap.min_body_rate
             if t < due:
@@ -1592,6 +1591,7 @@ cdef class ClientConnection:
     cdef void ask_for_body(self):
         """100 Continue: the client sends its body from now on, so its clock starts now."""
         self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.ctx.expect_continue = False
         self.start_body_clock()
         if self.deadline_kind == DL_BODY:
             self.deadline = self.body_due()
