@@ -276,6 +276,7 @@ cdef class ClientConnection:
     cdef void upstream_body(self, bytes data)
     cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole)
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable)
+    cdef void give_back(self, UpstreamConnection conn, bint reusable)
     cdef void start_function(self)
     cdef void respond_mock(self)
     cdef void respond_mock_vtl(self, Route route)

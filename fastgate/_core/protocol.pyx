@@ -2091,8 +2091,20 @@ cdef class ClientConnection:
         ctx.integration_end = monotonic()
         (<Target>ctx.target).active -= 1
         self.upstream = None
-        conn.release(reusable and self.req_complete)
+        self.give_back(conn, reusable)
         self.exchange_done()
+
+    cdef void give_back(self, UpstreamConnection conn, bint reusable):
+        """After its whole response: conn to its target's pool when it may be reused and the
+        whole request went out, else closed."""
+        reusable = reusable and self.req_complete
+        if reusable and self.write_blocked and conn.alive():
+            # This client's full write buffer paused conn's reading (pause_writing), and the
+            # resume_writing that undoes it goes to the next upstream or none. Pooled paused,
+            # conn would not see its own close, and the next request's response on it would
+            # never be read (a 504 after first_byte_timeout).
+            conn.transport.resume_reading()
+        conn.release(reusable)
 
     cdef void store_cached(self, RequestContext ctx, int status, bytes head, bytes body):
         """Keep a response for ctx.cache_key, in this host's cache and in Redis when shared."""
@@ -2161,7 +2173,7 @@ cdef class ClientConnection:
         ctx.integration_end = monotonic()
         (<Target>ctx.target).active -= 1
         self.upstream = None
-        conn.release(reusable and self.req_complete)
+        self.give_back(conn, reusable)
         if self.map_size > MAP_RESPONSE_MAX:
             self.respond_error("INTEGRATION_FAILURE", "the upstream response is over %d bytes, "
                                "more than an integration response mapping takes" % MAP_RESPONSE_MAX)

@@ -136,6 +136,25 @@ def test_upstream_faults_still_eject_and_the_ejection_is_logged(gateway, upstrea
                      r"consecutive failures \(last: no response in time\)" % port, out), out
 
 
+def test_a_connection_paused_for_a_slow_reader_reads_again_in_the_pool(gateway, upstream):
+    # A client reading slower than the upstream sends fills its write buffer, and the gateway
+    # stops reading the upstream. When the response ends in that state, the connection goes
+    # back to the pool: it must read again, or the next request on it waits for an answer
+    # nobody reads (504 after first_byte_timeout). Before the fix this hit one round in two.
+    g = gateway(gateway_config(upstreams=target_group("api", upstream.url, "first_byte_timeout_ms: 2000"),
+                               routes=route("/api", "api")))
+    for i in range(12):
+        with connect(g.port, rcvbuf=1) as s:    # the kernel's smallest: slower than the upstream
+            s.sendall(b"GET /api/bytes/3000000 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            got = b""
+            while data := s.recv(65536):
+                got += data
+            assert got.startswith(b"HTTP/1.1 200 ") and len(got.partition(b"\r\n\r\n")[2]) == 3000000
+        # a new client connection: the pooled upstream connection serves it
+        r = httpx.get(g.url + "/api/name", timeout=10)
+        assert (r.status_code, r.text) == (200, "up1"), (i, r.status_code, r.text)
+
+
 # --- item: clients that leave halfway ------------------------------------------------------------
 
 N_ABANDONED = 100
