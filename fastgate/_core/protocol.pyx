@@ -2363,8 +2363,8 @@ cdef class ClientConnection:
         (a function's result, a mock's or a mapping's headers) never reach the client as
         such (RFC 9112 section 6.3: two Content-Lengths, or one beside Transfer-Encoding,
         make clients refuse the response or read it wrong). A REST API keeps an
-        integration's Content-Length, Connection, Date and Server as x-amzn-Remapped-*,
-        as API Gateway does; anything else drops them (the gateway writes its own Date)."""
+        integration's Content-Length, Connection and Date as x-amzn-Remapped-*, as API
+        Gateway does; anything else drops them (the gateway writes its own Date)."""
         cdef RequestContext ctx = self.ctx
         cdef tuple pair
         cdef int kind
@@ -2382,8 +2382,6 @@ cdef class ClientConnection:
                 out_bytes(b"x-amzn-Remapped-")
             elif not forwarded_response_header(kind):
                 continue
-            elif rest and ascii_ieq(<bytes>pair[0], b"server"):
-                out_bytes(b"x-amzn-Remapped-")
             out_bytes(<bytes>pair[0])
             out_bytes(b": ")
             out_bytes(<bytes>pair[1])
