@@ -1232,6 +1232,9 @@ class _Checker:
                         self.fail(p + (name,), f"{name} changes the path sent to an http integration; "
                                   f"{why}")
             if isinstance(integ, MockIntegration):
+                if integ.status < 200:
+                    self.fail(ip + ("status",), f"{integ.status} is informational: a mock "
+                              "answers with a final status, 200-599")
                 for name, value in integ.headers.items():
                     if not _TOKEN.match(name):
                         self.fail(ip + ("headers", name), f"invalid header name {name!r}")

@@ -45,6 +45,10 @@ def raw_v1(event, context):
 def nobody(event, context):
     return {"statusCode": 204, "headers": {"Content-Length": "0"}, "body": ""}
 
+def early_hints(event, context):
+    # a 1xx is no final answer: a client given it would wait for the real one
+    return {"statusCode": 103, "headers": {"Link": "</a.css>; rel=preload"}, "body": ""}
+
 def stream(event, context):
     yield {"statusCode": 200, "headers": {"Content-Length": "5", "Transfer-Encoding": "chunked"}}
     yield "one "
@@ -184,6 +188,7 @@ def gw(up, tmp_path_factory):
           raw: {{handler: handlers:raw}}
           raw_v1: {{handler: handlers:raw_v1}}
           nobody: {{handler: handlers:nobody}}
+          early_hints: {{handler: handlers:early_hints}}
           stream: {{handler: handlers:stream}}
           boom: {{handler: handlers:boom}}
           slow: {{handler: handlers:slow, timeout_ms: 10000}}
@@ -205,6 +210,7 @@ def gw(up, tmp_path_factory):
           - {{path: /fn/raw, integration: {{type: function, function: raw}}}}
           - {{path: /fn/raw1, integration: {{type: function, function: raw_v1, payload_format: "1.0"}}}}
           - {{path: /fn/nobody, integration: {{type: function, function: nobody}}}}
+          - {{path: /fn/early-hints, integration: {{type: function, function: early_hints}}}}
           - {{path: /fn/stream, integration: {{type: function, function: stream}}}}
           - {{path: /fn/boom, integration: {{type: function, function: boom}}}}
           - {{path: /fn/slow, integration: {{type: function, function: slow, timeout_ms: 300}}}}
@@ -361,6 +367,7 @@ CASES = {
     "fn-raw-1.0": (G, "/fn/raw1", {}, None, 200),
     "fn-raw-head": ("HEAD", "/fn/raw", {}, None, 200),
     "fn-204": (G, "/fn/nobody", {}, None, 204),
+    "fn-1xx-is-malformed": (G, "/fn/early-hints", {}, None, 502),
     "fn-stream": (G, "/fn/stream", {}, None, 200),
     "fn-mangum-2.0": (G, "/fn/web/items/7", {}, None, 200),
     "fn-mangum-204": (G, "/fn/web/empty", {}, None, 204),
