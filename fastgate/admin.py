@@ -22,8 +22,7 @@ from fastgate.snapshot import client_ssl_context, health_slot_for, integration_t
 from fastgate.snapshot import host_header as host_header_of
 
 MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
-MAX_ADMIN_BODY = 10 * 1024 * 1024   # bytes of request body (an OpenAPI import can be large);
-                                    # each control operation has its own cap (ControlAPI.admit)
+# request bodies: each control operation has its own cap (fastgate.control, ControlAPI.admit)
 ADMIN_PATH_BODY_MAX = 65536         # bytes: /metrics, /healthz, the dashboard take no body
 # Bodies read before their signature can be checked (SigV4 signs the body's hash, which
 # AWS clients do not send in a header) share this many bytes over all connections; a body
@@ -378,6 +377,9 @@ class Admin:
         m, path, q = method.decode("latin-1"), target.decode("latin-1"), query.decode("latin-1")
         gate = self.control.admit(m, path, q, headers)
         if not isinstance(gate, Admission):
+            if length == 0:     # nothing unread: the connection can carry the next request
+                await self.send_control_response(writer, gate, close, method == b"HEAD")
+                return True
             await self.refuse(reader, writer, length, 0, "", None, response=gate)
             return False
         if length > gate.max_body:
@@ -402,7 +404,7 @@ class Admin:
             log(f"control API error on {m} {path}: {e!r}")
             response = 500, [("Content-Type", "application/json"), (
                 "x-amzn-ErrorType", "InternalFailure")], orjson.dumps({"message": "Internal server error"})
-        del body
+        del body                # not held while a slow client reads the answer
         await self.send_control_response(writer, response, close, method == b"HEAD")
         return True
 

@@ -14,8 +14,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from fastgate.admin import MAX_ADMIN_BODY, Admin
-from fastgate.control import ControlAPI
+from fastgate.admin import Admin
+from fastgate.control import DOCUMENT_BODY_MAX, ControlAPI
 from fastgate.store import Store
 from tests import signed_head as signing
 
@@ -192,9 +192,9 @@ def test_bodies_are_refused_from_the_head_before_they_are_read(server):
         KEY.encode(), b"AKIDSOMEONEELSE"))
     assert (status, headers["x-amzn-errortype"]) == (403, "UnrecognizedClientException")
     # a document operation takes up to 10 MiB, any other a small JSON object
-    status, headers, body = head_only(server, signed_head("PUT", "/restapis/x", MAX_ADMIN_BODY + 1))
+    status, headers, body = head_only(server, signed_head("PUT", "/restapis/x", DOCUMENT_BODY_MAX + 1))
     assert (status, headers["x-amzn-errortype"]) == (413, "RequestTooLongException")
-    assert b"exceeds the limit of %d bytes" % MAX_ADMIN_BODY in body
+    assert b"exceeds the limit of %d bytes" % DOCUMENT_BODY_MAX in body
     status, headers, body = head_only(server, signed_head("POST", "/restapis", 3 * 1024 * 1024))
     assert status == 413 and b"exceeds the limit of 2097152 bytes" in body
     # with its hash declared, a body's signature is checked before the body is read
