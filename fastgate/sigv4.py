@@ -1,6 +1,7 @@
 """Server-side AWS Signature Version 4 verification, in plain Python.
 
-One function, `verify`, checks a request signed the way AWS clients sign them:
+`verify` checks a request signed the way AWS clients sign them (`check_head` does the
+part that needs no body, so a server can refuse before it reads one):
 either an `Authorization: AWS4-HMAC-SHA256 ...` header or a presigned URL
 (`X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=...&X-Amz-Signature=...`).
 It rebuilds the canonical request exactly as AWS specifies it for every service
@@ -20,7 +21,7 @@ import hashlib
 import hmac
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 from urllib.parse import quote, unquote
 
@@ -182,8 +183,8 @@ class SignedHead:
     pairs: list
     headers: list
     principal: Principal
-    secret: str
-    declared: str | None        # x-amz-content-sha256 as sent
+    secret: str = field(repr=False)
+    declared: str | None = None     # x-amz-content-sha256 as sent
 
     @property
     def declares_hash(self) -> bool:
