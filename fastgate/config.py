@@ -924,6 +924,9 @@ _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")     # RFC 9110 section 5.6.2
+# A mock may not set these: the gateway frames every response itself (RFC 9112 section 6)
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive",
+                      "proxy-connection", "te", "trailer", "upgrade", "date"))
 CLAIM_NAME = re.compile(r"[A-Za-z0-9_:./-]{1,128}\Z")                 # a JWT claim name (throttle claim:NAME)
 _INTERFACE = re.compile(r"[^/\s:]{1,15}\Z")                # Linux IFNAMSIZ - 1
 _UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
@@ -1247,9 +1250,14 @@ class _Checker:
                         self.fail(p + (name,), f"{name} changes the path sent to an http integration; "
                                   f"{why}")
             if isinstance(integ, MockIntegration):
+                if integ.status < 200:
+                    self.fail(ip + ("status",), f"{integ.status} is informational: a mock "
+                              "answers with a final status, 200-599")
                 for name, value in integ.headers.items():
                     if not _TOKEN.match(name):
                         self.fail(ip + ("headers", name), f"invalid header name {name!r}")
+                    if name.lower() in _FRAMING:
+                        self.fail(ip + ("headers", name), f"{name} is the gateway's to write")
                     if any(c in value for c in "\r\n\x00"):
                         self.fail(ip + ("headers", name), "header values may not hold CR, LF or NUL")
         if route.path_rewrite is not None and route.strip_prefix is not None:

@@ -266,6 +266,19 @@ def test_non_string_map_key():
     assert_error(text, 5, 41, ("routes", 0, "integration", "headers", 200), "as a key")
 
 
+def test_a_mock_answers_with_a_final_status():
+    assert_error(LISTEN + "routes:\n  - path: /x\n    integration: {type: mock, status: 103}\n",
+                 5, 31, ("routes", 0, "integration", "status"), "informational")
+
+
+def test_a_mock_may_not_set_framing_headers():
+    # the gateway frames every response: a second Content-Length would make clients refuse it
+    for name in ("Content-Length", "transfer-encoding", "Connection", "Date"):
+        text = LISTEN + f"routes:\n  - path: /x\n    integration: {{type: mock, headers: {{{name}: '1'}}}}\n"
+        assert_error(text, 5, 41, ("routes", 0, "integration", "headers", name),
+                     "the gateway's to write")
+
+
 def test_missing_required_fields():
     assert_error("via: x\n", 1, 1, (), "missing required field 'listeners'")
     assert_error(LISTEN + "routes:\n  - integration: {type: echo}\n", 4, 5,

@@ -2330,10 +2330,7 @@ cdef class ClientConnection:
         else:
             self.body_mode = BODY_CLOSE      # HTTP/1.0: the end of the body is the end of the connection
             self.close_after = True
-        # the gateway frames the stream itself
-        headers = [pair for pair in headers if classify(<bytes>pair[0]) not in
-                   (H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION)]
-        self.write_head(status, None, headers, -1)
+        self.write_head(status, None, headers, -1)     # (which frames the stream itself)
         self.uncork()
         return True
 
@@ -2438,7 +2435,7 @@ cdef class ClientConnection:
                 self.snap.keepalive_requests > 0 and self.served + 1 >= self.snap.keepalive_requests):
             self.close_after = True
         self.write_head(status, None, headers, PyBytes_GET_SIZE(body))
-        if ctx.method != b"HEAD":
+        if ctx.method != b"HEAD" and status >= 200 and status != 204 and status != 304:
             self.send(body)
             ctx.response_length = PyBytes_GET_SIZE(body)
         self.exchange_done()
@@ -2500,15 +2497,30 @@ cdef class ClientConnection:
         out_bytes(b"\r\n")
 
     cdef void write_head(self, int status, bytes reason, list headers, long long length):
-        """A head the gateway makes; length -1: no Content-Length (a stream, framed by body_mode)."""
+        """A head the gateway makes; length -1: no Content-Length (a stream, framed by body_mode).
+        The framing is the gateway's alone: framing and hop-by-hop headers among `headers`
+        (a function's result, a mock's or a mapping's headers) never reach the client as
+        such (RFC 9112 section 6.3: two Content-Lengths, or one beside Transfer-Encoding,
+        make clients refuse the response or read it wrong). A REST API keeps an
+        integration's Content-Length, Connection and Date as x-amzn-Remapped-*, as API
+        Gateway does; anything else drops them (the gateway writes its own Date)."""
         cdef RequestContext ctx = self.ctx
         cdef tuple pair
+        cdef int kind
+        cdef bint rest = ctx.api is not None and ctx.api.rest
         out_reset()
         out_bytes(status_line(status, reason))
         out_bytes(b"Date: ")
         out_bytes(self.worker.date)
         out_bytes(b"\r\n")
         for pair in headers:
+            kind = classify(<bytes>pair[0])
+            if kind == H_CONTENT_LENGTH or kind == H_CONNECTION or kind == H_DATE:
+                if not rest:
+                    continue
+                out_bytes(b"x-amzn-Remapped-")
+            elif not forwarded_response_header(kind):
+                continue
             out_bytes(<bytes>pair[0])
             out_bytes(b": ")
             out_bytes(<bytes>pair[1])
@@ -2517,7 +2529,9 @@ cdef class ClientConnection:
         out_bytes(ctx.request_id)
         out_bytes(b"\r\n")
         self.out_api_headers(ctx)
-        if length >= 0:
+        if status < 200 or status == 204 or status == 304:
+            pass    # no body, so no framing (RFC 9110 sections 8.6, 15.3.5, 15.4.5)
+        elif length >= 0:
             out_bytes(b"Content-Length: %d\r\n" % length)
         elif self.body_mode == BODY_CHUNKED:
             out_bytes(b"Transfer-Encoding: chunked\r\n")
