@@ -12,7 +12,7 @@ import yaml
 from fastgate.config import (
     Config, ConfigError, EchoIntegration, HttpIntegration, MockIntegration, RouteConfig,
     TargetURL, UpstreamConfig, config_error, default_config_path, format_path, load_config,
-    load_config_text, locate, parse_listen_address, parse_route_path, parse_target_url,
+    load_config_text, locate, parse_listen_address, parse_route_path, parse_size, parse_target_url,
     proxy_config,
 )
 
@@ -275,6 +275,19 @@ def test_non_string_map_key():
     assert_error(text, 5, 41, ("routes", 0, "integration", "headers", 200), "as a key")
 
 
+def test_a_mock_answers_with_a_final_status():
+    assert_error(LISTEN + "routes:\n  - path: /x\n    integration: {type: mock, status: 103}\n",
+                 5, 31, ("routes", 0, "integration", "status"), "informational")
+
+
+def test_a_mock_may_not_set_framing_headers():
+    # the gateway frames every response: a second Content-Length would make clients refuse it
+    for name in ("Content-Length", "transfer-encoding", "Connection", "Date"):
+        text = LISTEN + f"routes:\n  - path: /x\n    integration: {{type: mock, headers: {{{name}: '1'}}}}\n"
+        assert_error(text, 5, 41, ("routes", 0, "integration", "headers", name),
+                     "the gateway's to write")
+
+
 def test_missing_required_fields():
     assert_error("via: x\n", 1, 1, (), "missing required field 'listeners'")
     assert_error(LISTEN + "routes:\n  - integration: {type: echo}\n", 4, 5,
@@ -500,6 +513,23 @@ def test_route_field_checks():
                  ("routes", 0, "response_headers", "set", "X:A"), "invalid header name")
 
 
+def test_a_function_or_mock_route_refuses_a_path_change():
+    # only http and echo integrations are sent a path: on a function (whose event carries the
+    # request path, as API Gateway's does) or a mock the option would be silently ignored
+    fn = LISTEN + ("functions:\n  f: {handler: app:handler}\n"
+                   "routes:\n  - path: /api/{proxy+}\n    integration: {type: function, function: f}\n")
+    assert_error(fn + "    strip_prefix: /api\n", 8, 5, ("routes", 0, "strip_prefix"),
+                 "strip a base path in the function")
+    assert_error(fn + "    path_rewrite: /{proxy}\n", 8, 5, ("routes", 0, "path_rewrite"),
+                 "changes the path sent to an http integration")
+    mock = LISTEN + "routes:\n  - path: /api/{proxy+}\n    integration: {type: mock}\n"
+    assert_error(mock + "    strip_prefix: /api\n", 6, 5, ("routes", 0, "strip_prefix"),
+                 "a mock answers without one")
+    for integration in ("{type: echo}", "{type: http, url: 'http://127.0.0.1:9000'}"):
+        load_config_text(LISTEN + "routes:\n  - path: /api/{proxy+}\n    strip_prefix: /api\n"
+                         f"    integration: {integration}\n")
+
+
 def test_upstream_checks():
     up = LISTEN + "upstreams:\n  a:\n    targets: [http://a:1]\n"
     assert_error(up + "    hash_on: client_ip\n", 6, 5, ("upstreams", "a", "hash_on"),
@@ -558,6 +588,27 @@ def test_proxy_config_defaults_and_access_log():
     cfg = proxy_config(["127.0.0.1:8080"], ["http://h:1"], access_log="-").config
     assert cfg.workers == "auto" and cfg.access_log.destination == "-"
     assert cfg.admin.listen == "127.0.0.1:9901"
+    assert cfg.limits.max_body() == -1     # a plain reverse proxy streams any body
+
+
+def test_proxy_config_max_body_size():
+    cfg = proxy_config(["127.0.0.1:8080"], ["http://h:1"], max_body_size="512k").config
+    assert cfg.limits.max_body() == 512 * 1024
+    assert all(r.effective_max_body(cfg.limits) == 512 * 1024 for r in cfg.routes)
+
+
+@pytest.mark.parametrize("text, size", [("0", 0), ("1048576", 1048576), ("512k", 512 << 10),
+                                        ("10m", 10 << 20), ("10M", 10 << 20), ("2g", 2 << 30),
+                                        (" 3K ", 3 << 10), ("unlimited", "unlimited"),
+                                        ("Unlimited", "unlimited")])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "k", "-1", "1.5m", "10mb", "10 m", "1t", "ten", "0x10"])
+def test_parse_size_refuses(text):
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size(text)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -567,6 +618,7 @@ def test_proxy_config_defaults_and_access_log():
     ((["127.0.0.1:0"], ["http://h:1"]), "--listen: port must be"),
     ((["127.0.0.1:1"], ["http://h:1"], "0"), "--workers:"),
     ((["127.0.0.1:1"], ["http://h:1"], "auto", None, "127.0.0.1:1"), "--control: same address"),
+    ((["127.0.0.1:1"], ["http://h:1"], "auto", None, "off", "10x"), "--max-body-size: '10x' is not a size"),
 ])
 def test_proxy_config_errors_name_the_flag(args, message):
     with pytest.raises(ConfigError) as info:
