@@ -1227,6 +1227,15 @@ cdef class ClientConnection:
             ctx.client_ip = self.peer_ip
         if self.conn_tokens is not None:
             self.fwd = drop_named(self.fwd, self.conn_tokens)
+        ctx.forward_headers = self.fwd
+        ctx.upgrade_protocol = self.h_upgrade
+        ctx.via_received = self.h_via
+        ctx.forwarded_proto = self.h_xfp if (self.trusted and self.h_xfp is not None) else \
+            (b"https" if ctx.tls else b"http")
+        ctx.forwarded_host = self.h_xfh if (self.trusted and self.h_xfh is not None) else \
+            (ctx.host or None)
+        ctx.forwarded_port = self.h_xfport if (self.trusted and self.h_xfport is not None) else \
+            self.port_bytes
         if err is not None:
             ctx.keep_alive = False
             ctx.error_message = detail
@@ -1407,9 +1416,9 @@ cdef class ClientConnection:
             elif ctx.query and not route.drop_query:
                 ctx.upstream_path = ctx.upstream_path + b"?" + ctx.query
             if route.request_headers is not None:
-                ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(self.fwd, ctx)
+                ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(ctx.forward_headers, ctx)
             else:
-                ctx.upstream_headers = self.fwd
+                ctx.upstream_headers = ctx.forward_headers
         # PHASE_CACHE: a fresh cached response answers without the integration
         if phase <= PHASE_CACHE and route.cache is not None and self.snap.cache is not None and \
                 route.integration == INTEGRATION_HTTP:
@@ -1583,7 +1592,7 @@ cdef class ClientConnection:
         self.body_retained = self.body_kept <= RETRY_BODY_MAX   # as for a body that arrived plain
         ctx.content_length = PyBytes_GET_SIZE(body)
         ctx.chunked = False
-        self.fwd = without_content_encoding(self.fwd)
+        ctx.forward_headers = without_content_encoding(ctx.forward_headers)
         if ctx.upstream_headers is not None:    # transforms ran already (a function's event)
             ctx.upstream_headers = without_content_encoding(ctx.upstream_headers)
         return True
@@ -1848,26 +1857,20 @@ cdef class ClientConnection:
             out_bytes(b"\r\n")
         if not owned & (1 << H_XFP):
             out_bytes(b"X-Forwarded-Proto: ")
-            out_bytes(self.h_xfp if (self.trusted and self.h_xfp is not None)
-                      else (b"https" if ctx.tls else b"http"))
+            out_bytes(ctx.forwarded_proto)
             out_bytes(b"\r\n")
-        if not owned & (1 << H_XFH):
-            if self.trusted and self.h_xfh is not None:
-                out_bytes(b"X-Forwarded-Host: ")
-                out_bytes(self.h_xfh)
-                out_bytes(b"\r\n")
-            elif ctx.host:
-                out_bytes(b"X-Forwarded-Host: ")
-                out_bytes(ctx.host)
-                out_bytes(b"\r\n")
+        if not owned & (1 << H_XFH) and ctx.forwarded_host is not None:
+            out_bytes(b"X-Forwarded-Host: ")
+            out_bytes(ctx.forwarded_host)
+            out_bytes(b"\r\n")
         if not owned & (1 << H_XFPORT):
             out_bytes(b"X-Forwarded-Port: ")
-            out_bytes(self.h_xfport if (self.trusted and self.h_xfport is not None) else self.port_bytes)
+            out_bytes(ctx.forwarded_port)
             out_bytes(b"\r\n")
         if snap.via is not None and not owned & (1 << H_VIA):
             out_bytes(b"Via: ")
-            if self.h_via is not None:
-                out_bytes(self.h_via)
+            if ctx.via_received is not None:
+                out_bytes(ctx.via_received)
                 out_bytes(b", ")
             out_bytes(snap.via)
             out_bytes(b"\r\n")
@@ -1888,7 +1891,7 @@ cdef class ClientConnection:
             out_put(trace_line, (<Trace>ctx.trace).xray_line(trace_line))
         if ctx.upgrade:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
-            out_bytes(self.h_upgrade)
+            out_bytes(ctx.upgrade_protocol)
             out_bytes(b"\r\n")
         if ctx.chunked:
             out_bytes(b"Transfer-Encoding: chunked\r\n")
@@ -2124,7 +2127,7 @@ cdef class ClientConnection:
             out_bytes(b"X-Cache: Miss\r\n")
         if status == 101:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
-            out_bytes(self.h_upgrade)
+            out_bytes(ctx.upgrade_protocol)
             out_bytes(b"\r\n")
         elif self.body_mode == BODY_CHUNKED:
             out_bytes(b"Transfer-Encoding: chunked\r\n")
