@@ -23,6 +23,8 @@ FRESH = httpx.Client(timeout=10, headers={"Connection": "close"})
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 UPSTREAM = ROOT / "tests" / "upstream_server.py"
+# the helpers in tests/ (strict_http, fault_upstream, bucket_bounds...) import by their names
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def free_port() -> int:
@@ -198,6 +200,16 @@ def up():
     u = Upstream("up1")
     yield u
     u.stop()
+
+
+@pytest.fixture(scope="module")
+def recorder():
+    """An upstream that records every request it receives, strictly parsed
+    (tests/strict_http.py), shared by a module's tests."""
+    from strict_http import RecordingUpstream
+    rec = RecordingUpstream()
+    yield rec
+    rec.stop()
 
 
 @pytest.fixture
