@@ -1221,6 +1221,16 @@ class _Checker:
             if isinstance(integ, FunctionIntegration) and integ.function not in self.config.functions:
                 defined = ", ".join(sorted(self.config.functions)) or "none"
                 self.fail(ip + ("function",), f"unknown function {integ.function!r} (defined: {defined})")
+            if isinstance(integ, (FunctionIntegration, MockIntegration)):
+                # only http and echo integrations are sent a path; a function's event carries the
+                # request path next to the route's resource, as API Gateway's does (docs/config.md)
+                why = ("its event carries the request path, as on API Gateway: strip a base path "
+                       "in the function" if isinstance(integ, FunctionIntegration)
+                       else "a mock answers without one")
+                for name in ("strip_prefix", "path_rewrite"):
+                    if getattr(route, name) is not None:
+                        self.fail(p + (name,), f"{name} changes the path sent to an http integration; "
+                                  f"{why}")
             if isinstance(integ, MockIntegration):
                 for name, value in integ.headers.items():
                     if not _TOKEN.match(name):

@@ -93,15 +93,19 @@ class Replay:
             assert 0 < take.retry_after_ns <= self.hi + t - tau - s + 1000, ("retry", state)
 
 
-def hammer(urls: list[str], seconds: float, threads_per_url: int = 4) -> list:
-    """Requests as fast as threads_per_url keep-alive clients per url can for `seconds`:
-    every one as (sent_ns, answered_ns, status) on the monotonic clock."""
+def hammer(urls: list[str], seconds: float, threads_per_url: int = 4, at_least: int = 0,
+           cap_s: float = 60.0) -> list:
+    """Requests as fast as threads_per_url keep-alive clients per url can for `seconds`
+    (and on until `at_least` requests were answered, for a count-bound check that a busy
+    machine must not starve; never past cap_s): every one as (sent_ns, answered_ns, status)
+    on the monotonic clock."""
     takes = []
-    stop = time.monotonic_ns() + int(seconds * 1e9)
+    start = time.monotonic_ns()
+    stop, cap = start + int(seconds * 1e9), start + int(cap_s * 1e9)
 
     def run(url):
         with httpx.Client(timeout=10) as c:
-            while (sent := time.monotonic_ns()) < stop:
+            while ((sent := time.monotonic_ns()) < stop or len(takes) < at_least) and sent < cap:
                 status = c.get(url).status_code
                 takes.append((sent, time.monotonic_ns(), status))   # list.append: atomic
     ts = [threading.Thread(target=run, args=(u,)) for u in urls for _ in range(threads_per_url)]

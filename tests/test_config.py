@@ -491,6 +491,23 @@ def test_route_field_checks():
                  ("routes", 0, "response_headers", "set", "X:A"), "invalid header name")
 
 
+def test_a_function_or_mock_route_refuses_a_path_change():
+    # only http and echo integrations are sent a path: on a function (whose event carries the
+    # request path, as API Gateway's does) or a mock the option would be silently ignored
+    fn = LISTEN + ("functions:\n  f: {handler: app:handler}\n"
+                   "routes:\n  - path: /api/{proxy+}\n    integration: {type: function, function: f}\n")
+    assert_error(fn + "    strip_prefix: /api\n", 8, 5, ("routes", 0, "strip_prefix"),
+                 "strip a base path in the function")
+    assert_error(fn + "    path_rewrite: /{proxy}\n", 8, 5, ("routes", 0, "path_rewrite"),
+                 "changes the path sent to an http integration")
+    mock = LISTEN + "routes:\n  - path: /api/{proxy+}\n    integration: {type: mock}\n"
+    assert_error(mock + "    strip_prefix: /api\n", 6, 5, ("routes", 0, "strip_prefix"),
+                 "a mock answers without one")
+    for integration in ("{type: echo}", "{type: http, url: 'http://127.0.0.1:9000'}"):
+        load_config_text(LISTEN + "routes:\n  - path: /api/{proxy+}\n    strip_prefix: /api\n"
+                         f"    integration: {integration}\n")
+
+
 def test_upstream_checks():
     up = LISTEN + "upstreams:\n  a:\n    targets: [http://a:1]\n"
     assert_error(up + "    hash_on: client_ip\n", 6, 5, ("upstreams", "a", "hash_on"),

@@ -40,6 +40,7 @@ from fastgate._core.upstream cimport Target, UpstreamGroup
 from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.headers cimport HeaderTransform, PathRewrite, Template
+from fastgate._core.paths cimport canonical_path, lenient_path, refusal_reason
 from fastgate._core.http1 cimport (
     Http1Parser, EV_NEED_MORE, EV_HEAD_COMPLETE, EV_BODY, EV_MESSAGE_COMPLETE, EV_UPGRADE, EV_ERROR,
     LIMIT_URL, LIMIT_HEADERS, LIMIT_HEAD,
@@ -652,6 +653,9 @@ cdef object find_mount(Snapshot snap, RequestContext ctx):
     for mount in mounts:
         if prefix_matches(ctx.path, mount.prefix):
             ctx.stage_path = ctx.path[PyBytes_GET_SIZE(mount.prefix):] or b"/"
+            if ctx.stage_path.startswith(b"//"):
+                # API Gateway reads /prod//x as the stage's /x (paths.pxd: leading slashes)
+                ctx.stage_path = b"/" + ctx.stage_path.lstrip(b"/")
             return mount
     if domain:
         ctx.error_type = "DOMAIN_NOT_MAPPED"
@@ -1046,6 +1050,8 @@ cdef class ClientConnection:
         cdef str detail = None
         cdef Http1Parser p = self.parser
         cdef PendingRequest pend
+        cdef bytes canonical
+        cdef int verdict = 0
         ctx.method = p.method_bytes()
         ctx.keep_alive = p.msg.keep_alive
         if p.p.http_major == 1 and p.p.http_minor <= 1:
@@ -1079,6 +1085,13 @@ cdef class ClientConnection:
             ctx.query = url[q + 1:]
         else:
             ctx.path = url
+        if err is None:
+            # route, check and forward one spelling of the path (paths.pxd); the query stays as sent
+            canonical = canonical_path(ctx.path, &verdict)
+            if canonical is None:
+                err, detail = "BAD_REQUEST", refusal_reason(verdict)
+            else:
+                ctx.path = canonical
         if err is None:
             if self.cl_count > 1:
                 err, detail = "BAD_FRAMING", "more than one Content-Length"
@@ -1180,6 +1193,8 @@ cdef class ClientConnection:
         cdef RequestContext ctx = self.ctx
         cdef Snapshot snap = self.snap
         cdef Route route
+        cdef Router router
+        cdef bytes routed, lenient
         # PHASE_ROUTE: an API stage's mount first (custom domain, execute-api host,
         # stage prefix), then the top-level routes
         cdef ApiStage api = None
@@ -1199,16 +1214,24 @@ cdef class ClientConnection:
             elif ctx.error_type is not None:
                 return ACTION_RESPOND
         if api is not None:
-            m = api.router.match(ctx.route_host, ctx.method, ctx.stage_path)
-            if m is None:
-                ctx.error_type = "MISSING_AUTHENTICATION_TOKEN" if api.rest else "NOT_FOUND"
-                return ACTION_RESPOND
+            router = <Router>api.router
+            routed = ctx.stage_path
         else:
-            m = snap.router.match(ctx.route_host, ctx.method, ctx.path)
-            if m is None:
-                ctx.error_type = "NOT_FOUND"
-                return ACTION_RESPOND
+            router = snap.router
+            routed = ctx.path
+        m = router.match(ctx.route_host, ctx.method, routed)
+        if m is None:
+            ctx.error_type = "MISSING_AUTHENTICATION_TOKEN" if api is not None and api.rest else "NOT_FOUND"
+            return ACTION_RESPOND
         route = <Route>m[0]
+        lenient = lenient_path(routed)
+        if lenient is not None:
+            # a server that drops ;parameters or merges slashes must reach this route too
+            other = router.match(ctx.route_host, ctx.method, lenient)
+            if other is None or other[0] is not route:
+                ctx.error_type = "BAD_REQUEST"
+                ctx.error_message = "the path reaches another route once ';' parameters, '\\' or '//' are read leniently"
+                return ACTION_RESPOND
         ctx.route = route
         ctx.path_params = m[1]
         if route.max_body_size >= 0 and ctx.content_length > route.max_body_size:

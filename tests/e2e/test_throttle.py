@@ -54,7 +54,7 @@ def test_gateway_limit_is_for_the_whole_host_and_accurate(tmp_path):
           - {path: /x, integration: {type: mock, body: ok}}
         """, workers=2)
     try:
-        got = statuses(hammer([f"{g.url}/x"], 1.0, threads_per_url=6))
+        got = statuses(hammer([f"{g.url}/x"], 1.0, threads_per_url=6, at_least=60))
         assert got.get(200) == 25, got
     finally:
         g.stop()
