@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -44,6 +45,16 @@ class FuzzRequest:
     expect: bool = False                 # Expect: 100-continue
     poison: bytes | None = None          # malformed: sent as is; must get a 4xx, reach nobody
     fid: str = ""
+
+    def __repr__(self) -> str:
+        if self.poison is not None:
+            return f"<malformed {self.poison[:70]!r}...>"
+        return (f"<{self.fid} {self.method} {self.target} headers={self.headers} "
+                f"body={len(self.body)}B {self.framing}{self.chunks or ''}"
+                f"{' expect-100' if self.expect else ''}>")
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))   # hypothesis's printer would spell out a 200 kB body
 
     def upstream_target(self) -> str:
         """The target the upstream must see: as sent (an empty query may go)."""
@@ -149,17 +160,61 @@ def send_split(sock: socket.socket, data: bytes, splits: list[int], pause_s: flo
 
 
 def check_answer(req: FuzzRequest, answer) -> None:
-    assert answer is not None, f"no answer to {req.method} {req.target}"
-    assert answer.complete, (req.method, req.target, answer)
+    assert answer is not None, f"{req!r}: the connection closed without an answer"
+    assert answer.complete, f"{req!r}: the answer ended short: {answer.status}, {len(answer.body)} bytes"
     if req.poison is not None:
-        assert 400 <= answer.status < 500, (req.poison[:80], answer)
+        assert 400 <= answer.status < 500, f"{req!r} answered {answer.status}"
         return
-    assert answer.status == 200 and answer.header("x-fuzz-id") == req.fid, (req, answer)
+    assert answer.status == 200, f"{req!r} answered {answer.status}: {answer.body[:200]!r}"
+    assert answer.header("x-fuzz-id") == req.fid, \
+        f"{req!r} got the answer to {answer.header('x-fuzz-id')!r}"
     if req.method != "HEAD":
         got = json.loads(answer.body)
         assert (got["method"], got["target"], got["body_size"], got["body_sha256"]) == \
             (req.method, req.upstream_target(), len(req.body), hashlib.sha256(req.body).hexdigest()), \
-            (req, got)
+            f"{req!r}: the upstream saw {got}"
+
+
+def upload(port: int, fid: str, size: int, expect: bool, timeout_s: float = 30) -> None:
+    """One upload of `size` bytes with a request line hidden at 64 KiB, the head and body
+    sent at once (with Expect: 100-continue or not) to the keepalive-0 route, so the body
+    arrives while the gateway is still connecting upstream; asserts a strict, right answer."""
+    body = (bytes(range(256)) * 256)[:65536] + SMUGGLE
+    body += b"z" * max(0, size - len(body))
+    req = FuzzRequest("POST", f"/f/upload/{fid}", [], body, "length", expect=expect, fid=fid)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        data = req.wire()
+        head_end = data.index(b"\r\n\r\n") + 4
+        sock.sendall(data[:head_end])
+        sock.sendall(data[head_end:])
+        check_answer(req, StrictClient(sock).answer("POST"))
+
+
+def concurrent_uploads(port: int, upstream: RecordingUpstream, prefix: str, count: int,
+                       size: int) -> list[str]:
+    """`count` uploads at once (half with Expect: 100-continue): what went wrong with them,
+    on either side of the gateway."""
+    mark = upstream.mark()
+    failed: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            upload(port, f"{prefix}{i}", size, i % 2 == 0)
+        except Exception as e:   # collected: one thread's failure must not hide the others'
+            failed.append(f"{type(e).__name__}: {str(e)[:300]}")
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        check_upstream(upstream, mark)
+    except AssertionError as e:
+        failed.append(f"upstream: {str(e)[:300]}")
+    got = upstream.recorded({f"{prefix}{i}" for i in range(count)})
+    if len(got) != count or any(len(r.body) != max(size, 65536 + len(SMUGGLE)) for r in got):
+        failed.append(f"upstream: {len(got)} of {count} uploads arrived whole")
+    return failed
 
 
 def check_exchange(port: int, upstream: RecordingUpstream, ex: dict, timeout_s: float = 15) -> None:
@@ -167,6 +222,7 @@ def check_exchange(port: int, upstream: RecordingUpstream, ex: dict, timeout_s: 
     reqs = ex["requests"]
     for req in reqs:
         req.fid = f"f{next(_ids)}"
+    mark = upstream.mark()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
         client = StrictClient(sock)
         if ex["pipelined"]:
@@ -182,21 +238,24 @@ def check_exchange(port: int, upstream: RecordingUpstream, ex: dict, timeout_s: 
     # every answer came from the upstream after it recorded: the record is complete now
     fids = {r.fid for r in reqs if r.poison is None}
     seen = upstream.recorded(fids)
-    assert sorted(dict(r.headers)["x-fuzz-id"] for r in seen) == sorted(fids)   # each once
+    assert sorted(dict(r.headers)["x-fuzz-id"] for r in seen) == sorted(fids), \
+        f"the upstream saw {[(r.method, r.target, dict(r.headers)['x-fuzz-id']) for r in seen]} for {reqs}"
     by_id = {dict(r.headers)["x-fuzz-id"]: r for r in seen}
     for req in reqs:
         if req.poison is not None:
             continue
         got = by_id[req.fid]
         assert (got.method, got.target, got.body) == (req.method, req.upstream_target(), req.body), \
-            (req.method, req.target, got.method, got.target, len(got.body), len(req.body))
+            f"{req!r}: the upstream saw {got.method} {got.target} with {len(got.body)} body bytes"
         assert [(k, v) for k, v in got.headers if k.startswith("x-f-")] == \
-            [(k.lower(), v) for k, v in req.headers], (req.headers, got.headers)
-    check_upstream(upstream)
+            [(k.lower(), v) for k, v in req.headers], f"{req!r}: the upstream saw headers {got.headers}"
+    check_upstream(upstream, mark)
 
 
-def check_upstream(upstream: RecordingUpstream) -> None:
-    """Nothing reached the upstream that no client sent, and nothing that is no request."""
-    assert upstream.errors == [], upstream.errors
-    strays = [(r.method, r.target) for r in upstream.recorded() if "x-fuzz-id" not in dict(r.headers)]
+def check_upstream(upstream: RecordingUpstream, since: tuple[int, int] = (0, 0)) -> None:
+    """Nothing reached the upstream that no client sent, and nothing that is no request
+    (since `since`, an earlier upstream.mark())."""
+    assert upstream.errors[since[1]:] == [], upstream.errors[since[1]:]
+    strays = [(r.method, r.target) for r in upstream.requests[since[0]:]
+              if "x-fuzz-id" not in dict(r.headers)]
     assert strays == [], f"requests no client sent (smuggled): {strays}"

@@ -222,6 +222,11 @@ class RecordingUpstream(LoopbackServer):
             sock.sendall(conn.send(h11.Data(data=out)))
         sock.sendall(conn.send(h11.EndOfMessage()))
 
+    def mark(self) -> tuple[int, int]:
+        """Where the records stand now: (requests, errors), for check_upstream's `since`."""
+        with self.lock:
+            return len(self.requests), len(self.errors)
+
     def recorded(self, fuzz_ids=None) -> list[Recorded]:
         with self.lock:
             return [r for r in self.requests

@@ -7,12 +7,11 @@ with request lines hidden in their bodies, and the worker must have survived it 
 from __future__ import annotations
 
 import socket
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from request_fuzz import SMUGGLE, FuzzRequest, check_answer, check_upstream, exchanges
+from request_fuzz import FuzzRequest, concurrent_uploads, exchanges
 from strict_http import StrictClient
 
 from conftest import Gateway
@@ -62,36 +61,11 @@ def test_pipelined_requests_reach_the_upstream_with_their_own_headers(fuzz_gw, r
     assert [a.header("x-fuzz-id") for a in answers] == [r.fid for r in reqs]
 
 
-def upload(port: int, i: int, expect: bool, out: list) -> None:
-    body = (bytes(range(256)) * 1024)[:65536] + SMUGGLE + b"z" * 200_000
-    req = FuzzRequest("POST", f"/f/upload/{i}", [], body, "length", expect=expect, fid=f"up{i}")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-            data = req.wire()
-            head_end = data.index(b"\r\n\r\n") + 4
-            sock.sendall(data[:head_end])   # the body follows at once, 100-continue or not
-            sock.sendall(data[head_end:])
-            check_answer(req, StrictClient(sock).answer("POST"))
-        out.append(None)
-    except BaseException as e:  # reported by the assertion in the test
-        out.append(e)
-
-
 def test_concurrent_uploads_on_new_upstream_connections_smuggle_nothing(fuzz_gw, recorder):
     """Issue 11's first item in small: a body read while the upstream connection is still
     being made must reach it after the request head, never before."""
     for round_ in range(2):
-        out: list = []
-        threads = [threading.Thread(target=upload, args=(fuzz_gw.port, round_ * 100 + i, i % 2 == 0, out))
-                   for i in range(24)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert [e for e in out if e is not None] == [] and len(out) == 24
-        check_upstream(recorder)
-        got = recorder.recorded({f"up{round_ * 100 + i}" for i in range(24)})
-        assert len(got) == 24 and all(len(r.body) == 65536 + len(SMUGGLE) + 200_000 for r in got)
+        assert concurrent_uploads(fuzz_gw.port, recorder, f"up{round_}-", 24, 270_000) == []
 
 
 def test_the_worker_survived(fuzz_gw, recorder):
