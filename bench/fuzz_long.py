@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 from conftest import Gateway  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import seed as hypothesis_seed  # noqa: E402
-from request_fuzz import check_exchange, concurrent_uploads, exchanges  # noqa: E402
+from request_fuzz import check_exchange, concurrent_uploads, exchanges, gateway_config  # noqa: E402
 from strict_http import RecordingUpstream  # noqa: E402
 
 
@@ -86,17 +86,7 @@ def main() -> int:
     args = ap.parse_args()
 
     rec = RecordingUpstream()
-    g = Gateway(Path(tempfile.mkdtemp(prefix="fuzz_long-")), workers=args.workers, admin=False, config=f"""\
-access_log: {{path: 'off'}}
-upstreams:
-  pooled: {{targets: ['{rec.url}']}}
-  fresh: {{targets: ['{rec.url}'], keepalive: 0}}
-routes:
-  - path: /p/{{proxy+}}
-    integration: {{type: http, upstream: pooled}}
-  - path: /f/{{proxy+}}
-    integration: {{type: http, upstream: fresh}}
-""")
+    g = Gateway(Path(tempfile.mkdtemp(prefix="fuzz_long-")), workers=args.workers, admin=False, config=gateway_config(rec.url))
     workers = g.workers()
     counts = {"examples": 0, "requests": 0}
     failures: list[str] = []

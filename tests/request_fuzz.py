@@ -28,6 +28,22 @@ from hypothesis import strategies as st
 
 from strict_http import RecordingUpstream, StrictClient
 
+def gateway_config(upstream_url: str) -> str:
+    """The routes the fuzzer sends to: /p/... over pooled upstream connections, /f/... over
+    a new one each time (keepalive 0), both to the RecordingUpstream at upstream_url."""
+    return f"""\
+access_log: {{path: 'off'}}
+upstreams:
+  pooled: {{targets: ['{upstream_url}']}}
+  fresh: {{targets: ['{upstream_url}'], keepalive: 0}}
+routes:
+  - path: /p/{{proxy+}}
+    integration: {{type: http, upstream: pooled}}
+  - path: /f/{{proxy+}}
+    integration: {{type: http, upstream: fresh}}
+"""
+
+
 # what a smuggler hides in a body: if it ever parses as a request, the upstream records it
 SMUGGLE = b"GET /SMUGGLED HTTP/1.1\r\nHost: smuggled\r\nContent-Length: 0\r\n\r\n"
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")

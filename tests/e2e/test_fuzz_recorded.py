@@ -11,7 +11,7 @@ import socket
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from request_fuzz import FuzzRequest, concurrent_uploads, exchanges
+from request_fuzz import FuzzRequest, concurrent_uploads, exchanges, gateway_config
 from strict_http import StrictClient
 
 from conftest import Gateway
@@ -19,17 +19,7 @@ from conftest import Gateway
 
 @pytest.fixture(scope="module")
 def fuzz_gw(recorder, tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("fuzzrec"), admin=False, config=f"""\
-access_log: {{path: 'off'}}
-upstreams:
-  pooled: {{targets: ['{recorder.url}']}}
-  fresh: {{targets: ['{recorder.url}'], keepalive: 0}}
-routes:
-  - path: /p/{{proxy+}}
-    integration: {{type: http, upstream: pooled}}
-  - path: /f/{{proxy+}}
-    integration: {{type: http, upstream: fresh}}
-""")
+    g = Gateway(tmp_path_factory.mktemp("fuzzrec"), admin=False, config=gateway_config(recorder.url))
     g.initial_workers = g.workers()
     yield g
     g.stop()
