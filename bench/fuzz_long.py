@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -34,12 +35,15 @@ from strict_http import RecordingUpstream  # noqa: E402
 
 
 def first_line(e: BaseException) -> str:
+    """The failure in one line; the shrunk example hypothesis attached goes to stderr."""
     text = str(e).splitlines()[0] if str(e) else ""
+    for note in getattr(e, "__notes__", ()):
+        print(f"  {note}", file=sys.stderr)
     return f"{type(e).__name__}: {text[:240]}"
 
 
 def run_batch(port: int, rec: RecordingUpstream, n: int, batch_seed: int, counts: dict,
-              shrink: bool) -> list[str]:
+              shrink: bool, pipelining: bool) -> list[str]:
     """n drawn exchanges; the first line of each distinct (shrunk) failure."""
     phases = list(Phase) if shrink else [Phase.generate]
 
@@ -48,6 +52,7 @@ def run_batch(port: int, rec: RecordingUpstream, n: int, batch_seed: int, counts
               suppress_health_check=list(HealthCheck))
     @given(ex=exchanges())
     def batch(ex):
+        ex["pipelined"] = ex["pipelined"] and pipelining
         counts["examples"] += 1
         counts["requests"] += len(ex["requests"])
         check_exchange(port, rec, ex)
@@ -82,8 +87,12 @@ def main() -> int:
     ap.add_argument("--upload-size", type=int, default=1 << 20)
     ap.add_argument("--no-shrink", action="store_true",
                     help="report failing examples as drawn (shrinking one costs minutes)")
+    ap.add_argument("--no-pipelining", action="store_true",
+                    help="send each exchange's requests one by one (to look past a known "
+                         "pipelining bug)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop the gateway on the way out
 
     rec = RecordingUpstream()
     g = Gateway(Path(tempfile.mkdtemp(prefix="fuzz_long-")), workers=args.workers, admin=False, config=gateway_config(rec.url))
@@ -94,7 +103,8 @@ def main() -> int:
     t0 = time.monotonic()
     try:
         for b in range(args.batches):
-            found = run_batch(g.port, rec, args.examples, args.seed + b, counts, not args.no_shrink)
+            found = run_batch(g.port, rec, args.examples, args.seed + b, counts, not args.no_shrink,
+                              not args.no_pipelining)
             print(f"batch {b + 1}/{args.batches} (seed {args.seed + b}): "
                   f"{'; '.join(found) or 'ok'}", file=sys.stderr, flush=True)
             failed_batches += bool(found)
@@ -109,7 +119,7 @@ def main() -> int:
         log = g.p.proc.communicate(timeout=30)[0]
         rec.stop()
     report = {
-        "seed": args.seed, "workers": args.workers,
+        "seed": args.seed, "workers": args.workers, "pipelining": not args.no_pipelining,
         "batches": args.batches, "failed_batches": failed_batches,
         "distinct_failures": sorted(set(failures)),
         "examples": counts["examples"], "requests": counts["requests"], "fuzz_s": round(fuzz_s, 1),

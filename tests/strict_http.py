@@ -122,8 +122,8 @@ class LoopbackServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.lock = threading.Lock()
-        self.connections = 0
-        self.open_connections = 0
+        self.connections = 0            # accepted so far; each one's id is its number
+        self.open_ids: set[int] = set()   # ids of the connections still open
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -137,8 +137,8 @@ class LoopbackServer:
                 continue
             with self.lock:
                 self.connections += 1
-                self.open_connections += 1
                 conn_id = self.connections
+                self.open_ids.add(conn_id)
             threading.Thread(target=self.run, args=(conn, conn_id), daemon=True).start()
 
     def run(self, sock: socket.socket, conn_id: int) -> None:
@@ -150,7 +150,7 @@ class LoopbackServer:
         finally:
             sock.close()
             with self.lock:
-                self.open_connections -= 1
+                self.open_ids.discard(conn_id)
 
     def handle(self, sock: socket.socket, conn_id: int) -> None:
         raise NotImplementedError
