@@ -143,7 +143,11 @@ def stalled_download(g: Gateway) -> None:
     with connect(g) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.sendall(b"GET /up/bytes/50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
-        wait_until(lambda: g.p.proc.poll() is not None or closed_for_us(sock), timeout=10, step=0.3)
+        try:
+            wait_until(lambda: g.p.proc.poll() is not None or closed_for_us(sock), timeout=10, step=0.3)
+        except AssertionError:
+            raise AssertionError("a client that reads nothing stayed connected 10 s past "
+                                 "total_timeout_ms: the gateway must give up on it") from None
 
 
 def closed_for_us(sock: socket.socket) -> bool:
