@@ -92,7 +92,7 @@ def cmd_proxy(args) -> int:
     from fastgate.supervisor import Supervisor
     try:
         loaded = proxy_config(args.listen or ["127.0.0.1:8080"], args.upstream, args.workers,
-                              args.access_log, args.control)
+                              args.access_log, args.control, args.max_body_size)
     except ConfigError as e:
         print(f"fastgate: {e}", file=sys.stderr)
         return 2
@@ -253,6 +253,9 @@ def parser() -> argparse.ArgumentParser:
                    help="write an access log to PATH, or '-' for stdout (default: off)")
     s.add_argument("--control", metavar="HOST:PORT|off", default="127.0.0.1:9901",
                    help="admin listener for /metrics (default 127.0.0.1:9901), or 'off'")
+    s.add_argument("--max-body-size", metavar="SIZE|unlimited", default="unlimited",
+                   help="largest request body, larger ones get 413: bytes, or with k, m or g "
+                        "(512k, 10m, 2g); default unlimited (bodies stream through)")
     s.set_defaults(func=cmd_proxy)
 
     s = sub.add_parser("check", help="validate a config and print its route table")

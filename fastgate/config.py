@@ -40,7 +40,8 @@ __all__ = [
     "MockIntegration", "PassiveHealthConfig", "RouteConfig", "RouteTimeouts",
     "TargetConfig", "TargetURL", "UpstreamConfig", "config_error",
     "default_config_path", "format_path", "load_config", "load_config_text",
-    "locate", "parse_listen_address", "parse_route_path", "parse_target_url", "proxy_config",
+    "locate", "parse_listen_address", "parse_route_path", "parse_size", "parse_target_url",
+    "proxy_config",
 ]
 
 # --- bounded scalar types -------------------------------------------------
@@ -926,6 +927,9 @@ _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")     # RFC 9110 section 5.6.2
+# A mock may not set these: the gateway frames every response itself (RFC 9112 section 6)
+_FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive",
+                      "proxy-connection", "te", "trailer", "upgrade", "date"))
 CLAIM_NAME = re.compile(r"[A-Za-z0-9_:./-]{1,128}\Z")                 # a JWT claim name (throttle claim:NAME)
 _INTERFACE = re.compile(r"[^/\s:]{1,15}\Z")                # Linux IFNAMSIZ - 1
 _UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
@@ -999,6 +1003,23 @@ def _parse_hash_on(text: str) -> tuple[str, str | None]:
 
 def _body_limit(value: int | str) -> int:
     return -1 if value == "unlimited" else int(value)
+
+
+_SIZE = re.compile(r"(\d+)([kmg]?)", re.I)
+
+
+def parse_size(text: str) -> int | str:
+    """A size as nginx writes one (client_max_body_size): bytes, or a number with k, m or g
+    (binary multiples: "512k", "10m", "2g"), or "unlimited" (returned as is, a BodyLimit).
+    ValueError otherwise."""
+    text = text.strip()
+    if text.lower() == "unlimited":
+        return "unlimited"
+    m = _SIZE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a size: bytes, or a number with k, m or g "
+                         "(512k, 10m, 2g), or 'unlimited'")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
 
 
 _BAD_PATH_CHARS = re.compile(r"[\s?#\x00-\x1f\x7f]")
@@ -1232,9 +1253,14 @@ class _Checker:
                         self.fail(p + (name,), f"{name} changes the path sent to an http integration; "
                                   f"{why}")
             if isinstance(integ, MockIntegration):
+                if integ.status < 200:
+                    self.fail(ip + ("status",), f"{integ.status} is informational: a mock "
+                              "answers with a final status, 200-599")
                 for name, value in integ.headers.items():
                     if not _TOKEN.match(name):
                         self.fail(ip + ("headers", name), f"invalid header name {name!r}")
+                    if name.lower() in _FRAMING:
+                        self.fail(ip + ("headers", name), f"{name} is the gateway's to write")
                     if any(c in value for c in "\r\n\x00"):
                         self.fail(ip + ("headers", name), "header values may not hold CR, LF or NUL")
         if route.path_rewrite is not None and route.strip_prefix is not None:
@@ -1385,22 +1411,31 @@ _PROXY_FLAGS = (
     (("workers",), "--workers"),
     (("admin",), "--control"),
     (("access_log",), "--access-log"),
+    (("limits",), "--max-body-size"),
 )
 
 
 def proxy_config(listen: list[str], upstreams: list[str], workers: int | str = "auto",
-                 access_log: str | None = None, control: str = "127.0.0.1:9901") -> LoadedConfig:
+                 access_log: str | None = None, control: str = "127.0.0.1:9901",
+                 max_body_size: str = "unlimited") -> LoadedConfig:
     """The config of ``fastgate proxy``: every request, any method and path, to
     one round-robin group of ``upstreams``.  ``access_log``: a path, "-" for
     stdout, None or "off" for none (the default).  ``control``: host:port of
-    the admin API or "off".  Errors name the flag instead of a file line."""
+    the admin API or "off".  ``max_body_size``: parse_size() text; a plain
+    reverse proxy streams bodies of any size unless told otherwise.  Errors
+    name the flag instead of a file line."""
     if isinstance(workers, str) and workers.isdigit():
         workers = int(workers)
+    try:
+        max_body = parse_size(max_body_size)
+    except ValueError as e:
+        raise ConfigError("fastgate proxy", 0, 0, ("--max-body-size",), str(e)) from None
     data = {
         "workers": workers,
         "listeners": [{"address": a} for a in listen],
         "admin": {"listen": control},
         "access_log": {"path": None if access_log in (None, "off") else access_log},
+        "limits": {"max_body_bytes": max_body},
         "upstreams": {"proxy": {"targets": [{"url": u} for u in upstreams]}},
         "routes": [
             {"path": "/{proxy+}", "method": "ANY", "integration": {"type": "http", "upstream": "proxy"}},

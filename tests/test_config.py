@@ -12,7 +12,7 @@ import yaml
 from fastgate.config import (
     Config, ConfigError, EchoIntegration, HttpIntegration, MockIntegration, RouteConfig,
     TargetURL, UpstreamConfig, config_error, default_config_path, format_path, load_config,
-    load_config_text, locate, parse_listen_address, parse_route_path, parse_target_url,
+    load_config_text, locate, parse_listen_address, parse_route_path, parse_size, parse_target_url,
     proxy_config,
 )
 
@@ -264,6 +264,19 @@ def test_error_inside_a_header_map_names_the_header():
 def test_non_string_map_key():
     text = LISTEN + "routes:\n  - path: /x\n    integration: {type: mock, headers: {200: x}}\n"
     assert_error(text, 5, 41, ("routes", 0, "integration", "headers", 200), "as a key")
+
+
+def test_a_mock_answers_with_a_final_status():
+    assert_error(LISTEN + "routes:\n  - path: /x\n    integration: {type: mock, status: 103}\n",
+                 5, 31, ("routes", 0, "integration", "status"), "informational")
+
+
+def test_a_mock_may_not_set_framing_headers():
+    # the gateway frames every response: a second Content-Length would make clients refuse it
+    for name in ("Content-Length", "transfer-encoding", "Connection", "Date"):
+        text = LISTEN + f"routes:\n  - path: /x\n    integration: {{type: mock, headers: {{{name}: '1'}}}}\n"
+        assert_error(text, 5, 41, ("routes", 0, "integration", "headers", name),
+                     "the gateway's to write")
 
 
 def test_missing_required_fields():
@@ -566,6 +579,27 @@ def test_proxy_config_defaults_and_access_log():
     cfg = proxy_config(["127.0.0.1:8080"], ["http://h:1"], access_log="-").config
     assert cfg.workers == "auto" and cfg.access_log.destination == "-"
     assert cfg.admin.listen == "127.0.0.1:9901"
+    assert cfg.limits.max_body() == -1     # a plain reverse proxy streams any body
+
+
+def test_proxy_config_max_body_size():
+    cfg = proxy_config(["127.0.0.1:8080"], ["http://h:1"], max_body_size="512k").config
+    assert cfg.limits.max_body() == 512 * 1024
+    assert all(r.effective_max_body(cfg.limits) == 512 * 1024 for r in cfg.routes)
+
+
+@pytest.mark.parametrize("text, size", [("0", 0), ("1048576", 1048576), ("512k", 512 << 10),
+                                        ("10m", 10 << 20), ("10M", 10 << 20), ("2g", 2 << 30),
+                                        (" 3K ", 3 << 10), ("unlimited", "unlimited"),
+                                        ("Unlimited", "unlimited")])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "k", "-1", "1.5m", "10mb", "10 m", "1t", "ten", "0x10"])
+def test_parse_size_refuses(text):
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size(text)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -575,6 +609,7 @@ def test_proxy_config_defaults_and_access_log():
     ((["127.0.0.1:0"], ["http://h:1"]), "--listen: port must be"),
     ((["127.0.0.1:1"], ["http://h:1"], "0"), "--workers:"),
     ((["127.0.0.1:1"], ["http://h:1"], "auto", None, "127.0.0.1:1"), "--control: same address"),
+    ((["127.0.0.1:1"], ["http://h:1"], "auto", None, "off", "10x"), "--max-body-size: '10x' is not a size"),
 ])
 def test_proxy_config_errors_name_the_flag(args, message):
     with pytest.raises(ConfigError) as info:

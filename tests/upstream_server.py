@@ -27,6 +27,8 @@ does is chosen by the path:
   /interim            103 Early Hints, then 100 Continue, then 200 "final"
   /hopbyhop           200 "hop" with every hop-by-hop header, and X-Conn-Named listed in Connection
   /tinychunks/N       200, N one-byte chunks each with a chunk extension, then a trailer
+  /badchunk/MS        200 chunked whose second chunk size is "zz" (invalid); MS 0: the head and
+                      that size in one write; else the head and a chunk "hello", MS later "zz"
   anything else       200 "hello"
 Every response carries X-Upstream: NAME and X-Seen-Connection: the Connection
 header that arrived (to prove hop-by-hop stripping).
@@ -193,6 +195,18 @@ async def handle(reader, writer, name):
                 writer.write(b"0\r\nX-Checksum: done\r\n\r\n")
                 await writer.drain()
                 continue
+            elif parts[0] == "badchunk":
+                head = f"HTTP/1.1 200 OK\r\n{common}Transfer-Encoding: chunked\r\n\r\n".encode()
+                if int(parts[1]):
+                    writer.write(head + b"5\r\nhello\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(int(parts[1]) / 1000)
+                    writer.write(b"zz\r\nabc\r\n")
+                else:
+                    writer.write(head + b"zz\r\nabc\r\n")
+                await writer.drain()
+                await reader.read()     # the gateway closes its side
+                return
             elif parts[0] == "slowbody":
                 writer.write(f"HTTP/1.1 200 OK\r\n{common}Content-Length: 5\r\n\r\n".encode())
                 await writer.drain()

@@ -76,7 +76,8 @@ JSON_KEYS = (
     ("responseLength", "responseLength"), ("requestTime", "requestTime"),
     ("requestTimeEpoch", "requestTimeEpoch"), ("integrationLatency", "integrationLatency"),
     ("responseLatency", "responseLatency"), ("domainName", "domainName"),
-    ("errorResponseType", "error.responseType"), ("cacheStatus", "cacheStatus"),
+    ("errorResponseType", "error.responseType"), ("errorMessage", "error.message"),
+    ("cacheStatus", "cacheStatus"),
 )
 JSON_TEMPLATE = "{" + ",".join(f'"{k}":"$context.{v}"' for k, v in JSON_KEYS) + "}"
 

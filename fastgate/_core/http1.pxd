@@ -79,6 +79,8 @@ cdef extern from "llhttp.h" nogil:
     ctypedef struct llhttp_settings_t:
         llhttp_cb on_message_begin
         llhttp_data_cb on_url
+        llhttp_data_cb on_method
+        llhttp_data_cb on_protocol
         llhttp_data_cb on_status
         llhttp_data_cb on_header_field
         llhttp_data_cb on_header_value
@@ -171,6 +173,9 @@ ctypedef struct Http1Message:
     bint field_open           # a name is being read (split names continue it)
     Py_ssize_t url_off        # request target (requests)
     Py_ssize_t url_len
+    Py_ssize_t line_end       # requests: raw offset in the head where the request line's last
+                              # element so far (method, target) ended: the next must start one
+                              # byte (one SP) later (RFC 9112 section 3; llhttp skips any number)
     Py_ssize_t reason_off     # reason phrase (responses)
     Py_ssize_t reason_len
     bint in_head              # between message begin and HEAD_COMPLETE

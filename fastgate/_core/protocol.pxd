@@ -32,7 +32,9 @@ cdef enum Limits:
     TICK_MS = 100                 # ms between timeout sweeps
     RESPONSE_MAX_HEAD = 65536     # bytes of an upstream response head
     RESPONSE_MAX_HEADERS = 200    # header lines of an upstream response
-    LINGER_MS = 2000              # ms a lingering close keeps discarding client input
+    LINGER_IDLE_MS = 2000         # ms a lingering close waits for more client input before closing
+    LINGER_MAX_MS = 30000         # ms a lingering close discards client input at most (nginx's
+                                  # lingering_time), so an uploading client reads its 413
     MAP_RESPONSE_MAX = 10485760   # bytes of upstream body an http (non-proxy) integration maps (AWS: 10 MB)
     CORK_DIRECT = 16384           # bytes: a corked write this large goes out as it is (after what is gathered)
     CORK_MAX = 65536              # bytes gathered in the cork buffer at most before they are written
@@ -160,7 +162,7 @@ cdef class ClientConnection:
     cdef object client_cert               # fastgate.tls.ClientCert, read once at connection_made, or None
     cdef bint closed
     cdef bint unread                      # client input may be left unread: close lingering
-    cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_MS
+    cdef bint lingering                   # write side shut, discarding input until EOF or LINGER_*_MS
     cdef bint corked                      # inside a read callback: writes gather in the cork buffer
     cdef int served                       # requests answered on this connection
 
@@ -203,6 +205,8 @@ cdef class ClientConnection:
     cdef list pending                     # [PendingRequest]
     cdef bint req_complete                # the active request's body has fully arrived
     cdef bint responding                  # the response head has been sent to the client
+    cdef Py_ssize_t head_mark             # offset of the relayed head in the cork buffer while it is
+                                          # still there (not written), else -1
     cdef bint streaming_function          # a function's streamed response is being relayed
     cdef bint close_after                 # close the connection after this response
     cdef int body_mode                    # a BodyMode
@@ -256,6 +260,8 @@ cdef class ClientConnection:
     cdef void send_body_chunk(self, bytes data)
     cdef void finish_upstream_request(self)
     cdef void upstream_failed(self, str kind, str detail, bint retryable)
+    cdef bint take_back_head(self)
+    cdef void cut_response(self)
     cdef void upstream_head(self, UpstreamConnection conn, int status)
     cdef void upstream_body(self, bytes data)
     cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole)

@@ -4,6 +4,8 @@
 import asyncio
 import ipaddress
 import os
+import socket
+import struct
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -122,6 +124,8 @@ cdef bytes status_line(int status, bytes reason):
     return b"HTTP/1.1 %d %s\r\n" % (status, reason)
 
 
+cdef bytes LINGER_RESET = struct.pack("ii", 1, 0)   # struct linger {l_onoff=1, l_linger=0}
+
 cdef frozenset IDEMPOTENT = frozenset([b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"])
 
 
@@ -150,6 +154,11 @@ cdef enum HeaderKind:
     H_TRACEPARENT                 # W3C trace context: the gateway writes its own when tracing
     H_TRACESTATE
     H_XRAY                        # X-Amzn-Trace-Id
+    H_PROXY_AUTHORIZATION         # credentials meant for this proxy: never forwarded
+    H_HTTP2_SETTINGS              # of an h2c upgrade (RFC 7540 section 3.2.1): hop-by-hop, dropped
+    H_FORWARDED                   # RFC 7239 Forwarded, X-Real-IP, True-Client-IP: claims about the
+    H_X_REAL_IP                   # client's address, forwarded only from a trusted proxy (as
+    H_TRUE_CLIENT_IP              # X-Forwarded-For is kept only from one)
 
 
 cdef inline bint lower_eq(const char* buf, const char* name, Py_ssize_t n) noexcept:
@@ -166,11 +175,11 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
     cdef Py_ssize_t i
     cdef char buf[24]
     cdef char c
-    if n < 2 or n > 17:
+    if n < 2 or n > 19:
         return H_OTHER
     c = p[0] | 0x20
     if c != b'h' and c != b'c' and c != b't' and c != b'k' and c != b'p' and \
-            c != b'u' and c != b'e' and c != b'x' and c != b'v' and c != b'd':
+            c != b'u' and c != b'e' and c != b'x' and c != b'v' and c != b'd' and c != b'f':
         return H_OTHER
     for i in range(n):
         c = p[i]
@@ -182,7 +191,17 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept:
             return H_HOST
         return H_DATE if lower_eq(buf, "date", 4) else H_OTHER
     if n == 14:
-        return H_CONTENT_LENGTH if lower_eq(buf, "content-length", 14) else H_OTHER
+        if lower_eq(buf, "content-length", 14):
+            return H_CONTENT_LENGTH
+        if lower_eq(buf, "true-client-ip", 14):
+            return H_TRUE_CLIENT_IP
+        return H_HTTP2_SETTINGS if lower_eq(buf, "http2-settings", 14) else H_OTHER
+    if n == 9:
+        if lower_eq(buf, "forwarded", 9):
+            return H_FORWARDED
+        return H_X_REAL_IP if lower_eq(buf, "x-real-ip", 9) else H_OTHER
+    if n == 19:
+        return H_PROXY_AUTHORIZATION if lower_eq(buf, "proxy-authorization", 19) else H_OTHER
     if n == 17:
         if lower_eq(buf, "transfer-encoding", 17):
             return H_TRANSFER_ENCODING
@@ -307,6 +326,50 @@ cdef long long parse_content_length(bytes v) noexcept:
             return -1
         r = r * 10 + (p[i] - 48)
     return r
+
+
+cdef inline bint hex_digit(unsigned char c) noexcept:
+    return b'0' <= c <= b'9' or b'a' <= (c | 0x20) <= b'f'
+
+
+cdef bint valid_host(bytes host) noexcept:
+    """host is uri-host [":" port] (RFC 9110 section 7.2, RFC 3986 section 3.2.2): an IP literal
+    in brackets, or a reg-name of letters, digits, "-._~", sub-delims and %XX. Anything else
+    (a space, "@", "/", "\\", a second ":") makes a Host that parsers downstream may each read
+    differently; nginx refuses the space, this refuses them all. Empty is valid (RFC 9112 3.2)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(host)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(host), i = 0
+    cdef unsigned char c
+    if n and p[0] == b'[':
+        i = 1
+        while i < n and p[i] != b']':
+            if not (hex_digit(p[i]) or p[i] == b':' or p[i] == b'.'):
+                return False
+            i += 1
+        if i == n or i == 1:
+            return False
+        i += 1
+    else:
+        while i < n and p[i] != b':':
+            c = p[i]
+            if c == b'%':
+                if i + 2 >= n or not hex_digit(p[i + 1]) or not hex_digit(p[i + 2]):
+                    return False
+                i += 3
+                continue
+            if not (b'a' <= (c | 0x20) <= b'z' or b'0' <= c <= b'9' or c == b'-' or c == b'.' or
+                    c == b'_' or c == b'~' or c == b'!' or c == b'$' or c == b'&' or c == 39 or
+                    c == b'(' or c == b')' or c == b'*' or c == b'+' or c == b',' or c == b';' or
+                    c == b'='):
+                return False
+            i += 1
+    if i < n:
+        if p[i] != b':':
+            return False
+        for i in range(i + 1, n):
+            if not b'0' <= p[i] <= b'9':
+                return False
+    return True
 
 
 cdef bytes route_host_of(bytes host):
@@ -672,6 +735,7 @@ cdef class ClientConnection:
         self.worker = worker
         self.local_port = local_port
         self.throttle_level = -1
+        self.head_mark = -1
         self.pending = []
         self.body_chunks = []
 
@@ -762,7 +826,11 @@ cdef class ClientConnection:
             self.worker.functions.flow(self, False)
 
     def data_received(self, bytes data):
-        if self.closed or self.lingering:
+        if self.lingering:
+            # discarded: the answer is out, the client is still sending its body
+            self.deadline = monotonic_coarse() + LINGER_IDLE_MS / 1000.0
+            return
+        if self.closed:
             return
         if self.tunnel:
             if self.upstream is not None:
@@ -982,7 +1050,11 @@ cdef class ClientConnection:
             self.h_xfh = value
         elif kind == H_XFPORT:
             self.h_xfport = value
-        # keep-alive, proxy-connection, te, trailer: hop-by-hop, dropped
+        elif kind == H_FORWARDED or kind == H_X_REAL_IP or kind == H_TRUE_CLIENT_IP:
+            if self.trusted:
+                self.fwd.append(pair)   # else a client could name any address to the upstream
+        # keep-alive, proxy-connection, te, trailer, proxy-authorization, http2-settings:
+        # hop-by-hop (or meant for this proxy), dropped
 
     cdef bint head_complete(self):
         """The request head is parsed: fill the context, validate, run or queue it.
@@ -1117,8 +1189,11 @@ cdef class ClientConnection:
             ctx.route_host = self.last_route_host     # keep-alive clients repeat their Host
         else:
             ctx.route_host = route_host_of(ctx.host)
-            self.last_host = ctx.host
-            self.last_route_host = ctx.route_host
+            if valid_host(ctx.host):
+                self.last_host = ctx.host
+                self.last_route_host = ctx.route_host
+            elif err is None:
+                err, detail = "BAD_REQUEST", "invalid Host header"
         if err is None and snap.mtls_hosts is not None and not client_cert_allows(
                 snap.mtls_hosts, ctx.route_host, self.client_cert):
             err, detail = "CLIENT_CERT_REQUIRED", "no client certificate verified for this domain"
@@ -1804,9 +1879,13 @@ cdef class ClientConnection:
         if target is not None:
             target.active -= 1
             target.record_failure(monotonic())
-        if self.responding:
-            # part of the response is out: the client's framing cannot be completed
-            self.abort()
+        if self.responding and not self.take_back_head():
+            # part of the response reached the client: say what happened in the logs, and
+            # end the client's response short of its framing
+            ctx.error_type = "INTEGRATION_TIMEOUT" if kind == "timeout" else "INTEGRATION_FAILURE"
+            ctx.error_message = f"upstream {target.label.decode() if target is not None else '?'}: " \
+                                f"{detail} (after the response head was sent)"
+            self.cut_response()
             return
         if retryable and ctx.attempts <= ctx.route.retries and self.body_retained and (
                 kind == "connect" or kind == "connect_timeout" or ctx.method in IDEMPOTENT
@@ -1817,6 +1896,39 @@ cdef class ClientConnection:
         # a connect that timed out is a timeout too (504, as the docs promise), a refused one is 502
         self.respond_error("INTEGRATION_TIMEOUT" if kind == "timeout" or kind == "connect_timeout"
                            else "INTEGRATION_FAILURE", ctx.error_message)
+
+    cdef bint take_back_head(self):
+        """The relayed response head (and any body after it) is still in the cork buffer,
+        not written: drop it, so the client gets a gateway response rather than an empty
+        reply (a head and a bad chunk size in one read). False once any of it was written."""
+        if not self.corked or self.head_mark < 0:
+            return False
+        CORK_BUF.len = self.head_mark
+        self.head_mark = -1
+        self.responding = False
+        self.body_mode = BODY_NONE
+        self.ctx.status = 0
+        self.ctx.response_length = 0
+        self.cache_parts = None
+        self.compressor = None
+        return True
+
+    cdef void cut_response(self):
+        """End a response whose head reached the client but whose body cannot be completed.
+        A body framed by Content-Length or chunking ends short, with a clean close that every
+        client detects, after what was already relayed; a body delimited by the close itself
+        would pass for complete, so that connection is reset."""
+        if self.body_mode == BODY_CLOSE:
+            sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+            if sock is not None:
+                # SO_LINGER 0: a reset, not a FIN that would end the body as if complete
+                # (RFC 9112 section 8)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            self.abort()
+            return
+        self.body_mode = BODY_NONE      # no last chunk
+        self.close_after = True
+        self.exchange_done()
 
     cdef void upstream_head(self, UpstreamConnection conn, int status):
         """Relay the response head the upstream's parser just completed."""
@@ -1942,6 +2054,9 @@ cdef class ClientConnection:
                 out_bytes(b"Connection: keep-alive\r\n")
         out_bytes(b"\r\n")
         self.send_ptr(OUT_BUF.p, OUT_BUF.len, None)
+        # while the head sits in the cork buffer, take_back_head() can still unsay it
+        self.head_mark = CORK_BUF.len - OUT_BUF.len if self.corked and OUT_BUF.len < CORK_DIRECT \
+            and not self.lingering else -1
         if status == 101:
             self.tunnel = True
             conn.tunnel = True
@@ -2215,10 +2330,7 @@ cdef class ClientConnection:
         else:
             self.body_mode = BODY_CLOSE      # HTTP/1.0: the end of the body is the end of the connection
             self.close_after = True
-        # the gateway frames the stream itself
-        headers = [pair for pair in headers if classify(<bytes>pair[0]) not in
-                   (H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION)]
-        self.write_head(status, None, headers, -1)
+        self.write_head(status, None, headers, -1)     # (which frames the stream itself)
         self.uncork()
         return True
 
@@ -2323,7 +2435,7 @@ cdef class ClientConnection:
                 self.snap.keepalive_requests > 0 and self.served + 1 >= self.snap.keepalive_requests):
             self.close_after = True
         self.write_head(status, None, headers, PyBytes_GET_SIZE(body))
-        if ctx.method != b"HEAD":
+        if ctx.method != b"HEAD" and status >= 200 and status != 204 and status != 304:
             self.send(body)
             ctx.response_length = PyBytes_GET_SIZE(body)
         self.exchange_done()
@@ -2343,6 +2455,11 @@ cdef class ClientConnection:
             self.upstream.release(False)
             self.upstream = None
         ctx.error_type = error_type
+        if detail:
+            # what failed (an upstream's address, a template's exception) is for the access and
+            # execution logs ($context.error.message, errorMessage), never the client: AWS's
+            # bodies carry only the type's message
+            ctx.error_message = detail
         headers = [(b"Content-Type", b"application/json")]
         if ctx.api is not None and ctx.api.rest and gr.error_type:
             headers.append((b"x-amzn-ErrorType", self.error_code or gr.error_type))
@@ -2350,23 +2467,19 @@ cdef class ClientConnection:
         if self.error_headers is not None:
             headers.extend(self.error_headers)
             self.error_headers = None
-        if gr.headers:
-            ctx.error_message = gr.message if not detail else detail
-            for pair in gr.headers:
-                headers.append((<bytes>pair[0], (<Template>pair[1]).render(ctx)))
-        if gr.body is not None:
-            # a customised template renders $context.error.message (the type's message)
+        body = None
+        if gr.headers or gr.body is not None:
+            # a customised response renders $context.error.message as AWS does: the type's message
+            logged = ctx.error_message
             ctx.error_message = gr.message
-            body = (<Template>gr.body).render(ctx)
-            ctx.error_message = detail
-        elif self.error_body is not None:
-            body = self.error_body      # AWS's own body for this denial (an authorizer's message)
-        else:
-            doc = {"message": gr.message}
-            if detail and status >= 500:
-                # beyond AWS's body: say what failed, so an operator need not dig in logs
-                doc["detail"] = detail
-            body = orjson.dumps(doc)
+            for pair in gr.headers or ():
+                headers.append((<bytes>pair[0], (<Template>pair[1]).render(ctx)))
+            if gr.body is not None:
+                body = (<Template>gr.body).render(ctx)
+            ctx.error_message = logged
+        if body is None:
+            # AWS's own body for this denial (an authorizer's message), else the type's message
+            body = self.error_body if self.error_body is not None else orjson.dumps({"message": gr.message})
         self.error_body = None
         if error_type in PROTOCOL_ERRORS:
             self.close_after = True
@@ -2384,15 +2497,30 @@ cdef class ClientConnection:
         out_bytes(b"\r\n")
 
     cdef void write_head(self, int status, bytes reason, list headers, long long length):
-        """A head the gateway makes; length -1: no Content-Length (a stream, framed by body_mode)."""
+        """A head the gateway makes; length -1: no Content-Length (a stream, framed by body_mode).
+        The framing is the gateway's alone: framing and hop-by-hop headers among `headers`
+        (a function's result, a mock's or a mapping's headers) never reach the client as
+        such (RFC 9112 section 6.3: two Content-Lengths, or one beside Transfer-Encoding,
+        make clients refuse the response or read it wrong). A REST API keeps an
+        integration's Content-Length, Connection and Date as x-amzn-Remapped-*, as API
+        Gateway does; anything else drops them (the gateway writes its own Date)."""
         cdef RequestContext ctx = self.ctx
         cdef tuple pair
+        cdef int kind
+        cdef bint rest = ctx.api is not None and ctx.api.rest
         out_reset()
         out_bytes(status_line(status, reason))
         out_bytes(b"Date: ")
         out_bytes(self.worker.date)
         out_bytes(b"\r\n")
         for pair in headers:
+            kind = classify(<bytes>pair[0])
+            if kind == H_CONTENT_LENGTH or kind == H_CONNECTION or kind == H_DATE:
+                if not rest:
+                    continue
+                out_bytes(b"x-amzn-Remapped-")
+            elif not forwarded_response_header(kind):
+                continue
             out_bytes(<bytes>pair[0])
             out_bytes(b": ")
             out_bytes(<bytes>pair[1])
@@ -2401,7 +2529,9 @@ cdef class ClientConnection:
         out_bytes(ctx.request_id)
         out_bytes(b"\r\n")
         self.out_api_headers(ctx)
-        if length >= 0:
+        if status < 200 or status == 204 or status == 304:
+            pass    # no body, so no framing (RFC 9110 sections 8.6, 15.3.5, 15.4.5)
+        elif length >= 0:
             out_bytes(b"Content-Length: %d\r\n" % length)
         elif self.body_mode == BODY_CHUNKED:
             out_bytes(b"Transfer-Encoding: chunked\r\n")
@@ -2421,6 +2551,7 @@ cdef class ClientConnection:
         self.served += 1
         self.ctx = None
         self.responding = False
+        self.head_mark = -1
         self.streaming_function = False
         self.waiting = WAIT_NONE
         self.cache_parts = None
@@ -2543,9 +2674,11 @@ cdef class ClientConnection:
             return
         self.uncork()
         if self.unread and not self.tunnel and self.transport.can_write_eof():
-            # Lingering close: closing with unread input makes the kernel send a reset, which
-            # can destroy the response we just wrote before the client reads it. Send FIN,
-            # discard what still comes, close on EOF or after LINGER_MS.
+            # Lingering close (nginx's): closing with unread input makes the kernel send a reset,
+            # which can destroy the response we just wrote before the client reads it, and a
+            # client that writes its whole body before reading (http.client, h11) fails on the
+            # reset instead of reading the answer. Send FIN, discard what still comes, close on
+            # EOF, after LINGER_IDLE_MS without input, or after LINGER_MAX_MS in all.
             self.lingering = True
             self.transport.write_eof()
             self.pause_reasons = 0
@@ -2553,7 +2686,10 @@ cdef class ClientConnection:
                 self.reading_paused = False
                 self.transport.resume_reading()
             self.deadline_kind = DL_DRAIN
-            self.deadline = monotonic_coarse() + LINGER_MS / 1000.0
+            self.deadline = monotonic_coarse() + LINGER_IDLE_MS / 1000.0
+            # a draining worker does not wait for an uploader that will not stop
+            self.total_deadline = self.deadline if self.worker.draining else \
+                monotonic_coarse() + LINGER_MAX_MS / 1000.0
             return
         self.closed = True
         self.transport.close()
@@ -2597,6 +2733,7 @@ cdef class ClientConnection:
             return
         data = PyBytes_FromStringAndSize(CORK_BUF.p, CORK_BUF.len)
         CORK_BUF.len = 0
+        self.head_mark = -1
         if self.transport is not None and not self.t_is_closing():
             self.t_write(data)
 

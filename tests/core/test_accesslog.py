@@ -67,7 +67,7 @@ def test_json_has_every_variable(tmp_path):
         "protocol": "HTTP/1.1", "status": "200", "responseLength": "17",
         "requestTime": "25/Nov/2026:09:29:35 +0000", "requestTimeEpoch": str(T0_MS),
         "integrationLatency": "9", "responseLatency": "12", "domainName": "api.example.com",
-        "errorResponseType": "-", "cacheStatus": "-",
+        "errorResponseType": "-", "errorMessage": "-", "cacheStatus": "-",
     }
 
 
@@ -77,7 +77,7 @@ def test_missing_values_render_dash(tmp_path):
     d = json.loads(line)
     for key in ("requestId", "sourceIp", "userAgent", "routeKey", "status", "requestTime",
                 "requestTimeEpoch", "integrationLatency", "responseLatency", "domainName",
-                "errorResponseType"):
+                "errorResponseType", "errorMessage"):
         assert d[key] == "-", key
     assert d["protocol"] == "HTTP/1.0"
     assert d["responseLength"] == "0"

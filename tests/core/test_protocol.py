@@ -9,7 +9,8 @@ from fastgate._core.router import Router
 
 OWNED = ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
          "Proxy-Connection", "TE", "Trailer", "Upgrade", "Expect", "X-Request-Id", "Via",
-         "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Date"]
+         "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Date",
+         "Proxy-Authorization", "HTTP2-Settings", "Forwarded", "X-Real-IP", "True-Client-IP"]
 
 
 def test_every_gateway_owned_header_has_its_own_kind_in_any_case():
@@ -22,7 +23,9 @@ def test_every_gateway_owned_header_has_its_own_kind_in_any_case():
 
 @pytest.mark.parametrize("name", [b"", b"h", b"Hosts", b"hos", b"Content-Type", b"X-Request-Ids",
                                   b"x-forwarded-fo", b"Cookie", b"Authorization", b"Via2", b"ETag",
-                                  b"Connection\x00", b"content_length"])
+                                  b"Connection\x00", b"content_length", b"Forwarde", b"X-Real-IPs",
+                                  b"proxy-authorizatio", b"Proxy-Authenticate", b"True-Client-Id",
+                                  b"http2-setting", b"Fxrwarded"])
 def test_other_headers_are_just_forwarded(name):
     assert header_kind(name) == 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -180,12 +181,55 @@ BAD_400 = {
     "nul_in_url": b"GET /mo\x00ck HTTP/1.1\r\nHost: a\r\n\r\n",
     "space_before_colon": b"GET /mock HTTP/1.1\r\nHost: a\r\nX-A : b\r\n\r\n",
     "bad_chunk_size": b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+    # a Host that two parsers may read as two different hosts (RFC 3986 section 3.2.2)
+    "space_in_host": b"GET /mock HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "userinfo_in_host": b"GET /mock HTTP/1.1\r\nHost: a@b\r\n\r\n",
+    "slash_in_host": b"GET /mock HTTP/1.1\r\nHost: a/b\r\n\r\n",
+    "two_colons_in_host": b"GET /mock HTTP/1.1\r\nHost: a:1:2\r\n\r\n",
+    "letters_in_port": b"GET /mock HTTP/1.1\r\nHost: a:8o\r\n\r\n",
+    "unclosed_ip_literal": b"GET /mock HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    "bad_percent_in_host": b"GET /mock HTTP/1.1\r\nHost: a%zz\r\n\r\n",
+    "userinfo_in_absolute_form": b"GET http://u@a/mock HTTP/1.1\r\nHost: a\r\n\r\n",
+    # one SP between the request line's elements (RFC 9112 section 3)
+    "two_spaces_before_target": b"GET  /mock HTTP/1.1\r\nHost: a\r\n\r\n",
+    "two_spaces_before_version": b"GET /mock  HTTP/1.1\r\nHost: a\r\n\r\n",
 }
 
 
 @pytest.mark.parametrize("name", list(BAD_400))
 def test_bad_request(bad, name):
     expect_error(bad.port, BAD_400[name], 400, "Bad Request")
+
+
+@pytest.mark.parametrize("host", ["a", "A.Example.COM:8080", "xn--bcher-kva.example", "a_b-c~d",
+                                  "127.0.0.1:80", "[::1]:8080", "[::ffff:10.0.0.1]", "a%2Db", ""])
+def test_valid_hosts_are_served(bad, host):
+    r, _ = exchange(bad.port, f"GET /mock HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    assert (r.status, r.body) == (200, b"mocked")
+
+
+@pytest.mark.parametrize("split", [b"GET ", b"GET  ", b"GET  /mock ", b"GET  /mock HT"])
+def test_two_spaces_in_the_request_line_split_across_reads(bad, split):
+    """However the request line is cut into reads, an extra space is a 400."""
+    with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
+        s.sendall(split)
+        time.sleep(0.05)
+        rest = (b"GET  /mock HTTP/1.1\r\nHost: a\r\n\r\n" if split.startswith(b"GET  ")
+                else b"GET /mock  HTTP/1.1\r\nHost: a\r\n\r\n")[len(split):]
+        s.sendall(rest)
+        r = read_response(s.makefile("rb"))
+    assert r.status == 400 and json.loads(r.body) == {"message": "Bad Request"}
+
+
+def test_single_spaces_split_across_reads_are_served(bad):
+    line = b"GET /mock HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    for cut in (3, 4, 5, 9, 10, 11, 13):
+        with socket.create_connection(("127.0.0.1", bad.port), timeout=5) as s:
+            s.sendall(line[:cut])
+            time.sleep(0.02)
+            s.sendall(line[cut:])
+            r = read_response(s.makefile("rb"))
+        assert (cut, r.status) == (cut, 200)
 
 
 def test_bad_request_after_a_good_pipelined_one(bad):
@@ -264,3 +308,58 @@ routes:
             assert r.status == 413
     finally:
         g.stop()
+
+
+# --- 413 to a client that keeps uploading ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def limited(up, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limited")
+    (tmp / "fn").mkdir()
+    (tmp / "fn" / "handlers.py").write_text(
+        "def ok(event, context):\n    return {'statusCode': 200, 'body': 'fn'}\n")
+    g = Gateway(tmp, admin=False, config=f"""\
+access_log: {{path: 'off'}}
+limits: {{max_body_bytes: 1000}}
+function_path: [fn]
+functions:
+  ok: {{handler: handlers:ok}}
+upstreams:
+  api: {{targets: [{up.url}]}}
+routes:
+  - path: /fn
+    integration: {{type: function, function: ok}}
+  - path: /{{proxy+}}
+    integration: {{type: http, upstream: api}}
+""")
+    yield g
+    g.stop()
+
+
+def upload_then_read(port: int, path: str, chunked: bool, seconds: float = 3.0):
+    """A client that writes its whole body before it reads (http.client, h11 and most SDKs
+    do): it goes on uploading for `seconds` (past LINGER_IDLE_MS, at ~1.6 MB/s) while the
+    gateway has answered 413 already, then reads the answer. A gateway that closed with
+    input unread would have reset the connection: the upload fails, the answer is lost."""
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 1000000000"
+    block = b"z" * 16384
+    if chunked:
+        block = b"%x\r\n%s\r\n" % (len(block), block)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: a\r\n%s\r\n\r\n" % (path.encode(), framing))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            s.sendall(block)
+            time.sleep(0.01)
+        r = read_response(s.makefile("rb"), "POST")
+        return r.status, json.loads(r.body), r.header("connection")
+
+
+def test_413_is_read_by_a_client_that_keeps_uploading(limited):
+    """Every way to a 413: the head's Content-Length (http and function routes) and a chunked
+    body that passes the limit mid-stream (both again): the client reads the whole answer.
+    The four clients upload at once, to bound the test's time."""
+    cases = [(path, chunked) for path in ("/echo", "/fn") for chunked in (False, True)]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        got = dict(zip(cases, pool.map(lambda c: upload_then_read(limited.port, *c), cases)))
+    assert got == {c: (413, {"message": "Request Too Long"}, "close") for c in cases}

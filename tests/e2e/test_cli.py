@@ -196,6 +196,49 @@ def test_workers_flag(upstream):
         px.p.stop()
 
 
+def test_proxy_max_body_size(upstream):
+    px = Proxy("--upstream", upstream.url, "--workers", "1", "--max-body-size", "1k", control="off")
+    try:
+        with httpx.Client(timeout=10) as c:
+            r = c.post(px.url + "/echo", content=b"x" * 1024)
+            assert (r.status_code, r.json()["body_size"]) == (200, 1024)
+            r = c.post(px.url + "/echo", content=b"x" * 1025)
+            assert (r.status_code, r.json()) == (413, {"message": "Request Too Long"})
+            r = c.post(px.url + "/echo", content=iter([b"x" * 1000, b"x" * 1000]))   # chunked
+            assert (r.status_code, r.json()) == (413, {"message": "Request Too Long"})
+    finally:
+        px.p.stop()
+
+
+def test_proxy_rejects_a_bad_max_body_size():
+    r = run("proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream", "http://127.0.0.1:9",
+            "--control", "off", "--max-body-size", "10mb")
+    assert r.returncode == 2
+    assert r.stderr.startswith("fastgate: fastgate proxy: --max-body-size: '10mb' is not a size"), r.stderr
+
+
+def test_build_sh_serve_moves_its_ports(tmp_path):
+    """What the README says: `./build.sh serve --listen HOST:PORT --control HOST:PORT` serves the
+    packaged default config on other ports (build.sh hands its arguments to `fastgate serve`)."""
+    port, admin = free_port(), free_port()
+    while admin == port:
+        admin = free_port()
+    p = Proc([str(ROOT / "build.sh"), "serve", "--listen", f"127.0.0.1:{port}",
+              "--control", f"127.0.0.1:{admin}"], env={**os.environ, "FASTGATE_DATA_DIR": str(tmp_path)})
+    try:
+        # build.sh builds first (nothing to compile when the suite runs)
+        out = p.wait_output(f"admin: http://127.0.0.1:{admin}/metrics", timeout=120)
+        assert f"listening on http://127.0.0.1:{port}" in out
+        wait_port(port, p.proc)
+        r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert (r.status_code, r.json()) == (200, {"status": "ok"})
+        wait_port(admin, p.proc)
+        assert httpx.get(f"http://127.0.0.1:{admin}/metrics", timeout=5).status_code == 200
+        assert listening_ports([p.pid] + p.children()) == {port, admin}
+    finally:
+        assert p.stop() == 0
+
+
 def test_proxy_rejects_a_bad_upstream_url():
     r = run("proxy", "--listen", f"127.0.0.1:{free_port()}", "--upstream", "ftp://x", "--control", "off")
     assert r.returncode == 2

@@ -398,6 +398,40 @@ def test_forwarded_headers_from_a_trusted_proxy_are_extended(trusted_gw, up):
         assert [v for k, v in seen if k == "x-forwarded-proto"] == ["http"]
 
 
+CLAIMS = "Forwarded: for=6.6.6.6;proto=https\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\n"
+
+
+def test_client_address_claims_from_untrusted_clients_are_dropped(gw):
+    """Forwarded, X-Real-IP and True-Client-IP name the client's address to an upstream that
+    trusts them: from an untrusted client they are dropped, as its X-Forwarded-For is replaced."""
+    with Conn(gw.port) as c:
+        c.send(get("/echo", extra=CLAIMS + "X-Forwarded-For: 6.6.6.6\r\n"))
+        seen = upstream_headers(c.response())
+        assert not {"forwarded", "x-real-ip", "true-client-ip"} & {k for k, _ in seen}, seen
+        assert [v for k, v in seen if k == "x-forwarded-for"] == ["127.0.0.1"]
+        c.send(get("/gwecho", extra=CLAIMS))     # the echo integration shows the same set
+        assert not {"forwarded", "x-real-ip", "true-client-ip"} & set(json.loads(c.response().body)["headers"])
+
+
+def test_client_address_claims_from_a_trusted_proxy_are_kept(trusted_gw):
+    with Conn(trusted_gw.port) as c:
+        c.send(get("/echo", extra=CLAIMS))
+        seen = upstream_headers(c.response())
+        assert [(k, v) for k, v in seen if k in ("forwarded", "x-real-ip", "true-client-ip")] == [
+            ("forwarded", "for=6.6.6.6;proto=https"), ("x-real-ip", "6.6.6.6"), ("true-client-ip", "6.6.6.6")]
+
+
+def test_proxy_credentials_and_h2c_settings_are_not_forwarded(trusted_gw):
+    """Proxy-Authorization is for this proxy and HTTP2-Settings belongs to an h2c upgrade (a
+    hop-by-hop header): no upstream sees them, even behind a trusted proxy."""
+    extra = "Proxy-Authorization: Basic c2VjcmV0OnNlY3JldA==\r\nHTTP2-Settings: AAMAAABkAARAAAAA\r\n"
+    with Conn(trusted_gw.port) as c:
+        c.send(get("/echo", extra=extra + "X-End-To-End: kept\r\n"))
+        seen = upstream_headers(c.response())
+        assert not {"proxy-authorization", "http2-settings"} & {k for k, _ in seen}, seen
+        assert ("x-end-to-end", "kept") in seen
+
+
 def test_request_id_kept_when_valid(gw):
     with Conn(gw.port) as c:
         c.send(get("/echo", extra="X-Request-Id: abc-123_XYZ.7\r\n"))

@@ -11,12 +11,13 @@ import time
 
 import pytest
 
-from conftest import Gateway, read_response
+from conftest import ROOT, Gateway, Proc, free_port, read_response, wait_port, wait_until
 
 SIZE = 2 * 1024 ** 3          # bytes each way
 BLOCK = 1024 * 1024
 RSS_SLACK_KB = 64 * 1024      # allowed growth over the worker's RSS before the transfer
 TIME_LIMIT_S = 60
+FASTGATE = str(ROOT / ".venv" / "bin" / "fastgate")
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +72,9 @@ def worker_pid(g: Gateway) -> int:
     return pid
 
 
-def warm_up(g: Gateway):
+def warm_up(port: int):
     """One small exchange each way, so the baseline RSS includes the code paths' first use."""
-    with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
                   b"GET /bytes/100000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         f = s.makefile("rb")
@@ -81,13 +82,33 @@ def warm_up(g: Gateway):
 
 
 def test_2gib_upload_streams_with_flat_memory(gw):
-    warm_up(gw)
-    watch = RssWatch(worker_pid(gw))
+    warm_up(gw.port)
+    upload_with_flat_memory(gw.port, worker_pid(gw))
+
+
+def test_proxy_streams_a_2gib_upload_by_default(up):
+    """`fastgate proxy` is a plain reverse proxy: without --max-body-size no body is too large
+    (a gateway's 10 MiB default would answer this 413), and the body streams through."""
+    port = free_port()
+    p = Proc([FASTGATE, "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", up.url,
+              "--workers", "1", "--control", "off"])
+    try:
+        wait_port(port, p.proc)
+        warm_up(port)
+        upload_with_flat_memory(port, wait_until(lambda: p.children())[0])
+    finally:
+        p.stop()
+
+
+def upload_with_flat_memory(port: int, pid: int):
+    """PUT SIZE bytes to /echo through the gateway at port; the upstream must see them all, in
+    time, while the worker pid's RSS stays within RSS_SLACK_KB of where it started."""
+    watch = RssWatch(pid)
     digest = hashlib.sha256()
     block = bytearray(BLOCK)
     t0 = time.monotonic()
     try:
-        with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
             s.sendall(b"PUT /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % SIZE)
             for i in range(SIZE // BLOCK):
                 # generated on the fly: every block differs, so a dropped or repeated one shows
@@ -106,7 +127,7 @@ def test_2gib_upload_streams_with_flat_memory(gw):
 
 
 def test_2gib_download_streams_with_flat_memory(gw):
-    warm_up(gw)
+    warm_up(gw.port)
     watch = RssWatch(worker_pid(gw))
     ref = bytes(range(256)) * (BLOCK // 256 + 1)   # the upstream's /bytes pattern
     got = 0

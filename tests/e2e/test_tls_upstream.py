@@ -10,6 +10,7 @@ import json
 import socket
 import ssl
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -76,9 +77,11 @@ def tls_up(tmp_path_factory):
     u.stop()
 
 
-def config(url: str, health_check: str = "null") -> str:
+def config(url: str, health_check: str = "null", log: Path | None = None) -> str:
+    access_log = "{path: 'off'}" if log is None else \
+        f"{{path: '{log}', format: '$context.path $context.status $context.error.message'}}"
     return f"""\
-        access_log: {{path: 'off'}}
+        access_log: {access_log}
         upstreams:
           insecure:
             targets: [{url}]
@@ -99,7 +102,9 @@ def config(url: str, health_check: str = "null") -> str:
 
 @pytest.fixture(scope="module")
 def gw(tls_up, tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("tls"), config(tls_up.url))
+    tmp = tmp_path_factory.mktemp("tls")
+    g = Gateway(tmp, config(tls_up.url, log=tmp / "access.log"))
+    g.log = tmp / "access.log"
     yield g
     g.stop()
 
@@ -161,12 +166,13 @@ def test_tls_verify_true_rejects_a_self_signed_upstream(gw, tls_up):
     r = httpx.get(gw.url + "/strict/echo", timeout=10)
     assert r.status_code == 502
     assert r.headers["content-type"] == "application/json"
-    doc = r.json()
-    assert set(doc) == {"message", "detail"}
-    assert doc["message"] == "Internal server error"
-    prefix = f"upstream 127.0.0.1:{tls_up.port}: connect failed: "
-    assert doc["detail"].startswith(prefix), doc
-    assert "CERTIFICATE_VERIFY_FAILED" in doc["detail"], doc
+    assert r.json() == {"message": "Internal server error"}
+    # why is for the log (AWS's body is the message alone)
+    line = wait_until(lambda: next((x for x in gw.log.read_text().splitlines()
+                                    if x.startswith("/strict/echo ")), None) if gw.log.exists() else None)
+    prefix = f"/strict/echo 502 upstream 127.0.0.1:{tls_up.port}: connect failed: "
+    assert line.startswith(prefix), line
+    assert "CERTIFICATE_VERIFY_FAILED" in line, line
     # the same upstream is fine through the non-verifying group at the same moment
     assert httpx.get(gw.url + "/name", timeout=10).text == "tls1"
 
@@ -193,8 +199,7 @@ def test_active_health_check_over_tls(tls_up, tmp_path):
         # workers copy the verdict every 0.5 s; until then the request itself fails verification
         r = wait_until(lambda: (lambda r: r.status_code == 503 and r)(
             httpx.get(g.url + "/strict/echo", timeout=10)), timeout=3)
-        assert r.json() == {"message": "Service Unavailable",
-                            "detail": "no healthy target in upstream 'strict'"}
+        assert r.json() == {"message": "Service Unavailable"}
         # the non-verifying one stays healthy over several intervals
         _, s0 = tls_up.get("/stats")
         for _ in range(8):

@@ -7,11 +7,12 @@ import socket
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import free_port, wait_until
+from conftest import free_port, read_response, wait_until
 
 
 def get(url: str, **kw) -> httpx.Response:
@@ -43,9 +44,21 @@ def group(name: str, urls, extra: str = "") -> str:
     return "\n".join(lines) + "\n" + "".join(f"    {line}\n" for line in extra.strip().splitlines())
 
 
-def config(groups: str, routes: str = "") -> str:
-    return ("access_log: {path: 'off'}\nupstreams:\n" + groups + "routes:\n" + (routes or
+def config(groups: str, routes: str = "", log: Path | None = None) -> str:
+    """log: write the access log there, one line per request: status, length, error type, message."""
+    access_log = "{path: 'off'}" if log is None else \
+        f"{{path: '{log}', format: '{LOG_FORMAT}'}}"
+    return (f"access_log: {access_log}\nupstreams:\n" + groups + "routes:\n" + (routes or
             "  - path: /{proxy+}\n    integration: {type: http, upstream: api}\n"))
+
+
+LOG_FORMAT = "$context.status $context.responseLength $context.error.responseType $context.error.message"
+
+
+def logged(log: Path, n: int = 1) -> list[str]:
+    """The access log's lines once it has n (workers flush it every second)."""
+    return wait_until(lambda: log.exists() and len(lines := log.read_text().splitlines()) >= n
+                      and lines)
 
 
 # --- keep-alive pool ----------------------------------------------------------------
@@ -187,15 +200,18 @@ def test_active_health_check_takes_a_target_out_and_back(gateway, make_upstream)
         wait_until(lambda: Counter(c.get(g.url + "/name").text for _ in range(10)) == {"a": 5, "b": 5})
 
 
-def test_no_healthy_target_is_503(gateway, upstream):
-    g = gateway(config(group("api", [upstream.url], HEALTH)))
+def test_no_healthy_target_is_503(gateway, upstream, tmp_path):
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url], HEALTH), log=log))
     assert get(upstream.url + "/set-health/503").status_code == 200
     wait_until(lambda: metric(g.admin_port, "fastgate_upstream_healthy",
                               upstream="api", target=upstream.url) == 0)
     r = wait_until(lambda: (r := get(g.url + "/name")).status_code == 503 and r)   # once workers copy it
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/json"
-    assert r.json() == {"message": "Service Unavailable", "detail": "no healthy target in upstream 'api'"}
+    # the group's name is for the log, not the client (AWS's body is the message alone)
+    assert r.json() == {"message": "Service Unavailable"}
+    assert "503 33 NO_HEALTHY_UPSTREAM no healthy target in upstream 'api'" in logged(log)
 
 
 # --- passive ejection, retries ----------------------------------------------------------
@@ -221,8 +237,9 @@ def test_retry_on_connect_failure(gateway, upstream):
                 assert (r.status_code, r.text) == (200, "up1")
 
 
-def test_retries_idempotent_methods_only_within_budget(gateway, upstream):
-    g = gateway(config(group("api", [upstream.url], "retries: 2\npassive: {max_failures: 0}")))
+def test_retries_idempotent_methods_only_within_budget(gateway, upstream, tmp_path):
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url], "retries: 2\npassive: {max_failures: 0}"), log=log))
     assert get(upstream.url + "/set-reset/1").status_code == 200
 
     def requests_seen():
@@ -230,8 +247,8 @@ def test_retries_idempotent_methods_only_within_budget(gateway, upstream):
     before = requests_seen()
     r = get(g.url + "/x")
     assert r.status_code == 502
-    assert r.json()["message"] == "Internal server error"
-    assert r.json()["detail"].endswith("connection closed before the response completed")
+    assert r.json() == {"message": "Internal server error"}
+    assert logged(log)[0].endswith("connection closed before the response completed")
     assert requests_seen() - before == 1 + 1 + 2   # the /stats itself, then 1 try + 2 retries
     before = requests_seen()
     r = httpx.post(g.url + "/x", content=b"data", timeout=10)
@@ -254,8 +271,9 @@ def test_retry_moves_a_get_to_the_healthy_target(gateway, make_upstream):
 
 # --- timeouts and gateway errors ------------------------------------------------------
 
-def test_first_byte_timeout_is_504_and_long_total_timeout_is_accepted(gateway, upstream):
-    g = gateway(config(group("api", [upstream.url], "retries: 0"), f"""\
+def test_first_byte_timeout_is_504_and_long_total_timeout_is_accepted(gateway, upstream, tmp_path):
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url], "retries: 0"), log=log, routes=f"""\
   - path: /short/{{proxy+}}
     strip_prefix: /short
     integration: {{type: http, upstream: api}}
@@ -269,8 +287,8 @@ def test_first_byte_timeout_is_504_and_long_total_timeout_is_accepted(gateway, u
     r = get(g.url + "/short/slow/5000")
     took = time.monotonic() - t0
     assert r.status_code == 504
-    assert r.json() == {"message": "Endpoint request timed out",
-                        "detail": f"upstream 127.0.0.1:{upstream.port}: no response in time"}
+    assert r.json() == {"message": "Endpoint request timed out"}
+    assert logged(log)[0] == f"504 40 INTEGRATION_TIMEOUT upstream 127.0.0.1:{upstream.port}: no response in time"
     assert 0.9 < took < 3.0   # the 1 s limit, well before the upstream's 5 s
     r = get(g.url + "/long/slow/1200")   # longer than the other route's limit: fine here
     assert (r.status_code, r.text) == (200, "hello")
@@ -318,8 +336,9 @@ def blackhole():
     srv.close()
 
 
-def test_connect_timeout_is_504(gateway, blackhole):
-    g = gateway(config(group("api", [blackhole], "retries: 0"), """\
+def test_connect_timeout_is_504(gateway, blackhole, tmp_path):
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [blackhole], "retries: 0"), log=log, routes="""\
   - path: /{proxy+}
     integration: {type: http, upstream: api}
     timeouts: {connect_ms: 300}
@@ -327,27 +346,84 @@ def test_connect_timeout_is_504(gateway, blackhole):
     t0 = time.monotonic()
     r = get(g.url + "/x")
     assert r.status_code == 504
-    assert r.json() == {"message": "Endpoint request timed out",
-                        "detail": f"upstream {blackhole[7:]}: connect timed out"}
+    assert r.json() == {"message": "Endpoint request timed out"}
     assert time.monotonic() - t0 < 2.0
+    assert logged(log)[0] == f"504 40 INTEGRATION_TIMEOUT upstream {blackhole[7:]}: connect timed out"
 
 
-def test_refused_is_502(gateway):
+def test_refused_is_502(gateway, tmp_path):
     dead = dead_url()
-    g = gateway(config(group("api", [dead], "retries: 0")))
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [dead], "retries: 0"), log=log))
     r = get(g.url + "/x")
     assert r.status_code == 502
-    doc = r.json()
-    assert doc["message"] == "Internal server error"
-    assert doc["detail"].startswith(f"upstream {dead[7:]}: connect failed:")
-    assert "refused" in doc["detail"].lower()
+    # AWS's body: the message alone; the upstream's address and the error go to the log
+    assert r.content == b'{"message":"Internal server error"}'
+    line = logged(log)[0]
+    assert line.startswith(f"502 35 INTEGRATION_FAILURE upstream {dead[7:]}: connect failed:")
+    assert "refused" in line.lower()
 
 
-def test_reset_is_502(gateway, upstream):
-    g = gateway(config(group("api", [upstream.url])))
+def test_reset_is_502(gateway, upstream, tmp_path):
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url]), log=log))
     r = get(g.url + "/reset")
     assert r.status_code == 502
-    assert r.json() == {"message": "Internal server error",
-                        "detail": f"upstream 127.0.0.1:{upstream.port}: "
-                                  "connection closed before the response completed"}
+    assert r.json() == {"message": "Internal server error"}
     assert get(g.url + "/name").status_code == 200
+    assert logged(log, 2)[0] == (f"502 35 INTEGRATION_FAILURE upstream 127.0.0.1:{upstream.port}: "
+                                 "connection closed before the response completed")
+
+
+def test_invalid_chunk_size_with_the_head_is_502(gateway, upstream, tmp_path):
+    """A chunked head and an invalid chunk size in one read: nothing reached the client yet, so
+    the relayed head is taken back and the client gets the 502, not an empty reply."""
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url], "retries: 0"), log=log))
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        s.sendall(b"GET /badchunk/0 HTTP/1.1\r\nHost: a\r\n\r\nGET /name HTTP/1.1\r\nHost: a\r\n\r\n")
+        f = s.makefile("rb")
+        r = read_response(f)
+        assert (r.status, r.body) == (502, b'{"message":"Internal server error"}')
+        assert len(r.all("content-length")) == 1 and r.header("transfer-encoding") is None
+        assert read_response(f).body == b"up1"      # the client's connection goes on
+    line = logged(log, 2)[0]
+    assert line.startswith(f"502 35 INTEGRATION_FAILURE upstream 127.0.0.1:{upstream.port}: "
+                           "invalid response: "), line
+
+
+def test_invalid_chunk_size_after_the_head_was_sent_ends_the_response_short(gateway, upstream, tmp_path):
+    """The head and a chunk reached the client before the bad chunk size: the response ends
+    without its last chunk, with a clean close after what was relayed (no reset), and the
+    access log says what happened."""
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url], "retries: 0"), log=log))
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        s.sendall(b"GET /badchunk/300 HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):       # a reset would raise here
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nTransfer-Encoding: chunked" in head, head
+    assert body == b"5\r\nhello\r\n"        # no last chunk: every client sees the body is incomplete
+    line = logged(log)[0]
+    assert line.startswith(f"200 5 INTEGRATION_FAILURE upstream 127.0.0.1:{upstream.port}: "
+                           "invalid response: "), line
+    assert line.endswith("(after the response head was sent)")
+
+
+def test_invalid_chunk_size_after_the_head_resets_a_close_delimited_response(gateway, upstream, tmp_path):
+    """An HTTP/1.0 client gets the chunked response delimited by the close: a clean close
+    would tell it the body is complete, so the connection is reset instead (RFC 9112 section 8)."""
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [upstream.url], "retries: 0"), log=log))
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+        s.sendall(b"GET /badchunk/300 HTTP/1.0\r\nHost: a\r\n\r\n")
+        data = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := s.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head, head
+    assert body == b"hello"
+    assert logged(log)[0].startswith(f"200 5 INTEGRATION_FAILURE upstream 127.0.0.1:{upstream.port}: ")
