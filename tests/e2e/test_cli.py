@@ -3,6 +3,7 @@ the packaged default config, --workers."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
