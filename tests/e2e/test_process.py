@@ -102,16 +102,26 @@ def test_two_workers_serve(gateway, upstream):
 
 
 def own_sockets(g: Gateway, pids: list[int]) -> dict[int, int]:
-    """{worker pid: inode of its listening socket}, asserting that each worker holds one
-    socket of its own and the supervisor holds them all."""
-    listening = set(listening_sockets(g.port))
-    held = {pid: socket_inodes(pid) & listening for pid in pids}
-    held = {pid: inodes for pid, inodes in held.items() if inodes}   # not the admin process
-    assert sorted(len(inodes) for inodes in held.values()) == [1] * (len(pids) - 1), held
-    assert set().union(*held.values()) == listening and len(listening) == len(held), \
-        (held, listening)
+    """{worker pid: inode of its listening socket}, once each worker holds one socket of its
+    own (a worker closes the others' copies it inherited as it starts) and the supervisor
+    holds them all."""
+    def held():
+        listening = set(listening_sockets(g.port))
+        out = {pid: socket_inodes(pid) & listening for pid in pids}
+        out = {pid: inodes for pid, inodes in out.items() if inodes}   # not the admin process
+        return out, listening
+
+    def settled():
+        out, listening = held()
+        return (sorted(len(i) for i in out.values()) == [1] * (len(pids) - 1)
+                and set().union(*out.values()) == listening and len(listening) == len(out))
+    try:
+        wait_until(settled)
+    except AssertionError:
+        raise AssertionError(f"workers' listening sockets (pid: inodes): {held()}") from None
+    out, listening = held()
     assert socket_inodes(g.pid) >= listening
-    return {pid: inodes.pop() for pid, inodes in held.items()}
+    return {pid: inodes.pop() for pid, inodes in out.items()}
 
 
 def request_id_prefix(data: bytes) -> bytes:
@@ -172,6 +182,10 @@ def test_a_dead_workers_queued_connections_go_to_its_replacement(gateway, upstre
         # the stopped worker's share waits in its socket's queue (none of 32: 1 in 2^32)
         queued = wait_until(lambda: listening_sockets(g.port).get(inode))
         os.kill(victim, signal.SIGKILL)
+        for _ in range(32):   # while the replacement starts: queued too, none refused
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=15)
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            socks.append(s)
         for s in socks:
             data = b""
             while chunk := s.recv(65536):
