@@ -100,6 +100,9 @@ class ListenerConfig(_Section, kw_only=True):
     port: Port | None = None              # with interface only
     family: Literal["ipv4", "ipv6", "both"] | None = None  # with interface only; default ipv4
     backlog: Positive = 1024
+    # Linux: one socket per worker (SO_REUSEPORT), so the kernel spreads new connections
+    # evenly; false: every worker accepts from one shared socket. Ignored elsewhere.
+    reuseport: bool = True
     tls: ListenerTLSConfig | None = None  # null = plain HTTP
 
     def listen_address(self) -> ListenAddress:
