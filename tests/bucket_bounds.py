@@ -18,6 +18,7 @@ exactly what it can cost; on a steady run it is a few ms.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -51,6 +52,45 @@ def bounds(takes, rate: float, burst: float) -> tuple[float, float, float]:
     high = burst + rate * (last_answered - first_sent) / S
     low = burst - 1 + rate * (last_rejection_sent - first_answered - full_ns) / S
     return low, high, full_ns / S
+
+
+class Replay:
+    """One GCRA bucket replayed over takes made one after another, each decided at an unknown
+    instant inside its (sent_ns, answered_ns) window: `take` asserts that what the bucket
+    answered is something it could have answered then. On an idle machine the windows are
+    a round trip wide and every answer is forced (the exact burst, `remaining` count and
+    refill); on a busy one a late take may find more tokens, and only that is allowed.
+
+    tat is known as an interval [lo, hi] (-inf: the bucket is full). A take at `now` admits
+    iff tat - now <= tau - T (the GCRA of throttle.pyx and ratelimit_redis.TAKE_LUA);
+    admitted, tat becomes max(tat, now) + T and remaining = floor((tau - T - max(tat - now,
+    0)) / T); rejected, tat stays and retry_after = tat + T - tau - now. `slack_ns` widens
+    each window for a bucket deciding on another clock (Redis's TIME is CLOCK_REALTIME)."""
+
+    def __init__(self, rate: float, burst: float, slack_ns: int = 0):
+        self.t_ns = S / rate
+        self.tau_ns = burst * self.t_ns
+        self.slack_ns = slack_ns
+        self.lo = self.hi = -math.inf
+
+    def take(self, sent_ns: int, answered_ns: int, take) -> None:
+        """take: a fastgate._core.throttle.Take (allowed, limit, remaining, reset_ns,
+        retry_after_ns, window_s)."""
+        s, a = sent_ns - self.slack_ns, answered_ns + self.slack_ns
+        t, tau = self.t_ns, self.tau_ns
+        state = (take, self.lo, self.hi, s, a)
+        if take.allowed:
+            assert self.lo - a <= tau - t, ("admitted", state)
+            # the admission bounds tat - now from above too
+            d_high = min(max(self.hi - s, 0), tau - t)
+            d_low = max(self.lo - a, 0)
+            assert math.floor((tau - t - d_high) / t) <= take.remaining \
+                <= math.floor((tau - t - d_low) / t), ("remaining", state)
+            self.lo, self.hi = max(self.lo, s) + t, min(max(self.hi, a) + t, a + tau)
+        else:
+            assert self.hi - s > tau - t, ("rejected", state)
+            self.lo = max(self.lo, s + tau - t)
+            assert 0 < take.retry_after_ns <= self.hi + t - tau - s + 1000, ("retry", state)
 
 
 def hammer(urls: list[str], seconds: float, threads_per_url: int = 4, at_least: int = 0,

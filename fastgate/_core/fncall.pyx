@@ -193,8 +193,8 @@ cpdef tuple response_v2(object result):
     cdef dict d = <dict>result
     cdef Py_ssize_t known = 1
     status = d.get("statusCode")
-    if type(status) is not int or not (100 <= status <= 599):
-        return None
+    if type(status) is not int or not (200 <= status <= 599):
+        return None      # (a 1xx is refused by the reference, which says why)
     cdef list out = []
     cdef bytes name_b, value_b
     headers = d.get("headers")

@@ -143,8 +143,17 @@ cdef class RequestContext:
     cdef public long long content_length     # declared body length; -1 when chunked or absent
     cdef public bint chunked                 # Transfer-Encoding: chunked
     cdef public bint keep_alive              # the client connection may serve another request
-    cdef public bint expect_continue         # Expect: 100-continue
+    cdef public bint expect_continue         # Expect: 100-continue, until the 100 Continue is sent
     cdef public bint upgrade                 # Connection: upgrade with an Upgrade header
+    # what the upstream request is built from, decided at headers-complete (the connection
+    # parses pipelined heads while this one runs: none of it may live on the connection)
+    cdef public list forward_headers         # headers to forward: hop-by-hop, gateway-owned and
+                                             # Connection-named ones removed
+    cdef public bytes upgrade_protocol       # the Upgrade value (WebSocket), or None
+    cdef public bytes via_received           # the request's own Via, or None
+    cdef public bytes forwarded_proto        # X-Forwarded-Proto to send (a trusted proxy's, else ours)
+    cdef public bytes forwarded_host         # X-Forwarded-Host to send, or None
+    cdef public bytes forwarded_port         # X-Forwarded-Port to send
 
     # --- filled by the phases ---
     cdef public ApiStage api                 # the API stage whose mount matched; None for top-level routes

@@ -44,7 +44,8 @@ cdef enum Deadline:
     DL_NONE = 0
     DL_IDLE = 1                   # keep-alive connection waiting for a request: close quietly
     DL_HEAD = 2                   # request head not complete: 408
-    DL_BODY = 3                   # request body stalled: 408
+    DL_BODY = 3                   # request body stalled, too slow or past its deadline: 408
+                                  # (ClientConnection.body_due says when)
     DL_CONNECT = 4                # upstream connect: retry or 504
     DL_UPSTREAM_READ = 5          # waiting for upstream bytes (first byte, then between reads): 504
     DL_DRAIN = 6                  # graceful shutdown: close whatever is left
@@ -103,7 +104,11 @@ cdef class Snapshot:
     cdef readonly int max_headers         # 431 past this many header lines
     cdef readonly long long max_body      # bytes, 413; -1 = unlimited
     cdef readonly double header_timeout   # s
-    cdef readonly double body_timeout     # s
+    cdef readonly double body_timeout     # s without a body byte
+    cdef readonly double min_body_rate    # bytes/s a body must average once body_rate_grace has
+                                          # passed; 0 = no minimum (a trickle is a slow POST attack)
+    cdef readonly double body_rate_grace  # s before min_body_rate applies
+    cdef readonly double body_deadline    # s for the whole body; 0 = none
     cdef readonly double keepalive_timeout  # s
     cdef readonly int keepalive_requests  # requests served per connection before closing it
     cdef readonly object source           # the config it was built from (for the control plane)
@@ -221,6 +226,12 @@ cdef class ClientConnection:
     cdef bytes early_tunnel               # bytes after an Upgrade request, before the 101
     cdef int pause_reasons
     cdef bint reading_paused
+    cdef double paused_at                 # when reading was last paused
+    cdef bint write_blocked               # the client's write buffer is full: it is not reading
+                                          # what it asked for (pause_writing .. resume_writing)
+    cdef double body_start                # the body's clock: from the head (or 100 Continue), moved
+                                          # on by the time the gateway itself did not read
+    cdef double body_last                 # when body bytes last arrived (or the clock started)
     cdef double deadline
     cdef int deadline_kind                # a Deadline
     cdef double total_deadline            # the route's total timeout, 0 = none
@@ -248,6 +259,9 @@ cdef class ClientConnection:
     cdef void store_cached(self, RequestContext ctx, int status, bytes head, bytes body)
     cdef list start_compression(self, RequestContext ctx, list headers, long long length)
     cdef void add_body(self, bytes data)
+    cdef void start_body_clock(self)
+    cdef double body_due(self)
+    cdef void ask_for_body(self)
     cdef void request_finished(self)
 
     # integrations
@@ -260,12 +274,15 @@ cdef class ClientConnection:
     cdef void send_body_chunk(self, bytes data)
     cdef void finish_upstream_request(self)
     cdef void upstream_failed(self, str kind, str detail, bint retryable)
+    cdef bint upstream_to_blame(self, str kind)
+    cdef void drop_upstream(self)
     cdef bint take_back_head(self)
     cdef void cut_response(self)
     cdef void upstream_head(self, UpstreamConnection conn, int status)
     cdef void upstream_body(self, bytes data)
     cdef void relay_body(self, const char* p, Py_ssize_t n, bytes whole)
     cdef void upstream_done(self, UpstreamConnection conn, bint reusable)
+    cdef void give_back(self, UpstreamConnection conn, bint reusable)
     cdef void start_function(self)
     cdef void respond_mock(self)
     cdef void respond_mock_vtl(self, Route route)
@@ -310,8 +327,14 @@ cdef class UpstreamConnection:
     cdef bint tunnel
     cdef int tunnel_eofs                  # half-closes seen in the tunnel, one per side; at 2 both close
     cdef bint interim                     # the message being parsed is a 1xx (not relayed)
+    cdef bint head_written                # this request's head is on the wire. Body (and tunnel)
+                                          # bytes go out only after it, through send_body: ahead of
+                                          # it the upstream would read them as a request of their
+                                          # own, one the gateway never saw (request smuggling)
 
     cdef void attach(self, ClientConnection client, bint head_request)
+    cdef void send_head(self, bytes data)
+    cdef void send_body(self, bytes data)
     cdef bint on_event(self, int ev, bytes data, const char* buf, Py_ssize_t off, Py_ssize_t n)
     cdef void release(self, bint reusable)
     cpdef close(self)

@@ -2,6 +2,7 @@
 """The HTTP/1.1 hot path; protocol.pxd is the map of this file."""
 
 import asyncio
+import errno
 import ipaddress
 import os
 import socket
@@ -476,7 +477,8 @@ cdef class Snapshot:
                  int unmatched_series=-1, access_log=None, metrics=None, list trusted=None,
                  via="fastgate", dict responses=None, Py_ssize_t max_url=8192,
                  Py_ssize_t max_head=32768, int max_headers=100, long long max_body=10485760,
-                 double header_timeout=10.0, double body_timeout=60.0,
+                 double header_timeout=10.0, double body_timeout=60.0, double min_body_rate=500.0,
+                 double body_rate_grace=20.0, double body_deadline=0.0,
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
                  dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
                  Tracer tracer=None, redis=None, execution_log=None, cache=None,
@@ -511,6 +513,9 @@ cdef class Snapshot:
         self.max_body = max_body
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.min_body_rate = min_body_rate
+        self.body_rate_grace = body_rate_grace
+        self.body_deadline = body_deadline
         self.keepalive_timeout = keepalive_timeout
         self.keepalive_requests = keepalive_requests
         self.source = source
@@ -780,13 +785,7 @@ cdef class ClientConnection:
             snap.metrics.gauge_add(self.worker.own_slot, -1)
         if self.ctx is not None and self.ctx.status == 0:
             self.ctx.status = 499 if not self.responding else self.ctx.status
-        if self.upstream is not None:
-            # the client went away mid-exchange: the upstream's state is unknown
-            self.upstream.release(False)
-            self.upstream = None
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-            self.connect_task = None
+        self.drop_upstream()     # the client went away mid-exchange: the upstream's state is unknown
         if self.streaming_function and self.worker.functions is not None:
             self.worker.functions.client_gone(self)    # stop the handler now, not at its next chunk
         if self.ctx is not None and self.ctx.end == 0:
@@ -810,16 +809,30 @@ cdef class ClientConnection:
             return True
         if self.ctx is None and not self.in_head:
             return False
+        if self.ctx is None or not (self.req_complete or self.responding):
+            # The client left halfway through a request (its head or its body), which can never
+            # be complete now: release the upstream connection and the socket at once, not at
+            # the header or body timeout (they would pile up in CLOSE-WAIT, each holding an
+            # upstream connection). Returning False closes the transport; connection_lost logs
+            # the request as 499. Not the upstream's failure.
+            self.drop_upstream()
+            self.unread = False
+            self.closed = True      # nothing may resume it meanwhile (an authorizer's answer)
+            self.deadline_kind = DL_NONE
+            return False
+        # a complete request (or one being answered already) still gets its answer
         self.close_after = True
         return True
 
     def pause_writing(self):
+        self.write_blocked = True
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.pause_reading()
         elif self.streaming_function and self.worker.functions is not None:
             self.worker.functions.flow(self, True)   # a streamed function response: hold the handler
 
     def resume_writing(self):
+        self.write_blocked = False
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
         elif self.streaming_function and self.worker.functions is not None:
@@ -834,7 +847,7 @@ cdef class ClientConnection:
             return
         if self.tunnel:
             if self.upstream is not None:
-                self.upstream.transport.write(data)
+                self.upstream.send_body(data)
             else:
                 self.early_tunnel = (self.early_tunnel or b"") + data
             return
@@ -922,9 +935,7 @@ cdef class ClientConnection:
             self.close_after = True
             self.ctx.error_message = detail
             if not self.responding:
-                if self.upstream is not None:
-                    self.upstream.release(False)
-                    self.upstream = None
+                self.drop_upstream()
                 self.respond_error(error_type, detail)
             return
         if self.parsing_pending is not None:
@@ -1097,7 +1108,9 @@ cdef class ClientConnection:
             self.bad_input("REQUEST_TOO_LARGE", "request body larger than the limit")
             return False
         if ctx is self.ctx:
-            self.deadline = monotonic_coarse() + snap.body_timeout
+            self.body_last = monotonic_coarse()
+            if self.deadline_kind == DL_BODY:
+                self.deadline = self.body_due()
             self.add_body(data)
         elif self.parsing_pending is not None:
             self.parsing_pending.chunks.append(data)
@@ -1214,6 +1227,15 @@ cdef class ClientConnection:
             ctx.client_ip = self.peer_ip
         if self.conn_tokens is not None:
             self.fwd = drop_named(self.fwd, self.conn_tokens)
+        ctx.forward_headers = self.fwd
+        ctx.upgrade_protocol = self.h_upgrade
+        ctx.via_received = self.h_via
+        ctx.forwarded_proto = self.h_xfp if (self.trusted and self.h_xfp is not None) else \
+            (b"https" if ctx.tls else b"http")
+        ctx.forwarded_host = self.h_xfh if (self.trusted and self.h_xfh is not None) else \
+            (ctx.host or None)
+        ctx.forwarded_port = self.h_xfport if (self.trusted and self.h_xfport is not None) else \
+            self.port_bytes
         if err is not None:
             ctx.keep_alive = False
             ctx.error_message = detail
@@ -1250,12 +1272,13 @@ cdef class ClientConnection:
         for c in self.body_chunks:
             self.body_kept += PyBytes_GET_SIZE(c)
         self.body_retained = self.body_kept <= RETRY_BODY_MAX
-        self.deadline_kind = DL_BODY
-        self.deadline = monotonic_coarse() + snap.body_timeout
         self.total_deadline = 0
         if not complete and ctx.content_length <= 0 and not ctx.chunked:
             # no body by framing: the request is whole at headers-complete
             self.req_complete = True
+        self.deadline_kind = DL_BODY
+        self.start_body_clock()
+        self.deadline = self.body_due()
         if error is not None:
             self.close_after = True
             self.respond_error(error, ctx.error_message)
@@ -1323,8 +1346,7 @@ cdef class ClientConnection:
         self.waiting = WAIT_BODY
         self.wait_phase = phase
         if ctx.expect_continue:
-            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-            ctx.expect_continue = False
+            self.ask_for_body()
         return ACTION_WAIT
 
     cdef int continue_phases(self, int phase):
@@ -1394,9 +1416,9 @@ cdef class ClientConnection:
             elif ctx.query and not route.drop_query:
                 ctx.upstream_path = ctx.upstream_path + b"?" + ctx.query
             if route.request_headers is not None:
-                ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(self.fwd, ctx)
+                ctx.upstream_headers = (<HeaderTransform>route.request_headers).apply(ctx.forward_headers, ctx)
             else:
-                ctx.upstream_headers = self.fwd
+                ctx.upstream_headers = ctx.forward_headers
         # PHASE_CACHE: a fresh cached response answers without the integration
         if phase <= PHASE_CACHE and route.cache is not None and self.snap.cache is not None and \
                 route.integration == INTEGRATION_HTTP:
@@ -1410,7 +1432,7 @@ cdef class ClientConnection:
                 return ACTION_RESPOND
         if ctx.expect_continue and not self.req_complete:
             # admitted: ask for the body (RFC 9110 section 10.1.1); the upstream never sees Expect
-            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.ask_for_body()
         # PHASE_INTEGRATION
         if route.integration == INTEGRATION_HTTP:
             self.start_http()
@@ -1570,7 +1592,7 @@ cdef class ClientConnection:
         self.body_retained = self.body_kept <= RETRY_BODY_MAX   # as for a body that arrived plain
         ctx.content_length = PyBytes_GET_SIZE(body)
         ctx.chunked = False
-        self.fwd = without_content_encoding(self.fwd)
+        ctx.forward_headers = without_content_encoding(ctx.forward_headers)
         if ctx.upstream_headers is not None:    # transforms ran already (a function's event)
             ctx.upstream_headers = without_content_encoding(ctx.upstream_headers)
         return True
@@ -1629,7 +1651,7 @@ cdef class ClientConnection:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         if self.responding and self.ctx.route is not None and self.ctx.route.integration != INTEGRATION_HTTP:
             return
-        if self.upstream is not None and self.upstream.transport is not None and self.body_mode != -1:
+        if self.upstream is not None and self.upstream.head_written:
             self.send_body_chunk(data)
             if self.body_retained:
                 self.body_chunks.append(data)
@@ -1641,6 +1663,7 @@ cdef class ClientConnection:
                     self.body_sent = 0
                     self.body_kept = 0
             return
+        # no upstream yet, or its head waits for the connect: kept, to follow the head (upstream_ready)
         self.body_chunks.append(data)
         self.body_kept += n
         if self.body_kept > RETRY_BODY_MAX:
@@ -1648,6 +1671,37 @@ cdef class ClientConnection:
         if self.body_kept > BUFFER_HIGH and self.ctx.route is not None and \
                 self.ctx.route.integration == INTEGRATION_HTTP and self.waiting != WAIT_BODY:
             self.set_pause(PAUSE_NOT_READY, True)
+
+    cdef void start_body_clock(self):
+        self.body_start = self.body_last = monotonic_coarse()
+
+    cdef double body_due(self):
+        """When the active request's body is late (check_timeout answers 408): body_timeout
+        after its last bytes and, while it is not complete, once it averages less than
+        min_body_rate after body_rate_grace (as Apache's mod_reqtimeout MinRate: each byte buys
+        1/min_body_rate s more), or body_deadline after it started. A trickle that restarts the
+        idle timeout with every byte would otherwise hold the connection forever (slow POST).
+        While the gateway itself is not reading (the upstream is full or not ready) the rate is
+        not checked, and the clock moves on by that time when reading resumes (set_pause)."""
+        cdef Snapshot snap = self.snap
+        cdef double due = self.body_last + snap.body_timeout, t
+        if self.req_complete or self.ctx.expect_continue:
+            return due      # (a client waiting for its 100 Continue has not been asked yet)
+        if snap.min_body_rate > 0 and not self.reading_paused:
+            t = self.body_start + snap.body_rate_grace + self.ctx.request_length / snap.min_body_rate
+            if t < due:
+                due = t
+        if snap.body_deadline > 0 and self.body_start + snap.body_deadline < due:
+            due = self.body_start + snap.body_deadline
+        return due
+
+    cdef void ask_for_body(self):
+        """100 Continue: the client sends its body from now on, so its clock starts now."""
+        self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.ctx.expect_continue = False
+        self.start_body_clock()
+        if self.deadline_kind == DL_BODY:
+            self.deadline = self.body_due()
 
     cdef void request_finished(self):
         """The active request's body is complete."""
@@ -1663,8 +1717,9 @@ cdef class ClientConnection:
         if self.waiting != WAIT_NONE:
             return      # the integration starts when access_done() resumes the phases
         if ctx.route.integration == INTEGRATION_HTTP:
-            if self.upstream is not None and self.upstream.transport is not None:
+            if self.upstream is not None and self.upstream.head_written:
                 self.finish_upstream_request()
+            # else upstream_ready ends the request right behind its head
         elif ctx.route.integration == INTEGRATION_MOCK:
             self.respond_mock()
         elif ctx.route.integration == INTEGRATION_ECHO:
@@ -1731,13 +1786,16 @@ cdef class ClientConnection:
         chunks = self.body_chunks
         if not chunks and not ctx.chunked:
             # PERF: no body yet: the head alone, no list (bench/wrk_compare.py, scenario keepalive)
-            conn.t_write(self.build_upstream_head(conn.target.host_header))
+            conn.send_head(self.build_upstream_head(conn.target.host_header))
         else:
             self.write_upstream_request(conn, chunks)
         self.set_pause(PAUSE_NOT_READY, False)
-        self.deadline_kind = DL_UPSTREAM_READ if self.req_complete else DL_BODY
-        self.deadline = monotonic_coarse() + (ctx.route.first_byte_timeout if self.req_complete
-                                       else self.snap.body_timeout)
+        if self.req_complete:
+            self.deadline_kind = DL_UPSTREAM_READ
+            self.deadline = monotonic_coarse() + ctx.route.first_byte_timeout
+        else:
+            self.deadline_kind = DL_BODY
+            self.deadline = self.body_due()
 
     cdef void write_upstream_request(self, UpstreamConnection conn, list chunks):
         """The head and the body chunks received so far, in one write."""
@@ -1758,7 +1816,7 @@ cdef class ClientConnection:
             self.body_kept = 0
         if self.req_complete and ctx.chunked:
             out.append(b"0\r\n\r\n")
-        conn.transport.write(b"".join(out))
+        conn.send_head(b"".join(out))
 
     cdef bytes build_upstream_head(self, bytes target_host):
         """The upstream request, rebuilt from parsed fields (never the client's raw bytes).
@@ -1799,26 +1857,20 @@ cdef class ClientConnection:
             out_bytes(b"\r\n")
         if not owned & (1 << H_XFP):
             out_bytes(b"X-Forwarded-Proto: ")
-            out_bytes(self.h_xfp if (self.trusted and self.h_xfp is not None)
-                      else (b"https" if ctx.tls else b"http"))
+            out_bytes(ctx.forwarded_proto)
             out_bytes(b"\r\n")
-        if not owned & (1 << H_XFH):
-            if self.trusted and self.h_xfh is not None:
-                out_bytes(b"X-Forwarded-Host: ")
-                out_bytes(self.h_xfh)
-                out_bytes(b"\r\n")
-            elif ctx.host:
-                out_bytes(b"X-Forwarded-Host: ")
-                out_bytes(ctx.host)
-                out_bytes(b"\r\n")
+        if not owned & (1 << H_XFH) and ctx.forwarded_host is not None:
+            out_bytes(b"X-Forwarded-Host: ")
+            out_bytes(ctx.forwarded_host)
+            out_bytes(b"\r\n")
         if not owned & (1 << H_XFPORT):
             out_bytes(b"X-Forwarded-Port: ")
-            out_bytes(self.h_xfport if (self.trusted and self.h_xfport is not None) else self.port_bytes)
+            out_bytes(ctx.forwarded_port)
             out_bytes(b"\r\n")
         if snap.via is not None and not owned & (1 << H_VIA):
             out_bytes(b"Via: ")
-            if self.h_via is not None:
-                out_bytes(self.h_via)
+            if ctx.via_received is not None:
+                out_bytes(ctx.via_received)
                 out_bytes(b", ")
             out_bytes(snap.via)
             out_bytes(b"\r\n")
@@ -1839,7 +1891,7 @@ cdef class ClientConnection:
             out_put(trace_line, (<Trace>ctx.trace).xray_line(trace_line))
         if ctx.upgrade:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
-            out_bytes(self.h_upgrade)
+            out_bytes(ctx.upgrade_protocol)
             out_bytes(b"\r\n")
         if ctx.chunked:
             out_bytes(b"Transfer-Encoding: chunked\r\n")
@@ -1851,13 +1903,13 @@ cdef class ClientConnection:
     cdef void send_body_chunk(self, bytes data):
         if self.ctx.chunked:
             if PyBytes_GET_SIZE(data):
-                self.upstream.transport.write(chunk_frame(data))
+                self.upstream.send_body(chunk_frame(data))
         else:
-            self.upstream.transport.write(data)
+            self.upstream.send_body(data)
 
     cdef void finish_upstream_request(self):
         if self.ctx.chunked:
-            self.upstream.transport.write(b"0\r\n\r\n")
+            self.upstream.send_body(b"0\r\n\r\n")
         if not self.upstream.head_done:
             self.deadline_kind = DL_UPSTREAM_READ
             self.deadline = monotonic_coarse() + self.ctx.route.first_byte_timeout
@@ -1878,24 +1930,56 @@ cdef class ClientConnection:
             conn.close()
         if target is not None:
             target.active -= 1
-            target.record_failure(monotonic())
+            if self.upstream_to_blame(kind):
+                target.record_failure(monotonic(), detail)
         if self.responding and not self.take_back_head():
             # part of the response reached the client: say what happened in the logs, and
             # end the client's response short of its framing
             ctx.error_type = "INTEGRATION_TIMEOUT" if kind == "timeout" else "INTEGRATION_FAILURE"
             ctx.error_message = f"upstream {target.label.decode() if target is not None else '?'}: " \
                                 f"{detail} (after the response head was sent)"
-            self.cut_response()
+            if self.write_blocked:
+                # a client that is not reading would never take the clean end: a close would
+                # wait on its full buffer for ever, holding the socket
+                self.abort()
+            else:
+                self.cut_response()
             return
         if retryable and ctx.attempts <= ctx.route.retries and self.body_retained and (
                 kind == "connect" or kind == "connect_timeout" or ctx.method in IDEMPOTENT
                 or ctx.route.retry_non_idempotent):
+            self.body_sent = 0      # the next attempt sends the whole retained body behind its head
             self.attempt(target)
             return
         ctx.error_message = f"upstream {target.label.decode() if target is not None else '?'}: {detail}"
         # a connect that timed out is a timeout too (504, as the docs promise), a refused one is 502
         self.respond_error("INTEGRATION_TIMEOUT" if kind == "timeout" or kind == "connect_timeout"
                            else "INTEGRATION_FAILURE", ctx.error_message)
+
+    cdef bint upstream_to_blame(self, str kind):
+        """Whether a failure of `kind` counts against the target (passive ejection). Only the
+        upstream's own faults do, or any client could eject a healthy target: a timeout or a
+        closed connection while the client still owed body bytes (the upstream was waiting for
+        them, and may have given up on them) or while the client was not reading the response
+        (flow control had stopped reading the upstream) is the client's doing, and running out
+        of this host's resources (file descriptors) is no target's."""
+        if kind == "local":
+            return False
+        if kind == "timeout" or kind == "reset":
+            return self.req_complete and not self.write_blocked
+        return True
+
+    cdef void drop_upstream(self):
+        """Close the active exchange's upstream connection, connected or still connecting (its
+        state is unknown), and give its target's slot back. No failure is counted against it."""
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.upstream is not None:
+            if self.ctx is not None and self.ctx.target is not None:
+                (<Target>self.ctx.target).active -= 1
+            self.upstream.release(False)
+            self.upstream = None
 
     cdef bint take_back_head(self):
         """The relayed response head (and any body after it) is still in the cork buffer,
@@ -2043,7 +2127,7 @@ cdef class ClientConnection:
             out_bytes(b"X-Cache: Miss\r\n")
         if status == 101:
             out_bytes(b"Connection: upgrade\r\nUpgrade: ")
-            out_bytes(self.h_upgrade)
+            out_bytes(ctx.upgrade_protocol)
             out_bytes(b"\r\n")
         elif self.body_mode == BODY_CHUNKED:
             out_bytes(b"Transfer-Encoding: chunked\r\n")
@@ -2063,7 +2147,7 @@ cdef class ClientConnection:
             self.set_pause(PAUSE_PIPELINE, False)
             self.deadline_kind = DL_NONE
             if self.early_tunnel:
-                conn.transport.write(self.early_tunnel)
+                conn.send_body(self.early_tunnel)
                 self.early_tunnel = None
             return
         self.deadline_kind = DL_UPSTREAM_READ
@@ -2153,8 +2237,20 @@ cdef class ClientConnection:
         ctx.integration_end = monotonic()
         (<Target>ctx.target).active -= 1
         self.upstream = None
-        conn.release(reusable and self.req_complete)
+        self.give_back(conn, reusable)
         self.exchange_done()
+
+    cdef void give_back(self, UpstreamConnection conn, bint reusable):
+        """After its whole response: conn to its target's pool when it may be reused and the
+        whole request went out, else closed."""
+        reusable = reusable and self.req_complete
+        if reusable and self.write_blocked and conn.alive():
+            # This client's full write buffer paused conn's reading (pause_writing), and the
+            # resume_writing that undoes it goes to the next upstream or none. Pooled paused,
+            # conn would not see its own close, and the next request's response on it would
+            # never be read (a 504 after first_byte_timeout).
+            conn.transport.resume_reading()
+        conn.release(reusable)
 
     cdef void store_cached(self, RequestContext ctx, int status, bytes head, bytes body):
         """Keep a response for ctx.cache_key, in this host's cache and in Redis when shared."""
@@ -2223,7 +2319,7 @@ cdef class ClientConnection:
         ctx.integration_end = monotonic()
         (<Target>ctx.target).active -= 1
         self.upstream = None
-        conn.release(reusable and self.req_complete)
+        self.give_back(conn, reusable)
         if self.map_size > MAP_RESPONSE_MAX:
             self.respond_error("INTEGRATION_FAILURE", "the upstream response is over %d bytes, "
                                "more than an integration response mapping takes" % MAP_RESPONSE_MAX)
@@ -2330,10 +2426,7 @@ cdef class ClientConnection:
         else:
             self.body_mode = BODY_CLOSE      # HTTP/1.0: the end of the body is the end of the connection
             self.close_after = True
-        # the gateway frames the stream itself
-        headers = [pair for pair in headers if classify(<bytes>pair[0]) not in
-                   (H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION)]
-        self.write_head(status, None, headers, -1)
+        self.write_head(status, None, headers, -1)     # (which frames the stream itself)
         self.uncork()
         return True
 
@@ -2438,7 +2531,7 @@ cdef class ClientConnection:
                 self.snap.keepalive_requests > 0 and self.served + 1 >= self.snap.keepalive_requests):
             self.close_after = True
         self.write_head(status, None, headers, PyBytes_GET_SIZE(body))
-        if ctx.method != b"HEAD":
+        if ctx.method != b"HEAD" and status >= 200 and status != 204 and status != 304:
             self.send(body)
             ctx.response_length = PyBytes_GET_SIZE(body)
         self.exchange_done()
@@ -2453,10 +2546,7 @@ cdef class ClientConnection:
         if gr is None:
             gr = table.get("DEFAULT_5XX")
         cdef int status = gr.status
-        if self.upstream is not None:
-            (<Target>ctx.target).active -= 1
-            self.upstream.release(False)
-            self.upstream = None
+        self.drop_upstream()
         ctx.error_type = error_type
         if detail:
             # what failed (an upstream's address, a template's exception) is for the access and
@@ -2500,15 +2590,30 @@ cdef class ClientConnection:
         out_bytes(b"\r\n")
 
     cdef void write_head(self, int status, bytes reason, list headers, long long length):
-        """A head the gateway makes; length -1: no Content-Length (a stream, framed by body_mode)."""
+        """A head the gateway makes; length -1: no Content-Length (a stream, framed by body_mode).
+        The framing is the gateway's alone: framing and hop-by-hop headers among `headers`
+        (a function's result, a mock's or a mapping's headers) never reach the client as
+        such (RFC 9112 section 6.3: two Content-Lengths, or one beside Transfer-Encoding,
+        make clients refuse the response or read it wrong). A REST API keeps an
+        integration's Content-Length, Connection and Date as x-amzn-Remapped-*, as API
+        Gateway does; anything else drops them (the gateway writes its own Date)."""
         cdef RequestContext ctx = self.ctx
         cdef tuple pair
+        cdef int kind
+        cdef bint rest = ctx.api is not None and ctx.api.rest
         out_reset()
         out_bytes(status_line(status, reason))
         out_bytes(b"Date: ")
         out_bytes(self.worker.date)
         out_bytes(b"\r\n")
         for pair in headers:
+            kind = classify(<bytes>pair[0])
+            if kind == H_CONTENT_LENGTH or kind == H_CONNECTION or kind == H_DATE:
+                if not rest:
+                    continue
+                out_bytes(b"x-amzn-Remapped-")
+            elif not forwarded_response_header(kind):
+                continue
             out_bytes(<bytes>pair[0])
             out_bytes(b": ")
             out_bytes(<bytes>pair[1])
@@ -2517,7 +2622,9 @@ cdef class ClientConnection:
         out_bytes(ctx.request_id)
         out_bytes(b"\r\n")
         self.out_api_headers(ctx)
-        if length >= 0:
+        if status < 200 or status == 204 or status == 304:
+            pass    # no body, so no framing (RFC 9110 sections 8.6, 15.3.5, 15.4.5)
+        elif length >= 0:
             out_bytes(b"Content-Length: %d\r\n" % length)
         elif self.body_mode == BODY_CHUNKED:
             out_bytes(b"Transfer-Encoding: chunked\r\n")
@@ -2603,6 +2710,7 @@ cdef class ClientConnection:
         self.throttle_level = -1
 
     cdef void set_pause(self, int reason, bint on):
+        cdef double pause
         if on:
             self.pause_reasons |= reason
         else:
@@ -2611,13 +2719,20 @@ cdef class ClientConnection:
             return
         if self.pause_reasons and not self.reading_paused:
             self.reading_paused = True
+            self.paused_at = monotonic_coarse()
             self.transport.pause_reading()
         elif not self.pause_reasons and self.reading_paused:
             self.reading_paused = False
+            # time the gateway did not read is not the client's: its body clock moves on by it
+            pause = monotonic_coarse() - self.paused_at
+            self.body_start += pause
+            self.body_last += pause
             self.transport.resume_reading()
 
     cdef void check_timeout(self, double now):
         cdef int kind = self.deadline_kind
+        cdef double due
+        cdef str detail
         if self.total_deadline > 0 and self.total_deadline <= now and self.ctx is not None:
             kind = DL_UPSTREAM_READ
         if self.lingering:
@@ -2633,8 +2748,18 @@ cdef class ClientConnection:
                 self.close_transport()
         elif kind == DL_BODY:
             if self.ctx is not None and not self.responding:
+                due = self.body_due()
+                if due > now:
+                    self.deadline = due     # a pause moved the body's clock on
+                    return
                 self.close_after = True
-                self.respond_error("REQUEST_TIMEOUT", "request body stalled")
+                if self.req_complete or now >= self.body_last + self.snap.body_timeout:
+                    detail = "request body stalled"
+                elif self.snap.body_deadline > 0 and now >= self.body_start + self.snap.body_deadline:
+                    detail = "request body not complete within %g s" % self.snap.body_deadline
+                else:
+                    detail = "request body slower than %g bytes/s" % self.snap.min_body_rate
+                self.respond_error("REQUEST_TIMEOUT", detail)
             else:
                 self.abort()
         elif kind == DL_CONNECT:
@@ -2648,9 +2773,7 @@ cdef class ClientConnection:
 
     cdef void abort(self):
         """Close now: the client's framing cannot be completed."""
-        if self.upstream is not None:
-            self.upstream.release(False)
-            self.upstream = None
+        self.drop_upstream()
         self.close_after = True
         if self.transport is not None and not self.closed:
             self.transport.abort()
@@ -2748,6 +2871,9 @@ cdef class ClientConnection:
             self.set_pause(PAUSE_PIPELINE, True)
 
 
+cdef frozenset LOCAL_ERRNOS = frozenset([errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
+
+
 @cython.final     # PERF: its cpdef alive() is a direct C call (bench/wrk_compare.py keepalive)
 cdef class UpstreamConnection:
     def __init__(self, Target target):
@@ -2766,8 +2892,20 @@ cdef class UpstreamConnection:
         self.head_done = False
         self.until_close = False
         self.interim = False
+        self.head_written = False
         # a HEAD response has no body whatever its Content-Length says
         self.parser.msg.skip_body = head_request
+
+    cdef void send_head(self, bytes data):
+        """The request head, with whatever body bytes came before it."""
+        self.t_write(data)
+        self.head_written = True
+
+    cdef void send_body(self, bytes data):
+        """Request body bytes (or tunnel bytes) after the head. Before it they are not
+        sent: the caller keeps them until the head goes (ClientConnection.add_body)."""
+        if self.head_written:
+            self.t_write(data)
 
     cdef void release(self, bint reusable):
         """Return to the pool when its state is known-good, else close it."""
@@ -2787,10 +2925,11 @@ cdef class UpstreamConnection:
     def on_connected(self, fut):
         cdef ClientConnection client = self.client
         if fut.cancelled():
-            # connect timed out; the connection never joined the target's count of open ones
-            self.target.closed()
-            if self.transport is not None:
-                self.transport.close()
+            # connect timed out, or the client left
+            if self.transport is None:
+                self.target.closed()    # never connected: no connection_lost will count it
+            else:
+                self.close()            # connection_lost counts it closed
             return
         exc = fut.exception()
         if client is None or client.upstream is not self:
@@ -2799,8 +2938,12 @@ cdef class UpstreamConnection:
             return
         if exc is not None:
             self.target.closed()
-            client.upstream_failed("connect", f"connect failed: {exc.strerror or exc}"
-                                   if isinstance(exc, OSError) else f"connect failed: {exc}", True)
+            if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
+                # this host is out of sockets or memory: no target's fault, and no other would do
+                client.upstream_failed("local", f"connect failed: {exc.strerror or exc}", False)
+            else:
+                client.upstream_failed("connect", f"connect failed: {exc.strerror or exc}"
+                                       if isinstance(exc, OSError) else f"connect failed: {exc}", True)
             return
         client.upstream_ready(self)
 

@@ -58,7 +58,8 @@ cdef class Target:
     cdef void opened(self)                 # a connection to this target was created
     cdef void closed(self)                 # ... and is gone
     cdef void record_success(self)
-    cdef void record_failure(self, double now)
+    cdef void record_failure(self, double now, str reason)   # only the target's own faults: a failure
+                                           # the client caused is none (ClientConnection.upstream_to_blame)
     cpdef close_idle(self)
 
 

@@ -1,6 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Upstream groups, keep-alive pools and load balancing; see upstream.pxd."""
 
+import os
+import sys
 from bisect import bisect_left
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
@@ -97,16 +99,20 @@ cdef class Target:
     cdef void record_success(self):
         self.failures = 0
 
-    cdef void record_failure(self, double now):
+    cdef void record_failure(self, double now, str reason):
         cdef UpstreamGroup g = <UpstreamGroup>self.group
         self.failures += 1
         if g.max_failures > 0 and self.failures >= g.max_failures:
             self.ejected_until = now + g.eject_time
+            # an operator must see why a target stopped taking traffic, and for how long
+            print(f"fastgate[{os.getpid()}]: upstream {g.name!r}: target {self.label.decode()} ejected for "
+                  f"{g.eject_time:g} s after {self.failures} consecutive failures (last: {reason})",
+                  file=sys.stderr, flush=True)
             self.failures = 0
 
-    def failed(self, double now):
+    def failed(self, double now, str reason="failed"):
         """record_failure for the control plane and tests."""
-        self.record_failure(now)
+        self.record_failure(now, reason)
 
     def succeeded(self):
         self.record_success()

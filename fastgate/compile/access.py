@@ -209,10 +209,14 @@ def _yaml_jwt(cfg: dict, http_api: bool, http_client, caches: AuthCaches) -> Jwt
         raise AccessError("auth.jwt.issuer: required")
     if cfg.get("jwks_uri") and cfg.get("jwks_file"):
         raise AccessError("auth.jwt: jwks_uri or jwks_file, not both")
+    interval = cfg.get("refetch_interval_s")
+    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
+                                 or interval < 0):
+        raise AccessError("auth.jwt.refetch_interval_s: must be a number of seconds >= 0")
     try:
         keysets = {iss: caches.keyset(iss, jwks_uri=cfg.get("jwks_uri"),
                                       jwks_file=cfg.get("jwks_file"), http_client=http_client,
-                                      refetch_interval_s=cfg.get("refetch_interval_s"))
+                                      refetch_interval_s=interval)
                    for iss in issuers}
         return JwtCheck(keysets=keysets, audience=_strings(cfg.get("audience") or (), "auth.jwt.audience"),
                         scopes=_strings(cfg.get("scopes") or (), "auth.jwt.scopes"),

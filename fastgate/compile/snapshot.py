@@ -207,6 +207,8 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         via=config.via, max_url=limits.max_url_bytes, max_head=limits.max_header_bytes,
         max_headers=limits.max_headers, max_body=limits.max_body(),
         header_timeout=limits.header_timeout_ms / 1000, body_timeout=limits.body_timeout_ms / 1000,
+        min_body_rate=limits.min_body_rate, body_rate_grace=limits.body_rate_grace_ms / 1000,
+        body_deadline=limits.body_deadline_ms / 1000,
         keepalive_timeout=limits.keepalive_timeout_ms / 1000,
         # keepalive_timeout_ms: 0 means no keep-alive: every response closes its connection
         keepalive_requests=limits.keepalive_requests if limits.keepalive_timeout_ms > 0 else 1,

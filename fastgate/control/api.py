@@ -17,7 +17,7 @@ import base64
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 from urllib.parse import unquote
 
 import orjson
@@ -31,6 +31,11 @@ API_VERSION = "2015-07-09"
 JSON = "application/json"
 
 Response = tuple[int, list[tuple[str, str]], bytes]
+# The largest request body an operation takes. A document (ImportRestApi, PutRestApi,
+# ImportApiKeys, ImportDocumentationParts: a blob payload in the service model) may be large;
+# every other operation takes a small JSON object (a mapping template is at most 300 KB).
+DOCUMENT_BODY_MAX = 10 * 1024 * 1024    # bytes
+JSON_BODY_MAX = 2 * 1024 * 1024         # bytes
 # mutations that change no document of the state: no reload follows them
 STATELESS_OPERATIONS = frozenset({"FlushStageCache"})
 
@@ -65,6 +70,7 @@ class Route:
         self.literal_segments = path.count("/") - len(self.labels)
         self.input = op.get("input", {}).get("shape")
         self.output = op.get("output", {}).get("shape")
+        self.max_body = JSON_BODY_MAX     # DOCUMENT_BODY_MAX for a blob payload (ServiceSpec)
 
     def match(self, path: str, query: dict[str, list[str]]) -> dict[str, str] | None:
         m = self.regex.fullmatch(path)
@@ -87,6 +93,11 @@ class ServiceSpec:
         self.shapes = model["shapes"]
         self.operations = model["operations"]
         self.routes = [Route(name, op) for name, op in model["operations"].items()]
+        for r in self.routes:
+            shape = self.shapes.get(r.input) or {}
+            payload = shape.get("payload")
+            if payload and self.shapes[shape["members"][payload]["shape"]]["type"] == "blob":
+                r.max_body = DOCUMENT_BODY_MAX
         # templates with literal query pairs first, then the most literal segments
         self.routes.sort(key=lambda r: (-len(r.query), -r.literal_segments))
 
@@ -257,6 +268,14 @@ NO_CREDENTIALS = ("fastgate's control API has no admin credentials configured: s
                   "admin credentials in the config) to use it.")
 
 
+class Admission(NamedTuple):
+    """A request's head passed ControlAPI.admit: its body may be read, up to max_body bytes.
+    verified: the signature is already checked (over a declared x-amz-content-sha256), so the
+    body is from the key's holder; otherwise it is checked once the body is read."""
+    max_body: int
+    verified: bool
+
+
 class ControlAPI:
     """handle() serves one request of the management API; on_change() is called after
     every committed mutation."""
@@ -278,6 +297,27 @@ class ControlAPI:
         if operation not in self.spec.operations:
             raise KeyError(f"{operation} is not an apigateway operation")
         self.handlers[operation] = handler
+
+    def admit(self, method: str, path: str, query: str,
+              headers: list[tuple[str, str]]) -> Admission | Response:
+        """What the head alone decides, before a byte of the body is read: AWS's refusal
+        (no credentials, not signed, unknown access key, wrong scope, date off by more than
+        15 minutes; the signature too when the head declares the body's hash), or how much
+        body the operation may take. The admin listener reads no body it refuses here."""
+        method = method.upper()
+        if path in ("/ready", "/live") or path == "/openapi.json" and method == "GET":
+            return Admission(0, False)      # unauthenticated, and they take no body
+        if not self.credentials:
+            return error_response(403, "AccessDeniedException", NO_CREDENTIALS)
+        try:
+            head = sigv4.check_head(method, path, query, headers, self.credentials, service=SERVICE)
+            verified = head.declares_hash
+            if verified:
+                head.verify_declared()
+        except sigv4.SigV4Error as e:
+            return error_response(e.status, e.code, e.reason)
+        route, _ = self.spec.route(method, path, parse_query(query))
+        return Admission(route.max_body if route is not None else JSON_BODY_MAX, verified)
 
     async def handle(self, method: str, path: str, query: str, headers: list[tuple[str, str]],
                      body: bytes) -> Response:

@@ -313,11 +313,12 @@ class HistoryStore:
                           [minute_start_s] + [point.get(c) for c in HISTORY_COLUMNS])
         self.conn.execute("DELETE FROM minutes WHERE t < ?", (int(now_s - HISTORY_S),))
 
-    def read(self, now_s: float) -> list[dict]:
+    def read(self, now_s: float, span_s: int = HISTORY_S) -> list[dict]:
+        """The minutes that started in the last span_s seconds, oldest first."""
         if not self.open(create=False):
             return []
         rows = self.conn.execute(f"SELECT t, {', '.join(HISTORY_COLUMNS)} FROM minutes "
-                                 "WHERE t >= ? ORDER BY t", (int(now_s - HISTORY_S),)).fetchall()
+                                 "WHERE t >= ? ORDER BY t", (int(now_s - span_s),)).fetchall()
         return [dict(zip(("t",) + HISTORY_COLUMNS, r)) for r in rows]
 
     def close(self) -> None:
@@ -327,6 +328,18 @@ class HistoryStore:
 
 
 # ---------------------------------------------------------------- the dashboard
+
+def averaged_point(t: float, f: dict, span_s: float) -> dict:
+    """A live chart point for figures summed over span_s seconds (a minute of the history,
+    the minute so far): per-second rates, so it sits on the same axes as the live points."""
+    per_s = 1.0 / span_s if span_s > 0 else 0.0
+    requests = f.get("requests") or 0
+    errors = (f.get("s4xx") or 0) + (f.get("s5xx") or 0)
+    return {"t": int(t), "rps": round(requests * per_s, 2), "span_s": int(span_s),
+            **{k: round((f.get(k) or 0) * per_s, 2) for k in ("requests", "s4xx", "s5xx", "throttled")},
+            "error_pct": round(100.0 * errors / requests, 2) if requests else 0.0,
+            **{k: f.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "integration_p50_ms")}}
+
 
 def sse(event: str, doc) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(doc) + b"\n\n"
@@ -453,13 +466,38 @@ class Dashboard:
 
     # --- snapshots ---
 
+    def backlog(self, reading: Reading | None = None, now: float | None = None) -> list[dict]:
+        """The live charts' points for a page that opens now. The per-second points exist
+        only while a page watches (the ticker skips the metrics otherwise), so the time
+        before them comes from what the admin keeps anyway: the history's minutes of the
+        last LIVE_POINTS seconds, and the current minute so far, each as one point of
+        per-second averages (span_s says over how long)."""
+        now = time.time() if now is None else now
+        live = list(self.points)
+        until = live[0]["t"] if live else now
+        out = [averaged_point(m["t"] + 30, m, 60) for m in self.history.read(now, LIVE_POINTS + 60)
+               if m["t"] + 60 <= until and m["t"] + 60 > now - LIVE_POINTS]
+        if not live and reading is not None and self.minute_base is not None:
+            start = self.minute * 60
+            if now - start >= 2:
+                f = figures(reading.minus(self.minute_base).series.values())
+                f["throttled"] = self.minute_throttled
+                out.append(averaged_point((start + now) / 2, f, now - start))
+        return out + live
+
     def tiles(self, reading: Reading) -> dict:
         f = figures(reading.series.values())
         last = self.points[-1] if self.points and self.points[-1]["t"] >= time.time() - 2 else None
         throttled = sum(self.error_types[t] for t in THROTTLE_TYPES)
+        # stage caches: lookups by result, every API stage with a cache, since start
+        cache = Counter()
+        for labels, n in reading.gauges.get("fastgate_cache_requests_total", ()):
+            cache[labels.get("result", "")] += n
+        hits = cache["hit"] + cache["redis_hit"]
+        lookups = hits + cache["miss"]
         return {**f, "rps": last["rps"] if last else 0.0, "throttled": throttled,
-                # fastgate has no response cache yet (PHASE_CACHE is reserved): no ratio to show
-                "cache_hit_ratio": None,
+                "cache_hits": hits, "cache_misses": cache["miss"],
+                "cache_hit_ratio": round(hits / lookups, 4) if lookups else None,
                 "open_connections": sum(v for _, v in reading.gauges.get("fastgate_open_connections", ())),
                 "uptime_s": int(time.time() - self.started_s)}
 
@@ -494,7 +532,7 @@ class Dashboard:
             "tail": list(self.recent)[-200:],
             "tail_lost": self.tail_lost,
             "tail_available": self.ring is not None,
-            "points": list(self.points),
+            "points": self.backlog(reading),
             "login": self.login,
             "streams": len(self.clients),    # event streams open now (pages watching)
         }
@@ -676,7 +714,7 @@ class Dashboard:
         q: asyncio.Queue = asyncio.Queue(CLIENT_QUEUE)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
-                     b"retry: 2000\n\n" + sse("hello", {"points": list(self.points)}))
+                     b"retry: 2000\n\n" + sse("hello", {"points": self.backlog(self.current())}))
         self.clients.add(q)
         # The page sends nothing after its request: the read ends when it goes away (EOF
         # or reset), which is how a closed tab is noticed even between two ticks.

@@ -23,7 +23,17 @@ from fastgate.compile.upstreams import host_header as host_header_of
 from fastgate.observability.log import log, set_role
 
 MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
-MAX_ADMIN_BODY = 10 * 1024 * 1024   # bytes of request body (an OpenAPI import can be large)
+# request bodies: each control operation has its own cap (fastgate.control.api, ControlAPI.admit)
+ADMIN_PATH_BODY_MAX = 65536         # bytes: /metrics, /healthz, the dashboard take no body
+# Bodies read before their signature can be checked (SigV4 signs the body's hash, which
+# AWS clients do not send in a header) share this many bytes over all connections; a body
+# that does not fit waits for one that is being read, then gets 429.
+UNVERIFIED_BODY_BUDGET = 32 * 1024 * 1024   # bytes
+UNVERIFIED_WAIT_S = 10.0
+BODY_READ_TIMEOUT_S = 60.0
+# After refusing a request whose body is not read, keep reading (and dropping) it this long,
+# so that the client reads the refusal instead of a reset (nginx's lingering close).
+LINGER_S = 5.0
 REASONS = {200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content", 400: b"Bad Request",
            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
            409: b"Conflict", 411: b"Length Required", 413: b"Payload Too Large",
@@ -116,6 +126,34 @@ class HealthChecker:
             await asyncio.sleep(interval)
 
 
+class ByteBudget:
+    """Bytes that requests may hold at once; take() waits (bounded) until its share fits."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+        self.freed = asyncio.Event()
+
+    async def take(self, n: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.used + n > self.total:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self.freed.clear()
+            try:
+                await asyncio.wait_for(self.freed.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+        self.freed.set()
+
+
 class Admin:
     def __init__(self, sock, loader, metrics):
         self.sock = sock
@@ -130,6 +168,7 @@ class Admin:
         self.key_sync_config = None
         self.cache_flusher = None   # fastgate.phases.cache_redis.CacheFlusher when the config names a Redis
         self.loop = None
+        self.unverified = ByteBudget(UNVERIFIED_BODY_BUDGET)
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -249,18 +288,29 @@ class Admin:
                             return
                         headers.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
                 close = any(k.lower() == "connection" and v.lower() == "close" for k, v in headers)
-                body, error = await self.read_body(reader, headers)
+                length, error = body_length(headers)
                 if error is not None:
-                    # the body was not read: the connection cannot carry another request
+                    # the body cannot be delimited: the connection cannot carry another request
                     await self.send(writer, error[0], {"message": error[1]}, close=True)
                     return
-                if self.dashboard is not None and (target == b"/dashboard" or target.startswith(b"/dashboard/")):
-                    if not await self.dashboard.serve(reader, writer, method, target, query, headers, close):
+                dashboard = self.dashboard is not None and (
+                    target == b"/dashboard" or target.startswith(b"/dashboard/"))
+                if not dashboard and target not in ADMIN_PATHS:
+                    if not await self.serve_control(reader, writer, method, target, query, headers,
+                                                    length, close):
                         return
-                elif target in ADMIN_PATHS:
-                    await self.serve_admin(writer, method, target, close)
+                elif length > ADMIN_PATH_BODY_MAX:
+                    await self.refuse(reader, writer, length, 413, "PayloadTooLargeException",
+                                      f"{target.decode('latin-1')} takes no request body")
+                    return
                 else:
-                    await self.serve_control(writer, method, target, query, headers, body, close)
+                    await read_body(reader, length)        # nobody reads it: dropped
+                    if dashboard:
+                        if not await self.dashboard.serve(reader, writer, method, target, query,
+                                                          headers, close):
+                            return
+                    else:
+                        await self.serve_admin(writer, method, target, close)
                 if close:
                     return
         except (ConnectionError, OSError):
@@ -268,22 +318,32 @@ class Admin:
         finally:
             writer.close()
 
-    async def read_body(self, reader, headers) -> tuple[bytes, tuple[int, str] | None]:
-        lengths = [v for k, v in headers if k.lower() == "content-length"]
-        if any(k.lower() == "transfer-encoding" for k, _ in headers):
-            return b"", (411, "Chunked request bodies are not supported: send a Content-Length")
-        if not lengths:
-            return b"", None
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
-            return b"", (400, "Invalid Content-Length")
-        length = int(lengths[0])
-        if length > MAX_ADMIN_BODY:
-            return b"", (413, f"Request body of {length} bytes exceeds the limit of "
-                              f"{MAX_ADMIN_BODY} bytes")
+    async def refuse(self, reader, writer, length: int, status: int, code: str,
+                     message: str | None, response=None) -> None:
+        """Answer a request whose body is not read, AWS-shaped, then read and drop what
+        the client still sends (at most `length` bytes, for LINGER_S) so that the answer
+        is not destroyed by a reset, and let the caller close the connection."""
+        from fastgate.control.api import error_response
+        if response is None:
+            response = error_response(status, code, message)
+        await self.send_control_response(writer, response, True, False)
+        if length <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_S
         try:
-            return await asyncio.wait_for(reader.readexactly(length), 60), None
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError):
-            raise ConnectionError("request body cut short") from None
+            if writer.can_write_eof():
+                writer.write_eof()          # the answer is whole: the client may stop sending
+            while length > 0:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                chunk = await asyncio.wait_for(reader.read(min(length, 65536)), left)
+                if not chunk:
+                    break
+                length -= len(chunk)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
 
     async def serve_admin(self, writer, method: bytes, target: bytes, close: bool) -> None:
         if method not in (b"GET", b"HEAD"):
@@ -299,22 +359,54 @@ class Admin:
                  "integration": integration_type(r.integration)} for r in self.loaded.config.routes],
                 "apis": api_routes(self.loaded.state)}, close)
 
-    async def serve_control(self, writer, method, target, query, headers, body, close) -> None:
+    async def serve_control(self, reader, writer, method, target, query, headers, length: int,
+                            close: bool) -> bool:
+        """One control API call. The head is checked before the body is read (a refused
+        request's body is never held), the body is capped per operation, and bodies whose
+        signature needs them share UNVERIFIED_BODY_BUDGET. False: the connection must close."""
         if self.control is None and self.control_error is None:
             self.start_control()
         if self.control is None:
-            await self.send_raw(writer, 503, b"application/json", orjson.dumps(
-                {"message": f"the control API is unavailable: {self.control_error}"}), close, False,
-                [(b"x-amzn-ErrorType", b"ServiceUnavailableException")])
-            return
+            await self.refuse(reader, writer, length, 503, "ServiceUnavailableException",
+                              f"the control API is unavailable: {self.control_error}")
+            return False
+        from fastgate.control.api import Admission
+        m, path, q = method.decode("latin-1"), target.decode("latin-1"), query.decode("latin-1")
+        gate = self.control.admit(m, path, q, headers)
+        if not isinstance(gate, Admission):
+            if length == 0:     # nothing unread: the connection can carry the next request
+                await self.send_control_response(writer, gate, close, method == b"HEAD")
+                return True
+            await self.refuse(reader, writer, length, 0, "", None, response=gate)
+            return False
+        if length > gate.max_body:
+            await self.refuse(reader, writer, length, 413, "RequestTooLongException",
+                              f"Request body of {length} bytes exceeds the limit of "
+                              f"{gate.max_body} bytes for this operation")
+            return False
+        if gate.verified or length == 0:
+            body = await read_body(reader, length)
+        else:
+            if not await self.unverified.take(length, UNVERIFIED_WAIT_S):
+                await self.refuse(reader, writer, length, 429, "TooManyRequestsException",
+                                  "Too Many Requests")
+                return False
+            try:
+                body = await read_body(reader, length)
+            finally:
+                self.unverified.give(length)
         try:
-            status, out_headers, out_body = await self.control.handle(
-                method.decode("latin-1"), target.decode("latin-1"), query.decode("latin-1"),
-                headers, body)
+            response = await self.control.handle(m, path, q, headers, body)
         except Exception as e:   # a bug in one call must not take the listener down
-            log(f"control API error on {method.decode()} {target.decode()}: {e!r}")
-            status, out_headers, out_body = 500, [("Content-Type", "application/json"), (
+            log(f"control API error on {m} {path}: {e!r}")
+            response = 500, [("Content-Type", "application/json"), (
                 "x-amzn-ErrorType", "InternalFailure")], orjson.dumps({"message": "Internal server error"})
+        del body                # not held while a slow client reads the answer
+        await self.send_control_response(writer, response, close, method == b"HEAD")
+        return True
+
+    async def send_control_response(self, writer, response, close: bool, head: bool) -> None:
+        status, out_headers, out_body = response
         ctype = b"application/json"
         extra = []
         for k, v in out_headers:
@@ -322,7 +414,7 @@ class Admin:
                 ctype = v.encode("latin-1")
             else:
                 extra.append((k.encode("latin-1"), v.encode("latin-1")))
-        await self.send_raw(writer, status, ctype, out_body, close, method == b"HEAD", extra)
+        await self.send_raw(writer, status, ctype, out_body, close, head, extra)
 
     async def send(self, writer, status: int, doc, close: bool) -> None:
         await self.send_raw(writer, status, b"application/json", orjson.dumps(doc), close, False)
@@ -418,6 +510,27 @@ class Admin:
                                log=log, redis_config=self.redis_config)
         flusher.start()
         return flusher
+
+
+def body_length(headers) -> tuple[int, tuple[int, str] | None]:
+    """The request body's length from its head, or the error that answers it."""
+    lengths = [v for k, v in headers if k.lower() == "content-length"]
+    if any(k.lower() == "transfer-encoding" for k, _ in headers):
+        return 0, (411, "Chunked request bodies are not supported: send a Content-Length")
+    if not lengths:
+        return 0, None
+    if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        return 0, (400, "Invalid Content-Length")
+    return int(lengths[0]), None
+
+
+async def read_body(reader, length: int) -> bytes:
+    if length == 0:
+        return b""
+    try:
+        return await asyncio.wait_for(reader.readexactly(length), BODY_READ_TIMEOUT_S)
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError):
+        raise ConnectionError("request body cut short") from None
 
 
 def run_admin(sock, loader, metrics) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import resource
 import select
 import shutil
 import signal
@@ -54,6 +55,22 @@ UPGRADE_FD_ENV = "FASTGATE_UPGRADE_FD"      # pipe: the new process writes b"R" 
 TAIL_ENTRIES = 512
 
 
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, for this process and the children it forks.
+    Each proxied request holds two sockets; the usual soft default (1,024) is gone at about
+    500 requests in flight, after which every connect fails and every client gets an error."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:
+        log(f"open files: cannot raise the soft limit of {soft} to the hard limit: {e}")
+        return
+    log(f"open files: soft limit raised from {soft} to "
+        f"{'unlimited' if hard == resource.RLIM_INFINITY else hard} (the hard limit)")
+
+
 def interface_addresses(name: str, family: str) -> list[str]:
     """Addresses of a Linux interface, resolved with pyroute2 (netlink)."""
     from pyroute2 import IPRoute
@@ -74,42 +91,98 @@ def interface_addresses(name: str, family: str) -> list[str]:
         return out
 
 
-def inherited_sockets(env_name: str) -> dict[tuple, socket.socket]:
-    """Listening sockets a previous fastgate passed on in env_name, by (host, port)."""
-    out = {}
+# SO_REUSEPORT spreads connections over the sockets of a group by a hash of the 4-tuple on
+# Linux; elsewhere (BSD, macOS) the last socket bound takes them all, so only Linux uses it.
+REUSEPORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+class Listening:
+    """The sockets of one listening address. With reuseport, one per worker, each in the
+    same SO_REUSEPORT group: the kernel hashes each new connection to one socket, so every
+    worker gets its share (one shared socket gave 53 of 64 connections to one worker of
+    two). The supervisor keeps every socket open, so a dead worker's accept queue waits
+    for its replacement, which gets the same socket back. Without reuseport, every worker
+    accepts from every socket (normally just one)."""
+
+    def __init__(self, sockets: list[socket.socket], backlog: int, per_worker: bool):
+        self.sockets = sockets
+        self.port = sockets[0].getsockname()[1]
+        self.backlog = backlog
+        self.per_worker = per_worker
+
+    def for_worker(self, worker_id: int, n_workers: int) -> list[socket.socket]:
+        """Worker i's sockets: the i-th, and every n-th after it when a binary upgrade
+        inherited more sockets than this process has workers (each still holds a queue)."""
+        if not self.per_worker:
+            return self.sockets
+        return self.sockets[worker_id::n_workers]
+
+
+def inherited_sockets(env_name: str) -> dict[tuple, list[socket.socket]]:
+    """Listening sockets a previous fastgate passed on in env_name, by (host, port), in the
+    order it passed them (a reuseport group's sockets keep their worker's place)."""
+    out: dict[tuple, list[socket.socket]] = {}
     for fd in filter(None, os.environ.pop(env_name, "").split(",")):
         sock = socket.socket(fileno=int(fd))
         sock.set_inheritable(False)   # until the next upgrade passes it on again
-        out[sock.getsockname()[:2]] = sock
+        out.setdefault(sock.getsockname()[:2], []).append(sock)
     return out
 
 
-def bind_socket(host: str, port: int, backlog: int, inherited=None) -> socket.socket:
-    """A listening socket on host:port: the one inherited from the process being upgraded
-    if there is one (its queue of pending connections comes with it), else a new one."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, addr = infos[0]
-    sock = inherited.pop(addr[:2], None) if inherited else None
-    if sock is not None:
-        sock.listen(backlog)
-        sock.setblocking(False)
-        return sock
+def has_reuseport(sock: socket.socket) -> bool:
+    return REUSEPORT and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+
+
+def new_socket(family: int, addr: tuple, host: str, reuseport: bool) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
         sock.bind(addr)
     except OSError as e:
         sock.close()
-        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.listen(backlog)
-    sock.setblocking(False)
+        raise OSError(e.errno, f"cannot listen on {host}:{addr[1]}: {e.strerror}") from None
     return sock
 
 
-def bind_listeners(config, inherited=None) -> list[tuple[socket.socket, int, int]]:
-    """[(socket, port, backlog)] for every configured listener."""
+def bind_sockets(host: str, port: int, backlog: int, inherited=None, count: int = 1,
+                 reuseport: bool = False) -> list[socket.socket]:
+    """Listening sockets on host:port: those inherited from the process being upgraded if
+    there are any (their queues of pending connections come with them), else new ones;
+    with reuseport, as many as `count` in one SO_REUSEPORT group (inherited ones first,
+    while they are of such a group)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    socks = inherited.pop(addr[:2], []) if inherited else []
+    reuseport = reuseport and REUSEPORT and all(has_reuseport(s) for s in socks)
+    if not socks:
+        if reuseport:
+            # a socket of another SO_REUSEPORT group (a second fastgate of the same user)
+            # would take a share of our connections: bind one without the option first, so
+            # a port in use is refused as it is without reuseport
+            new_socket(family, addr, host, False).close()
+        socks.append(new_socket(family, addr, host, reuseport))
+    while reuseport and len(socks) < count:
+        socks.append(new_socket(family, addr, host, True))
+    for sock in socks:
+        sock.listen(backlog)
+        sock.setblocking(False)
+    return socks
+
+
+def bind_socket(host: str, port: int, backlog: int, inherited=None) -> socket.socket:
+    """One listening socket on host:port (the admin listener), inherited or new."""
+    socks = bind_sockets(host, port, backlog, inherited)
+    for extra in socks[1:]:
+        extra.close()
+    return socks[0]
+
+
+def bind_listeners(config, inherited=None, n_workers: int = 1) -> list[Listening]:
+    """The sockets of every configured listener."""
     out = []
     for listener in config.listeners:
         la = listener.listen_address()
@@ -119,18 +192,27 @@ def bind_listeners(config, inherited=None) -> list[tuple[socket.socket, int, int
         else:
             hosts = [la.host]
         for host in hosts:
-            sock = bind_socket(host, port, listener.backlog, inherited)
-            out.append((sock, sock.getsockname()[1], listener.backlog))
+            socks = bind_sockets(host, port, listener.backlog, inherited, n_workers,
+                                 listener.reuseport)
+            per_worker = listener.reuseport and all(has_reuseport(s) for s in socks)
+            if listener.reuseport and REUSEPORT and not per_worker:
+                log(f"listener {host}:{port}: the inherited socket is shared by all workers "
+                    "(no SO_REUSEPORT); a restart gives each worker its own")
+            out.append(Listening(socks, listener.backlog, per_worker))
     return out
 
 
-def urls(listeners) -> list[str]:
+def all_sockets(listeners: list[Listening]) -> list[socket.socket]:
+    return [sock for lst in listeners for sock in lst.sockets]
+
+
+def urls(listeners: list[Listening]) -> list[str]:
     out = []
-    for sock, port, _ in listeners:
-        host = sock.getsockname()[0]
+    for lst in listeners:
+        host = lst.sockets[0].getsockname()[0]
         if ":" in host:
             host = f"[{host}]"
-        out.append(f"http://{host}:{port}")
+        out.append(f"http://{host}:{lst.port}")
     return out
 
 
@@ -216,11 +298,21 @@ class Supervisor:
         from fastgate.process.worker import run_worker
         self.restarts[worker_id] = time.monotonic()
         ready_w = self.ready_w
+        own = [(sock, lst.port, lst.backlog) for lst in self.listeners
+               for sock in lst.for_worker(worker_id, self.n_workers)]
 
         def ready():
             os.write(ready_w, b"%d\n" % os.getpid())
-        pid = self.fork(run_worker, worker_id, self.listeners, self.accepted_config,
-                        self.metrics, ready)
+
+        def worker_main():
+            # other workers' reuseport sockets: a copy held here would keep one open, its
+            # queue unserved, after its own worker closed it on a drain
+            mine = {id(sock) for sock, _, _ in own}
+            for sock in all_sockets(self.listeners):
+                if id(sock) not in mine:
+                    sock.close()
+            return run_worker(worker_id, own, self.accepted_config, self.metrics, ready)
+        pid = self.fork(worker_main)
         self.workers[pid] = worker_id
 
     def spawn_admin(self) -> None:
@@ -229,7 +321,7 @@ class Supervisor:
         def admin_main():
             # only workers accept: a listener copy held here would keep the port
             # accepting into a queue nobody serves once the workers drain
-            for sock, _, _ in self.listeners:
+            for sock in all_sockets(self.listeners):
                 sock.close()
             return run_admin(self.admin_socket, self.accepted_config, self.metrics)
         self.admin_pid = self.fork(admin_main)
@@ -291,17 +383,20 @@ class Supervisor:
 
     def serve(self) -> int:
         loaded = self.load()   # fail here, before binding, on anything the workers would reject
+        raise_open_files_limit()
         config = loaded.config
         self.accept_config(loaded)
+        self.n_workers = config.worker_count()
         inherited = inherited_sockets(LISTEN_FDS_ENV)
         inherited_admin = inherited_sockets(ADMIN_FD_ENV)
-        self.listeners = bind_listeners(config, inherited)
+        self.listeners = bind_listeners(config, inherited, self.n_workers)
         self.admin_socket = None
         admin_addr = config.admin.listen_address()
         if admin_addr is not None:
             self.admin_socket = bind_socket(admin_addr.host, admin_addr.port, 128, inherited_admin)
-        for sock in [*inherited.values(), *inherited_admin.values()]:
-            sock.close()   # the old config listened there, this one does not
+        for socks in [*inherited.values(), *inherited_admin.values()]:
+            for sock in socks:
+                sock.close()   # the old config listened there, this one does not
         self.metrics = SharedMetrics.create(MAX_SERIES)
         if self.admin_socket is not None:
             # inherited by every child, like metrics; no admin listener, no dashboard to read it
@@ -309,7 +404,6 @@ class Supervisor:
         shared_buckets()   # before fork: every worker takes from the same buckets
         shared_quotas()    # ... counts in the same usage-plan quotas
         shared_cache(config.cache_memory_mb)   # ... and answers from one response cache
-        self.n_workers = config.worker_count()
         shared_usage(self.n_workers)   # ... and meters API keys in one table the admin flushes
         for slot in health_slots(config, self.metrics):
             self.metrics.set(slot, 1)   # healthy until a check says otherwise
@@ -490,12 +584,12 @@ class Supervisor:
         if self.upgrade_pid:
             log(f"binary upgrade: already waiting for process {self.upgrade_pid}")
             return
-        passed = [sock for sock, _, _ in self.listeners]
+        passed = all_sockets(self.listeners)
+        env = dict(os.environ)
+        env[LISTEN_FDS_ENV] = ",".join(str(sock.fileno()) for sock in passed)
         if self.admin_socket is not None:
             passed.append(self.admin_socket)
         r, w = os.pipe2(os.O_CLOEXEC)
-        env = dict(os.environ)
-        env[LISTEN_FDS_ENV] = ",".join(str(sock.fileno()) for sock, _, _ in self.listeners)
         env[ADMIN_FD_ENV] = str(self.admin_socket.fileno()) if self.admin_socket is not None else ""
         env[UPGRADE_FD_ENV] = str(w)
         fds = [sock.fileno() for sock in passed] + [w]
@@ -564,7 +658,7 @@ class Supervisor:
             workers_sig = signal.SIGTERM
         # the workers close their listener copies as they start draining; with ours
         # closed too, new connections are refused instead of queued unserved
-        for sock, _, _ in self.listeners:
+        for sock in all_sockets(self.listeners):
             sock.close()
         if self.admin_socket is not None:
             self.admin_socket.close()

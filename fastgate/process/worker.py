@@ -41,7 +41,7 @@ def open_connection_slots(metrics, worker_id: int) -> tuple[int, int]:
 class WorkerProcess:
     def __init__(self, worker_id: int, listeners, loader, metrics, on_ready=None):
         self.worker_id = worker_id
-        self.listeners = listeners          # [(socket, port)]
+        self.listeners = listeners          # [(socket, port, backlog)]: this worker's own
         self.loader = loader                # () -> LoadedConfig
         self.metrics = metrics
         self.on_ready = on_ready            # called once the loop serves the listeners

@@ -60,8 +60,10 @@ function renderTiles(t) {
   setTile("tile-p99", ms(t.p99_ms));
   setTile("tile-integration", ms(t.integration_p50_ms),
           `p95 ${ms(t.integration_p95_ms)} · ${t.integration_requests} calls`);
+  // stage caches: hits (local or from Redis) over lookups, every cached stage, since start
   setTile("tile-cache", t.cache_hit_ratio === null ? "n/a" : `${(100 * t.cache_hit_ratio).toFixed(1)}%`,
-          t.cache_hit_ratio === null ? "no response cache" : "");
+          t.cache_hit_ratio === null ? "no cache lookups yet" :
+          `${t.cache_hits} ${t.cache_hits === 1 ? "hit" : "hits"} · ${t.cache_misses} ${t.cache_misses === 1 ? "miss" : "misses"}`);
   setTile("tile-throttled", num(t.throttled));
   $("#uptime").textContent = `admin up ${Math.floor(t.uptime_s / 60)} min · ${t.open_connections} open connections`;
 }
@@ -80,16 +82,28 @@ function makeChart(el, series, opts) {
   }, opts || {}), data, el);
 }
 
-const live = { t: [], rps: [], p50: [], p95: [], p99: [], ip50: [], e4: [], e5: [], thr: [] };
+// span: the seconds a point covers (1; an average over a minute from before the page opened)
+const live = { t: [], rps: [], p50: [], p95: [], p99: [], ip50: [], e4: [], e5: [], thr: [], span: [] };
 let charts = {};
+let lastEnd = null; // where the last point's period ends, epoch s
 
 function addPoint(p) {
   if (!p) return;
   if (live.t.length && p.t <= live.t[live.t.length - 1]) return;   // a backlog overlapping what we have
-  live.t.push(p.t); live.rps.push(p.rps);
+  // a point covers the second before it, or span_s seconds around it (an average)
+  const span = p.span_s || 1;
+  const start = span > 1 ? p.t - span / 2 : p.t - 1;
+  if (lastEnd !== null && start - lastEnd > 2 && lastEnd + 1 < p.t) {
+    // nothing was kept for that time (the gateway was down, or no page and no minute closed):
+    // a gap, not a line across it
+    live.t.push(lastEnd + 1);
+    for (const k in live) if (k !== "t") live[k].push(null);
+  }
+  lastEnd = span > 1 ? p.t + span / 2 : p.t;
+  live.t.push(p.t); live.rps.push(p.rps); live.span.push(span);
   live.p50.push(p.p50_ms); live.p95.push(p.p95_ms); live.p99.push(p.p99_ms); live.ip50.push(p.integration_p50_ms);
   live.e4.push(p.s4xx); live.e5.push(p.s5xx); live.thr.push(p.throttled);
-  if (live.t.length > LIVE_POINTS) for (const k in live) live[k].shift();
+  while (live.t.length > LIVE_POINTS) for (const k in live) live[k].shift();
 }
 
 function drawLive() {
@@ -99,6 +113,8 @@ function drawLive() {
   for (const name of ["rps", "latency", "errors"]) {
     document.getElementById("chart-" + name).dataset.points = String(live.t.length);
   }
+  $("#live-note").textContent = live.span.some((s) => s > 1) ?
+    "before this page opened: one point a minute (averages per second, from the history); then one a second" : "";
 }
 
 function drawHistory(doc) {

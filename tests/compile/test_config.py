@@ -159,6 +159,15 @@ def test_minimal_config_takes_documented_defaults():
     assert cfg.limits.max_body() == 10485760 and cfg.routes == () and cfg.upstreams == {}
 
 
+def test_default_body_limits_stop_a_byte_a_second_within_a_minute():
+    # a byte a second restarts body_timeout forever (slow POST); the rate check answers 408 at
+    # the t where grace + t/min_body_rate bytes' worth of time is used up: t = grace + t/rate
+    lim = load_config_text(LISTEN, "min.yaml").config.limits
+    assert lim.min_body_rate > 1
+    assert lim.body_rate_grace_ms / 1000 / (1 - 1 / lim.min_body_rate) < 60
+    assert lim.body_deadline_ms == 0      # a large upload on a slow link is no attack
+
+
 def test_json_config_decodes_like_yaml():
     data = yaml.safe_load(FULL.replace("listen: off", 'listen: "off"').replace("path: off", 'path: "off"'))
     from_json = load_config_text(json.dumps(data, indent="\t"), "full.json").config
@@ -264,6 +273,19 @@ def test_error_inside_a_header_map_names_the_header():
 def test_non_string_map_key():
     text = LISTEN + "routes:\n  - path: /x\n    integration: {type: mock, headers: {200: x}}\n"
     assert_error(text, 5, 41, ("routes", 0, "integration", "headers", 200), "as a key")
+
+
+def test_a_mock_answers_with_a_final_status():
+    assert_error(LISTEN + "routes:\n  - path: /x\n    integration: {type: mock, status: 103}\n",
+                 5, 31, ("routes", 0, "integration", "status"), "informational")
+
+
+def test_a_mock_may_not_set_framing_headers():
+    # the gateway frames every response: a second Content-Length would make clients refuse it
+    for name in ("Content-Length", "transfer-encoding", "Connection", "Date"):
+        text = LISTEN + f"routes:\n  - path: /x\n    integration: {{type: mock, headers: {{{name}: '1'}}}}\n"
+        assert_error(text, 5, 41, ("routes", 0, "integration", "headers", name),
+                     "the gateway's to write")
 
 
 def test_missing_required_fields():

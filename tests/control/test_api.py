@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import socket
 import threading
@@ -13,9 +14,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from fastgate.process.admin import MAX_ADMIN_BODY, Admin
-from fastgate.control.api import ControlAPI
+from fastgate.process.admin import Admin
+from fastgate.control.api import DOCUMENT_BODY_MAX, ControlAPI
 from fastgate.control.store import Store
+from tests import signed_head as signing
 
 KEY, SECRET = "AKIDFASTGATE", "fastgate-admin-secret"
 
@@ -168,21 +170,51 @@ def test_unknown_path_and_unsupported_operation(server, c):
 
 # ---------------------------------------------------------------- admin listener
 
-def test_body_limit_and_bad_length(server):
-    conn = socket.create_connection(("127.0.0.1", server.port))
-    conn.sendall(b"PUT /restapis/x HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (MAX_ADMIN_BODY + 1))
-    conn.settimeout(10)
-    reply = b""
-    while b"exceeds the limit" not in reply:   # head and body may arrive in separate reads
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        reply += chunk
-    conn.close()
-    assert reply.startswith(b"HTTP/1.1 413 ") and b"exceeds the limit" in reply
+def signed_head(method: str, path: str, length: int, secret: str = SECRET,
+                content_sha256: str | None = None) -> bytes:
+    return signing.signed_head(method, path, length, KEY, secret, content_sha256)
+
+
+def head_only(server, head: bytes) -> tuple[int, dict, bytes]:
+    """Send a head announcing a body, never the body; the answer that comes anyway."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(head)
+        return signing.read_answer(conn.makefile("rb"))
+
+
+def test_bodies_are_refused_from_the_head_before_they_are_read(server):
+    # each answer comes although the body is never sent: nothing of it was waited for
+    status, headers, body = head_only(
+        server, b"PUT /restapis/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5000000\r\n\r\n")
+    assert (status, headers["x-amzn-errortype"]) == (403, "MissingAuthenticationTokenException")
+    assert orjson.loads(body) == {"message": "Missing Authentication Token"}
+    status, headers, _ = head_only(server, signed_head("PUT", "/restapis/x", 5000000).replace(
+        KEY.encode(), b"AKIDSOMEONEELSE"))
+    assert (status, headers["x-amzn-errortype"]) == (403, "UnrecognizedClientException")
+    # a document operation takes up to 10 MiB, any other a small JSON object
+    status, headers, body = head_only(server, signed_head("PUT", "/restapis/x", DOCUMENT_BODY_MAX + 1))
+    assert (status, headers["x-amzn-errortype"]) == (413, "RequestTooLongException")
+    assert b"exceeds the limit of %d bytes" % DOCUMENT_BODY_MAX in body
+    status, headers, body = head_only(server, signed_head("POST", "/restapis", 3 * 1024 * 1024))
+    assert status == 413 and b"exceeds the limit of 2097152 bytes" in body
+    # with its hash declared, a body's signature is checked before the body is read
+    status, headers, body = head_only(server, signed_head(
+        "POST", "/restapis", 1000, secret="wrong", content_sha256="ab" * 32))
+    assert (status, headers["x-amzn-errortype"]) == (403, "InvalidSignatureException")
     status, _, body = _raw(server, "POST", "/restapis", headers={"Transfer-Encoding": "chunked"},
                            body=iter([b"abc"]))
     assert status == 411 and b"Content-Length" in body
+    assert server.changes == 0
+
+
+def test_a_declared_hash_is_checked_against_the_body(server, c):
+    body = b'{"name": "declared"}'
+    digest = hashlib.sha256(body).hexdigest()
+    for sent, status in ((body, 201), (b'{"name": "tampered"}', 403)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(signed_head("POST", "/restapis", len(sent), content_sha256=digest) + sent)
+            assert int(conn.makefile("rb").readline().split()[1]) == status
+    assert [a["name"] for a in c.get_rest_apis()["items"]] == ["declared"]
 
 
 def test_keep_alive_serves_several_calls(server, c):

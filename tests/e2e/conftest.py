@@ -23,6 +23,8 @@ FRESH = httpx.Client(timeout=10, headers={"Connection": "close"})
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 UPSTREAM = ROOT / "tests" / "upstream_server.py"
+# the helpers in tests/ (strict_http, fault_upstream, bucket_bounds...) import by their names
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def free_port() -> int:
@@ -54,6 +56,39 @@ def wait_until(pred, timeout: float = 8.0, step: float = 0.05):
             return v
         time.sleep(step)
     raise AssertionError("condition not reached in time")
+
+
+def listening_table() -> list[tuple[int, int, int]]:
+    """(port, inode, connections waiting in its accept queue) of every listening TCP socket
+    (for a listening socket, /proc/net/tcp's rx_queue is its accept queue)."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] == "0A":   # LISTEN
+                    out.append((int(fields[1].rsplit(":", 1)[1], 16), int(fields[9]),
+                                int(fields[4].split(":")[1], 16)))
+    return out
+
+
+def listening_sockets(port: int) -> dict[int, int]:
+    """{inode: connections waiting in its accept queue} of the listening sockets on port."""
+    return {inode: queued for p, inode, queued in listening_table() if p == port}
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process `pid` holds open."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:   # closed meanwhile
+            continue
+        if link.startswith("socket:["):
+            out.add(int(link[8:-1]))
+    return out
 
 
 class Proc:
@@ -165,6 +200,16 @@ def up():
     u = Upstream("up1")
     yield u
     u.stop()
+
+
+@pytest.fixture(scope="module")
+def recorder():
+    """An upstream that records every request it receives, strictly parsed
+    (tests/strict_http.py), shared by a module's tests."""
+    from strict_http import RecordingUpstream
+    rec = RecordingUpstream()
+    yield rec
+    rec.stop()
 
 
 @pytest.fixture
@@ -284,3 +329,52 @@ def read_response(f, method: str = "GET", interim: bool = False) -> RawResponse:
     else:
         body = f.read()
     return RawResponse(status, reason, headers, body, trailers, chunked)
+
+
+RECORDING = ROOT / "tests" / "recording_upstream.py"
+
+
+class RecordingUpstream:
+    """tests/recording_upstream.py: a strict upstream that records every request (or parse
+    error) reaching it, connection by connection. args: its options (--body-timeout-ms MS,
+    --cert/--key)."""
+
+    def __init__(self, directory: Path, *args: str):
+        self.port = free_port()
+        self.url = f"{'https' if '--cert' in args else 'http'}://127.0.0.1:{self.port}"
+        self.log = directory / f"recorded-{self.port}.jsonl"
+        self.p = Proc([PYTHON, str(RECORDING), str(self.port), str(self.log), *args])
+        wait_port(self.port, self.p.proc)
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        import json
+        with open(self.log) as f:
+            lines = f.read().splitlines()
+        # a line being written while we read is incomplete: it is left for the next look
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                break
+        return [e for e in events if kind is None or e["event"] == kind]
+
+    def open_connections(self) -> int:
+        events = self.events()
+        return sum(e["event"] == "open" for e in events) - sum(e["event"] == "close" for e in events)
+
+    def stop(self):
+        self.p.stop()
+
+
+@pytest.fixture
+def recording_upstream(tmp_path):
+    made = []
+
+    def make(*args: str) -> RecordingUpstream:
+        u = RecordingUpstream(tmp_path, *args)
+        made.append(u)
+        return u
+    yield make
+    for u in made:
+        u.stop()

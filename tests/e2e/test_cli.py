@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from conftest import ROOT, Proc, free_port, wait_port, wait_until
+from conftest import ROOT, Proc, free_port, listening_table, socket_inodes, wait_port, wait_until
 
 FASTGATE = str(ROOT / ".venv" / "bin" / "fastgate")
 
@@ -23,24 +23,8 @@ def run(*args, timeout: float = 20) -> subprocess.CompletedProcess:
 
 def listening_ports(pids: list[int]) -> set[int]:
     """TCP ports in LISTEN state whose socket any of these processes holds."""
-    inodes = set()
-    for pid in pids:
-        fd_dir = f"/proc/{pid}/fd"
-        for fd in os.listdir(fd_dir):
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                cols = line.split()
-                if cols[3] == "0A" and cols[9] in inodes:   # 0A = LISTEN
-                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
+    inodes = set().union(*(socket_inodes(pid) for pid in pids))
+    return {port for port, inode, _ in listening_table() if inode in inodes}
 
 
 class Proxy:
@@ -277,3 +261,20 @@ def test_serve_on_a_port_in_use_says_so(tmp_path):
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_second_gateway_on_a_reuseport_port_is_refused(tmp_path):
+    """SO_REUSEPORT would let a second fastgate of the same user join the first one's
+    group and take half its connections: it must fail as on any port in use."""
+    port = free_port()
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(f"workers: 2\nlisteners: [{{address: 127.0.0.1:{port}}}]\nadmin: {{listen: 'off'}}\n"
+                   "routes:\n  - path: /h\n    integration: {type: echo}\n")
+    first = Proc([FASTGATE, "serve", "-c", str(cfg), "--no-watch"])
+    try:
+        wait_port(port, first.proc)
+        r = run("serve", "-c", str(cfg), "--no-watch")
+        assert r.returncode == 1, r.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    finally:
+        assert first.stop() == 0

@@ -114,6 +114,10 @@ def text(driver, css: str) -> str:
     return driver.find_element("css selector", css).text.strip()
 
 
+def console_errors(driver) -> list:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def test_page_shows_the_traffic_sent(dash):
     g, earlier = dash
     marker, rid = send_traffic(g)
@@ -176,8 +180,7 @@ def test_page_shows_the_traffic_sent(dash):
         shown = int(driver.find_element("css selector", "#chart-history").get_attribute("data-points"))
         assert 1 <= shown <= len(history)
 
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == [], severe
+        assert console_errors(driver) == []
     finally:
         driver.quit()
 
@@ -346,8 +349,66 @@ def test_key_table_shows_usage_against_quota_and_errors(tmp_path, upstream):
         wait_until(lambda: cells(one) is not None, timeout=15)
         assert cells(one) == [one["id"], "one", "silver", "6 / 20 per day (30%)", "14", "8", "2", "3", "1"]
         assert cells(two) == [two["id"], "two", "silver", "1 / 20 per day (5%)", "19", "1", "0", "0", "0"]
-        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert severe == [], severe
+        assert console_errors(driver) == []
+    finally:
+        if driver is not None:
+            driver.quit()
+        g.stop()
+
+
+def history_db(data, rows) -> None:
+    """dashboard.db as an earlier run of the gateway left it: (t, requests, 4xx, 5xx, p95)."""
+    data.mkdir(exist_ok=True)
+    with sqlite3.connect(data / "dashboard.db") as db:
+        db.execute("CREATE TABLE minutes (t INTEGER PRIMARY KEY, requests REAL, s4xx REAL, s5xx REAL, "
+                   "throttled REAL, p50_ms REAL, p95_ms REAL, p99_ms REAL, integration_p50_ms REAL)")
+        for t, requests, s4xx, s5xx, p95 in rows:
+            db.execute("INSERT INTO minutes VALUES (?, ?, ?, ?, 0, 1.0, ?, ?, 1.0)",
+                       (t, requests, s4xx, s5xx, p95, p95 * 2))
+
+
+def test_cache_tile_and_live_charts_that_open_filled(up, tmp_path):
+    """The cache tile shows the stage caches' hit ratio (it said "no response cache" whatever
+    happened), and live charts opened now start with the minutes the admin kept instead of
+    empty (they filled one point a second from the page's opening)."""
+    data = tmp_path / "data"
+    minute = int(time.time() // 60) * 60
+    # the two minutes before the last one, from an earlier run: inside the live charts' 5 minutes
+    history_db(data, [(minute - 180, 600, 60, 6, 4.0), (minute - 120, 1200, 30, 0, 6.0)])
+    (tmp_path / "api.json").write_text(json.dumps({
+        "swagger": "2.0", "info": {"title": "Cached", "version": "1"},
+        "paths": {"/pets": {"get": {"x-amazon-apigateway-integration": {
+            "type": "http_proxy", "httpMethod": "GET", "uri": f"{up.url}/echo/pets"}}}}}))
+    g = Gateway(tmp_path, config(up.url) + textwrap.dedent("""\
+        apis:
+          - {openapi: api.json, id: cachedash, stages: {prod: {cache_ttl_s: 300}}}
+        """), env={"FASTGATE_DATA_DIR": str(data)})
+    driver = None
+    try:
+        with httpx.Client(base_url=g.url, timeout=5) as c:
+            caches = [c.get("/prod/pets").headers["x-cache"] for _ in range(4)]
+        assert caches == ["Miss", "Hit", "Hit", "Hit"]
+        s = until_summary(g, lambda s: s["tiles"]["cache_hits"] == 3)
+        assert (s["tiles"]["cache_misses"], s["tiles"]["cache_hit_ratio"]) == (1, 0.75)
+        # the backlog a page gets: each kept minute as per-second averages, then the minute so far
+        first, second = s["points"][:2]
+        assert (first["t"], first["rps"], first["s4xx"], first["p95_ms"]) == (minute - 150, 10.0, 1.0, 4.0)
+        assert (second["t"], second["rps"], second["s4xx"], second["span_s"]) == (minute - 90, 20.0, 0.5, 60)
+
+        driver = browser()
+        opened = time.time()
+        driver.get(f"http://127.0.0.1:{g.admin_port}/dashboard")
+        wait_until(lambda: text(driver, "#tile-cache .value") == "75.0%", timeout=15)
+        assert text(driver, "#tile-cache .sub") == "3 hits · 1 miss"
+        # the charts hold the kept minutes from the start, before a second of live points
+        times = driver.execute_script("return live.t.slice()")
+        assert len(times) >= 2 and times[:2] == [minute - 150, minute - 90], times
+        assert int(driver.find_element("css selector", "#chart-rps").get_attribute("data-points")) >= 2
+        assert "one point a minute" in text(driver, "#live-note")
+        # live points follow them, one a second
+        wait_until(lambda: driver.execute_script("return live.t[live.t.length - 1]") >= opened, timeout=10)
+        driver.save_screenshot(str(tmp_path / "dashboard.png"))
+        assert console_errors(driver) == []
     finally:
         if driver is not None:
             driver.quit()

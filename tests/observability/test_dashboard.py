@@ -112,3 +112,32 @@ def test_history_is_kept_across_reopening_and_trimmed_to_a_day(tmp_path):
     h.close()
     with sqlite3.connect(path) as db:     # trimmed on disk, not only hidden
         assert [t for (t,) in db.execute("SELECT t FROM minutes ORDER BY t")] == [int(now) - 60, int(later) - 60]
+
+
+def test_the_live_backlog_fills_the_time_before_the_live_points(tmp_path):
+    """A page that opens gets the history's minutes of the last 5 minutes and the minute so
+    far as per-second averages (the per-second points exist only while a page watches)."""
+    from fastgate.observability.dashboard import Dashboard
+
+    class Admin:
+        sock = None
+        metrics = SharedMetrics.create(16)
+
+    d = Dashboard(Admin(), ring=None, data_dir=tmp_path)
+    minute = 1_800_000_000                   # a minute boundary
+    now = minute + 30.0
+    d.history.add(minute - 360, {"requests": 60}, now)        # ended more than 5 minutes ago
+    d.history.add(minute - 240, {"requests": 120, "s5xx": 6, "p95_ms": 3.0}, now)
+    d.history.add(minute - 120, {"requests": 0}, now)
+    d.history.add(minute - 60, {"requests": 30}, now)
+    series = Admin.metrics.request_series("GET /pets", "", "")
+    d.minute, d.minute_base = minute // 60, read_metrics(Admin.metrics.render())
+    for _ in range(45):
+        Admin.metrics.record(series, 200, 0.002)
+    points = d.backlog(read_metrics(Admin.metrics.render()), now)
+    assert [(p["t"], p["rps"], p["span_s"]) for p in points] == [
+        (minute - 210, 2.0, 60), (minute - 90, 0.0, 60), (minute - 30, 0.5, 60), (minute + 15, 1.5, 30)]
+    assert (points[0]["s5xx"], points[0]["error_pct"], points[0]["p95_ms"]) == (0.1, 5.0, 3.0)
+    # with live points, only the minutes that ended before the first of them
+    d.points.append({"t": minute - 100, "rps": 1.0})
+    assert [p["t"] for p in d.backlog(None, now)] == [minute - 210, minute - 100]

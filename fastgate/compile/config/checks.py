@@ -19,6 +19,7 @@ from fastgate.compile.config.schema import (
 from fastgate.compile.config.source import ConfigSource, Path, config_error
 from fastgate.compile.config.values import (
     BAD_PATH_CHARS,
+    FRAMING,
     HOSTNAME,
     INTERFACE,
     TOKEN,
@@ -234,9 +235,14 @@ class Checker:
                         self.fail(p + (name,), f"{name} changes the path sent to an http integration; "
                                   f"{why}")
             if isinstance(integ, MockIntegration):
+                if integ.status < 200:
+                    self.fail(ip + ("status",), f"{integ.status} is informational: a mock "
+                              "answers with a final status, 200-599")
                 for name, value in integ.headers.items():
                     if not TOKEN.match(name):
                         self.fail(ip + ("headers", name), f"invalid header name {name!r}")
+                    if name.lower() in FRAMING:
+                        self.fail(ip + ("headers", name), f"{name} is the gateway's to write")
                     if any(c in value for c in "\r\n\x00"):
                         self.fail(ip + ("headers", name), "header values may not hold CR, LF or NUL")
         if route.path_rewrite is not None and route.strip_prefix is not None:

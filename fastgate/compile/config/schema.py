@@ -59,6 +59,9 @@ class ListenerConfig(_Section, kw_only=True):
     port: Port | None = None              # with interface only
     family: Literal["ipv4", "ipv6", "both"] | None = None  # with interface only; default ipv4
     backlog: Positive = 1024
+    # Linux: one socket per worker (SO_REUSEPORT), so the kernel spreads new connections
+    # evenly; false: every worker accepts from one shared socket. Ignored elsewhere.
+    reuseport: bool = True
     tls: ListenerTLSConfig | None = None  # null = plain HTTP
 
     def listen_address(self) -> ListenAddress:
@@ -94,6 +97,12 @@ class Limits(_Section, kw_only=True):
     max_body_bytes: BodyLimit = 10485760  # 413; routes may override
     header_timeout_ms: PositiveMs = 10000  # 408 when the head is not complete in time
     body_timeout_ms: PositiveMs = 60000   # idle gap between body reads; 408
+    # slow POST: a body trickled a byte at a time restarts body_timeout forever, so it must also
+    # average min_body_rate once body_rate_grace_ms has passed (Apache mod_reqtimeout's
+    # body=20,MinRate=500), and, when set, be whole within body_deadline_ms; 408
+    min_body_rate: Count = 500            # bytes/s; 0 = no minimum
+    body_rate_grace_ms: Ms = 20000
+    body_deadline_ms: Ms = 0              # 0 = none
     keepalive_timeout_ms: Ms = 75000      # idle client connection; 0 = no keep-alive
     keepalive_requests: Positive = 10000  # requests per client connection
     drain_timeout_ms: Ms = 30000          # on SIGTERM, in-flight requests get this long

@@ -38,6 +38,9 @@ HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")     # RFC 9110 section 5.6.2
+# A mock may not set these: the gateway frames every response itself (RFC 9112 section 6)
+FRAMING = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive",
+                     "proxy-connection", "te", "trailer", "upgrade", "date"))
 CLAIM_NAME = re.compile(r"[A-Za-z0-9_:./-]{1,128}\Z")                 # a JWT claim name (throttle claim:NAME)
 INTERFACE = re.compile(r"[^/\s:]{1,15}\Z")                # Linux IFNAMSIZ - 1
 UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")

@@ -9,7 +9,7 @@ from fastgate.phases.auth.iam import ReplayCache
 from fastgate.phases.auth.jwt import KeySet
 from fastgate.phases.auth.lambda_authorizer import LambdaAuthorizer, ResultCache
 
-REFETCH_INTERVAL_S = 300.0     # an unknown kid refetches an issuer's keys at most this often
+REFETCH_INTERVAL_S = 10.0      # an unknown kid refetches an issuer's keys at most this often
 
 
 class AuthCaches:

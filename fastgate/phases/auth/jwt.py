@@ -14,8 +14,11 @@ A token is accepted when (in this order, the first failure answering):
   * with route scopes, ``scope`` (space-separated) or ``scp`` holds at least one.
 
 Key sets are shared by every route of an issuer and survive reloads (see fastgate.phases.auth.caches).
-An unknown ``kid`` refetches the set, at most once per ``refetch_interval_s``; until the
-first fetch completes requests wait for it, after that verification is synchronous.
+An unknown ``kid`` refetches the set, at most once per ``refetch_interval_s`` (10 s) whatever
+the kids, so a key rotation is seen within seconds and a flood of made-up kids costs the
+issuer one fetch per interval; a kid still unknown after a refetch is refused from memory
+for ``unknown_kid_ttl_s`` without asking again. Until the first fetch completes requests
+wait for it, after that verification is synchronous.
 https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html
 https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-integrate-with-cognito.html
 """
@@ -76,14 +79,19 @@ class KeySet:
     """An issuer's public keys by ``kid``, from a JWKS URL, from OpenID discovery, or
     from a file (a JWKS document, or one PEM public key that serves any kid)."""
 
+    UNKNOWN_KIDS_MAX = 1024       # kids remembered as unknown; a flood of new ones recycles them
+
     def __init__(self, *, issuer: str, jwks_uri: str | None = None, jwks_file: str | None = None,
-                 http_client=None, refetch_interval_s: float = 300.0, clock=time.monotonic):
+                 http_client=None, refetch_interval_s: float = 10.0,
+                 unknown_kid_ttl_s: float = 60.0, clock=time.monotonic):
         self.issuer = issuer
         self.jwks_uri = jwks_uri
         self.jwks_file = jwks_file
         self.http = http_client
         self.refetch_interval_s = refetch_interval_s
+        self.unknown_kid_ttl_s = unknown_kid_ttl_s
         self.clock = clock
+        self._unknown: dict = {}          # kid -> when a refetch did not bring it (negative cache)
         self.keys: dict = {}              # kid -> (public key, allowed algorithms)
         self.loaded = False
         self.fetches = 0                  # completed fetch attempts (tests and stats)
@@ -148,6 +156,22 @@ class KeySet:
 
     def may_refetch(self) -> bool:
         return self.clock() - self._last_attempt >= self.refetch_interval_s
+
+    def known_unknown(self, kid) -> bool:
+        """A refetch less than unknown_kid_ttl_s ago did not bring this kid: refuse it
+        without asking the issuer again (another unknown kid may still refetch)."""
+        since = self._unknown.get(kid)
+        if since is None:
+            return False
+        if self.clock() - since < self.unknown_kid_ttl_s:
+            return True
+        del self._unknown[kid]
+        return False
+
+    def remember_unknown(self, kid) -> None:
+        if len(self._unknown) >= self.UNKNOWN_KIDS_MAX:
+            del self._unknown[next(iter(self._unknown))]     # the oldest
+        self._unknown[kid] = self.clock()
 
     async def refresh(self) -> None:
         """Fetch the key set once; concurrent callers share the one fetch."""
@@ -337,8 +361,10 @@ class JwtCheck(Check):
         kid = parsed.header.get("kid")
         entry = keyset.lookup(kid) if keyset.loaded else None
         if entry is None:
-            # wait for a fetch in flight, or start one if the interval allows
-            if keyset.fetching or keyset.may_refetch():
+            # wait for a fetch in flight, or start one if the interval allows and a recent
+            # refetch did not already miss this kid
+            if keyset.fetching or keyset.may_refetch() and not (
+                    keyset.loaded and keyset.known_unknown(kid)):
                 return self._after_refresh(keyset, parsed, alg, kid)
             if not keyset.loaded:
                 return deny("AUTHORIZER_CONFIGURATION_ERROR", None)
@@ -353,6 +379,7 @@ class JwtCheck(Check):
             return deny("AUTHORIZER_CONFIGURATION_ERROR", None)
         entry = keyset.lookup(kid)
         if entry is None:
+            keyset.remember_unknown(kid)
             return self._invalid("the token's kid is not in the issuer's key set")
         return self._verify(parsed, alg, entry)
 

@@ -1,6 +1,7 @@
 """Server-side AWS Signature Version 4 verification, in plain Python.
 
-One function, `verify`, checks a request signed the way AWS clients sign them:
+`verify` checks a request signed the way AWS clients sign them (`check_head` does the
+part that needs no body, so a server can refuse before it reads one):
 either an `Authorization: AWS4-HMAC-SHA256 ...` header or a presigned URL
 (`X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=...&X-Amz-Signature=...`).
 It rebuilds the canonical request exactly as AWS specifies it for every service
@@ -20,7 +21,7 @@ import hashlib
 import hmac
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 from urllib.parse import quote, unquote
 
@@ -167,6 +168,72 @@ def verify(method: str, path: str, query: str, headers: list[tuple[str, str]], b
     (name, value) of the request in order; credentials maps access key id -> secret.
     service/region, when given, must be the ones in the credential scope.
     """
+    return check_head(method, path, query, headers, credentials, service=service,
+                      region=region, now=now).verify(body)
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """A request whose head passed every check but the signature's: signed by a known
+    access key, for the right scope, within the clock skew. The signature covers the
+    body's hash, so it is checked with the body (verify), or before the body when the
+    client declared the hash in a signed x-amz-content-sha256 (verify_declared)."""
+    method: str
+    path: str
+    pairs: list
+    headers: list
+    principal: Principal
+    secret: str = field(repr=False)
+    declared: str | None = None     # x-amz-content-sha256 as sent
+
+    @property
+    def declares_hash(self) -> bool:
+        """The payload hash is in the head (64 hex digits): the signature can be checked
+        before the body is read."""
+        d = self.declared
+        return d is not None and len(d) == 64 and all(c in "0123456789abcdef" for c in d)
+
+    def verify_declared(self) -> Principal:
+        """The signature over the declared payload hash, before the body; verify(body)
+        must still follow (it checks the body against the hash)."""
+        self._check_signature(self.declared)
+        return self.principal
+
+    def verify(self, body: bytes) -> Principal:
+        body_hash = hashlib.sha256(body).hexdigest()
+        if self.declared is not None:
+            payload_hash = self.declared
+            # UNSIGNED-PAYLOAD signs no body: accept it only where there is none to protect
+            if payload_hash != body_hash and not (payload_hash == UNSIGNED_PAYLOAD and not body):
+                raise SigV4Error("The provided 'x-amz-content-sha256' header does not match what "
+                                 "was computed.", "InvalidSignatureException")
+        else:
+            payload_hash = body_hash
+        self._check_signature(payload_hash)
+        return self.principal
+
+    def _check_signature(self, payload_hash: str) -> None:
+        p = self.principal
+        creq = canonical_request(self.method, self.path, self.pairs, self.headers,
+                                 p.signed_headers, payload_hash)
+        scope = f"{p.date}/{p.region}/{p.service}/aws4_request"
+        sts = string_to_sign(p.amz_date, scope, creq)
+        expected = hmac.new(signing_key(self.secret, p.date, p.region, p.service), sts.encode(),
+                            hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), p.signature.encode()):
+            # AWS appends what it computed; neither string holds a secret
+            raise SigV4Error(f"{MISMATCH}\n\nThe Canonical String for this request should have been\n"
+                             f"'{creq}'\n\nThe String-to-Sign should have been\n'{sts}'\n",
+                             "InvalidSignatureException")
+
+
+def check_head(method: str, path: str, query: str, headers: list[tuple[str, str]],
+               credentials: Mapping[str, str], *, service: str | None = None,
+               region: str | None = None, now: float | None = None) -> SignedHead:
+    """Everything verify() checks that needs no body: the Authorization header or presigned
+    query is present and well formed, the access key is known, the scope and date are
+    right. A server calls it before reading a body, so unsigned or foreign requests cost
+    it no memory; SigV4Error as verify() raises it."""
     now = time.time() if now is None else now
     pairs = parse_query(query)
     auth_header = [v for n, v in headers if n.lower() == "authorization"]
@@ -253,26 +320,8 @@ def verify(method: str, path: str, query: str, headers: list[tuple[str, str]], b
         raise SigV4Error("The security token included in the request is invalid.",
                          "UnrecognizedClientException")
 
-    body_hash = hashlib.sha256(body).hexdigest()
     declared = [v.strip() for n, v in headers if n.lower() == "x-amz-content-sha256"]
-    if declared:
-        payload_hash = declared[0]
-        # UNSIGNED-PAYLOAD signs no body: accept it only where there is none to protect
-        if payload_hash != body_hash and not (payload_hash == UNSIGNED_PAYLOAD and not body):
-            raise SigV4Error("The provided 'x-amz-content-sha256' header does not match what "
-                             "was computed.", "InvalidSignatureException")
-    else:
-        payload_hash = body_hash
-
-    creq = canonical_request(method, path, pairs, headers, signed_headers, payload_hash)
-    scope = f"{date}/{scope_region}/{scope_service}/aws4_request"
-    sts = string_to_sign(amz_date, scope, creq)
-    expected = hmac.new(signing_key(secret, date, scope_region, scope_service), sts.encode(),
-                        hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
-        # AWS appends what it computed; neither string holds a secret
-        raise SigV4Error(f"{MISMATCH}\n\nThe Canonical String for this request should have been\n"
-                         f"'{creq}'\n\nThe String-to-Sign should have been\n'{sts}'\n",
-                         "InvalidSignatureException")
-    return Principal(key_id, date, scope_region, scope_service, signed_headers, amz_date,
-                     signature, presigned)
+    return SignedHead(method, path, pairs, headers,
+                      Principal(key_id, date, scope_region, scope_service, signed_headers,
+                                amz_date, signature, presigned),
+                      secret, declared[0] if declared else None)

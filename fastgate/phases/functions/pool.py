@@ -656,7 +656,9 @@ class FunctionPool:
                     "function_timeout" if own else "timeout",
                     f"no result within {spec.timeout_ms} ms" if own else "no result within the integration timeout"))
                 continue
-            soonest = min(soonest, function_deadline)
+            # both deadlines: a timer may fire a moment early (uvloop counts whole ms), and
+            # re-arming for the function's alone let the integration deadline pass unseen
+            soonest = min(soonest, function_deadline, head.expires)
             for call in process.inflight:
                 if call is not head and not call.abandoned:
                     if call.expires <= now:   # not started: the runner will skip it

@@ -67,6 +67,9 @@ def _status(value) -> int:
         raise ResponseError(f"statusCode must be a number, got {value!r:.60}")
     if not 100 <= value <= 599:
         raise ResponseError(f"statusCode {value} is not an HTTP status")
+    if value < 200:
+        # a 1xx is never an answer (RFC 9110 section 15.2): the client would wait for one
+        raise ResponseError(f"statusCode {value} is informational, not a final status")
     return value
 
 

@@ -203,6 +203,68 @@ def test_key_rotation_refetch(issuer, rsa_key):
     assert "kid is not in" in refused(check, old.token(issuer.claims()))
 
 
+class Clock:
+    """A monotonic clock the test moves: intervals pass without sleeping."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def default_check(issuer, clock: Clock) -> JwtCheck:
+    """A check with the default refetch interval, as a route without refetch_interval_s."""
+    ks = KeySet(issuer=issuer.url, jwks_uri=issuer.url + "/keys",
+                http_client=HttpClient(timeout_s=2), clock=clock)
+    return JwtCheck(keysets={issuer.url: ks}, audience=("my-client",))
+
+
+def test_a_rotated_key_is_accepted_within_10_s_by_default(issuer, rsa_key):
+    clock = Clock()
+    old, new = rsa_key, SigningKey("rsa-2", "RS256")
+    issuer.keys = [old]
+    check = default_check(issuer, clock)
+    assert outcome(check, request(headers=bearer(old.token(issuer.claims())))).allowed
+    issuer.keys = [new]          # rotated: the old key retired, tokens signed with the new one
+    token = new.token(issuer.claims())
+    clock.now += 1
+    assert "kid is not in" in refused(check, token)      # the keys were fetched 1 s ago
+    assert issuer.hits["/keys"] == 1
+    clock.now += 9
+    assert outcome(check, request(headers=bearer(token))).allowed
+    assert issuer.hits["/keys"] == 2
+
+
+def test_made_up_kids_cost_one_fetch_per_interval_and_a_missed_kid_is_remembered(issuer, rsa_key):
+    clock = Clock()
+    issuer.keys = [rsa_key]
+    check = default_check(issuer, clock)
+    assert outcome(check, request(headers=bearer(rsa_key.token(issuer.claims())))).allowed
+    ghosts = [SigningKey(f"ghost-{i}", "ES256") for i in range(3)]
+    clock.now += 10
+    for i in range(30):          # a flood of kids: one refetch, whatever the kids
+        assert "kid is not in" in refused(check, ghosts[i % 3].token(issuer.claims()))
+    assert issuer.hits["/keys"] == 2
+    clock.now += 10
+    # ghost-0 was missed by a refetch 10 s ago: refused from memory, no fetch...
+    assert "kid is not in" in refused(check, ghosts[0].token(issuer.claims()))
+    assert issuer.hits["/keys"] == 2
+    # ...while a kid nobody asked for yet refetches, and brings a key published meanwhile
+    late = SigningKey("late", "RS256")
+    issuer.keys = [rsa_key, late]
+    assert outcome(check, request(headers=bearer(late.token(issuer.claims())))).allowed
+    assert issuer.hits["/keys"] == 3
+    clock.now += 60               # the memory of a missed kid lasts 60 s
+    assert "kid is not in" in refused(check, ghosts[0].token(issuer.claims()))
+    assert issuer.hits["/keys"] == 4
+    # the memory is bounded: a flood of distinct kids recycles it
+    ks = check.keysets[issuer.url]
+    for i in range(KeySet.UNKNOWN_KIDS_MAX + 10):
+        ks.remember_unknown(f"k{i}")
+    assert len(ks._unknown) == KeySet.UNKNOWN_KIDS_MAX and ks.known_unknown("k1033")
+
+
 def test_unreachable_issuer_is_a_configuration_error(issuer, rsa_key):
     issuer.fail = True
     check = make_check(issuer, jwks_uri=issuer.url + "/keys", interval=3600)

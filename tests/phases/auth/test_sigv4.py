@@ -139,6 +139,33 @@ def test_declared_payload_hash():
     assert "x-amz-content-sha256" in error_of(*args[:4], b"smuggled").reason
 
 
+def test_the_head_is_checked_without_the_body():
+    import hashlib
+    from fastgate.phases.auth.sigv4 import check_head
+    body = b'{"name":"x"}'
+    method, path, query, headers, _ = sign("POST", "http://h/restapis", body)
+    head = check_head(method, path, query, headers, CREDS)     # no body needed to get this far
+    assert not head.declares_hash and head.verify(body).access_key_id == KEY
+    assert SECRET not in repr(head)
+    with pytest.raises(SigV4Error) as e:
+        check_head(method, path, query, [h for h in headers if h[0].lower() != "authorization"], CREDS)
+    assert e.value.code == "MissingAuthenticationTokenException"
+    with pytest.raises(SigV4Error) as e:
+        check_head(method, path, query, headers, {"OTHERKEY": "othersecret"})
+    assert e.value.code == "UnrecognizedClientException"
+    # a declared hash lets the signature be checked before the body, which must then match it
+    declared = {"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+    method, path, query, headers, _ = sign("POST", "http://h/restapis", body, declared)
+    head = check_head(method, path, query, headers, CREDS)
+    assert head.declares_hash and head.verify_declared().access_key_id == KEY
+    with pytest.raises(SigV4Error):
+        head.verify(b'{"name":"y"}')
+    wrong = sign("POST", "http://h/restapis", body, declared, secret="wrong")
+    with pytest.raises(SigV4Error) as e:
+        check_head(*wrong[:4], CREDS).verify_declared()
+    assert e.value.code == "InvalidSignatureException"
+
+
 def test_unsigned_headers_may_change():
     method, path, query, headers, body = sign()
     check(method, path, query, headers + [("User-Agent", "changed"), ("X-Other", "1")], body)

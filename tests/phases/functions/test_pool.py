@@ -105,6 +105,24 @@ def test_integration_timeout_shorter_than_the_function_timeout_is_a_504_timeout(
     with_pool([spec("sleeps", timeout_ms=20000)], body)
 
 
+def test_a_deadline_check_that_comes_early_keeps_the_integration_deadline():
+    """uvloop's timers count whole milliseconds and may fire a moment early: the check then
+    found the integration deadline not yet due and re-armed only for the function's own
+    timeout (20 s here), so a 300 ms route answered after 20 s, or took a late result
+    (seen as a 200 past a route's timeout in a loaded full test run)."""
+    async def body(pool, pids):
+        await pool.warm("sleeps")
+        pids.extend(pool.pids("sleeps"))
+        call = asyncio.ensure_future(pool.invoke("sleeps", {"seconds": 30}, timeout_ms=300))
+        await asyncio.sleep(0.05)          # the call runs
+        pool._timer.cancel()                # what a timer that fires early does: it is
+        pool._check_deadlines()             # spent, and the check finds nothing due yet
+        with pytest.raises(FunctionError) as info:
+            await asyncio.wait_for(call, 5)
+        assert info.value.kind == "timeout"
+    with_pool([spec("sleeps", timeout_ms=20000)], body)
+
+
 @pytest.mark.parametrize("name,kind,memory_mb", [
     ("exits", "crashed", 64), ("sys_exit", "crashed", 64), ("allocates", "memory", 64),
     ("unserialisable", "malformed", 64), ("too_large", "malformed", 256),

@@ -67,6 +67,8 @@ def test_v1_rest_decodes_base64_only_when_accept_is_a_binary_media_type():
     {"statusCode": 200.5},
     {"statusCode": 99},                                       # not an HTTP status
     {"statusCode": 600},
+    {"statusCode": 103},                                      # informational: never an answer
+    {"statusCode": "100"},
     {"statusCode": [200]},
     {"statusCode": 200, "body": {"a": 1}},                    # body not a string
     {"statusCode": 200, "body": ["a"]},
@@ -125,6 +127,7 @@ def test_v2_result_without_status_code_is_a_200_json_body(result, body):
 @pytest.mark.parametrize("result", [
     {"statusCode": "abc"},
     {"statusCode": 700},
+    {"statusCode": 101},                 # informational: the compiled parser leaves it to this one
     {"statusCode": 200, "cookies": "a=1"},
     {"statusCode": 200, "cookies": [{"a": 1}]},
     {"statusCode": 200, "body": {"a": 1}},
