@@ -5,6 +5,7 @@ each .pyx (`./build.sh debug`); FASTGATE_CFLAGS adds compiler flags.
 """
 import glob
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -60,10 +61,20 @@ def fetch_llhttp():
         out.write(ver + "\n")
 
 
-def cimports_http1(path):
+def cimports_http1(path, seen=None):
+    """The module at path cimports http1, itself or through a .pxd it cimports (it then
+    reads llhttp_t's fields, so it needs llhttp's header too)."""
+    seen = set() if seen is None else seen
     for f in (path, path[:-4] + ".pxd"):
-        if os.path.exists(f) and "fastgate._core.http1 cimport" in open(f).read():
+        if not os.path.exists(f) or f in seen:
+            continue
+        seen.add(f)
+        text = open(f).read()
+        if "fastgate._core.http1 cimport" in text:
             return True
+        for dep in re.findall(r"from fastgate\._core\.(\w+) cimport", text):
+            if cimports_http1(os.path.join(os.path.dirname(path), dep + ".pxd"), seen):
+                return True
     return False
 
 

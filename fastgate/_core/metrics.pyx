@@ -70,8 +70,7 @@ def level_of(str limiter_name):
 
 
 def _default_response_types():
-    # Imported here, not at module level: protocol cimports this module.
-    from fastgate._core.protocol import GATEWAY_RESPONSES
+    from fastgate._core.responses import GATEWAY_RESPONSES
     return tuple(sorted(GATEWAY_RESPONSES))
 
 

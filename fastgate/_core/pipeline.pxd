@@ -23,11 +23,28 @@ cpdef enum Phase:
     PHASE_CORS = 8                # CORS headers and preflight
     PHASE_LOG = 9                 # access log line and metrics, after the last byte
 
-cpdef enum Action:
+cpdef enum Action:       # what every phase returns (the Python ones too: an AccessPhase)
     ACTION_CONTINUE = 0   # run the next phase
-    ACTION_RESPOND = 1    # send the gateway response for ctx.error_type/ctx.status now
-    ACTION_RETRY = 2      # integration failed before anything reached the client: try another target
-    ACTION_WAIT = 3       # the phase started asynchronous work and will resume the dispatcher itself
+    ACTION_RESPOND = 1    # send the gateway response for ctx.error_type now
+    ACTION_RETRY = 2      # the integration failed before anything reached the client: try
+                          # another target (Proxy.failed returns it; the dispatcher retries)
+    ACTION_WAIT = 3       # the phase started asynchronous work: it resumes the dispatcher
+                          # itself (Exchange.resume), and nothing else may run meanwhile
+
+cdef enum Waiting:                # what a request waits for between its phases
+    WAIT_NONE = 0
+    WAIT_BODY = 1                 # the whole body, before the access check (SigV4 payload hash)
+                                  # or body validation; wait_phase says which
+    WAIT_ACCESS = 2               # an asynchronous access check (JWKS fetch, Lambda authorizer)
+    WAIT_THROTTLE = 3             # the THROTTLE phase's takes from Redis (several hosts)
+    WAIT_CACHE = 4                # the CACHE phase's lookup in Redis after a local miss
+    WAIT_INTEGRATION = 5          # a function (or other Python integration) answers later
+
+cdef enum BodyMode:               # how the response body is framed towards the client
+    BODY_NONE = 0                 # no body (HEAD, 1xx, 204, 304)
+    BODY_LENGTH = 1               # Content-Length passed through
+    BODY_CHUNKED = 2              # re-chunked towards an HTTP/1.1 client
+    BODY_CLOSE = 3                # until close (HTTP/1.0 client of an unframed response)
 
 cpdef enum Integration:
     INTEGRATION_HTTP = 0  # proxy to an upstream group
@@ -77,6 +94,8 @@ cdef class GatewayResponse:
     cdef readonly bytes error_type            # x-amzn-ErrorType value (REST APIs), e.g. b"ForbiddenException"
     cdef readonly list headers                # [(name bytes, value Template)] from responseParameters
     cdef readonly object body                 # headers.Template over $context.error.* etc., or None = {"message": ...}
+    cdef readonly bint customised             # the API set this type's status: it wins over what a
+                                              # failure would answer otherwise (respond_error)
 
 
 cdef class Route:
@@ -185,6 +204,57 @@ cdef class RequestContext:
     cdef public double integration_start     # monotonic s, 0 when no integration ran
     cdef public double integration_end       # monotonic s of the integration's last byte
     cdef public double end                   # monotonic s of the last byte sent to the client
+
+    # --- the exchange's own state: everything a request needs while it runs lives here, so
+    # a new request starts from a fresh context and nothing is reset by hand (the connection
+    # parses pipelined heads, and answers an earlier request, while this one waits) ---
+    cdef public object snapshot              # the Snapshot it runs on (requests in flight keep theirs)
+    cdef str refused                         # a gateway response type to answer at once: its head
+                                             # could not be trusted (the connection closes after)
+    cdef bint queued                         # waits behind the active request (pipelining)
+    # the head as it was parsed (client.pyx)
+    cdef public bytes url                    # the request target as sent
+    cdef int cl_count, te_count, host_count  # Content-Length, Transfer-Encoding, Host lines
+    cdef bint cl_bad, te_bad                 # ... one of them not usable
+    cdef list conn_tokens                    # header names a Connection header lists
+    cdef bytes h_xff, h_xfp, h_xfh, h_xfport, h_rid   # X-Forwarded-*, x-request-id as received
+    cdef bytes h_traceparent, h_tracestate, h_xray    # incoming trace context (when tracing)
+    cdef str parse_error                     # gateway response type found while parsing
+    # the request body
+    cdef public bint body_complete           # the whole body has arrived
+    cdef list body_chunks                    # unsent chunks, plus sent ones while retained
+    cdef Py_ssize_t body_sent                # index of the first unsent chunk
+    cdef Py_ssize_t body_kept                # bytes held in body_chunks
+    cdef bint body_retained                  # every chunk so far is still held (a retry may resend)
+    cdef bint body_decoded                   # its Content-Encoding was undone (decode_body)
+    cdef double body_start                   # the body's clock: from the head (or 100 Continue),
+                                             # moved on by the time the gateway did not read
+    cdef double body_last                    # when body bytes last arrived
+    # the phases
+    cdef int waiting                         # a Waiting: the phases are paused for it
+    cdef int wait_phase                      # WAIT_BODY: the phase to resume once the body is here
+    cdef list error_headers                  # extra headers of the gateway response (429's RateLimit)
+    cdef bytes error_body                    # AWS's body for an access denial (else {"message": ...})
+    cdef bytes error_code                    # its x-amzn-ErrorType, when not the type's own
+    cdef public int throttle_level           # the level that answered 429 (metrics), -1 = none
+    cdef int cache_decision                  # the CACHE phase's RouteCache.decide()
+    # the response
+    cdef public bint responding              # its head went to the client (or to the cork buffer)
+    cdef Py_ssize_t head_mark                # offset of a relayed head still in the cork buffer, -1
+    cdef bint streaming_function             # a function's streamed response is being relayed
+    cdef int body_mode                       # a BodyMode (respond.pxd)
+    cdef list cache_parts                    # body of a response being stored in the cache
+    cdef bytes cache_head                    # ... its header lines
+    cdef int cache_status
+    cdef object compressor                   # fastgate.phases.compression.Compressor, or None
+    cdef list map_parts                      # an http (non-proxy) integration's upstream body,
+                                             # buffered for its response mapping; None = relaying
+    cdef list map_headers                    # ... and that response's [(name, value)]
+    cdef int map_status                      # ... and status
+    cdef long long map_size                  # bytes of it seen
+    # the upstream side
+    cdef object upstream                     # fastgate._core.proxy.UpstreamConnection, or None
+    cdef object connect_task                 # its connect, while under way
 
     cpdef bytes header(self, bytes lower_name)
     cpdef bytes query_param(self, bytes name)

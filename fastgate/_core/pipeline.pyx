@@ -119,13 +119,14 @@ cdef class Mount:
 
 cdef class GatewayResponse:
     def __init__(self, str response_type, int status, str message, bytes error_type=b"",
-                 list headers=None, body=None):
+                 list headers=None, body=None, bint customised=False):
         self.response_type = response_type
         self.status = status
         self.message = message
         self.error_type = error_type
         self.headers = headers if headers is not None else []
         self.body = body
+        self.customised = customised
 
     def __repr__(self):
         return f"<GatewayResponse {self.response_type} {self.status}>"
@@ -191,6 +192,8 @@ cdef class RequestContext:
         self.client_ip = b""
         self.request_id = b""
         self.forwarded_for = b""
+        self.throttle_level = -1
+        self.head_mark = -1
 
     cpdef bytes header(self, bytes lower_name):
         """First value of a request header, by lowercase name; None when absent."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from fastgate._core.headers import PathRewrite, Template
 from fastgate._core.pipeline import ApiStage, GatewayResponse, Integration, Mount, Route
-from fastgate._core.protocol import GATEWAY_RESPONSES
+from fastgate._core.responses import GATEWAY_RESPONSES
 from fastgate._core.router import Router
 from fastgate.compile.config import TargetConfig, UpstreamConfig, parse_target_url
 from fastgate.phases.functions.loader import lambda_function_name
@@ -108,7 +108,8 @@ def gateway_responses(api: dict, warn) -> dict:
                 body = Template(text, body=True)
             except ValueError as e:
                 warn(f"gatewayResponses.{rtype}.responseTemplates: {e}; AWS's default body is used")
-        out[rtype] = GatewayResponse(rtype, status, message, etype.encode(), headers, body)
+        out[rtype] = GatewayResponse(rtype, status, message, etype.encode(), headers, body,
+                                     customised=bool(code))
     return out
 
 

@@ -11,7 +11,7 @@ import os
 
 from fastgate._core.headers import HeaderTransform, PathRewrite, Template
 from fastgate._core.pipeline import Integration, Route
-from fastgate._core.protocol import Snapshot
+from fastgate._core.snapshot import Snapshot
 from fastgate._core.router import Router
 from fastgate.compile.shared import limiter, shared_buckets, shared_cache, shared_quotas
 from fastgate.compile.upstreams import build_group
@@ -38,6 +38,40 @@ def header_transform(loaded, where: tuple, spec) -> HeaderTransform | None:
         return HeaderTransform(ops)
     except ValueError as e:
         raise loaded.error(where, str(e)) from None
+
+
+class CoreHooks:
+    """The Python the compiled core calls, handed to it with every snapshot (Snapshot.hooks):
+    fastgate/_core imports nothing above it, so what it needs of the layers above comes here."""
+
+    def __init__(self):
+        from fastgate.compile.tls import client_cert_of
+        from fastgate.phases import compression
+        from fastgate.phases.functions.events import build_event_v1
+        from fastgate.phases.functions.gateway import function_request
+        self.client_cert_of = client_cert_of             # a TLS client's verified certificate
+        self.choose_encoding = compression.choose_encoding   # response compression
+        self.should_compress = compression.should_compress
+        self.compress_body = compression.compress_body
+        self.Compressor = compression.Compressor
+        self.decode_request_body = compression.decode_request_body   # Content-Encoding bodies
+        self.RequestBodyError = compression.RequestBodyError
+        self._event = build_event_v1
+        self._request = function_request
+
+    def mapping_event(self, ctx, body: bytes) -> dict:
+        """The payload 1.0 event of a request: mapping templates' $input and $context."""
+        return self._event(self._request(ctx, body))
+
+
+_HOOKS = None
+
+
+def core_hooks() -> CoreHooks:
+    global _HOOKS
+    if _HOOKS is None:
+        _HOOKS = CoreHooks()
+    return _HOOKS
 
 
 def iam_credentials_of(loaded) -> dict:
@@ -215,4 +249,4 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         source=loaded, tls=tls, tracer=tracer, redis=services.redis if open_logs else None,
         execution_log=execution_log, cache=shared_cache() if open_logs else None,
         cache_redis=services.cache_redis if open_logs else None,
-        rebuild_at_s=rebuild_at_s, **mounts)
+        rebuild_at_s=rebuild_at_s, hooks=core_hooks(), **mounts)

@@ -539,7 +539,7 @@ class Dashboard:
 
     def breakdown(self, reading: Reading) -> dict:
         f = figures(reading.series.values())
-        from fastgate._core.protocol import GATEWAY_RESPONSES
+        from fastgate._core.responses import GATEWAY_RESPONSES
         types = []
         for t, n in sorted(self.error_types.items(), key=lambda kv: -kv[1]):
             status = GATEWAY_RESPONSES.get(t, (0,))[0]

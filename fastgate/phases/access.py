@@ -1,10 +1,11 @@
 """The ACCESS phase of one route: resource policy, authorizer, API key — compiled
 once per snapshot, run by the protocol once per request.
 
-The protocol calls ``AccessPhase.run(conn, ctx, body)`` after routing. Checks
-(fastgate.phases.auth) answer synchronously when they can; the first one that must wait
-(a JWKS fetch, a Lambda authorizer call) turns the rest of the phase into a task
-that resumes the request with ``conn.access_done(...)``. A denial names a gateway
+The core's dispatcher calls ``AccessPhase.run(conn, ctx, body)`` after routing, ``conn``
+being the request's exchange (fastgate/_core/exchange.pyx). Checks (fastgate.phases.auth)
+answer synchronously when they can; the first one that must wait (a JWKS fetch, a Lambda
+authorizer call) turns the rest of the phase into a task that resumes the request with
+``conn.access_done(...)``. Like every phase it returns a pipeline Action. A denial names a gateway
 response type, so the API's customised gateway responses apply.
 """
 
@@ -14,14 +15,13 @@ import asyncio
 
 import orjson
 
-from fastgate._core.protocol import AccessVerdict
+from fastgate._core.pipeline import Action
 from fastgate._core.throttle import LimiterKey, claim_key, header_block
 from fastgate.phases.auth import AuthRequest, AuthResult
 from fastgate.compile.keys import bucket_name
 from fastgate.observability.log import log
 
-ALLOW, DENY, WAIT = (AccessVerdict.ACCESS_ALLOW, AccessVerdict.ACCESS_DENY,
-                     AccessVerdict.ACCESS_WAIT)
+ALLOW, DENY, WAIT = Action.ACTION_CONTINUE, Action.ACTION_RESPOND, Action.ACTION_WAIT
 
 
 class Services:

@@ -20,7 +20,8 @@ import time
 import uvloop
 
 from fastgate._core.pipeline import seed_random
-from fastgate._core.protocol import Worker
+from fastgate._core.client import protocol_factory
+from fastgate._core.runtime import Worker
 from fastgate.compile.snapshot import build_snapshot
 from fastgate.process.signals import add_loop_signal_handlers
 from fastgate.compile.tls import listener_tls_for
@@ -77,7 +78,7 @@ class WorkerProcess:
             if tls is not None:
                 self.tls_listeners.append(tls)
             server = self.loop.run_until_complete(self.loop.create_server(
-                self.worker.protocol_factory(port), sock=sock, backlog=backlog,
+                protocol_factory(self.worker, port), sock=sock, backlog=backlog,
                 ssl=tls.context if tls is not None else None))
             self.servers.append(server)
         add_loop_signal_handlers(self.loop, {
