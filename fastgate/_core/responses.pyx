@@ -22,6 +22,10 @@ GATEWAY_RESPONSES = {
     "AUTHORIZER_FAILURE": (500, "Internal server error", "InternalServerErrorException"),
     "BAD_REQUEST_PARAMETERS": (400, "Bad Request", "BadRequestException"),
     "BAD_REQUEST_BODY": (400, "Invalid request body", "BadRequestException"),
+    # no status of their own in AWS's documentation: these are the statuses of types that
+    # fall back to them (GetGatewayResponse shows no statusCode for these two)
+    "DEFAULT_4XX": (400, "Bad Request", "BadRequestException"),
+    "DEFAULT_5XX": (500, "Internal server error", "InternalServerErrorException"),
     "EXPIRED_TOKEN": (403, "Signature expired", "InvalidSignatureException"),
     # AWS documents 504 as this type's default status (GetGatewayResponse says "504"), while
     # what its clients see for a failed HTTP call or Lambda function is 502: the integration
@@ -39,8 +43,6 @@ GATEWAY_RESPONSES = {
     "UNAUTHORIZED": (401, "Unauthorized", "UnauthorizedException"),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported Media Type", "UnsupportedMediaTypeException"),
     "WAF_FILTERED": (403, "Forbidden", "ForbiddenException"),
-    "DEFAULT_4XX": (400, "Bad Request", "BadRequestException"),
-    "DEFAULT_5XX": (500, "Internal server error", "InternalServerErrorException"),
     # fastgate's own (protocol errors, before routing; HTTP API routing; upstream groups)
     "BAD_REQUEST": (400, "Bad Request", "BadRequestException"),
     "MISSING_HOST": (400, "Bad Request", "BadRequestException"),

@@ -22,7 +22,7 @@ import json
 import time
 
 from fastgate.control.errors import BadRequest
-from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS
+from fastgate.control.names import GATEWAY_RESPONSE_STATUS
 
 # AWS's test invocations name this stage in the method ARN the authorizer sees
 TEST_STAGE = "ESTestInvoke-stage"
@@ -127,7 +127,7 @@ class AuthorizerInvoker:
                                  for k, v in result.claims.items()}
             log.append("Authorized")
         else:
-            status = GATEWAY_RESPONSE_DEFAULTS.get(result.error_type, ("500", None))[0] or "500"
+            status = GATEWAY_RESPONSE_STATUS.get(result.error_type) or "500"
             out["clientStatus"] = int(status)
             log.append(f"Denied: {result.error_type} {result.message or ''}".rstrip())
         out["log"] = "\n".join(log) + "\n"

@@ -8,6 +8,8 @@ import re
 import secrets
 import string
 
+from fastgate._core.responses import AWS_TYPES as AWS_GATEWAY_RESPONSE_TYPES, GATEWAY_RESPONSES
+
 # AWS's ids are lower-case letters and digits; its id lengths: restapi 10, root resource
 # 10, other resources 6, authorizer 6, request validator 6, model 6.
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -52,34 +54,12 @@ DOMAIN_NAME = re.compile(r"^(?=.{1,253}$)(\*\.)?([A-Za-z0-9](?:[A-Za-z0-9\-]{0,6
 BASE_PATH = re.compile(r"^[A-Za-z0-9._\-$+]+(?:/[A-Za-z0-9._\-$+]+)*$")
 NONE_BASE_PATH = "(none)"
 
-# AWS's gateway response types: type -> (default status code, default message). None for
-# DEFAULT_4XX/DEFAULT_5XX, which have no status of their own. Source: "Gateway response
-# types for API Gateway" in the API Gateway developer guide.
-GATEWAY_RESPONSE_DEFAULTS: dict[str, tuple[str | None, str | None]] = {
-    "ACCESS_DENIED": ("403", "User is not authorized to access this resource"),
-    "API_CONFIGURATION_ERROR": ("500", "Internal server error"),
-    "AUTHORIZER_CONFIGURATION_ERROR": ("500", "Internal server error"),
-    "AUTHORIZER_FAILURE": ("500", "Internal server error"),
-    "BAD_REQUEST_PARAMETERS": ("400", "Missing required request parameters"),
-    "BAD_REQUEST_BODY": ("400", "Invalid request body"),
-    "DEFAULT_4XX": (None, None),
-    "DEFAULT_5XX": (None, None),
-    "EXPIRED_TOKEN": ("403", "The security token included in the request is expired"),
-    "INTEGRATION_FAILURE": ("504", "Internal server error"),
-    "INTEGRATION_TIMEOUT": ("504", "Endpoint request timed out"),
-    "INVALID_API_KEY": ("403", "Forbidden"),
-    "INVALID_SIGNATURE": ("403", "The request signature we calculated does not match the "
-                                 "signature you provided. Check your AWS Secret Access Key and "
-                                 "signing method. Consult the service documentation for details."),
-    "MISSING_AUTHENTICATION_TOKEN": ("403", "Missing Authentication Token"),
-    "QUOTA_EXCEEDED": ("429", "Limit Exceeded"),
-    "REQUEST_TOO_LARGE": ("413", "Request Too Long"),
-    "RESOURCE_NOT_FOUND": ("404", "Not Found"),
-    "THROTTLED": ("429", "Too Many Requests"),
-    "UNAUTHORIZED": ("401", "Unauthorized"),
-    "UNSUPPORTED_MEDIA_TYPE": ("415", "Unsupported Media Type"),
-    "WAF_FILTERED": ("403", "Forbidden"),
-}
+# AWS's gateway response types and the default statusCode GetGatewayResponse shows for each
+# (None for DEFAULT_4XX/DEFAULT_5XX, which AWS documents without one): read from the one table
+# of gateway responses, fastgate/_core/responses.pyx, that the data plane answers from too.
+GATEWAY_RESPONSE_STATUS: dict[str, str | None] = {
+    t: None if t in ("DEFAULT_4XX", "DEFAULT_5XX") else str(v[0])
+    for t, v in GATEWAY_RESPONSES.items() if t in AWS_GATEWAY_RESPONSE_TYPES}
 
 # A model as a schema's $ref names it: AWS's model URL.
 MODEL_URL = "https://apigateway.amazonaws.com/restapis/{api_id}/models/"

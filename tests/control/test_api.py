@@ -573,10 +573,10 @@ def test_domain_names_and_mappings(c, tmp_path):
 # ---------------------------------------------------------------- gateway responses
 
 def test_gateway_responses(c):
-    from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS
+    from fastgate.control.names import GATEWAY_RESPONSE_STATUS
     api = c.create_rest_api(name="gr")
     items = c.get_gateway_responses(restApiId=api["id"], limit=500)["items"]
-    assert {i["responseType"] for i in items} == set(GATEWAY_RESPONSE_DEFAULTS)
+    assert {i["responseType"] for i in items} == set(GATEWAY_RESPONSE_STATUS)
     assert all(i["defaultResponse"] for i in items)
     by_type = {i["responseType"]: i for i in items}
     assert by_type["THROTTLED"]["statusCode"] == "429" and "statusCode" not in by_type["DEFAULT_4XX"]

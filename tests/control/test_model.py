@@ -11,7 +11,7 @@ from fastgate.control.api import load_service_model
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model import OPERATIONS, Model
 from fastgate.control.model.gateway_responses import default_gateway_response
-from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS
+from fastgate.control.names import GATEWAY_RESPONSE_STATUS
 from fastgate.control.state import State
 from fastgate.control.store import Store
 
@@ -90,7 +90,7 @@ def test_greedy_path_part_is_last(model):
 
 def test_gateway_response_table_covers_aws_types():
     spec = load_service_model()
-    assert set(GATEWAY_RESPONSE_DEFAULTS) == set(spec["shapes"]["GatewayResponseType"]["enum"])
+    assert set(GATEWAY_RESPONSE_STATUS) == set(spec["shapes"]["GatewayResponseType"]["enum"])
     assert default_gateway_response("DEFAULT_5XX").get("statusCode") is None
     assert default_gateway_response("INTEGRATION_TIMEOUT")["statusCode"] == "504"
     assert default_gateway_response("QUOTA_EXCEEDED")["statusCode"] == "429"

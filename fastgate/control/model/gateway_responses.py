@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastgate.control.errors import BadRequest, NotFound
 from fastgate.control.model.base import ModelBase, _clone, _page
-from fastgate.control.names import GATEWAY_RESPONSE_DEFAULTS, STATUS_CODE
+from fastgate.control.names import GATEWAY_RESPONSE_STATUS, STATUS_CODE
 
 DEFAULT_RESPONSE_TEMPLATE = {"application/json": '{"message":$context.error.messageString}'}
 
 
 def default_gateway_response(response_type: str) -> dict:
-    status, _ = GATEWAY_RESPONSE_DEFAULTS[response_type]
+    status = GATEWAY_RESPONSE_STATUS[response_type]
     doc = {"responseType": response_type, "responseParameters": {},
            "responseTemplates": dict(DEFAULT_RESPONSE_TEMPLATE), "defaultResponse": True}
     if status is not None:
@@ -24,9 +24,9 @@ class GatewayResponses(ModelBase):
     @staticmethod
     def _response_type(p: dict) -> str:
         rtype = p["responseType"]
-        if rtype not in GATEWAY_RESPONSE_DEFAULTS:
+        if rtype not in GATEWAY_RESPONSE_STATUS:
             raise BadRequest(f"Invalid gateway response type '{rtype}'. Valid types are "
-                             f"{', '.join(GATEWAY_RESPONSE_DEFAULTS)}")
+                             f"{', '.join(GATEWAY_RESPONSE_STATUS)}")
         return rtype
 
     def put_gateway_response(self, p: dict) -> dict:
@@ -57,7 +57,7 @@ class GatewayResponses(ModelBase):
         api = self._api(p["restApiId"])
         custom = api.get("gatewayResponses") or {}
         items = [_clone(custom[t]) if t in custom else default_gateway_response(t)
-                 for t in GATEWAY_RESPONSE_DEFAULTS]
+                 for t in GATEWAY_RESPONSE_STATUS]
         return _page(items, p)
 
     def delete_gateway_response(self, p: dict) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
-from fastgate.control.names import API_KEY_SOURCES, GATEWAY_RESPONSE_DEFAULTS
+from fastgate.control.names import API_KEY_SOURCES, GATEWAY_RESPONSE_STATUS
 from fastgate.control.openapi.document import Document, OpenAPIError
 from fastgate.control.openapi.fields import (
     is_aws_extension,
@@ -105,7 +105,7 @@ def _gateway_responses(value, where: str) -> dict:
     responses = {}
     for rtype, body in value.items():
         at = f"{where}.{rtype}"
-        if rtype not in GATEWAY_RESPONSE_DEFAULTS:
+        if rtype not in GATEWAY_RESPONSE_STATUS:
             raise OpenAPIError(f"{at}: unknown gateway response type")
         if not isinstance(body, dict):
             raise OpenAPIError(f"{at}: must be an object")
