@@ -1,7 +1,7 @@
 """Per-request cost of metering an API key's usage (UsageCounters.record, the LOG phase's C call) against the naive Python version it replaced.
 
 Run: .venv/bin/python -m pytest -q -p no:cacheprovider bench/bench_usage.py
-What it guards: protocol.pyx log_exchange's `PERF:` note. The naive baseline is the
+What it guards: respond.pyx Responder.log's `PERF:` note. The naive baseline is the
 earlier UsageRecorder.record: a Python method doing memoryview increments (~0.8 µs
 with the call). record() from C should stay in the nanoseconds.
 """

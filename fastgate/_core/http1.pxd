@@ -38,7 +38,7 @@
 # proxied body) is forwarded as that same object without a copy; a callback
 # would run inside llhttp_execute, where any Python work (transport.write) could
 # raise with nowhere to go but a C return code, and it would tie this module to
-# protocol.pyx's classes. The price is one llhttp_execute re-entry per body
+# client.pyx's and proxy.pyx's classes. The price is one llhttp_execute re-entry per body
 # span (one per read for a Content-Length body, one per chunk piece for a
 # chunked one), tens of ns (bench/bench_http1.py).
 #

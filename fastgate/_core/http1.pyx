@@ -444,7 +444,7 @@ cdef class Http1Parser:
         return ev, self.consumed
 
     def drain(self, bytes data, int materialize=0):
-        """Parse all of data with the C event loop protocol.pyx will run; return the
+        """Parse all of data with the C event loop client.pyx will run; return the
         number of messages completed, -1 on an error. materialize: 0 reads nothing,
         1 takes method, URL and every header value as bytes, 2 also builds a list of
         (name, value) tuples per message (what httptools callbacks produce).

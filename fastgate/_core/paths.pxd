@@ -1,5 +1,5 @@
 # The request path as the gateway routes it and sends it on: one canonical
-# spelling, computed once per request before routing (protocol.pyx
+# spelling, computed once per request before routing (client.pyx
 # validate_head), so the route whose rules were applied is the one whose path
 # the integration receives.
 #

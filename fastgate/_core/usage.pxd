@@ -2,7 +2,7 @@
 #
 # The mapping is created and laid out by the control plane (fastgate/control/usage.py:
 # UsageRecorder, created by the supervisor before it forks); this class only
-# holds a C pointer to it, so the LOG phase (protocol.pyx log_exchange) adds a
+# holds a C pointer to it, so the LOG phase (respond.pyx Responder.log) adds a
 # finished request to its (key, API stage) entry with a few C increments and no
 # Python call. One writer per slab (each worker owns its own), so plain
 # read-modify-writes are exact; readers (the flusher) see each aligned 8-byte

@@ -98,7 +98,7 @@ class UsageRecorder:
     def __init__(self, mm: mmap.mmap, workers: int, capacity: int, generation: str):
         self._mm = mm
         self._q = memoryview(mm).cast("Q")      # the whole mapping as uint64 words
-        # the workers' side: the LOG phase records through its C pointer (protocol.pyx)
+        # the workers' side: the LOG phase records through its C pointer (respond.pyx)
         self.counters = UsageCounters(mm)
         self.workers = workers
         self.capacity = capacity

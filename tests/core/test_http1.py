@@ -18,7 +18,7 @@ from fastgate._core.http1 import (
 # --- drivers ------------------------------------------------------------------
 
 def run(parser, chunks, eof=False):
-    """Feed chunks the way protocol.pyx will: loop until NEED_MORE.
+    """Feed chunks the way client.pyx will: loop until NEED_MORE.
 
     Returns (messages, end): messages are dicts of what the parser exposed at
     HEAD_COMPLETE, the body from BODY spans, trailers at MESSAGE_COMPLETE; end is
