@@ -14,6 +14,7 @@ from fastgate.control.model.base import (
     _require_str,
     _unescape_pointer,
 )
+from fastgate.control.model.models import default_models
 from fastgate.control.names import API_KEY_SOURCES, new_id
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
@@ -88,7 +89,8 @@ def new_api_document(p: dict) -> dict:
         if p.get(k) is not None:
             api[k] = _clone(p[k])
     api.setdefault("apiKeySource", "HEADER")
-    api.setdefault("endpointConfiguration", {"types": ["REGIONAL"]})
+    # AWS's default endpoint type for CreateRestApi (and ImportRestApi) is EDGE
+    api.setdefault("endpointConfiguration", {"types": ["EDGE"]})
     api.setdefault("disableExecuteApiEndpoint", False)
     api["protocolType"] = "REST"
     api["resources"] = [{"id": new_id(10), "path": "/"}]
@@ -111,6 +113,7 @@ class RestApis(ModelBase):
                         api[k] = src[k]
             else:
                 api = new_api_document(p)
+                api["models"] = default_models()
             api["name"] = name
             while api["id"] in self.state.apis:
                 api["id"] = new_id(10)
@@ -242,7 +245,10 @@ class RestApis(ModelBase):
         if export_type not in ("oas30", "swagger"):
             raise BadRequest(f"Invalid export type '{export_type}': fastgate exports oas30 and swagger")
         params = p.get("parameters") or {}
-        extensions = params.get("extensions", "")
+        # extensions: a comma list of integrations, authorizers, apigateway (the
+        # x-amazon-apigateway-* extensions) and documentation (the documentation parts)
+        names = {e.strip() for e in params.get("extensions", "").split(",") if e.strip()}
+        extensions = names - {"documentation"}
         accepts = (p.get("accepts") or "application/json").lower()
         if accepts not in ("application/json", "application/yaml", "*/*"):
             raise BadRequest(f"Invalid Accept '{accepts}': use application/json or application/yaml")
@@ -250,6 +256,11 @@ class RestApis(ModelBase):
         try:
             doc = openapi.export_openapi(dep["api"], export_type=export_type,
                                          extensions=bool(extensions), stage=stage)
+            if "documentation" in names:
+                from fastgate.control.model.documentation import EXTENSION, export_documentation
+                docs = export_documentation(self._api(api_id), stage.get("documentationVersion"))
+                if docs is not None:
+                    doc[EXTENSION] = docs
         except openapi.OpenAPIError as e:
             raise BadRequest(str(e)) from None
         ext = "json"
