@@ -13,7 +13,6 @@ from fastgate.control.model.messages import aws_message, validation_errors
 from fastgate.control.model.patching import patch_operations, refuse
 from fastgate.control.names import new_id
 from fastgate.control.openapi.documentation import (
-    EXTENSION,
     LOCATION_TYPES,
     LocationError,
     location_of,
@@ -45,29 +44,6 @@ def check_properties(properties) -> str:
     if not isinstance(doc, dict):
         raise BadRequest("Documentation part properties must be a JSON object")
     return properties
-
-
-def export_documentation(api: dict, version: str | None) -> dict | None:
-    """x-amazon-apigateway-documentation of an export: the stage's documentation version,
-    else the API's current parts."""
-    parts = api.get("documentationParts") or []
-    out: dict = {}
-    if version:
-        found = next((v for v in api.get("documentationVersions") or () if v["version"] == version), None)
-        if found is not None:
-            parts = found.get("parts") or []
-            out["version"] = version
-            out["createdDate"] = _iso(found.get("createdDate", 0))
-    if not parts:
-        return None
-    out["documentationParts"] = [{"location": _clone(d["location"]),
-                                  "properties": json.loads(d["properties"])} for d in parts]
-    return out
-
-
-def _iso(epoch) -> str:
-    import datetime
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Documentation(ModelBase):

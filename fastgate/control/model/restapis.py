@@ -254,13 +254,13 @@ class RestApis(ModelBase):
             raise BadRequest(f"Invalid Accept '{accepts}': use application/json or application/yaml")
         dep = self._deployment(api_id, stage["deploymentId"])
         try:
-            doc = openapi.export_openapi(dep["api"], export_type=export_type,
-                                         extensions=bool(extensions), stage=stage)
-            if "documentation" in names:
-                from fastgate.control.model.documentation import EXTENSION, export_documentation
-                docs = export_documentation(self._api(api_id), stage.get("documentationVersion"))
-                if docs is not None:
-                    doc[EXTENSION] = docs
+            # documentation is not deployed: the API's own (versions, current parts)
+            api_docs = {k: v for k, v in self._api(api_id).items()
+                        if k in ("documentationParts", "documentationVersions")}
+            doc = openapi.export_openapi({**dep["api"], **api_docs}, export_type=export_type,
+                                         extensions=bool(extensions), stage=stage,
+                                         documentation="documentation" in names,
+                                         documentation_version=stage.get("documentationVersion"))
         except openapi.OpenAPIError as e:
             raise BadRequest(str(e)) from None
         ext = "json"

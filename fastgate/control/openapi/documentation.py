@@ -4,6 +4,7 @@ on export (GetExport with extensions=documentation)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 
 from fastgate.control.names import new_id
@@ -75,3 +76,22 @@ def read_documentation(value, where: str, warnings: list[str]) -> list[dict]:
             parts.append(existing)
         existing["properties"] = json.dumps(properties)
     return parts
+
+
+def export_documentation(api: dict, version: str | None) -> dict | None:
+    """The x-amazon-apigateway-documentation of an export: the parts of the documentation
+    version the stage names, else the API's current parts; None when there are none."""
+    parts = api.get("documentationParts") or []
+    out: dict = {}
+    if version:
+        found = next((v for v in api.get("documentationVersions") or () if v["version"] == version), None)
+        if found is not None:
+            parts = found.get("parts") or []
+            out["version"] = version
+            out["createdDate"] = datetime.datetime.fromtimestamp(
+                found.get("createdDate", 0), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if not parts:
+        return None
+    out["documentationParts"] = [{"location": dict(d["location"]),
+                                  "properties": json.loads(d["properties"])} for d in parts]
+    return out
