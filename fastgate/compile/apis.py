@@ -388,9 +388,8 @@ class Compiler:
         VPC_LINK: the config's upstream group the link names), else one for the URI's origin,
         shared by the integrations with the same TLS settings: the stage's client certificate
         (mutual TLS to the backend) and tlsConfig.insecureSkipVerification."""
-        from fastgate.compile.upstreams import build_group
+        from fastgate.compile.upstreams import build_group, upstream_of
         if integ.get("connectionType") == "VPC_LINK":
-            from fastgate.control.model.vpc_links import upstream_of
             link_id = self.substitute(integ.get("connectionId") or "", stage, where)
             link = self.vpc_links.get(link_id)
             if link is None:

@@ -3,6 +3,7 @@ TLS towards upstreams, and the metrics slots of their health and connection gaug
 
 from __future__ import annotations
 
+import re
 import ssl
 
 from fastgate._core.upstream import Balance, HashOn, UpstreamGroup
@@ -13,6 +14,17 @@ BALANCES = {"round_robin": Balance.BALANCE_ROUND_ROBIN, "least_conn": Balance.BA
 
 HASH_ON = {"client_ip": HashOn.HASH_CLIENT_IP, "header": HashOn.HASH_HEADER,
            "cookie": HashOn.HASH_COOKIE}
+
+
+LB_NAME = re.compile(r"loadbalancer/(?:net|app)/([^/]+)(?:/|$)")
+
+
+def upstream_of(arn: str) -> str:
+    """The upstream group a VPC link's target ARN names: the load balancer's name
+    (arn:aws:elasticloadbalancing:REGION:ACCOUNT:loadbalancer/net/NAME/ID), else the ARN's
+    last segment."""
+    m = LB_NAME.search(arn)
+    return m.group(1) if m else re.split(r"[:/]", arn)[-1]
 
 
 def health_slot_for(metrics, upstream_name: str, target) -> int:

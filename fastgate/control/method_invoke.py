@@ -161,8 +161,8 @@ class MethodInvoker:
         headers = [(k, v) for k, v in (p.get("headers") or {}).items()]
         for k, values in (p.get("multiValueHeaders") or {}).items():
             headers += [(k, v) for v in values if (k, v) not in headers]
-        head = [f"{http_method if http_method != 'ANY' else 'GET'} /restapis/{api['id']}/{TEST_STAGE}"
-                f"/_user_request_{wire_path}{'?' + query if query else ''} HTTP/1.1",
+        head = [f"{http_method if http_method != 'ANY' else 'GET'} /{TEST_STAGE}{wire_path}"
+                f"{'?' + query if query else ''} HTTP/1.1",
                 f"Host: {api['id']}.execute-api.localhost", f"Content-Length: {len(body)}",
                 "Connection: close"]
         head += [f"{k}: {v}" for k, v in headers if k.lower() not in ("host", "content-length",
@@ -201,11 +201,12 @@ class MethodInvoker:
             out_headers[k] = v
             multi.setdefault(k, []).append(v)
         text = bytes(resp.body).decode(errors="replace")
-        error_type = out_headers.get("x-amzn-ErrorType")
-        if error_type is not None and status >= 500:
-            reason = next((w.split(": ", 1)[-1] for w in warnings if "answers 500" in w), None)
-            line("Execution failed due to configuration error: "
-                 + (reason.rsplit("; it answers", 1)[0] if reason else text))
+        # what the compiler could not serve for this method (a bad URI, a missing stage
+        # variable, an unknown function) is AWS's configuration error
+        reason = next((w for w in warnings if w.endswith("it answers 500 Internal server error")), None)
+        if status >= 500 and reason is not None:
+            detail = reason.rsplit("; it answers", 1)[0].split(f" {resource['path']}: ", 1)[-1]
+            line(f"Execution failed due to configuration error: {detail}")
         else:
             line(f"Method response body after transformations: {text}")
             line(f"Method response headers: {_java_map(out_headers.items())}")

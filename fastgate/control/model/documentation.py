@@ -13,6 +13,7 @@ from fastgate.control.model.messages import aws_message, validation_errors
 from fastgate.control.model.patching import patch_operations, refuse
 from fastgate.control.names import new_id
 from fastgate.control.openapi.documentation import (
+    EXTENSION,
     LOCATION_TYPES,
     LocationError,
     location_of,

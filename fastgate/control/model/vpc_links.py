@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from fastgate.compile.upstreams import upstream_of
 from fastgate.control.errors import BadRequest, NotFound
 from fastgate.control.model.base import ModelBase, _clone, _page
 from fastgate.control.model.messages import aws_message
@@ -17,16 +18,9 @@ from fastgate.control.model.tags import check_tags
 from fastgate.control.names import new_id
 
 ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d*:.+$")
-LB_NAME = re.compile(r"loadbalancer/(?:net|app)/([^/]+)(?:/|$)")
 VPC_LINK_PATCH = {"replace": ("/name", "/description")}
 VPC_LINK_OUT = ("id", "name", "description", "targetArns", "status", "statusMessage", "tags")
 READY = "Your vpc link is ready for use"       # AWS's statusMessage of an AVAILABLE link
-
-
-def upstream_of(arn: str) -> str:
-    """The upstream group a target ARN names: an NLB's name, else the ARN's last segment."""
-    m = LB_NAME.search(arn)
-    return m.group(1) if m else re.split(r"[:/]", arn)[-1]
 
 
 def vpc_link_status(link: dict, upstreams) -> tuple[str, str]:
