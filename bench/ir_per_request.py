@@ -66,6 +66,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("repo", nargs="?", default=REPO, help="checkout with a built .venv")
     p.add_argument("--requests", type=int, default=1000)
+    p.add_argument("--keep", metavar="DIR", help="copy the worker's callgrind dump here (for callgrind_annotate)")
     args = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="fastgate-ir-")
     up_port, gw_port = free_port(), free_port()
@@ -102,8 +103,11 @@ def main() -> None:
         counts = []
         for dump in glob.glob(os.path.join(tmp, "cg.*.*")):
             with open(dump) as d:
-                counts += [int(line.split()[1]) for line in d if line.startswith("totals:")]
-        print(f"{args.repo}: {max(counts) / args.requests:,.0f} instructions per request "
+                counts += [(int(line.split()[1]), dump) for line in d if line.startswith("totals:")]
+        total, worker_dump = max(counts)
+        if args.keep:
+            shutil.copy(worker_dump, os.path.join(args.keep, "callgrind.worker"))
+        print(f"{args.repo}: {total / args.requests:,.0f} instructions per request "
               f"(worker user space, {args.requests} requests)")
     finally:
         gateway.send_signal(signal.SIGTERM)
