@@ -126,6 +126,18 @@ def test_quick_create_serves_then_auto_deploys_updates_and_deletion(gw, c):
     assert body["path"] == "/echo/a/b", body
     assert dict((k.lower(), v) for k, v in body["headers"]).get("x-mapped") == "hello"
     assert "added=yes" in body["query"]
+    # metrics per API, stage and route, as for every API the gateway serves
+    metrics = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=10).text
+    assert (f'fastgate_requests_total{{route="GET /items/{{rest+}}",api="{api["ApiId"]}",'
+            f'stage="$default",status_class="2xx"}}') in metrics
+    # and on the dashboard, with its stage and the route's figures
+
+    def on_dashboard():
+        doc = httpx.get(f"http://127.0.0.1:{gw.admin_port}/dashboard/api/summary", timeout=10).json()
+        stage = [s for s in doc["stages"] if s["api"] == api["ApiId"]]
+        routes = [r["route"] for a in doc["apis"] if a["api"] == api["ApiId"] for r in a["routes"]]
+        return stage and stage[0]["name"] == "quick" and "GET /items/{rest+}" in routes
+    wait_until(on_dashboard, timeout=15)
 
     c.delete_api(ApiId=api["ApiId"])
     gone(gw, api["ApiId"], "/any/path")
