@@ -163,6 +163,9 @@ def test_routes_integrations_and_authorizers(server):
     long = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=LAMBDA,
                                 PayloadFormatVersion="2.0", TimeoutInMillis=120000)
     assert long["TimeoutInMillis"] == 120000
+    # a stage may choose the function (function:${stageVariables.fn}), as in AWS
+    c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", PayloadFormatVersion="2.0",
+                         IntegrationUri=LAMBDA.replace(":hello", ":${stageVariables.fn}"))
     code, msg, _ = error(c.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY",
                          IntegrationUri=LAMBDA)
     assert code == "BadRequestException" and "PayloadFormatVersion" in msg

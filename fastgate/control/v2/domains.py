@@ -4,13 +4,13 @@ A domain name is one document whichever service made it (apigateway's DomainName
 store kind "domain"), and an API mapping is a base path mapping (store kind "mapping", keyed
 by its base path, `(none)` for the empty key): a domain may map REST and HTTP APIs at once,
 and each service shows them in its own shape. Routing rules (store kind "routingrule",
-scoped by domain) choose an API stage by base path and headers before (or instead of) the
-mappings, as the domain's routingMode says.
+scoped by domain) are AWS's way to choose an API stage by base path and headers before (or
+instead of) the mappings, as the domain's routingMode says; they are checked and kept, and the
+data plane does not read them yet (docs/control-api.md).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import re
 
@@ -86,25 +86,6 @@ def _check_conditions(conditions) -> list:
         raise BadRequest("A routing rule has at most one matchBasePaths and two matchHeaders "
                          "conditions")
     return _clone(conditions)
-
-
-def rule_matches(rule: dict, path: str, headers: dict[str, str]) -> tuple[bool, str]:
-    """Whether a routing rule matches a request (path, lower-cased headers) and the base path
-    it matched ("" when it has none): every condition must hold (AWS: conditions are ANDed),
-    a header value by its glob, a base path as the path's leading segments."""
-    base = ""
-    for c in rule.get("conditions") or ():
-        if "matchBasePaths" in c:
-            bp = c["matchBasePaths"]["anyOf"][0].strip("/")
-            if path.strip("/") != bp and not path.lstrip("/").startswith(bp + "/"):
-                return False, ""
-            base = bp
-        else:
-            hv = c["matchHeaders"]["anyOf"][0]
-            value = headers.get(hv["header"].lower())
-            if value is None or not fnmatch.fnmatchcase(value, hv["valueGlob"]):
-                return False, ""
-    return True, base
 
 
 class Domains(V2Base):

@@ -33,7 +33,9 @@ WEBSOCKET_ONLY = "Integration responses are supported only for WebSocket APIs"
 
 
 def is_lambda_arn(uri: str) -> bool:
-    return bool(LAMBDA_ARN.match(uri or ""))
+    """A Lambda function ARN or invocation URI; the function part may be a stage variable
+    (function:${stageVariables.fn}), which the stage fills when it is served."""
+    return bool(LAMBDA_ARN.match(re.sub(r"\$\{stageVariables\.[A-Za-z0-9_]+\}", "v", uri or "")))
 
 
 def _check_response_parameters(params) -> dict:
