@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from fastgate.control.errors import BadRequest, NotFound
-from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE
+from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE, is_v2_api
 
 if TYPE_CHECKING:
     from fastgate.control.state import State
@@ -157,7 +157,7 @@ class ModelBase:
 
     def _api(self, api_id: str) -> dict:
         api = self.state.apis.get(api_id)
-        if api is None:
+        if api is None or is_v2_api(api):
             raise NotFound(f"Invalid API identifier specified {api_id}")
         return api
 
