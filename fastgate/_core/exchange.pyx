@@ -631,7 +631,9 @@ cdef class Exchange:
             headers = [(b"Content-Type", b"application/json")]
             if ctx.api is not None and ctx.api.rest:
                 headers.append((b"x-amzn-ErrorType", b"InternalServerErrorException"))
-        self.out.respond(ctx, status, headers, body)
+            self.out.respond(ctx, status, headers, body)
+        else:
+            self.out.respond_integration(ctx, status, headers, body)
         self.down.uncork()
 
     def function_stream_head(self, RequestContext ctx, int status, list headers):
