@@ -72,6 +72,10 @@ cdef class ApiStage:
     cdef readonly long long min_compress      # minimumCompressionSize (bytes); -1 = no compression
     cdef readonly bytes stage_b               # stage as bytes, for templates and headers
     cdef readonly bytes api_id_b
+    cdef readonly object access_log           # fastgate._core.accesslog.AccessLog of the stage's
+                                              # accessLogSettings, or None
+    cdef readonly bint access_log_only        # its line replaces the gateway's access_log line (a
+                                              # CloudWatch ARN destination: the gateway's own sink)
 
 
 cdef class Mount:

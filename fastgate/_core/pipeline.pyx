@@ -76,7 +76,8 @@ def seed_random(unsigned long long seed):
 cdef class ApiStage:
     def __init__(self, *, str api_id, str api_name="", str stage, str deployment_id="",
                  bint rest=True, bint is_canary=False, router=None, dict responses=None,
-                 dict variables=None, cors=None, long long min_compress=-1):
+                 dict variables=None, cors=None, long long min_compress=-1, access_log=None,
+                 bint access_log_only=False):
         self.api_id = api_id
         self.api_name = api_name
         self.stage = stage
@@ -90,6 +91,8 @@ cdef class ApiStage:
         self.min_compress = min_compress
         self.stage_b = stage.encode()
         self.api_id_b = api_id.encode()
+        self.access_log = access_log
+        self.access_log_only = access_log_only
 
     def __repr__(self):
         return f"<ApiStage {self.api_id}/{self.stage}{' canary' if self.is_canary else ''}>"

@@ -5,6 +5,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 
 import orjson
 
+from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.buffers cimport Buf, buf_bytes, buf_put
 from fastgate._core.cache cimport SharedCache, RouteCache
 from fastgate._core.execlog cimport ExecutionLog
@@ -539,7 +540,11 @@ cdef class Responder:
             ctx.end = monotonic()
         if ctx.status == 0:
             ctx.status = 499
-        if snap.access_log is not None:
+        if ctx.api is not None and ctx.api.access_log is not None:
+            (<AccessLog>ctx.api.access_log).log(ctx)
+            if snap.access_log is not None and not ctx.api.access_log_only:
+                snap.access_log.log(ctx)
+        elif snap.access_log is not None:
             snap.access_log.log(ctx)
         # the dashboard's live tail (a shared ring; nothing when no ring is installed)
         record_finished(ctx, self.worker.worker_id, ctx.api_key_id)

@@ -120,7 +120,7 @@ class Compiler:
 
     def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
                  functions=None, gateway_limiter=None, services=None, iam_credentials=None,
-                 key_index=None):
+                 key_index=None, gateway_log: str | None = None, open_logs: bool = False):
         self.routes = routes            # the snapshot's [Route], appended to
         self.series = series            # metrics slot per route index
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
@@ -136,6 +136,10 @@ class Compiler:
         self.vpc_links: dict = {}               # VPC link id -> VpcLink (compile_state sets them)
         self.client_certificates: dict = {}     # client certificate id -> its document
         self.current_stage_doc: dict = {}
+        self.gateway_log = gateway_log          # the access_log destination (where CloudWatch ARNs log)
+        self.open_logs = open_logs              # a worker's build: the stages' access logs are opened
+        self.stage_logs: dict = {}              # (destination, format) -> AccessLog, shared by stages
+        self.host_rules: dict = {}              # custom domain (bytes) -> its routing rules (compile_state)
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
@@ -157,7 +161,8 @@ class Compiler:
                          responses=gateway_responses(api, lambda m: self.warn(f"{where}: {m}")),
                          variables=dict(variables or {}), cors=self.api_cors(api, where),
                          min_compress=api["minimumCompressionSize"]
-                         if isinstance(api.get("minimumCompressionSize"), int) else -1)
+                         if isinstance(api.get("minimumCompressionSize"), int) else -1,
+                         **self.stage_access_log(where))
         for res in api.get("resources", ()):
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]
@@ -176,6 +181,31 @@ class Compiler:
                 except ValueError as e:
                     self.warn(f"{where}: {method} {path}: {e}; route not served")
         return stage
+
+    def stage_access_log(self, where: str) -> dict:
+        """The stage's accessLogSettings as ApiStage's access_log: a file path or "-" (standard
+        output) as given; a CloudWatch Logs ARN (AWS's only kind) is the gateway's own
+        access_log destination, where the stage's line stands in for the gateway's."""
+        settings = self.current_stage_doc.get("accessLogSettings") or {}
+        dest, fmt = settings.get("destinationArn"), settings.get("format")
+        if not dest or not fmt or not self.open_logs:
+            return {}
+        only = dest.startswith("arn:")
+        if only:
+            if self.gateway_log is None:
+                self.warn(f"{where}: access log destination {dest} is the gateway's access_log, "
+                          "which is off; the stage's requests are not logged")
+                return {}
+            dest = self.gateway_log
+        log_ = self.stage_logs.get((dest, fmt))
+        if log_ is None:
+            from fastgate._core.accesslog import AccessLog
+            try:
+                log_ = self.stage_logs[(dest, fmt)] = AccessLog(dest, fmt)
+            except (ValueError, OSError) as e:
+                self.warn(f"{where}: access log {dest}: {e}; the stage's requests are not logged")
+                return {}
+        return dict(access_log=log_, access_log_only=only)
 
     def api_cors(self, api: dict, where: str):
         """The API's CORS configuration (HTTP APIs' x-amazon-apigateway-cors), or None."""
@@ -623,8 +653,29 @@ def compile_state(state, compiler: Compiler):
             pfx = b"" if base_path in ("(none)", "", "/") else b"/" + base_path.strip("/").encode()
             lst.append(Mount(pfx, target.main, target.canary, target.canary_percent,
                              f"domain {domain}"))
+    compile_routing_rules(state, compiler, by_stage, host_mounts)
     for lst in [any_mounts, *host_mounts.values(), *api_mounts.values()]:
         lst.sort(key=lambda m: -len(m.prefix))
     return host_mounts, api_mounts, any_mounts, stages_out
+
+
+def compile_routing_rules(state, compiler: Compiler, by_stage: dict, host_mounts: dict) -> None:
+    """compiler.host_rules: each custom domain's routing rules (fastgate.phases.routing_rules)
+    unless its routingMode is API_MAPPING_ONLY; ROUTING_RULE_ONLY drops its API mappings."""
+    from fastgate.phases.routing_rules import ROUTING_RULE_ONLY, DomainRules
+    for domain, rules in sorted((state.extra.get("routingrule") or {}).items()):
+        mode = (state.domains.get(domain) or {}).get("routingMode", "API_MAPPING_ONLY")
+        if mode == "API_MAPPING_ONLY" or not rules:
+            continue
+        host = domain.lower().encode()
+
+        def mount_of(api_id, stage, prefix, domain=domain):
+            target = by_stage.get((api_id, stage))
+            return None if target is None else Mount(prefix, target.main, target.canary,
+                                                     target.canary_percent, f"domain {domain} rule")
+        compiler.host_rules[host] = DomainRules(list(rules.values()), mode, mount_of,
+                                                lambda m, d=domain: compiler.warn(f"domain {d}: {m}"))
+        if mode == ROUTING_RULE_ONLY or host not in host_mounts:
+            host_mounts[host] = []      # the host is the domain's: no rule matched is its 403
 
 

@@ -188,15 +188,17 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         routes.append(route)
         series.append(metrics.request_series(route.route_key) if metrics is not None else -1)
     mounts = {}
+    compiler = None
     if loaded.state is not None and loaded.state.apis:
         from fastgate.compile.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
                             limits=config.limits, functions=set(config.functions),
                             gateway_limiter=gateway_limiter, services=services,
-                            iam_credentials=iam, key_index=key_index)
+                            iam_credentials=iam, key_index=key_index,
+                            gateway_log=config.access_log.destination, open_logs=open_logs)
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
-                      stages=stages)
+                      stages=stages, host_rules=compiler.host_rules)
         if warn is not None:
             for w in compiler.warnings:
                 warn(w)
@@ -237,6 +239,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         router=router, routes=routes, groups=list(groups.values()), route_series=series,
         unmatched_series=metrics.request_series("unmatched") if metrics is not None else -1,
         access_log=access_log, metrics=metrics,
+        stage_logs=tuple(compiler.stage_logs.values()) if compiler is not None else (),
         trusted=list(config.trusted_networks()),
         via=config.via, max_url=limits.max_url_bytes, max_head=limits.max_header_bytes,
         max_headers=limits.max_headers, max_body=limits.max_body(),

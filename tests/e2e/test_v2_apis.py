@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
@@ -208,6 +209,36 @@ def test_response_parameters_map_proxied_and_function_responses(gw, c):
     assert r.headers["x-route"] == "GET /fn" and r.json()["routeKey"] == "GET /fn"
 
 
+def test_stage_access_log_settings_write_the_stages_lines(gw, c):
+    api_id = c.create_api(Name="logged", ProtocolType="HTTP", Target=f"{gw.upstream.url}/echo")["ApiId"]
+    served(gw, api_id, "/before")
+    path = gw.tmp / f"access-{api_id}.log"
+    fmt = ('{"requestId":"$context.requestId","routeKey":"$context.routeKey",'
+           '"status":"$context.status","path":"$context.path"}')
+    c.update_stage(ApiId=api_id, StageName="$default",
+                   AccessLogSettings={"DestinationArn": str(path), "Format": fmt})
+
+    def lines():
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    def logged():
+        call(gw, api_id, "/after")     # also what makes the reload's snapshot serve
+        return any(x["path"] == "/after" for x in lines())
+    wait_until(logged, timeout=15)
+    line = next(x for x in lines() if x["path"] == "/after")
+    assert line["routeKey"] == "$default" and line["status"] == "200" and line["requestId"]
+    assert not any(x["path"] == "/before" for x in lines())   # only what the stage served since
+
+    c.delete_access_log_settings(ApiId=api_id, StageName="$default")
+
+    def stopped():
+        n = len(lines())
+        call(gw, api_id, "/stopped")
+        time.sleep(1.5)                # the worker writes its buffered lines every second
+        return len(lines()) == n
+    wait_until(stopped, timeout=20)
+
+
 def test_jwt_and_request_authorizers_with_caching_and_reset(gw, c, issuer):
     api_id = c.create_api(Name="guarded", ProtocolType="HTTP")["ApiId"]
     integ = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY",
@@ -312,6 +343,40 @@ def test_custom_domain_maps_rest_and_http_apis(gw, c):
     assert b.json()["path"] == "/echo"
     # disableExecuteApiEndpoint: only the custom domain serves the HTTP API
     assert call(gw, h_api, "/x").status_code == 403
+
+
+def test_routing_rules_choose_the_stage_before_the_mappings(gw, c):
+    mapped = c.create_api(Name="mapped", ProtocolType="HTTP", Target=f"{gw.upstream.url}/echo")["ApiId"]
+    ruled = c.create_api(Name="ruled", ProtocolType="HTTP")["ApiId"]
+    integ = c.create_integration(ApiId=ruled, IntegrationType="HTTP_PROXY", IntegrationMethod="ANY",
+                                 IntegrationUri=f"{gw.upstream.url}/echo/b/{{proxy}}",
+                                 PayloadFormatVersion="1.0")
+    c.create_route(ApiId=ruled, RouteKey="ANY /{proxy+}", Target=f"integrations/{integ['IntegrationId']}")
+    c.create_stage(ApiId=ruled, StageName="live", AutoDeploy=True)
+    host = "rules.example.com"
+    c.create_domain_name(DomainName=host, RoutingMode="ROUTING_RULE_THEN_API_MAPPING")
+    c.create_api_mapping(DomainName=host, ApiId=mapped, Stage="$default", ApiMappingKey="")
+    c.create_routing_rule(DomainName=host, Priority=20,
+                          Conditions=[{"MatchBasePaths": {"AnyOf": ["orders"]}}],
+                          Actions=[{"InvokeApi": {"ApiId": ruled, "Stage": "live", "StripBasePath": True}}])
+    c.create_routing_rule(DomainName=host, Priority=10,
+                          Conditions=[{"MatchHeaders": {"AnyOf": [{"Header": "X-Version", "ValueGlob": "beta-*"}]}}],
+                          Actions=[{"InvokeApi": {"ApiId": ruled, "Stage": "live"}}])
+
+    def path(p, **headers):
+        r = httpx.get(f"{gw.url}{p}", headers={"Host": host, **headers}, timeout=10)
+        return r.json()["path"] if r.status_code == 200 else r.status_code
+    wait_until(lambda: path("/orders/7") == "/echo/b/7", timeout=15)   # base path rule, stripped
+    assert path("/x") == "/echo"                                    # no rule matches: the mapping
+    assert path("/orders/7", **{"x-version": "beta-2"}) == "/echo/b/orders/7"   # priority 10 first
+    assert path("/x", **{"X-VERSION": "Beta-2"}) == "/echo"         # the value glob is case-sensitive
+    assert path("/ordersx") == "/echo"                              # a base path is whole segments
+
+    c.update_domain_name(DomainName=host, RoutingMode="ROUTING_RULE_ONLY")
+    wait_until(lambda: path("/x") == 403, timeout=15)               # no mapping serves any more
+    assert path("/orders/7") == "/echo/b/7"
+    c.update_domain_name(DomainName=host, RoutingMode="API_MAPPING_ONLY")
+    wait_until(lambda: path("/orders/7") == "/echo", timeout=15)    # the rules are not read
 
 
 def test_vpc_link_routes_to_an_upstream_group(gw, c):
