@@ -437,18 +437,22 @@ class Compiler:
                 raise ValueError(f"VPC link {link_id} names upstream {name!r}, which the "
                                  "config's upstreams: do not define")
             return self.groups[name]
-        verify = not (integ.get("tlsConfig") or {}).get("insecureSkipVerification")
+        tls_config = integ.get("tlsConfig") or {}
+        verify = not tls_config.get("insecureSkipVerification")
+        server_name = tls_config.get("serverNameToVerify") or None
         cert_id = self.current_stage_doc.get("clientCertificateId")
         cert = self.client_certificates.get(cert_id) if cert_id else None
         if cert_id and cert is None:
             self.warn(f"{where}: client certificate {cert_id!r} of the stage does not exist; "
                       "none is presented")
-        key = base + ("" if verify else " insecure") + (f" cert:{cert_id}" if cert else "")
+        key = base + ("" if verify else " insecure") + (f" cert:{cert_id}" if cert else "") + \
+            (f" sni:{server_name}" if server_name else "")
         if key not in self.groups:
             self.groups[key] = build_group(
                 key, UpstreamConfig(targets=(TargetConfig(url=base),), tls_verify=verify),
                 self.metrics, self.services.worker_id if self.services is not None else 0,
-                client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None)
+                client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None,
+                server_name=server_name)
         return self.groups[key]
 
     def vpc_link_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:

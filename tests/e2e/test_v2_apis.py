@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+import trustme
 from botocore.config import Config
 
 from conftest import ROOT, Gateway, Upstream, wait_until
@@ -58,6 +59,9 @@ def gw(tmp_path_factory):
     (tmp / "fn").mkdir()
     (tmp / "fn" / "handlers.py").write_text(HANDLERS)
     up = Upstream("v2up")
+    # the CA the gateway trusts for HTTPS backends (OpenSSL reads SSL_CERT_FILE)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     calls = tmp / "authz-calls.txt"
     calls.write_text("")
     g = Gateway(tmp, f"""\
@@ -71,8 +75,8 @@ def gw(tmp_path_factory):
           pets:
             targets: [{{url: '{up.url}'}}]
         """, env={"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET,
-                  "AUTHZ_CALLS": str(calls)})
-    g.upstream, g.calls, g.tmp = up, calls, tmp
+                  "AUTHZ_CALLS": str(calls), "SSL_CERT_FILE": str(tmp / "ca.pem")})
+    g.upstream, g.calls, g.tmp, g.ca = up, calls, tmp, ca
     yield g
     g.stop()
     up.stop()
@@ -237,6 +241,29 @@ def test_stage_access_log_settings_write_the_stages_lines(gw, c):
         time.sleep(1.5)                # the worker writes its buffered lines every second
         return len(lines()) == n
     wait_until(stopped, timeout=20)
+
+
+def test_tls_config_server_name_to_verify(gw, c, tmp_path):
+    from test_tls_upstream import TlsUpstream
+    leaf = gw.ca.issue_cert("backend.internal")     # not the address the URL names
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    backend = TlsUpstream(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), name="sni")
+    try:
+        api_id = c.create_api(Name="sni", ProtocolType="HTTP")["ApiId"]
+        c.create_stage(ApiId=api_id, StageName="$default", AutoDeploy=True)
+        for key, tls in (("plain", None), ("named", {"ServerNameToVerify": "backend.internal"}),
+                         ("wrong", {"ServerNameToVerify": "other.internal"})):
+            integ = c.create_integration(ApiId=api_id, IntegrationType="HTTP_PROXY", IntegrationMethod="GET",
+                                         IntegrationUri=f"{backend.url}/name", PayloadFormatVersion="1.0",
+                                         **({"TlsConfig": tls} if tls else {}))
+            c.create_route(ApiId=api_id, RouteKey=f"GET /{key}", Target=f"integrations/{integ['IntegrationId']}")
+        r = served(gw, api_id, "/named")               # the certificate is checked for that name
+        assert r.text == "sni"
+        assert call(gw, api_id, "/plain").status_code >= 500   # for 127.0.0.1 it is not valid
+        assert call(gw, api_id, "/wrong").status_code >= 500
+    finally:
+        backend.p.stop()
 
 
 def test_jwt_and_request_authorizers_with_caching_and_reset(gw, c, issuer):
