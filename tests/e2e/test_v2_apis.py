@@ -242,6 +242,26 @@ def test_stage_access_log_settings_write_the_stages_lines(gw, c):
         return len(lines()) == n
     wait_until(stopped, timeout=20)
 
+    # a REST API's stage, patched through apigateway, logs the same way
+    rest = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
+                        region_name=REGION, aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    r_api = rest.create_rest_api(name="rest-logged")["id"]
+    root = rest.get_resources(restApiId=r_api)["items"][0]["id"]
+    rest.put_method(restApiId=r_api, resourceId=root, httpMethod="GET", authorizationType="NONE")
+    rest.put_integration(restApiId=r_api, resourceId=root, httpMethod="GET", type="MOCK",
+                         requestTemplates={"application/json": '{"statusCode": 200}'})
+    rest.put_integration_response(restApiId=r_api, resourceId=root, httpMethod="GET", statusCode="200")
+    rest.create_deployment(restApiId=r_api, stageName="logged")
+    rest_log = gw.tmp / f"access-{r_api}.log"
+    rest.update_stage(restApiId=r_api, stageName="logged", patchOperations=[
+        {"op": "replace", "path": "/accessLogSettings/destinationArn", "value": str(rest_log)},
+        {"op": "replace", "path": "/accessLogSettings/format", "value": "$context.httpMethod $context.status"}])
+
+    def rest_logged():
+        call(gw, r_api, "/logged/")
+        return rest_log.exists() and "GET 200" in rest_log.read_text().splitlines()
+    wait_until(rest_logged, timeout=15)
+
 
 def test_tls_config_server_name_to_verify(gw, c, tmp_path):
     from test_tls_upstream import TlsUpstream
