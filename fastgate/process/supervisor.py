@@ -419,7 +419,9 @@ class Supervisor:
         signal.signal(signal.SIGUSR2, self.on_upgrade)
         signal.signal(signal.SIGCHLD, lambda *_: None)
 
-        self.need_admin = self.admin_socket is not None or bool(health_slots(config, self.metrics))
+        # the admin process also keeps a fleet host's copy of the shared state current
+        self.need_admin = (self.admin_socket is not None or bool(health_slots(config, self.metrics))
+                           or config.state is not None)
         if self.need_admin:
             self.spawn_admin()
         for i in range(self.n_workers):

@@ -1,0 +1,183 @@
+"""A fleet: three fastgate hosts sharing one real PostgreSQL (the control plane's state)
+and one real Redis (limits). What boto3 deploys through one host's control API the others
+serve; a key revoked on one is refused by all; with PostgreSQL stopped every host keeps
+serving, changes get AWS's 503, a host restarted meanwhile serves its local copy, and once
+PostgreSQL is back the next change reaches every host.
+
+The hosts poll PostgreSQL only once a minute here, so a change can reach them in time only
+by LISTEN/NOTIFY (tests/control/test_store_pg.py covers the poll)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from postgres_server import PostgresServer  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
+
+from conftest import FRESH, Gateway, wait_until  # noqa: E402
+from test_api_keys import api_doc  # noqa: E402 (a mock API: /paid needs a key, /free not)
+
+KEY, SECRET = "AKIAFASTGATEFLEET1", "fleet-test-secret-key"
+ENV = {"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET}
+# generous: the machine is shared; bench/bench_fleet.py measures the usual figure (docs/fleet.md)
+PROPAGATION_DEADLINE_S = 10
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    r = RedisServer().start()
+    yield r
+    r.stop()
+
+
+class Fleet:
+    def __init__(self, root: Path, url: str, redis_url: str):
+        self.root, self.url, self.redis_url = root, url, redis_url
+        self.hosts: dict[str, Gateway] = {}
+
+    def start(self, name: str) -> Gateway:
+        d = self.root / name
+        d.mkdir(exist_ok=True)
+        gw = Gateway(d, f"""\
+            access_log: {{path: 'off'}}
+            data_dir: {d / 'state'}
+            state: {{url: "{self.url}", poll_interval_ms: 60000}}
+            redis: {{url: "{self.redis_url}"}}
+            """, env=ENV)
+        self.hosts[name] = gw
+        return gw
+
+    def stop(self) -> None:
+        for gw in self.hosts.values():
+            gw.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path, pg, redis_server):
+    if not pg.pid:      # a test that stopped it failed before starting it again
+        pg.start()
+    f = Fleet(tmp_path, pg.new_database(), redis_server.url)
+    for name in ("a", "b", "c"):
+        f.start(name)
+    yield f
+    f.stop()
+
+
+def control(gw, retries: int = 3):
+    return boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
+                        region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+                        config=Config(retries={"max_attempts": retries}))
+
+
+def status(gw, path: str, key: str | None = None) -> int:
+    return FRESH.get(gw.url + path, headers={"x-api-key": key} if key else {}).status_code
+
+
+def served_everywhere(hosts, path: str, code: int, key: str | None = None) -> list[float]:
+    """Seconds until each host answers `path` with `code` (AssertionError past the deadline)."""
+    t0 = time.monotonic()
+    took = []
+    for gw in hosts:
+        wait_until(lambda: status(gw, path, key) == code, timeout=PROPAGATION_DEADLINE_S, step=0.01)
+        took.append(round(time.monotonic() - t0, 3))
+    return took
+
+
+def test_one_host_deploys_all_serve_a_key_revoked_on_another_is_refused_by_all(fleet):
+    a, b, c = (fleet.hosts[n] for n in "abc")
+    ca, cb = control(a), control(b)
+    api_id = ca.import_rest_api(body=api_doc())["id"]
+    assert status(b, "/prod/free") == 404
+    ca.create_deployment(restApiId=api_id, stageName="prod")
+    took = served_everywhere([b, c, a], "/prod/free", 200)
+    print(f"\ndeployed on A: served on B, C, A after {took} s")
+    assert FRESH.get(c.url + "/prod/free").json() == {"ok": True}
+    # B's control API reads what A wrote
+    assert [x["id"] for x in cb.get_rest_apis()["items"]] == [api_id]
+    assert cb.get_stage(restApiId=api_id, stageName="prod")["deploymentId"]
+
+    # a key and a usage plan whose quota (in the one Redis) counts calls on every host
+    key = ca.create_api_key(name="partner", enabled=True)
+    plan = ca.create_usage_plan(name="gold", apiStages=[{"apiId": api_id, "stage": "prod"}],
+                                quota={"limit": 5, "period": "DAY"})
+    ca.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
+    served_everywhere([a, b, c], "/prod/paid", 200, key["value"])   # one counted call per host
+    assert [status(h, "/prod/paid", key["value"]) for h in (b, c, a)] == [200, 200, 429]
+    assert status(b, "/prod/paid", key["value"]) == 429
+
+    # revoked on B: refused by all three
+    cb.update_api_key(apiKey=key["id"], patchOperations=[
+        {"op": "replace", "path": "/enabled", "value": "false"}])
+    took = served_everywhere([a, c, b], "/prod/paid", 403, key["value"])
+    print(f"key disabled on B: refused on A, C, B after {took} s")
+    cb.delete_api_key(apiKey=key["id"])
+    served_everywhere([a, b, c], "/prod/paid", 403, key["value"])
+    with pytest.raises(ClientError) as e:
+        control(c).get_api_key(apiKey=key["id"])
+    assert e.value.response["Error"]["Code"] == "NotFoundException"
+
+
+def test_postgres_down_hosts_serve_writes_get_503_a_restarted_host_serves_its_copy(fleet, pg):
+    a, b, c = (fleet.hosts[n] for n in "abc")
+    ca = control(a)
+    api_id = ca.import_rest_api(body=api_doc())["id"]
+    ca.create_deployment(restApiId=api_id, stageName="prod")
+    served_everywhere([a, b, c], "/prod/free", 200)
+
+    pg.stop()
+    try:
+        for gw in (a, b, c):
+            assert status(gw, "/prod/free") == 200
+        for gw in (a, b):
+            with pytest.raises(ClientError) as e:
+                control(gw, retries=1).create_deployment(restApiId=api_id, stageName="beta")
+            err = e.value.response
+            assert err["ResponseMetadata"]["HTTPStatusCode"] == 503
+            assert err["Error"]["Code"] == "ServiceUnavailableException"
+            assert err["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
+            assert "unreachable" in err["Error"]["Message"]
+        # reads answer from the host's copy
+        assert [x["id"] for x in control(b).get_rest_apis()["items"]] == [api_id]
+        ready = httpx.get(f"http://127.0.0.1:{a.admin_port}/ready", timeout=5).json()
+        assert ready["status"] == "ok" and ready["writable"] is False
+
+        # C restarts while the database is down: it serves the copy it saved
+        c.stop()
+        c = fleet.start("c")
+        assert status(c, "/prod/free") == 200
+        assert "serving the local copy" in c.p.wait_output("serving the local copy", timeout=10)
+        assert status(c, "/beta/free") != 200
+    finally:
+        pg.start()
+
+    # the next change reaches every host, the restarted one too
+    cb = control(b)
+    t0 = time.monotonic()
+    while True:
+        try:
+            cb.create_deployment(restApiId=api_id, stageName="beta")
+            break
+        except ClientError as e:    # B retries its connection one second after a failure
+            assert e.response["Error"]["Code"] == "ServiceUnavailableException"
+            assert time.monotonic() - t0 < PROPAGATION_DEADLINE_S
+            time.sleep(0.2)
+    took = served_everywhere([a, b, c], "/beta/free", 200)
+    print(f"\nafter the outage, deployed on B: served on A, B, C after {took} s")
+    ready = httpx.get(f"http://127.0.0.1:{a.admin_port}/ready", timeout=5).json()
+    assert ready["status"] == "ok" and "writable" not in ready
