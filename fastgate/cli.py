@@ -190,7 +190,7 @@ def cmd_usage_export(args) -> int:
     from fastgate.control.store import db_path, load_state
     from fastgate.control.usage import UsageStore, export, parse_day
     from fastgate.control.usage_redis import all_hosts_rows
-    redis_cfg = None
+    redis_cfg = loaded = None
     if args.config:
         from fastgate.compile.config import ConfigError, load_config
         try:
@@ -212,8 +212,10 @@ def cmd_usage_export(args) -> int:
     except ValueError as e:
         print(f"fastgate: {e}", file=sys.stderr)
         return 2
+    # a fleet host's keys are in its copy of the shared state, not in its SQLite
+    state = stored_state(loaded) if loaded is not None and loaded.config.state else load_state(data_dir)
     names = {k: doc.get("name", "") for k, doc in
-             load_state(data_dir).extra.get("apikey", {}).get("", {}).items()}
+             (state.extra if state else {}).get("apikey", {}).get("", {}).items()}
     store = UsageStore.in_dir(data_dir)
     try:
         rows = all_hosts_rows(store, redis_cfg, args.start, args.end, args.key or None,
@@ -225,12 +227,23 @@ def cmd_usage_export(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    """API keys in the data dir, through the control API's own operations. A running
-    gateway picks the change up on its next reload (SIGHUP)."""
+    """API keys in the data dir (or with --state, in the fleet's PostgreSQL), through the
+    control API's own operations. A running gateway picks the change up on its next reload
+    (SIGHUP); fleet hosts at once (NOTIFY)."""
     from fastgate.control.errors import ApiError
     from fastgate.control.model import Model
     from fastgate.control.store import Store
-    store = Store.in_dir(_data_dir(args))
+    from fastgate.control.store_pg import PgStore, Unavailable
+    if args.state:
+        from fastgate.compile.config.values import check_state_url
+        try:
+            check_state_url(args.state)
+        except ValueError as e:
+            print(f"fastgate: --state: {e}", file=sys.stderr)
+            return 2
+        store = PgStore(args.state, _data_dir(args))
+    else:
+        store = Store.in_dir(_data_dir(args))
     try:
         model = Model(store)
         if args.keys_command == "create":
@@ -261,6 +274,9 @@ def cmd_keys(args) -> int:
         return 0
     except ApiError as e:
         print(f"fastgate: {e.message}", file=sys.stderr)
+        return 1
+    except Unavailable as e:     # --state: the database is down and there is no local copy
+        print(f"fastgate: {e}", file=sys.stderr)
         return 1
     finally:
         store.close()
@@ -366,6 +382,8 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("id")
     for k in keys.choices.values():
         k.add_argument("--data-dir", metavar="DIR", help="state directory (default: as serve)")
+        k.add_argument("--state", metavar="postgresql://USER@HOST/DB",
+                       help="the fleet's state in PostgreSQL instead of the data dir's (docs/fleet.md)")
     s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser("state", help="move the control API's state between stores")

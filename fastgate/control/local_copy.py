@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from fastgate.compile.gcpause import gc_paused
 from fastgate.control.state import State
 from fastgate.control.store import StoreError
 
@@ -69,7 +70,8 @@ class LocalCopy:
         except OSError as e:
             raise StoreError(f"{self.path}: {e.strerror}") from None
         try:
-            doc = orjson.loads(data)
+            with gc_paused():       # PERF: see fastgate.compile.gcpause
+                doc = orjson.loads(data)
             if doc.get("format") != COPY_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r}, this fastgate knows {COPY_FORMAT}")
             return doc

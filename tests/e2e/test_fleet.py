@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from postgres_server import PostgresServer  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
-from conftest import FRESH, Gateway, wait_until  # noqa: E402
+from conftest import FRESH, Gateway, free_port, wait_until  # noqa: E402
 from test_api_keys import api_doc  # noqa: E402 (a mock API: /paid needs a key, /free not)
 
 KEY, SECRET = "AKIAFASTGATEFLEET1", "fleet-test-secret-key"
@@ -181,3 +181,69 @@ def test_postgres_down_hosts_serve_writes_get_503_a_restarted_host_serves_its_co
     print(f"\nafter the outage, deployed on B: served on A, B, C after {took} s")
     ready = httpx.get(f"http://127.0.0.1:{a.admin_port}/ready", timeout=5).json()
     assert ready["status"] == "ok" and "writable" not in ready
+
+
+# ---- the command line
+
+FASTGATE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "fastgate")
+
+
+def run(*args, stdin: str | None = None):
+    import subprocess
+    return subprocess.run([FASTGATE, *args], capture_output=True, text=True, timeout=60, input=stdin)
+
+
+def test_state_copy_moves_a_hosts_state_into_the_fleet_and_back(tmp_path, pg):
+    """A single host's SQLite (made with `fastgate keys create`) into the fleet's PostgreSQL
+    with `fastgate state copy`, a fleet host serving it, and the way back."""
+    if not pg.pid:
+        pg.start()
+    url = pg.new_database()
+    one = tmp_path / "one"
+    made = run("keys", "create", "partner", "--data-dir", str(one))
+    assert made.returncode == 0, made.stderr
+    key_id = made.stdout.split("\t")[0]
+
+    r = run("state", "copy", "--from", f"sqlite:{one}", "--to", url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"copied 1 entities from sqlite:{one} to {url} (its version is now 1)"
+    listed = run("keys", "list", "--state", url, "--data-dir", str(tmp_path / "fleet-host"))
+    assert listed.returncode == 0 and f"{key_id}\tpartner\ttrue" in listed.stdout
+
+    # a destination that holds entities is refused, unless --replace
+    again = run("state", "copy", "--from", f"sqlite:{one}", "--to", url)
+    assert again.returncode == 1 and "already holds 1 entities; --replace" in again.stderr
+    more = run("keys", "create", "second", "--state", url, "--data-dir", str(tmp_path / "fleet-host"))
+    assert more.returncode == 0, more.stderr
+    back = run("state", "copy", "--from", url, "--to", f"sqlite:{tmp_path / 'back'}")
+    assert back.returncode == 0 and "copied 2 entities" in back.stdout
+    listed = run("keys", "list", "--data-dir", str(tmp_path / "back"))
+    assert {line.split("\t")[1] for line in listed.stdout.splitlines()[1:]} == {"partner", "second"}
+    replaced = run("state", "copy", "--from", f"sqlite:{one}", "--to", url, "--replace")
+    assert replaced.returncode == 0 and "its version is now 3" in replaced.stdout
+    listed = run("keys", "list", "--state", url, "--data-dir", str(tmp_path / "fleet-host"))
+    assert [line.split("\t")[1] for line in listed.stdout.splitlines()[1:]] == ["partner"]
+
+    for args, message in (
+            (("--from", f"sqlite:{tmp_path / 'nothing'}", "--to", url), "no fastgate state at"),
+            (("--from", "mysql://db/x", "--to", url), "expected sqlite:PATH or postgresql://"),
+            (("--from", url, "--to", "postgresql://fastgate@127.0.0.1:1/x"), "unreachable")):
+        r = run("state", "copy", *args)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_serve_state_flag_and_an_unreachable_database_without_a_copy(tmp_path):
+    bad = run("serve", "--state", "mysql://db/x", "--data-dir", str(tmp_path))
+    assert bad.returncode == 2
+    assert "--state: expected a postgresql://USER@HOST/DB URL, got 'mysql://db/x'" in bad.stderr
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("listeners: [{address: 127.0.0.1:1}]\nstate: {url: 'postgresql://u:secret@h/db?x=1'}\n")
+    bad = run("serve", "-c", str(cfg))
+    assert bad.returncode == 2 and "state.url: invalid PostgreSQL URL" in bad.stderr
+    assert "secret" not in bad.stderr
+    # nothing listens on port 1: no database, and no copy to serve meanwhile
+    down = run("serve", "--state", "postgresql://fastgate:pw@127.0.0.1:1/x",
+               "--data-dir", str(tmp_path / "empty"), "--listen", f"127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert "cannot read the state from postgresql://fastgate:***@127.0.0.1:1/x" in down.stderr
+    assert "there is no local copy in" in down.stderr
