@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -205,13 +206,27 @@ def reload_cost(pg: PostgresServer, apis: int, paths: int, reloads: int) -> None
     t0 = time.monotonic()
     b = host(url, "b")
     try:
-        probe = httpx.Client(base_url=b.url, timeout=5, headers={"Host": f"{ids[-1]}.execute-api.localhost"})
+        probe = httpx.Client(base_url=b.url, timeout=120, headers={"Host": f"{ids[-1]}.execute-api.localhost"})
         wait_until(lambda: probe.get("/prod/r0/x").status_code == 200, timeout=120)
         print(f"  host B started on them, serving in {time.monotonic() - t0:.1f} s")
+        # meanwhile, traffic to another API: how long a request waits while B reloads
+        stop = threading.Event()
+        waits: list[float] = []
+
+        def traffic():
+            with httpx.Client(base_url=b.url, timeout=120,
+                              headers={"Host": f"{ids[0]}.execute-api.localhost"}) as cl:
+                while not stop.is_set():
+                    t = time.monotonic()
+                    cl.get("/prod/r1/x")
+                    waits.append((time.monotonic() - t) * 1000)
+                    time.sleep(0.01)
+        background = threading.Thread(target=traffic, daemon=True)
+        background.start()
         delays = []
         for n in range(1, reloads + 1):
             target = ids[n % len(ids)]
-            cl = httpx.Client(base_url=b.url, timeout=5, headers={"Host": f"{target}.execute-api.localhost"})
+            cl = httpx.Client(base_url=b.url, timeout=120, headers={"Host": f"{target}.execute-api.localhost"})
             model.update_stage({"restApiId": target, "stageName": "prod", "patchOperations": [
                 {"op": "replace", "path": "/variables/v", "value": str(n)}]})
             t0 = time.monotonic()
@@ -221,7 +236,11 @@ def reload_cost(pg: PostgresServer, apis: int, paths: int, reloads: int) -> None
             delays.append((time.monotonic() - t0) * 1000)
             cl.close()
             time.sleep(0.2)
+        stop.set()
+        background.join(120)
         print(f"  a change served on B with {apis} APIs (UpdateStage to served): {summary(delays)}")
+        print(f"  requests to another API on B meanwhile: {summary(waits)} "
+              "(the worker builds its snapshot on its event loop)")
     finally:
         b.stop()
 

@@ -22,7 +22,7 @@ from fastgate.control.fleet import CopyError, FleetSync, copy_state  # noqa: E40
 from fastgate.control.local_copy import LocalCopy  # noqa: E402
 from fastgate.control.model import Model  # noqa: E402
 from fastgate.control.store import Store  # noqa: E402
-from fastgate.control.store_pg import CHANNEL, PgStore  # noqa: E402
+from fastgate.control.store_pg import CHANNEL, PgStore, Unavailable  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_a_host_started_while_the_database_is_down_reads_its_local_copy(pg, url,
         assert late.state.version == a.state.version
         with pytest.raises(ServiceUnavailable):
             late.delete_rest_api({"restApiId": api_id})
-        with pytest.raises(Exception):          # no copy and no database: nothing to serve
+        with pytest.raises(Unavailable):        # no copy and no database: nothing to serve
             host(url, tmp_path, "nocopy")
     finally:
         pg.start()
