@@ -70,7 +70,18 @@ def fetch_fleet_state(loaded) -> bool:
     from fastgate.control.store import StoreError
     from fastgate.observability.log import log
     url = loaded.config.state.url
-    copy = LocalCopy(resolved_data_dir(loaded))
+    data_dir = resolved_data_dir(loaded)
+    copy = LocalCopy(data_dir)
+    try:
+        # a host joining a fleet: what its own SQLite still holds is not served any more
+        from fastgate.control.store import load_state
+        left = sum(1 for _ in load_state(data_dir).entities())
+        if left:
+            log(f"warning: {data_dir}'s SQLite holds {left} entities that this fleet host does "
+                f"not serve (its state is {redact_url(url)}); `fastgate state copy --from "
+                f"sqlite:{data_dir} --to URL` moves them")
+    except StoreError:
+        pass
     try:
         version = fetch_copy(url, copy)
         log(f"state: {redact_url(url)}, version {version} (local copy {copy.path})")

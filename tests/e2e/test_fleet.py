@@ -224,6 +224,16 @@ def test_state_copy_moves_a_hosts_state_into_the_fleet_and_back(tmp_path, pg):
     listed = run("keys", "list", "--state", url, "--data-dir", str(tmp_path / "fleet-host"))
     assert [line.split("\t")[1] for line in listed.stdout.splitlines()[1:]] == ["partner"]
 
+    # a host that joins the fleet with its own SQLite state is told it is not served any more
+    gw = Gateway(tmp_path, f"""\
+        data_dir: {one}
+        state: {{url: "{url}"}}
+        """, env=ENV)
+    try:
+        gw.p.wait_output(f"{one}'s SQLite holds 1 entities that this fleet host does not serve")
+    finally:
+        gw.stop()
+
     for args, message in (
             (("--from", f"sqlite:{tmp_path / 'nothing'}", "--to", url), "no fastgate state at"),
             (("--from", "mysql://db/x", "--to", url), "expected sqlite:PATH or postgresql://"),
