@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from postgres_server import PostgresServer  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
-from conftest import FRESH, Gateway, free_port, wait_until  # noqa: E402
+from conftest import FRESH, Gateway, Upstream, free_port, wait_until  # noqa: E402
 from test_api_keys import api_doc  # noqa: E402 (a mock API: /paid needs a key, /free not)
 
 KEY, SECRET = "AKIAFASTGATEFLEET1", "fleet-test-secret-key"
 ENV = {"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET}
-# generous: the machine is shared; bench/bench_fleet.py measures the usual figure (docs/fleet.md)
+# generous: the machine is shared; bench/fleet_propagation.py measures the usual figure
+# (docs/fleet.md)
 PROPAGATION_DEADLINE_S = 10
 
 
@@ -131,6 +132,38 @@ def test_one_host_deploys_all_serve_a_key_revoked_on_another_is_refused_by_all(f
     with pytest.raises(ClientError) as e:
         control(c).get_api_key(apiKey=key["id"])
     assert e.value.response["Error"]["Code"] == "NotFoundException"
+
+
+def test_an_http_api_made_through_apigatewayv2_on_one_host_is_served_by_all(fleet):
+    """apigatewayv2's HTTP APIs live in the same store: quick create on C (a $default stage
+    deployed automatically), served by A and B by its execute-api host; deleted on A, gone
+    everywhere."""
+    a, b, c = (fleet.hosts[n] for n in "abc")
+    up = Upstream("fleet-v2")
+    try:
+        v2 = boto3.client("apigatewayv2", endpoint_url=f"http://127.0.0.1:{c.admin_port}",
+                          region_name="us-east-1", aws_access_key_id=KEY,
+                          aws_secret_access_key=SECRET, config=Config(retries={"max_attempts": 1}))
+        api_id = v2.create_api(Name="quick", ProtocolType="HTTP", Target=f"{up.url}/echo")["ApiId"]
+        host = {"Host": f"{api_id}.execute-api.localhost"}
+
+        def code(gw) -> int:
+            return FRESH.get(gw.url + "/pets", headers=host).status_code
+        for gw in (a, b, c):
+            wait_until(lambda: code(gw) == 200, timeout=PROPAGATION_DEADLINE_S, step=0.01)
+        seen = FRESH.get(b.url + "/pets", headers=host).json()
+        assert seen["path"] == "/echo"          # quick create: the URL called as it is
+        assert [x["ApiId"] for x in boto3.client(
+            "apigatewayv2", endpoint_url=f"http://127.0.0.1:{b.admin_port}", region_name="us-east-1",
+            aws_access_key_id=KEY, aws_secret_access_key=SECRET).get_apis()["Items"]] == [api_id]
+
+        boto3.client("apigatewayv2", endpoint_url=f"http://127.0.0.1:{a.admin_port}",
+                     region_name="us-east-1", aws_access_key_id=KEY,
+                     aws_secret_access_key=SECRET).delete_api(ApiId=api_id)
+        for gw in (a, b, c):
+            wait_until(lambda: code(gw) in (403, 404), timeout=PROPAGATION_DEADLINE_S, step=0.01)
+    finally:
+        up.stop()
 
 
 def test_postgres_down_hosts_serve_writes_get_503_a_restarted_host_serves_its_copy(fleet, pg):
