@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -60,6 +61,8 @@ class Host:
 
     def __init__(self, url: str, name: str):
         d = Path(tempfile.mkdtemp(prefix=f"fastgate-bench-{name}-"))
+        self.dir = d
+        self.copy = d / "state" / "state-copy.json"     # what its admin process writes
         self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = d / "gateway.yaml"
@@ -95,6 +98,7 @@ class Host:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def host(url: str, name: str) -> Host:
@@ -223,13 +227,19 @@ def reload_cost(pg: PostgresServer, apis: int, paths: int, reloads: int) -> None
                     time.sleep(0.01)
         background = threading.Thread(target=traffic, daemon=True)
         background.start()
-        delays = []
+        delays, copied = [], []
         for n in range(1, reloads + 1):
             target = ids[n % len(ids)]
             cl = httpx.Client(base_url=b.url, timeout=120, headers={"Host": f"{target}.execute-api.localhost"})
+            before = b.copy.stat().st_mtime_ns
             model.update_stage({"restApiId": target, "stageName": "prod", "patchOperations": [
                 {"op": "replace", "path": "/variables/v", "value": str(n)}]})
             t0 = time.monotonic()
+            # the admin's part ends when it renames the new copy in (then SIGHUPs the supervisor)
+            while b.copy.stat().st_mtime_ns == before:
+                assert time.monotonic() - t0 < 120, "the copy was not rewritten in time"
+                time.sleep(POLL_S)
+            copied.append((time.monotonic() - t0) * 1000)
             while cl.get("/prod/r0/x").json().get("v") != str(n):
                 assert time.monotonic() - t0 < 120, "change not served in time"
                 time.sleep(POLL_S)
@@ -239,10 +249,14 @@ def reload_cost(pg: PostgresServer, apis: int, paths: int, reloads: int) -> None
         stop.set()
         background.join(120)
         print(f"  a change served on B with {apis} APIs (UpdateStage to served): {summary(delays)}")
+        print(f"    of which B's admin process: NOTIFY, read, copy written: {summary(copied)}")
+        rest = [d - c for d, c in zip(delays, copied)]
+        print(f"    and B's supervisor (load, check) and worker (load, build, swap): {summary(rest)}")
         print(f"  requests to another API on B meanwhile: {summary(waits)} "
               "(the worker builds its snapshot on its event loop)")
     finally:
         b.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
