@@ -185,6 +185,15 @@ def test_postgres_down_hosts_serve_writes_get_503_a_restarted_host_serves_its_co
             assert err["Error"]["Code"] == "ServiceUnavailableException"
             assert err["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "1"
             assert "unreachable" in err["Error"]["Message"]
+        # apigatewayv2 writes to the same store: refused the same way
+        v2 = boto3.client("apigatewayv2", endpoint_url=f"http://127.0.0.1:{c.admin_port}",
+                          region_name="us-east-1", aws_access_key_id=KEY,
+                          aws_secret_access_key=SECRET, config=Config(retries={"max_attempts": 1}))
+        with pytest.raises(ClientError) as e:
+            v2.create_api(Name="refused", ProtocolType="HTTP")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert e.value.response["Error"]["Code"] == "ServiceUnavailableException"
+        assert v2.get_apis()["Items"] == []
         # reads answer from the host's copy
         assert [x["id"] for x in control(b).get_rest_apis()["items"]] == [api_id]
         ready = httpx.get(f"http://127.0.0.1:{a.admin_port}/ready", timeout=5).json()
