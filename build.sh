@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fastgate's build verbs. A fresh Debian machine needs only python3, gcc and git:
-# everything else (the venv, Python packages, redis-server for the tests, nginx
+# everything else (the venv, Python packages, redis-server and PostgreSQL for the tests, nginx
 # and wrk for the benchmark) is installed here on first use.
 #
 #   ./build.sh build   create .venv, install dependencies, compile fastgate/_core
@@ -67,6 +67,9 @@ case "$verb" in
     test)
         build
         apt_install redis-server redis-server   # the multi-host throttle tests start their own
+        # the fleet tests start their own PostgreSQL (tests/postgres_server.py: initdb, pg_ctl);
+        # Debian keeps those in /usr/lib/postgresql/N/bin, off PATH
+        compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install initdb postgresql
         apt_install chromium chromium            # the dashboard's browser test (tests/e2e/test_dashboard.py)
         apt_install chromedriver chromium-driver
         # arguments that name tests select them; with none (or only options) the whole suite runs

@@ -286,6 +286,18 @@ class RedisConfig(_Section, kw_only=True):
     usage_retention_days: Positive = 400
 
 
+class StateConfig(_Section, kw_only=True):
+    """The control plane's state in a PostgreSQL database shared by a fleet of hosts,
+    instead of the data dir's SQLite (docs/fleet.md). Each host keeps a copy of it in its
+    data dir and serves that copy while the database is unreachable."""
+    # a libpq URL: postgresql://USER@HOST[:PORT]/DB[?sslmode=...]; a password may come from
+    # PGPASSWORD or ~/.pgpass instead of the URL
+    url: str
+    # changes arrive by LISTEN/NOTIFY; besides, each host compares versions this often,
+    # for a notification missed while it reconnected
+    poll_interval_ms: PositiveMs = 2000
+
+
 class RouteTimeouts(_Section, kw_only=True):
     """Per-route overrides of the upstream's timeouts; null = the upstream's."""
     connect_ms: PositiveMs | None = None
@@ -400,6 +412,7 @@ class Config(_Section, kw_only=True):
     functions: dict[str, FunctionConfig] = {}
     function_path: tuple[str, ...] = ()   # directories handlers are imported from (all functions)
     data_dir: str | None = None           # state of the control API (SQLite); null = none kept
+    state: StateConfig | None = None      # the state in PostgreSQL, shared by a fleet (docs/fleet.md)
 
     def worker_count(self) -> int:
         if self.workers == "auto":
