@@ -166,6 +166,12 @@ class AwsIntegration(Runner):
         else:
             self.static_query = static_query
         self.target = None
+        self.form_when_empty = self.uri.kind == "action" and self.service.apigw_protocol in ("query", "ec2")
+        self.json_type = None
+        if self.uri.kind == "action" and self.service.apigw_protocol == "json":
+            self.json_type = f"application/x-amz-json-{self.service.json_version or '1.0'}"
+        self.maps_content_type = any(op[1].lower() == "content-type"
+                                     for op in (mapping.headers.ops if mapping.headers is not None else ()))
         if self.uri.kind == "action" and self.service.name in AUTO_TARGET and self.service.target_prefix:
             self.target = f"{self.service.target_prefix}.{self.uri.rest.partition('&')[0]}"
         fn = self.uri.lambda_function
@@ -183,19 +189,28 @@ class AwsIntegration(Runner):
         media = content_type.decode("latin-1").split(";", 1)[0].strip().lower()
         return media_type_matches(media, self.binary_types)
 
-    def request_headers(self, ctx) -> list:
+    def request_headers(self, ctx, body: bytes) -> list:
         """API Gateway's defaults, then the mapped headers over them."""
         headers = {"accept": ("Accept", "application/json"),
                    "user-agent": ("User-Agent", f"AmazonAPIGateway_{self.api_id}")}
         ctype = ctx.header(b"content-type")
         if ctype is not None and ctx.method not in _NO_BODY:
             headers["content-type"] = ("Content-Type", ctype.decode("latin-1"))
+        if self.form_when_empty and not body:
+            # an action of a query-protocol service with every parameter in the query
+            # string: AWS reads them whatever the Content-Type; services that pick the
+            # protocol by it (moto, LocalStack, SQS's JSON API) need the query's own
+            headers["content-type"] = ("Content-Type", "application/x-www-form-urlencoded")
         if self.header_map is not None:
             for name, value in self.header_map.apply([], ctx):
                 n = name.decode("latin-1")
                 headers[n.lower()] = (n, value.decode("latin-1"))
         if self.target is not None and "x-amz-target" not in headers:
             headers["x-amz-target"] = ("X-Amz-Target", self.target)
+        if self.json_type is not None and not self.maps_content_type:
+            # the JSON protocol's own type: AWS's services take it whatever the client sent,
+            # and compatible ones (moto, LocalStack) choose the protocol by it
+            headers["content-type"] = ("Content-Type", self.json_type)
         return list(headers.values())
 
     async def call(self, ctx, body: bytes):
@@ -228,7 +243,7 @@ class AwsIntegration(Runner):
         if self.http_method in ("GET", "HEAD", "OPTIONS"):
             body = b""
         resp = await clients.send(self.service, self.uri.region, self.http_method, url,
-                                  self.request_headers(ctx), body, self.role_arn)
+                                  self.request_headers(ctx, body), body, self.role_arn)
         return resp.status, resp.headers, resp.body
 
     async def call_function(self, ctx, payload: bytes):

@@ -1,0 +1,378 @@
+"""AWS service integrations end to end: a real `fastgate serve` in front of moto's standalone
+server (tests/moto_server.py, a real process on a loopback port), with the APIs imported
+from OpenAPI files like the ones AWS exports and built with boto3 through the control API.
+
+Every scenario checks the service's side too: the queue holds the message, the table the
+item, the stream the record, the bucket the bytes, the state machine the execution."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import textwrap
+import time
+
+import boto3
+import httpx
+import pytest
+import yaml
+from botocore.config import Config
+
+from conftest import PYTHON, ROOT, Gateway, Proc, free_port, wait_port, wait_until
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/apigw-integrations"
+ADMIN_KEY, ADMIN_SECRET = "AKIDAWSINT", "aws-int-secret"
+
+HANDLER = '''\
+def handler(event, context):
+    if event.get("b") == 0:
+        raise ValueError("Bad input: division by zero")
+    return {"q": event["a"] / event["b"]}
+'''
+
+
+class Moto:
+    """moto's server, and boto3 clients of it (the test's view of "AWS")."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.p = Proc([PYTHON, str(ROOT / "tests" / "moto_server.py"), str(self.port)])
+        wait_port(self.port, self.p.proc, timeout=60)
+
+    def client(self, name: str):
+        return boto3.client(name, endpoint_url=self.url, region_name=REGION,
+                            aws_access_key_id="testing", aws_secret_access_key="testing",
+                            config=Config(inject_host_prefix=False, retries={"max_attempts": 1}))
+
+    def stop(self):
+        self.p.stop()
+
+
+class World:
+    """The AWS resources the APIs front, made once per module in moto."""
+
+    def __init__(self, moto: Moto):
+        self.moto = moto
+        self.sqs = moto.client("sqs")
+        self.orders = self.sqs.create_queue(QueueName="orders")["QueueUrl"]
+        self.events_queue = self.sqs.create_queue(QueueName="events-seen")["QueueUrl"]
+        sfn = self.sfn = moto.client("stepfunctions")
+        definition = {"StartAt": "Greet", "States": {"Greet": {
+            "Type": "Pass", "Parameters": {"greeting.$": "$.name", "source": "sfn"}, "End": True}}}
+        self.machine = sfn.create_state_machine(
+            name="greeter", definition=json.dumps(definition), roleArn=ROLE,
+            type="EXPRESS")["stateMachineArn"]
+        events = moto.client("events")
+        events.put_rule(Name="shop-orders", EventPattern=json.dumps({"source": ["shop"]}))
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.events_queue,
+                                            AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_targets(Rule="shop-orders", Targets=[{"Id": "q", "Arn": arn}])
+        self.ddb = moto.client("dynamodb")
+        self.ddb.create_table(TableName="items", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                              BillingMode="PAY_PER_REQUEST")
+        self.s3 = moto.client("s3")
+        self.s3.create_bucket(Bucket="files")
+        self.kinesis = moto.client("kinesis")
+        self.kinesis.create_stream(StreamName="clicks", ShardCount=1)
+
+    def messages(self, queue_url: str, want: int = 1) -> list[str]:
+        got: list[str] = []
+
+        def poll():
+            out = self.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=0)
+            for m in out.get("Messages", []):
+                got.append(m["Body"])
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+            return len(got) >= want
+        wait_until(poll, timeout=10, step=0.1)
+        return got
+
+    def records(self) -> list[bytes]:
+        shard = self.kinesis.describe_stream(StreamName="clicks")["StreamDescription"]["Shards"][0]
+        it = self.kinesis.get_shard_iterator(StreamName="clicks", ShardId=shard["ShardId"],
+                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        return [r["Data"] for r in self.kinesis.get_records(ShardIterator=it)["Records"]]
+
+
+@pytest.fixture(scope="module")
+def moto():
+    m = Moto()
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def world(moto):
+    return World(moto)
+
+
+def aws_env(tmp_path, **extra) -> dict:
+    """The gateway's environment: its own credentials (the "testing" keys moto takes), no
+    shared files of the host, no instance metadata (never a request off the machine)."""
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+           "FASTGATE_ADMIN_ACCESS_KEY_ID": ADMIN_KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": ADMIN_SECRET}
+    env.update(extra)
+    return env
+
+
+def start_gateway(tmp_path, config: str, env: dict) -> Gateway:
+    return Gateway(tmp_path, config, env=env)
+
+
+# --- the REST API: one route per scenario, as AWS exports it -----------------------------
+
+def aws(uri: str, template: str | None, responses: dict, method: str = "POST", **more) -> dict:
+    integ = {"type": "aws", "httpMethod": method, "uri": uri, "credentials": ROLE,
+             "passthroughBehavior": "when_no_templates", "responses": responses, **more}
+    if template is not None:
+        integ["requestTemplates"] = {"application/json": template}
+    return integ
+
+
+def ok(template: str | None = None, **more) -> dict:
+    out = {"statusCode": "200", **more}
+    if template is not None:
+        out["responseTemplates"] = {"application/json": template}
+    return out
+
+
+ROUTES = {
+    # SQS, path style, as in AWS's tutorial: the form the query API reads, from the template
+    ("/orders", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:sqs:path/{ACCOUNT}/orders",
+        "Action=SendMessage&MessageBody=$util.urlEncode($input.body)",
+        {"default": ok('{"queued": true}'),
+         "4\\d{2}": {"statusCode": "400", "responseTemplates": {"application/json": '{"refused": true}'}}},
+        requestParameters={"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"}),
+    # SQS, action style: Action in the query string, the rest mapped from the method request
+    ("/orders/quick", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:sqs:action/SendMessage", None,
+        {"default": ok('{"queued": "quick"}')},
+        requestParameters={"integration.request.querystring.QueueUrl": "stageVariables.queueUrl",
+                           "integration.request.querystring.MessageBody": "method.request.querystring.msg"}),
+    # a queue that does not exist: SQS's 400 selects the 4xx integration response
+    ("/orders/lost", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:sqs:path/{ACCOUNT}/no-such-queue",
+        "Action=SendMessage&MessageBody=x",
+        {"default": ok('{"queued": true}'),
+         "4\\d{2}": {"statusCode": "404", "responseTemplates": {"application/json": '{"queue": "missing"}'}}},
+        requestParameters={"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"}),
+    # Step Functions: an express workflow's output, mapped (sync-states: StartSyncExecution's host)
+    ("/greet", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:sync-states:action/StartSyncExecution",
+        '{"stateMachineArn": "$stageVariables.machine", "input": "$util.escapeJavaScript($input.json(\'$\'))"}',
+        {"default": ok('#set($out = $util.parseJson($input.path(\'$.output\')))'
+                       '{"status": "$input.path(\'$.status\')", "greeting": "$out.greeting"}')}),
+    ("/greet/async", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:states:action/StartExecution",
+        '{"stateMachineArn": "$stageVariables.machine", "input": "$util.escapeJavaScript($input.json(\'$\'))"}',
+        {"default": ok('{"execution": "$input.path(\'$.executionArn\')"}')}),
+    # EventBridge: the target header is the API's to map, as on AWS
+    ("/events", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:events:action/PutEvents",
+        '{"Entries": [{"Source": "shop", "DetailType": "order", "EventBusName": "default", '
+        '"Detail": "$util.escapeJavaScript($input.json(\'$\'))"}]}',
+        {"default": ok('{"failed": $input.path(\'$.FailedEntryCount\')}')},
+        requestParameters={"integration.request.header.X-Amz-Target": "'AWSEvents.PutEvents'",
+                           "integration.request.header.Content-Type": "'application/x-amz-json-1.1'"}),
+    # DynamoDB through mapping templates, both ways
+    ("/items/{id}", "put"): aws(
+        f"arn:aws:apigateway:{REGION}:dynamodb:action/PutItem",
+        '{"TableName": "items", "Item": {"id": {"S": "$input.params(\'id\')"}, '
+        '"name": {"S": "$input.path(\'$.name\')"}}}',
+        {"default": ok('{"stored": "$input.params(\'id\')"}')}),
+    ("/items/{id}", "get"): aws(
+        f"arn:aws:apigateway:{REGION}:dynamodb:action/GetItem",
+        '{"TableName": "items", "Key": {"id": {"S": "$input.params(\'id\')"}}}',
+        {"default": ok('#if($input.path(\'$.Item\') != "")'
+                       '{"id": "$input.path(\'$.Item.id.S\')", "name": "$input.path(\'$.Item.name.S\')"}'
+                       '#else{"missing": true}#end')}),
+    # S3 path style: the bytes as they are, both ways
+    ("/files/{key}", "put"): aws(
+        f"arn:aws:apigateway:{REGION}:s3:path/files/{{key}}", None, {"default": ok()}, method="PUT",
+        requestParameters={"integration.request.path.key": "method.request.path.key",
+                           "integration.request.header.Content-Type": "method.request.header.Content-Type"}),
+    ("/files/{key}", "get"): aws(
+        f"arn:aws:apigateway:{REGION}:s3:path/files/{{key}}", None,
+        {"default": ok(responseParameters={
+            "method.response.header.Content-Type": "integration.response.header.Content-Type"})},
+        method="GET", requestParameters={"integration.request.path.key": "method.request.path.key"}),
+    # Kinesis
+    ("/clicks", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:kinesis:action/PutRecord",
+        '{"StreamName": "clicks", "Data": "$util.base64Encode($input.body)", '
+        '"PartitionKey": "$input.path(\'$.user\')"}',
+        {"default": ok('{"shard": "$input.path(\'$.ShardId\')"}')}),
+    # Lambda non-proxy: a function this gateway runs, its errors selected by errorMessage
+    ("/calc", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/"
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:calc/invocations",
+        '{"a": $input.path(\'$.a\'), "b": $input.path(\'$.b\')}',
+        {"default": ok('{"quotient": $input.path(\'$.q\')}'),
+         "Bad input.*": {"statusCode": "400", "responseTemplates": {
+             "application/json": '{"error": "$input.path(\'$.errorMessage\')"}'}}}),
+}
+PARAMS = {"/orders/quick": [("querystring", "msg")], "/items/{id}": [("path", "id")],
+          "/files/{key}": [("path", "key"), ("header", "Content-Type")]}
+
+
+def rest_document() -> dict:
+    """A Swagger 2.0 export, as API Gateway writes one (x-amazon-apigateway-* extensions)."""
+    paths: dict = {}
+    for (path, method), integ in ROUTES.items():
+        op = {"responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": integ}
+        params = [{"name": n, "in": {"querystring": "query"}.get(k, k), "required": k == "path",
+                   "type": "string"} for k, n in PARAMS.get(path, ())]
+        if params:
+            op["parameters"] = params
+        paths.setdefault(path, {})[method] = op
+    return {"swagger": "2.0", "info": {"title": "aws-integrations", "version": "1"},
+            "x-amazon-apigateway-binary-media-types": ["application/octet-stream", "image/png"],
+            "paths": paths}
+
+
+def stage_variables(world: World) -> dict:
+    return {"machine": world.machine, "queueUrl": world.orders}
+
+
+def build_with_boto3(apigw, world: World) -> str:
+    """The same API made call by call with boto3, as a user scripting API Gateway would."""
+    api_id = apigw.create_rest_api(name="aws-integrations",
+                                   binaryMediaTypes=["application/octet-stream", "image/png"])["id"]
+    resources = {"/": next(r["id"] for r in apigw.get_resources(restApiId=api_id)["items"]
+                           if r["path"] == "/")}
+
+    def resource(path: str) -> str:
+        if path not in resources:
+            parent, _, part = path.rpartition("/")
+            resources[path] = apigw.create_resource(restApiId=api_id, parentId=resource(parent or "/"),
+                                                    pathPart=part)["id"]
+        return resources[path]
+    for (path, method), integ in ROUTES.items():
+        rid, verb = resource(path), method.upper()
+        apigw.put_method(restApiId=api_id, resourceId=rid, httpMethod=verb, authorizationType="NONE",
+                         requestParameters={f"method.request.{k}.{n}": k == "path"
+                                            for k, n in PARAMS.get(path, ())})
+        kw = {k: integ[k] for k in ("requestParameters", "requestTemplates") if k in integ}
+        apigw.put_integration(restApiId=api_id, resourceId=rid, httpMethod=verb, type="AWS",
+                              integrationHttpMethod=integ["httpMethod"], uri=integ["uri"],
+                              credentials=integ["credentials"],
+                              passthroughBehavior=integ["passthroughBehavior"].upper(), **kw)
+        for pattern, resp in integ["responses"].items():
+            apigw.put_method_response(restApiId=api_id, resourceId=rid, httpMethod=verb,
+                                      statusCode=resp["statusCode"])
+            extra = {k: resp[k] for k in ("responseTemplates", "responseParameters") if k in resp}
+            if pattern != "default":
+                extra["selectionPattern"] = pattern
+            apigw.put_integration_response(restApiId=api_id, resourceId=rid, httpMethod=verb,
+                                           statusCode=resp["statusCode"], **extra)
+    apigw.create_deployment(restApiId=api_id, stageName="prod", variables=stage_variables(world))
+    return api_id
+
+
+def gateway_config(world: World, apis: str = "") -> str:
+    return textwrap.dedent(f"""\
+        access_log: {{path: 'off'}}
+        aws:
+          region: {REGION}
+          endpoint_url: {world.moto.url}
+        function_path: [fn]
+        functions:
+          calc: {{handler: "calc:handler"}}
+        """) + apis
+
+
+def check_rest_api(base: str, world: World) -> None:
+    """Every scenario of ROUTES through the gateway, and the service's side of it."""
+    c = httpx.Client(base_url=base, timeout=30)
+    # SQS
+    r = c.post("/orders", json={"id": 7, "note": "a&b=c"})
+    assert (r.status_code, r.json()) == (200, {"queued": True}), r.text
+    assert [json.loads(b) for b in world.messages(world.orders)] == [{"id": 7, "note": "a&b=c"}]
+    r = c.post("/orders/quick", params={"msg": "hello queue"})
+    assert (r.status_code, r.json()) == (200, {"queued": "quick"}), r.text
+    assert world.messages(world.orders) == ["hello queue"]
+    r = c.post("/orders/lost", json={})
+    assert (r.status_code, r.json()) == (404, {"queue": "missing"}), r.text
+    # Step Functions
+    r = c.post("/greet", json={"name": "Ada"})
+    assert (r.status_code, r.json()) == (200, {"status": "SUCCEEDED", "greeting": "Ada"}), r.text
+    r = c.post("/greet/async", json={"name": "Grace"})
+    assert r.status_code == 200, r.text
+    execution = r.json()["execution"]
+    assert execution.startswith(f"arn:aws:states:{REGION}:{ACCOUNT}:execution:greeter:")
+    described = wait_until(lambda: (d := world.sfn.describe_execution(executionArn=execution))
+                           ["status"] == "SUCCEEDED" and d)
+    assert json.loads(described["output"]) == {"greeting": "Grace", "source": "sfn"}
+    # EventBridge: the event reaches the rule's queue
+    r = c.post("/events", json={"order": 42})
+    assert (r.status_code, r.json()) == (200, {"failed": 0}), r.text
+    event = json.loads(world.messages(world.events_queue)[0])
+    assert (event["source"], event["detail-type"], event["detail"]) == ("shop", "order", {"order": 42})
+    # DynamoDB
+    r = c.put("/items/k1", json={"name": "kettle"})
+    assert (r.status_code, r.json()) == (200, {"stored": "k1"}), r.text
+    assert world.ddb.get_item(TableName="items", Key={"id": {"S": "k1"}})["Item"]["name"] == {"S": "kettle"}
+    r = c.get("/items/k1")
+    assert (r.status_code, r.json()) == (200, {"id": "k1", "name": "kettle"}), r.text
+    # S3: every byte value, both ways
+    blob = bytes(range(256)) * 64 + b"\r\n\x00end"
+    r = c.put("/files/blob.bin", content=blob, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    assert world.s3.get_object(Bucket="files", Key="blob.bin")["Body"].read() == blob
+    r = c.get("/files/blob.bin", headers={"Accept": "application/octet-stream"})
+    assert r.status_code == 200 and r.content == blob
+    assert r.headers["content-type"] == "application/octet-stream"
+    # Kinesis
+    r = c.post("/clicks", json={"user": "u1", "page": "/home"})
+    assert r.status_code == 200 and r.json()["shard"].startswith("shardId-"), r.text
+    assert json.loads(world.records()[-1]) == {"user": "u1", "page": "/home"}
+    # Lambda non-proxy
+    r = c.post("/calc", json={"a": 6, "b": 3})
+    assert (r.status_code, r.json()) == (200, {"quotient": 2.0}), r.text
+    r = c.post("/calc", json={"a": 6, "b": 0})
+    assert (r.status_code, r.json()) == (400, {"error": "Bad input: division by zero"}), r.text
+
+
+def write_handler(tmp_path) -> None:
+    (tmp_path / "fn").mkdir(exist_ok=True)
+    (tmp_path / "fn" / "calc.py").write_text(HANDLER)
+
+
+def test_rest_api_imported_from_openapi(tmp_path, world):
+    write_handler(tmp_path)
+    (tmp_path / "rest.yaml").write_text(yaml.safe_dump(rest_document()))
+    variables = json.dumps(stage_variables(world))
+    g = start_gateway(tmp_path, gateway_config(world, textwrap.dedent(f"""\
+        apis:
+          - openapi: rest.yaml
+            stages: {{prod: {{variables: {variables}}}}}
+        """)), aws_env(tmp_path))
+    try:
+        check_rest_api(g.url + "/prod", world)
+    finally:
+        print(g.p.output())     # shown when the test fails: the gateway's log says why
+
+
+def test_rest_api_created_with_boto3(tmp_path, world):
+    write_handler(tmp_path)
+    g = start_gateway(tmp_path, gateway_config(world), aws_env(tmp_path, FASTGATE_DATA_DIR=str(tmp_path / "data")))
+    try:
+        apigw = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{g.admin_port}",
+                             region_name=REGION, aws_access_key_id=ADMIN_KEY,
+                             aws_secret_access_key=ADMIN_SECRET, config=Config(retries={"max_attempts": 1}))
+        build_with_boto3(apigw, world)
+        wait_until(lambda: httpx.post(g.url + "/prod/calc", json={"a": 1, "b": 1}).status_code == 200,
+                   timeout=20)
+        check_rest_api(g.url + "/prod", world)
+    finally:
+        print(g.p.output())     # shown when the test fails: the gateway's log says why
