@@ -174,7 +174,8 @@ ROUTES = {
                        '{"status": "$input.path(\'$.status\')", "greeting": "$out.greeting"}')}),
     ("/greet/async", "post"): aws(
         f"arn:aws:apigateway:{REGION}:states:action/StartExecution",
-        '{"stateMachineArn": "$stageVariables.machine", "input": "$util.escapeJavaScript($input.json(\'$\'))"}',
+        '{"stateMachineArn": "$stageVariables.machine", "name": "$context.requestId", '
+        '"input": "$util.escapeJavaScript($input.json(\'$\'))"}',
         {"default": ok('{"execution": "$input.path(\'$.executionArn\')"}')}),
     # EventBridge: the target header is the API's to map, as on AWS
     ("/events", "post"): aws(
@@ -376,3 +377,142 @@ def test_rest_api_created_with_boto3(tmp_path, world):
         check_rest_api(g.url + "/prod", world)
     finally:
         print(g.p.output())     # shown when the test fails: the gateway's log says why
+
+
+# --- an HTTP API's first-class integrations (integration subtypes) ------------------------
+
+def subtype(name: str, params: dict) -> dict:
+    return {"x-amazon-apigateway-integration": {
+        "type": "aws_proxy", "integrationSubtype": name, "credentials": ROLE,
+        "requestParameters": params, "payloadFormatVersion": "1.0", "connectionType": "INTERNET",
+        "timeoutInMillis": 10000}}
+
+
+def http_document(queue_url: str) -> dict:
+    """An HTTP API export (OpenAPI 3, as `aws apigatewayv2 export-api` writes it)."""
+    return {"openapi": "3.0.1", "info": {"title": "http-integrations", "version": "1"},
+            "x-amazon-apigateway-importexport-version": "1.0", "paths": {
+                "/send": {"post": subtype("SQS-SendMessage", {
+                    "QueueUrl": queue_url, "MessageBody": "$request.body.message",
+                    "MessageAttributes": '{"origin": {"DataType": "String", "StringValue": "api"}}'})},
+                "/receive": {"post": subtype("SQS-ReceiveMessage", {
+                    "QueueUrl": queue_url, "MaxNumberOfMessages": "1", "MessageAttributeNames": "All"})},
+                "/delete": {"post": subtype("SQS-DeleteMessage", {
+                    "QueueUrl": queue_url, "ReceiptHandle": "$request.body.handle"})},
+                "/sync": {"post": subtype("StepFunctions-StartSyncExecution", {
+                    "StateMachineArn": "$stageVariables.machine", "Input": "$request.body"})},
+                "/start/{name}": {"post": subtype("StepFunctions-StartExecution", {
+                    "StateMachineArn": "$stageVariables.machine", "Name": "run-${request.path.name}",
+                    "Input": "$request.body"})},
+                "/events": {"post": subtype("EventBridge-PutEvents", {
+                    "Detail": "$request.body", "DetailType": "order", "Source": "shop"})},
+                "/records/{user}": {"post": subtype("Kinesis-PutRecord", {
+                    "StreamName": "clicks", "Data": "$request.body", "PartitionKey": "$request.path.user"})},
+            }}
+
+
+def test_http_api_integration_subtypes(tmp_path, world):
+    queue = world.sqs.create_queue(QueueName="http-orders")["QueueUrl"]
+    (tmp_path / "http.yaml").write_text(yaml.safe_dump(http_document(queue)))
+    g = start_gateway(tmp_path, gateway_config(world, textwrap.dedent(f"""\
+        apis:
+          - openapi: http.yaml
+            stages: {{"$default": {{variables: {{machine: "{world.machine}"}}}}}}
+        """)), aws_env(tmp_path))
+    try:
+        c = httpx.Client(base_url=g.url, timeout=30)
+        # SQS: send, receive, delete
+        r = c.post("/send", json={"message": "from the http api"})
+        assert r.status_code == 200 and r.json()["MessageId"], r.text
+        r = c.post("/receive")
+        assert r.status_code == 200, r.text
+        (message,) = r.json()["Messages"]
+        assert message["Body"] == "from the http api"
+        assert message["MessageAttributes"]["origin"]["StringValue"] == "api"
+        r = c.post("/delete", json={"handle": message["ReceiptHandle"]})
+        assert r.status_code == 200, r.text
+        r = c.post("/receive")
+        assert r.status_code == 200 and not r.json().get("Messages"), r.text
+        # Step Functions: the output as the service answers it
+        r = c.post("/sync", json={"name": "Hedy"})
+        assert r.status_code == 200 and r.json()["status"] == "SUCCEEDED", r.text
+        assert json.loads(r.json()["output"]) == {"greeting": "Hedy", "source": "sfn"}
+        r = c.post("/start/42", json={"name": "Barbara"})
+        assert r.status_code == 200, r.text
+        assert r.json()["executionArn"].endswith(":execution:greeter:run-42")
+        # EventBridge
+        r = c.post("/events", json={"order": 43})
+        assert r.status_code == 200 and r.json()["FailedEntryCount"] == 0, r.text
+        event = json.loads(world.messages(world.events_queue)[0])
+        assert (event["source"], event["detail-type"], event["detail"]) == ("shop", "order", {"order": 43})
+        # Kinesis: the body is the record's data (base64 on the wire, as the SDKs send it)
+        r = c.post("/records/u9", content=b'{"click": 1}', headers={"Content-Type": "application/json"})
+        assert r.status_code == 200 and r.json()["ShardId"].startswith("shardId-"), r.text
+        assert world.records()[-1] == b'{"click": 1}'
+        # a service's own error goes back as the service answered it
+        r = c.post("/delete", json={"handle": "not-a-handle"})
+        assert r.status_code == 400, r.text
+    finally:
+        print(g.p.output())
+
+
+# --- failures: the cause in the logs, never in the response -------------------------------
+
+def failing_gateway(tmp_path, sqs_endpoint: str, env: dict, timeout_ms: int = 20000) -> Gateway:
+    """An API sending to SQS at `sqs_endpoint` with the gateway's own credentials (no role:
+    nothing is asked of STS), its stage's execution log on at ERROR."""
+    integ = aws(f"arn:aws:apigateway:{REGION}:sqs:path/{ACCOUNT}/orders",
+                "Action=SendMessage&MessageBody=x", {"default": ok('{"queued": true}')},
+                timeoutInMillis=timeout_ms)
+    del integ["credentials"]
+    (tmp_path / "failing.yaml").write_text(yaml.safe_dump({
+        "swagger": "2.0", "info": {"title": "failing", "version": "1"},
+        "paths": {"/send": {"post": {"responses": {"200": {"description": "ok"}},
+                                     "x-amazon-apigateway-integration": integ}}}}))
+    return start_gateway(tmp_path, textwrap.dedent(f"""\
+        access_log: {{path: 'off'}}
+        execution_log: {{path: exec.log}}
+        aws:
+          endpoints: {{sqs: "{sqs_endpoint}"}}
+        apis:
+          - openapi: failing.yaml
+            stages: {{prod: {{logging_level: ERROR}}}}
+        """), env)
+
+
+def assert_hidden_failure(g: Gateway, tmp_path, status: int, message: str, cause: str) -> None:
+    r = httpx.post(g.url + "/prod/send", json={}, timeout=30)
+    assert (r.status_code, r.json()) == (status, {"message": message}), r.text
+    assert r.headers["x-amzn-ErrorType"] == "InternalServerErrorException"
+    assert cause not in r.text
+    log = g.p.output()
+    assert "aws integration" in log and cause in log, log
+    lines = [json.loads(line) for line in (tmp_path / "exec.log").read_text().splitlines()]
+    assert any(cause in (line.get("errorMessage") or "") for line in lines), lines
+
+
+def test_unreachable_endpoint_answers_500_with_the_cause_logged(tmp_path):
+    closed = free_port()     # nothing listens there
+    g = failing_gateway(tmp_path, f"http://127.0.0.1:{closed}", aws_env(tmp_path))
+    assert_hidden_failure(g, tmp_path, 500, "Internal server error", f"connect to http://127.0.0.1:{closed}")
+
+
+def test_missing_credentials_answer_500_with_the_cause_logged(tmp_path, moto):
+    env = aws_env(tmp_path, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
+    g = failing_gateway(tmp_path, moto.url, env)
+    assert_hidden_failure(g, tmp_path, 500, "Internal server error", "credentials")
+
+
+def test_an_endpoint_that_never_answers_times_out_as_the_integration_says(tmp_path):
+    with socket.socket() as silent:      # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        g = failing_gateway(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}", aws_env(tmp_path),
+                            timeout_ms=400)
+        started = time.monotonic()
+        r = httpx.post(g.url + "/prod/send", json={}, timeout=30)
+        took = time.monotonic() - started
+        g.stop()
+    assert (r.status_code, r.json()) == (504, {"message": "Endpoint request timed out"}), r.text
+    assert took < 10        # timeoutInMillis 400, not the gateway's defaults
+    assert "no answer within 400 ms" in g.p.output()

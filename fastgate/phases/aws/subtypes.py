@@ -134,6 +134,18 @@ def _typed(value: str, shape):
     return value
 
 
+def _members(values: dict, shape) -> dict:
+    """The parameters as the shape's members, typed: AWS names them in PascalCase
+    (StateMachineArn), some models in camelCase (Step Functions' stateMachineArn)."""
+    names = {name.lower(): name for name in shape.members}
+    out = {}
+    for key, value in values.items():
+        name = names.get(key.lower())
+        if name is not None:
+            out[name] = _typed(value, shape.members[name])
+    return out
+
+
 class SubtypeIntegration(Runner):
     """One compiled integration subtype of one HTTP API stage."""
 
@@ -164,13 +176,11 @@ class SubtypeIntegration(Runner):
             if value is not None and value != "":
                 values[key] = value
         region = values.pop("Region", None)
-        members = self.operation.input_shape.members
+        shape = self.operation.input_shape
         if self.subtype == "EventBridge-PutEvents":
-            entry_shape = members["Entries"].member
-            entry = {k: _typed(v, entry_shape.members[k]) for k, v in values.items()
-                     if k in entry_shape.members}
-            return {"Entries": [entry]}, region
-        return {k: _typed(v, members[k]) for k, v in values.items() if k in members}, region
+            # one event: the subtype's parameters are the members of PutEvents' one entry
+            return {"Entries": [_members(values, shape.members["Entries"].member)]}, region
+        return _members(values, shape), region
 
     async def call(self, ctx, body: bytes):
         clients = self.clients
