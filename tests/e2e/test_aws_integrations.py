@@ -516,3 +516,67 @@ def test_an_endpoint_that_never_answers_times_out_as_the_integration_says(tmp_pa
     assert (r.status_code, r.json()) == (504, {"message": "Endpoint request timed out"}), r.text
     assert took < 10        # timeoutInMillis 400, not the gateway's defaults
     assert "no answer within 400 ms" in g.p.output()
+
+
+# --- what reaches the service: API Gateway's request, signed, over kept-alive connections --
+
+def test_service_requests_are_signed_as_api_gateway_sends_them_on_kept_alive_connections(
+        tmp_path, recording_upstream):
+    from fastgate.phases.auth.sigv4 import verify
+    rec = recording_upstream()
+    template = '{"TableName": "t", "Key": {"id": {"S": "$input.params(\'id\')"}}}'
+    doc = {"swagger": "2.0", "info": {"title": "recorded", "version": "1"}, "paths": {
+        "/items/{id}": {"get": {
+            "parameters": [{"name": "id", "in": "path", "required": True, "type": "string"}],
+            "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": aws(
+                f"arn:aws:apigateway:{REGION}:dynamodb:action/GetItem", template,
+                {"default": ok()})}},
+        "/files/{key}": {"get": {
+            "parameters": [{"name": "key", "in": "path", "required": True, "type": "string"}],
+            "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": aws(
+                f"arn:aws:apigateway:{REGION}:s3:path/bucket/{{key}}", None, {"default": ok()},
+                method="GET", requestParameters={"integration.request.path.key": "method.request.path.key"})}}}}
+    for op in doc["paths"].values():
+        del op["get"]["x-amazon-apigateway-integration"]["credentials"]   # the gateway's own keys
+    (tmp_path / "recorded.yaml").write_text(yaml.safe_dump(doc))
+    g = start_gateway(tmp_path, textwrap.dedent(f"""\
+        access_log: {{path: 'off'}}
+        aws:
+          endpoints: {{dynamodb: "{rec.url}", s3: "{rec.url}"}}
+        apis:
+          - openapi: recorded.yaml
+            stages: {{prod: {{}}}}
+        """), aws_env(tmp_path))
+    try:
+        c = httpx.Client(base_url=g.url + "/prod", timeout=30)
+        for i in range(3):
+            assert c.get(f"/items/k{i}").status_code == 200
+        assert c.get("/files/plain.txt").status_code == 200
+        assert c.get("/files/a%20b.txt").status_code == 200
+    finally:
+        g.stop()
+    requests = rec.events("request")
+    assert len(requests) == 5 and not rec.events("error")
+    assert {r["conn"] for r in requests} == {requests[0]["conn"]}      # one connection, kept
+    port = rec.url.rsplit(":", 1)[1]
+    for r, service, body in [(requests[0], "dynamodb", b'{"TableName": "t", "Key": {"id": {"S": "k0"}}}'),
+                             (requests[3], "s3", b"")]:
+        headers = [(k, v) for k, v in r["headers"]]
+        h = {k.lower(): v for k, v in headers}
+        assert h["host"] == f"127.0.0.1:{port}"
+        assert h["accept"] == "application/json"
+        assert h["user-agent"].startswith("AmazonAPIGateway_")
+        path, _, query = r["target"].partition("?")
+        # the signature checks out under fastgate's own SigV4 verifier (the server side's
+        # rules; S3's canonical path is not encoded twice, so its check takes a plain key)
+        principal = verify(r["method"], path, query, headers, body, {"testing": "testing"},
+                           service=service, region=REGION)
+        assert (principal.access_key_id, principal.service) == ("testing", service)
+    first = {k.lower(): v for k, v in requests[0]["headers"]}
+    assert requests[0]["target"] == "/?Action=GetItem"
+    assert first["x-amz-target"] == "DynamoDB_20120810.GetItem"
+    assert first["content-type"] == "application/x-amz-json-1.0"
+    assert requests[4]["method"] == "GET" and requests[4]["target"] == "/bucket/a%20b.txt"
+    assert "x-amz-content-sha256" in {k.lower() for k, _ in requests[4]["headers"]}

@@ -68,7 +68,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(TransportError("the endpoint switched protocols"))
         except Exception as e:
-            self._fail(e if isinstance(e, TransportError) else TransportError(f"bad response: {e}"))
+            # httptools wraps what a callback raised (on_body's size limit)
+            cause = e if isinstance(e, TransportError) else e.__context__
+            self._fail(cause if isinstance(cause, TransportError) else TransportError(f"bad response: {e}"))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
