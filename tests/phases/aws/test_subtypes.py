@@ -60,3 +60,12 @@ def test_eventbridge_parameters_are_one_entry():
     params, _ = r.operation_input(dict(REQUEST))
     assert params == {"Entries": [{"Detail": '{"id":7}', "DetailType": "order", "Source": "shop",
                                    "Resources": ["arn:x"]}]}
+
+
+def test_appconfig_is_a_rest_json_get():
+    r = runner("AppConfig-GetConfiguration", {"Application": "app", "Environment": "$request.path.id",
+                                              "Configuration": "cfg", "ClientId": "$context.requestId"})
+    params, _ = r.operation_input(dict(REQUEST))
+    req = r.serializer.serialize_to_request(params, r.operation)
+    assert (req["method"], req["url_path"]) == ("GET", "/applications/app/environments/42/configurations/cfg")
+    assert req["query_string"] == {"client_id": "r-1"}
