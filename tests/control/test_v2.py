@@ -226,6 +226,41 @@ def test_routes_integrations_and_authorizers(server):
     assert c.get_deployments(ApiId=api_id)["Items"] == []
 
 
+def test_integration_subtypes_are_checked_as_aws_defines_each(server):
+    """CreateIntegration / UpdateIntegration with an integrationSubtype: the subtype's
+    requestParameters (fastgate.phases.aws.checks), AWS_PROXY and payload format 1.0 only."""
+    c = v2(server)
+    api_id = c.create_api(Name="svc", ProtocolType="HTTP")["ApiId"]
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+    ok = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", PayloadFormatVersion="1.0",
+                              IntegrationSubtype="SQS-PurgeQueue", RequestParameters={"QueueUrl": queue})
+    assert (ok["IntegrationSubtype"], ok["RequestParameters"]) == ("SQS-PurgeQueue", {"QueueUrl": queue})
+    assert error(c.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY",
+                 PayloadFormatVersion="1.0", IntegrationSubtype="Kinesis-PutRecord",
+                 RequestParameters={"StreamName": "s", "Data": "$request.body"}) == (
+        "BadRequestException", "Operation: Kinesis-PutRecord requires enabling passthrough, or "
+        "defining all of the following parameters: StreamName, Data, PartitionKey", 400)
+    code, msg, _ = error(c.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY",
+                         PayloadFormatVersion="2.0", IntegrationSubtype="SQS-PurgeQueue",
+                         RequestParameters={"QueueUrl": queue})
+    assert code == "BadRequestException" and "payload format version 1.0" in msg
+    code, msg, _ = error(c.create_integration, ApiId=api_id, IntegrationType="HTTP_PROXY",
+                         IntegrationUri="http://127.0.0.1:9/", IntegrationSubtype="SQS-PurgeQueue",
+                         RequestParameters={"QueueUrl": queue})
+    assert code == "BadRequestException" and "AWS_PROXY" in msg
+    code, msg, _ = error(c.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY",
+                         PayloadFormatVersion="1.0", IntegrationSubtype="SQS-PurgeQueue",
+                         RequestParameters={"QueueUrl": "$request.nowhere.q"})
+    assert code == "BadRequestException" and msg.startswith("Invalid mapping expression specified")
+    assert error(c.update_integration, ApiId=api_id, IntegrationId=ok["IntegrationId"],
+                 RequestParameters={"QueueUrl": queue, "MessageBody": "x"}) == (
+        "BadRequestException", "Parameter: MessageBody is not a valid parameter for operation: "
+        "SQS-PurgeQueue. Valid parameters are: QueueUrl, Region", 400)
+    assert c.get_integration(ApiId=api_id, IntegrationId=ok["IntegrationId"])["RequestParameters"] == \
+        {"QueueUrl": queue}
+    assert len(c.get_integrations(ApiId=api_id)["Items"]) == 1
+
+
 # --- quick create, stages, auto deploy ---------------------------------------------------
 
 def test_quick_create_and_auto_deploy(server):

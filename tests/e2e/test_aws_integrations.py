@@ -456,6 +456,76 @@ def test_http_api_integration_subtypes(tmp_path, world):
         print(g.p.output())
 
 
+def test_http_api_subtypes_created_with_apigatewayv2(tmp_path, world):
+    """An HTTP API fronting SQS and Step Functions built with boto3's apigatewayv2 client, as
+    the AWS tutorials build one: AWS's refusals at CreateIntegration / UpdateIntegration,
+    then the $default stage deploys itself and the queue and the state machine answer."""
+    from botocore.exceptions import ClientError
+    queue = world.sqs.create_queue(QueueName="v2-orders")["QueueUrl"]
+    g = start_gateway(tmp_path, gateway_config(world),
+                      aws_env(tmp_path, FASTGATE_DATA_DIR=str(tmp_path / "data")))
+    try:
+        c = boto3.client("apigatewayv2", endpoint_url=f"http://127.0.0.1:{g.admin_port}",
+                         region_name=REGION, aws_access_key_id=ADMIN_KEY,
+                         aws_secret_access_key=ADMIN_SECRET, config=Config(retries={"max_attempts": 1}))
+        api_id = c.create_api(Name="orders", ProtocolType="HTTP")["ApiId"]
+
+        def refused(call, **kw) -> str:
+            with pytest.raises(ClientError) as e:
+                call(ApiId=api_id, **kw)
+            err = e.value.response
+            assert (err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]) == \
+                ("BadRequestException", 400)
+            return err["Error"]["Message"]
+
+        common = dict(IntegrationType="AWS_PROXY", PayloadFormatVersion="1.0", CredentialsArn=ROLE)
+        create = dict(ApiId=api_id, **common)
+        assert refused(c.create_integration, IntegrationSubtype="SQS-SendMessage",
+                       RequestParameters={"QueueUrl": queue}, **common) == (
+            "Operation: SQS-SendMessage requires enabling passthrough, or defining all of the "
+            "following parameters: QueueUrl, MessageBody")
+        assert refused(c.create_integration, IntegrationSubtype="SQS-SendMessage",
+                       RequestParameters={"QueueUrl": queue, "MessageBody": "$request.body",
+                                          "Bogus": "x"}, **common).startswith(
+            "Parameter: Bogus is not a valid parameter for operation: SQS-SendMessage. "
+            "Valid parameters are: QueueUrl, MessageBody, DelaySeconds")
+        assert refused(c.create_integration, IntegrationSubtype="SQS-Send",
+                       RequestParameters={"QueueUrl": queue}, **common).startswith(
+            "Integration subtype SQS-Send is not supported")
+        assert c.get_integrations(ApiId=api_id)["Items"] == []
+
+        send = c.create_integration(IntegrationSubtype="SQS-SendMessage", RequestParameters={
+            "QueueUrl": queue, "MessageBody": "$request.body.message"}, **create)
+        assert (send["IntegrationSubtype"], send["RequestParameters"]["MessageBody"]) == \
+            ("SQS-SendMessage", "$request.body.message")
+        assert refused(c.update_integration, IntegrationId=send["IntegrationId"],
+                       RequestParameters={"QueueUrl": queue}).startswith(
+            "Operation: SQS-SendMessage requires enabling passthrough")
+        got = c.get_integration(ApiId=api_id, IntegrationId=send["IntegrationId"])
+        assert got["RequestParameters"]["MessageBody"] == "$request.body.message"   # unchanged
+        sync = c.create_integration(IntegrationSubtype="StepFunctions-StartSyncExecution",
+                                    RequestParameters={"StateMachineArn": "$stageVariables.machine",
+                                                       "Input": "$request.body"}, **create)
+        c.create_route(ApiId=api_id, RouteKey="POST /send", Target=f"integrations/{send['IntegrationId']}")
+        c.create_route(ApiId=api_id, RouteKey="POST /sync", Target=f"integrations/{sync['IntegrationId']}")
+        c.create_stage(ApiId=api_id, StageName="$default", AutoDeploy=True,
+                       StageVariables={"machine": world.machine})
+
+        host = {"Host": f"{api_id}.execute-api.localhost"}
+
+        def post(path, body):
+            return httpx.post(g.url + path, json=body, headers=host, timeout=30)
+        wait_until(lambda: post("/sync", {"name": "Alan"}).status_code == 200, timeout=20)
+        r = post("/sync", {"name": "Ada"})
+        assert r.json()["status"] == "SUCCEEDED", r.text
+        assert json.loads(r.json()["output"]) == {"greeting": "Ada", "source": "sfn"}
+        r = post("/send", {"message": "through apigatewayv2"})
+        assert r.status_code == 200 and r.json()["MessageId"], r.text
+        assert world.messages(queue) == ["through apigatewayv2"]
+    finally:
+        print(g.p.output())
+
+
 # --- failures: the cause in the logs, never in the response -------------------------------
 
 def failing_gateway(tmp_path, sqs_endpoint: str, env: dict, timeout_ms: int = 20000) -> Gateway:

@@ -85,7 +85,13 @@ _KNOWN = re.compile(r"^(request\.body(\..+|\[.+)?|request\.(header|querystring|p
                     r"context\.[A-Za-z0-9_.]+|stageVariables\.[A-Za-z0-9_]+)$")
 
 
+_UNKNOWN_REQUEST = re.compile(r"\$\{?request\.(?!(?:body|header|querystring|path)\b)[A-Za-z0-9_]*")
+
+
 def _expression_problem(value: str) -> str | None:
+    unknown = _UNKNOWN_REQUEST.search(value)
+    if unknown is not None:
+        return f"${unknown.group(0).lstrip('${')} is not a request, context or stage variable"
     for m in VARIABLE.finditer(value):
         name = m.group(1) if m.group(1) is not None else m.group(2)
         if not _KNOWN.match(name):

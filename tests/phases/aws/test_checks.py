@@ -44,6 +44,11 @@ def test_unknown_subtypes_parameters_and_variables_are_refused():
         "Parameter: MessageBody is not a valid parameter for operation: SQS-PurgeQueue. "
         "Valid parameters are: QueueUrl, Region")
     assert "$request.bodyx" in check_subtype("SQS-PurgeQueue", {"QueueUrl": "${request.bodyx}"})
+    # a $request. variable of no known source is refused, braced or not (not sent as text)
+    assert check_subtype("SQS-PurgeQueue", {"QueueUrl": "$request.nowhere.q"}) == (
+        "Invalid mapping expression specified: $request.nowhere.q: $request.nowhere is not a "
+        "request, context or stage variable")
+    assert "$request.query" in check_subtype("SQS-PurgeQueue", {"QueueUrl": "https://q/$request.query.x"})
     assert check_subtype("SQS-PurgeQueue", {"QueueUrl": "${request.header.q}-${stageVariables.v}"}) is None
 
 
