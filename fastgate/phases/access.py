@@ -65,6 +65,13 @@ class Services:
             self._aws = None
         self._aws_cfg = cfg
 
+    def close(self) -> None:
+        """Services made for one use (TestInvokeMethod's): the AWS integrations' idle
+        connections closed now rather than when the process ends."""
+        if self._aws is not None:
+            self._aws.close()
+            self._aws = None
+
     @property
     def aws(self):
         """fastgate.phases.aws.client.AwsClients of this worker."""

@@ -8,6 +8,7 @@ item, the stream the record, the bucket the bytes, the state machine the executi
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import textwrap
@@ -375,6 +376,17 @@ def test_rest_api_created_with_boto3(tmp_path, world):
         wait_until(lambda: httpx.post(g.url + "/prod/calc", json={"a": 1, "b": 1}).status_code == 200,
                    timeout=20)
         check_rest_api(g.url + "/prod", world)
+        # TestInvokeMethod runs the AWS integration too, in the admin process
+        api_id = apigw.get_rest_apis()["items"][0]["id"]
+        res = {r["path"]: r["id"] for r in apigw.get_resources(restApiId=api_id, limit=500)["items"]}
+        out = apigw.test_invoke_method(restApiId=api_id, resourceId=res["/orders"], httpMethod="POST",
+                                       body='{"id": 8}', headers={"Content-Type": "application/json"})
+        assert (out["status"], json.loads(out["body"])) == (200, {"queued": True}), out
+        assert [json.loads(b) for b in world.messages(world.orders)] == [{"id": 8}]
+        out = apigw.test_invoke_method(restApiId=api_id, resourceId=res["/greet"], httpMethod="POST",
+                                       body='{"name": "Lin"}', headers={"Content-Type": "application/json"},
+                                       stageVariables=stage_variables(world))
+        assert (out["status"], json.loads(out["body"])) == (200, {"status": "SUCCEEDED", "greeting": "Lin"}), out
     finally:
         print(g.p.output())     # shown when the test fails: the gateway's log says why
 
@@ -650,3 +662,42 @@ def test_service_requests_are_signed_as_api_gateway_sends_them_on_kept_alive_con
     assert first["content-type"] == "application/x-amz-json-1.0"
     assert requests[4]["method"] == "GET" and requests[4]["target"] == "/bucket/a%20b.txt"
     assert "x-amz-content-sha256" in {k.lower() for k, _ in requests[4]["headers"]}
+
+
+def test_test_invoke_method_runs_an_aws_integration_and_closes_its_connections(
+        tmp_path, recording_upstream):
+    """TestInvokeMethod (the console's Test button) on a REST API's AWS integration: the
+    signed request reaches the service from the admin process, and the invocation's own
+    keep-alive connection is closed with it rather than left open until the process ends."""
+    rec = recording_upstream()
+    g = start_gateway(tmp_path, textwrap.dedent(f"""\
+        access_log: {{path: 'off'}}
+        aws:
+          region: {REGION}
+          endpoints: {{dynamodb: "{rec.url}"}}
+        """), aws_env(tmp_path, FASTGATE_DATA_DIR=str(tmp_path / "data")))
+    try:
+        apigw = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{g.admin_port}",
+                             region_name=REGION, aws_access_key_id=ADMIN_KEY,
+                             aws_secret_access_key=ADMIN_SECRET, config=Config(retries={"max_attempts": 1}))
+        api = apigw.create_rest_api(name="tested")
+        root = apigw.get_resources(restApiId=api["id"])["items"][0]["id"]
+        apigw.put_method(restApiId=api["id"], resourceId=root, httpMethod="GET", authorizationType="NONE")
+        apigw.put_integration(restApiId=api["id"], resourceId=root, httpMethod="GET", type="AWS",
+                              integrationHttpMethod="POST",
+                              uri=f"arn:aws:apigateway:{REGION}:dynamodb:action/GetItem",
+                              requestTemplates={"application/json": '{"TableName": "$stageVariables.table"}'})
+        apigw.put_method_response(restApiId=api["id"], resourceId=root, httpMethod="GET", statusCode="200")
+        apigw.put_integration_response(restApiId=api["id"], resourceId=root, httpMethod="GET",
+                                       statusCode="200", selectionPattern="")
+        out = apigw.test_invoke_method(restApiId=api["id"], resourceId=root, httpMethod="GET",
+                                       stageVariables={"table": "tested"})
+        assert out["status"] == 200, out
+        (request,) = rec.events("request")
+        h = {k.lower(): v for k, v in request["headers"]}
+        assert (h["x-amz-target"], request["body_sha256"]) == (
+            "DynamoDB_20120810.GetItem", hashlib.sha256(b'{"TableName": "tested"}').hexdigest())
+        assert h["authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
+        wait_until(lambda: rec.open_connections() == 0, timeout=10)
+    finally:
+        print(g.p.output())
