@@ -701,3 +701,51 @@ def test_test_invoke_method_runs_an_aws_integration_and_closes_its_connections(
         wait_until(lambda: rec.open_connections() == 0, timeout=10)
     finally:
         print(g.p.output())
+
+
+def test_a_role_is_assumed_through_sts_and_signs_a_remote_lambda_invoke(tmp_path, moto, recording_upstream):
+    """`credentials: <role ARN>`: the gateway's own keys ask STS (moto's) for the role's
+    session, whose keys and token sign the service call; a Lambda function the gateway does
+    not run is Lambda's Invoke API, at the path API Gateway's URI names."""
+    rec = recording_upstream()
+    fn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:remote"
+    integ = aws(f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{fn}/invocations",
+                '{"n": $input.json(\'$.n\')}', {"default": ok()},
+                requestParameters={"integration.request.header.X-Amz-Invocation-Type": "'Event'"})
+    (tmp_path / "remote.yaml").write_text(yaml.safe_dump({
+        "swagger": "2.0", "info": {"title": "remote", "version": "1"},
+        "paths": {"/fn": {"post": {"responses": {"200": {"description": "ok"}},
+                                   "x-amazon-apigateway-integration": integ}}}}))
+    g = start_gateway(tmp_path, textwrap.dedent(f"""\
+        access_log: {{path: 'off'}}
+        aws:
+          region: {REGION}
+          endpoints: {{sts: "{moto.url}", lambda: "{rec.url}"}}
+        apis:
+          - openapi: remote.yaml
+            stages: {{prod: {{}}}}
+        """), aws_env(tmp_path))
+    try:
+        for n in (1, 2):
+            r = httpx.post(g.url + "/prod/fn", json={"n": n}, timeout=30)
+            assert r.status_code == 200, r.text
+    finally:
+        g.stop()
+    requests = rec.events("request")
+    assert len(requests) == 2
+    for r, n in zip(requests, (1, 2)):
+        h = {k.lower(): v for k, v in r["headers"]}
+        assert r["method"] == "POST"
+        assert r["target"] == f"/2015-03-31/functions/{fn}/invocations"
+        assert h["x-amz-invocation-type"] == "Event"
+        assert r["body_sha256"] == hashlib.sha256(f'{{"n": {n}}}'.encode()).hexdigest()
+        # signed with the role's session (moto's STS hands out ASIA... keys), not the
+        # gateway's own "testing" key, and with its token
+        credential = h["authorization"].split("Credential=", 1)[1].split(",", 1)[0]
+        key, _, scope = credential.partition("/")
+        assert key.startswith("ASIA") and scope.endswith(f"/{REGION}/lambda/aws4_request"), credential
+        assert h["x-amz-security-token"]
+    # the session is reused while it is valid: one AssumeRole for both calls
+    keys = {r_h["authorization"].split("Credential=", 1)[1].split("/", 1)[0]
+            for r_h in ({k.lower(): v for k, v in r["headers"]} for r in requests)}
+    assert len(keys) == 1
