@@ -420,6 +420,10 @@ def http_document(queue_url: str) -> dict:
                     "Detail": "$request.body", "DetailType": "order", "Source": "shop"})},
                 "/records/{user}": {"post": subtype("Kinesis-PutRecord", {
                     "StreamName": "clicks", "Data": "$request.body", "PartitionKey": "$request.path.user"})},
+                "/purge": {"post": subtype("SQS-PurgeQueue", {"QueueUrl": queue_url})},
+                "/stop": {"post": subtype("StepFunctions-StopExecution", {
+                    "ExecutionArn": "$request.body.execution", "Cause": "$request.header.x-cause",
+                    "Error": "Cancelled"})},
             }}
 
 
@@ -464,6 +468,20 @@ def test_http_api_integration_subtypes(tmp_path, world):
         # a service's own error goes back as the service answered it
         r = c.post("/delete", json={"handle": "not-a-handle"})
         assert r.status_code == 400, r.text
+        # SQS-PurgeQueue empties the queue
+        world.sqs.send_message(QueueUrl=queue, MessageBody="to be purged")
+        r = c.post("/purge")
+        assert r.status_code == 200, r.text
+        assert world.sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages") is None
+        # StepFunctions-StopExecution stops a running standard workflow, with the cause mapped
+        waiting = world.sfn.create_state_machine(
+            name="waiter", roleArn=ROLE, definition=json.dumps(
+                {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 600, "End": True}}}))
+        execution = world.sfn.start_execution(stateMachineArn=waiting["stateMachineArn"])["executionArn"]
+        r = c.post("/stop", json={"execution": execution}, headers={"X-Cause": "customer cancelled"})
+        assert r.status_code == 200, r.text
+        described = world.sfn.describe_execution(executionArn=execution)
+        assert described["status"] == "ABORTED", described
     finally:
         print(g.p.output())
 
