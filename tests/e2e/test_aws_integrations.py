@@ -618,6 +618,45 @@ def test_an_endpoint_that_never_answers_times_out_as_the_integration_says(tmp_pa
     assert "no answer within 400 ms" in g.p.output()
 
 
+def test_http_api_subtype_failures_answer_as_http_apis_do(tmp_path):
+    """An HTTP API's subtype whose endpoint refuses the connection answers 500 "Internal
+    Server Error", one that never answers 503 "Service Unavailable" at its timeoutInMillis,
+    as HTTP APIs answer; the cause is in the gateway's log only."""
+    closed = free_port()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        doc = {"openapi": "3.0.1", "info": {"title": "failing-http", "version": "1"}, "paths": {
+            "/refused": {"post": subtype("SQS-SendMessage", {
+                "QueueUrl": f"http://127.0.0.1:{closed}/{ACCOUNT}/q", "MessageBody": "$request.body"})},
+            "/silent": {"post": subtype("Kinesis-PutRecord", {
+                "StreamName": "s", "Data": "$request.body", "PartitionKey": "k"})}}}
+        doc["paths"]["/silent"]["post"]["x-amazon-apigateway-integration"]["timeoutInMillis"] = 400
+        for op in doc["paths"].values():
+            del op["post"]["x-amazon-apigateway-integration"]["credentials"]
+        (tmp_path / "failing-http.yaml").write_text(yaml.safe_dump(doc))
+        g = start_gateway(tmp_path, textwrap.dedent(f"""\
+            access_log: {{path: 'off'}}
+            aws:
+              region: {REGION}
+              endpoints: {{sqs: "http://127.0.0.1:{closed}", kinesis: "http://127.0.0.1:{silent.getsockname()[1]}"}}
+            apis:
+              - openapi: failing-http.yaml
+            """), aws_env(tmp_path))
+        try:
+            r = httpx.post(g.url + "/refused", json={"a": 1}, timeout=30)
+            assert (r.status_code, r.json()) == (500, {"message": "Internal Server Error"}), r.text
+            assert str(closed) not in r.text
+            started = time.monotonic()
+            r = httpx.post(g.url + "/silent", json={"a": 1}, timeout=30)
+            assert (r.status_code, r.json()) == (503, {"message": "Service Unavailable"}), r.text
+            assert time.monotonic() - started < 10      # timeoutInMillis 400, not the default 30 s
+        finally:
+            g.stop()
+    log = g.p.output()
+    assert f"connect to http://127.0.0.1:{closed}" in log and "no answer within 400 ms" in log, log
+
+
 # --- what reaches the service: API Gateway's request, signed, over kept-alive connections --
 
 def test_service_requests_are_signed_as_api_gateway_sends_them_on_kept_alive_connections(
