@@ -76,6 +76,13 @@ class World:
         self.ddb.create_table(TableName="items", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
                               AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
                               BillingMode="PAY_PER_REQUEST")
+        sns = moto.client("sns")
+        self.topic = sns.create_topic(Name="notices")["TopicArn"]
+        self.notices = self.sqs.create_queue(QueueName="notices")["QueueUrl"]
+        notices_arn = self.sqs.get_queue_attributes(QueueUrl=self.notices,
+                                                    AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=self.topic, Protocol="sqs", Endpoint=notices_arn,
+                      Attributes={"RawMessageDelivery": "true"})
         self.s3 = moto.client("s3")
         self.s3.create_bucket(Bucket="files")
         self.kinesis = moto.client("kinesis")
@@ -160,6 +167,13 @@ ROUTES = {
         {"default": ok('{"queued": "quick"}')},
         requestParameters={"integration.request.querystring.QueueUrl": "stageVariables.queueUrl",
                            "integration.request.querystring.MessageBody": "method.request.querystring.msg"}),
+    # SNS, the other query-protocol service: Action in the URI, the topic and message in the
+    # form the template writes; the topic's queue subscription receives it
+    ("/notify", "post"): aws(
+        f"arn:aws:apigateway:{REGION}:sns:action/Publish",
+        "TopicArn=$util.urlEncode($stageVariables.topic)&Message=$util.urlEncode($input.body)",
+        {"default": ok('{"published": true}')},
+        requestParameters={"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"}),
     # a queue that does not exist: SQS's 400 selects the 4xx integration response
     ("/orders/lost", "post"): aws(
         f"arn:aws:apigateway:{REGION}:sqs:path/{ACCOUNT}/no-such-queue",
@@ -243,7 +257,7 @@ def rest_document() -> dict:
 
 
 def stage_variables(world: World) -> dict:
-    return {"machine": world.machine, "queueUrl": world.orders}
+    return {"machine": world.machine, "queueUrl": world.orders, "topic": world.topic}
 
 
 def build_with_boto3(apigw, world: World) -> str:
@@ -305,6 +319,10 @@ def check_rest_api(base: str, world: World) -> None:
     assert world.messages(world.orders) == ["hello queue"]
     r = c.post("/orders/lost", json={})
     assert (r.status_code, r.json()) == (404, {"queue": "missing"}), r.text
+    # SNS: the topic's queue holds the message
+    r = c.post("/notify", json={"notice": "a&b=c d"})
+    assert (r.status_code, r.json()) == (200, {"published": True}), r.text
+    assert [json.loads(b) for b in world.messages(world.notices)] == [{"notice": "a&b=c d"}]
     # Step Functions
     r = c.post("/greet", json={"name": "Ada"})
     assert (r.status_code, r.json()) == (200, {"status": "SUCCEEDED", "greeting": "Ada"}), r.text
