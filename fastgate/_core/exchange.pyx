@@ -632,7 +632,9 @@ cdef class Exchange:
             headers = [(b"Content-Type", b"application/json")]
             if ctx.api is not None and ctx.api.rest:
                 headers.append((b"x-amzn-ErrorType", b"InternalServerErrorException"))
-        self.out.respond(ctx, status, headers, body)
+            self.out.respond(ctx, status, headers, body)
+        else:
+            self.out.respond_integration(ctx, status, headers, body)
         self.down.uncork()
 
     def integration_done(self, RequestContext ctx, result, str detail=None, int status=-1):

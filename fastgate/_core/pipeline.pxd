@@ -117,6 +117,8 @@ cdef class Route:
     cdef readonly object mock_body            # fastgate._core.headers.Template
     cdef readonly object http_map             # fastgate.phases.vtl.HttpMapping of an http (non-proxy)
                                               # integration with templates / integration responses
+    cdef readonly object response_map         # fastgate.phases.response_mapping.ResponseMapping: an
+                                              # HTTP API integration's responseParameters, or None
     cdef readonly object mock_vtl             # fastgate.phases.vtl.MockIntegration: a mock whose mapping
                                               # templates use Velocity (then mock_* are unused)
     cdef readonly double connect_timeout      # s

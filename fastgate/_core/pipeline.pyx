@@ -137,6 +137,7 @@ cdef class Route:
                  int integration=INTEGRATION_HTTP, upstream=None,
                  request_headers=None, response_headers=None, path_rewrite=None,
                  int mock_status=200, list mock_headers=None, mock_body=None, mock_vtl=None, http_map=None,
+                 response_map=None,
                  double connect_timeout=5.0, double first_byte_timeout=60.0,
                  double total_timeout=0.0, long long max_body_size=-1,
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
@@ -157,6 +158,7 @@ cdef class Route:
         self.mock_body = mock_body
         self.mock_vtl = mock_vtl
         self.http_map = http_map
+        self.response_map = response_map
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.total_timeout = total_timeout

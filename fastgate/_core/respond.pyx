@@ -73,6 +73,18 @@ cdef class Responder:
             ctx.response_length = PyBytes_GET_SIZE(body)
         self.done(ctx)
 
+    cdef void respond_integration(self, RequestContext ctx, int status, list headers, bytes body):
+        """An integration's whole response (a function's, or a proxied one held whole for
+        its mapping): through the route's response parameter mapping, then respond()."""
+        cdef Route route = ctx.route
+        if route is not None and route.response_map is not None:
+            try:
+                status, headers = route.response_map.apply(ctx, status, headers, body)
+            except Exception as e:
+                self.respond_error(ctx, "DEFAULT_5XX", "responseParameters: %r" % (e,))
+                return
+        self.respond(ctx, status, headers, body)
+
     cdef void respond_error(self, RequestContext ctx, str error_type, str detail, int status=-1):
         """A gateway response: the API's table when an API stage matched, else the gateway's.
         status: what this failure answers when the API did not customise the type (a failed

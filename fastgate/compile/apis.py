@@ -316,6 +316,12 @@ class Compiler:
             kw["access"] = kw["validator"] = kw["key_gate"] = None
         else:
             why = f"integration type {itype} is not supported"
+        if why is None and integ.get("responseParameters") and self.current_api.get("protocolType") == "HTTP":
+            from fastgate.phases.response_mapping import ResponseMapping
+            try:
+                kw["response_map"] = ResponseMapping(integ["responseParameters"])
+            except ValueError as e:
+                why = str(e)
         if why is not None:
             # AWS answers a broken integration at request time (API_CONFIGURATION_ERROR)
             self.warn(f"{where}: {why}; it answers 500 Internal server error")

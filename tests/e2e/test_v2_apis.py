@@ -164,6 +164,50 @@ def test_lambda_payload_2_and_manual_deployment_to_a_stage(gw, c):
     assert served(gw, api_id, "/prod/v1").json()["path"] == "/prod/v1"   # payload 1.0
 
 
+def test_response_parameters_map_proxied_and_function_responses(gw, c):
+    api_id = c.create_api(Name="respmap", ProtocolType="HTTP")["ApiId"]
+    integ = c.create_integration(
+        ApiId=api_id, IntegrationType="HTTP_PROXY", IntegrationMethod="ANY",
+        IntegrationUri=f"{gw.upstream.url}/{{proxy}}", PayloadFormatVersion="1.0",
+        ResponseParameters={
+            "200": {"overwrite:header.X-Upstream": "mapped-$response.header.X-Upstream",
+                    "append:header.X-Path": "$response.body.path",
+                    "remove:header.X-Seen-Connection": "''",
+                    "overwrite:header.X-Stage": "${context.stage} $stageVariables.color"},
+            "404": {"overwrite:statuscode": "200", "overwrite:header.X-Was": "404"}})
+    c.create_route(ApiId=api_id, RouteKey="ANY /{proxy+}", Target=f"integrations/{integ['IntegrationId']}")
+    fn = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=fn_arn("backend"),
+                              PayloadFormatVersion="2.0",
+                              ResponseParameters={"200": {"overwrite:statuscode": "201",
+                                                          "overwrite:header.X-Route": "$response.body.routeKey"}})
+    c.create_route(ApiId=api_id, RouteKey="GET /fn", Target=f"integrations/{fn['IntegrationId']}")
+    c.create_stage(ApiId=api_id, StageName="$default", AutoDeploy=True, StageVariables={"color": "blue"})
+
+    r = served(gw, api_id, "/echo/x")
+    assert r.headers["x-upstream"] == "mapped-v2up"            # the integration's header, read
+    assert r.headers["x-path"] == "/echo/x"                    # a member of its JSON body
+    assert "x-seen-connection" not in r.headers
+    assert r.headers["x-stage"] == "$default blue"
+    assert r.json()["path"] == "/echo/x"                       # the body is the integration's
+
+    r = call(gw, api_id, "/status/404")                        # overwrite:statuscode
+    assert (r.status_code, r.text, r.headers["x-was"]) == (200, "status 404", "404")
+    r = call(gw, api_id, "/status/500")                        # a status without parameters
+    assert r.status_code == 500 and "x-was" not in r.headers and r.text == "status 500"
+
+    # a mapped response is held whole: its hop-by-hop fields stay behind, it is framed anew
+    r = call(gw, api_id, "/hopbyhop")
+    assert r.text == "hop" and r.headers["x-end-to-end"] == "kept"
+    for name in ("x-conn-named", "keep-alive", "proxy-connection", "upgrade", "te", "trailer"):
+        assert name not in r.headers
+    r = call(gw, api_id, "/chunked/300000")
+    assert len(r.content) == 300000 and r.headers["content-length"] == "300000"
+    assert "transfer-encoding" not in r.headers and r.headers["x-upstream"] == "mapped-v2up"
+
+    r = served(gw, api_id, "/fn", status=201)                  # a function's response too
+    assert r.headers["x-route"] == "GET /fn" and r.json()["routeKey"] == "GET /fn"
+
+
 def test_jwt_and_request_authorizers_with_caching_and_reset(gw, c, issuer):
     api_id = c.create_api(Name="guarded", ProtocolType="HTTP")["ApiId"]
     integ = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY",
