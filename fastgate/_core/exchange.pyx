@@ -647,6 +647,8 @@ cdef class Exchange:
         ctx.integration_end = monotonic()
         if isinstance(result, str):
             self.out.respond_error(ctx, result, detail, status)
+        elif ctx.route.response_map is not None:    # an HTTP API's responseParameters
+            self.out.respond_integration(ctx, result[0], result[1], result[2])
         else:
             self.out.respond_result(ctx, result)
         self.down.uncork()

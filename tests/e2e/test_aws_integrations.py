@@ -438,6 +438,8 @@ def http_document(queue_url: str) -> dict:
                     "Detail": "$request.body", "DetailType": "order", "Source": "shop"})},
                 "/records/{user}": {"post": subtype("Kinesis-PutRecord", {
                     "StreamName": "clicks", "Data": "$request.body", "PartitionKey": "$request.path.user"})},
+                "/enqueue": {"post": subtype("SQS-SendMessage", {
+                    "QueueUrl": queue_url, "MessageBody": "$request.body"})},
                 "/purge": {"post": subtype("SQS-PurgeQueue", {"QueueUrl": queue_url})},
                 "/stop": {"post": subtype("StepFunctions-StopExecution", {
                     "ExecutionArn": "$request.body.execution", "Cause": "$request.header.x-cause",
@@ -447,7 +449,11 @@ def http_document(queue_url: str) -> dict:
 
 def test_http_api_integration_subtypes(tmp_path, world):
     queue = world.sqs.create_queue(QueueName="http-orders")["QueueUrl"]
-    (tmp_path / "http.yaml").write_text(yaml.safe_dump(http_document(queue)))
+    doc = http_document(queue)
+    # the service's answer goes through the integration's response parameter mapping
+    doc["paths"]["/enqueue"]["post"]["x-amazon-apigateway-integration"]["responseParameters"] = {
+        "200": {"overwrite:statuscode": "202", "append:header.x-message-id": "$response.body.MessageId"}}
+    (tmp_path / "http.yaml").write_text(yaml.safe_dump(doc))
     g = start_gateway(tmp_path, gateway_config(world, textwrap.dedent(f"""\
         apis:
           - openapi: http.yaml
@@ -486,6 +492,9 @@ def test_http_api_integration_subtypes(tmp_path, world):
         # a service's own error goes back as the service answered it
         r = c.post("/delete", json={"handle": "not-a-handle"})
         assert r.status_code == 400, r.text
+        r = c.post("/enqueue", json={"mapped": True})
+        assert r.status_code == 202 and r.headers["x-message-id"] == r.json()["MessageId"], r.text
+        assert [json.loads(b) for b in world.messages(queue)] == [{"mapped": True}]
         # SQS-PurgeQueue empties the queue
         world.sqs.send_message(QueueUrl=queue, MessageBody="to be purged")
         r = c.post("/purge")
