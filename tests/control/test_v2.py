@@ -259,6 +259,13 @@ def test_integration_subtypes_are_checked_as_aws_defines_each(server):
     assert c.get_integration(ApiId=api_id, IntegrationId=ok["IntegrationId"])["RequestParameters"] == \
         {"QueueUrl": queue}
     assert len(c.get_integrations(ApiId=api_id)["Items"]) == 1
+    # ImportApi checks a subtype the same way
+    doc = {"openapi": "3.0.1", "info": {"title": "imported", "version": "1"}, "paths": {"/q": {"post": {
+        "x-amazon-apigateway-integration": {"type": "aws_proxy", "integrationSubtype": "SQS-SendMessage",
+                                            "payloadFormatVersion": "1.0",
+                                            "requestParameters": {"QueueUrl": queue}}}}}}
+    code, msg, _ = error(c.import_api, Body=json.dumps(doc))
+    assert code == "BadRequestException" and "requires enabling passthrough" in msg, msg
 
 
 # --- quick create, stages, auto deploy ---------------------------------------------------
