@@ -833,3 +833,40 @@ def test_a_role_is_assumed_through_sts_and_signs_a_remote_lambda_invoke(tmp_path
     keys = {r_h["authorization"].split("Credential=", 1)[1].split("/", 1)[0]
             for r_h in ({k.lower(): v for k, v in r["headers"]} for r in requests)}
     assert len(keys) == 1
+
+
+def test_a_remote_lambda_non_proxy_error_is_selected_by_its_error_message(tmp_path):
+    """Lambda non-proxy against Lambda's Invoke API (tests/fake_lambda.py, a real process): a
+    function error (200 with X-Amz-Function-Error) selects the integration response whose
+    selectionPattern matches its errorMessage, a result the default one, as AWS does."""
+    port = free_port()
+    fake = Proc([PYTHON, str(ROOT / "tests" / "fake_lambda.py"), str(port)])
+    try:
+        wait_port(port, fake.proc)
+        integ = ROUTES[("/calc", "post")] | {
+            "uri": f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/"
+                   f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:divide/invocations"}
+        del integ["credentials"]
+        (tmp_path / "remote-calc.yaml").write_text(yaml.safe_dump({
+            "swagger": "2.0", "info": {"title": "remote-calc", "version": "1"},
+            "paths": {"/calc": {"post": {"responses": {"200": {"description": "ok"}},
+                                         "x-amazon-apigateway-integration": integ}}}}))
+        g = start_gateway(tmp_path, textwrap.dedent(f"""\
+            access_log: {{path: 'off'}}
+            aws:
+              region: {REGION}
+              endpoints: {{lambda: "http://127.0.0.1:{port}"}}
+            apis:
+              - openapi: remote-calc.yaml
+                stages: {{prod: {{}}}}
+            """), aws_env(tmp_path))
+        try:
+            c = httpx.Client(base_url=g.url + "/prod", timeout=30)
+            r = c.post("/calc", json={"a": 9, "b": 3})
+            assert (r.status_code, r.json()) == (200, {"quotient": 3.0}), r.text
+            r = c.post("/calc", json={"a": 9, "b": 0})
+            assert (r.status_code, r.json()) == (400, {"error": "Bad input: division by zero"}), r.text
+        finally:
+            print(g.p.output())
+    finally:
+        fake.stop()
