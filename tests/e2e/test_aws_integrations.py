@@ -136,6 +136,18 @@ def start_gateway(tmp_path, config: str, env: dict) -> Gateway:
     return Gateway(tmp_path, config, env=env)
 
 
+def one_route_gateway(tmp_path, name: str, path: str, integ: dict, aws_cfg: dict, env: dict,
+                      stage: dict | None = None, **config) -> Gateway:
+    """A gateway serving one REST API (stage prod) whose only method is POST `path`."""
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({
+        "swagger": "2.0", "info": {"title": name, "version": "1"},
+        "paths": {path: {"post": {"responses": {"200": {"description": "ok"}},
+                                  "x-amazon-apigateway-integration": integ}}}}))
+    return start_gateway(tmp_path, yaml.safe_dump({
+        "access_log": {"path": "off"}, "aws": aws_cfg, **config,
+        "apis": [{"openapi": f"{name}.yaml", "stages": {"prod": stage or {}}}]}), env)
+
+
 # --- the REST API: one route per scenario, as AWS exports it -----------------------------
 
 def aws(uri: str, template: str | None, responses: dict, method: str = "POST", **more) -> dict:
@@ -592,19 +604,8 @@ def failing_gateway(tmp_path, sqs_endpoint: str, env: dict, timeout_ms: int = 20
                 "Action=SendMessage&MessageBody=x", {"default": ok('{"queued": true}')},
                 timeoutInMillis=timeout_ms)
     del integ["credentials"]
-    (tmp_path / "failing.yaml").write_text(yaml.safe_dump({
-        "swagger": "2.0", "info": {"title": "failing", "version": "1"},
-        "paths": {"/send": {"post": {"responses": {"200": {"description": "ok"}},
-                                     "x-amazon-apigateway-integration": integ}}}}))
-    return start_gateway(tmp_path, textwrap.dedent(f"""\
-        access_log: {{path: 'off'}}
-        execution_log: {{path: exec.log}}
-        aws:
-          endpoints: {{sqs: "{sqs_endpoint}"}}
-        apis:
-          - openapi: failing.yaml
-            stages: {{prod: {{logging_level: ERROR}}}}
-        """), env)
+    return one_route_gateway(tmp_path, "failing", "/send", integ, {"endpoints": {"sqs": sqs_endpoint}},
+                             env, stage={"logging_level": "ERROR"}, execution_log={"path": "exec.log"})
 
 
 def assert_hidden_failure(g: Gateway, tmp_path, status: int, message: str, cause: str) -> None:
@@ -796,19 +797,9 @@ def test_a_role_is_assumed_through_sts_and_signs_a_remote_lambda_invoke(tmp_path
     integ = aws(f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/{fn}/invocations",
                 '{"n": $input.json(\'$.n\')}', {"default": ok()},
                 requestParameters={"integration.request.header.X-Amz-Invocation-Type": "'Event'"})
-    (tmp_path / "remote.yaml").write_text(yaml.safe_dump({
-        "swagger": "2.0", "info": {"title": "remote", "version": "1"},
-        "paths": {"/fn": {"post": {"responses": {"200": {"description": "ok"}},
-                                   "x-amazon-apigateway-integration": integ}}}}))
-    g = start_gateway(tmp_path, textwrap.dedent(f"""\
-        access_log: {{path: 'off'}}
-        aws:
-          region: {REGION}
-          endpoints: {{sts: "{moto.url}", lambda: "{rec.url}"}}
-        apis:
-          - openapi: remote.yaml
-            stages: {{prod: {{}}}}
-        """), aws_env(tmp_path))
+    g = one_route_gateway(tmp_path, "remote", "/fn", integ,
+                          {"region": REGION, "endpoints": {"sts": moto.url, "lambda": rec.url}},
+                          aws_env(tmp_path))
     try:
         for n in (1, 2):
             r = httpx.post(g.url + "/prod/fn", json={"n": n}, timeout=30)
@@ -847,19 +838,9 @@ def test_a_remote_lambda_non_proxy_error_is_selected_by_its_error_message(tmp_pa
             "uri": f"arn:aws:apigateway:{REGION}:lambda:path/2015-03-31/functions/"
                    f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:divide/invocations"}
         del integ["credentials"]
-        (tmp_path / "remote-calc.yaml").write_text(yaml.safe_dump({
-            "swagger": "2.0", "info": {"title": "remote-calc", "version": "1"},
-            "paths": {"/calc": {"post": {"responses": {"200": {"description": "ok"}},
-                                         "x-amazon-apigateway-integration": integ}}}}))
-        g = start_gateway(tmp_path, textwrap.dedent(f"""\
-            access_log: {{path: 'off'}}
-            aws:
-              region: {REGION}
-              endpoints: {{lambda: "http://127.0.0.1:{port}"}}
-            apis:
-              - openapi: remote-calc.yaml
-                stages: {{prod: {{}}}}
-            """), aws_env(tmp_path))
+        g = one_route_gateway(tmp_path, "remote-calc", "/calc", integ,
+                              {"region": REGION, "endpoints": {"lambda": f"http://127.0.0.1:{port}"}},
+                              aws_env(tmp_path))
         try:
             c = httpx.Client(base_url=g.url + "/prod", timeout=30)
             r = c.post("/calc", json={"a": 9, "b": 3})
