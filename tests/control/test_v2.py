@@ -259,6 +259,15 @@ def test_integration_subtypes_are_checked_as_aws_defines_each(server):
     assert c.get_integration(ApiId=api_id, IntegrationId=ok["IntegrationId"])["RequestParameters"] == \
         {"QueueUrl": queue}
     assert len(c.get_integrations(ApiId=api_id)["Items"]) == 1
+    # a route on it exports as AWS writes it, and the export imports back unchanged
+    c.create_route(ApiId=api_id, RouteKey="POST /purge", Target=f"integrations/{ok['IntegrationId']}")
+    exported = json.loads(c.export_api(ApiId=api_id, Specification="OAS30", OutputType="JSON")["body"].read())
+    integ = exported["paths"]["/purge"]["post"]["x-amazon-apigateway-integration"]
+    assert (integ["type"], integ["integrationSubtype"], integ["requestParameters"], integ["payloadFormatVersion"]) \
+        == ("aws_proxy", "SQS-PurgeQueue", {"QueueUrl": queue}, "1.0")
+    again = c.import_api(Body=json.dumps(exported))["ApiId"]
+    (copy,) = c.get_integrations(ApiId=again)["Items"]
+    assert (copy["IntegrationSubtype"], copy["RequestParameters"]) == ("SQS-PurgeQueue", {"QueueUrl": queue})
     # ImportApi checks a subtype the same way
     doc = {"openapi": "3.0.1", "info": {"title": "imported", "version": "1"}, "paths": {"/q": {"post": {
         "x-amazon-apigateway-integration": {"type": "aws_proxy", "integrationSubtype": "SQS-SendMessage",
