@@ -18,8 +18,10 @@ path reads, once per reload:
 
 Integrations: HTTP_PROXY and HTTP proxy to the URI (stage variables substituted,
 ``{param}`` path segments filled from the mapped path parameters), MOCK answers
-from its integration response, AWS_PROXY runs a mapped function. What cannot be
-served yet compiles to a route answering API Gateway's 500 and a warning.
+from its integration response, AWS_PROXY runs a mapped function, AWS calls the service
+(or Lambda non-proxy) and an HTTP API's integration subtype its operation
+(fastgate/phases/aws/). What cannot be served compiles to a route answering API
+Gateway's 500 and a warning.
 """
 
 from __future__ import annotations
@@ -319,6 +321,11 @@ class Compiler:
                 kw.update(self.mock_integration(integ, where))
             except ValueError as e:
                 why = str(e)
+        elif itype == "AWS" or (itype == "AWS_PROXY" and integ.get("integrationSubtype")):
+            try:
+                kw.update(self.aws_integration(stage, integ, where))
+            except ValueError as e:
+                why = str(e)
         elif itype == "AWS_PROXY":
             # API Gateway substitutes stage variables in the function ARN too
             # (function:${stageVariables.fn}), which is how stages pick function versions
@@ -420,6 +427,37 @@ class Compiler:
                     path_rewrite=PathRewrite(template), request_headers=mapping.headers,
                     query_mapping=mapping.query, drop_query=not mapping.keep_query,
                     http_map=http_map)
+
+    def aws_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        """A REST API's AWS integration (a service action or path, Lambda non-proxy) or an
+        HTTP API's integration subtype: a Python runner (fastgate/phases/aws/)."""
+        if self.services is None:
+            raise ValueError("AWS integrations need the worker's services")
+        from fastgate.phases.vtl import MappingError
+        creds = integ.get("credentials")
+        if creds:
+            creds = self.substitute(creds, stage, where)
+        if integ.get("integrationSubtype"):
+            from fastgate.phases.aws.subtypes import SubtypeIntegration
+            if integ.get("payloadFormatVersion", "1.0") != "1.0":
+                raise ValueError(f"integration subtype {integ['integrationSubtype']} takes "
+                                 "payloadFormatVersion 1.0")
+            timeout_ms = integ.get("timeoutInMillis") or 30000
+            runner = SubtypeIntegration(integ["integrationSubtype"], integ.get("requestParameters") or {},
+                                        creds, where, self.services, timeout_ms / 1000)
+        else:
+            from fastgate.phases.aws.rest import AwsIntegration
+            timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
+            try:
+                runner = AwsIntegration(self.current_api, self.current_method, integ,
+                                        self.substitute(integ.get("uri", ""), stage, where), creds,
+                                        where, self.warn, self.services, timeout_ms / 1000,
+                                        functions=self.functions or ())
+            except (MappingError, re.error) as e:
+                raise ValueError(str(e)) from None
+        return dict(integration=Integration.INTEGRATION_PYTHON, runner=runner,
+                    first_byte_timeout=timeout_ms / 1000,
+                    binary_media_types=tuple(stage_api_binary_types(stage, self)))
 
     def integration_group(self, stage: ApiStage, integ: dict, base: str, where: str):
         """The upstream group an HTTP integration is sent to: a VPC link's (connectionType

@@ -195,6 +195,10 @@ def _build_snapshot(loaded, metrics, open_logs, warn, services) -> Snapshot:
         series.append(metrics.request_series(route.route_key) if metrics is not None else -1)
     mounts = {}
     compiler = None
+    try:
+        services.configure_aws(config.aws)
+    except ValueError as e:
+        raise loaded.error(("aws",), str(e)) from None
     if loaded.state is not None and loaded.state.apis:
         from fastgate.compile.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,

@@ -425,6 +425,10 @@ class HttpMapping(_Templates):
         chosen = self.choose(str(status))
         if chosen is None:
             return "DEFAULT_5XX"    # "No match for output mapping and no default output mapping"
+        return self.map_response(chosen, event, headers, body, accept)
+
+    def map_response(self, chosen: tuple, event: dict, headers: list, body: bytes, accept: str | None):
+        """The integration response `chosen` (choose()'s) applied to an answer."""
         method_status, templates, params = chosen
         text = body.decode("utf-8", "replace")
         ns = variables_of(event, "")

@@ -25,6 +25,7 @@ from fastgate.control.names import (
     STATUS_CODE,
     new_id,
 )
+from fastgate.phases.aws.checks import check_aws_uri
 
 
 class Resources(ModelBase):
@@ -183,6 +184,10 @@ class Resources(ModelBase):
                 raise BadRequest("Enumeration value for Integration uri must be non-empty")
             if not p.get("integrationHttpMethod"):
                 raise BadRequest("Enumeration value for HttpMethod must be non-empty")
+        if itype == "AWS":
+            problem = check_aws_uri(p["uri"])
+            if problem is not None:
+                raise BadRequest(problem)
         timeout = p.get("timeoutInMillis")
         if timeout is not None and not 50 <= timeout <= 29000:
             raise BadRequest("Timeout should be between 50 ms and 29000 ms")
