@@ -851,3 +851,38 @@ def test_a_remote_lambda_non_proxy_error_is_selected_by_its_error_message(tmp_pa
             print(g.p.output())
     finally:
         fake.stop()
+
+
+def test_appconfig_get_configuration_is_sent_as_appconfig_reads_it(tmp_path, recording_upstream):
+    """moto does not serve AppConfig's GetConfiguration: a recording server shows the request
+    the subtype makes (rest-json: the names in the path, the client's in the query), signed."""
+    from fastgate.phases.auth.sigv4 import verify
+    rec = recording_upstream()
+    op = subtype("AppConfig-GetConfiguration", {
+        "Application": "shop", "Environment": "$request.path.env", "Configuration": "flags",
+        "ClientId": "$request.header.x-client", "ClientConfigurationVersion": "$request.querystring.v"})
+    del op["x-amazon-apigateway-integration"]["credentials"]     # the gateway's own keys
+    doc = {"openapi": "3.0.1", "info": {"title": "appconfig", "version": "1"},
+           "paths": {"/config/{env}": {"get": op}}}
+    (tmp_path / "appconfig.yaml").write_text(yaml.safe_dump(doc))
+    g = start_gateway(tmp_path, textwrap.dedent(f"""\
+        access_log: {{path: 'off'}}
+        aws:
+          endpoints: {{appconfig: "{rec.url}"}}
+        apis:
+          - openapi: appconfig.yaml
+            stages: {{"$default": {{}}}}
+        """), aws_env(tmp_path))
+    try:
+        r = httpx.get(f"{g.url}/config/prod?v=7", headers={"x-client": "web-1"}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        g.stop()
+    (req,) = rec.events("request")
+    path, _, query = req["target"].partition("?")
+    assert req["method"] == "GET"
+    assert path == "/applications/shop/environments/prod/configurations/flags"
+    assert sorted(query.split("&")) == ["client_configuration_version=7", "client_id=web-1"]
+    principal = verify("GET", path, query, [(k, v) for k, v in req["headers"]], b"",
+                       {"testing": "testing"}, service="appconfig", region=REGION)
+    assert principal.service == "appconfig"
