@@ -51,6 +51,8 @@ cpdef enum Integration:
     INTEGRATION_MOCK = 1  # fixed status, headers and templated body
     INTEGRATION_ECHO = 2  # answer with the request as the integration would have received it, as JSON
     INTEGRATION_FUNCTION = 3  # a Lambda-style handler (fastgate.phases.functions) with API Gateway's event
+    INTEGRATION_WEBSOCKET = 4  # a WebSocket API's stage URL (the upgrade, $connect) or its
+                               # @connections API: Route.websocket answers (fastgate.phases.websocket)
 
 
 cdef class ApiStage:
@@ -137,6 +139,8 @@ cdef class Route:
                                               # (usage plan, method/stage, gateway); () = no throttle
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes
     cdef readonly str resource_path           # "/pets/{id}" ($context.resourcePath)
+    cdef readonly object websocket            # INTEGRATION_WEBSOCKET: the stage's
+                                              # fastgate.phases.websocket.StageEndpoint
 
 
 cdef class RequestContext:

@@ -142,7 +142,8 @@ cdef class Route:
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
                  str resource_path="", str function_name=None, bint payload_v2=False,
                  tuple binary_media_types=(), tuple limiters=(), access=None, validator=None,
-                 query_mapping=None, bint drop_query=False, cache=None, key_gate=None):
+                 query_mapping=None, bint drop_query=False, cache=None, key_gate=None,
+                 websocket=None):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -174,6 +175,7 @@ cdef class Route:
         self.query_mapping = query_mapping
         self.drop_query = drop_query
         self.cache = cache
+        self.websocket = websocket
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"
