@@ -200,6 +200,19 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         if warn is not None:
             for w in compiler.warnings:
                 warn(w)
+    if config.websocket_apis:
+        from fastgate.compile.websocket import compile_websocket_apis
+        ws_api, ws_any, ws_stages = compile_websocket_apis(
+            loaded, routes=routes, series=series, metrics=metrics, services=services,
+            iam_credentials=iam, gateway_limiter=gateway_limiter, key_index=key_index,
+            serve=open_logs, warn=warn)
+        any_mounts = mounts.get("any_mounts", []) + ws_any
+        any_mounts.sort(key=lambda m: -len(m.prefix))
+        api_mounts = dict(mounts.get("api_mounts", {}))
+        for api_id, lst in ws_api.items():
+            api_mounts[api_id] = sorted(api_mounts.get(api_id, []) + lst, key=lambda m: -len(m.prefix))
+        mounts.update(any_mounts=any_mounts, api_mounts=api_mounts,
+                      stages=mounts.get("stages", []) + ws_stages)
     tls = None
     if loaded.state is not None and loaded.state.domains:
         from fastgate.compile.tls import build_tls_state

@@ -41,6 +41,7 @@ class Services:
         self.usage_slots: dict[tuple, int] = {}
         self.redis = None                   # RedisLimits when the config names a Redis
         self.cache_redis = None             # fastgate.phases.cache_redis.CacheSharing, likewise
+        self.websockets = None              # fastgate.phases.websocket.endpoint.WebSocketRuntime
 
     def configure_redis(self, cfg) -> None:
         """Throttles and cached responses in Redis (config `redis:`); kept across
