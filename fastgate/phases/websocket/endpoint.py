@@ -26,10 +26,10 @@ import orjson
 
 from fastgate._core.websocket import WsCounter, accept_key
 from fastgate.observability.log import log
-from fastgate.phases.auth import sigv4
 from fastgate.phases.functions.gateway import authorizer_of
+from fastgate.phases.websocket import management
 from fastgate.phases.websocket.connections import (
-    OP_DELETE, OP_GET, OP_POST, ConnectionBus, LocalConnections, new_connection_id,
+    OP_POST, ConnectionBus, LocalConnections, new_connection_id,
 )
 from fastgate.phases.websocket.events import (
     ConnectionInfo, connect_event, disconnect_event, epoch_ms_now, message_event, new_request_id,
@@ -39,19 +39,6 @@ from fastgate.phases.websocket.integrations import result_body, result_status
 
 ERROR_KINDS = ("protocol", "too_big", "route", "integration", "refused", "gone")
 JSON = (b"Content-Type", b"application/json")
-_MGMT_ERRORS = {
-    403: b"ForbiddenException",
-    410: b"GoneException",
-    413: b"PayloadTooLargeException",
-    429: b"LimitExceededException",
-    503: b"ServiceUnavailableException",
-}
-_MGMT_MESSAGES = {
-    410: None,     # AWS's GoneException carries no message
-    413: "Message too long",
-    429: "The WebSocket client side buffer is full",
-    503: "The connection could not be reached",
-}
 
 
 class WsRoute:
@@ -283,22 +270,20 @@ class StageEndpoint:
     def manage(self, exchange, ctx, body: bytes) -> None:
         raw_path = ctx.url.split(b"?", 1)[0].decode("latin-1")
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in ctx.headers]
-        try:
-            sigv4.verify(ctx.method.decode(), raw_path, ctx.query.decode("latin-1"), headers, body,
-                         self.credentials, service="execute-api")
-        except sigv4.SigV4Error as e:
-            exchange.function_done(ctx, 403, [JSON, (b"x-amzn-ErrorType", e.code.encode())],
-                                   orjson.dumps({"message": e.reason}))
+        refused = management.signature_error(ctx.method.decode(), raw_path, ctx.query.decode("latin-1"),
+                                             headers, body, self.credentials)
+        if refused is not None:
+            self.answer(exchange, ctx, refused)
             return
         cid = unquote(ctx.path_params[b"connectionId"].decode("latin-1"))
-        op = {b"POST": OP_POST, b"GET": OP_GET}.get(ctx.method, OP_DELETE)
+        op = management.OPERATIONS[ctx.method.decode()]
         if op == OP_POST and len(body) > self.limits["max_message"]:
-            self.answer(exchange, ctx, op, 413, b"")
+            self.answer(exchange, ctx, management.response(op, 413, b""))
             return
         local = self.runtime.local
         if cid in local.by_id:
             # PERF: this worker's own connection answers at once, no task (bench/ws_fanout.py)
-            self.answer(exchange, ctx, op, *local.call(op, cid, body))
+            self.answer(exchange, ctx, management.response(op, *local.call(op, cid, body)))
             return
         self.runtime.spawn(self._remote(exchange, ctx, op, cid, body))
 
@@ -308,20 +293,13 @@ class StageEndpoint:
         except Exception as e:
             log(f"websocket @connections: {e!r}")
             status, out = 503, b""
-        self.answer(exchange, ctx, op, status, out)
+        self.answer(exchange, ctx, management.response(op, status, out))
 
-    def answer(self, exchange, ctx, op: int, status: int, body: bytes) -> None:
-        if status in _MGMT_ERRORS:
-            if status == 410:
-                self.metrics.error("gone")
-            exchange.function_done(ctx, status, [JSON, (b"x-amzn-ErrorType", _MGMT_ERRORS[status])],
-                                   orjson.dumps({"message": _MGMT_MESSAGES.get(status)}))
-        elif op == OP_GET:
-            exchange.function_done(ctx, 200, [JSON], body)
-        elif op == OP_DELETE:
-            exchange.function_done(ctx, 204, [], b"")
-        else:
-            exchange.function_done(ctx, 200, [], b"")
+    def answer(self, exchange, ctx, answer) -> None:
+        status, headers, body = answer
+        if status == 410:
+            self.metrics.error("gone")
+        exchange.function_done(ctx, status, [(k.encode(), v.encode()) for k, v in headers], body)
 
 
 class WebSocketRuntime:

@@ -1,0 +1,248 @@
+"""WebSocket APIs in operation: the @connections API on the admin listener, the idle timeout
+and the longest duration (1001), a reload and a binary upgrade that keep connections open,
+SIGTERM's drain ending them with 1001, the metrics, an HTTP_PROXY route."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config as BotoConfig
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from conftest import wait_until
+
+KEY_ID, SECRET = "AKIAWEBSOCKETTEST02", "websocket-ops-secret-key"
+ENV = {"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY_ID, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET}
+
+HANDLERS = '''
+import json, os
+
+def record(event, context):
+    with open(os.environ["EVENTS"], "a") as f:
+        f.write(json.dumps(event) + "\\n")
+    return {"statusCode": 200}
+'''
+
+
+def config(tmp_path, upstream_url: str, idle_ms: int = 600000, duration_ms: int = 7200000,
+           drain_ms: int = 30000, reply: str = "pong") -> str:
+    (tmp_path / "ops.py").write_text(HANDLERS)
+    return f"""\
+access_log: {{path: 'off'}}
+limits: {{drain_timeout_ms: {drain_ms}}}
+functions:
+  record:
+    handler: ops:record
+    paths: [{tmp_path}]
+    environment: {{EVENTS: {tmp_path / 'events.jsonl'}}}
+websocket_apis:
+  - name: ops
+    id: opsapi
+    stages: {{v1: {{}}}}
+    routes:
+      $connect: {{integration: {{type: function, function: record}}}}
+      $disconnect: {{integration: {{type: function, function: record}}}}
+      ping:
+        integration: {{type: mock, body: {reply}}}
+        route_response_selection_expression: $default
+      echo:
+        integration: {{type: http_proxy, url: "{upstream_url}/echo/ws"}}
+        route_response_selection_expression: $default
+    limits: {{idle_timeout_ms: {idle_ms}, max_duration_ms: {duration_ms}}}
+"""
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 90))
+
+
+def disconnects(tmp_path) -> list[dict]:
+    path = tmp_path / "events.jsonl"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line)["requestContext"] for line in f]
+
+
+def disconnect_codes(tmp_path) -> list[int]:
+    return [d["disconnectStatusCode"] for d in disconnects(tmp_path) if d["eventType"] == "DISCONNECT"]
+
+
+async def ping(ws, expect="pong"):
+    await ws.send(json.dumps({"action": "ping"}))
+    assert await asyncio.wait_for(ws.recv(), 15) == expect
+
+
+def admin_api(gw):
+    return boto3.client("apigatewaymanagementapi", endpoint_url=f"http://127.0.0.1:{gw.admin_port}/v1",
+                        region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+                        config=BotoConfig(retries={"max_attempts": 1}))
+
+
+def test_http_proxy_route_and_metrics(gateway, tmp_path, upstream):
+    gw = gateway(config(tmp_path, upstream.url), workers=1, env=ENV)
+
+    async def scenario():
+        async with connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15) as ws:
+            await ws.send(json.dumps({"action": "echo", "n": 7}))
+            seen = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            assert seen["method"] == "POST" and seen["path"] == "/echo/ws"
+            body = json.dumps({"action": "echo", "n": 7}).encode()
+            headers = {k.lower(): v for k, v in seen["headers"]}
+            assert headers["content-length"] == str(len(body))
+            await ping(ws)
+            metrics = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics").text
+            labels = 'api="opsapi",stage="v1"'
+            assert f"fastgate_websocket_connections{{{labels}}} 1" in metrics
+            assert f"fastgate_websocket_connect_total{{{labels}}} 1" in metrics
+            assert 'fastgate_websocket_messages_total{api="opsapi",direction="in",stage="v1"} 2' in metrics
+            assert 'fastgate_websocket_messages_total{api="opsapi",direction="out",stage="v1"} 2' in metrics
+            await ws.send(json.dumps({"action": "nowhere"}))      # no $default: Forbidden
+            await asyncio.wait_for(ws.recv(), 15)
+        metrics = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics").text
+        assert 'fastgate_websocket_errors_total{api="opsapi",kind="route",stage="v1"} 1' in metrics
+        wait_until(lambda: f"fastgate_websocket_connections{{{labels}}} 0" in
+                   httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics").text)
+    run(scenario())
+
+
+def test_connections_api_on_the_admin_listener(gateway, tmp_path, upstream):
+    gw = gateway(config(tmp_path, upstream.url), workers=2, env=ENV)
+    api = admin_api(gw)
+
+    def connected() -> list[str]:
+        return [d["connectionId"] for d in disconnects(tmp_path) if d["eventType"] == "CONNECT"]
+
+    async def scenario():
+        clients = []
+        for _ in range(4):
+            clients.append(await connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15))
+            await ping(clients[-1])
+        ids = wait_until(lambda: connected() if len(connected()) == len(clients) else None)
+        # connect order = id order (each $connect ran before the next client connected)
+        pids = {int.from_bytes(__import__("base64").urlsafe_b64decode(c)[2:5], "big") for c in ids}
+        for cid, ws in zip(ids, clients):
+            info = await asyncio.to_thread(api.get_connection, ConnectionId=cid)
+            assert info["Identity"]["SourceIp"] == "127.0.0.1"
+            await asyncio.to_thread(api.post_to_connection, ConnectionId=cid, Data=("to " + cid).encode())
+            assert await asyncio.wait_for(ws.recv(), 15) == "to " + cid
+        await asyncio.to_thread(api.delete_connection, ConnectionId=ids[0])
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(clients[0].recv(), 15)
+        assert clients[0].close_code == 1000
+        with pytest.raises(api.exceptions.GoneException):
+            await asyncio.to_thread(api.post_to_connection, ConnectionId=ids[0], Data=b"x")
+        for ws in clients[1:]:
+            await ws.close()
+        return pids
+    pids = run(scenario())
+    assert pids <= set(gw.workers())
+    # unsigned: 403, and the admin listener still serves
+    r = httpx.post(f"http://127.0.0.1:{gw.admin_port}/v1/@connections/AAAAAAAAAAAAAAA=", content=b"x")
+    assert r.status_code == 403 and r.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+
+
+def test_idle_timeout_and_longest_duration_close_with_1001(gateway, tmp_path, upstream):
+    gw = gateway(config(tmp_path, upstream.url, idle_ms=400, duration_ms=1500), workers=1, env=ENV)
+
+    async def scenario():
+        idle = await connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15, ping_interval=None)
+        busy = await connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15, ping_interval=None)
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            while True:     # the busy one keeps talking; it still ends at max_duration
+                await ping(busy)
+                await asyncio.sleep(0.1)
+        assert time.monotonic() - t0 >= 1.2
+        assert busy.close_code == 1001
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(idle.recv(), 15)
+        assert idle.close_code == 1001 and idle.close_reason == "Going away"
+    run(scenario())
+    codes = wait_until(lambda: disconnect_codes(tmp_path) if len(disconnect_codes(tmp_path)) == 2 else None)
+    assert codes == [1001, 1001]
+
+
+def test_reload_keeps_connections_and_uses_new_routes(gateway, tmp_path, upstream):
+    gw = gateway(config(tmp_path, upstream.url), workers=1, env=ENV)
+
+    async def scenario():
+        async with connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15) as ws:
+            await ping(ws)
+            text = gw.config_path.read_text().replace("body: pong", "body: pong-2")
+            gw.config_path.write_text(text)
+            os.kill(gw.pid, signal.SIGHUP)
+            for _ in range(100):
+                await ws.send(json.dumps({"action": "ping"}))
+                if await asyncio.wait_for(ws.recv(), 15) == "pong-2":
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the reloaded route never answered")
+    run(scenario())
+
+
+def test_sigterm_drains_then_closes_with_1001(gateway, tmp_path, upstream):
+    gw = gateway(config(tmp_path, upstream.url, drain_ms=1500), workers=1, env=ENV)
+
+    async def scenario():
+        ws = await connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15)
+        await ping(ws)
+        t0 = time.monotonic()
+        os.kill(gw.pid, signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        await ping(ws)          # still served during the drain
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 15)
+        assert ws.close_code == 1001
+        assert time.monotonic() - t0 >= 1.2
+    run(scenario())
+    assert gw.p.proc.wait(15) == 0
+
+
+def test_binary_upgrade_keeps_websocket_connections(tmp_path, upstream, monkeypatch):
+    from conftest import free_port
+    from test_reload import Served
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    port, admin = free_port(), free_port()
+    text = (f"workers: 1\nlisteners: [{{address: '127.0.0.1:{port}'}}]\n"
+            f"admin: {{listen: '127.0.0.1:{admin}'}}\n"
+            "routes: [{path: /v, integration: {type: mock, body: v}}]\n"
+            + config(tmp_path, upstream.url, drain_ms=6000))
+    g = Served(tmp_path, text, port, args=("--no-watch",))
+    api = boto3.client("apigatewaymanagementapi", endpoint_url=f"http://127.0.0.1:{port}/v1",
+                       region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+                       config=BotoConfig(retries={"max_attempts": 1}))
+    try:
+        old_pid = g.pid()
+
+        async def scenario():
+            old = await connect(f"ws://127.0.0.1:{port}/v1", open_timeout=15)
+            await ping(old)
+            cid = wait_until(lambda: [d["connectionId"] for d in disconnects(tmp_path)
+                                      if d["eventType"] == "CONNECT"])[0]
+            os.kill(old_pid, signal.SIGUSR2)
+            await asyncio.to_thread(wait_until, lambda: g.pid() not in (0, old_pid), 30)
+            # the new process serves new connections; the old one keeps its own open, and a
+            # post made through the new process still reaches it (same host, the bus)
+            async with connect(f"ws://127.0.0.1:{port}/v1", open_timeout=15) as new:
+                await ping(new)
+            await ping(old)
+            await asyncio.to_thread(api.post_to_connection, ConnectionId=cid, Data=b"still here")
+            assert await asyncio.wait_for(old.recv(), 15) == "still here"
+            # until the old process's drain ends: then 1001
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(old.recv(), 30)
+            assert old.close_code == 1001
+        run(scenario())
+    finally:
+        g.stop()
