@@ -74,7 +74,7 @@ cdef class WebSocket:
     cdef void feed(self, bytes data)
     cdef Py_ssize_t frame(self, const unsigned char* p, Py_ssize_t n)   # bytes used; 0 more; -1 failed
     cdef bint deliver(self, int opcode, const char* p, Py_ssize_t n)
-    cdef void control(self, int opcode, const char* p, Py_ssize_t n)
+    cdef bint control(self, int opcode, const char* p, Py_ssize_t n)
     cdef void send_frame(self, int opcode, const char* p, Py_ssize_t n, bint fin)
     cdef void fail(self, int code, str reason, int counter)
     cdef void check_timeout(self, double now)

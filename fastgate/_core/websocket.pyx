@@ -191,8 +191,7 @@ cdef class WebSocket:
         if opcode >= 8:
             payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
             unmask(PyBytes_AS_STRING(payload), p + head + 4, <Py_ssize_t>length, mask)
-            self.control(opcode, PyBytes_AS_STRING(payload), <Py_ssize_t>length)
-            return total
+            return total if self.control(opcode, PyBytes_AS_STRING(payload), <Py_ssize_t>length) else -1
         if fin and opcode != OP_CONTINUATION:
             # PERF: a message in one frame is unmasked straight into the object handed on
             payload = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
@@ -216,7 +215,11 @@ cdef class WebSocket:
         return total
 
     cdef bint deliver(self, int opcode, const char* p, Py_ssize_t n):
-        """A whole message to the handler (False: it failed the connection)."""
+        """A whole message to the handler (False: it failed the connection). Once the
+        gateway's close frame is out, messages are read and dropped (RFC 6455 section 7.1.2:
+        nothing may answer them)."""
+        if self.closing:
+            return True
         self.count(WS_MESSAGES_IN, 1)
         if opcode == OP_TEXT:
             try:
@@ -229,23 +232,25 @@ cdef class WebSocket:
             self.handler.message(self, False, PyBytes_FromStringAndSize(p, n))
         return True
 
-    cdef void control(self, int opcode, const char* p, Py_ssize_t n):
+    cdef bint control(self, int opcode, const char* p, Py_ssize_t n):
+        """A control frame; False when it ended the reading (a bad close frame, or the close
+        handshake's last frame)."""
         cdef int code
         cdef str reason
         if opcode == OP_PING:
             if not self.closing:
                 self.send_frame(OP_PONG, p, n, True)
-            return
+            return True
         if opcode == OP_PONG:
-            return
+            return True
         # OP_CLOSE
         if self.closing:
             # the answer to the gateway's own close frame: the handshake is complete
             self.down.close_transport()
-            return
+            return False
         if n == 1:
             self.fail(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload", WS_ERR_PROTOCOL)
-            return
+            return False
         if n == 0:
             code = CLOSE_NO_STATUS
             reason = "Client-side close frame status not set"   # AWS's disconnectReason for it
@@ -253,18 +258,19 @@ cdef class WebSocket:
             code = ((<unsigned char>p[0]) << 8) | (<unsigned char>p[1])
             if not valid_close_code(code):
                 self.fail(CLOSE_PROTOCOL_ERROR, "invalid close code", WS_ERR_PROTOCOL)
-                return
+                return False
             try:
                 reason = PyUnicode_DecodeUTF8(p + 2, n - 2, NULL)
             except UnicodeDecodeError:
                 self.fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a close reason", WS_ERR_PROTOCOL)
-                return
+                return False
         self.close_code = code
         self.close_reason = reason
         self.closing = True
         # echo the code (RFC 6455 section 5.5.1), then the server closes the TCP connection first
         self.send_frame(OP_CLOSE, p, 2 if n >= 2 else 0, True)
         self.down.close_transport()
+        return False
 
     # --- writing ----------------------------------------------------------------------
 
@@ -380,6 +386,10 @@ cdef class WebSocket:
         self.handler.closed(self, self.close_code, self.close_reason or "")
 
     # --- for the handler --------------------------------------------------------------
+
+    def receive(self, bytes data):
+        """feed() for Python: tests and bench/bench_websocket.py."""
+        self.feed(data)
 
     @property
     def open(self):

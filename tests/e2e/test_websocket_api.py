@@ -25,6 +25,7 @@ from conftest import wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from redis_server import RedisServer  # noqa: E402
+from ws_frames import masked  # noqa: E402
 
 KEY_ID, SECRET = "AKIAWEBSOCKETTEST01", "websocket-test-secret-key"
 ENV = {"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY_ID, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET}
@@ -323,15 +324,6 @@ def read_close(s: socket.socket) -> int:
             op, payload, data = data[0] & 0x0F, data[h:h + n], data[h + n:]
             if op == 8:
                 return int.from_bytes(payload[:2], "big")
-
-
-def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big") \
-        if n < 65536 else bytes([0x80 | 127]) + n.to_bytes(8, "big")
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 @pytest.mark.parametrize("frames, code", [
