@@ -105,6 +105,18 @@ def test_http_proxy_route_and_metrics(gateway, tmp_path, upstream):
             assert f"fastgate_websocket_connect_total{{{labels}}} 1" in metrics
             assert 'fastgate_websocket_messages_total{api="opsapi",direction="in",stage="v1"} 2' in metrics
             assert 'fastgate_websocket_messages_total{api="opsapi",direction="out",stage="v1"} 2' in metrics
+            # the dashboard: open connections and message rates per API stage
+            dash = f"http://127.0.0.1:{gw.admin_port}/dashboard/api/summary"
+            await ping(ws)
+
+            def rows(messages_in: int):     # (the summary may use a reading up to 1.5 s old)
+                out = httpx.get(dash).json()["websockets"]
+                return out if [(r["api"], r["stage"], r["connections"], r["messages_in"])
+                               for r in out] == [("opsapi", "v1", 1, messages_in)] else None
+            await asyncio.to_thread(wait_until, lambda: rows(3))
+            await ping(ws)
+            after = await asyncio.to_thread(wait_until, lambda: rows(4))
+            assert after[0]["in_per_s"] > 0 and after[0]["out_per_s"] > 0
             await ws.send(json.dumps({"action": "nowhere"}))      # no $default: Forbidden
             await asyncio.wait_for(ws.recv(), 15)
         metrics = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics").text
