@@ -29,6 +29,14 @@ def record(event, context):
     with open(os.environ["EVENTS"], "a") as f:
         f.write(json.dumps(event) + "\\n")
     return {"statusCode": 200}
+
+def authorize(event, context):
+    with open(os.environ["EVENTS"] + ".auth", "a") as f:
+        f.write(json.dumps(event) + "\\n")
+    allow = (event.get("queryStringParameters") or {}).get("token") == "letmein"
+    return {"principalId": "alice", "context": {"team": "blue"}, "policyDocument": {
+        "Version": "2012-10-17", "Statement": [{"Action": "execute-api:Invoke",
+        "Effect": "Allow" if allow else "Deny", "Resource": event["methodArn"]}]}}
 '''
 
 
@@ -41,6 +49,10 @@ limits: {{drain_timeout_ms: {drain_ms}}}
 functions:
   record:
     handler: ops:record
+    paths: [{tmp_path}]
+    environment: {{EVENTS: {tmp_path / 'events.jsonl'}}}
+  authorize:
+    handler: ops:authorize
     paths: [{tmp_path}]
     environment: {{EVENTS: {tmp_path / 'events.jsonl'}}}
 websocket_apis:
@@ -57,6 +69,17 @@ websocket_apis:
         integration: {{type: http_proxy, url: "{upstream_url}/echo/ws"}}
         route_response_selection_expression: $default
     limits: {{idle_timeout_ms: {idle_ms}, max_duration_ms: {duration_ms}}}
+  - name: authed
+    id: authedapi
+    stages: {{v2: {{variables: {{color: green}}}}}}
+    routes:
+      $connect:
+        integration: {{type: function, function: record}}
+        auth: {{lambda: {{function: authorize, type: REQUEST, ttl_s: 0,
+                          identity_source: [route.request.querystring.token]}}}}
+      ping:
+        integration: {{type: mock, body: pong}}
+        route_response_selection_expression: $default
 """
 
 
@@ -110,7 +133,7 @@ def test_http_proxy_route_and_metrics(gateway, tmp_path, upstream):
             await ping(ws)
 
             def rows(messages_in: int):     # (the summary may use a reading up to 1.5 s old)
-                out = httpx.get(dash).json()["websockets"]
+                out = [r for r in httpx.get(dash).json()["websockets"] if r["api"] == "opsapi"]
                 return out if [(r["api"], r["stage"], r["connections"], r["messages_in"])
                                for r in out] == [("opsapi", "v1", 1, messages_in)] else None
             await asyncio.to_thread(wait_until, lambda: rows(3))
@@ -258,3 +281,31 @@ def test_binary_upgrade_keeps_websocket_connections(tmp_path, upstream, monkeypa
         run(scenario())
     finally:
         g.stop()
+
+
+def test_lambda_authorizer_on_connect(gateway, tmp_path, upstream):
+    gw = gateway(config(tmp_path, upstream.url), workers=1, env=ENV)
+    from websockets.exceptions import InvalidStatus
+
+    async def scenario():
+        for query, status in (("", 401), ("?token=wrong", 403)):
+            with pytest.raises(InvalidStatus) as e:
+                await connect(f"ws://127.0.0.1:{gw.port}/v2{query}", open_timeout=15)
+            assert e.value.response.status_code == status
+        async with connect(f"ws://127.0.0.1:{gw.port}/v2?token=letmein", open_timeout=15) as ws:
+            await ping(ws)
+    run(scenario())
+    with open(tmp_path / "events.jsonl.auth") as f:
+        auth = [json.loads(line) for line in f]
+    assert len(auth) == 2          # no identity source: 401 without a call
+    ev = auth[-1]
+    assert ev["type"] == "REQUEST"
+    assert ev["methodArn"].endswith(":authedapi/v2/$connect")
+    assert ev["queryStringParameters"] == {"token": "letmein"}
+    assert ev["stageVariables"] == {"color": "green"}
+    assert ev["requestContext"]["routeKey"] == "$connect" and ev["requestContext"]["eventType"] == "CONNECT"
+    # $connect's own event: the same connection id, and the authorizer's context
+    connect_ev = [d for d in disconnects(tmp_path) if d["eventType"] == "CONNECT"][-1]
+    assert connect_ev["connectionId"] == ev["requestContext"]["connectionId"]
+    assert connect_ev["authorizer"]["principalId"] == "alice"
+    assert connect_ev["authorizer"]["team"] == "blue"

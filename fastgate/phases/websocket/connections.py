@@ -1,7 +1,8 @@
 """Where a WebSocket API's connections live, and how an @connections call reaches one.
 
 A connection id says where its connection is: 11 bytes, URL-safe base64 (16 characters,
-as AWS's ids): the host's tag (2 bytes), the worker's pid (3 bytes), 6 random bytes. A
+as AWS's ids): the host's tag (2 bytes), the worker's pid (3 bytes), 6 bytes of a hash of
+the upgrade request's id. A
 call (PostToConnection, GetConnection, DeleteConnection) made on any worker, or on the
 admin listener, goes:
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import os
 import socket
@@ -40,6 +42,7 @@ _HEAD = struct.Struct(">cIBB")           # b"Q", rid, op, cid_len
 _ANSWER = struct.Struct(">cIH")          # b"R", rid, status
 
 
+@functools.lru_cache(maxsize=1)
 def host_tag() -> bytes:
     """Two bytes naming this host: FASTGATE_HOST_ID (hosts sharing one kernel, containers,
     tests standing in for two hosts), else the machine's hostname."""
@@ -47,8 +50,14 @@ def host_tag() -> bytes:
     return hashlib.sha1(ident.encode()).digest()[:2]
 
 
-def new_connection_id(tag: bytes, pid: int) -> str:
-    return base64.urlsafe_b64encode(tag + pid.to_bytes(3, "big") + os.urandom(6)).decode()
+def connection_id_for(request_id: bytes, tag: bytes | None = None, pid: int | None = None) -> str:
+    """The id of the connection an upgrade request makes, known before it is made: $connect's
+    authorizer sees it too, as on AWS. Its last 6 bytes come from the request id, unique in
+    the worker (a random prefix and a counter)."""
+    tag = host_tag() if tag is None else tag
+    pid = os.getpid() if pid is None else pid
+    return base64.urlsafe_b64encode(tag + pid.to_bytes(3, "big") +
+                                    hashlib.sha1(request_id).digest()[:6]).decode()
 
 
 def owner_of(connection_id: str) -> tuple[bytes, int] | None:

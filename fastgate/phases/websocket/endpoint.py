@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 from urllib.parse import unquote
 
 import orjson
@@ -29,7 +30,7 @@ from fastgate.observability.log import log
 from fastgate.phases.functions.gateway import authorizer_of
 from fastgate.phases.websocket import management
 from fastgate.phases.websocket.connections import (
-    OP_POST, ConnectionBus, LocalConnections, new_connection_id,
+    OP_POST, ConnectionBus, LocalConnections, connection_id_for,
 )
 from fastgate.phases.websocket.events import (
     ConnectionInfo, connect_event, disconnect_event, epoch_ms_now, message_event, new_request_id,
@@ -143,10 +144,12 @@ class StageEndpoint:
             return
         runtime = self.runtime
         ua = ctx.header(b"user-agent")
-        cid = new_connection_id(runtime.bus.tag, runtime.bus.pid)
+        cid = connection_id_for(ctx.request_id, runtime.bus.tag, runtime.bus.pid)
+        if cid in runtime.local.by_id:      # (a client's X-Request-Id used twice)
+            cid = connection_id_for(ctx.request_id + os.urandom(8), runtime.bus.tag, runtime.bus.pid)
         info = ConnectionInfo(cid, self.api_id, self.stage, ctx.route_host.decode("latin-1"),
                               ctx.client_ip.decode("latin-1"),
-                              ua.decode("latin-1") if ua is not None else None, epoch_ms_now())
+                              ua.decode("latin-1") if ua is not None else None, ctx.request_time_ms)
         info.endpoint = self
         if ctx.auth is not None:
             info.authorizer = authorizer_of(ctx.auth, False)
