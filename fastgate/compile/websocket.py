@@ -66,7 +66,7 @@ def compile_websocket_apis(loaded, *, routes: list, series: list, metrics, servi
                                       timeout_ms=integ.timeout_ms)
             else:
                 ri = RouteIntegration("mock", status=integ.status, body=integ.body)
-            ws_routes[key] = WsRoute(key, ri, rc.route_response_selection_expression is not None)
+            ws_routes[key] = (ri, rc.route_response_selection_expression is not None)
         connect = api.routes.get("$connect")
         checks = []
         if connect is not None and connect.auth is not None:
@@ -83,8 +83,15 @@ def compile_websocket_apis(loaded, *, routes: list, series: list, metrics, servi
                         max_duration=limits.max_duration_ms / 1000)
         selection = tuple(api.route_selection_expression[len("$request.body."):].split("."))
         for stage_name, st in sorted(api.stages.items()):
+            # a message route is throttled by the stage's default route throttling (a bucket
+            # per route, as AWS's), then by the gateway-wide bucket
+            stage_routes = {key: WsRoute(key, ri, two_way, tuple(
+                ([limiter("method", st.throttle, f"ws:{api_id}/{stage_name}/{key}")]
+                 if st.throttle is not None and key not in ("$connect", "$disconnect") else []) +
+                ([gateway_limiter] if gateway_limiter is not None and key != "$disconnect" else [])))
+                for key, (ri, two_way) in ws_routes.items()}
             endpoint = StageEndpoint(runtime, api_id=api_id, name=api.name, stage=stage_name,
-                                     selection=selection, routes=ws_routes, limits=limit_kw,
+                                     selection=selection, routes=stage_routes, limits=limit_kw,
                                      credentials=credentials,
                                      metrics=StageMetrics(metrics, api_id, stage_name),
                                      variables=dict(st.variables))

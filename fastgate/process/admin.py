@@ -441,9 +441,11 @@ class Admin:
             if self.connections is None:
                 self.connections = ConnectionBus()
                 self.connections.configure_redis(self.loaded.config.redis)
-            op, _, cid = call
+            op, stage, cid = call
             try:
-                answer = management.response(op, *await self.connections.call(op, cid, body))
+                # the admin listener names no API: any API's connection of that stage
+                answer = management.response(op, *await self.connections.call(
+                    op, cid, body, f"/{stage}" if stage else ""))
             except Exception as e:    # a bug in one call must not take the listener down
                 log(f"@connections error on {m} {path}: {e!r}")
                 answer = management.response(op, 500, b"")

@@ -115,7 +115,7 @@ websocket_apis:
     limits: {{max_message_bytes: 4096, max_frame_bytes: 1024}}
   - name: strict
     id: strictapi
-    stages: {{dev: {{}}}}
+    stages: {{dev: {{throttle: {{rate: 0.5, burst: 3}}}}}}
     routes:
       ping:
         integration: {{type: mock, body: pong}}
@@ -449,4 +449,27 @@ def test_api_key_on_connect(chat):
                            additional_headers={"x-api-key": "partner-key-0123456789abcdef"}) as ws:
             await ws.send("hello")
             assert await asyncio.wait_for(ws.recv(), 15) == "welcome"
+    run(scenario())
+
+
+def test_messages_are_throttled_per_route_and_posts_stay_in_their_api(chat):
+    async def scenario():
+        async with connect(f"ws://127.0.0.1:{chat.port}/dev", open_timeout=15) as ws:
+            answers = []
+            for _ in range(6):
+                await ws.send(json.dumps({"action": "ping"}))
+                answers.append(await asyncio.wait_for(ws.recv(), 15))
+            assert answers[:3] == ["pong"] * 3       # the burst
+            throttled = [json.loads(a) for a in answers[3:] if a != "pong"]
+            assert throttled and all(t["message"] == "Too Many Requests" for t in throttled)
+            await ws.send(json.dumps({"action": "nothing-here"}))     # the connection stays
+            assert json.loads(await asyncio.wait_for(ws.recv(), 15))["message"] == "Forbidden"
+        async with connect(f"ws://127.0.0.1:{chat.port}/prod", open_timeout=15) as ws:
+            cid = await whoami(ws)
+            # the strict API's @connections endpoint does not reach the chat API's connection
+            with pytest.raises(mgmt(chat, stage="dev").exceptions.GoneException):
+                await asyncio.to_thread(mgmt(chat, stage="dev").post_to_connection,
+                                        ConnectionId=cid, Data=b"x")
+            await asyncio.to_thread(mgmt(chat).post_to_connection, ConnectionId=cid, Data=b"mine")
+            assert await asyncio.wait_for(ws.recv(), 10) == "mine"
     run(scenario())

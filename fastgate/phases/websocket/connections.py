@@ -14,7 +14,7 @@ admin listener, goes:
   is gone, and so is the connection (410).
 
 One binary frame both ways (4-byte big-endian length first):
-    call   b"Q" rid:u32 op:u8 cid_len:u8 cid data          (Redis: reply channel after rid)
+    call   b"Q" rid:u32 op:u8 len:u8 "cid[ api/stage]" data   (Redis: reply channel after rid)
     answer b"R" rid:u32 status:u16 body
 The answers: 200/204 done, 410 gone, 413 too large, 429 the client's buffer is full; a
 GetConnection's body is its JSON.
@@ -89,11 +89,17 @@ class LocalConnections:
     def __init__(self):
         self.by_id: dict = {}        # connection id -> events.ConnectionInfo
 
-    def call(self, op: int, cid: str, data: bytes) -> tuple[int, bytes]:
+    def call(self, op: int, cid: str, data: bytes, scope: str = "") -> tuple[int, bytes]:
+        """scope: "api/stage" (either may be empty: any) the call came through; a connection
+        of another API or stage is not there for it (410)."""
         info = self.by_id.get(cid)
         ws = info.ws if info is not None else None
         if ws is None or not ws.open:
             return 410, b""
+        if scope:
+            api, _, stage = scope.partition("/")
+            if (api and api != info.api_id) or (stage and stage != info.stage):
+                return 410, b""
         if op == OP_POST:
             if len(data) > ws.max_message:
                 return 413, b""
@@ -184,15 +190,17 @@ class ConnectionBus:
         self.rid = (self.rid + 1) & 0xFFFFFFFF
         return self.rid
 
-    async def call(self, op: int, cid: str, data: bytes = b"") -> tuple[int, bytes]:
-        """(status, body) of one @connections call, wherever the connection is."""
+    async def call(self, op: int, cid: str, data: bytes = b"", scope: str = "") -> tuple[int, bytes]:
+        """(status, body) of one @connections call, wherever the connection is (scope: see
+        LocalConnections.call)."""
         owner = owner_of(cid)
         if owner is None:
             return 410, b""
         tag, pid = owner
         if tag == self.tag and pid == self.pid and self.local is not None:
-            return self.local.call(op, cid, data)
-        frame = _HEAD.pack(b"Q", 0, op, len(cid.encode())) + cid.encode() + data
+            return self.local.call(op, cid, data, scope)
+        target = (cid + " " + scope if scope else cid).encode()[:255]
+        frame = _HEAD.pack(b"Q", 0, op, len(target)) + target + data
         if tag == self.tag:
             answer = await self.call_peer(pid, frame)
             if answer is not None:
@@ -249,14 +257,14 @@ class ConnectionBus:
         """Run a call frame (b"Q"...) on this worker's connections."""
         try:
             _, _, op, n = _HEAD.unpack_from(frame)
-            cid = frame[_HEAD.size:_HEAD.size + n].decode()
+            cid, _, scope = frame[_HEAD.size:_HEAD.size + n].decode().partition(" ")
             data = frame[_HEAD.size + n:]
         except (struct.error, UnicodeDecodeError):
             return 400, b""
         if self.local is None:
             return 410, b""
         try:
-            return self.local.call(op, cid, data)
+            return self.local.call(op, cid, data, scope)
         except Exception as e:     # a bug here must answer, never take the bus down
             log(f"websocket: @connections call failed: {e!r}")
             return 500, b""

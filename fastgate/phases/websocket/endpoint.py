@@ -38,19 +38,20 @@ from fastgate.phases.websocket.events import (
 )
 from fastgate.phases.websocket.integrations import result_body, result_status
 
-ERROR_KINDS = ("protocol", "too_big", "route", "integration", "refused", "gone")
+ERROR_KINDS = ("protocol", "too_big", "route", "integration", "refused", "gone", "throttled")
 JSON = (b"Content-Type", b"application/json")
 
 
 class WsRoute:
     """One route of the stage: its key, integration and whether it answers (two-way)."""
 
-    __slots__ = ("key", "integration", "two_way")
+    __slots__ = ("key", "integration", "two_way", "limiters")
 
-    def __init__(self, key: str, integration, two_way: bool):
+    def __init__(self, key: str, integration, two_way: bool, limiters: tuple = ()):
         self.key = key
         self.integration = integration
         self.two_way = two_way
+        self.limiters = limiters     # fastgate._core.throttle.Limiter: the stage's, per route, then the gateway's
 
 
 class StageMetrics:
@@ -102,6 +103,7 @@ class StageEndpoint:
         self.credentials = credentials      # SigV4 access key id -> secret (@connections)
         self.metrics = metrics
         self.variables = variables
+        self.scope = f"{api_id}/{stage}"     # @connections reach this stage's connections only
 
     # --- called by the core (Exchange.start_websocket) --------------------------------
 
@@ -233,6 +235,12 @@ class StageEndpoint:
             ws.send(orjson.dumps({"message": "Forbidden", "connectionId": info.connection_id,
                                   "requestId": request_id}).decode())
             return
+        for limiter in route.limiters:
+            if not limiter.take_for(b"")[0]:
+                self.metrics.error("throttled")
+                ws.send(orjson.dumps({"message": "Too Many Requests", "connectionId": info.connection_id,
+                                      "requestId": request_id}).decode())
+                return
         event = message_event(info, route.key, request_id, new_request_id(), epoch_ms_now(), payload) \
             if route.integration.kind == "function" else None
 
@@ -286,13 +294,13 @@ class StageEndpoint:
         local = self.runtime.local
         if cid in local.by_id:
             # PERF: this worker's own connection answers at once, no task (bench/ws_fanout.py)
-            self.answer(exchange, ctx, management.response(op, *local.call(op, cid, body)))
+            self.answer(exchange, ctx, management.response(op, *local.call(op, cid, body, self.scope)))
             return
         self.runtime.spawn(self._remote(exchange, ctx, op, cid, body))
 
     async def _remote(self, exchange, ctx, op, cid, body):
         try:
-            status, out = await self.runtime.bus.call(op, cid, body)
+            status, out = await self.runtime.bus.call(op, cid, body, self.scope)
         except Exception as e:
             log(f"websocket @connections: {e!r}")
             status, out = 503, b""
