@@ -23,7 +23,7 @@ from fastgate._core.proxy cimport Proxy, UpstreamConnection, RETRY_BODY_MAX
 from fastgate._core.respond cimport Responder
 from fastgate._core.runtime cimport (
     Worker, DL_NONE, DL_IDLE, DL_HEAD, DL_BODY, DL_CONNECT, DL_UPSTREAM_READ, DL_DRAIN,
-    PAUSE_PIPELINE, PAUSE_NOT_READY, PAUSE_UPSTREAM_FULL, LINGER_IDLE_MS,
+    PAUSE_PIPELINE, PAUSE_NOT_READY, PAUSE_UPSTREAM_FULL, PAUSE_WS_WRITE, LINGER_IDLE_MS,
 )
 from fastgate._core.snapshot cimport Snapshot
 from fastgate._core.websocket cimport WebSocket
@@ -132,12 +132,16 @@ cdef class ClientConnection(Downstream):
 
     def pause_writing(self):
         self.write_blocked = True
+        if self.ws is not None:
+            self.set_pause(PAUSE_WS_WRITE, True)     # its own messages' answers would pile up
         if not self.proxy.flow(self.ctx, True) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
             self.worker.functions.flow(self.exchange, True)   # a streamed function response: hold it
 
     def resume_writing(self):
         self.write_blocked = False
+        if self.ws is not None:
+            self.set_pause(PAUSE_WS_WRITE, False)
         if not self.proxy.flow(self.ctx, False) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
             self.worker.functions.flow(self.exchange, False)

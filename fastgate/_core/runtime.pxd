@@ -38,6 +38,8 @@ cdef enum PauseReason:            # bits: client reading is paused while any is 
     PAUSE_PIPELINE = 1            # a request is queued behind the active one
     PAUSE_UPSTREAM_FULL = 2       # the upstream's write buffer is full
     PAUSE_NOT_READY = 4           # body buffered while the upstream connection is not ready
+    PAUSE_WS_WRITE = 8            # a WebSocket client is not reading what the gateway sends it
+    PAUSE_WS_BUSY = 16            # a WebSocket client has too many messages in its routes (websocket.pxd)
 
 
 cdef class Worker:

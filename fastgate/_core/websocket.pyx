@@ -13,7 +13,7 @@ from libc.string cimport memcpy, memmove
 
 from fastgate._core.buffers cimport Buf, buf_put, buf_shrink
 from fastgate._core.pipeline cimport monotonic_coarse, epoch_ms
-from fastgate._core.runtime cimport DL_WEBSOCKET
+from fastgate._core.runtime cimport DL_WEBSOCKET, PAUSE_WS_BUSY
 
 cdef bytes GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455 section 1.3
 cdef enum:
@@ -386,6 +386,10 @@ cdef class WebSocket:
         self.handler.closed(self, self.close_code, self.close_reason or "")
 
     # --- for the handler --------------------------------------------------------------
+
+    def hold(self, bint on):
+        """Stop (or resume) reading the client's frames: its messages wait in the socket."""
+        self.down.set_pause(PAUSE_WS_BUSY, on)
 
     def receive(self, bytes data):
         """feed() for Python: tests and bench/bench_websocket.py."""

@@ -309,3 +309,44 @@ def test_lambda_authorizer_on_connect(gateway, tmp_path, upstream):
     assert connect_ev["connectionId"] == ev["requestContext"]["connectionId"]
     assert connect_ev["authorizer"]["principalId"] == "alice"
     assert connect_ev["authorizer"]["team"] == "blue"
+
+
+def test_a_flood_of_messages_is_bounded(gateway, tmp_path, upstream):
+    """1,000 messages in one write, each for an HTTP_PROXY route: the gateway holds at most
+    256 of them in its routes (the rest answer "Too Many Requests") and stops reading the
+    client meanwhile; every message gets an answer and the worker stays up."""
+    gw = gateway(config(tmp_path, upstream.url), workers=1, env=ENV)
+    import socket
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from ws_frames import masked
+
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    s.sendall(b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
+    s.sendall(b"".join(masked(1, json.dumps({"action": "echo", "i": i}).encode()) for i in range(1000)))
+    data, answers = b"", []
+    while len(answers) < 1000:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {len(answers)} answers"
+        data += chunk
+        while len(data) >= 2:
+            n = data[1] & 0x7F
+            h = 2 if n < 126 else 4
+            if n == 126:
+                if len(data) < 4:
+                    break
+                n = int.from_bytes(data[2:4], "big")
+            if len(data) < h + n:
+                break
+            answers.append(json.loads(data[h:h + n]))
+            data = data[h + n:]
+    s.close()
+    refused = [a for a in answers if a.get("message") == "Too Many Requests"]
+    echoed = [a for a in answers if a.get("path") == "/echo/ws"]
+    assert refused and echoed and len(refused) + len(echoed) == 1000
+    assert len(gw.workers()) == 2 and gw.p.proc.poll() is None

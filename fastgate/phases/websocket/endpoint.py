@@ -38,6 +38,11 @@ from fastgate.phases.websocket.events import (
 )
 from fastgate.phases.websocket.integrations import result_body, result_status
 
+# A client's messages in its routes at once: past HOLD_AT the gateway stops reading it (they
+# wait in the socket); the ones a single read already held, past REFUSE_AT, answer "Too Many
+# Requests" (a read of 64 KiB can hold thousands of tiny frames).
+HOLD_AT = 64
+REFUSE_AT = 256
 ERROR_KINDS = ("protocol", "too_big", "route", "integration", "refused", "gone", "throttled")
 JSON = (b"Content-Type", b"application/json")
 
@@ -235,16 +240,22 @@ class StageEndpoint:
             ws.send(orjson.dumps({"message": "Forbidden", "connectionId": info.connection_id,
                                   "requestId": request_id}).decode())
             return
-        for limiter in route.limiters:
-            if not limiter.take_for(b"")[0]:
-                self.metrics.error("throttled")
-                ws.send(orjson.dumps({"message": "Too Many Requests", "connectionId": info.connection_id,
-                                      "requestId": request_id}).decode())
-                return
+        if info.inflight >= REFUSE_AT or not all(lim.take_for(b"")[0] for lim in route.limiters):
+            self.metrics.error("throttled")
+            ws.send(orjson.dumps({"message": "Too Many Requests", "connectionId": info.connection_id,
+                                  "requestId": request_id}).decode())
+            return
         event = message_event(info, route.key, request_id, new_request_id(), epoch_ms_now(), payload) \
             if route.integration.kind == "function" else None
 
+        info.inflight += 1
+        if info.inflight == HOLD_AT:
+            ws.hold(True)
+
         def done(result, error):
+            info.inflight -= 1
+            if info.inflight == HOLD_AT // 2:
+                ws.hold(False)
             if error is not None:
                 log(f"websocket {self.api_id}/{self.stage} {route.key}: {error}")
                 self.metrics.error("integration")

@@ -42,7 +42,7 @@ class ConnectionInfo:
     """What a connection's events carry, fixed at $connect."""
 
     __slots__ = ("connection_id", "api_id", "stage", "domain_name", "source_ip", "user_agent",
-                 "connected_at", "authorizer", "endpoint", "ws", "api_key_id")
+                 "connected_at", "authorizer", "endpoint", "ws", "api_key_id", "inflight")
 
     def __init__(self, connection_id: str, api_id: str, stage: str, domain_name: str,
                  source_ip: str, user_agent: str | None, connected_at: int):
@@ -57,6 +57,7 @@ class ConnectionInfo:
         self.endpoint = None                # the StageEndpoint the connection came through
         self.ws = None                      # fastgate._core.websocket.WebSocket once accepted
         self.api_key_id = None
+        self.inflight = 0                   # its messages whose route has not answered yet
 
     def identity(self) -> dict:
         out = {}
