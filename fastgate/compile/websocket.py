@@ -42,6 +42,7 @@ def compile_websocket_apis(loaded, *, routes: list, series: list, metrics, servi
     from fastgate.compile.access import AccessError, compile_route_access
     from fastgate.phases.access import AccessPhase
     from fastgate.phases.websocket.endpoint import StageEndpoint, StageMetrics, WsRoute
+    from fastgate.phases.vtl import MappingError, compile_template
     from fastgate.phases.websocket.integrations import RouteIntegration
     config = loaded.config
     runtime = websocket_runtime(services)
@@ -61,9 +62,17 @@ def compile_websocket_apis(loaded, *, routes: list, series: list, metrics, servi
             kind = type(integ).__struct_config__.tag
             if kind == "function":
                 ri = RouteIntegration("function", function=integ.function, timeout_ms=integ.timeout_ms)
-            elif kind == "http_proxy":
-                ri = RouteIntegration("http_proxy", url=integ.url, method=integ.method,
-                                      timeout_ms=integ.timeout_ms)
+            elif kind in ("http_proxy", "http"):
+                templates = {}
+                for name in ("request_template", "response_template") if kind == "http" else ():
+                    text = getattr(integ, name)
+                    if text is not None:
+                        try:
+                            templates[name] = compile_template(text, f"routes.{key}.integration.{name}")
+                        except MappingError as e:
+                            raise loaded.error(where + ("routes", key, "integration", name), str(e)) from None
+                ri = RouteIntegration(kind, url=integ.url, method=integ.method,
+                                      timeout_ms=integ.timeout_ms, **templates)
             else:
                 ri = RouteIntegration("mock", status=integ.status, body=integ.body)
             ws_routes[key] = (ri, rc.route_response_selection_expression is not None)

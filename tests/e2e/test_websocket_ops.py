@@ -68,6 +68,13 @@ websocket_apis:
       echo:
         integration: {{type: http_proxy, url: "{upstream_url}/echo/ws"}}
         route_response_selection_expression: $default
+      mapped:
+        integration:
+          type: http
+          url: "{upstream_url}/echo/mapped"
+          request_template: '{{"who": "$context.connectionId", "data": $input.json("$.data")}}'
+          response_template: '{{"upstream_saw": $input.json("$.body_size"), "path": "$input.path("$.path")"}}'
+        route_response_selection_expression: $default
     limits: {{idle_timeout_ms: {idle_ms}, max_duration_ms: {duration_ms}}}
   - name: authed
     id: authedapi
@@ -121,13 +128,21 @@ def test_http_proxy_route_and_metrics(gateway, tmp_path, upstream):
             body = json.dumps({"action": "echo", "n": 7}).encode()
             headers = {k.lower(): v for k, v in seen["headers"]}
             assert headers["content-length"] == str(len(body))
+            # HTTP (not proxy): the request and response templates
+            await ws.send(json.dumps({"action": "mapped", "data": {"x": [1, 2]}}))
+            mapped = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            sent = '{"who": "%s", "data": {"x":[1,2]}}'
+            assert mapped["path"] == "/echo/mapped"
+            assert mapped["upstream_saw"] in {len(sent % cid) for cid in
+                                              [d["connectionId"] for d in disconnects(tmp_path)
+                                               if d["eventType"] == "CONNECT"]}
             await ping(ws)
             metrics = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics").text
             labels = 'api="opsapi",stage="v1"'
             assert f"fastgate_websocket_connections{{{labels}}} 1" in metrics
             assert f"fastgate_websocket_connect_total{{{labels}}} 1" in metrics
-            assert 'fastgate_websocket_messages_total{api="opsapi",direction="in",stage="v1"} 2' in metrics
-            assert 'fastgate_websocket_messages_total{api="opsapi",direction="out",stage="v1"} 2' in metrics
+            assert 'fastgate_websocket_messages_total{api="opsapi",direction="in",stage="v1"} 3' in metrics
+            assert 'fastgate_websocket_messages_total{api="opsapi",direction="out",stage="v1"} 3' in metrics
             # the dashboard: open connections and message rates per API stage
             dash = f"http://127.0.0.1:{gw.admin_port}/dashboard/api/summary"
             await ping(ws)
@@ -136,9 +151,9 @@ def test_http_proxy_route_and_metrics(gateway, tmp_path, upstream):
                 out = [r for r in httpx.get(dash).json()["websockets"] if r["api"] == "opsapi"]
                 return out if [(r["api"], r["stage"], r["connections"], r["messages_in"])
                                for r in out] == [("opsapi", "v1", 1, messages_in)] else None
-            await asyncio.to_thread(wait_until, lambda: rows(3))
+            await asyncio.to_thread(wait_until, lambda: rows(4))
             await ping(ws)
-            after = await asyncio.to_thread(wait_until, lambda: rows(4))
+            after = await asyncio.to_thread(wait_until, lambda: rows(5))
             assert after[0]["in_per_s"] > 0 and after[0]["out_per_s"] > 0
             await ws.send(json.dumps({"action": "nowhere"}))      # no $default: Forbidden
             await asyncio.wait_for(ws.recv(), 15)

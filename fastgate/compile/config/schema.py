@@ -369,6 +369,18 @@ class WsHttpProxyIntegration(_Section, kw_only=True, tag="http_proxy", tag_field
     timeout_ms: Annotated[int, Meta(ge=50, le=29000)] = 29000
 
 
+class WsHttpIntegration(_Section, kw_only=True, tag="http", tag_field="type"):
+    """HTTP (not proxy): the request body is `request_template` rendered (Velocity, over
+    $input — the message —, $context, $stageVariables, $util), else the message as it is; a
+    two-way route sends `response_template` rendered over the response ($input), else its
+    body."""
+    url: str
+    method: str = "POST"
+    request_template: str | None = None
+    response_template: str | None = None
+    timeout_ms: Annotated[int, Meta(ge=50, le=29000)] = 29000
+
+
 class WsMockIntegration(_Section, kw_only=True, tag="mock", tag_field="type"):
     """MOCK: answered by the gateway; `status` allows or refuses $connect, `body` goes back
     as it is on a two-way route."""
@@ -376,7 +388,7 @@ class WsMockIntegration(_Section, kw_only=True, tag="mock", tag_field="type"):
     body: str = ""
 
 
-WsIntegration = Union[WsFunctionIntegration, WsHttpProxyIntegration, WsMockIntegration]
+WsIntegration = Union[WsFunctionIntegration, WsHttpProxyIntegration, WsHttpIntegration, WsMockIntegration]
 
 
 class WebSocketRouteConfig(_Section, kw_only=True):

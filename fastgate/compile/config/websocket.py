@@ -52,7 +52,7 @@ def check_websocket_apis(checker, cfg) -> None:
             if kind == "function" and integ.function not in cfg.functions:
                 checker.fail(rp + ("integration", "function"), f"unknown function {integ.function!r} "
                              f"(defined: {', '.join(sorted(cfg.functions)) or 'none'})")
-            if kind == "http_proxy":
+            if kind in ("http_proxy", "http"):
                 parts = urlsplit(integ.url)
                 if parts.scheme not in ("http", "https") or not parts.hostname:
                     checker.fail(rp + ("integration", "url"), f"expected an http(s) URL, got {integ.url!r}")

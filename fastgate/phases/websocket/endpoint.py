@@ -246,7 +246,9 @@ class StageEndpoint:
                                   "requestId": request_id}).decode())
             return
         event = message_event(info, route.key, request_id, new_request_id(), epoch_ms_now(), payload) \
-            if route.integration.kind == "function" else None
+            if route.integration.kind in ("function", "http") else None
+        if route.integration.kind == "http":
+            event["stageVariables"] = self.variables      # ($stageVariables in its templates)
 
         info.inflight += 1
         if info.inflight == HOLD_AT:

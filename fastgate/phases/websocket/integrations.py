@@ -81,14 +81,16 @@ class RouteIntegration:
 
     def __init__(self, kind: str, *, function: str | None = None, url: str | None = None,
                  method: str = "POST", timeout_ms: int = 29000, status: int = 200,
-                 body: str = ""):
-        self.kind = kind                  # "function" | "http_proxy" | "mock"
+                 body: str = "", request_template=None, response_template=None):
+        self.kind = kind                  # "function" | "http_proxy" | "http" | "mock"
         self.function = function
         self.url = url
         self.method = method
         self.timeout_ms = timeout_ms
         self.status = status
         self.body = body                  # a mock's answer, as it is
+        self.request_template = request_template     # "http": compiled Velocity, or None
+        self.response_template = response_template
 
     def call(self, runtime, event: dict, request_id: str, done, *, message=None,
              headers: list | None = None) -> None:
@@ -111,7 +113,7 @@ class RouteIntegration:
                 return
             runtime.spawn(self._remote(functions, event, request_id, done))
             return
-        runtime.spawn(self._http(message, headers, done))
+        runtime.spawn(self._http(message, headers, done, event))
 
     async def _remote(self, functions, event, request_id, done):
         try:
@@ -122,20 +124,30 @@ class RouteIntegration:
             return
         done(result, None)
 
-    async def _http(self, message, headers, done):
+    async def _http(self, message, headers, done, event=None):
         if isinstance(message, str):
             body = message.encode()
         elif message is None:
             body = b""
         else:
             body = bytes(message)
+        ns = None
         try:
+            if self.request_template is not None or self.response_template is not None:
+                from fastgate.phases.vtl import variables_of
+                ns = variables_of(event or {}, body.decode("utf-8", "replace"))
+            if self.request_template is not None:
+                body = self.request_template.merge(ns).encode()
             status, _, out = await http_exchange(self.method, self.url, headers or [], body,
                                                  self.timeout_ms / 1000)
-        except Exception as err:
+            text = out.decode("utf-8", "replace")
+            if self.response_template is not None:
+                ns["input"] = ns["input"].with_body(text)
+                text = self.response_template.merge(ns)
+        except Exception as err:      # a template's error too: the route's error frame
             done(None, err)
             return
-        done({"statusCode": status, "body": out.decode("utf-8", "replace")}, None)
+        done({"statusCode": status, "body": text}, None)
 
 
 def result_status(result) -> int:
