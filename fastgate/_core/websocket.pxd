@@ -43,7 +43,9 @@ cpdef enum WsCounter:             # WebSocket.slots: metrics series a session re
     WS_ERR_PROTOCOL = 2           # fastgate_websocket_errors_total{kind="protocol"} (1002 / 1007)
     WS_ERR_TOO_BIG = 3            # ... {kind="too_big"} (1009)
     WS_CONNECTIONS = 4            # fastgate_websocket_connections (gauge, +1 while open)
-    WS_SLOTS = 5
+    WS_WORKER_CONNECTIONS = 5     # ... this worker's share (fastgate_worker_websocket_connections), so
+                                  # the supervisor can take a dead worker's out of the total
+    WS_SLOTS = 6
 
 cdef enum WsTiming:
     CLOSE_WAIT_MS = 2000          # ms the gateway waits for the client's close frame after its own

@@ -85,6 +85,8 @@ cdef class WebSocket:
             return
         if counter == WS_CONNECTIONS:
             self.metrics.gauge_add(slot, n)
+            if self.slots[<int>WS_WORKER_CONNECTIONS] >= 0:
+                self.metrics.gauge_add(self.slots[<int>WS_WORKER_CONNECTIONS], n)
         else:
             self.metrics.counter_add(slot, <unsigned long long>n)
 

@@ -102,7 +102,8 @@ def compile_websocket_apis(loaded, *, routes: list, series: list, metrics, servi
             endpoint = StageEndpoint(runtime, api_id=api_id, name=api.name, stage=stage_name,
                                      selection=selection, routes=stage_routes, limits=limit_kw,
                                      credentials=credentials,
-                                     metrics=StageMetrics(metrics, api_id, stage_name),
+                                     metrics=StageMetrics(metrics, api_id, stage_name,
+                                                          services.worker_id),
                                      variables=dict(st.variables))
             endpoints[(api_id, stage_name)] = endpoint
             stage = ApiStage(api_id=api_id, api_name=api.name, stage=stage_name, rest=True,

@@ -365,3 +365,33 @@ def test_a_flood_of_messages_is_bounded(gateway, tmp_path, upstream):
     echoed = [a for a in answers if a.get("path") == "/echo/ws"]
     assert refused and echoed and len(refused) + len(echoed) == 1000
     assert len(gw.workers()) == 2 and gw.p.proc.poll() is None
+
+
+def test_a_killed_workers_connections_leave_the_gauge(gateway, tmp_path, upstream):
+    """fastgate_websocket_connections sums over workers in shared memory: a worker killed with
+    its connections open must not leave them counted for ever."""
+    gw = gateway(config(tmp_path, upstream.url), workers=1, env=ENV)
+    gauge = 'fastgate_websocket_connections{api="opsapi",stage="v1"}'
+
+    def value() -> float:
+        for line in httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=5).text.splitlines():
+            if line.startswith(gauge + " "):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError("no " + gauge)
+
+    async def scenario():
+        clients = [await connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15) for _ in range(3)]
+        for ws in clients:
+            await ping(ws)
+        assert value() == 3
+        worker = max(wait_until(lambda: c if len(c := gw.workers()) == 2 else None))
+        os.kill(worker, signal.SIGKILL)
+        for ws in clients:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 15)
+        await asyncio.to_thread(wait_until, lambda: worker not in gw.workers() and len(gw.workers()) == 2)
+        await asyncio.to_thread(wait_until, lambda: value() == 0)
+        async with connect(f"ws://127.0.0.1:{gw.port}/v1", open_timeout=15) as ws:   # the new worker counts its own
+            await ping(ws)
+            assert value() == 1
+    run(scenario())

@@ -62,7 +62,7 @@ class WsRoute:
 class StageMetrics:
     """The stage's series: WebSocket.slots for the compiled session, the rest here."""
 
-    def __init__(self, metrics, api_id: str, stage: str):
+    def __init__(self, metrics, api_id: str, stage: str, worker_id: int = 0):
         self.metrics = metrics
         if metrics is None:
             self.slots = ()
@@ -80,6 +80,8 @@ class StageMetrics:
         slots[WsCounter.WS_ERR_PROTOCOL] = self.errors["protocol"]
         slots[WsCounter.WS_ERR_TOO_BIG] = self.errors["too_big"]
         slots[WsCounter.WS_CONNECTIONS] = metrics.gauge_series("fastgate_websocket_connections", labels)
+        slots[WsCounter.WS_WORKER_CONNECTIONS] = metrics.gauge_series(
+            "fastgate_worker_websocket_connections", {**labels, "worker": str(worker_id)})
         self.slots = tuple(slots)
         self.connect = metrics.counter_series("fastgate_websocket_connect_total", labels)
 
