@@ -39,3 +39,8 @@ class TooManyRequests(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code = 503, "ServiceUnavailableException"
+
+
+class ValidationError(ApiError):
+    """AWS's constraint violations of the input shape ("1 validation error detected: ...")."""
+    status, code = 400, "ValidationException"

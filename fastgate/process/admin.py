@@ -197,6 +197,7 @@ class Admin:
         self.start_checks()
         if self.control is not None:
             self.control.model.authorizer_invoker.configure(self.loaded)
+            self.configure_v2()
         self.start_key_sync()
         self.configure_cache_flusher()
         if self.connections is not None:
@@ -495,14 +496,41 @@ class Admin:
             log(f"control API unavailable: {e}")
             return
         self.control.model.served_stages = self.served_stages
+        self.configure_v2()
         from fastgate.control.authorizer_invoke import AuthorizerInvoker
         self.control.model.authorizer_invoker = AuthorizerInvoker(asyncio.get_event_loop())
         self.control.model.authorizer_invoker.configure(self.loaded)
+        from fastgate.control.method_invoke import MethodInvoker
+        self.control.model.method_invoker = MethodInvoker(asyncio.get_event_loop(),
+                                                          self.control.model.authorizer_invoker)
+        self.control.model.upstream_names = lambda: set(self.loaded.config.upstreams)
+        self.control.model.account_throttle = self.account_throttle
         self.control.register("FlushStageCache", self.flush_stage_cache)
         if not credentials:
             log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
                 "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
         log(f"control API state in {data_dir}")
+
+    def account_throttle(self):
+        """The config's gateway-wide throttle as the Account's throttleSettings, or None."""
+        t = self.loaded.config.throttle if self.loaded is not None else None
+        if t is None:
+            return None
+        return {"rateLimit": float(t.rate), "burstLimit": int(t.burst)}
+
+    def configure_v2(self) -> None:
+        """What apigatewayv2 shows of the running config: the data plane's address in
+        Api.apiEndpoint, and the upstream groups a VPC link may name."""
+        v2 = self.control.v2.model
+        v2.upstream_names = lambda: set(self.loaded.config.upstreams) if self.loaded is not None else set()
+        if self.loaded is None:
+            return
+        listener = self.loaded.config.listeners[0]
+        port = listener.port
+        if listener.address is not None:
+            port = listener.address.rpartition(":")[2]
+        scheme = "https" if getattr(listener, "tls", None) is not None else "http"
+        v2.endpoint_base = f"{scheme}://{{api_id}}.execute-api.localhost:{port}"
 
     def request_reload(self) -> None:
         # the supervisor is this process's parent; it reloads (and tells every child) on SIGHUP

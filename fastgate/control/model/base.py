@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from fastgate.control.errors import BadRequest, NotFound
-from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE
+from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE, is_v2_api
 
 if TYPE_CHECKING:
     from fastgate.control.state import State
@@ -22,9 +22,10 @@ def _clone(doc):
     return copy.deepcopy(doc)
 
 
-def _now() -> float:
-    # whole seconds: AWS's timestamps in these shapes carry no fraction
-    return float(int(time.time()))
+def _now() -> int:
+    # whole epoch seconds, one type for every date of every shape: AWS's JSON carries no
+    # fraction in these timestamps
+    return int(time.time())
 
 
 def _page(items: list, p: dict) -> dict:
@@ -123,6 +124,13 @@ class ModelBase:
         self.served_stages = lambda: set()
         # fastgate.control.authorizer_invoke.AuthorizerInvoker of the admin process (TestInvokeAuthorizer)
         self.authorizer_invoker = None
+        # what the admin process's config holds, for the operations that show it: the
+        # gateway-wide throttle as the Account's {"rateLimit", "burstLimit"} (or None), the
+        # names of the config's upstream groups that VPC links name (None: not known here)
+        self.account_throttle = lambda: None
+        self.upstream_names = lambda: None
+        # fastgate.control.method_invoke.MethodInvoker of the admin process (TestInvokeMethod)
+        self.method_invoker = None
 
     # ---- plumbing
 
@@ -149,7 +157,7 @@ class ModelBase:
 
     def _api(self, api_id: str) -> dict:
         api = self.state.apis.get(api_id)
-        if api is None:
+        if api is None or is_v2_api(api):
             raise NotFound(f"Invalid API identifier specified {api_id}")
         return api
 

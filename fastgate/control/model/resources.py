@@ -286,3 +286,19 @@ class Resources(ModelBase):
                 raise NotFound("Invalid Response status code specified")
             self._save_api(txn, api)
         return {}
+
+    def test_invoke_method(self, p: dict) -> dict:
+        """TestInvokeMethod: the method as it is now, through the data plane's pipeline
+        (fastgate/control/method_invoke.py)."""
+        from fastgate.control.errors import ServiceUnavailable
+        self.fresh()
+        api = self.state.apis.get(p["restApiId"])
+        if api is None:
+            raise NotFound("Invalid Resource identifier specified")   # AWS names the resource
+        resource = self._resource(api, p["resourceId"])
+        self._method(resource, p["httpMethod"])
+        if self.method_invoker is None:
+            raise ServiceUnavailable("TestInvokeMethod needs the admin process's event loop")
+        extra = {k: v for k, v in self.state.extra.items() if k in ("vpclink", "clientcertificate")}
+        return self.method_invoker.invoke(_clone(api), _clone(resource), p["httpMethod"].upper(),
+                                          _clone(extra), p)

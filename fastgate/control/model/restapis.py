@@ -14,7 +14,8 @@ from fastgate.control.model.base import (
     _require_str,
     _unescape_pointer,
 )
-from fastgate.control.names import API_KEY_SOURCES, new_id
+from fastgate.control.model.models import default_models
+from fastgate.control.names import API_KEY_SOURCES, is_v2_api, new_id
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
                  "apiKeySource", "endpointConfiguration", "policy", "tags",
@@ -88,7 +89,8 @@ def new_api_document(p: dict) -> dict:
         if p.get(k) is not None:
             api[k] = _clone(p[k])
     api.setdefault("apiKeySource", "HEADER")
-    api.setdefault("endpointConfiguration", {"types": ["REGIONAL"]})
+    # AWS's default endpoint type for CreateRestApi (and ImportRestApi) is EDGE
+    api.setdefault("endpointConfiguration", {"types": ["EDGE"]})
     api.setdefault("disableExecuteApiEndpoint", False)
     api["protocolType"] = "REST"
     api["resources"] = [{"id": new_id(10), "path": "/"}]
@@ -111,6 +113,7 @@ class RestApis(ModelBase):
                         api[k] = src[k]
             else:
                 api = new_api_document(p)
+                api["models"] = default_models()
             api["name"] = name
             while api["id"] in self.state.apis:
                 api["id"] = new_id(10)
@@ -123,7 +126,8 @@ class RestApis(ModelBase):
 
     def get_rest_apis(self, p: dict) -> dict:
         state = self.fresh()
-        apis = sorted(state.apis.values(), key=lambda a: (a.get("createdDate", 0), a["id"]))
+        apis = sorted((a for a in state.apis.values() if not is_v2_api(a)),
+                      key=lambda a: (a.get("createdDate", 0), a["id"]))
         return _page([rest_api_view(a) for a in apis], p)
 
     def delete_rest_api(self, p: dict) -> dict:
@@ -242,14 +246,22 @@ class RestApis(ModelBase):
         if export_type not in ("oas30", "swagger"):
             raise BadRequest(f"Invalid export type '{export_type}': fastgate exports oas30 and swagger")
         params = p.get("parameters") or {}
-        extensions = params.get("extensions", "")
+        # extensions: a comma list of integrations, authorizers, apigateway (the
+        # x-amazon-apigateway-* extensions) and documentation (the documentation parts)
+        names = {e.strip() for e in params.get("extensions", "").split(",") if e.strip()}
+        extensions = names - {"documentation"}
         accepts = (p.get("accepts") or "application/json").lower()
         if accepts not in ("application/json", "application/yaml", "*/*"):
             raise BadRequest(f"Invalid Accept '{accepts}': use application/json or application/yaml")
         dep = self._deployment(api_id, stage["deploymentId"])
         try:
-            doc = openapi.export_openapi(dep["api"], export_type=export_type,
-                                         extensions=bool(extensions), stage=stage)
+            # documentation is not deployed: the API's own (versions, current parts)
+            api_docs = {k: v for k, v in self._api(api_id).items()
+                        if k in ("documentationParts", "documentationVersions")}
+            doc = openapi.export_openapi({**dep["api"], **api_docs}, export_type=export_type,
+                                         extensions=bool(extensions), stage=stage,
+                                         documentation="documentation" in names,
+                                         documentation_version=stage.get("documentationVersion"))
         except openapi.OpenAPIError as e:
             raise BadRequest(str(e)) from None
         ext = "json"

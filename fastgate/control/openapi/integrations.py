@@ -58,8 +58,6 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
             integ[key] = item
         elif key == "connectionType":
             integ[key] = enum_value(item, CONNECTION_TYPES, at)
-            if integ[key] == "VPC_LINK":
-                warnings.append(not_implemented("connectionType VPC_LINK", where))
         elif key == "passthroughBehavior":
             integ[key] = enum_value(item, PASSTHROUGH_BEHAVIORS, at)
         elif key == "contentHandling":
