@@ -188,12 +188,24 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         routes.append(route)
         series.append(metrics.request_series(route.route_key) if metrics is not None else -1)
     mounts = {}
+    websocket = None
+
+    def websocket_compiler():
+        nonlocal websocket
+        if websocket is None:
+            from fastgate.compile.websocket import WebSocketCompiler
+            websocket = WebSocketCompiler(
+                loaded, routes=routes, series=series, metrics=metrics, services=services,
+                iam_credentials=iam, gateway_limiter=gateway_limiter, key_index=key_index,
+                serve=open_logs, warn=warn)
+        return websocket
     if loaded.state is not None and loaded.state.apis:
         from fastgate.compile.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
                             limits=config.limits, functions=set(config.functions),
                             gateway_limiter=gateway_limiter, services=services,
                             iam_credentials=iam, key_index=key_index)
+        compiler.websocket = websocket_compiler
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
                       stages=stages)
@@ -201,11 +213,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
             for w in compiler.warnings:
                 warn(w)
     if config.websocket_apis:
-        from fastgate.compile.websocket import compile_websocket_apis
-        ws_api, ws_any, ws_stages = compile_websocket_apis(
-            loaded, routes=routes, series=series, metrics=metrics, services=services,
-            iam_credentials=iam, gateway_limiter=gateway_limiter, key_index=key_index,
-            serve=open_logs, warn=warn)
+        ws_api, ws_any, ws_stages = websocket_compiler().compile_config()
         any_mounts = mounts.get("any_mounts", []) + ws_any
         any_mounts.sort(key=lambda m: -len(m.prefix))
         api_mounts = dict(mounts.get("api_mounts", {}))
@@ -213,6 +221,8 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
             api_mounts[api_id] = sorted(api_mounts.get(api_id, []) + lst, key=lambda m: -len(m.prefix))
         mounts.update(any_mounts=any_mounts, api_mounts=api_mounts,
                       stages=mounts.get("stages", []) + ws_stages)
+    if websocket is not None:
+        websocket.finish()
     tls = None
     if loaded.state is not None and loaded.state.domains:
         from fastgate.compile.tls import build_tls_state

@@ -41,6 +41,11 @@ def check_websocket_apis(checker, cfg) -> None:
                              "(WebSocket APIs have no $default stage)")
             if api.stages[name].throttle is not None:
                 checker.attempt(p + ("stages", name, "throttle", "key"), api.stages[name].throttle.key_kind)
+            for key in api.stages[name].method_throttles:
+                # a WebSocket API's per-route throttles are keyed by route key
+                if key not in api.routes:
+                    checker.fail(p + ("stages", name, "method_throttles", key),
+                                 f"no route {key!r} (routes: {', '.join(sorted(api.routes))})")
         for key, route in api.routes.items():
             rp = p + ("routes", key)
             if key.startswith("$") and key not in RESERVED_ROUTES:
