@@ -319,3 +319,101 @@ def test_websocket_api_refusals(gateway, tmp_path):
     code, msg = error(c.create_route_response, ApiId=http, RouteId=hr["RouteId"],
                       RouteResponseKey="$default")
     assert code == "BadRequestException" and "WebSocket" in msg
+
+
+def mock_route(c, api_id: str, key: str, *, status: int = 200, body: str | None = None, **route):
+    """A MOCK integration answering `status`, two-way with `body`; its route -> route id."""
+    integ = c.create_integration(ApiId=api_id, IntegrationType="MOCK",
+                                 RequestTemplates={"$default": json.dumps({"statusCode": status})})
+    if body is not None:
+        c.create_integration_response(ApiId=api_id, IntegrationId=integ["IntegrationId"],
+                                      IntegrationResponseKey="$default",
+                                      ResponseTemplates={"$default": body})
+        route["RouteResponseSelectionExpression"] = "$default"
+    rid = c.create_route(ApiId=api_id, RouteKey=key, Target=f"integrations/{integ['IntegrationId']}",
+                         **route)["RouteId"]
+    if body is not None:
+        c.create_route_response(ApiId=api_id, RouteId=rid, RouteResponseKey="$default")
+    return rid
+
+
+def test_connect_guards_and_stage_throttling(gateway, tmp_path):
+    """API keys of a usage plan, AWS_IAM and a MOCK's refusal on $connect; the stage's route
+    throttling on messages; an API mapping of a custom domain."""
+    (tmp_path / "iam.csv").write_text("access_key_id,secret_access_key,principal_arn\n"
+                                      "AKIDCALLER0000000001,caller-secret,arn:aws:iam::123456789012:user/caller\n")
+    gw = gateway(gateway_config(tmp_path) + "iam_credentials: iam.csv\n", workers=1, env=ENV)
+    c = v2(gw)
+    keyed = c.create_api(Name="keyed", ProtocolType="WEBSOCKET",
+                         RouteSelectionExpression="$request.body.action")["ApiId"]
+    mock_route(c, keyed, "$connect", ApiKeyRequired=True)
+    mock_route(c, keyed, "ping", body="pong")
+    c.create_stage(ApiId=keyed, StageName="live", AutoDeploy=True,
+                   DefaultRouteSettings={"ThrottlingRateLimit": 0.01, "ThrottlingBurstLimit": 2})
+    rest = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
+                        region_name=REGION, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+                        config=Config(retries={"max_attempts": 1}))
+    key = rest.create_api_key(name="partner", enabled=True, value="partner-key-0123456789abcdef")
+    plan = rest.create_usage_plan(name="gold", apiStages=[{"apiId": keyed, "stage": "live"}])
+    rest.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
+
+    iam = c.create_api(Name="iam", ProtocolType="WEBSOCKET",
+                       RouteSelectionExpression="$request.body.action")["ApiId"]
+    mock_route(c, iam, "$connect", AuthorizationType="AWS_IAM")
+    mock_route(c, iam, "$default", body="hello")
+    c.create_stage(ApiId=iam, StageName="v1", AutoDeploy=True)
+
+    closed = c.create_api(Name="closed", ProtocolType="WEBSOCKET",
+                          RouteSelectionExpression="$request.body.action")["ApiId"]
+    mock_route(c, closed, "$connect", status=403)
+    c.create_stage(ApiId=closed, StageName="shut", AutoDeploy=True)
+    c.create_domain_name(DomainName="chat.example.com")
+    c.create_api_mapping(DomainName="chat.example.com", ApiId=iam, Stage="v1", ApiMappingKey="ws")
+
+    async def status(uri: str, **kw) -> int:
+        try:
+            ws = await connect(uri, open_timeout=15, **kw)
+        except InvalidStatus as e:
+            return e.response.status_code
+        await ws.close()
+        return 101
+
+    def signed_headers(url: str) -> dict:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        req = AWSRequest(method="GET", url=url)
+        SigV4Auth(Credentials("AKIDCALLER0000000001", "caller-secret"), "execute-api",
+                  REGION).add_auth(req)
+        return {k: v for k, v in req.headers.items() if k.lower() != "host"}
+
+    async def scenario():
+        base = f"ws://127.0.0.1:{gw.port}"
+        for _ in range(60):         # the automatic deployments reach the workers
+            if await status(f"{base}/shut") == 403 and await status(f"{base}/live") == 403:
+                break
+            await asyncio.sleep(0.25)
+        assert await status(f"{base}/shut") == 403          # the MOCK's statusCode refuses
+        assert await status(f"{base}/live") == 403          # no API key
+        assert await status(f"{base}/live", additional_headers={"x-api-key": "nope"}) == 403
+        async with connect(f"{base}/live", open_timeout=15,
+                           additional_headers={"x-api-key": "partner-key-0123456789abcdef"}) as ws:
+            answers = []
+            for _ in range(4):
+                await ws.send(json.dumps({"action": "ping"}))
+                answers.append(await asyncio.wait_for(ws.recv(), 15))
+            assert answers[:2] == ["pong", "pong"]
+            assert json.loads(answers[3])["message"] == "Too Many Requests"
+        assert await status(f"{base}/v1") == 403            # AWS_IAM: unsigned
+        async with connect(f"{base}/v1", open_timeout=15,
+                           additional_headers=signed_headers(f"http://127.0.0.1:{gw.port}/v1")) as ws:
+            await ws.send("anything")
+            assert await asyncio.wait_for(ws.recv(), 15) == "hello"
+        # the custom domain's API mapping serves the (IAM) API under /ws
+        url = f"ws://chat.example.com:{gw.port}/ws"
+        assert await status(url, sock=socket.create_connection(("127.0.0.1", gw.port))) == 403
+        async with connect(url, open_timeout=15, sock=socket.create_connection(("127.0.0.1", gw.port)),
+                           additional_headers=signed_headers(f"http://chat.example.com:{gw.port}/ws")) as ws:
+            await ws.send("anything")
+            assert await asyncio.wait_for(ws.recv(), 15) == "hello"
+    run(scenario())
