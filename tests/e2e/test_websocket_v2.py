@@ -367,6 +367,15 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                           RouteSelectionExpression="$request.body.action")["ApiId"]
     mock_route(c, closed, "$connect", status=403)
     c.create_stage(ApiId=closed, StageName="shut", AutoDeploy=True)
+    # a function the gateway does not run: served, and its route answers AWS's error frame
+    ghost = c.create_api(Name="ghost", ProtocolType="WEBSOCKET",
+                         RouteSelectionExpression="$request.body.action")["ApiId"]
+    integ = c.create_integration(ApiId=ghost, IntegrationType="AWS_PROXY",
+                                 IntegrationUri=fn_arn("nosuch"))["IntegrationId"]
+    rid = c.create_route(ApiId=ghost, RouteKey="$default", Target=f"integrations/{integ}",
+                         RouteResponseSelectionExpression="$default")["RouteId"]
+    c.create_route_response(ApiId=ghost, RouteId=rid, RouteResponseKey="$default")
+    c.create_stage(ApiId=ghost, StageName="boo", AutoDeploy=True)
     c.create_domain_name(DomainName="chat.example.com")
     c.create_api_mapping(DomainName="chat.example.com", ApiId=iam, Stage="v1", ApiMappingKey="ws")
 
@@ -409,6 +418,11 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                            additional_headers=signed_headers(f"http://127.0.0.1:{gw.port}/v1")) as ws:
             await ws.send("anything")
             assert await asyncio.wait_for(ws.recv(), 15) == "hello"
+        async with connect(f"{base}/boo", open_timeout=15) as ws:
+            await ws.send("hello?")
+            assert json.loads(await asyncio.wait_for(ws.recv(), 15))["message"] == "Internal server error"
+            await ws.send("still there?")       # the connection stays
+            assert json.loads(await asyncio.wait_for(ws.recv(), 15))["message"] == "Internal server error"
         # the custom domain's API mapping serves the (IAM) API under /ws
         url = f"ws://chat.example.com:{gw.port}/ws"
         assert await status(url, sock=socket.create_connection(("127.0.0.1", gw.port))) == 403
