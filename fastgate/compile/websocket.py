@@ -61,8 +61,9 @@ class WebSocketCompiler:
         self.endpoints: dict = {}
         self.responses = default_gateway_responses()   # AWS's; a WebSocket API cannot change them
 
-    def compile_api(self, api, error) -> list:
-        """-> [(stage name, ApiStage)] of a WebSocketApiConfig; error(path, message) raises."""
+    def compile_api(self, api, error, cache_scope: str = "") -> list:
+        """-> [(stage name, ApiStage)] of a WebSocketApiConfig; error(path, message) raises;
+        cache_scope names the authorizer's result cache apart from the API's."""
         from fastgate.compile.access import AccessError, compile_route_access
         from fastgate.phases.access import AccessPhase
         from fastgate.phases.websocket.endpoint import StageEndpoint, StageMetrics, WsRoute
@@ -97,7 +98,8 @@ class WebSocketCompiler:
                 checks = compile_route_access(
                     connect.auth, api_id=api_id, http_api=False, invoke=services.invoke,
                     http_client=services.http_client, warn=self.warn,
-                    iam_credentials=self.iam_credentials, caches=services.caches)
+                    iam_credentials=self.iam_credentials, caches=services.caches,
+                    cache_scope=cache_scope)
             except AccessError as e:
                 error(("routes", "$connect", "auth"), str(e))
         limits = api.limits
@@ -188,7 +190,8 @@ class WebSocketCompiler:
 
             def error(path, message):
                 raise ValueError(f"{'.'.join(path)}: {message}")
-            return self.compile_api(api, error)[0][1]
+            generation = stage_doc.get("_authorizerCacheGeneration", 0)
+            return self.compile_api(api, error, f"@{stage_name}#{generation}")[0][1]
         except ValueError as e:
             self.warn(f"{where}: {e}; stage not served")
             return None

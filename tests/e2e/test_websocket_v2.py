@@ -27,6 +27,8 @@ REGION, ACCOUNT = "us-east-1", "123456789012"
 AUTHORIZE = '''
 
 def authorize(event, context):
+    with open(os.environ["EVENTS"] + ".auth", "a") as f:
+        f.write(json.dumps(event) + "\\n")
     allow = (event.get("queryStringParameters") or {}).get("token") == "letmein"
     return {"principalId": "alice", "context": {"team": "blue"}, "policyDocument": {
         "Version": "2012-10-17", "Statement": [{"Action": "execute-api:Invoke",
@@ -430,4 +432,52 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                            additional_headers=signed_headers(f"http://chat.example.com:{gw.port}/ws")) as ws:
             await ws.send("anything")
             assert await asyncio.wait_for(ws.recv(), 15) == "hello"
+    run(scenario())
+
+
+def test_authorizer_result_cache_and_reset(gateway, tmp_path):
+    """A REQUEST authorizer with a TTL answers from its cache per identity source;
+    ResetAuthorizersCache starts the stage's cache afresh."""
+    gw = gateway(gateway_config(tmp_path), workers=1, env=ENV)
+    c = v2(gw)
+    api_id = c.create_api(Name="cached", ProtocolType="WEBSOCKET",
+                          RouteSelectionExpression="$request.body.action")["ApiId"]
+    auth = c.create_authorizer(ApiId=api_id, Name="token", AuthorizerType="REQUEST",
+                               AuthorizerUri=fn_arn("authorize"), AuthorizerResultTtlInSeconds=300,
+                               IdentitySource=["route.request.querystring.token"])
+    assert auth["AuthorizerResultTtlInSeconds"] == 300
+    mock_route(c, api_id, "$connect", AuthorizationType="CUSTOM", AuthorizerId=auth["AuthorizerId"])
+    mock_route(c, api_id, "$default", body="hi")
+    c.create_stage(ApiId=api_id, StageName="s", AutoDeploy=True)
+    calls = tmp_path / "events.jsonl.auth"
+
+    def called() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    async def hello():
+        async with connect(f"ws://127.0.0.1:{gw.port}/s?token=letmein", open_timeout=15) as ws:
+            await ws.send("x")
+            assert await asyncio.wait_for(ws.recv(), 15) == "hi"
+
+    async def scenario():
+        for _ in range(60):
+            try:
+                await hello()
+                break
+            except InvalidStatus:
+                await asyncio.sleep(0.25)
+        first = called()
+        assert first == 1
+        event = json.loads(calls.read_text().splitlines()[0])
+        assert event["type"] == "REQUEST" and event["methodArn"].endswith(f":{api_id}/s/$connect")
+        await hello()
+        await hello()
+        assert called() == 1            # from the cache
+        c.reset_authorizers_cache(ApiId=api_id, StageName="s")
+        for _ in range(60):             # after the reload the authorizer is asked again
+            await hello()
+            if called() > 1:
+                break
+            await asyncio.sleep(0.25)
+        assert called() == 2
     run(scenario())
