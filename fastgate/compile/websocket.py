@@ -77,19 +77,22 @@ class WebSocketCompiler:
             kind = type(integ).__struct_config__.tag
             if kind == "function":
                 ri = RouteIntegration("function", function=integ.function, timeout_ms=integ.timeout_ms)
-            elif kind in ("http_proxy", "http"):
+            elif kind in ("http_proxy", "http", "mock"):
                 templates = {}
-                for name in ("request_template", "response_template") if kind == "http" else ():
+                names = {"http": ("request_template", "response_template"),
+                         "mock": ("response_template",)}.get(kind, ())
+                for name in names:
                     text = getattr(integ, name)
                     if text is not None:
                         try:
                             templates[name] = compile_template(text, f"routes.{key}.integration.{name}")
                         except MappingError as e:
                             error(("routes", key, "integration", name), str(e))
-                ri = RouteIntegration(kind, url=integ.url, method=integ.method,
-                                      timeout_ms=integ.timeout_ms, **templates)
-            else:
-                ri = RouteIntegration("mock", status=integ.status, body=integ.body)
+                if kind == "mock":
+                    ri = RouteIntegration("mock", status=integ.status, body=integ.body, **templates)
+                else:
+                    ri = RouteIntegration(kind, url=integ.url, method=integ.method,
+                                          timeout_ms=integ.timeout_ms, **templates)
             ws_routes[key] = (ri, rc.route_response_selection_expression is not None)
         connect = api.routes.get("$connect")
         checks = []
@@ -278,7 +281,7 @@ def websocket_api_from_state(doc: dict, stage_name: str, stage_doc: dict, functi
             text = (integ.get("requestTemplates") or {}).get("$default")
             if text:
                 status = int(json.loads(text).get("statusCode", 200))
-            spec = {"type": "mock", "status": status, "body": _response_template(integ) or ""}
+            spec = {"type": "mock", "status": status, "response_template": _response_template(integ)}
         else:
             raise ValueError(f"route {key}: integration type {itype} is not served")
         rc: dict = {"integration": spec}

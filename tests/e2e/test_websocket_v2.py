@@ -194,7 +194,7 @@ def test_chat_made_with_apigatewayv2(gateway, tmp_path, upstream):
                                         RequestTemplates={"$default": '{"statusCode": 200}'})
         c.create_integration_response(ApiId=api_id, IntegrationId=fallback["IntegrationId"],
                                       IntegrationResponseKey="$default",
-                                      ResponseTemplates={"$default": "fallback"})
+                                      ResponseTemplates={"$default": "fallback #if($input.path('$.n') == 7)seven#end from $context.routeKey"})
         default = c.create_route(ApiId=api_id, RouteKey="$default",
                                  Target=f"integrations/{fallback['IntegrationId']}",
                                  RouteResponseSelectionExpression="$default")
@@ -206,17 +206,19 @@ def test_chat_made_with_apigatewayv2(gateway, tmp_path, upstream):
         c.create_deployment(ApiId=api_id, StageName="prod")
 
         async def answer() -> str:
-            await clients[1].send(json.dumps({"action": "nowhere"}))
+            await clients[1].send(json.dumps({"action": "nowhere", "n": 7}))
             return await asyncio.wait_for(clients[1].recv(), 15)
+        # (the MOCK's response template is Velocity over the message and its context)
+        fallback = "fallback seven from $default"
         for _ in range(60):
             got = await answer()
-            if got == "fallback":
+            if got == fallback:
                 break
             await asyncio.sleep(0.25)
-        assert got == "fallback"
+        assert got == fallback
         for ws in clients[2:]:          # every connection, on either worker, has the new routes
-            await ws.send(json.dumps({"action": "nowhere"}))
-            assert await asyncio.wait_for(ws.recv(), 15) == "fallback"
+            await ws.send(json.dumps({"action": "nowhere", "n": 7}))
+            assert await asyncio.wait_for(ws.recv(), 15) == fallback
         await clients[1].send(json.dumps({"action": "ping"}))       # one-way now: nothing back
         await clients[1].send(json.dumps({"action": "whoami"}))
         assert json.loads(await asyncio.wait_for(clients[1].recv(), 15))["routeKey"] == "whoami"

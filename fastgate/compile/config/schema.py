@@ -383,9 +383,11 @@ class WsHttpIntegration(_Section, kw_only=True, tag="http", tag_field="type"):
 
 class WsMockIntegration(_Section, kw_only=True, tag="mock", tag_field="type"):
     """MOCK: answered by the gateway; `status` allows or refuses $connect, `body` goes back
-    as it is on a two-way route."""
+    as it is on a two-way route, or `response_template` rendered (Velocity over $input — the
+    message —, $context, $stageVariables, $util)."""
     status: Status = 200
     body: str = ""
+    response_template: str | None = None
 
 
 WsIntegration = Union[WsFunctionIntegration, WsHttpProxyIntegration, WsHttpIntegration, WsMockIntegration]

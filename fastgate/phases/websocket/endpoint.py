@@ -248,8 +248,8 @@ class StageEndpoint:
                                   "requestId": request_id}).decode())
             return
         event = message_event(info, route.key, request_id, new_request_id(), epoch_ms_now(), payload) \
-            if route.integration.kind in ("function", "http") else None
-        if route.integration.kind == "http":
+            if route.integration.needs_event else None
+        if event is not None and route.integration.kind != "function":
             event["stageVariables"] = self.variables      # ($stageVariables in its templates)
 
         info.inflight += 1

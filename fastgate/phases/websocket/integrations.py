@@ -90,14 +90,28 @@ class RouteIntegration:
         self.status = status
         self.body = body                  # a mock's answer, as it is
         self.request_template = request_template     # "http": compiled Velocity, or None
-        self.response_template = response_template
+        self.response_template = response_template   # "http", "mock": compiled Velocity, or None
+        # whether a message's call needs its event (a mock without a template does not: PERF)
+        self.needs_event = kind in ("function", "http") or response_template is not None
 
     def call(self, runtime, event: dict, request_id: str, done, *, message=None,
              headers: list | None = None) -> None:
         """Run it; done(result, error) follows (at once for a mock). `message` is the raw
         message (HTTP_PROXY's body); `headers` the $connect request's (HTTP_PROXY)."""
         if self.kind == "mock":
-            done({"statusCode": self.status, "body": self.body or None}, None)
+            body = self.body or None
+            if self.response_template is not None:
+                # Velocity over the message and its event ($input, $context), as AWS renders
+                # a MOCK's integration response template
+                try:
+                    from fastgate.phases.vtl import variables_of
+                    text = message.decode("utf-8", "replace") if isinstance(message, (bytes, bytearray, memoryview)) \
+                        else (message or "")
+                    body = self.response_template.merge(variables_of(event or {}, text))
+                except Exception as err:
+                    done(None, err)
+                    return
+            done({"statusCode": self.status, "body": body}, None)
             return
         if self.kind == "function":
             functions = runtime.functions()
