@@ -93,7 +93,15 @@ class WebSocketCompiler:
                 else:
                     ri = RouteIntegration(kind, url=integ.url, method=integ.method,
                                           timeout_ms=integ.timeout_ms, **templates)
-            ws_routes[key] = (ri, rc.route_response_selection_expression is not None)
+            models = None
+            if rc.model_selection_expression is not None and key not in ("$connect", "$disconnect"):
+                from fastgate.phases.websocket.models import RouteModels
+                try:
+                    models = RouteModels(rc.model_selection_expression, dict(rc.request_models),
+                                         dict(api.models))
+                except ValueError as e:
+                    error(("routes", key, "request_models"), str(e))
+            ws_routes[key] = (ri, rc.route_response_selection_expression is not None, models)
         connect = api.routes.get("$connect")
         checks = []
         if connect is not None and connect.auth is not None:
@@ -121,8 +129,8 @@ class WebSocketCompiler:
                     if throttle is not None and key not in ("$connect", "$disconnect") else []
                 return tuple(own + ([gateway_limiter] if gateway_limiter is not None
                                     and key != "$disconnect" else []))
-            stage_routes = {key: WsRoute(key, ri, two_way, message_limiters(key))
-                            for key, (ri, two_way) in ws_routes.items()}
+            stage_routes = {key: WsRoute(key, ri, two_way, message_limiters(key), models)
+                            for key, (ri, two_way, models) in ws_routes.items()}
             endpoint = StageEndpoint(self.runtime, api_id=api_id, name=api.name, stage=stage_name,
                                      selection=selection, routes=stage_routes, limits=limit_kw,
                                      credentials=self.credentials,
@@ -289,6 +297,9 @@ def websocket_api_from_state(doc: dict, stage_name: str, stage_doc: dict, functi
                for rr in (route.get("routeResponses") or {}).values()):
             # AWS passes the backend's answer on only through a route response
             rc["route_response_selection_expression"] = "$default"
+        if route.get("modelSelectionExpression") and key not in ("$connect", "$disconnect"):
+            rc["model_selection_expression"] = route["modelSelectionExpression"]
+            rc["request_models"] = dict(route.get("requestModels") or {})
         if key == "$connect":
             atype = route.get("authorizationType") or "NONE"
             if atype == "AWS_IAM":
@@ -316,7 +327,10 @@ def websocket_api_from_state(doc: dict, stage_name: str, stage_doc: dict, functi
                                "route_selection_expression": selection,
                                "api_key_selection_expression": doc.get("apiKeySelectionExpression")
                                or "$request.header.x-api-key",
-                               "routes": routes}, WebSocketApiConfig)
+                               "routes": routes,
+                               "models": {m["name"]: m.get("schema") or "{}"
+                                          for m in (doc.get("models") or {}).values()}},
+                              WebSocketApiConfig)
     except msgspec.ValidationError as e:
         raise ValueError(str(e)) from None
     return msgspec.structs.replace(api, stages={stage_name: stage})

@@ -686,3 +686,37 @@ def test_throttle_keys():
                  ("routes", 0, "throttle", "key"), '"claim:NAME"')
     assert_error(base + "    throttle: {rate: 1, burst: 1, key: 'query:x'}\n", 6, 35,
                  ("routes", 0, "throttle", "key"), '"header:NAME"')
+
+
+# --- websocket_apis: request models and route throttles ------------------------------
+
+WS = LISTEN + doc("""
+    websocket_apis:
+      - name: orders
+        models:
+          Order: {type: object, required: [qty]}
+        stages:
+          prod: {method_throttles: {order: {rate: 5, burst: 5}}}
+        routes:
+          order:
+            integration: {type: mock, body: ok}
+            model_selection_expression: $request.body.kind
+            request_models: {$default: Order}
+    """)
+
+
+def test_websocket_request_models_and_route_throttles():
+    cfg = load_config_text(WS, "gw.yaml").config
+    route = cfg.websocket_apis[0].routes["order"]
+    assert route.request_models == {"$default": "Order"}
+    assert cfg.websocket_apis[0].stages["prod"].method_throttles["order"].burst == 5
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("{$default: Order}", "{$default: Nope}", "unknown model 'Nope'"),
+    ("$request.body.kind", "$request.header.kind", "unsupported model selection expression"),
+    ("{order: {rate", "{nowhere: {rate", "no route 'nowhere'"),
+])
+def test_websocket_request_models_refused(old, new, fragment):
+    e = error(WS.replace(old, new))
+    assert fragment in e.message, str(e)

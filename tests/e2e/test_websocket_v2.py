@@ -352,8 +352,18 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                          RouteSelectionExpression="$request.body.action")["ApiId"]
     mock_route(c, keyed, "$connect", ApiKeyRequired=True)
     mock_route(c, keyed, "ping", body="pong")
+    # request validation: the model the message's "kind" names, else the $default model
+    c.create_model(ApiId=keyed, Name="Order", ContentType="application/json", Schema=json.dumps(
+        {"type": "object", "required": ["qty"], "properties": {"qty": {"type": "integer"}}}))
+    c.create_model(ApiId=keyed, Name="Any", ContentType="application/json",
+                   Schema=json.dumps({"type": "object"}))
+    mock_route(c, keyed, "order", body="ordered", ModelSelectionExpression="$request.body.kind",
+               RequestModels={"strict": "Order", "$default": "Any"})
+    assert error(c.create_route, ApiId=keyed, RouteKey="bad", RequestModels={"$default": "Nope"},
+                 ModelSelectionExpression="$default")[0] == "BadRequestException"
     c.create_stage(ApiId=keyed, StageName="live", AutoDeploy=True,
-                   DefaultRouteSettings={"ThrottlingRateLimit": 0.01, "ThrottlingBurstLimit": 2})
+                   DefaultRouteSettings={"ThrottlingRateLimit": 0.01, "ThrottlingBurstLimit": 2},
+                   RouteSettings={"order": {"ThrottlingRateLimit": 100.0, "ThrottlingBurstLimit": 100}})
     rest = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
                         region_name=REGION, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
                         config=Config(retries={"max_attempts": 1}))
@@ -417,6 +427,15 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                 answers.append(await asyncio.wait_for(ws.recv(), 15))
             assert answers[:2] == ["pong", "pong"]
             assert json.loads(answers[3])["message"] == "Too Many Requests"
+            async def order(msg) -> str:
+                await ws.send(msg)
+                return await asyncio.wait_for(ws.recv(), 15)
+            assert await order(json.dumps({"action": "order", "kind": "strict", "qty": 2})) == "ordered"
+            assert await order(json.dumps({"action": "order", "kind": "loose"})) == "ordered"
+            for bad in (json.dumps({"action": "order", "kind": "strict", "qty": "two"}),
+                        json.dumps({"action": "order", "kind": "strict"})):
+                frame = json.loads(await order(bad))
+                assert frame["message"] == "Invalid request body" and frame["connectionId"]
         assert await status(f"{base}/v1") == 403            # AWS_IAM: unsigned
         async with connect(f"{base}/v1", open_timeout=15,
                            additional_headers=signed_headers(f"http://127.0.0.1:{gw.port}/v1")) as ws:

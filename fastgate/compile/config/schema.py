@@ -401,6 +401,10 @@ class WebSocketRouteConfig(_Section, kw_only=True):
     route_response_selection_expression: Literal["$default"] | None = None
     auth: dict[str, Any] | None = None    # $connect only: as routes' auth (lambda, iam, ...)
     api_key_required: bool = False        # $connect only: a key of a usage plan of the stage
+    # request validation of its messages: the expression ($default, or $request.body.NAME)
+    # picks a key of request_models (else its $default), whose model the message must match
+    model_selection_expression: str | None = None
+    request_models: dict[str, str] = {}   # selection key -> a name of the API's models
 
 
 class WebSocketLimits(_Section, kw_only=True):
@@ -420,6 +424,7 @@ class WebSocketApiConfig(_Section, kw_only=True):
     route_selection_expression: str = "$request.body.action"
     api_key_selection_expression: str = "$request.header.x-api-key"
     routes: dict[str, WebSocketRouteConfig]
+    models: dict[str, Any] = {}           # name -> JSON schema (draft 4 unless it says), for request_models
     stages: Annotated[dict[str, StageConfig], Meta(min_length=1)] = field(
         default_factory=lambda: {"production": StageConfig()})
     limits: WebSocketLimits = field(default_factory=WebSocketLimits)

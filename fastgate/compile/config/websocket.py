@@ -67,6 +67,19 @@ def check_websocket_apis(checker, cfg) -> None:
                 checker.fail(rp + ("api_key_required",), "only $connect checks an API key (as on AWS)")
             if route.auth is not None and key != "$connect":
                 checker.fail(rp + ("auth",), "only $connect has an authorizer (as on AWS)")
+            if route.model_selection_expression is not None:
+                if key in ("$connect", "$disconnect"):
+                    checker.fail(rp + ("model_selection_expression",),
+                                 "request models validate messages: not on $connect or $disconnect")
+                from fastgate.phases.websocket.models import selection_of
+                checker.attempt(rp + ("model_selection_expression",), selection_of,
+                                route.model_selection_expression)
+                for mkey, name in route.request_models.items():
+                    if name not in api.models:
+                        checker.fail(rp + ("request_models", mkey), f"unknown model {name!r} "
+                                     f"(models: {', '.join(sorted(api.models)) or 'none'})")
+            elif route.request_models:
+                checker.fail(rp + ("request_models",), "needs model_selection_expression")
             if route.route_response_selection_expression is not None and key == "$disconnect":
                 checker.fail(rp + ("route_response_selection_expression",),
                              "$disconnect cannot answer: the connection is gone")

@@ -65,6 +65,14 @@ def check_ws_route_key(key) -> str:
     return key
 
 
+def check_model_names(api: dict, models: dict) -> None:
+    """Request or response models ({key: model name}) name models of the API."""
+    names = {m["name"] for m in api["models"].values()}
+    for name in models.values():
+        if name not in names:
+            raise BadRequest(f"Invalid model specified: {name}")
+
+
 def check_ws_route(api: dict, route: dict) -> None:
     """A WebSocket route's own rules: authorization and API keys only on $connect, the
     route response selection expression $default (or none), never on $disconnect."""
@@ -83,6 +91,13 @@ def check_ws_route(api: dict, route: dict) -> None:
                          "support only $default")
     if expr is not None and key == "$disconnect":
         raise BadRequest("The $disconnect route cannot have a route response")
+    if route.get("modelSelectionExpression") is not None:
+        from fastgate.phases.websocket.models import selection_of
+        try:
+            selection_of(route["modelSelectionExpression"])
+        except ValueError as e:
+            raise BadRequest(f"Invalid model selection expression: {e}") from None
+    check_model_names(api, route.get("requestModels") or {})
 
 
 def check_ws_integration(integ: dict) -> None:
@@ -193,9 +208,7 @@ def _check_route_response(api: dict, route: dict, rr: dict) -> None:
         raise BadRequest("Only the $default route response is supported for WebSocket APIs")
     if route["routeKey"] == "$disconnect":
         raise BadRequest("The $disconnect route cannot have a route response")
-    for name in (rr.get("responseModels") or {}).values():
-        if not any(m["name"] == name for m in api["models"].values()):
-            raise BadRequest(f"Invalid model specified: {name}")
+    check_model_names(api, rr.get("responseModels") or {})
 
 
 def _check_integration_response(api: dict, integ: dict, ir: dict) -> None:

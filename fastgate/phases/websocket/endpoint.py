@@ -43,20 +43,22 @@ from fastgate.phases.websocket.integrations import result_body, result_status
 # Requests" (a read of 64 KiB can hold thousands of tiny frames).
 HOLD_AT = 64
 REFUSE_AT = 256
-ERROR_KINDS = ("protocol", "too_big", "route", "integration", "refused", "gone", "throttled")
+ERROR_KINDS = ("protocol", "too_big", "route", "integration", "refused", "gone", "throttled",
+               "invalid")
 JSON = (b"Content-Type", b"application/json")
 
 
 class WsRoute:
     """One route of the stage: its key, integration and whether it answers (two-way)."""
 
-    __slots__ = ("key", "integration", "two_way", "limiters")
+    __slots__ = ("key", "integration", "two_way", "limiters", "models")
 
-    def __init__(self, key: str, integration, two_way: bool, limiters: tuple = ()):
+    def __init__(self, key: str, integration, two_way: bool, limiters: tuple = (), models=None):
         self.key = key
         self.integration = integration
         self.two_way = two_way
         self.limiters = limiters     # fastgate._core.throttle.Limiter: the stage's, per route, then the gateway's
+        self.models = models         # fastgate.phases.websocket.models.RouteModels, or None
 
 
 class StageMetrics:
@@ -245,6 +247,12 @@ class StageEndpoint:
         if info.inflight >= REFUSE_AT or not all(lim.take_for(b"")[0] for lim in route.limiters):
             self.metrics.error("throttled")
             ws.send(orjson.dumps({"message": "Too Many Requests", "connectionId": info.connection_id,
+                                  "requestId": request_id}).decode())
+            return
+        if route.models is not None and not route.models.valid(text, payload):
+            # AWS's request validation: the "Bad request body" answer, the route not called
+            self.metrics.error("invalid")
+            ws.send(orjson.dumps({"message": "Invalid request body", "connectionId": info.connection_id,
                                   "requestId": request_id}).decode())
             return
         event = message_event(info, route.key, request_id, new_request_id(), epoch_ms_now(), payload) \
