@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+from pathlib import Path
 
 import boto3
 import pytest
@@ -19,7 +22,7 @@ from botocore.exceptions import ClientError
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from conftest import wait_until
+from conftest import ROOT, wait_until
 from test_websocket_api import CHAT, ENV, KEY_ID, SECRET, mgmt, owner_pid
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -501,4 +504,48 @@ def test_authorizer_result_cache_and_reset(gateway, tmp_path):
                 break
             await asyncio.sleep(0.25)
         assert called() == 2
+    run(scenario())
+
+
+def test_aws_cli_makes_a_websocket_api(gateway, tmp_path):
+    """The issue's own command: `aws apigatewayv2 create-api --protocol-type WEBSOCKET
+    --route-selection-expression '$request.body.action'`, then a route, a stage and a
+    deployment with the CLI; a client talks to it."""
+    gw = gateway(gateway_config(tmp_path), workers=1, env=ENV)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull,
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+    def aws(*args: str) -> dict:
+        out = subprocess.run([str(Path(ROOT) / ".venv" / "bin" / "aws"), "apigatewayv2", *args,
+                              "--endpoint-url", f"http://127.0.0.1:{gw.admin_port}",
+                              "--output", "json"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+    api = aws("create-api", "--name", "cli-chat", "--protocol-type", "WEBSOCKET",
+              "--route-selection-expression", "$request.body.action")
+    assert api["ProtocolType"] == "WEBSOCKET"
+    assert api["RouteSelectionExpression"] == "$request.body.action"
+    api_id = api["ApiId"]
+    integ = aws("create-integration", "--api-id", api_id, "--integration-type", "AWS_PROXY",
+                "--integration-uri", fn_arn("whoami"))
+    route = aws("create-route", "--api-id", api_id, "--route-key", "$default",
+                "--target", f"integrations/{integ['IntegrationId']}")
+    aws("create-route-response", "--api-id", api_id, "--route-id", route["RouteId"],
+        "--route-response-key", "$default")
+    aws("create-stage", "--api-id", api_id, "--stage-name", "dev")
+    aws("create-deployment", "--api-id", api_id, "--stage-name", "dev")
+
+    async def scenario():
+        for _ in range(60):
+            try:
+                ws = await connect(f"ws://127.0.0.1:{gw.port}/dev", open_timeout=15)
+                break
+            except InvalidStatus:
+                await asyncio.sleep(0.25)
+        async with ws:
+            await ws.send("hello")
+            me = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            assert me["apiId"] == api_id and me["routeKey"] == "$default" and me["stage"] == "dev"
     run(scenario())
