@@ -229,6 +229,11 @@ def test_chat_made_with_apigatewayv2(gateway, tmp_path, upstream):
         api = mgmt(gw)
         info = await asyncio.to_thread(api.get_connection, ConnectionId=ids[0])
         assert info["Identity"]["SourceIp"] == "127.0.0.1"
+        # and on the admin listener
+        admin = mgmt(gw, port=gw.admin_port)
+        # (ids[i] is clients[i + 1]'s: the first client's id was never asked)
+        await asyncio.to_thread(admin.post_to_connection, ConnectionId=ids[0], Data=b"from admin")
+        assert await asyncio.wait_for(clients[1].recv(), 15) == "from admin"
         for ws in clients:
             await ws.close()
         return ids
