@@ -102,7 +102,7 @@ def build_chat(c, upstream_url: str) -> tuple[str, dict]:
                                   ResponseTemplates={"$default": "pong"})
     http = c.create_integration(
         ApiId=api_id, IntegrationType="HTTP", IntegrationMethod="POST",
-        IntegrationUri=f"{upstream_url}/echo/mapped",
+        IntegrationUri=upstream_url + "/echo/${stageVariables.where}",
         RequestTemplates={"$default": '{"who": "$context.connectionId", "data": $input.json("$.data")}'})
     c.create_integration_response(
         ApiId=api_id, IntegrationId=http["IntegrationId"], IntegrationResponseKey="/2\\d\\d/",
@@ -134,7 +134,7 @@ def test_chat_made_with_apigatewayv2(gateway, tmp_path, upstream):
     c = v2(gw)
     api_id, routes = build_chat(c, upstream.url)
     # a stage without a deployment is not served; the deployment is
-    c.create_stage(ApiId=api_id, StageName="prod")
+    c.create_stage(ApiId=api_id, StageName="prod", StageVariables={"where": "mapped"})
     dep = c.create_deployment(ApiId=api_id, StageName="prod", Description="first")
     assert dep["DeploymentStatus"] == "DEPLOYED"
     assert c.get_stage(ApiId=api_id, StageName="prod")["DeploymentId"] == dep["DeploymentId"]

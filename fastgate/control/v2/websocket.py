@@ -118,7 +118,7 @@ def check_ws_integration(integ: dict) -> None:
                              "needs a Lambda function ARN")
         integ.setdefault("integrationMethod", "POST")
     elif itype in ("HTTP", "HTTP_PROXY"):
-        if not uri or not re.match(r"^https?://[^/?#\s]+", uri):
+        if not uri or not (re.match(r"^https?://[^/?#\s]+", uri) or uri.startswith("${stageVariables.")):
             raise BadRequest(f"Invalid HTTP endpoint specified for URI: {uri}")
         method = integ.setdefault("integrationMethod", "POST")
         if not (isinstance(method, str) and method.isalpha() and method.isupper()):
