@@ -88,6 +88,16 @@ class WebSocketCompiler:
                             templates[name] = compile_template(text, f"routes.{key}.integration.{name}")
                         except MappingError as e:
                             error(("routes", key, "integration", name), str(e))
+                if kind == "http" and integ.response_templates:
+                    from fastgate.compile.config.websocket import status_pattern
+                    by_status = []
+                    for pattern, text in integ.response_templates.items():
+                        try:
+                            by_status.append((status_pattern(pattern), compile_template(
+                                text, f"routes.{key}.integration.response_templates.{pattern}")))
+                        except (MappingError, ValueError) as e:
+                            error(("routes", key, "integration", "response_templates", pattern), str(e))
+                    templates["response_templates"] = tuple(by_status)
                 if kind == "mock":
                     ri = RouteIntegration("mock", status=integ.status, body=integ.body, **templates)
                 else:
@@ -225,8 +235,8 @@ def _default_template(templates: dict | None) -> str | None:
 
 
 def _response_template(integ: dict) -> str | None:
-    """The response template of the integration response AWS picks for a success: the
-    `$default` one, else one whose key pattern matches 200."""
+    """The `$default` integration response's template (a MOCK's answer), else the one
+    whose key pattern matches 200."""
     responses = sorted((integ.get("integrationResponses") or {}).values(),
                        key=lambda r: r["integrationResponseKey"] != "$default")
     for ir in responses:
@@ -234,6 +244,23 @@ def _response_template(integ: dict) -> str | None:
         if key == "$default" or re.fullmatch(key[1:-1], "200"):
             return _default_template(ir.get("responseTemplates"))
     return None
+
+
+def _status_templates(integ: dict) -> tuple[str | None, dict]:
+    """An HTTP integration's integration responses as (the $default one's template, {/REGEX/:
+    template}), which the response's status selects among, as AWS's
+    ${integration.response.statuscode} selection does."""
+    default, by_status = None, {}
+    for ir in sorted((integ.get("integrationResponses") or {}).values(),
+                     key=lambda r: r["integrationResponseKey"]):
+        text = _default_template(ir.get("responseTemplates"))
+        if text is None:
+            continue
+        if ir["integrationResponseKey"] == "$default":
+            default = text
+        else:
+            by_status[ir["integrationResponseKey"]] = text
+    return default, by_status
 
 
 def _throttle(settings: dict | None):
@@ -283,7 +310,7 @@ def websocket_api_from_state(doc: dict, stage_name: str, stage_doc: dict, functi
                     "method": integ.get("integrationMethod") or "POST", "timeout_ms": timeout}
             if itype == "HTTP":
                 spec["request_template"] = _default_template(integ.get("requestTemplates"))
-                spec["response_template"] = _response_template(integ)
+                spec["response_template"], spec["response_templates"] = _status_templates(integ)
         elif itype == "MOCK":
             status = 200
             text = (integ.get("requestTemplates") or {}).get("$default")

@@ -720,3 +720,13 @@ def test_websocket_request_models_and_route_throttles():
 def test_websocket_request_models_refused(old, new, fragment):
     e = error(WS.replace(old, new))
     assert fragment in e.message, str(e)
+
+
+def test_websocket_http_response_templates_by_status():
+    text = WS.replace("integration: {type: mock, body: ok}",
+                      'integration: {type: http, url: "http://127.0.0.1:9/x", '
+                      'response_templates: {"/4\\\\d\\\\d/": nope}}')
+    route = load_config_text(text, "gw.yaml").config.websocket_apis[0].routes["order"]
+    assert route.integration.response_templates == {"/4\\d\\d/": "nope"}
+    e = error(text.replace('"/4\\\\d\\\\d/"', '"404"'))
+    assert "expected /REGEX/" in e.message, str(e)

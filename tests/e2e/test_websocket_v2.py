@@ -107,6 +107,14 @@ def build_chat(c, upstream_url: str) -> tuple[str, dict]:
     c.create_integration_response(
         ApiId=api_id, IntegrationId=http["IntegrationId"], IntegrationResponseKey="/2\\d\\d/",
         ResponseTemplates={"$default": '{"path": "$input.path(\'$.path\')"}'})
+    # the backend's status picks the integration response (AWS's
+    # ${integration.response.statuscode}), else $default
+    missing = c.create_integration(ApiId=api_id, IntegrationType="HTTP",
+                                   IntegrationUri=f"{upstream_url}/status/404")
+    for key, text in (("/2\\d\\d/", "found"), ("/4\\d\\d/", "nope at $context.routeKey"),
+                      ("$default", "other")):
+        c.create_integration_response(ApiId=api_id, IntegrationId=missing["IntegrationId"],
+                                      IntegrationResponseKey=key, ResponseTemplates={"$default": text})
     auth = c.create_authorizer(ApiId=api_id, Name="token", AuthorizerType="REQUEST",
                                AuthorizerUri=fn_arn("authorize"),
                                IdentitySource=["route.request.querystring.token"])
@@ -118,7 +126,8 @@ def build_chat(c, upstream_url: str) -> tuple[str, dict]:
             ("sendmessage", fn["send_message"], {}),
             ("whoami", fn["whoami"], {"RouteResponseSelectionExpression": "$default"}),
             ("ping", mock["IntegrationId"], {"RouteResponseSelectionExpression": "$default"}),
-            ("mapped", http["IntegrationId"], {"RouteResponseSelectionExpression": "$default"})):
+            ("mapped", http["IntegrationId"], {"RouteResponseSelectionExpression": "$default"}),
+            ("missing", missing["IntegrationId"], {"RouteResponseSelectionExpression": "$default"})):
         route = c.create_route(ApiId=api_id, RouteKey=key, Target=f"integrations/{target}", **extra)
         routes[key] = route["RouteId"]
         if "RouteResponseSelectionExpression" in extra:
@@ -188,6 +197,8 @@ def test_chat_made_with_apigatewayv2(gateway, tmp_path, upstream):
         assert await asyncio.wait_for(clients[1].recv(), 15) == "pong"
         await clients[1].send(json.dumps({"action": "mapped", "data": [1, 2]}))
         assert json.loads(await asyncio.wait_for(clients[1].recv(), 15)) == {"path": "/echo/mapped"}
+        await clients[1].send(json.dumps({"action": "missing"}))
+        assert await asyncio.wait_for(clients[1].recv(), 15) == "nope at missing"
         # no such route and no $default: AWS's Forbidden frame
         await clients[1].send(json.dumps({"action": "nowhere"}))
         assert json.loads(await asyncio.wait_for(clients[1].recv(), 15))["message"] == "Forbidden"

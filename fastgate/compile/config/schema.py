@@ -378,6 +378,9 @@ class WsHttpIntegration(_Section, kw_only=True, tag="http", tag_field="type"):
     method: str = "POST"
     request_template: str | None = None
     response_template: str | None = None
+    # integration responses by status: "/4\\d\\d/" (a regular expression the whole status
+    # matches) -> template; the first that matches is used, else response_template
+    response_templates: dict[str, str] = {}
     timeout_ms: Annotated[int, Meta(ge=50, le=29000)] = 29000
 
 

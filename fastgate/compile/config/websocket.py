@@ -12,6 +12,16 @@ STAGE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 RESERVED_ROUTES = ("$connect", "$disconnect", "$default")
 
 
+def status_pattern(key: str):
+    """An integration response key that selects by status: /REGEX/ -> the compiled regex."""
+    if len(key) < 3 or not (key.startswith("/") and key.endswith("/")):
+        raise ValueError(f"expected /REGEX/ matching a status code, e.g. /4\\d\\d/, got {key!r}")
+    try:
+        return re.compile(key[1:-1])
+    except re.error as e:
+        raise ValueError(f"{key!r}: {e}") from None
+
+
 def websocket_api_id(api) -> str:
     """The API's id: its own, else one derived from its name (10 characters, as AWS's)."""
     return api.id or hashlib.sha1(api.name.encode()).hexdigest()[:10]
@@ -63,6 +73,10 @@ def check_websocket_apis(checker, cfg) -> None:
                     checker.fail(rp + ("integration", "url"), f"expected an http(s) URL, got {integ.url!r}")
                 if not (integ.method.isupper() and integ.method.isalpha()):
                     checker.fail(rp + ("integration", "method"), "an upper-case HTTP method")
+            if kind == "http":
+                for pattern in integ.response_templates:
+                    checker.attempt(rp + ("integration", "response_templates", pattern),
+                                    status_pattern, pattern)
             if route.api_key_required and key != "$connect":
                 checker.fail(rp + ("api_key_required",), "only $connect checks an API key (as on AWS)")
             if route.auth is not None and key != "$connect":

@@ -81,7 +81,8 @@ class RouteIntegration:
 
     def __init__(self, kind: str, *, function: str | None = None, url: str | None = None,
                  method: str = "POST", timeout_ms: int = 29000, status: int = 200,
-                 body: str = "", request_template=None, response_template=None):
+                 body: str = "", request_template=None, response_template=None,
+                 response_templates: tuple = ()):
         self.kind = kind                  # "function" | "http_proxy" | "http" | "mock"
         self.function = function
         self.url = url
@@ -91,6 +92,9 @@ class RouteIntegration:
         self.body = body                  # a mock's answer, as it is
         self.request_template = request_template     # "http": compiled Velocity, or None
         self.response_template = response_template   # "http", "mock": compiled Velocity, or None
+        # "http": ((compiled status regex, compiled Velocity), ...): the first whose regex the
+        # response's status matches shapes the answer, else response_template
+        self.response_templates = response_templates
         # whether a message's call needs its event (a mock without a template does not: PERF)
         self.needs_event = kind in ("function", "http") or response_template is not None
 
@@ -147,7 +151,8 @@ class RouteIntegration:
             body = bytes(message)
         ns = None
         try:
-            if self.request_template is not None or self.response_template is not None:
+            if self.request_template is not None or self.response_template is not None \
+                    or self.response_templates:
                 from fastgate.phases.vtl import variables_of
                 ns = variables_of(event or {}, body.decode("utf-8", "replace"))
             if self.request_template is not None:
@@ -155,9 +160,14 @@ class RouteIntegration:
             status, _, out = await http_exchange(self.method, self.url, headers or [], body,
                                                  self.timeout_ms / 1000)
             text = out.decode("utf-8", "replace")
-            if self.response_template is not None:
+            template = self.response_template
+            for pattern, candidate in self.response_templates:
+                if pattern.fullmatch(str(status)):
+                    template = candidate
+                    break
+            if template is not None:
                 ns["input"] = ns["input"].with_body(text)
-                text = self.response_template.merge(ns)
+                text = template.merge(ns)
         except Exception as err:      # a template's error too: the route's error frame
             done(None, err)
             return
