@@ -234,18 +234,6 @@ def _default_template(templates: dict | None) -> str | None:
     return next(iter(templates.values())) if len(templates) == 1 else None
 
 
-def _response_template(integ: dict) -> str | None:
-    """The `$default` integration response's template (a MOCK's answer), else the one
-    whose key pattern matches 200."""
-    responses = sorted((integ.get("integrationResponses") or {}).values(),
-                       key=lambda r: r["integrationResponseKey"] != "$default")
-    for ir in responses:
-        key = ir["integrationResponseKey"]
-        if key == "$default" or re.fullmatch(key[1:-1], "200"):
-            return _default_template(ir.get("responseTemplates"))
-    return None
-
-
 def _status_templates(integ: dict) -> tuple[str | None, dict]:
     """An HTTP integration's integration responses as (the $default one's template, {/REGEX/:
     template}), which the response's status selects among, as AWS's
@@ -316,7 +304,11 @@ def websocket_api_from_state(doc: dict, stage_name: str, stage_doc: dict, functi
             text = (integ.get("requestTemplates") or {}).get("$default")
             if text:
                 status = int(json.loads(text).get("statusCode", 200))
-            spec = {"type": "mock", "status": status, "response_template": _response_template(integ)}
+            # a MOCK's status selects its integration response as an HTTP response's does
+            default, by_status = _status_templates(integ)
+            chosen = next((t for k, t in by_status.items() if re.fullmatch(k[1:-1], str(status))),
+                          default)
+            spec = {"type": "mock", "status": status, "response_template": chosen}
         else:
             raise ValueError(f"route {key}: integration type {itype} is not served")
         rc: dict = {"integration": spec}

@@ -378,11 +378,17 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                    Schema=json.dumps({"type": "object"}))
     mock_route(c, keyed, "order", body="ordered", ModelSelectionExpression="$request.body.kind",
                RequestModels={"strict": "Order", "$default": "Any"})
+    # a MOCK's statusCode selects its integration response: /2\d\d/ before $default
+    rid = mock_route(c, keyed, "both", body="fallback")
+    both = c.get_route(ApiId=keyed, RouteId=rid)["Target"].split("/")[1]
+    c.create_integration_response(ApiId=keyed, IntegrationId=both, IntegrationResponseKey="/2\\d\\d/",
+                                  ResponseTemplates={"$default": "two hundred"})
     assert error(c.create_route, ApiId=keyed, RouteKey="bad", RequestModels={"$default": "Nope"},
                  ModelSelectionExpression="$default")[0] == "BadRequestException"
     c.create_stage(ApiId=keyed, StageName="live", AutoDeploy=True,
                    DefaultRouteSettings={"ThrottlingRateLimit": 0.01, "ThrottlingBurstLimit": 2},
-                   RouteSettings={"order": {"ThrottlingRateLimit": 100.0, "ThrottlingBurstLimit": 100}})
+                   RouteSettings={k: {"ThrottlingRateLimit": 100.0, "ThrottlingBurstLimit": 100}
+                                  for k in ("order", "both")})
     rest = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
                         region_name=REGION, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
                         config=Config(retries={"max_attempts": 1}))
@@ -446,6 +452,8 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                 answers.append(await asyncio.wait_for(ws.recv(), 15))
             assert answers[:2] == ["pong", "pong"]
             assert json.loads(answers[3])["message"] == "Too Many Requests"
+            await ws.send(json.dumps({"action": "both"}))
+            assert await asyncio.wait_for(ws.recv(), 15) == "two hundred"
             async def order(msg) -> str:
                 await ws.send(msg)
                 return await asyncio.wait_for(ws.recv(), 15)
