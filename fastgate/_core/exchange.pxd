@@ -6,7 +6,7 @@
 #
 # Python code a phase runs (fastgate.phases: access checks, Redis throttles and cache,
 # functions) gets the Exchange as its `conn` and answers through its def methods below
-# (access_done, throttle_done, cache_done, deny, function_*, integration_done).
+# (access_done, throttle_done, cache_done, deny, function_*, integration_done, websocket_accept).
 
 from fastgate._core.keys cimport KeyGate
 from fastgate._core.pipeline cimport RequestContext, Route
@@ -51,4 +51,5 @@ cdef class Exchange:
     cdef void respond_mock(self, RequestContext ctx)
     cdef void respond_mock_vtl(self, RequestContext ctx, Route route)
     cdef void start_function(self, RequestContext ctx)
+    cdef void start_websocket(self, RequestContext ctx)
     cdef void respond_echo(self, RequestContext ctx)

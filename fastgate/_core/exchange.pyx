@@ -20,6 +20,7 @@ from fastgate._core.pipeline cimport (
     ApiStage, Mount, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
     INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION, INTEGRATION_PYTHON,
+    INTEGRATION_WEBSOCKET,
     PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE, PHASE_REQUEST_TRANSFORM, PHASE_CACHE,
     PHASE_INTEGRATION, WAIT_NONE, WAIT_BODY, WAIT_ACCESS, WAIT_THROTTLE, WAIT_CACHE,
 )
@@ -27,13 +28,14 @@ from fastgate._core.proxy cimport (
     UpstreamConnection, upstream_request_head, RETRY_BODY_MAX, BUFFER_HIGH,
 )
 from fastgate._core.router cimport Router
-from fastgate._core.runtime cimport DL_BODY, DL_NONE, PAUSE_NOT_READY
+from fastgate._core.runtime cimport DL_BODY, DL_NONE, PAUSE_NOT_READY, PAUSE_PIPELINE
 from fastgate._core.snapshot cimport Snapshot
 from fastgate._core.throttle cimport (
     Limiter, ThrottleResult, LIMIT_CLIENT_IP, LIMIT_HEADER, LIMIT_CLAIM, claim_key,
     monotonic_ns as throttle_now_ns, epoch_s as throttle_epoch_s,
 )
 from fastgate._core.tracing cimport Trace
+from fastgate._core.websocket cimport WebSocket
 
 
 cdef inline bint prefix_matches(bytes path, bytes prefix):
@@ -578,6 +580,8 @@ cdef class Exchange:
             self.respond_echo(ctx)
         elif integration == INTEGRATION_FUNCTION or integration == INTEGRATION_PYTHON:
             self.start_function(ctx)
+        elif integration == INTEGRATION_WEBSOCKET:
+            self.start_websocket(ctx)
 
     cdef void respond_mock(self, RequestContext ctx):
         cdef Route route = ctx.route
@@ -680,6 +684,48 @@ cdef class Exchange:
         if ctx is not self.down.ctx or self.down.closed:
             return
         self.out.end_stream(ctx, error_type, detail)
+
+    cdef void start_websocket(self, RequestContext ctx):
+        """A WebSocket API's stage URL (the upgrade: $connect) or its @connections API: the
+        stage's Python endpoint answers, through function_done() (a refusal, an @connections
+        answer) or websocket_accept() (the 101)."""
+        if ctx.integration_start > 0:
+            return      # (as start_function: the request was whole at head-complete already)
+        ctx.integration_start = monotonic()
+        body = b"".join(ctx.body_chunks) if ctx.body_chunks else b""
+        ctx.body_chunks = []
+        self.down.deadline_kind = DL_NONE   # the endpoint bounds its integration itself
+        ctx.route.websocket.start(self, ctx, body)
+
+    def websocket_accept(self, RequestContext ctx, handler, str connection_id, bytes accept,
+                         bytes protocol=None, **limits):
+        """$connect allowed the connection: the 101, then this connection speaks WebSocket
+        (websocket.pxd); the request is logged now and let go (an idle connection holds
+        only its WebSocket). The WebSocket, or None when the client went away meanwhile."""
+        cdef Downstream down = self.down
+        cdef WebSocket ws
+        if ctx is not down.ctx or down.closed or ctx.responding:
+            return None
+        ctx.integration_end = monotonic()
+        ctx.status = 101
+        ctx.responding = True
+        head = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: ", accept, b"\r\n"]
+        if protocol:
+            head += [b"Sec-WebSocket-Protocol: ", protocol, b"\r\n"]
+        head += [b"Date: ", self.worker.date, b"\r\nx-amzn-RequestId: ", ctx.request_id, b"\r\n\r\n"]
+        down.send(b"".join(head))
+        ws = WebSocket(down, handler, connection_id, **limits)
+        down.ws = ws
+        self.out.log(ctx)
+        down.served += 1
+        down.ctx = None
+        down.set_pause(PAUSE_PIPELINE, False)
+        if down.early_tunnel:
+            early, down.early_tunnel = down.early_tunnel, None
+            ws.feed(early)
+        down.uncork()
+        return ws
 
     cdef void respond_echo(self, RequestContext ctx):
         """The request as the integration would have received it, after transforms, as JSON."""

@@ -54,6 +54,8 @@ cpdef enum Integration:
     INTEGRATION_PYTHON = 4    # Python the route carries (Route.runner: AWS services, Lambda non-proxy,
                               # fastgate.phases.aws): runner.start(exchange, ctx, body) once the body
                               # is whole; it answers through Exchange.integration_done
+    INTEGRATION_WEBSOCKET = 5  # a WebSocket API's stage URL (the upgrade, $connect) or its
+                               # @connections API: Route.websocket answers (fastgate.phases.websocket)
 
 
 cdef class ApiStage:
@@ -147,6 +149,8 @@ cdef class Route:
                                               # (usage plan, method/stage, gateway); () = no throttle
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes
     cdef readonly str resource_path           # "/pets/{id}" ($context.resourcePath)
+    cdef readonly object websocket            # INTEGRATION_WEBSOCKET: the stage's
+                                              # fastgate.phases.websocket.StageEndpoint
 
 
 cdef class RequestContext:

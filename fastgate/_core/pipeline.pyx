@@ -147,7 +147,7 @@ cdef class Route:
                  str resource_path="", str function_name=None, bint payload_v2=False,
                  tuple binary_media_types=(), tuple limiters=(), access=None, validator=None,
                  query_mapping=None, bint drop_query=False, cache=None, key_gate=None,
-                 runner=None):
+                 runner=None, websocket=None):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -181,6 +181,7 @@ cdef class Route:
         self.drop_query = drop_query
         self.cache = cache
         self.runner = runner
+        self.websocket = websocket
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"

@@ -10,7 +10,7 @@ from fastgate._core.buffers cimport Buf, buf_bytes, buf_put
 from fastgate._core.cache cimport SharedCache, RouteCache
 from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.fields cimport (
-    H_CONNECTION, H_CONTENT_LENGTH, H_DATE, classify, classify_ptr, chunk_frame,
+    H_CONNECTION, H_CONTENT_LENGTH, H_DATE, H_UPGRADE, classify, classify_ptr, chunk_frame,
     connection_tokens, drop_named, forwarded_response_header,
 )
 from fastgate._core.headers cimport HeaderTransform, Template
@@ -503,8 +503,8 @@ cdef class Responder:
                 if not rest:
                     continue
                 put(h, b"x-amzn-Remapped-")
-            elif not forwarded_response_header(kind):
-                continue
+            elif not forwarded_response_header(kind) and not (status == 426 and kind == H_UPGRADE):
+                continue    # (a 426 names the protocol to upgrade to: RFC 9110 section 15.5.22)
             put(h, <bytes>pair[0])
             put(h, b": ")
             put(h, <bytes>pair[1])

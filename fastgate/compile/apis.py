@@ -143,6 +143,8 @@ class Compiler:
         self.stage_logs: dict = {}              # (destination, format) -> AccessLog, shared by stages
         self.host_rules: dict = {}              # custom domain (bytes) -> its routing rules (compile_state)
         self.warnings: list[str] = []
+        # () -> the snapshot's fastgate.compile.websocket.WebSocketCompiler (made on first use)
+        self.websocket = None
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -648,12 +650,19 @@ def compile_state(state, compiler: Compiler):
                               f"does not exist; stage not served")
                 continue
             variables, settings = stage_serving(st)
-            main = compiler.api_stage(dep.get("api", api), name, dep["id"], variables,
-                                      method_settings=settings, stage_doc=st)
+            doc = dep.get("api", api)
+            if doc.get("protocolType") == "WEBSOCKET":
+                # an apigatewayv2 WebSocket API: the WebSocket data plane serves it
+                main = compiler.websocket().compile_deployed(doc, name, st, compiler.functions)
+                if main is None:
+                    continue
+            else:
+                main = compiler.api_stage(doc, name, dep["id"], variables,
+                                          method_settings=settings, stage_doc=st)
             stages_out.append(main)
             canary = None
             percent = 0.0
-            cs = st.get("canarySettings")
+            cs = st.get("canarySettings") if doc.get("protocolType") != "WEBSOCKET" else None
             if cs:
                 cdep = deployments.get(cs.get("deploymentId")) if cs.get("deploymentId") else dep
                 if cdep is None:

@@ -199,6 +199,17 @@ def _build_snapshot(loaded, metrics, open_logs, warn, services) -> Snapshot:
         services.configure_aws(config.aws)
     except ValueError as e:
         raise loaded.error(("aws",), str(e)) from None
+    websocket = None
+
+    def websocket_compiler():
+        nonlocal websocket
+        if websocket is None:
+            from fastgate.compile.websocket import WebSocketCompiler
+            websocket = WebSocketCompiler(
+                loaded, routes=routes, series=series, metrics=metrics, services=services,
+                iam_credentials=iam, gateway_limiter=gateway_limiter, key_index=key_index,
+                serve=open_logs, warn=warn)
+        return websocket
     if loaded.state is not None and loaded.state.apis:
         from fastgate.compile.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
@@ -206,12 +217,24 @@ def _build_snapshot(loaded, metrics, open_logs, warn, services) -> Snapshot:
                             gateway_limiter=gateway_limiter, services=services,
                             iam_credentials=iam, key_index=key_index,
                             gateway_log=config.access_log.destination, open_logs=open_logs)
+        compiler.websocket = websocket_compiler
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
                       stages=stages, host_rules=compiler.host_rules)
         if warn is not None:
             for w in compiler.warnings:
                 warn(w)
+    if config.websocket_apis:
+        ws_api, ws_any, ws_stages = websocket_compiler().compile_config()
+        any_mounts = mounts.get("any_mounts", []) + ws_any
+        any_mounts.sort(key=lambda m: -len(m.prefix))
+        api_mounts = dict(mounts.get("api_mounts", {}))
+        for api_id, lst in ws_api.items():
+            api_mounts[api_id] = sorted(api_mounts.get(api_id, []) + lst, key=lambda m: -len(m.prefix))
+        mounts.update(any_mounts=any_mounts, api_mounts=api_mounts,
+                      stages=mounts.get("stages", []) + ws_stages)
+    if websocket is not None:
+        websocket.finish()
     tls = None
     if loaded.state is not None and loaded.state.domains:
         from fastgate.compile.tls import build_tls_state

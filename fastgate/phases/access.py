@@ -43,6 +43,7 @@ class Services:
         self.cache_redis = None             # fastgate.phases.cache_redis.CacheSharing, likewise
         self._aws = None                    # fastgate.phases.aws.client.AwsClients (AWS integrations)
         self._aws_cfg = None                # ... from the config's `aws:` section
+        self.websockets = None              # fastgate.phases.websocket.endpoint.WebSocketRuntime
 
     def configure_redis(self, cfg) -> None:
         """Throttles and cached responses in Redis (config `redis:`); kept across

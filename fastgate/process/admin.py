@@ -25,6 +25,7 @@ from fastgate.observability.log import log, set_role
 MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
 # request bodies: each control operation has its own cap (fastgate.control.api, ControlAPI.admit)
 ADMIN_PATH_BODY_MAX = 65536         # bytes: /metrics, /healthz, the dashboard take no body
+CONNECTIONS_BODY_MAX = 1048576      # bytes of a PostToConnection body (the API's limit answers 413 too)
 # Bodies read before their signature can be checked (SigV4 signs the body's hash, which
 # AWS clients do not send in a header) share this many bytes over all connections; a body
 # that does not fit waits for one that is being read, then gets 429.
@@ -37,7 +38,7 @@ LINGER_S = 5.0
 REASONS = {200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content", 400: b"Bad Request",
            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
            409: b"Conflict", 411: b"Length Required", 413: b"Payload Too Large",
-           429: b"Too Many Requests", 500: b"Internal Server Error", 503: b"Service Unavailable"}
+           410: b"Gone", 429: b"Too Many Requests", 500: b"Internal Server Error", 503: b"Service Unavailable"}
 ADMIN_PATHS = (b"/metrics", b"/healthz", b"/health", b"/routes")
 
 
@@ -171,6 +172,7 @@ class Admin:
         self.cache_flusher = None   # fastgate.phases.cache_redis.CacheFlusher when the config names a Redis
         self.loop = None
         self.unverified = ByteBudget(UNVERIFIED_BODY_BUDGET)
+        self.connections = None     # fastgate.phases.websocket.connections.ConnectionBus, on first use
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -201,6 +203,8 @@ class Admin:
         self.start_key_sync()
         self.start_fleet_sync()
         self.configure_cache_flusher()
+        if self.connections is not None:
+            self.connections.configure_redis(self.loaded.config.redis)
 
     def served_stages(self) -> set[tuple[str, str]]:
         state = self.loaded.state if self.loaded is not None else None
@@ -326,6 +330,13 @@ class Admin:
                     # the body cannot be delimited: the connection cannot carry another request
                     await self.send(writer, error[0], {"message": error[1]}, close=True)
                     return
+                if b"/@connections/" in target:
+                    if not await self.serve_connections(reader, writer, method, target, query,
+                                                        headers, length, close):
+                        return
+                    if close:
+                        return
+                    continue
                 dashboard = self.dashboard is not None and (
                     target == b"/dashboard" or target.startswith(b"/dashboard/"))
                 if not dashboard and target not in ADMIN_PATHS:
@@ -438,6 +449,42 @@ class Admin:
         await self.send_control_response(writer, response, close, method == b"HEAD")
         return True
 
+    async def serve_connections(self, reader, writer, method, target, query, headers, length: int,
+                                close: bool) -> bool:
+        """A WebSocket API's @connections call (docs/websocket.md), signed for execute-api by
+        the admin credentials or an iam_credentials key; the connection is found wherever it
+        lives (this host's workers, or other hosts through Redis). False: close the connection."""
+        from fastgate.compile.snapshot import iam_credentials_of
+        from fastgate.compile.websocket import admin_credentials
+        from fastgate.phases.websocket import management
+        from fastgate.phases.websocket.connections import ConnectionBus
+        m, path = method.decode("latin-1"), target.decode("latin-1")
+        call = management.parse_call(m, path)
+        if call is None:
+            return await self.serve_control(reader, writer, method, target, query, headers,
+                                            length, close)
+        if length > CONNECTIONS_BODY_MAX:
+            await self.refuse(reader, writer, length, 413, "PayloadTooLargeException", "Message too long")
+            return False
+        body = await read_body(reader, length)
+        credentials = admin_credentials(self.loaded.config)
+        credentials.update({k: v[0] for k, v in iam_credentials_of(self.loaded).items()})
+        answer = management.signature_error(m, path, query.decode("latin-1"), headers, body, credentials)
+        if answer is None:
+            if self.connections is None:
+                self.connections = ConnectionBus()
+                self.connections.configure_redis(self.loaded.config.redis)
+            op, stage, cid = call
+            try:
+                # the admin listener names no API: any API's connection of that stage
+                answer = management.response(op, *await self.connections.call(
+                    op, cid, body, f"/{stage}" if stage else ""))
+            except Exception as e:    # a bug in one call must not take the listener down
+                log(f"@connections error on {m} {path}: {e!r}")
+                answer = management.response(op, 500, b"")
+        await self.send_control_response(writer, answer, close, False)
+        return True
+
     async def send_control_response(self, writer, response, close: bool, head: bool) -> None:
         status, out_headers, out_body = response
         ctype = b"application/json"
@@ -456,8 +503,10 @@ class Admin:
                        extra: list[tuple[bytes, bytes]] = ()) -> None:
         reason = REASONS.get(status, b"Unknown")
         lines = b"".join(b"%s: %s\r\n" % kv for kv in extra)
-        writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-            status, reason, ctype, len(body), lines, b"Connection: close\r\n" if close else b""))
+        # (a 204 has no body and so no Content-Length: RFC 9110 section 8.6)
+        framing = b"" if status == 204 else b"Content-Type: %s\r\nContent-Length: %d\r\n" % (ctype, len(body))
+        writer.write(b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (
+            status, reason, framing, lines, b"Connection: close\r\n" if close else b""))
         if not head:
             writer.write(body)
         await writer.drain()

@@ -546,15 +546,16 @@ class Supervisor:
         total, own = open_connection_slots(self.metrics, worker_id)
         self.metrics.add(total, -self.metrics.get(own))
         self.metrics.set(own, 0)
-        # the same for its upstream connections, series by series: labels are sorted,
-        # so a worker's series is the total's label text + ',worker="N"'
-        totals = {text: slot for slot, text in self.metrics.series_of("fastgate_upstream_connections")}
+        # the same for its upstream and WebSocket API connections, series by series: labels
+        # are sorted, so a worker's series is the total's label text + ',worker="N"'
         suffix = f',worker="{worker_id}"'
-        for own, text in self.metrics.series_of("fastgate_worker_upstream_connections"):
-            total = totals.get(text[:-len(suffix)]) if text.endswith(suffix) else None
-            if total is not None:
-                self.metrics.add(total, -self.metrics.get(own))
-                self.metrics.set(own, 0)
+        for name in ("upstream_connections", "websocket_connections"):
+            totals = {text: slot for slot, text in self.metrics.series_of(f"fastgate_{name}")}
+            for own, text in self.metrics.series_of(f"fastgate_worker_{name}"):
+                total = totals.get(text[:-len(suffix)]) if text.endswith(suffix) else None
+                if total is not None:
+                    self.metrics.add(total, -self.metrics.get(own))
+                    self.metrics.set(own, 0)
 
     @staticmethod
     def check(loaded) -> None:

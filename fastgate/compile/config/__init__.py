@@ -66,6 +66,9 @@ from fastgate.compile.config.schema import (
     TargetConfig,
     ThrottleConfig,
     UpstreamConfig,
+    WebSocketApiConfig,
+    WebSocketLimits,
+    WebSocketRouteConfig,
 )
 from fastgate.compile.config.source import (
     ConfigError,
@@ -93,5 +96,6 @@ __all__ = [
     "MockIntegration", "parse_listen_address", "parse_route_path", "parse_size", "parse_target_url",
     "PassiveHealthConfig", "proxy_config", "RedisConfig", "StateConfig", "RemoteFunctionConfig",
     "RouteConfig", "RouteTimeouts", "StageConfig", "TargetConfig", "TargetURL",
-    "ThrottleConfig", "UpstreamConfig", "with_overrides",
+    "ThrottleConfig", "UpstreamConfig", "WebSocketApiConfig", "WebSocketLimits",
+    "WebSocketRouteConfig", "with_overrides",
 ]

@@ -129,6 +129,9 @@ class Checker:
             if fn.remote is not None and not re.match(r"^https?://[^/]+/?$", fn.remote.endpoint):
                 self.fail(fp + ("remote", "endpoint"),
                           f"expected http(s)://host[:port], got {fn.remote.endpoint!r}")
+        if cfg.websocket_apis:
+            from fastgate.compile.config.websocket import check_websocket_apis
+            check_websocket_apis(self, cfg)
         seen: dict[tuple, int] = {}
         for i, route in enumerate(cfg.routes):
             key = self.check_route(i, route)

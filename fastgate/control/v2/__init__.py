@@ -1,13 +1,15 @@
 """Amazon API Gateway's v2 management API (service `apigatewayv2`, version 2018-11-29):
-HTTP APIs, over the same store and State as the REST APIs (fastgate.control.model).
+HTTP APIs and WebSocket APIs, over the same store and State as the REST APIs (fastgate.control.model).
 
 One module per resource family, like fastgate/control/model/:
 
     base.py          the shared State, the API document, paging, ids, automatic deployment
     document.py      an apigatewayv2 API <-> the data plane's (and OpenAPI's) API document
     apis.py          Apis: create (quick create), get, update, delete, CORS, import/export
-    routes.py        Routes, route request parameters, route responses (WebSocket only)
-    integrations.py  Integrations, integration responses (WebSocket only)
+    routes.py        Routes, route request parameters
+    integrations.py  Integrations
+    websocket.py     what only WebSocket APIs take: route selection, route keys, route
+                     responses, integration responses, their integrations' and authorizers' rules
     authorizers.py   Authorizers (JWT, REQUEST), ResetAuthorizersCache
     stages.py        Stages, route settings, access log settings, Deployments
     domains.py       Domain names, API mappings (= base path mappings), routing rules
@@ -16,9 +18,10 @@ One module per resource family, like fastgate/control/model/:
     tags.py          Tags by ARN
     api.py           the service: botocore's model, the operations' handlers
 
-The WebSocket protocol is not served yet: CreateApi refuses it in one place
-(Apis._check_protocol), and the operations that only WebSocket APIs have (route and
-integration responses) answer AWS's BadRequest for HTTP APIs.
+The operations that only WebSocket APIs have (route and integration responses) answer
+AWS's BadRequest for HTTP APIs. A deployment of a WebSocket API freezes the API as it is
+(routes, integrations and their responses, authorizers); fastgate/compile/websocket.py
+serves it with the same WebSocket data plane as the config's `websocket_apis:`.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from fastgate.control.v2.routes import Routes
 from fastgate.control.v2.stages import Stages
 from fastgate.control.v2.tags import Tags
 from fastgate.control.v2.vpclinks import VpcLinks
+from fastgate.control.v2.websocket import WebSocketResponses
 
 
-class ModelV2(Apis, Routes, Integrations, Authorizers, Stages, Domains, Models, VpcLinks, Tags):
+class ModelV2(Apis, Routes, Integrations, WebSocketResponses, Authorizers, Stages, Domains, Models,
+              VpcLinks, Tags):
     """apigatewayv2's operations, one resource family per module."""
 
 
@@ -44,9 +49,8 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-# operation name (botocore's) -> ModelV2 method: every apigatewayv2 operation of HTTP APIs
-# (and the WebSocket-only ones, which answer AWS's refusal for HTTP APIs); the Portal
-# operations are not served
+# operation name (botocore's) -> ModelV2 method: every apigatewayv2 operation of HTTP and
+# WebSocket APIs; the Portal operations are not served
 OPERATIONS: dict[str, str] = {name: _snake(name) for name in (
     "CreateApi", "GetApi", "GetApis", "UpdateApi", "DeleteApi", "DeleteCorsConfiguration",
     "ImportApi", "ReimportApi", "ExportApi",

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from fastgate.control.errors import BadRequest, NotFound
 from fastgate.control.model.base import _clone, _now
-from fastgate.control.v2.base import KIND_API, PROTOCOLS, SERVICE_MARK, V2Base, fresh_id, is_v2, page
+from fastgate.control.v2.base import (KIND_API, PROTOCOLS, SERVICE_MARK, V2Base, fresh_id, is_lambda_arn,
+                                      is_v2, page)
 from fastgate.control.v2.document import DEFAULT_ROUTE, data_plane_document, v2_from_document
+from fastgate.control.v2.websocket import check_api_key_selection, check_selection, is_websocket
 
 # what GetApi returns: AWS's Api members
 API_OUT = ("apiId", "name", "protocolType", "routeSelectionExpression", "apiKeySelectionExpression",
@@ -42,6 +44,8 @@ class Apis(V2Base):
     def api_view(self, api: dict) -> dict:
         out = {k: _clone(api[k]) for k in API_OUT if api.get(k) is not None}
         out["apiEndpoint"] = self.endpoint_base.format(api_id=api["id"])
+        if is_websocket(api):       # AWS: wss://{apiId}.execute-api.{region}.amazonaws.com
+            out["apiEndpoint"] = "ws" + out["apiEndpoint"][len("http"):]
         return out
 
     def _new_child_id(self, api: dict, kind: str) -> str:
@@ -54,18 +58,22 @@ class Apis(V2Base):
         protocol = p.get("protocolType")
         if protocol not in PROTOCOLS:
             raise BadRequest(f"Invalid protocol specified. Must be one of [HTTP, WEBSOCKET]")
-        self._check_protocol(protocol)
         name = p.get("name")
         if not isinstance(name, str) or not name:
             raise BadRequest("Name must not be blank")
         quick = p.get("target") is not None
+        ws = protocol == "WEBSOCKET"
+        if ws and (quick or p.get("corsConfiguration") is not None):
+            raise BadRequest("Target, RouteKey, CredentialsArn and CorsConfiguration are supported "
+                             "only for HTTP APIs")
         if not quick and (p.get("routeKey") is not None or p.get("credentialsArn") is not None):
             raise BadRequest("RouteKey and CredentialsArn are only supported with Target (quick create)")
         with self.change() as txn:
             api = {"service": SERVICE_MARK, "id": fresh_id(self.state.apis, 10), "name": name,
                    "protocolType": protocol, "createdDate": _now(),
-                   "routeSelectionExpression": self._route_selection(p.get("routeSelectionExpression")),
-                   "apiKeySelectionExpression": p.get("apiKeySelectionExpression") or API_KEY_SELECTION,
+                   "routeSelectionExpression": self._route_selection(p.get("routeSelectionExpression"), ws),
+                   "apiKeySelectionExpression": check_api_key_selection(p.get("apiKeySelectionExpression"))
+                   if ws else p.get("apiKeySelectionExpression") or API_KEY_SELECTION,
                    "disableExecuteApiEndpoint": bool(p.get("disableExecuteApiEndpoint", False)),
                    "ipAddressType": p.get("ipAddressType") or "ipv4",
                    "routes": {}, "integrations": {}, "authorizers": {}, "models": {}}
@@ -82,20 +90,15 @@ class Apis(V2Base):
         return self.api_view(api)
 
     @staticmethod
-    def _check_protocol(protocol: str) -> None:
-        # the one place that says which protocols fastgate serves; WebSocket APIs plug in here
-        if protocol != "HTTP":
-            raise BadRequest(f"fastgate does not serve {protocol} APIs yet: only HTTP")
-
-    @staticmethod
-    def _route_selection(expr) -> str:
+    def _route_selection(expr, websocket: bool = False) -> str:
+        if websocket:
+            return check_selection(expr)
         if expr is None or expr in HTTP_ROUTE_SELECTION_FORMS:
             return HTTP_ROUTE_SELECTION
         raise BadRequest(f"Unsupported route selection expression for HTTP Api: {expr}. Only "
                          f"{HTTP_ROUTE_SELECTION} is supported.")
 
     def _quick_integration(self, target: str, credentials) -> dict:
-        from fastgate.control.v2.integrations import is_lambda_arn
         if target.startswith(("http://", "https://")):
             integ = {"integrationType": "HTTP_PROXY", "integrationMethod": "ANY",
                      "integrationUri": target, "payloadFormatVersion": "1.0"}
@@ -150,6 +153,13 @@ class Apis(V2Base):
                 if not p["name"]:
                     raise BadRequest("Name must not be blank")
                 api["name"] = p["name"]
+            ws = is_websocket(api)
+            if ws and any(p.get(k) is not None for k in ("target", "routeKey", "credentialsArn",
+                                                          "corsConfiguration")):
+                raise BadRequest("Target, RouteKey, CredentialsArn and CorsConfiguration are "
+                                 "supported only for HTTP APIs")
+            if ws and p.get("apiKeySelectionExpression") is not None:
+                check_api_key_selection(p["apiKeySelectionExpression"])
             for k in ("description", "version", "apiKeySelectionExpression", "ipAddressType"):
                 if p.get(k) is not None:
                     api[k] = p[k]
@@ -157,7 +167,7 @@ class Apis(V2Base):
                 if p.get(k) is not None:
                     api[k] = bool(p[k])
             if p.get("routeSelectionExpression") is not None:
-                api["routeSelectionExpression"] = self._route_selection(p["routeSelectionExpression"])
+                api["routeSelectionExpression"] = self._route_selection(p["routeSelectionExpression"], ws)
             if p.get("corsConfiguration") is not None:
                 api["corsConfiguration"] = check_cors(p["corsConfiguration"])
             if any(p.get(k) is not None for k in ("target", "routeKey", "credentialsArn")):
@@ -263,6 +273,8 @@ class Apis(V2Base):
         overwritten"); its id, creation date, stages and deployments stay."""
         with self.change() as txn:
             api = self._edit_api2(p["apiId"])
+            if is_websocket(api):
+                raise BadRequest("ReimportApi is supported only for HTTP APIs")
             imported, warnings = self._import_document(p, api["id"])
             self._members_from(api, imported)
             api.pop("warnings", None)
@@ -275,6 +287,8 @@ class Apis(V2Base):
         from fastgate.control import openapi
         self.fresh()
         api = self._api2(p["apiId"])
+        if is_websocket(api):
+            raise BadRequest("Exporting is supported only for HTTP APIs")
         if p["specification"] != "OAS30":
             raise BadRequest(f"Invalid specification '{p['specification']}': only OAS30 is supported")
         output = p["outputType"]

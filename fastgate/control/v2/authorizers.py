@@ -9,7 +9,8 @@ import re
 from fastgate.control.errors import BadRequest, Conflict, LimitExceeded
 from fastgate.control.model.base import _clone, _now
 from fastgate.control.v2.base import V2Base
-from fastgate.control.v2.integrations import is_lambda_arn
+from fastgate.control.v2.base import is_lambda_arn
+from fastgate.control.v2.websocket import check_ws_authorizer, is_websocket
 from fastgate.control.model.authorizer_caches import GENERATION
 
 AUTHORIZER_IN = ("authorizerCredentialsArn", "authorizerPayloadFormatVersion",
@@ -31,13 +32,17 @@ class Authorizers(V2Base):
     @staticmethod
     def _check_authorizer(api: dict, auth: dict) -> None:
         atype = auth.get("authorizerType")
-        if atype not in ("JWT", "REQUEST"):
+        if is_websocket(api):
+            check_ws_authorizer(auth)
+        elif atype not in ("JWT", "REQUEST"):
             raise BadRequest(f"Invalid authorizer type {atype}. Must be one of [REQUEST, JWT]")
         if not auth.get("name"):
             raise BadRequest("Name must not be blank")
         for other in api["authorizers"].values():
             if other["name"] == auth["name"] and other["authorizerId"] != auth["authorizerId"]:
                 raise Conflict(f"Authorizer name {auth['name']} already exists for this API")
+        if is_websocket(api):
+            return
         sources = auth.get("identitySource") or []
         if not isinstance(sources, list):
             raise BadRequest("Invalid identitySource: must be a list")

@@ -13,6 +13,7 @@ API (fastgate.control.v2.document), so the data plane serves both kinds the same
 from __future__ import annotations
 
 import base64
+import re
 from typing import TYPE_CHECKING
 
 from fastgate.control.errors import BadRequest, NotFound
@@ -28,6 +29,18 @@ SERVICE_MARK = V2_SERVICE
 PROTOCOLS = ("HTTP", "WEBSOCKET")
 MAX_RESULTS_DEFAULT = 100    # items per page when maxResults is not given
 AUTO_DEPLOY_DESCRIPTION = "Automatic deployment triggered by changes to the Api configuration"
+
+
+# a Lambda function ARN or its invocation URI (integrations, authorizers)
+LAMBDA_ARN = re.compile(r"^arn:aws[a-z-]*:(lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?"
+                        r"|apigateway:[a-z0-9-]+:lambda:path/2015-03-31/functions/arn:aws[a-z-]*:lambda:"
+                        r"[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?/invocations)$")
+
+
+def is_lambda_arn(uri: str) -> bool:
+    """A Lambda function ARN or invocation URI; the function part may be a stage variable
+    (function:${stageVariables.fn}), which the stage fills when it is served."""
+    return bool(LAMBDA_ARN.match(re.sub(r"\$\{stageVariables\.[A-Za-z0-9_]+\}", "v", uri or "")))
 
 
 is_v2 = is_v2_api      # whether a State.apis document is apigatewayv2's (else a REST API's)
@@ -63,6 +76,17 @@ def fresh_id(taken, length: int) -> str:
         i = new_id(length)
         if i not in taken:
             return i
+
+
+def not_deployable(api: dict) -> str | None:
+    """Why a WebSocket API cannot be deployed yet, or None."""
+    if not api.get("routes"):
+        return "At least one route is required before deploying the Api."
+    for route in sorted(api["routes"].values(), key=lambda r: r["routeKey"]):
+        if not (route.get("target") or "").startswith("integrations/"):
+            return (f"Route {route['routeKey']} has no integration: set its target before "
+                    "deploying the Api.")
+    return None
 
 
 class V2Base(ModelBase):
@@ -134,11 +158,23 @@ class V2Base(ModelBase):
                                  auto=True)
 
     def _deploy(self, txn: "Txn", api: dict, stage: dict | None, *, description: str | None,
-                auto: bool = False) -> dict:
-        """A new deployment of the API as it is now; the stage (if any) moves to it."""
-        from fastgate.control.v2.document import data_plane_document
-        links = (self.state.extra.get("vpclink") or {}).get("", {})
-        doc = data_plane_document(api, links)
+                auto: bool = False) -> dict | None:
+        """A new deployment of the API as it is now; the stage (if any) moves to it. (None:
+        an automatic deployment of a WebSocket API waits until every route has a target.)"""
+        if api.get("protocolType") == "WEBSOCKET":
+            # served as it is (fastgate/compile/websocket.py reads the v2 shapes)
+            why = not_deployable(api)
+            if why is not None:
+                if not auto:
+                    raise BadRequest(why)
+                if stage is not None:      # an automatic deployment waits for a whole API
+                    txn.put("stage", api["id"], stage["stageName"], stage)
+                return None
+            doc = _clone(api)
+        else:
+            from fastgate.control.v2.document import data_plane_document
+            links = (self.state.extra.get("vpclink") or {}).get("", {})
+            doc = data_plane_document(api, links)
         dep = {"deploymentId": fresh_id(self.state.deployments.get(api["id"], {}), 6),
                "createdDate": _now(), "deploymentStatus": "DEPLOYED", "autoDeployed": auto,
                "api": doc}

@@ -1,6 +1,6 @@
 """Integrations of HTTP APIs: HTTP_PROXY (public or through a VPC link) and AWS_PROXY (a
 Lambda function, or an AWS service with integrationSubtype), payload format, timeout,
-parameter mapping, TLS; integration responses (WebSocket APIs only)."""
+parameter mapping, TLS (WebSocket APIs' integrations and integration responses: websocket.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import re
 
 from fastgate.control.errors import BadRequest, Conflict
 from fastgate.control.model.base import _clone
-from fastgate.control.v2.base import V2Base
+from fastgate.control.v2.base import V2Base, is_lambda_arn
 from fastgate.control.v2.document import target_integration
+from fastgate.control.v2.websocket import check_ws_integration, is_websocket
 
 INTEGRATION_IN = ("connectionId", "connectionType", "contentHandlingStrategy", "credentialsArn",
                   "description", "integrationMethod", "integrationSubtype", "integrationType",
@@ -25,17 +26,7 @@ PAYLOAD_FORMATS = ("1.0", "2.0")
 # not a limit (docs/control-api.md)
 DEFAULT_TIMEOUT_MS = 30000
 MIN_TIMEOUT_MS = 50
-LAMBDA_ARN = re.compile(r"^arn:aws[a-z-]*:(lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?"
-                        r"|apigateway:[a-z0-9-]+:lambda:path/2015-03-31/functions/arn:aws[a-z-]*:lambda:"
-                        r"[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?/invocations)$")
 _RESPONSE_KEY = re.compile(r"^(overwrite|append|remove):header\.[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-WEBSOCKET_ONLY = "Integration responses are supported only for WebSocket APIs"
-
-
-def is_lambda_arn(uri: str) -> bool:
-    """A Lambda function ARN or invocation URI; the function part may be a stage variable
-    (function:${stageVariables.fn}), which the stage fills when it is served."""
-    return bool(LAMBDA_ARN.match(re.sub(r"\$\{stageVariables\.[A-Za-z0-9_]+\}", "v", uri or "")))
 
 
 def _check_response_parameters(params) -> dict:
@@ -86,6 +77,8 @@ class Integrations(V2Base):
 
     def _check_integration(self, api: dict, integ: dict) -> None:
         itype = integ.get("integrationType")
+        if is_websocket(api):
+            return check_ws_integration(integ)
         if api.get("protocolType") == "HTTP" and itype not in HTTP_API_TYPES:
             raise BadRequest(f"Integration type {itype} is not supported for HTTP APIs. Use "
                              "HTTP_PROXY or AWS_PROXY.")
@@ -172,14 +165,3 @@ class Integrations(V2Base):
             del api["integrations"][p["integrationId"]]
             self._save_api2(txn, api)
         return {}
-
-    # ---- integration responses: WebSocket APIs only
-
-    def create_integration_response(self, p: dict) -> dict:
-        self.fresh()
-        api = self._api2(p["apiId"])
-        self._child(api, "integrations", p["integrationId"], "Integration")
-        raise BadRequest(WEBSOCKET_ONLY)
-
-    get_integration_response = get_integration_responses = update_integration_response = \
-        delete_integration_response = create_integration_response

@@ -1,5 +1,5 @@
-"""Routes: route keys, authorization, targets and request parameters; route responses
-(WebSocket APIs only)."""
+"""Routes: route keys, authorization, targets and request parameters (route responses,
+WebSocket APIs only, are in websocket.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.base import _clone
 from fastgate.control.v2.base import V2Base
 from fastgate.control.v2.document import DEFAULT_ROUTE, target_integration
+from fastgate.control.v2.websocket import check_ws_route, check_ws_route_key, is_websocket
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY")
 # a path segment: a literal, a {param}, or a greedy {param+} (last only)
@@ -22,7 +23,6 @@ ROUTE_IN = ("apiKeyRequired", "authorizationScopes", "authorizationType", "autho
 ROUTE_OUT = ("routeId", "routeKey", "apiGatewayManaged", "apiKeyRequired", "authorizationScopes",
              "authorizationType", "authorizerId", "modelSelectionExpression", "operationName",
              "requestModels", "requestParameters", "routeResponseSelectionExpression", "target")
-WEBSOCKET_ONLY = "Route responses are supported only for WebSocket APIs"
 
 
 def check_route_key(key) -> str:
@@ -77,7 +77,8 @@ class Routes(V2Base):
 
     def _check_route(self, api: dict, route: dict) -> None:
         """The route as a whole, as AWS checks it on create and update."""
-        key = check_route_key(route.get("routeKey"))
+        ws = is_websocket(api)
+        key = check_ws_route_key(route.get("routeKey")) if ws else check_route_key(route.get("routeKey"))
         for other in api["routes"].values():
             if other["routeKey"] == key and other["routeId"] != route["routeId"]:
                 raise Conflict(f"Route with key {key} already exists for this API")
@@ -110,6 +111,10 @@ class Routes(V2Base):
             route.pop("target", None)
         if route.get("requestParameters") is not None:
             route["requestParameters"] = _check_request_parameters(route["requestParameters"])
+        if ws:
+            check_ws_route(api, route)
+        elif route.get("routeResponseSelectionExpression") is not None:
+            raise BadRequest("RouteResponseSelectionExpression is supported only for WebSocket APIs")
 
     def create_route(self, p: dict) -> dict:
         def check(api, route):
@@ -153,20 +158,3 @@ class Routes(V2Base):
             del params[p["requestParameterKey"]]
             self._save_api2(txn, api)
         return {}
-
-    # ---- route responses: WebSocket APIs only (AWS: "Supported only for WebSocket APIs")
-
-    def _route_of_websocket(self, p: dict) -> dict:
-        api = self._api2(p["apiId"])
-        self._child(api, "routes", p["routeId"], "Route")
-        if api.get("protocolType") == "HTTP":
-            raise BadRequest(WEBSOCKET_ONLY)
-        return api
-
-    def create_route_response(self, p: dict) -> dict:
-        self.fresh()
-        self._route_of_websocket(p)
-        raise BadRequest(WEBSOCKET_ONLY)
-
-    get_route_response = get_route_responses = update_route_response = delete_route_response = \
-        create_route_response

@@ -8,6 +8,7 @@ from fastgate.control.model.base import _check_variables, _clone, _now
 from fastgate.control.names import STAGE_NAME
 from fastgate.control.v2.base import V2Base, page
 from fastgate.control.v2.routes import check_route_key
+from fastgate.control.v2.websocket import check_ws_route_key, is_websocket
 
 STAGE_OUT = ("stageName", "accessLogSettings", "apiGatewayManaged", "autoDeploy",
              "clientCertificateId", "createdDate", "defaultRouteSettings", "deploymentId",
@@ -90,7 +91,7 @@ class Stages(V2Base):
         if p.get("routeSettings") is not None:
             settings = {}
             for key, value in p["routeSettings"].items():
-                check_route_key(key)
+                check_ws_route_key(key) if is_websocket(api) else check_route_key(key)
                 settings[key] = check_route_settings(value, f"routeSettings.{key}")
             stage["routeSettings"] = settings
         if p.get("accessLogSettings") is not None:
@@ -102,6 +103,8 @@ class Stages(V2Base):
             raise BadRequest("Stage name only allows a-zA-Z0-9_- (or is $default)")
         with self.change() as txn:
             api = self._api2(p["apiId"])
+            if name == "$default" and is_websocket(api):
+                raise BadRequest("Stage name only allows a-zA-Z0-9_- ($default is for HTTP APIs)")
             if name in self.state.stages.get(api["id"], {}):
                 raise Conflict(f"Stage {name} already exists")
             now = _now()

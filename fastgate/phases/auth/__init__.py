@@ -77,7 +77,11 @@ class AuthRequest:
     def method_arn(self) -> str:
         """The execute-api ARN of this request, as Lambda authorizers and resource policies
         see it: arn:aws:execute-api:{region}:{account}:{api}/{stage}/{METHOD}/{path without
-        its leading slash}.  AWS builds it from the request's path, not the resource template."""
+        its leading slash}.  AWS builds it from the request's path, not the resource template.
+        A WebSocket API's $connect: {api}/{stage}/$connect."""
+        if self.route_key == "$connect":
+            # a WebSocket API's upgrade: its route, not a method and path
+            return f"arn:aws:execute-api:{self.region}:{self.account_id}:{self.api_id}/{self.stage}/$connect"
         return (f"arn:aws:execute-api:{self.region}:{self.account_id}:{self.api_id}/"
                 f"{self.stage}/{self.method}/{self.stage_path[1:]}")
 

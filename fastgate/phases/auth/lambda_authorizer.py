@@ -65,6 +65,7 @@ _SOURCE_PREFIXES = (
     ("stageVariables.", "stage"), ("context.", "context"),
     ("$request.header.", "header"), ("$request.querystring.", "query"),
     ("$stageVariables.", "stage"), ("$context.", "context"),
+    ("route.request.header.", "header"), ("route.request.querystring.", "query"),   # WebSocket APIs
 )
 
 
@@ -217,6 +218,8 @@ class LambdaAuthorizer:
         arn = req.method_arn()
         if self.type == "TOKEN":
             return {"type": "TOKEN", "methodArn": arn, "authorizationToken": values[0]}
+        if req.route_key == "$connect":
+            return websocket_request_event(req, arn)
         freq = FunctionRequest(
             method=req.method, raw_path=req.stage_path.encode("latin-1"), raw_query=req.query,
             headers=req.headers, source_ip=req.source_ip, request_id=req.request_id,
@@ -280,6 +283,27 @@ class LambdaAuthorizer:
         if usage is not None and not isinstance(usage, str):
             raise AuthorizerOutputError("usageIdentifierKey must be a string")
         return _Output(None, statements, principal, context, usage)
+
+
+def websocket_request_event(req: AuthRequest, arn: str) -> dict:
+    """A WebSocket API's REQUEST authorizer event on $connect: the upgrade request's headers
+    and query, the stage variables, and the request context $connect's own event has
+    (connectionId included: the connection's id is known before it is allowed)."""
+    from fastgate.phases.websocket.connections import connection_id_for
+    from fastgate.phases.websocket.events import ConnectionInfo, connect_event
+    ua = next((v for n, v in req.headers if n.lower() == b"user-agent"), None)
+    info = ConnectionInfo(connection_id_for(req.request_id.encode()), req.api_id, req.stage,
+                          req.domain_name, req.source_ip,
+                          ua.decode("latin-1") if ua is not None else None, req.request_time_ms)
+    proxy = connect_event(info, req.request_id, req.request_time_ms, req.headers, req.query)
+    event = {"type": "REQUEST", "methodArn": arn}
+    for key in ("headers", "multiValueHeaders", "queryStringParameters",
+                "multiValueQueryStringParameters"):
+        if key in proxy:
+            event[key] = proxy[key]
+    event["stageVariables"] = dict(req.stage_variables or {})
+    event["requestContext"] = proxy["requestContext"]
+    return event
 
 
 class LambdaCheck(Check):
