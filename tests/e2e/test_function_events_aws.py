@@ -21,6 +21,12 @@ import base64, json
 def echo(event, context):
     return {"statusCode": 200, "body": json.dumps(event)}
 
+def authorize(event, context):
+    # allows everything and hands its own event back through the context
+    return {"principalId": "me", "context": {"event": json.dumps(event)},
+            "policyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": event["methodArn"]}]}}
+
 def from_body(event, context):
     # the result is whatever JSON the client posted (AWS's own test function)
     body = event["body"]
@@ -47,7 +53,15 @@ def gw(tmp_path_factory):
         "swagger": "2.0", "info": {"title": "Events", "version": "1"},
         "paths": {"/{proxy+}": {"x-amazon-apigateway-any-method": integration("echo")},
                   "/hardcoded": {"x-amazon-apigateway-any-method": integration("echo")},
-                  "/result": {"post": integration("from_body")}}}))
+                  "/result": {"post": integration("from_body")},
+                  "/guarded/{id}": {"get": {**integration("echo"), "security": [{"req": []}]}}},
+        "securityDefinitions": {"req": {
+            "type": "apiKey", "name": "Unused", "in": "header",
+            "x-amazon-apigateway-authtype": "custom",
+            "x-amazon-apigateway-authorizer": {
+                "type": "request", "identitySource": "method.request.header.X-Token",
+                "authorizerResultTtlInSeconds": 0,
+                "authorizerUri": ARN.format("authorize")}}}}))
     (tmp / "binary.json").write_text(json.dumps({
         "swagger": "2.0", "info": {"title": "Binary", "version": "1"},
         "x-amazon-apigateway-binary-media-types": ["image/png"],
@@ -67,6 +81,7 @@ def gw(tmp_path_factory):
         functions:
           echo: {handler: handlers:echo}
           from_body: {handler: handlers:from_body}
+          authorize: {handler: handlers:authorize}
         apis:
           - {openapi: rest.json, id: evapi, stages: {stage: {}}}
           - {openapi: binary.json, id: binapi, stages: {bin: {}}}
@@ -245,3 +260,16 @@ def test_http_api_payload_1_0_event(gw):
     assert headers["X-Forwarded-Proto"] == "http" and headers["Host"]
     assert event["multiValueHeaders"]["X-Forwarded-Port"] == [str(gw.port)]
     assert "deploymentId" not in event["requestContext"]
+
+
+def test_request_authorizer_event_has_the_same_headers_and_path_rules(gw):
+    status, event = raw_get(gw, "/stage/guarded/a%2Bb?q=x+y", "X-Token: t\r\nX-Forwarded-For: 10.1.1.1\r\n")
+    assert status == 200, event
+    auth_event = json.loads(event["requestContext"]["authorizer"]["event"])
+    assert auth_event["type"] == "REQUEST"
+    assert auth_event["headers"]["X-Forwarded-For"] == "10.1.1.1, 127.0.0.1"
+    assert auth_event["headers"]["X-Forwarded-Proto"] == "http"
+    assert auth_event["headers"]["Authorization"] == "random-value"
+    assert auth_event["pathParameters"] == {"id": "a%2Bb"} == event["pathParameters"]
+    assert auth_event["queryStringParameters"] == {"q": "x y"}
+    assert auth_event["requestContext"]["deploymentId"] == event["requestContext"]["deploymentId"]
