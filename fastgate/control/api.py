@@ -23,7 +23,9 @@ from urllib.parse import unquote
 import orjson
 
 from fastgate.phases.auth import sigv4
-from fastgate.control.errors import ApiError, BadRequest
+from fastgate.control.errors import ApiError, BadRequest, Validation
+from fastgate.control.input_checks import check_constraints, check_type, serialization_error
+from fastgate.control.messages import NULL_CONSTRAINT, validation_message
 from fastgate.control.model import OPERATIONS, Model
 
 SERVICE = "apigateway"
@@ -149,15 +151,19 @@ class ServiceSpec:
                     body_doc = self._body_json(body)
                 key = loc_name if loc_name in body_doc else name
                 if key in body_doc and body_doc[key] is not None:
+                    check_type(self.shapes, m["shape"], body_doc[key])
                     params[name] = self._check_type(target, body_doc[key], name)
         for name, m in members.items():
             if m.get("location") == "querystring" and self.shapes[m["shape"]]["type"] == "map":
                 params[name] = {k: v[0] for k, v in query.items() if k not in bound_query}
         for name in shape.get("required", ()):
             if params.get(name) in (None, ""):
-                raise BadRequest(f"1 validation error detected: Value null at "
-                                 f"'{_lower_first(route.name)}Input.{name}' failed to satisfy "
-                                 "constraint: Member must not be null")
+                message = validation_message([NULL_CONSTRAINT.format(
+                    where=f"{_lower_first(route.name)}Input.{name}")])
+                # a missing member fails the service's validation; an empty one is let
+                # through to the operation, which refuses it as a bad request
+                raise Validation(message) if params.get(name) is None else BadRequest(message)
+        check_constraints(self.shapes, route.name, route.input, params)
         return params
 
     @staticmethod
@@ -195,7 +201,7 @@ class ServiceSpec:
               "timestamp": (int, float, str), "blob": str}.get(kind)
         if ok is not None and (not isinstance(value, ok) or
                                (kind in ("integer", "long") and isinstance(value, bool))):
-            raise BadRequest(f"Invalid value for {name}: expected {kind}")
+            raise serialization_error(value, kind)
         if kind == "double" and not isinstance(value, bool):
             return float(value)
         return value

@@ -17,6 +17,16 @@ class BadRequest(ApiError):
     status, code = 400, "BadRequestException"
 
 
+class Validation(ApiError):
+    """The service's own input validation (an enumeration or pattern a member fails)."""
+    status, code = 400, "ValidationException"
+
+
+class Serialization(ApiError):
+    """A member of the wrong JSON type (a boolean or number where a string belongs)."""
+    status, code = 400, "SerializationException"
+
+
 class Unauthorized(ApiError):
     status, code = 401, "UnauthorizedException"
 

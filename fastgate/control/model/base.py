@@ -8,7 +8,8 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from fastgate.control.errors import BadRequest, NotFound
+from fastgate.control import messages as msg
+from fastgate.control.errors import BadRequest, NotFound, Validation
 from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE
 
 if TYPE_CHECKING:
@@ -71,11 +72,15 @@ def _unescape_pointer(seg: str) -> str:
 
 def _patch_ops(p: dict) -> list[dict]:
     ops = p.get("patchOperations") or []
+    bad = [msg.ENUM_CONSTRAINT.format(value=op.get("op"), where=f"patchOperations.{i}.member.op",
+                                      allowed=", ".join(msg.ENUM_ORDER["Op"]))
+           for i, op in enumerate(ops, 1) if op.get("op") not in msg.ENUM_ORDER["Op"]]
+    if bad:     # (the control API checks this first, naming the operation's input)
+        raise Validation(msg.validation_message(bad))
     for op in ops:
-        if op.get("op") not in ("add", "remove", "replace", "move", "copy", "test"):
-            raise BadRequest(f"Invalid patch operation specified: {op.get('op')}")
         if not isinstance(op.get("path"), str) or not op["path"].startswith("/"):
-            raise BadRequest(f"Invalid patch path {op.get('path')}")
+            # AWS prints a missing path as "null"
+            raise BadRequest(msg.PATCH_PATH.format(path=op.get("path") or "null"))
     return ops
 
 
@@ -150,7 +155,15 @@ class ModelBase:
     def _api(self, api_id: str) -> dict:
         api = self.state.apis.get(api_id)
         if api is None:
-            raise NotFound(f"Invalid API identifier specified {api_id}")
+            raise NotFound(msg.invalid_api(api_id))
+        return api
+
+    def _api_of(self, api_id: str) -> dict:
+        """The API of a call on something inside it (a resource, a method, an integration):
+        AWS names the resource when the API does not exist."""
+        api = self.state.apis.get(api_id)
+        if api is None:
+            raise NotFound(msg.INVALID_RESOURCE_ID)
         return api
 
     @staticmethod
@@ -158,13 +171,13 @@ class ModelBase:
         for r in api.get("resources", ()):
             if r["id"] == resource_id:
                 return r
-        raise NotFound("Invalid Resource identifier specified")
+        raise NotFound(msg.INVALID_RESOURCE_ID)
 
     @staticmethod
     def _method(resource: dict, http_method: str) -> dict:
         method = (resource.get("resourceMethods") or {}).get(http_method.upper())
         if method is None:
-            raise NotFound("Invalid Method identifier specified")
+            raise NotFound(msg.INVALID_METHOD_ID)
         return method
 
     def _deployment(self, api_id: str, dep_id: str) -> dict:
@@ -185,9 +198,10 @@ class ModelBase:
             raise NotFound("Invalid domain name identifier specified")
         return domain
 
-    def _edit_api(self, api_id: str) -> dict:
-        """A private copy of an API document, to change and then save with _save_api."""
-        return _clone(self._api(api_id))
+    def _edit_api(self, api_id: str, nested: bool = False) -> dict:
+        """A private copy of an API document, to change and then save with _save_api
+        (`nested`: for a call on something inside the API, see _api_of)."""
+        return _clone(self._api_of(api_id) if nested else self._api(api_id))
 
     @staticmethod
     def _save_api(txn: "Txn", api: dict) -> None:

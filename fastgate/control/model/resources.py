@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.authorizers import _check_method_authorizer
 from fastgate.control.model.base import (
@@ -39,7 +40,7 @@ class Resources(ModelBase):
 
     def get_resource(self, p: dict) -> dict:
         self.fresh()
-        api = self._api(p["restApiId"])
+        api = self._api_of(p["restApiId"])
         return resource_view(self._resource(api, p["resourceId"]),
                              "methods" in (p.get("embed") or ()))
 
@@ -88,7 +89,7 @@ class Resources(ModelBase):
     # ---- methods, integrations, responses
 
     def _method_ctx(self, p: dict, create: bool = False):
-        api = self._edit_api(p["restApiId"])
+        api = self._edit_api(p["restApiId"], nested=True)
         resource = self._resource(api, p["resourceId"])
         http_method = p["httpMethod"].upper()
         if create:
@@ -97,18 +98,24 @@ class Resources(ModelBase):
 
     def put_method(self, p: dict) -> dict:
         http_method = p["httpMethod"].upper()
-        if http_method not in HTTP_METHODS:
-            raise BadRequest(f"Invalid HttpMethod specified. Valid options are {','.join(HTTP_METHODS)}")
         auth = _require_str(p, "authorizationType", "authorizationType")
-        if auth not in AUTHORIZATION_TYPES:
-            raise BadRequest(f"Invalid authorization type specified. Valid options are "
-                             f"{','.join(AUTHORIZATION_TYPES)}")
         with self.change() as txn:
+            # AWS's order: a missing API or resource (404) before a bad method (400)
             api, resource, _ = self._method_ctx(p, create=True)
+            if http_method not in HTTP_METHODS:
+                raise BadRequest(msg.INVALID_HTTP_METHOD)
+            if auth not in AUTHORIZATION_TYPES:
+                raise BadRequest(f"Invalid authorization type specified. Valid options are "
+                                 f"{','.join(AUTHORIZATION_TYPES)}")
             methods = resource.setdefault("resourceMethods", {})
             if http_method in methods:
                 raise Conflict("Method already exists for this resource")
             _check_method_authorizer(api, auth, p.get("authorizerId"))
+            _check_request_parameters(p.get("requestParameters"))
+            if p.get("requestValidatorId") is not None:
+                _check_validator(api, p["requestValidatorId"])
+            for model in (p.get("requestModels") or {}).values():
+                _check_model(api, model)
             method = {"httpMethod": http_method, "authorizationType": auth,
                       "apiKeyRequired": bool(p.get("apiKeyRequired", False))}
             method.update(_copy_known(p, ("authorizerId", "operationName", "requestParameters",
@@ -120,44 +127,18 @@ class Resources(ModelBase):
 
     def get_method(self, p: dict) -> dict:
         self.fresh()
-        api = self._api(p["restApiId"])
-        return _clone(self._method(self._resource(api, p["resourceId"]), p["httpMethod"]))
+        api = self._api_of(p["restApiId"])
+        method = _clone(self._method(self._resource(api, p["resourceId"]), p["httpMethod"]))
+        integ = method.get("methodIntegration")
+        if integ is not None and integ.get("type") == "MOCK":
+            integ.pop("connectionType", None)     # AWS shows none on a MOCK integration
+        return method
 
     def update_method(self, p: dict) -> dict:
         with self.change() as txn:
             api, _, method = self._method_ctx(p)
             for op in _patch_ops(p):
-                path, value, kind = op["path"], op.get("value"), op["op"]
-                top = path[1:]
-                if kind == "replace" and top == "authorizationType":
-                    if value not in AUTHORIZATION_TYPES:
-                        raise BadRequest(f"Invalid authorization type specified. Valid options are "
-                                         f"{','.join(AUTHORIZATION_TYPES)}")
-                    method[top] = value
-                elif kind == "replace" and top in ("authorizerId", "operationName", "requestValidatorId"):
-                    if value in (None, ""):
-                        method.pop(top, None)
-                    else:
-                        method[top] = value
-                elif kind == "replace" and top == "apiKeyRequired":
-                    method[top] = _bool_value(value, path)
-                elif path == "/authorizationScopes" and kind in ("add", "remove"):
-                    scopes = method.setdefault("authorizationScopes", [])
-                    if kind == "add" and value not in scopes:
-                        scopes.append(value)
-                    elif kind == "remove" and value in scopes:
-                        scopes.remove(value)
-                    if not scopes:
-                        del method["authorizationScopes"]
-                elif path.startswith("/requestParameters/") and kind in ("add", "replace", "remove"):
-                    name = _unescape_pointer(path[len("/requestParameters/"):])
-                    params = method.setdefault("requestParameters", {})
-                    if kind == "remove":
-                        params.pop(name, None)
-                    else:
-                        params[name] = _bool_value(value if value is not None else "false", path)
-                else:
-                    raise _bad_patch(op)
+                _patch_method(api, method, op)
             if method["authorizationType"] in ("NONE", "AWS_IAM"):
                 # an authorizer and its scopes mean nothing without CUSTOM/COGNITO
                 method.pop("authorizerId", None)
@@ -209,7 +190,7 @@ class Resources(ModelBase):
 
     def get_integration(self, p: dict) -> dict:
         self.fresh()
-        api = self._api(p["restApiId"])
+        api = self._api_of(p["restApiId"])
         method = self._method(self._resource(api, p["resourceId"]), p["httpMethod"])
         if "methodIntegration" not in method:
             raise NotFound("No integration defined for method")
@@ -235,6 +216,10 @@ class Resources(ModelBase):
             resp = {"statusCode": status}
             resp.update(_copy_known(p, ("selectionPattern", "responseParameters",
                                         "responseTemplates", "contentHandling")))
+            if "responseTemplates" in resp:
+                # AWS stores an empty template as none: it reads back as null
+                resp["responseTemplates"] = {_check_content_type(ct): t or None
+                                             for ct, t in resp["responseTemplates"].items()}
             integ.setdefault("integrationResponses", {})[status] = resp
             self._save_api(txn, api)
         return _clone(resp)
@@ -286,3 +271,101 @@ class Resources(ModelBase):
                 raise NotFound("Invalid Response status code specified")
             self._save_api(txn, api)
         return {}
+
+
+# Method fields a patch replaces (and only replaces: AWS refuses add and remove on them)
+_METHOD_SCALARS = ("authorizationType", "authorizerId", "operationName", "requestValidatorId",
+                   "apiKeyRequired")
+
+
+def _patch_method(api: dict, method: dict, op: dict) -> None:
+    """One UpdateMethod patch operation, as AWS applies it and with AWS's messages."""
+    path, value, kind = op["path"], op.get("value"), op["op"]
+    top = path[1:]
+    if top in _METHOD_SCALARS:
+        if kind != "replace":
+            raise BadRequest(msg.PATCH_OP_ONLY_REPLACE)
+        if top == "authorizationType":
+            if value not in AUTHORIZATION_TYPES:
+                raise BadRequest(f"Invalid authorization type specified. Valid options are "
+                                 f"{','.join(AUTHORIZATION_TYPES)}")
+            method[top] = value
+        elif top == "apiKeyRequired":
+            # AWS reads anything but "true" as false (its recordings: "whatever" is false)
+            method[top] = str(value).lower() == "true"
+        elif value in (None, ""):
+            method.pop(top, None)
+        else:
+            if top == "requestValidatorId":
+                _check_validator(api, value)
+            method[top] = value
+    elif path == "/authorizationScopes" and kind in ("add", "remove"):
+        scopes = method.setdefault("authorizationScopes", [])
+        if kind == "add" and value not in scopes:
+            scopes.append(value)
+        elif kind == "remove" and value in scopes:
+            scopes.remove(value)
+        if not scopes:
+            del method["authorizationScopes"]
+    elif path.startswith("/requestParameters/") and kind in ("add", "replace", "remove"):
+        name = _unescape_pointer(path[len("/requestParameters/"):])
+        params = method.setdefault("requestParameters", {})
+        if kind == "remove":
+            params.pop(name, None)
+        else:
+            params[name] = _bool_value(value if value is not None else "false", path)
+            _check_request_parameters(params)
+        if not params:
+            del method["requestParameters"]
+    elif path.startswith("/requestModels/") and "/" not in path[len("/requestModels/"):] \
+            and kind in ("add", "replace", "remove"):
+        # "/requestModels/application~1json"; an unescaped "/" is another path (AWS refuses it)
+        content_type = _unescape_pointer(path[len("/requestModels/"):])
+        models = method.setdefault("requestModels", {})
+        if kind == "remove":
+            models.pop(content_type, None)
+        else:
+            _check_model(api, value)
+            models[content_type] = value
+        if not models:
+            del method["requestModels"]
+    else:
+        raise BadRequest(msg.PATCH_PATH.format(path=path))
+
+
+def _check_request_parameters(params) -> None:
+    """A method's request parameters: named method.request.{querystring,header,path}.NAME
+    (a boolean key arrives as "true", AWS's "Invalid mapping expression"), each NAME once."""
+    seen = set()
+    for key in params or {}:
+        where, _, name = key.removeprefix("method.request.").partition(".")
+        if not key.startswith("method.request.") or where not in ("querystring", "header", "path") \
+                or not name:
+            raise BadRequest(msg.INVALID_MAPPING_EXPRESSION.format(value=key))
+        if name.lower() in seen:
+            raise BadRequest(msg.PARAMETER_NAMES_UNIQUE)
+        seen.add(name.lower())
+
+
+def _check_validator(api: dict, validator_id: str) -> None:
+    if not any(v.get("id") == validator_id for v in api.get("requestValidators") or ()):
+        raise BadRequest(msg.INVALID_VALIDATOR_ID)
+
+
+# every API has AWS's two predefined models
+PREDEFINED_MODELS = ("Empty", "Error")
+
+
+def _check_model(api: dict, name) -> None:
+    if name in PREDEFINED_MODELS:
+        return
+    if not any(m.get("name") == name for m in api.get("models") or ()):
+        raise BadRequest(msg.INVALID_MODEL_ID.format(name=name))
+
+
+def _check_content_type(content_type: str) -> str:
+    """A template's key must be a media type ("application/json"); AWS refuses "123"."""
+    major, _, minor = content_type.partition("/")
+    if not major or not minor or " " in content_type:
+        raise BadRequest(msg.INVALID_CONTENT_TYPE.format(content_type=content_type))
+    return content_type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest, Conflict
 from fastgate.control.model.base import (
     ModelBase,
@@ -253,13 +254,19 @@ class Stages(ModelBase):
                 del stage["variables"]
             return
         if top == "accessLogSettings":
+            # AWS's rules and texts (its recordings): add or replace either member, never
+            # empty; remove only the whole of accessLogSettings
             if kind == "remove" and len(parts) == 1:
                 stage.pop("accessLogSettings", None)
                 return
-            if kind == "replace" and len(parts) == 2 and parts[1] in ("destinationArn", "format"):
-                stage.setdefault("accessLogSettings", {})[parts[1]] = value or ""
+            if kind == "remove":
+                raise BadRequest(msg.ACCESS_LOG_REMOVE_NOTHING.format(setting="/".join(parts)))
+            if kind in ("add", "replace") and len(parts) == 2 and parts[1] in ("destinationArn", "format"):
+                if not value:
+                    raise BadRequest(msg.ACCESS_LOG_EMPTY)
+                stage.setdefault("accessLogSettings", {})[parts[1]] = value
                 return
-            raise _bad_patch(op)
+            raise BadRequest(msg.ACCESS_LOG_PATH)
         if top == "canarySettings":
             self._patch_canary(api_id, stage, op, parts[1:])
             return

@@ -12,7 +12,7 @@ import time
 
 from fastgate.control.names import new_id
 from fastgate.control.openapi.document import Document, OpenAPIError
-from fastgate.control.openapi.fields import INTEGRATION
+from fastgate.control.openapi.fields import INTEGRATION, Note
 from fastgate.control.openapi.merge import merge, overwrite, with_defaults
 from fastgate.control.openapi.methods import Methods
 from fastgate.control.openapi.models import Models
@@ -42,9 +42,10 @@ def import_openapi(doc: dict, *, base_path: str = "ignore", api_id: str | None =
         api_id = existing["id"]
     api_id = api_id or new_id(10)
     api, warnings = _import(Document(doc), base_path, protocol_type, api_id)
-    if fail_on_warnings and warnings:
+    aws_warnings = [w for w in warnings if not isinstance(w, Note)]
+    if fail_on_warnings and aws_warnings:
         raise OpenAPIError("import failed on warnings (failonwarnings=true):\n  "
-                           + "\n  ".join(warnings))
+                           + "\n  ".join(aws_warnings))
     if existing is None:
         api = with_defaults(api, api_id, time.time())
     elif mode == "merge":

@@ -1,0 +1,114 @@
+"""AWS's own message texts for the management API, in one table.
+
+Every text here is one Amazon API Gateway answers, copied from its recorded answers
+(LocalStack's AWS-validated snapshot files, tests/aws/services/apigateway/*.snapshot.json
+in localstack/localstack) or from AWS's documentation; ``{name}`` fields are filled with
+``str.format``. The model (fastgate/control/model/) and the OpenAPI importer
+(fastgate/control/openapi/) raise with these rather than spelling AWS's wording in place,
+so a text AWS changes is changed here once. Messages that are fastgate's own (a file it
+cannot read, a limit of its own) stay where they are raised.
+"""
+
+from __future__ import annotations
+
+from fastgate._core.fncall import DEFAULT_ACCOUNT_ID
+
+# The account AWS names in "Invalid API identifier specified {account}:{id}": fastgate has
+# none of its own, so the one its Lambda events carry (AWS's placeholder account).
+ACCOUNT_ID = DEFAULT_ACCOUNT_ID
+
+# ---- identifiers that name nothing (404 NotFoundException unless said otherwise)
+INVALID_API_ID = "Invalid API identifier specified {account}:{api_id}"
+# a call on something inside an API (a resource, method, integration...) whose API does not
+# exist names the resource, not the API
+INVALID_RESOURCE_ID = "Invalid Resource identifier specified"
+INVALID_METHOD_ID = "Invalid Method identifier specified"
+INVALID_INTEGRATION_ID = "Invalid Integration identifier specified"
+INVALID_RESPONSE_STATUS = "Invalid Response status code specified"
+INVALID_VALIDATOR_ID = "Invalid Request Validator identifier specified"   # 400 from PutMethod
+INVALID_REST_API_ID_400 = "Invalid REST API identifier specified"        # CreateRequestValidator
+INVALID_MODEL_NAME = "Invalid model name specified: {name}"
+INVALID_MODEL_ID = "Invalid model identifier specified: {name}"          # 400 from PutMethod
+INVALID_PARAMETER_NAME = "Invalid parameter name specified"
+CONTENT_TYPE_NOT_FOUND = "Content-Type specified was not found"
+GATEWAY_RESPONSE_NOT_DEFINED = "Gateway response type not defined on api"
+
+# ---- RestApi
+DESCRIPTION_EMPTY = "Description cannot be an empty string"
+COMPRESSION_SIZE = "Invalid minimum compression size, must be between 0 and 10485760"
+ENDPOINT_TYPES_BOTH_DISABLED = "REGIONAL Configuration and EDGE Configuration cannot be both DISABLED."
+ENDPOINT_TYPES_MULTIPLE = "Cannot create an api with multiple Endpoint Types."
+ENDPOINT_TYPES_INVALID = "Invalid EndpointTypes specified. Valid options are REGIONAL,EDGE,PRIVATE"
+PRIVATE_NEEDS_DUALSTACK = "Only dualstack ipAddressType is supported for Private APIs."
+IP_ADDRESS_TYPE_INVALID = "ipAddressType must be either ipv4 or dualstack."
+INVALID_OPENAPI = "Invalid OpenAPI input."
+IMPORT_WARNING_REQUEST_PARAMETER = (
+    "Invalid format for 'requestParameters'. Expected type string for property '{name}' of "
+    "resource '{resource}' and method '{method}' but got '{value}'")
+
+# ---- methods
+INVALID_HTTP_METHOD = "Invalid HttpMethod specified. Valid options are GET,PUT,POST,DELETE,PATCH,OPTIONS,HEAD,ANY"
+PARAMETER_NAMES_UNIQUE = "Parameter names must be unique across querystring, header and path"
+INVALID_CONTENT_TYPE = "Validation Result: warnings : [], errors : [Invalid content type specified: {content_type}]"
+INVALID_MAPPING_EXPRESSION = ("Invalid mapping expression specified: Validation Result: warnings : [], "
+                              "errors : [Invalid mapping expression specified: {value}]")
+
+# ---- stages
+ACCESS_LOG_PATH = ("Invalid accessLogSettings path. Must be one of : "
+                   "[/accessLogSettings/destinationArn, /accessLogSettings/format]")
+ACCESS_LOG_EMPTY = "Access Log value must not be empty"
+ACCESS_LOG_REMOVE_NOTHING = ("Cannot remove method setting {setting} because there is no method "
+                             "setting for this method ")
+
+# ---- patch operations
+PATCH_PATH = "Invalid patch path {path}"
+PATCH_OP_ONLY_REPLACE = "Invalid patch operation specified. Must be one of: [replace]"
+PATCH_OP_ADD_REMOVE_REPLACE = "Invalid patch operation specified. Must be 'add'|'remove'|'replace'"
+# (two spaces after "path": AWS's text)
+PATCH_PATH_FOR_OP = "Invalid patch path  '{path}' specified for op '{op}'. Must be one of: [{allowed}]"
+PATCH_PATH_UNSUPPORTED_OP = "Invalid patch path  '{path}' specified for op '{op}'. Please choose supported operations"
+
+# ---- the service's own input validation (ValidationException, 400)
+VALIDATION_ERRORS = "{count} validation error{s} detected: {errors}"
+ENUM_CONSTRAINT = ("Value '{value}' at '{where}' failed to satisfy constraint: Member must satisfy "
+                   "enum value set: [{allowed}]")
+LIST_ENUM_CONSTRAINT = ("Value '[{value}]' at '{where}' failed to satisfy constraint: Member must "
+                        "satisfy constraint: [Member must satisfy enum value set: [{allowed}]]")
+PATTERN_CONSTRAINT = ("Value '{value}' at '{where}' failed to satisfy constraint: Member must "
+                      "satisfy regular expression pattern: {pattern}")
+NULL_CONSTRAINT = "Value null at '{where}' failed to satisfy constraint: Member must not be null"
+# SerializationException: a JSON value of the wrong type, named by the Java class AWS read it as
+SERIALIZATION = "class {java_class} can not be converted to an {target}"
+JAVA_CLASSES = {bool: "java.lang.Boolean", int: "com.amazon.coral.value.json.numbers.TruncatingBigNumber",
+                float: "com.amazon.coral.value.json.numbers.TruncatingBigNumber",
+                str: "java.lang.String", list: "java.util.ArrayList", dict: "java.util.LinkedHashMap"}
+
+# Enumerations as AWS's validation messages list them (their order is AWS's, not the
+# service model's).
+ENUM_ORDER = {
+    "Op": ("add", "remove", "move", "test", "replace", "copy"),
+    "EndpointType": ("PRIVATE", "EDGE", "REGIONAL"),
+    "IntegrationType": ("HTTP", "MOCK", "AWS_PROXY", "HTTP_PROXY", "AWS"),
+    "DocumentationPartType": (
+        "RESPONSE_BODY", "RESPONSE", "METHOD", "MODEL", "AUTHORIZER", "RESPONSE_HEADER", "RESOURCE",
+        "PATH_PARAMETER", "REQUEST_BODY", "QUERY_PARAMETER", "API", "REQUEST_HEADER"),
+    "IpAddressType": ("ipv4", "dualstack"),
+    "GatewayResponseType": (
+        "REQUEST_TOO_LARGE", "RESOURCE_NOT_FOUND", "AUTHORIZER_CONFIGURATION_ERROR",
+        "MISSING_AUTHENTICATION_TOKEN", "BAD_REQUEST_BODY", "INVALID_SIGNATURE", "INVALID_API_KEY",
+        "BAD_REQUEST_PARAMETERS", "AUTHORIZER_FAILURE", "UNAUTHORIZED", "INTEGRATION_TIMEOUT",
+        "ACCESS_DENIED", "DEFAULT_4XX", "DEFAULT_5XX", "WAF_FILTERED", "QUOTA_EXCEEDED", "THROTTLED",
+        "API_CONFIGURATION_ERROR", "UNSUPPORTED_MEDIA_TYPE", "INTEGRATION_FAILURE", "EXPIRED_TOKEN"),
+}
+# Patterns AWS checks that the service model does not carry: member -> pattern as AWS prints it.
+PATTERNS = {"statusCode": r"[1-5]\d\d"}
+
+
+def validation_message(errors: list[str]) -> str:
+    """AWS's ValidationException text for one or more constraint failures."""
+    return VALIDATION_ERRORS.format(count=len(errors), s="" if len(errors) == 1 else "s",
+                                    errors="; ".join(errors))
+
+
+def invalid_api(api_id: str) -> str:
+    return INVALID_API_ID.format(account=ACCOUNT_ID, api_id=api_id)

@@ -1,0 +1,318 @@
+"""The management API exactly as AWS answers it, through boto3 on a real socket: each case
+replays a call of LocalStack's AWS-validated tests (tests/aws/services/apigateway/
+test_apigateway_api.py and test_apigateway_import.py in localstack/localstack) and expects
+the answer AWS recorded (error code, status, message text; output shapes)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from botocore.exceptions import ClientError
+
+from fastgate.control import messages as msg
+from tests.control.test_api import Server, build_api, c, code_of, server  # noqa: F401 (fixtures)
+
+ACCOUNT = msg.ACCOUNT_ID
+
+
+@pytest.fixture
+def loose(server):
+    """A client that sends what botocore's own checks would stop (AWS's tests do the same):
+    the server's answer to a wrong JSON type is what is tested."""
+    import boto3
+    from botocore.config import Config
+    from tests.control.test_api import KEY, SECRET
+    return boto3.client("apigateway", endpoint_url=server.url, region_name="us-east-1",
+                        aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+                        config=Config(retries={"max_attempts": 1}, parameter_validation=False))
+
+
+def error(fn, *args, **kw) -> tuple[str, int, str]:
+    with pytest.raises(ClientError) as e:
+        fn(*args, **kw)
+    err = e.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Message"]
+
+
+def patch(c, api_id, *ops):
+    return c.update_rest_api(restApiId=api_id, patchOperations=[dict(zip(("op", "path", "value"), o))
+                                                                for o in ops])
+
+
+# ---------------------------------------------------------------- RestApi
+
+def test_rest_api_outputs_and_defaults(c):
+    api = c.create_rest_api(name="a")
+    assert api["endpointConfiguration"] == {"types": ["EDGE"], "ipAddressType": "ipv4"}
+    assert "tags" not in api                     # CreateRestApi: no tags key without tags
+    got = c.get_rest_api(restApiId=api["id"])
+    assert got["tags"] == {} and got["endpointConfiguration"]["ipAddressType"] == "ipv4"
+    private = c.create_rest_api(name="p", endpointConfiguration={"types": ["PRIVATE"]})
+    assert private["endpointConfiguration"] == {"types": ["PRIVATE"], "ipAddressType": "dualstack"}
+
+
+def test_create_rest_api_validation(c):
+    assert error(c.create_rest_api, name="a", description="") == (
+        "BadRequestException", 400, "Description cannot be an empty string")
+    assert error(c.create_rest_api, name="a", minimumCompressionSize=-1) == (
+        "BadRequestException", 400, "Invalid minimum compression size, must be between 0 and 10485760")
+    assert error(c.create_rest_api, name="a", endpointConfiguration={"types": []}) == (
+        "BadRequestException", 400, "REGIONAL Configuration and EDGE Configuration cannot be both DISABLED.")
+    assert error(c.create_rest_api, name="a", endpointConfiguration={"types": ["EDGE", "REGIONAL"]}) == (
+        "BadRequestException", 400, "Cannot create an api with multiple Endpoint Types.")
+    assert error(c.create_rest_api, name="a", endpointConfiguration={
+        "types": ["PRIVATE"], "ipAddressType": "ipv4"}) == (
+        "BadRequestException", 400, "Only dualstack ipAddressType is supported for Private APIs.")
+    assert error(c.create_rest_api, name="a", endpointConfiguration={"types": ["wrong"],
+                                                                     "ipAddressType": "wrong"}) == (
+        "ValidationException", 400,
+        "2 validation errors detected: Value '[wrong]' at 'createRestApiInput.endpointConfiguration.types' "
+        "failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value "
+        "set: [PRIVATE, EDGE, REGIONAL]]; Value 'wrong' at 'createRestApiInput.endpointConfiguration."
+        "ipAddressType' failed to satisfy constraint: Member must satisfy enum value set: [ipv4, dualstack]")
+
+
+def test_missing_api_names_the_account(c):
+    assert error(c.get_rest_api, restApiId="api_id") == (
+        "NotFoundException", 404, f"Invalid API identifier specified {ACCOUNT}:api_id")
+    assert error(c.update_rest_api, restApiId="api_id",
+                 patchOperations=[{"op": "replace", "path": "/apiKeySource", "value": "AUTHORIZER"}]) == (
+        "NotFoundException", 404, f"Invalid API identifier specified {ACCOUNT}:api_id")
+
+
+def test_update_rest_api_patch_operations(c):
+    api = c.create_rest_api(name="a", description="this is my api")
+    out = patch(c, api["id"], ("add", "/binaryMediaTypes/image~1png"), ("add", "/binaryMediaTypes/image~1jpeg"))
+    assert out["binaryMediaTypes"] == ["image/png", "image/jpeg"] and out["tags"] == {}
+    out = patch(c, api["id"], ("replace", "/binaryMediaTypes/image~1png", "image/gif"))
+    assert out["binaryMediaTypes"] == ["image/jpeg", "image/gif"]
+    out = patch(c, api["id"], ("remove", "/binaryMediaTypes/image~1gif"), ("remove", "/description"))
+    assert out["binaryMediaTypes"] == ["image/jpeg"] and "description" not in out
+    for op in ("add", "replace", "remove"):
+        assert error(patch, c, api["id"], (op, "/binaryMediaTypes", "image/gif")) == (
+            "BadRequestException", 400, "Invalid patch path /binaryMediaTypes")
+    out = patch(c, api["id"], ("replace", "/endpointConfiguration/types/0", "REGIONAL"),
+                ("replace", "/endpointConfiguration/types/0", "PRIVATE"))
+    assert out["endpointConfiguration"] == {"types": ["PRIVATE"], "ipAddressType": "dualstack"}
+    assert error(patch, c, api["id"], ("replace", "/endpointConfiguration/ipAddressType", "ipv4")) == (
+        "BadRequestException", 400, "Only dualstack ipAddressType is supported for Private APIs.")
+    assert error(patch, c, api["id"], ("replace", "/endpointConfiguration/ipAddressType", "wrong")) == (
+        "BadRequestException", 400, "ipAddressType must be either ipv4 or dualstack.")
+    assert error(patch, c, api["id"], ("replace", "/endpointConfiguration/types/0", "wrong")) == (
+        "BadRequestException", 400, "Invalid EndpointTypes specified. Valid options are REGIONAL,EDGE,PRIVATE")
+    assert error(patch, c, api["id"], ("remove", "/endpointConfiguration/ipAddressType", "dualstack")) == (
+        "BadRequestException", 400, "Invalid patch operation specified. Must be one of: [replace]")
+    assert error(patch, c, api["id"], ("remove", "/endpointConfiguration/types/0", "EDGE")) == (
+        "BadRequestException", 400, "Invalid patch operation specified. Must be 'add'|'remove'|'replace'")
+    assert error(patch, c, api["id"], ("replace", "/minimumCompressionSize", "-1")) == (
+        "BadRequestException", 400, "Invalid minimum compression size, must be between 0 and 10485760")
+    assert error(patch, c, api["id"], ("add", "/minimumCompressionSize", "10")) == (
+        "BadRequestException", 400, "Invalid patch operation specified. Must be one of: [replace]")
+    assert error(patch, c, api["id"], ("wrong", "/endpointConfiguration/ipAddressType", "x"),
+                 ("wrong", "/endpointConfiguration/types/0", "EDGE")) == (
+        "ValidationException", 400,
+        "2 validation errors detected: Value 'wrong' at 'updateRestApiInput.patchOperations.1.member.op' "
+        "failed to satisfy constraint: Member must satisfy enum value set: [add, remove, move, test, "
+        "replace, copy]; Value 'wrong' at 'updateRestApiInput.patchOperations.2.member.op' failed to "
+        "satisfy constraint: Member must satisfy enum value set: [add, remove, move, test, replace, copy]")
+
+
+# ---------------------------------------------------------------- methods
+
+def test_nested_calls_on_a_missing_api_name_the_resource(c):
+    for fn, kw in ((c.put_method, {"httpMethod": "GET", "authorizationType": "NONE"}),
+                   (c.get_method, {"httpMethod": "GET"}), (c.get_integration, {"httpMethod": "GET"}),
+                   (c.get_resource, {})):
+        assert error(fn, restApiId="nope", resourceId="r1", **kw) == (
+            "NotFoundException", 404, "Invalid Resource identifier specified")
+    # a missing API (404) is found before a bad HTTP method (400), as AWS checks
+    assert error(c.put_method, restApiId="nope", resourceId="r1", httpMethod="WRONG",
+                 authorizationType="NONE")[:2] == ("NotFoundException", 404)
+    api, pets, _ = build_api(c)
+    assert error(c.put_method, restApiId=api["id"], resourceId=pets["id"], httpMethod="WRONG",
+                 authorizationType="NONE") == (
+        "BadRequestException", 400,
+        "Invalid HttpMethod specified. Valid options are GET,PUT,POST,DELETE,PATCH,OPTIONS,HEAD,ANY")
+
+
+def test_method_request_validation(c, loose):
+    api, pets, _ = build_api(c)
+    kw = dict(restApiId=api["id"], resourceId=pets["id"], httpMethod="POST", authorizationType="NONE")
+    assert error(c.put_method, requestParameters={"method.request.querystring.optional": False,
+                                                  "method.request.header.optional": False}, **kw) == (
+        "BadRequestException", 400, "Parameter names must be unique across querystring, header and path")
+    assert error(loose.put_method, requestParameters={"method.request.path.testPath": True, True: True}, **kw) == (
+        "BadRequestException", 400, "Invalid mapping expression specified: Validation Result: warnings : [], "
+                                    "errors : [Invalid mapping expression specified: true]")
+    assert error(c.put_method, requestValidatorId="wrong", **kw) == (
+        "BadRequestException", 400, "Invalid Request Validator identifier specified")
+    assert error(c.put_method, requestModels={"application/json": "petModel"}, **kw) == (
+        "BadRequestException", 400, "Invalid model identifier specified: petModel")
+    c.put_method(requestModels={"application/json": "Empty"}, **kw)     # AWS's predefined model
+
+
+def test_update_method_patch_operations(c):
+    api, pets, _ = build_api(c)
+    kw = dict(restApiId=api["id"], resourceId=pets["id"], httpMethod="GET")
+
+    def upd(*ops):
+        return c.update_method(patchOperations=[dict(zip(("op", "path", "value"), o)) for o in ops], **kw)
+
+    assert upd(("replace", "/apiKeyRequired", "whatever"))["apiKeyRequired"] is False
+    assert upd(("replace", "/apiKeyRequired", "true"))["apiKeyRequired"] is True
+    out = upd(("add", "/requestModels/application~1json", "Empty"))
+    assert out["requestModels"] == {"application/json": "Empty"}
+    assert "requestModels" not in upd(("remove", "/requestModels/application~1json"))
+    assert error(upd, ("add", "/operationName", "x")) == (
+        "BadRequestException", 400, "Invalid patch operation specified. Must be one of: [replace]")
+    assert error(upd, ("add", "/httpMethod", "PUT")) == (
+        "BadRequestException", 400, "Invalid patch path /httpMethod")
+    assert error(upd, ("add", "/requestModels/application/json", "Empty")) == (
+        "BadRequestException", 400, "Invalid patch path /requestModels/application/json")
+    assert error(upd, ("replace", "/requestValidatorId", "wrong-id")) == (
+        "BadRequestException", 400, "Invalid Request Validator identifier specified")
+
+
+def test_mock_integration_has_no_connection_type_in_get_method(c):
+    api, pets, _ = build_api(c)
+    kw = dict(restApiId=api["id"], resourceId=pets["id"], httpMethod="POST")
+    c.put_method(authorizationType="NONE", **kw)
+    c.put_integration(type="MOCK", **kw)
+    assert "connectionType" not in c.get_method(**kw)["methodIntegration"]
+
+
+def test_integration_response_templates(c, loose):
+    api, pets, _ = build_api(c)
+    kw = dict(restApiId=api["id"], resourceId=pets["id"], httpMethod="GET", statusCode="200")
+    out = c.put_integration_response(selectionPattern="", responseTemplates={"application/json": ""}, **kw)
+    assert out["responseTemplates"] == {"application/json": None} and out["selectionPattern"] == ""
+    assert error(loose.put_integration_response, responseTemplates={"application/json": 123}, **kw) == (
+        "SerializationException", 400,
+        "class com.amazon.coral.value.json.numbers.TruncatingBigNumber can not be converted to an String")
+    assert error(c.put_integration_response, responseTemplates={"123": "x"}, **kw) == (
+        "BadRequestException", 400, "Validation Result: warnings : [], errors : [Invalid content type specified: 123]")
+    assert error(loose.put_integration, restApiId=api["id"], resourceId=pets["id"], httpMethod="GET",
+                 type="HTTP", integrationHttpMethod="GET", uri="http://x",
+                 requestParameters={"integration.request.path.testPath": True}) == (
+        "SerializationException", 400, "class java.lang.Boolean can not be converted to an String")
+    assert error(c.put_integration_response, restApiId=api["id"], resourceId=pets["id"], httpMethod="GET",
+                 statusCode="wrong") == (
+        "ValidationException", 400, "1 validation error detected: Value 'wrong' at 'statusCode' failed to "
+                                    "satisfy constraint: Member must satisfy regular expression pattern: [1-5]\\d\\d")
+
+
+# ---------------------------------------------------------------- stages
+
+def test_stage_access_log_settings(c):
+    api, _, _ = build_api(c)
+    c.create_deployment(restApiId=api["id"], stageName="dev")
+
+    def upd(op, path, value=None):
+        o = {"op": op, "path": path}
+        if value is not None:
+            o["value"] = value
+        return c.update_stage(restApiId=api["id"], stageName="dev", patchOperations=[o])
+
+    arn = "arn:aws:logs:us-east-1:123456789012:log-group:x"
+    assert upd("add", "/accessLogSettings/destinationArn", arn)["accessLogSettings"] == {"destinationArn": arn}
+    out = upd("add", "/accessLogSettings/format", "$context.requestId")
+    assert out["accessLogSettings"] == {"destinationArn": arn, "format": "$context.requestId"}
+    for op in ("add", "replace"):
+        assert error(upd, op=op, path="/accessLogSettings/randomValue", value="u") == (
+            "BadRequestException", 400, "Invalid accessLogSettings path. Must be one of : "
+                                        "[/accessLogSettings/destinationArn, /accessLogSettings/format]")
+    assert error(upd, op="replace", path="/accessLogSettings/format", value="") == (
+        "BadRequestException", 400, "Access Log value must not be empty")
+    assert error(upd, op="remove", path="/accessLogSettings/destinationArn") == (
+        "BadRequestException", 400, "Cannot remove method setting accessLogSettings/destinationArn because "
+                                    "there is no method setting for this method ")
+    assert "accessLogSettings" not in upd("remove", "/accessLogSettings")
+
+
+# ---------------------------------------------------------------- gateway responses
+
+def test_gateway_response_defaults_and_default_families(c):
+    api = c.create_rest_api(name="a")
+    out = c.put_gateway_response(restApiId=api["id"], responseType="MISSING_AUTHENTICATION_TOKEN",
+                                 responseParameters={"gatewayresponse.header.x": "'y'"})
+    assert out["statusCode"] == "403" and out["defaultResponse"] is False
+    assert out["responseTemplates"] == {"application/json": '{"message":$context.error.messageString}'}
+    c.put_gateway_response(restApiId=api["id"], responseType="DEFAULT_5XX", statusCode="599",
+                           responseTemplates={"application/json": '{"m": 1}'})
+    c.put_gateway_response(restApiId=api["id"], responseType="AUTHORIZER_FAILURE",
+                           responseParameters={"gatewayresponse.header.foo": "'bar'"})
+    items = {i["responseType"]: i for i in c.get_gateway_responses(restApiId=api["id"])["items"]}
+    # a DEFAULT_5XX put flows into the 5XX types not customised themselves
+    assert items["INTEGRATION_FAILURE"]["statusCode"] == "599"
+    assert items["INTEGRATION_FAILURE"]["responseTemplates"] == {"application/json": '{"m": 1}'}
+    assert items["INTEGRATION_FAILURE"]["defaultResponse"] is True
+    assert items["AUTHORIZER_FAILURE"]["statusCode"] == "500"
+    assert items["THROTTLED"]["statusCode"] == "429" and "statusCode" not in items["DEFAULT_4XX"]
+    assert c.get_gateway_response(restApiId=api["id"], responseType="API_CONFIGURATION_ERROR")["statusCode"] == "599"
+    assert error(c.get_gateway_response, restApiId=api["id"], responseType="FAKE_RESPONSE_TYPE")[:2] == (
+        "ValidationException", 400)
+    assert error(c.delete_gateway_response, restApiId=api["id"], responseType="THROTTLED") == (
+        "NotFoundException", 404, "Gateway response type not defined on api")
+
+
+# ---------------------------------------------------------------- import and put
+
+OAS_WITH_AWS_LENIENCY = {
+    "openapi": "3.0.1", "info": {"title": "lenient", "version": "1"},
+    "servers": [{"url": "https://testdomain.com/base-url/part/"}],
+    "paths": {"/test": {"get": {
+        "responses": {"200": {"description": "ok"}},
+        "x-amazon-apigateway-integration": {
+            "type": "http_proxy", "httpMethod": "GET", "uri": "http://example.com/pets",
+            "payloadFormatVersion": 1.0,
+            "requestParameters": {"integration.request.header.nothing": True,
+                                  "integration.request.header.kept": "'True'"}}}}}}
+
+
+@pytest.mark.parametrize("basepath,resource", [("ignore", "/test"), ("split", "/part/test"),
+                                               ("prepend", "/base-url/part/test")])
+def test_import_is_as_lenient_as_aws(c, basepath, resource):
+    api = c.import_rest_api(body=orjson.dumps(OAS_WITH_AWS_LENIENCY), parameters={"basepath": basepath})
+    assert api["warnings"] == [
+        "Invalid format for 'requestParameters'. Expected type string for property "
+        f"'integration.request.header.nothing' of resource '{resource}' and method 'GET' but got 'true'"]
+    assert api["endpointConfiguration"] == {"types": ["EDGE"], "ipAddressType": "ipv4"}
+    assert "tags" not in api
+    res = next(r for r in c.get_resources(restApiId=api["id"])["items"] if r["path"] == resource)
+    integ = c.get_integration(restApiId=api["id"], resourceId=res["id"], httpMethod="GET")
+    assert integ["requestParameters"] == {"integration.request.header.kept": "'True'"}
+    # AWS's warning fails failOnWarnings
+    assert error(c.import_rest_api, body=orjson.dumps(OAS_WITH_AWS_LENIENCY), failOnWarnings=True)[:2] == (
+        "BadRequestException", 400)
+
+
+def test_fail_on_warnings_ignores_fastgates_own_notes(c):
+    doc = {"swagger": "2.0", "info": {"title": "docs", "version": "1"},
+           "x-amazon-apigateway-documentation": {"version": "1", "documentationParts": []},
+           "paths": {"/x": {"get": {"responses": {"200": {"description": "ok"}},
+                                    "x-amazon-apigateway-integration": {"type": "mock"}}}}}
+    api = c.import_rest_api(body=orjson.dumps(doc), failOnWarnings=True)
+    assert api["name"] == "docs"
+
+
+def test_bad_files_answer_invalid_openapi_input(c):
+    for body in (b"{'key:value}", b'test:\n    value:\n        - "value ... \\"escaped\\": $var"\n'):
+        code, status, message = error(c.import_rest_api, body=body)
+        assert (code, status) == ("BadRequestException", 400)
+        assert message.startswith("Invalid OpenAPI input.") and len(message) > len("Invalid OpenAPI input.")
+        # the document is read before the API is looked for, as AWS does
+        code, status, message = error(c.put_rest_api, restApiId="nope", body=body)
+        assert (code, status) == ("BadRequestException", 400) and message.startswith("Invalid OpenAPI input.")
+
+
+@pytest.mark.parametrize("mode,expected", [("merge", ["image/heif", "image/png", "image/jpg"]),
+                                           ("overwrite", ["image/png", "image/jpg"])])
+def test_put_rest_api_binary_media_types(c, mode, expected):
+    api = c.create_rest_api(name="a", binaryMediaTypes=["image/heif"])
+    doc = {"swagger": "2.0", "info": {"title": "b", "version": "1.0.0"},
+           "x-amazon-apigateway-binary-media-types": ["image/png", "image/jpg"],
+           "paths": {"/x": {"get": {"responses": {"200": {"description": "ok"}},
+                                    "x-amazon-apigateway-integration": {"type": "mock"}}}}}
+    out = c.put_rest_api(restApiId=api["id"], mode=mode, body=orjson.dumps(doc))
+    assert out["binaryMediaTypes"] == expected
+    assert out["tags"] == {} and out["endpointConfiguration"]["ipAddressType"] == "ipv4"
