@@ -32,6 +32,38 @@ INVALID_MODEL_ID = "Invalid model identifier specified: {name}"          # 400 f
 INVALID_PARAMETER_NAME = "Invalid parameter name specified"
 CONTENT_TYPE_NOT_FOUND = "Content-Type specified was not found"
 GATEWAY_RESPONSE_NOT_DEFINED = "Gateway response type not defined on api"
+INVALID_DEPLOYMENT_ID = "Invalid Deployment identifier specified"
+INVALID_STAGE_ID = "Invalid Stage identifier specified"
+INVALID_DOMAIN_NAME_ID = "Invalid domain name identifier specified"
+
+# ---- conflicts (409 ConflictException)
+METHOD_EXISTS = "Method already exists for this resource"
+RESPONSE_EXISTS = "Response already exists for this resource"
+SIBLING_SAME_NAME = "Another resource with the same parent already has this name: {part}"
+STAGE_EXISTS = "Stage already exists"
+
+# ---- resources
+PATH_PART_INVALID = ("Resource's path part only allow a-zA-Z0-9._- and curly braces at the beginning "
+                     "and the end and an optional plus sign before the closing brace.")
+GREEDY_CHILD = "Cannot create a child of a resource with a greedy path variable: {part}"
+VARIABLE_SIBLING = "A sibling ({part}) of this resource already has a variable path part -- only one is allowed"
+ROOT_DELETE = "Cannot delete root resource"
+
+# ---- integrations and responses
+INVALID_STATUS_CODE = "Invalid status code specified. Must be a 3-digit code from 100 to 599"
+INVALID_AUTHORIZATION_TYPE = "Invalid authorization type specified. Valid options are {allowed}"
+INVALID_INTEGRATION_TYPE = "Invalid integration type specified. Valid options are {allowed}"
+INTEGRATION_URI_EMPTY = "Enumeration value for Integration uri must be non-empty"
+INTEGRATION_METHOD_EMPTY = "Enumeration value for HttpMethod must be non-empty"
+INTEGRATION_TIMEOUT = "Timeout should be between 50 ms and 29000 ms"
+INVALID_PASSTHROUGH = "Invalid passthrough behavior specified. Valid options are {allowed}"
+
+# ---- deployments and stages
+NO_METHODS = "The REST API doesn't contain any methods"
+NO_INTEGRATION = "No integration defined for method"
+STAGE_NAME_INVALID = "Stage name only allows a-zA-Z0-9_-"
+NO_CANARY = "Promotion not available. Canary does not exist."
+DEPLOYMENT_IN_USE = "Active stages pointing to this deployment must be moved or deleted"
 
 # ---- RestApi
 DESCRIPTION_EMPTY = "Description cannot be an empty string"

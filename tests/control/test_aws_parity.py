@@ -316,3 +316,20 @@ def test_put_rest_api_binary_media_types(c, mode, expected):
     out = c.put_rest_api(restApiId=api["id"], mode=mode, body=orjson.dumps(doc))
     assert out["binaryMediaTypes"] == expected
     assert out["tags"] == {} and out["endpointConfiguration"]["ipAddressType"] == "ipv4"
+
+
+def test_identifier_messages(c):
+    api, pets, _ = build_api(c)
+    kw = dict(restApiId=api["id"], resourceId=pets["id"], httpMethod="POST")
+    c.put_method(authorizationType="NONE", **kw)
+    assert error(c.get_integration, **kw) == ("NotFoundException", 404, "Invalid Integration identifier specified")
+    assert error(c.get_integration_response, statusCode="200", **kw) == (
+        "NotFoundException", 404, "Invalid Integration identifier specified")
+    assert error(c.get_method, restApiId=api["id"], resourceId=pets["id"], httpMethod="PUT") == (
+        "NotFoundException", 404, "Invalid Method identifier specified")
+    proxy = c.create_resource(restApiId=api["id"], parentId=api["rootResourceId"], pathPart="{proxy+}")
+    assert error(c.create_resource, restApiId=api["id"], parentId=proxy["id"], pathPart="x") == (
+        "BadRequestException", 400, "Cannot create a child of a resource with a greedy path variable: {proxy+}")
+    assert error(c.create_resource, restApiId=api["id"], parentId=api["rootResourceId"], pathPart="{other}") == (
+        "BadRequestException", 400,
+        "A sibling ({proxy+}) of this resource already has a variable path part -- only one is allowed")

@@ -183,19 +183,19 @@ class ModelBase:
     def _deployment(self, api_id: str, dep_id: str) -> dict:
         dep = self.state.deployments.get(api_id, {}).get(dep_id)
         if dep is None:
-            raise NotFound("Invalid Deployment identifier specified")
+            raise NotFound(msg.INVALID_DEPLOYMENT_ID)
         return dep
 
     def _stage(self, api_id: str, name: str) -> dict:
         stage = self.state.stages.get(api_id, {}).get(name)
         if stage is None:
-            raise NotFound("Invalid Stage identifier specified")
+            raise NotFound(msg.INVALID_STAGE_ID)
         return stage
 
     def _domain(self, name: str) -> dict:
         domain = self.state.domains.get(name)
         if domain is None:
-            raise NotFound("Invalid domain name identifier specified")
+            raise NotFound(msg.INVALID_DOMAIN_NAME_ID)
         return domain
 
     def _edit_api(self, api_id: str, nested: bool = False) -> dict:

@@ -42,7 +42,7 @@ class GatewayResponses(ModelBase):
         rtype = self._response_type(p)
         status = p.get("statusCode")
         if status is not None and not STATUS_CODE.match(status):
-            raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
+            raise BadRequest(msg.INVALID_STATUS_CODE)
         with self.change() as txn:
             api = self._edit_api(p["restApiId"])
             # what the put leaves out is the type's default (AWS's recordings)

@@ -47,21 +47,18 @@ class Resources(ModelBase):
     def create_resource(self, p: dict) -> dict:
         part = _require_str(p, "pathPart", "pathPart")
         if not PATH_PART.match(part):
-            raise BadRequest("Resource's path part only allow a-zA-Z0-9._- and curly braces at "
-                             "the beginning and the end and an optional plus sign before the "
-                             "closing brace.")
+            raise BadRequest(msg.PATH_PART_INVALID)
         with self.change() as txn:
             api = self._edit_api(p["restApiId"])
             parent = self._resource(api, p["parentId"])
             if parent.get("pathPart", "").endswith("+}"):
-                raise BadRequest("A greedy path variable ({proxy+}) must be the last part of a path")
+                raise BadRequest(msg.GREEDY_CHILD.format(part=parent["pathPart"]))
             for r in api["resources"]:
                 if r.get("parentId") == parent["id"]:
                     if r["pathPart"] == part:
-                        raise Conflict(f"Another resource with the same parent already has this name: {part}")
+                        raise Conflict(msg.SIBLING_SAME_NAME.format(part=part))
                     if r["pathPart"].startswith("{") and part.startswith("{"):
-                        raise BadRequest("A sibling ({}) of this resource already has a variable "
-                                         "path part -- only one is allowed".format(r["pathPart"]))
+                        raise BadRequest(msg.VARIABLE_SIBLING.format(part=r["pathPart"]))
             resource = {"id": new_id(10), "parentId": parent["id"], "pathPart": part,
                         "path": _child_path(parent, part)}
             api["resources"].append(resource)
@@ -73,7 +70,7 @@ class Resources(ModelBase):
             api = self._edit_api(p["restApiId"])
             target = self._resource(api, p["resourceId"])
             if target.get("path") == "/":
-                raise BadRequest("Cannot delete root resource")
+                raise BadRequest(msg.ROOT_DELETE)
             doomed = {target["id"]}
             grew = True
             while grew:     # the resource and everything under it
@@ -105,11 +102,11 @@ class Resources(ModelBase):
             if http_method not in HTTP_METHODS:
                 raise BadRequest(msg.INVALID_HTTP_METHOD)
             if auth not in AUTHORIZATION_TYPES:
-                raise BadRequest(f"Invalid authorization type specified. Valid options are "
-                                 f"{','.join(AUTHORIZATION_TYPES)}")
+                raise BadRequest(msg.INVALID_AUTHORIZATION_TYPE.format(
+                                 allowed=",".join(AUTHORIZATION_TYPES)))
             methods = resource.setdefault("resourceMethods", {})
             if http_method in methods:
-                raise Conflict("Method already exists for this resource")
+                raise Conflict(msg.METHOD_EXISTS)
             _check_method_authorizer(api, auth, p.get("authorizerId"))
             _check_request_parameters(p.get("requestParameters"))
             if p.get("requestValidatorId") is not None:
@@ -157,19 +154,17 @@ class Resources(ModelBase):
     def put_integration(self, p: dict) -> dict:
         itype = _require_str(p, "type", "type")
         if itype not in INTEGRATION_TYPES:
-            raise BadRequest(f"Invalid integration type specified. Valid options are "
-                             f"{','.join(INTEGRATION_TYPES)}")
+            raise BadRequest(msg.INVALID_INTEGRATION_TYPE.format(allowed=",".join(INTEGRATION_TYPES)))
         if itype in ("HTTP", "HTTP_PROXY", "AWS", "AWS_PROXY"):
             if not p.get("uri"):
-                raise BadRequest("Enumeration value for Integration uri must be non-empty")
+                raise BadRequest(msg.INTEGRATION_URI_EMPTY)
             if not p.get("integrationHttpMethod"):
-                raise BadRequest("Enumeration value for HttpMethod must be non-empty")
+                raise BadRequest(msg.INTEGRATION_METHOD_EMPTY)
         timeout = p.get("timeoutInMillis")
         if timeout is not None and not 50 <= timeout <= 29000:
-            raise BadRequest("Timeout should be between 50 ms and 29000 ms")
+            raise BadRequest(msg.INTEGRATION_TIMEOUT)
         if p.get("passthroughBehavior") not in (None, *PASSTHROUGH_BEHAVIORS):
-            raise BadRequest("Invalid passthrough behavior specified. Valid options are "
-                             f"{','.join(PASSTHROUGH_BEHAVIORS)}")
+            raise BadRequest(msg.INVALID_PASSTHROUGH.format(allowed=",".join(PASSTHROUGH_BEHAVIORS)))
         with self.change() as txn:
             api, resource, method = self._method_ctx(p)
             integ = {"type": itype}
@@ -193,26 +188,26 @@ class Resources(ModelBase):
         api = self._api_of(p["restApiId"])
         method = self._method(self._resource(api, p["resourceId"]), p["httpMethod"])
         if "methodIntegration" not in method:
-            raise NotFound("No integration defined for method")
+            raise NotFound(msg.INVALID_INTEGRATION_ID)
         return _clone(method["methodIntegration"])
 
     def delete_integration(self, p: dict) -> dict:
         with self.change() as txn:
             api, _, method = self._method_ctx(p)
             if method.pop("methodIntegration", None) is None:
-                raise NotFound("No integration defined for method")
+                raise NotFound(msg.INVALID_INTEGRATION_ID)
             self._save_api(txn, api)
         return {}
 
     def put_integration_response(self, p: dict) -> dict:
         status = p["statusCode"]
         if not STATUS_CODE.match(status):
-            raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
+            raise BadRequest(msg.INVALID_STATUS_CODE)
         with self.change() as txn:
             api, _, method = self._method_ctx(p)
             integ = method.get("methodIntegration")
             if integ is None:
-                raise NotFound("No integration defined for method")
+                raise NotFound(msg.INVALID_INTEGRATION_ID)
             resp = {"statusCode": status}
             resp.update(_copy_known(p, ("selectionPattern", "responseParameters",
                                         "responseTemplates", "contentHandling")))
@@ -229,7 +224,7 @@ class Resources(ModelBase):
         integ = self.get_integration(p)
         resp = (integ.get("integrationResponses") or {}).get(p["statusCode"])
         if resp is None:
-            raise NotFound("Invalid Response status code specified")
+            raise NotFound(msg.INVALID_RESPONSE_STATUS)
         return resp
 
     def delete_integration_response(self, p: dict) -> dict:
@@ -237,19 +232,19 @@ class Resources(ModelBase):
             api, _, method = self._method_ctx(p)
             responses = (method.get("methodIntegration") or {}).get("integrationResponses") or {}
             if responses.pop(p["statusCode"], None) is None:
-                raise NotFound("Invalid Response status code specified")
+                raise NotFound(msg.INVALID_RESPONSE_STATUS)
             self._save_api(txn, api)
         return {}
 
     def put_method_response(self, p: dict) -> dict:
         status = p["statusCode"]
         if not STATUS_CODE.match(status):
-            raise BadRequest("Invalid status code specified. Must be a 3-digit code from 100 to 599")
+            raise BadRequest(msg.INVALID_STATUS_CODE)
         with self.change() as txn:
             api, _, method = self._method_ctx(p)
             responses = method.setdefault("methodResponses", {})
             if status in responses:
-                raise Conflict("Response already exists for this resource")
+                raise Conflict(msg.RESPONSE_EXISTS)
             resp = {"statusCode": status}
             resp.update(_copy_known(p, ("responseParameters", "responseModels")))
             responses[status] = resp
@@ -261,14 +256,14 @@ class Resources(ModelBase):
         method = self.get_method(p)
         resp = (method.get("methodResponses") or {}).get(p["statusCode"])
         if resp is None:
-            raise NotFound("Invalid Response status code specified")
+            raise NotFound(msg.INVALID_RESPONSE_STATUS)
         return resp
 
     def delete_method_response(self, p: dict) -> dict:
         with self.change() as txn:
             api, _, method = self._method_ctx(p)
             if (method.get("methodResponses") or {}).pop(p["statusCode"], None) is None:
-                raise NotFound("Invalid Response status code specified")
+                raise NotFound(msg.INVALID_RESPONSE_STATUS)
             self._save_api(txn, api)
         return {}
 
@@ -287,8 +282,8 @@ def _patch_method(api: dict, method: dict, op: dict) -> None:
             raise BadRequest(msg.PATCH_OP_ONLY_REPLACE)
         if top == "authorizationType":
             if value not in AUTHORIZATION_TYPES:
-                raise BadRequest(f"Invalid authorization type specified. Valid options are "
-                                 f"{','.join(AUTHORIZATION_TYPES)}")
+                raise BadRequest(msg.INVALID_AUTHORIZATION_TYPE.format(
+                                 allowed=",".join(AUTHORIZATION_TYPES)))
             method[top] = value
         elif top == "apiKeyRequired":
             # AWS reads anything but "true" as false (its recordings: "whatever" is false)

@@ -36,7 +36,7 @@ class Stages(ModelBase):
         api_id = p["restApiId"]
         stage_name = p.get("stageName")
         if stage_name is not None and not STAGE_NAME.match(stage_name):
-            raise BadRequest("Stage name only allows a-zA-Z0-9_-")
+            raise BadRequest(msg.STAGE_NAME_INVALID)
         variables = _check_variables(p.get("variables"))
         canary = p.get("canarySettings")
         with self.change() as txn:
@@ -44,10 +44,10 @@ class Stages(ModelBase):
             methods = [(r["path"], m, method) for r in api.get("resources", ())
                        for m, method in (r.get("resourceMethods") or {}).items()]
             if not methods:
-                raise BadRequest("The REST API doesn't contain any methods")
+                raise BadRequest(msg.NO_METHODS)
             for path, m, method in methods:
                 if "methodIntegration" not in method:
-                    raise BadRequest(f"No integration defined for method ({m} {path})")
+                    raise BadRequest(f"{msg.NO_INTEGRATION} ({m} {path})")
             dep = {"id": new_id(6), "createdDate": _now(), "apiSummary": api_summary(api),
                    "api": _clone(api)}
             while dep["id"] in self.state.deployments.get(api_id, {}):
@@ -121,7 +121,7 @@ class Stages(ModelBase):
             for stage in self.state.stages.get(api_id, {}).values():
                 if stage.get("deploymentId") == dep_id or \
                         (stage.get("canarySettings") or {}).get("deploymentId") == dep_id:
-                    raise BadRequest("Active stages pointing to this deployment must be moved or deleted")
+                    raise BadRequest(msg.DEPLOYMENT_IN_USE)
             txn.delete("deployment", api_id, dep_id)
         return {}
 
@@ -130,13 +130,13 @@ class Stages(ModelBase):
     def create_stage(self, p: dict) -> dict:
         api_id, name = p["restApiId"], _require_str(p, "stageName", "stageName")
         if not STAGE_NAME.match(name):
-            raise BadRequest("Stage name only allows a-zA-Z0-9_-")
+            raise BadRequest(msg.STAGE_NAME_INVALID)
         variables = _check_variables(p.get("variables"))
         with self.change() as txn:
             self._api(api_id)
             self._deployment(api_id, _require_str(p, "deploymentId", "deploymentId"))
             if name in self.state.stages.get(api_id, {}):
-                raise Conflict("Stage already exists")
+                raise Conflict(msg.STAGE_EXISTS)
             stage = _new_stage(name, p["deploymentId"], p, variables)
             stage.update(_copy_known(p, ("description", "cacheClusterSize", "documentationVersion", "tags")))
             if p.get("canarySettings") is not None:
@@ -225,11 +225,11 @@ class Stages(ModelBase):
             canary = stage.get("canarySettings")
             if src == "/canarySettings/deploymentId" and path == "/deploymentId":
                 if not canary:
-                    raise BadRequest("Promotion not available. Canary does not exist.")
+                    raise BadRequest(msg.NO_CANARY)
                 stage["deploymentId"] = canary["deploymentId"]
             elif src == "/canarySettings/stageVariableOverrides" and path == "/variables":
                 if not canary:
-                    raise BadRequest("Promotion not available. Canary does not exist.")
+                    raise BadRequest(msg.NO_CANARY)
                 stage.setdefault("variables", {}).update(canary.get("stageVariableOverrides") or {})
             else:
                 raise BadRequest(f"Invalid patch operation: copy from '{src}' to '{path}' is not "
