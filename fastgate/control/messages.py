@@ -78,6 +78,15 @@ IMPORT_WARNING_REQUEST_PARAMETER = (
     "Invalid format for 'requestParameters'. Expected type string for property '{name}' of "
     "resource '{resource}' and method '{method}' but got '{value}'")
 
+# ---- authorizers
+INVALID_AUTHORIZER_ID = "Invalid Authorizer identifier specified"
+# (the text names CUSTOM or COGNITO_USER_POOLS whatever the type asked for: AWS's recording)
+METHOD_NEEDS_AUTHORIZER = ("Invalid authorizer ID specified. Setting the authorization type to CUSTOM "
+                           "or COGNITO_USER_POOLS requires a valid authorizer.")
+AUTHORIZER_NAME_EXISTS = "Authorizer with name {name} already exists for this RestApi"
+# CreateAuthorizer on an API that does not exist: a 409, not a 404 (AWS's recording)
+CONCURRENT_MODIFICATION = "Unable to complete operation due to concurrent modification. Please try again later."
+
 # ---- methods
 INVALID_HTTP_METHOD = "Invalid HttpMethod specified. Valid options are GET,PUT,POST,DELETE,PATCH,OPTIONS,HEAD,ANY"
 PARAMETER_NAMES_UNIQUE = "Parameter names must be unique across querystring, header and path"

@@ -333,3 +333,19 @@ def test_identifier_messages(c):
     assert error(c.create_resource, restApiId=api["id"], parentId=api["rootResourceId"], pathPart="{other}") == (
         "BadRequestException", 400,
         "A sibling ({proxy+}) of this resource already has a variable path part -- only one is allowed")
+
+
+def test_authorizer_messages(c):
+    assert error(c.create_authorizer, restApiId="test-fake-rest-id", name="a", type="TOKEN",
+                 authorizerUri="arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+                               "arn:aws:lambda:us-east-1:123456789012:function:f/invocations",
+                 identitySource="method.request.header.Auth") == (
+        "ConflictException", 409, "Unable to complete operation due to concurrent modification. Please try again later.")
+    assert error(c.get_authorizers, restApiId="test-fake-rest-id") == (
+        "NotFoundException", 404, f"Invalid API identifier specified {ACCOUNT}:test-fake-rest-id")
+    api, pets, _ = build_api(c)
+    for auth_type in ("CUSTOM", "COGNITO_USER_POOLS"):
+        assert error(c.put_method, restApiId=api["id"], resourceId=pets["id"], httpMethod="POST",
+                     authorizationType=auth_type) == (
+            "BadRequestException", 400, "Invalid authorizer ID specified. Setting the authorization type to "
+                                        "CUSTOM or COGNITO_USER_POOLS requires a valid authorizer.")
