@@ -78,8 +78,10 @@ def _header_of(identity_source: str | None, default: str = "Authorization") -> s
 
 def compile_method_access(api: dict, method: dict, *, invoke, http_client, warn,
                           iam_credentials: Mapping[str, tuple[str, str]],
-                          caches: AuthCaches) -> list[Check]:
-    """The checks of one Method of one API document, in API Gateway's order."""
+                          caches: AuthCaches, cache_scope: str = "") -> list[Check]:
+    """The checks of one Method of one API document, in API Gateway's order.
+    cache_scope: what else keys the authorizers' cached results (the stage and its
+    FlushStageAuthorizersCache generation), beside the API and authorizer."""
     checks = _policy_checks(api, warn)
     http_api = api.get("protocolType", "REST") == "HTTP"
     atype = (method.get("authorizationType") or "NONE").upper()
@@ -94,7 +96,7 @@ def compile_method_access(api: dict, method: dict, *, invoke, http_client, warn,
         raise AccessError(f"authorizer {auth_id!r} of this method does not exist")
     atype_auth = auth.get("type", "")
     scopes = tuple(method.get("authorizationScopes") or ())
-    scope = f"{api.get('id')}/{auth_id}"
+    scope = f"{api.get('id')}/{auth_id}{cache_scope}"
     if atype == "COGNITO_USER_POOLS" or atype_auth == "COGNITO_USER_POOLS":
         issuers = [cognito_issuer(arn) for arn in auth.get("providerARNs") or ()]
         if not issuers:

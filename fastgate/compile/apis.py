@@ -132,15 +132,23 @@ class Compiler:
         self.services = services                # fastgate.phases.access.Services: authorizer caches, functions
         self.iam_credentials = iam_credentials or {}
         self.key_index = key_index              # fastgate._core.keys.KeyIndex of the snapshot, or None
+        self.config_groups = set(groups)        # the config's own upstream groups (VPC links name them)
+        self.vpc_links: dict = {}               # VPC link id -> VpcLink (compile_state sets them)
+        self.client_certificates: dict = {}     # client certificate id -> its document
+        self.current_stage_doc: dict = {}
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
 
     def api_stage(self, api: dict, stage_name: str, deployment_id: str, variables: dict,
-                  *, canary: bool = False, method_settings: dict | None = None) -> ApiStage:
+                  *, canary: bool = False, method_settings: dict | None = None,
+                  stage_doc: dict | None = None) -> ApiStage:
         router = Router()
         self.current_api = api
+        # the stage's client certificate (mutual TLS to its HTTPS backends) and the
+        # generation of its authorizer results (FlushStageAuthorizersCache moves it on)
+        self.current_stage_doc = stage_doc or {}
         self.binary_media_types[api["id"]] = list(api.get("binaryMediaTypes") or ())
         where = f"API {api.get('id')} stage {stage_name}{' (canary)' if canary else ''}"
         stage = ApiStage(api_id=api["id"], api_name=api.get("name", ""), stage=stage_name,
@@ -201,7 +209,8 @@ class Compiler:
         checks = compile_method_access(
             api, spec, invoke=self.services.invoke, http_client=self.services.http_client,
             warn=lambda m: self.warn(f"{where}: {m}"), iam_credentials=self.iam_credentials,
-            caches=self.services.caches)
+            caches=self.services.caches,
+            cache_scope=f"@{stage.stage}#{self.current_stage_doc.get('_authorizerCacheGeneration', 0)}")
         key = None
         if spec.get("apiKeyRequired"):
             from fastgate._core.keys import KeyGate
@@ -363,21 +372,46 @@ class Compiler:
         mapping = compile_request_mapping(self.current_api, self.current_method, integ)
         if mapping.path is not None:
             template = mapping.path     # HTTP APIs' overwrite:path
-        group_name = base
-        if group_name not in self.groups:
-            from fastgate.compile.upstreams import build_group
-            self.groups[group_name] = build_group(
-                group_name, UpstreamConfig(targets=(TargetConfig(url=base),)), self.metrics,
-                self.services.worker_id if self.services is not None else 0)
+        group = self.integration_group(stage, integ, base, where)
         up = UpstreamConfig(targets=(TargetConfig(url=base),))
         timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
-        return dict(integration=Integration.INTEGRATION_HTTP, upstream=self.groups[group_name],
+        return dict(integration=Integration.INTEGRATION_HTTP, upstream=group,
                     connect_timeout=up.connect_timeout_ms / 1000,
                     first_byte_timeout=timeout_ms / 1000, total_timeout=timeout_ms / 1000,
                     retries=up.retries, retry_non_idempotent=False,
                     path_rewrite=PathRewrite(template), request_headers=mapping.headers,
                     query_mapping=mapping.query, drop_query=not mapping.keep_query,
                     http_map=http_map)
+
+    def integration_group(self, stage: ApiStage, integ: dict, base: str, where: str):
+        """The upstream group an HTTP integration is sent to: a VPC link's (connectionType
+        VPC_LINK: the config's upstream group the link names), else one for the URI's origin,
+        shared by the integrations with the same TLS settings: the stage's client certificate
+        (mutual TLS to the backend) and tlsConfig.insecureSkipVerification."""
+        from fastgate.compile.upstreams import build_group, upstream_of
+        if integ.get("connectionType") == "VPC_LINK":
+            link_id = self.substitute(integ.get("connectionId") or "", stage, where)
+            link = self.vpc_links.get(link_id)
+            if link is None:
+                raise ValueError(f"VPC link {link_id!r} does not exist")
+            name = upstream_of((link.get("targetArns") or [""])[0])
+            if name not in self.config_groups:
+                raise ValueError(f"VPC link {link_id} names upstream {name!r}, which the "
+                                 "config's upstreams: do not define")
+            return self.groups[name]
+        verify = not (integ.get("tlsConfig") or {}).get("insecureSkipVerification")
+        cert_id = self.current_stage_doc.get("clientCertificateId")
+        cert = self.client_certificates.get(cert_id) if cert_id else None
+        if cert_id and cert is None:
+            self.warn(f"{where}: client certificate {cert_id!r} of the stage does not exist; "
+                      "none is presented")
+        key = base + ("" if verify else " insecure") + (f" cert:{cert_id}" if cert else "")
+        if key not in self.groups:
+            self.groups[key] = build_group(
+                key, UpstreamConfig(targets=(TargetConfig(url=base),), tls_verify=verify),
+                self.metrics, self.services.worker_id if self.services is not None else 0,
+                client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None)
+        return self.groups[key]
 
     def mock_integration(self, integ: dict, where: str) -> dict:
         if needs_vtl(integ):
@@ -476,6 +510,9 @@ def compile_state(state, compiler: Compiler):
     by_stage: dict[tuple[str, str], Mount] = {}
     claimed: dict[bytes, str] = {}
     apis = sorted(state.apis.values(), key=lambda a: (a.get("createdDate", 0), a["id"]))
+    extra = getattr(state, "extra", None) or {}
+    compiler.vpc_links = extra.get("vpclink", {}).get("", {})
+    compiler.client_certificates = extra.get("clientcertificate", {}).get("", {})
     for api in apis:
         api_id = api["id"]
         deployments = state.deployments.get(api_id, {})
@@ -488,7 +525,7 @@ def compile_state(state, compiler: Compiler):
             variables = st.get("variables") or {}
             settings = st.get("methodSettings") or {}
             main = compiler.api_stage(dep.get("api", api), name, dep["id"], variables,
-                                      method_settings=settings)
+                                      method_settings=settings, stage_doc=st)
             stages_out.append(main)
             canary = None
             percent = 0.0
@@ -502,7 +539,7 @@ def compile_state(state, compiler: Compiler):
                     cvars = dict(variables)
                     cvars.update(cs.get("stageVariableOverrides") or {})
                     canary = compiler.api_stage(cdep.get("api", api), name, cdep["id"], cvars,
-                                                canary=True, method_settings=settings)
+                                                canary=True, method_settings=settings, stage_doc=st)
                     stages_out.append(canary)
                     percent = float(cs.get("percentTraffic") or 0.0)
             prefix = _prefix(name)

@@ -23,9 +23,9 @@ from urllib.parse import unquote
 import orjson
 
 from fastgate.phases.auth import sigv4
-from fastgate.control.errors import ApiError, BadRequest, Validation
+from fastgate.control.errors import ApiError, BadRequest, ValidationError
 from fastgate.control.input_checks import check_constraints, check_type, serialization_error
-from fastgate.control.messages import NULL_CONSTRAINT, validation_message
+from fastgate.control.messages import NULL_CONSTRAINT, validation_errors
 from fastgate.control.model import OPERATIONS, Model
 
 SERVICE = "apigateway"
@@ -158,11 +158,11 @@ class ServiceSpec:
                 params[name] = {k: v[0] for k, v in query.items() if k not in bound_query}
         for name in shape.get("required", ()):
             if params.get(name) in (None, ""):
-                message = validation_message([NULL_CONSTRAINT.format(
+                message = validation_errors([NULL_CONSTRAINT.format(
                     where=f"{_lower_first(route.name)}Input.{name}")])
                 # a missing member fails the service's validation; an empty one is let
                 # through to the operation, which refuses it as a bad request
-                raise Validation(message) if params.get(name) is None else BadRequest(message)
+                raise ValidationError(message) if params.get(name) is None else BadRequest(message)
         check_constraints(self.shapes, route.name, route.input, params)
         return params
 

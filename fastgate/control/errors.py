@@ -17,11 +17,6 @@ class BadRequest(ApiError):
     status, code = 400, "BadRequestException"
 
 
-class Validation(ApiError):
-    """The service's own input validation (an enumeration or pattern a member fails)."""
-    status, code = 400, "ValidationException"
-
-
 class Serialization(ApiError):
     """A member of the wrong JSON type (a boolean or number where a string belongs)."""
     status, code = 400, "SerializationException"
@@ -49,3 +44,8 @@ class TooManyRequests(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code = 503, "ServiceUnavailableException"
+
+
+class ValidationError(ApiError):
+    """AWS's constraint violations of the input shape ("1 validation error detected: ...")."""
+    status, code = 400, "ValidationException"

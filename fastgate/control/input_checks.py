@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from fastgate.control.errors import Serialization, Validation
+from fastgate.control.errors import Serialization, ValidationError
 from fastgate.control.messages import (
     ENUM_CONSTRAINT,
     ENUM_ORDER,
@@ -20,7 +20,7 @@ from fastgate.control.messages import (
     LIST_ENUM_CONSTRAINT,
     PATTERN_CONSTRAINT,
     SERIALIZATION,
-    validation_message,
+    validation_errors,
 )
 
 # the JSON types a shape's value may have (a number for a string is a type error in AWS)
@@ -67,7 +67,7 @@ def _constraints(shapes: dict, shape_name: str, value, where: str, errors: list[
     if kind == "string" and isinstance(value, str):
         if "enum" in shape and value not in shape["enum"]:
             allowed = ENUM_ORDER.get(shape_name, tuple(shape["enum"]))
-            errors.append(ENUM_CONSTRAINT.format(value=value, where=where, allowed=", ".join(allowed)))
+            errors.append(ENUM_CONSTRAINT.format(value=value, where=where, choices=", ".join(allowed)))
         elif "pattern" in shape and not re.fullmatch(shape["pattern"], value):
             errors.append(PATTERN_CONSTRAINT.format(value=value, where=where, pattern=shape["pattern"]))
     elif kind == "list" and isinstance(value, list):
@@ -78,7 +78,7 @@ def _constraints(shapes: dict, shape_name: str, value, where: str, errors: list[
             if any(v not in item["enum"] for v in value):
                 allowed = ENUM_ORDER.get(item_shape, tuple(item["enum"]))
                 errors.append(LIST_ENUM_CONSTRAINT.format(
-                    value=", ".join(map(str, value)), where=where, allowed=", ".join(allowed)))
+                    value=", ".join(map(str, value)), where=where, choices=", ".join(allowed)))
             return
         for i, v in enumerate(value, 1):
             _constraints(shapes, item_shape, v, f"{where}.{i}.member", errors)
@@ -101,4 +101,4 @@ def check_constraints(shapes: dict, operation: str, input_shape: str, params: di
         if m.get("location") == "uri" and name in params:
             _constraints(shapes, m["shape"], params[name], name, errors)
     if errors:
-        raise Validation(validation_message(errors))
+        raise ValidationError(validation_errors(errors))

@@ -3,10 +3,15 @@
 Every text here is one Amazon API Gateway answers, copied from its recorded answers
 (LocalStack's AWS-validated snapshot files, tests/aws/services/apigateway/*.snapshot.json
 in localstack/localstack) or from AWS's documentation; ``{name}`` fields are filled with
-``str.format``. The model (fastgate/control/model/) and the OpenAPI importer
-(fastgate/control/openapi/) raise with these rather than spelling AWS's wording in place,
-so a text AWS changes is changed here once. Messages that are fastgate's own (a file it
-cannot read, a limit of its own) stay where they are raised.
+``str.format``. The model (fastgate/control/model/), the control API's input checks and the
+OpenAPI importer (fastgate/control/openapi/) raise with these rather than spelling AWS's
+wording in place, so a text AWS changes is changed here once: by name (``INVALID_API_ID``),
+or by key through ``aws_message("resource_not_found")`` (MESSAGES, below). Messages that are
+fastgate's own (a file it cannot read, a limit of its own) stay where they are raised.
+
+Oddities kept on purpose, because AWS has them: the two spaces in "Invalid patch path  '...'",
+"Resources cannot be cyclical." with its full stop, "Invalid Vpc Link identifier", the
+trailing space of "... no method setting for this method ".
 """
 
 from __future__ import annotations
@@ -106,15 +111,15 @@ PATCH_PATH = "Invalid patch path {path}"
 PATCH_OP_ONLY_REPLACE = "Invalid patch operation specified. Must be one of: [replace]"
 PATCH_OP_ADD_REMOVE_REPLACE = "Invalid patch operation specified. Must be 'add'|'remove'|'replace'"
 # (two spaces after "path": AWS's text)
-PATCH_PATH_FOR_OP = "Invalid patch path  '{path}' specified for op '{op}'. Must be one of: [{allowed}]"
+PATCH_PATH_FOR_OP = "Invalid patch path  '{path}' specified for op '{op}'. Must be one of: [{choices}]"
 PATCH_PATH_UNSUPPORTED_OP = "Invalid patch path  '{path}' specified for op '{op}'. Please choose supported operations"
 
 # ---- the service's own input validation (ValidationException, 400)
 VALIDATION_ERRORS = "{count} validation error{s} detected: {errors}"
 ENUM_CONSTRAINT = ("Value '{value}' at '{where}' failed to satisfy constraint: Member must satisfy "
-                   "enum value set: [{allowed}]")
+                   "enum value set: [{choices}]")
 LIST_ENUM_CONSTRAINT = ("Value '[{value}]' at '{where}' failed to satisfy constraint: Member must "
-                        "satisfy constraint: [Member must satisfy enum value set: [{allowed}]]")
+                        "satisfy constraint: [Member must satisfy enum value set: [{choices}]]")
 PATTERN_CONSTRAINT = ("Value '{value}' at '{where}' failed to satisfy constraint: Member must "
                       "satisfy regular expression pattern: {pattern}")
 NULL_CONSTRAINT = "Value null at '{where}' failed to satisfy constraint: Member must not be null"
@@ -145,7 +150,7 @@ ENUM_ORDER = {
 PATTERNS = {"statusCode": r"[1-5]\d\d"}
 
 
-def validation_message(errors: list[str]) -> str:
+def validation_errors(errors: list[str]) -> str:
     """AWS's ValidationException text for one or more constraint failures."""
     return VALIDATION_ERRORS.format(count=len(errors), s="" if len(errors) == 1 else "s",
                                     errors="; ".join(errors))
@@ -153,3 +158,71 @@ def validation_message(errors: list[str]) -> str:
 
 def invalid_api(api_id: str) -> str:
     return INVALID_API_ID.format(account=ACCOUNT_ID, api_id=api_id)
+
+
+# The same table by key, for the operations that name their texts so (every text above
+# appears once: the keys that share one point at it).
+MESSAGES: dict[str, str] = {
+    # patch operations
+    "patch_op_unsupported": PATCH_PATH_UNSUPPORTED_OP,
+    "patch_path_not_one_of": PATCH_PATH_FOR_OP,
+    "patch_path_invalid": PATCH_PATH,
+    "patch_parameter_missing": INVALID_PARAMETER_NAME,
+    "patch_content_type_missing": CONTENT_TYPE_NOT_FOUND,
+    "patch_null_or_empty": "Invalid null or empty value in {what}",
+    # resources
+    "resource_not_found": INVALID_RESOURCE_ID,
+    "resource_cyclical": "Resources cannot be cyclical.",
+    "resource_root_path_part": "Root resource cannot update its pathPart.",
+    "resource_root_parent": "Root resource cannot update its parentId.",
+    "resource_sibling_exists": SIBLING_SAME_NAME,
+    # methods, integrations, responses
+    "method_not_found": INVALID_METHOD_ID,
+    "integration_not_found": INVALID_INTEGRATION_ID,
+    "response_status_not_found": INVALID_RESPONSE_STATUS,
+    # models
+    "model_not_found": INVALID_MODEL_NAME,
+    "model_exists": "Model name already exists for this REST API",
+    "model_name_empty": "Model name must be non-empty",
+    "model_schema_empty": "Model schema must have at least 1 property or array items defined",
+    # not recorded against AWS: the form AWS's other "Validation Result" messages take
+    "model_schema_invalid": "Invalid model specified: Validation Result: warnings : [], "
+                            "errors : [Invalid model schema specified]",
+    "model_in_use": "Cannot delete model '{name}', is referenced in method request: {where}",
+    "model_in_model": "Cannot delete model '{name}', is referenced in model: {other}",  # not recorded
+    "model_identifier": INVALID_MODEL_ID,
+    # request validators
+    "validator_not_found": INVALID_VALIDATOR_ID,
+    "validator_name_blank": "Request Validator name cannot be blank",
+    "rest_api_identifier": INVALID_REST_API_ID_400,
+    # documentation
+    "doc_part_not_found": "Invalid Documentation part identifier specified",
+    "doc_part_exists": "Documentation part already exists for this API",
+    "doc_version_not_found": "Invalid Documentation version specified",
+    "doc_version_exists": "Documentation version already exists",
+    "doc_import_bad_file": "Unable to build importer with provided input.",
+    # gateway responses
+    "gateway_response_not_defined": GATEWAY_RESPONSE_NOT_DEFINED,
+    # VPC links
+    "vpc_link_not_found": "Invalid Vpc Link identifier specified",
+    "vpc_link_name_empty": "Name cannot be empty",
+    "arn_malformed": "Invalid ARN. ARN is not well formed {arn}",
+    # client certificates
+    "client_certificate_not_found": "Invalid Client Certificate identifier specified",
+    # tags
+    "tags_resource_arn": "Invalid resource ARN specified: {arn}",
+    # domain name access associations
+    "dnaa_not_found": "Invalid domain name access association identifier specified",
+    # SDKs
+    "sdk_type_not_found": "Invalid SDK type specified: {type}",
+    # stages
+    "stage_not_found": INVALID_STAGE_ID,
+    # validation errors (ValidationException)
+    "validation_enum": ENUM_CONSTRAINT,
+    "validation_pattern": PATTERN_CONSTRAINT,
+}
+
+
+def aws_message(key: str, **fields) -> str:
+    """AWS's message `key`, with its {fields} filled in."""
+    return MESSAGES[key].format(**fields)

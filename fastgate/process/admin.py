@@ -449,11 +449,23 @@ class Admin:
         from fastgate.control.authorizer_invoke import AuthorizerInvoker
         self.control.model.authorizer_invoker = AuthorizerInvoker(asyncio.get_event_loop())
         self.control.model.authorizer_invoker.configure(self.loaded)
+        from fastgate.control.method_invoke import MethodInvoker
+        self.control.model.method_invoker = MethodInvoker(asyncio.get_event_loop(),
+                                                          self.control.model.authorizer_invoker)
+        self.control.model.upstream_names = lambda: set(self.loaded.config.upstreams)
+        self.control.model.account_throttle = self.account_throttle
         self.control.register("FlushStageCache", self.flush_stage_cache)
         if not credentials:
             log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
                 "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
         log(f"control API state in {data_dir}")
+
+    def account_throttle(self):
+        """The config's gateway-wide throttle as the Account's throttleSettings, or None."""
+        t = self.loaded.config.throttle if self.loaded is not None else None
+        if t is None:
+            return None
+        return {"rateLimit": float(t.rate), "burstLimit": int(t.burst)}
 
     def request_reload(self) -> None:
         # the supervisor is this process's parent; it reloads (and tells every child) on SIGHUP

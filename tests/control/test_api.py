@@ -160,12 +160,13 @@ def test_ready_live_openapi_unauthenticated(server):
     assert "201" in doc["paths"]["/restapis"]["post"]["responses"]
 
 
-def test_unknown_path_and_unsupported_operation(server, c):
+def test_unknown_path_and_sdk_types(server, c):
     status, headers, _ = _raw(server, "GET", "/nothing/here", headers={})
     assert status == 403   # unsigned first, as AWS checks the signature before routing
+    assert c.get_sdk_types()["items"] == []          # fastgate generates no SDKs
     with pytest.raises(ClientError) as e:
-        c.get_sdk_types()
-    assert code_of(e) == ("UnknownOperationException", 404)
+        c.get_sdk_type(id="java")
+    assert code_of(e) == ("NotFoundException", 404)
 
 
 # ---------------------------------------------------------------- admin listener

@@ -287,10 +287,12 @@ def test_import_is_as_lenient_as_aws(c, basepath, resource):
 
 
 def test_fail_on_warnings_ignores_fastgates_own_notes(c):
+    # an AWS service integration (type aws): AWS takes it; fastgate notes what it lacks
     doc = {"swagger": "2.0", "info": {"title": "docs", "version": "1"},
-           "x-amazon-apigateway-documentation": {"version": "1", "documentationParts": []},
            "paths": {"/x": {"get": {"responses": {"200": {"description": "ok"}},
-                                    "x-amazon-apigateway-integration": {"type": "mock"}}}}}
+                                    "x-amazon-apigateway-integration": {
+                                        "type": "aws", "httpMethod": "POST",
+                                        "uri": "arn:aws:apigateway:us-east-1:sqs:path/123456789012/q"}}}}}
     api = c.import_rest_api(body=orjson.dumps(doc), failOnWarnings=True)
     assert api["name"] == "docs"
 

@@ -17,17 +17,30 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fastgate.control.model.access_associations import AccessAssociations
+from fastgate.control.model.account import Account
+from fastgate.control.model.authorizer_caches import AuthorizerCaches
 from fastgate.control.model.authorizers import Authorizers
+from fastgate.control.model.client_certificates import ClientCertificates
+from fastgate.control.model.documentation import Documentation
 from fastgate.control.model.domains import Domains
 from fastgate.control.model.gateway_responses import GatewayResponses
 from fastgate.control.model.keys import ApiKeys
+from fastgate.control.model.models import Models
 from fastgate.control.model.resources import Resources
 from fastgate.control.model.restapis import RestApis
+from fastgate.control.model.sdks import Sdks
 from fastgate.control.model.stages import Stages
+from fastgate.control.model.tags import Tags
+from fastgate.control.model.updates import Updates
 from fastgate.control.model.usage_plans import UsagePlans
+from fastgate.control.model.validators import RequestValidators
+from fastgate.control.model.vpc_links import VpcLinks
 
 
-class Model(RestApis, Resources, Authorizers, Stages, Domains, GatewayResponses, ApiKeys, UsagePlans):
+class Model(RestApis, Resources, Authorizers, Stages, Domains, GatewayResponses, ApiKeys, UsagePlans,
+            Models, RequestValidators, Updates, Account, Tags, ClientCertificates, VpcLinks,
+            Documentation, AccessAssociations, Sdks, AuthorizerCaches):
     """The management API's operations over a Store, one resource family per module."""
 
 
@@ -54,6 +67,22 @@ OPERATIONS: dict[str, str] = {
         "CreateUsagePlan", "GetUsagePlan", "GetUsagePlans", "UpdateUsagePlan", "DeleteUsagePlan",
         "CreateUsagePlanKey", "GetUsagePlanKey", "GetUsagePlanKeys", "DeleteUsagePlanKey",
         "GetUsage", "UpdateUsage",
+        "CreateModel", "GetModel", "GetModels", "UpdateModel", "DeleteModel", "GetModelTemplate",
+        "CreateRequestValidator", "GetRequestValidator", "GetRequestValidators",
+        "UpdateRequestValidator", "DeleteRequestValidator",
+        "UpdateResource", "UpdateIntegration", "UpdateIntegrationResponse", "UpdateMethodResponse",
+        "UpdateGatewayResponse", "UpdateDomainName",
+        "GetAccount", "UpdateAccount", "TagResource", "UntagResource", "GetTags",
+        "GenerateClientCertificate", "GetClientCertificate", "GetClientCertificates",
+        "UpdateClientCertificate", "DeleteClientCertificate",
+        "CreateVpcLink", "GetVpcLink", "GetVpcLinks", "UpdateVpcLink", "DeleteVpcLink",
+        "CreateDocumentationPart", "GetDocumentationPart", "GetDocumentationParts",
+        "UpdateDocumentationPart", "DeleteDocumentationPart", "ImportDocumentationParts",
+        "CreateDocumentationVersion", "GetDocumentationVersion", "GetDocumentationVersions",
+        "UpdateDocumentationVersion", "DeleteDocumentationVersion",
+        "CreateDomainNameAccessAssociation", "GetDomainNameAccessAssociations",
+        "DeleteDomainNameAccessAssociation", "RejectDomainNameAccessAssociation",
+        "GetSdkTypes", "GetSdkType", "GetSdk", "FlushStageAuthorizersCache", "TestInvokeMethod",
     )
 }
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from fastgate.control import messages as msg
-from fastgate.control.errors import BadRequest, NotFound, Validation
+from fastgate.control.errors import BadRequest, NotFound, ValidationError
 from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE
 
 if TYPE_CHECKING:
@@ -23,9 +23,10 @@ def _clone(doc):
     return copy.deepcopy(doc)
 
 
-def _now() -> float:
-    # whole seconds: AWS's timestamps in these shapes carry no fraction
-    return float(int(time.time()))
+def _now() -> int:
+    # whole epoch seconds, one type for every date of every shape: AWS's JSON carries no
+    # fraction in these timestamps
+    return int(time.time())
 
 
 def _page(items: list, p: dict) -> dict:
@@ -73,10 +74,10 @@ def _unescape_pointer(seg: str) -> str:
 def _patch_ops(p: dict) -> list[dict]:
     ops = p.get("patchOperations") or []
     bad = [msg.ENUM_CONSTRAINT.format(value=op.get("op"), where=f"patchOperations.{i}.member.op",
-                                      allowed=", ".join(msg.ENUM_ORDER["Op"]))
+                                      choices=", ".join(msg.ENUM_ORDER["Op"]))
            for i, op in enumerate(ops, 1) if op.get("op") not in msg.ENUM_ORDER["Op"]]
     if bad:     # (the control API checks this first, naming the operation's input)
-        raise Validation(msg.validation_message(bad))
+        raise ValidationError(msg.validation_errors(bad))
     for op in ops:
         if not isinstance(op.get("path"), str) or not op["path"].startswith("/"):
             # AWS prints a missing path as "null"
@@ -128,6 +129,13 @@ class ModelBase:
         self.served_stages = lambda: set()
         # fastgate.control.authorizer_invoke.AuthorizerInvoker of the admin process (TestInvokeAuthorizer)
         self.authorizer_invoker = None
+        # what the admin process's config holds, for the operations that show it: the
+        # gateway-wide throttle as the Account's {"rateLimit", "burstLimit"} (or None), the
+        # names of the config's upstream groups that VPC links name (None: not known here)
+        self.account_throttle = lambda: None
+        self.upstream_names = lambda: None
+        # fastgate.control.method_invoke.MethodInvoker of the admin process (TestInvokeMethod)
+        self.method_invoker = None
 
     # ---- plumbing
 

@@ -267,6 +267,19 @@ class Resources(ModelBase):
             self._save_api(txn, api)
         return {}
 
+    def test_invoke_method(self, p: dict) -> dict:
+        """TestInvokeMethod: the method as it is now, through the data plane's pipeline
+        (fastgate/control/method_invoke.py)."""
+        from fastgate.control.errors import ServiceUnavailable
+        self.fresh()
+        api = self._api_of(p["restApiId"])      # AWS names the resource
+        resource = self._resource(api, p["resourceId"])
+        self._method(resource, p["httpMethod"])
+        if self.method_invoker is None:
+            raise ServiceUnavailable("TestInvokeMethod needs the admin process's event loop")
+        extra = {k: v for k, v in self.state.extra.items() if k in ("vpclink", "clientcertificate")}
+        return self.method_invoker.invoke(_clone(api), _clone(resource), p["httpMethod"].upper(),
+                                          _clone(extra), p)
 
 # Method fields a patch replaces (and only replaces: AWS refuses add and remove on them)
 _METHOD_SCALARS = ("authorizationType", "authorizerId", "operationName", "requestValidatorId",

@@ -14,6 +14,7 @@ from fastgate.control.model.base import (
     _require_str,
     _unescape_pointer,
 )
+from fastgate.control.model.models import default_models
 from fastgate.control.names import API_KEY_SOURCES, new_id
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
@@ -149,6 +150,7 @@ class RestApis(ModelBase):
                         api[k] = src[k]
             else:
                 api = new_api_document(p)
+                api["models"] = default_models()
             api["name"] = name
             while api["id"] in self.state.apis:
                 api["id"] = new_id(10)
@@ -259,14 +261,22 @@ class RestApis(ModelBase):
         if export_type not in ("oas30", "swagger"):
             raise BadRequest(f"Invalid export type '{export_type}': fastgate exports oas30 and swagger")
         params = p.get("parameters") or {}
-        extensions = params.get("extensions", "")
+        # extensions: a comma list of integrations, authorizers, apigateway (the
+        # x-amazon-apigateway-* extensions) and documentation (the documentation parts)
+        names = {e.strip() for e in params.get("extensions", "").split(",") if e.strip()}
+        extensions = names - {"documentation"}
         accepts = (p.get("accepts") or "application/json").lower()
         if accepts not in ("application/json", "application/yaml", "*/*"):
             raise BadRequest(f"Invalid Accept '{accepts}': use application/json or application/yaml")
         dep = self._deployment(api_id, stage["deploymentId"])
         try:
-            doc = openapi.export_openapi(dep["api"], export_type=export_type,
-                                         extensions=bool(extensions), stage=stage)
+            # documentation is not deployed: the API's own (versions, current parts)
+            api_docs = {k: v for k, v in self._api(api_id).items()
+                        if k in ("documentationParts", "documentationVersions")}
+            doc = openapi.export_openapi({**dep["api"], **api_docs}, export_type=export_type,
+                                         extensions=bool(extensions), stage=stage,
+                                         documentation="documentation" in names,
+                                         documentation_version=stage.get("documentationVersion"))
         except openapi.OpenAPIError as e:
             raise BadRequest(str(e)) from None
         ext = "json"

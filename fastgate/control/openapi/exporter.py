@@ -299,12 +299,22 @@ class _Exporter:
 
 
 def export_openapi(api: dict, *, export_type: str = "oas30", extensions: bool = True,
-                   stage: dict | None = None) -> dict:
+                   stage: dict | None = None, documentation: bool = False,
+                   documentation_version: str | None = None) -> dict:
     """Write the API document as OpenAPI 3.0 ("oas30") or Swagger 2.0 ("swagger").
 
-    extensions=True is GetExport's `extensions=integrations,authorizers,apigateway`. With a
-    stage (a Stage dict), the base path is the stage name, as in AWS's export.
+    extensions=True is GetExport's `extensions=integrations,authorizers,apigateway`,
+    documentation=True its `extensions=documentation`. With a stage (a Stage dict), the base
+    path is the stage name, as in AWS's export.
     """
     if export_type not in ("oas30", "swagger"):
         raise OpenAPIError(f"exportType: {export_type!r} is not oas30 or swagger")
-    return _Exporter(api, export_type == "oas30", extensions, stage).run()
+    out = _Exporter(api, export_type == "oas30", extensions, stage).run()
+    if documentation:
+        # GetExport's extensions=documentation: the parts (of the stage's documentation
+        # version, when it names one) as x-amazon-apigateway-documentation
+        from fastgate.control.openapi.documentation import EXTENSION, export_documentation
+        docs = export_documentation(api, documentation_version)
+        if docs is not None:
+            out[EXTENSION] = docs
+    return out

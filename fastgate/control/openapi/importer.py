@@ -47,7 +47,7 @@ def import_openapi(doc: dict, *, base_path: str = "ignore", api_id: str | None =
         raise OpenAPIError("import failed on warnings (failonwarnings=true):\n  "
                            + "\n  ".join(aws_warnings))
     if existing is None:
-        api = with_defaults(api, api_id, time.time())
+        api = with_defaults(api, api_id, int(time.time()))   # whole seconds, as every date
     elif mode == "merge":
         api = merge(existing, api)
     else:

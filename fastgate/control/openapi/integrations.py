@@ -59,8 +59,6 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
             integ[key] = _plain_string(key, item, at)
         elif key == "connectionType":
             integ[key] = enum_value(item, CONNECTION_TYPES, at)
-            if integ[key] == "VPC_LINK":
-                warnings.append(not_implemented("connectionType VPC_LINK", where))
         elif key == "passthroughBehavior":
             integ[key] = enum_value(item, PASSTHROUGH_BEHAVIORS, at)
         elif key == "contentHandling":

@@ -34,6 +34,9 @@ def with_defaults(api: dict, api_id: str, created: float) -> dict:
     out["models"] = api["models"]
     out["gatewayResponses"] = api.get("gatewayResponses", {})
     out["extensions"] = api["extensions"]
+    for key in ("documentationParts", "documentationVersions"):
+        if key in api:
+            out[key] = api[key]
     return out
 
 
@@ -88,7 +91,10 @@ def overwrite(existing: dict, new: dict) -> dict:
         new["endpointConfiguration"] = copy.deepcopy(existing["endpointConfiguration"])
     if "tags" in existing and "tags" not in new:
         new["tags"] = copy.deepcopy(existing["tags"])
-    return with_defaults(new, existing["id"], existing.get("createdDate", time.time()))
+    # documentation versions are not part of a definition: they stay
+    if "documentationVersions" in existing:
+        new["documentationVersions"] = copy.deepcopy(existing["documentationVersions"])
+    return with_defaults(new, existing["id"], existing.get("createdDate", int(time.time())))
 
 
 def _merge_named(old: list[dict], new: list[dict]) -> list[dict]:
@@ -136,4 +142,11 @@ def merge(existing: dict, new: dict) -> dict:
     merged["models"] = _merge_named(existing.get("models", []), new["models"])
     merged.setdefault("gatewayResponses", {}).update(new.get("gatewayResponses", {}))
     merged.setdefault("extensions", {}).update(new["extensions"])
+    parts = merged.setdefault("documentationParts", [])
+    for part in new.get("documentationParts") or ():
+        old = next((d for d in parts if d["location"] == part["location"]), None)
+        if old is None:
+            parts.append(part)
+        else:
+            old["properties"] = part["properties"]
     return merged

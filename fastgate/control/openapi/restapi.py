@@ -9,6 +9,8 @@ import json
 
 from fastgate.control.names import API_KEY_SOURCES, GATEWAY_RESPONSE_STATUS
 from fastgate.control.openapi.document import Document, OpenAPIError
+from fastgate.control.openapi.documentation import EXTENSION as DOCUMENTATION
+from fastgate.control.openapi.documentation import read_documentation
 from fastgate.control.openapi.fields import (
     is_aws_extension,
     not_implemented,
@@ -51,6 +53,11 @@ def read_root(document: Document, api: dict, extensions: dict, warnings: list[st
             _endpoint_configuration(api, value, where)
         elif key in (VALIDATORS, VALIDATOR):
             pass  # read by RequestValidators
+        elif key == DOCUMENTATION:
+            try:
+                api["documentationParts"] = read_documentation(value, where, warnings)
+            except ValueError as e:
+                raise OpenAPIError(str(e)) from None
         elif key in _KEPT or not is_aws_extension(key):
             extensions[key] = copy.deepcopy(value)
         else:

@@ -32,6 +32,8 @@ def normalised(api: dict) -> dict:
                               ("requestValidators", "V", "name"), ("models", "M", "name")):
         for item in api[kind]:
             names[item["id"]] = f"<{prefix}:{item[key]}>"
+    for part in api.get("documentationParts") or ():
+        part.pop("id")          # made anew by every import
     text = json.dumps(api, sort_keys=True)
     for old, new in names.items():
         text = text.replace(old, new)

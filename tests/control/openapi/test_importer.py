@@ -296,15 +296,16 @@ def test_binary_media_types_compression_policy_endpoint():
 def test_unknown_extensions_warn_and_are_exported():
     api, warnings = import_openapi(load("unknown-extensions.json"))
     assert sorted(warnings) == sorted([
-        "x-amazon-apigateway-documentation at <root>: not implemented, kept for export",
         "x-amazon-apigateway-made-up-root at <root>: not implemented, kept for export",
         "x-amazon-apigateway-made-up-path at paths./products: not implemented, kept for export",
         "x-amazon-apigateway-made-up-operation at paths./products.get: not implemented, "
         "kept for export",
         "x-amazon-apigateway-integration.x-amazon-apigateway-made-up-integration at "
-        "paths./products.get: not implemented, kept for export",
-        "connectionType VPC_LINK at paths./products.get.x-amazon-apigateway-integration: "
-        "not implemented, kept for export"])
+        "paths./products.get: not implemented, kept for export"])
+    # documentation parts and VPC links are read, not warned about
+    assert [(d["location"], json.loads(d["properties"])) for d in api["documentationParts"]] == [
+        ({"type": "API"}, {"description": "The catalog"})]
+    assert method(api, "/products", "GET")["methodIntegration"]["connectionType"] == "VPC_LINK"
     assert api["tags"] == {"Owner": "catalog-team", "CostCenter": "1234"}
     assert api["extensions"]["x-company-owner"] == "catalog@example.com"  # silently kept
     assert resource(api, "/products")["extensions"] == {
@@ -314,8 +315,7 @@ def test_unknown_extensions_warn_and_are_exported():
                                  "x-codegen-name": "listProducts"}
     exported = export_openapi(api)
     source = load("unknown-extensions.json")
-    for key in ("x-amazon-apigateway-documentation", "x-amazon-apigateway-made-up-root",
-                "x-company-owner"):
+    for key in ("x-amazon-apigateway-made-up-root", "x-company-owner"):
         assert exported[key] == source[key]
     op = exported["paths"]["/products"]["get"]
     assert op["x-amazon-apigateway-integration"]["x-amazon-apigateway-made-up-integration"] == "kept"
@@ -345,7 +345,7 @@ def test_api_id_argument_and_generated_ids():
     assert imported("greedy-proxy.json", api_id="myapi00001")["id"] == "myapi00001"
     first, second = imported("greedy-proxy.json"), imported("greedy-proxy.json")
     assert first["id"] != second["id"]
-    assert isinstance(first["createdDate"], float)
+    assert isinstance(first["createdDate"], int)     # whole epoch seconds, as every date
 
 
 # ---------------------------------------------------------------------------------------
