@@ -332,6 +332,8 @@ class Compiler:
         return STAGE_VAR.sub(repl, text)
 
     def http_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        if integ.get("connectionType") == "VPC_LINK" and self.current_api.get("protocolType") == "HTTP":
+            return self.vpc_link_integration(stage, integ, where)
         uri = self.substitute(integ.get("uri", ""), stage, where)
         m = re.match(r"^(https?)://([^/?#]+)(/[^?#]*)?(\?[^#]*)?$", uri)
         if not m:
@@ -413,6 +415,28 @@ class Compiler:
                 client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None)
         return self.groups[key]
 
+    def vpc_link_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        """A private integration: the upstream group of the config that the VPC link names
+        (frozen in the deployment as `upstreamGroup`), with its balancing and health checks;
+        the request's path goes as it came, after the integration's parameter mapping."""
+        name = integ.get("upstreamGroup")
+        if not name:
+            raise ValueError(f"VPC link {integ.get('connectionId')!r} of this integration does not exist")
+        group = self.groups.get(name)
+        if group is None:
+            raise ValueError(f"VPC link {integ.get('connectionId')!r} names upstream {name!r}, which "
+                             f"the config's upstreams: does not define")
+        from fastgate.phases.mapping import compile_request_mapping
+        mapping = compile_request_mapping(self.current_api, self.current_method, integ)
+        timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
+        up = UpstreamConfig(targets=(TargetConfig(url="http://vpc-link"),))
+        return dict(integration=Integration.INTEGRATION_HTTP, upstream=group,
+                    connect_timeout=up.connect_timeout_ms / 1000,
+                    first_byte_timeout=timeout_ms / 1000, total_timeout=timeout_ms / 1000,
+                    retries=up.retries, retry_non_idempotent=False,
+                    path_rewrite=mapping.path_rewrite(), request_headers=mapping.headers,
+                    query_mapping=mapping.query, drop_query=not mapping.keep_query)
+
     def mock_integration(self, integ: dict, where: str) -> dict:
         if needs_vtl(integ):
             # PERF: only templates that really use Velocity pay for it per request
@@ -486,7 +510,7 @@ def logging_levels(state) -> dict:
     out = {}
     for api_id, stages in (state.stages.items() if state is not None else ()):
         for name, st in stages.items():
-            level = ((st.get("methodSettings") or {}).get("*/*") or {}).get("loggingLevel", "OFF")
+            level = (stage_serving(st)[1].get("*/*") or {}).get("loggingLevel", "OFF")
             if level in ("ERROR", "INFO"):
                 out[(api_id, name)] = level
     return out
@@ -499,6 +523,27 @@ def method_settings_key(path: str, method: str) -> str:
 
 def _prefix(stage_name: str) -> bytes:
     return b"" if stage_name == "$default" else b"/" + stage_name.encode()
+
+
+def stage_serving(stage: dict) -> tuple[dict, dict]:
+    """(stage variables, method settings) of a stored stage: a REST API's (`variables`,
+    `methodSettings`) or an apigatewayv2 stage's (`stageVariables`; `defaultRouteSettings`
+    and `routeSettings` by route key, whose throttles become the same method settings)."""
+    if "stageVariables" not in stage and "routeSettings" not in stage:
+        return stage.get("variables") or {}, stage.get("methodSettings") or {}
+    settings = {}
+    for key, rs in [("*/*", stage.get("defaultRouteSettings") or {}),
+                    *((k, v) for k, v in (stage.get("routeSettings") or {}).items())]:
+        entry = {k: rs[k] for k in ("throttlingRateLimit", "throttlingBurstLimit", "loggingLevel")
+                 if rs.get(k) is not None}
+        if rs.get("detailedMetricsEnabled") is not None:
+            entry["metricsEnabled"] = rs["detailedMetricsEnabled"]
+        if key != "*/*":
+            method, _, path = key.partition(" ")
+            key = method_settings_key("/$default", "ANY") if key == "$default" \
+                else method_settings_key(path, method)
+        settings[key] = entry
+    return stage.get("stageVariables") or {}, settings
 
 
 def compile_state(state, compiler: Compiler):
@@ -517,13 +562,14 @@ def compile_state(state, compiler: Compiler):
         api_id = api["id"]
         deployments = state.deployments.get(api_id, {})
         for name, st in sorted(state.stages.get(api_id, {}).items()):
+            if not st.get("deploymentId") and "stageVariables" in st:
+                continue        # an apigatewayv2 stage not deployed yet: not served, as AWS
             dep = deployments.get(st.get("deploymentId"))
             if dep is None:
                 compiler.warn(f"API {api_id} stage {name}: deployment {st.get('deploymentId')!r} "
                               f"does not exist; stage not served")
                 continue
-            variables = st.get("variables") or {}
-            settings = st.get("methodSettings") or {}
+            variables, settings = stage_serving(st)
             main = compiler.api_stage(dep.get("api", api), name, dep["id"], variables,
                                       method_settings=settings, stage_doc=st)
             stages_out.append(main)
@@ -547,6 +593,10 @@ def compile_state(state, compiler: Compiler):
             def mount(pfx, source, main=main, canary=canary, percent=percent):
                 return Mount(pfx, main, canary, percent, source)
             by_stage[(api_id, name)] = mount(prefix, "stage")
+            if api.get("disableExecuteApiEndpoint") and api.get("service") == "apigatewayv2":
+                # AWS: only its custom domains serve it (an apigatewayv2 API; REST APIs'
+                # documents keep the flag for export and are still served at their stages)
+                continue
             api_mounts.setdefault(api_id.encode(), []).append(mount(prefix, "execute-api"))
             any_mounts.append(mount(f"/restapis/{api_id}/{name}/_user_request_".encode(), "restapis"))
             owner = claimed.get(prefix)

@@ -32,7 +32,7 @@ class State:
 
     def set(self, kind: str, scope: str, id: str, doc: dict | None) -> None:
         """Put (or with doc None, remove) one stored entity."""
-        if kind == "restapi":
+        if kind in ("restapi", "api"):     # "api": an apigatewayv2 API (fastgate.control.v2)
             table = self.apis
         elif kind == "domain":
             table = self.domains
@@ -44,7 +44,7 @@ class State:
             table = outer.setdefault(scope, {})
         if doc is None:
             table.pop(id, None)
-            if kind not in ("restapi", "domain") and not table:
+            if kind not in ("restapi", "api", "domain") and not table:
                 outer.pop(scope, None)
         else:
             table[id] = doc

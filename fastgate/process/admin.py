@@ -195,6 +195,7 @@ class Admin:
         self.start_checks()
         if self.control is not None:
             self.control.model.authorizer_invoker.configure(self.loaded)
+            self.configure_v2()
         self.start_key_sync()
         self.configure_cache_flusher()
 
@@ -446,6 +447,7 @@ class Admin:
             log(f"control API unavailable: {e}")
             return
         self.control.model.served_stages = self.served_stages
+        self.configure_v2()
         from fastgate.control.authorizer_invoke import AuthorizerInvoker
         self.control.model.authorizer_invoker = AuthorizerInvoker(asyncio.get_event_loop())
         self.control.model.authorizer_invoker.configure(self.loaded)
@@ -466,6 +468,20 @@ class Admin:
         if t is None:
             return None
         return {"rateLimit": float(t.rate), "burstLimit": int(t.burst)}
+
+    def configure_v2(self) -> None:
+        """What apigatewayv2 shows of the running config: the data plane's address in
+        Api.apiEndpoint, and the upstream groups a VPC link may name."""
+        v2 = self.control.v2.model
+        v2.upstream_names = lambda: set(self.loaded.config.upstreams) if self.loaded is not None else set()
+        if self.loaded is None:
+            return
+        listener = self.loaded.config.listeners[0]
+        port = listener.port
+        if listener.address is not None:
+            port = listener.address.rpartition(":")[2]
+        scheme = "https" if getattr(listener, "tls", None) is not None else "http"
+        v2.endpoint_base = f"{scheme}://{{api_id}}.execute-api.localhost:{port}"
 
     def request_reload(self) -> None:
         # the supervisor is this process's parent; it reloads (and tells every child) on SIGHUP

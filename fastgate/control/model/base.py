@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest, NotFound, ValidationError
-from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE
+from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE, is_v2_api
 
 if TYPE_CHECKING:
     from fastgate.control.state import State
@@ -162,7 +162,7 @@ class ModelBase:
 
     def _api(self, api_id: str) -> dict:
         api = self.state.apis.get(api_id)
-        if api is None:
+        if api is None or is_v2_api(api):
             raise NotFound(msg.invalid_api(api_id))
         return api
 
@@ -170,7 +170,7 @@ class ModelBase:
         """The API of a call on something inside it (a resource, a method, an integration):
         AWS names the resource when the API does not exist."""
         api = self.state.apis.get(api_id)
-        if api is None:
+        if api is None or is_v2_api(api):
             raise NotFound(msg.INVALID_RESOURCE_ID)
         return api
 

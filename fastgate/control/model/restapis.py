@@ -15,7 +15,7 @@ from fastgate.control.model.base import (
     _unescape_pointer,
 )
 from fastgate.control.model.models import default_models
-from fastgate.control.names import API_KEY_SOURCES, new_id
+from fastgate.control.names import API_KEY_SOURCES, is_v2_api, new_id
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
                  "apiKeySource", "endpointConfiguration", "policy", "tags",
@@ -163,7 +163,8 @@ class RestApis(ModelBase):
 
     def get_rest_apis(self, p: dict) -> dict:
         state = self.fresh()
-        apis = sorted(state.apis.values(), key=lambda a: (a.get("createdDate", 0), a["id"]))
+        apis = sorted((a for a in state.apis.values() if not is_v2_api(a)),
+                      key=lambda a: (a.get("createdDate", 0), a["id"]))
         return _page([rest_api_view(a) for a in apis], p)
 
     def delete_rest_api(self, p: dict) -> dict:
