@@ -103,8 +103,49 @@ INVALID_MAPPING_EXPRESSION = ("Invalid mapping expression specified: Validation 
 ACCESS_LOG_PATH = ("Invalid accessLogSettings path. Must be one of : "
                    "[/accessLogSettings/destinationArn, /accessLogSettings/format]")
 ACCESS_LOG_EMPTY = "Access Log value must not be empty"
-ACCESS_LOG_REMOVE_NOTHING = ("Cannot remove method setting {setting} because there is no method "
-                             "setting for this method ")
+# (remove of an access log member, or of a method's settings, "*/*", that are not there)
+METHOD_SETTING_REMOVE_NOTHING = ("Cannot remove method setting {setting} because there is no "
+                                 "method setting for this method ")
+
+# ---- API keys
+INVALID_API_KEY_ID = "Invalid API Key identifier specified"
+API_KEY_NAME_TOO_LONG = "Invalid API Key name, can be at most 1024 characters."
+API_KEY_VALUE_TOO_SHORT = "API Key value should be at least 20 characters"
+API_KEY_VALUE_TOO_LONG = "API Key value exceeds maximum size of 128 characters"
+API_KEY_DESCRIPTION = "Invalid API Key description specified."
+# UpdateApiKey's paths per op, as AWS lists them in PATCH_PATH_FOR_OP
+API_KEY_PATCH_PATHS = {"replace": ("/description", "/enabled", "/name", "/customerId"),
+                       "add": ("/stages",), "remove": ("/stages",)}
+
+# ---- usage plans
+INVALID_USAGE_PLAN_ID = "Invalid Usage Plan ID specified"
+INVALID_API_STAGE = "Invalid API Stage specified"                       # 400: no apiId:stage value
+API_STAGE_NOT_IN_PLAN = "Invalid API Stage {{api: {api_id}, stage: {stage}}} specified for usageplan {plan_id}"
+# CreateUsagePlan with an API stage that does not exist: AWS leaves its placeholders unfilled
+# (as users of the AWS CLI and CloudFormation report it)
+API_STAGE_UNKNOWN_ON_CREATE = "Invalid API Stage {api: %s, stage: %s} specified for usageplan %s"
+# UpdateUsagePlan's remove paths, as AWS lists them ("apidId" is AWS's spelling)
+USAGE_PLAN_REMOVE_PATHS = ("/apiStages", "/quota", "/throttle", "/productCode",
+                           "/apiStages/<apidId:stageName>/throttle/<resourcePath>/<httpMethod>",
+                           "/apiStages/<apidId:stageName>/throttle")
+
+# ---- stages: UpdateStage on a path it does not have (AWS's list as it prints it, with the
+# commas it leaves out between some of the throttling and caching paths)
+STAGE_PATCH_PATH = (
+    "Invalid method setting path: {path}. Must be one of: [/deploymentId, /description, "
+    "/cacheClusterEnabled, /cacheClusterSize, /clientCertificateId, /accessLogSettings, "
+    "/accessLogSettings/destinationArn, /accessLogSettings/format, "
+    "/{{resourcePath}}/{{httpMethod}}/metrics/enabled, /{{resourcePath}}/{{httpMethod}}/logging/dataTrace, "
+    "/{{resourcePath}}/{{httpMethod}}/logging/loglevel, "
+    "/{{resourcePath}}/{{httpMethod}}/throttling/burstLimit/{{resourcePath}}/{{httpMethod}}/throttling/"
+    "rateLimit/{{resourcePath}}/{{httpMethod}}/caching/ttlInSeconds, "
+    "/{{resourcePath}}/{{httpMethod}}/caching/enabled, /{{resourcePath}}/{{httpMethod}}/caching/dataEncrypted, "
+    "/{{resourcePath}}/{{httpMethod}}/caching/requireAuthorizationForCacheControl, "
+    "/{{resourcePath}}/{{httpMethod}}/caching/unauthorizedCacheControlHeaderStrategy, "
+    "/*/*/metrics/enabled, /*/*/logging/dataTrace, /*/*/logging/loglevel, "
+    "/*/*/throttling/burstLimit /*/*/throttling/rateLimit /*/*/caching/ttlInSeconds, "
+    "/*/*/caching/enabled, /*/*/caching/dataEncrypted, /*/*/caching/requireAuthorizationForCacheControl, "
+    "/*/*/caching/unauthorizedCacheControlHeaderStrategy, /variables/{{variable_name}}, /tracingEnabled]")
 
 # ---- patch operations
 PATCH_PATH = "Invalid patch path {path}"
@@ -217,6 +258,9 @@ MESSAGES: dict[str, str] = {
     "sdk_type_not_found": "Invalid SDK type specified: {type}",
     # stages
     "stage_not_found": INVALID_STAGE_ID,
+    # API keys and usage plans
+    "api_key_not_found": INVALID_API_KEY_ID,
+    "usage_plan_not_found": INVALID_USAGE_PLAN_ID,
     # validation errors (ValidationException)
     "validation_enum": ENUM_CONSTRAINT,
     "validation_pattern": PATTERN_CONSTRAINT,

@@ -229,6 +229,28 @@ def test_stage_access_log_settings(c):
     assert "accessLogSettings" not in upd("remove", "/accessLogSettings")
 
 
+def test_stage_patch_paths_and_method_settings(c):
+    # AWS's recordings (test_apigateway_common.py::TestStages)
+    api, _, _ = build_api(c)
+    c.create_deployment(restApiId=api["id"], stageName="s1")
+
+    def upd(*ops):
+        return c.update_stage(restApiId=api["id"], stageName="s1",
+                              patchOperations=[dict(zip(("op", "path", "value"), o)) for o in ops])
+
+    for path in ("/documentation_version", "/tags/tag1"):
+        assert error(upd, ("replace", path, "123")) == (
+            "BadRequestException", 400, msg.STAGE_PATCH_PATH.format(path=path))
+    assert msg.STAGE_PATCH_PATH.format(path="/x").startswith(
+        "Invalid method setting path: /x. Must be one of: [/deploymentId, /description, ")
+    # removing the settings of */* before any are set is refused, as Terraform meets it
+    assert error(upd, ("remove", "/*/*")) == (
+        "BadRequestException", 400,
+        "Cannot remove method setting */* because there is no method setting for this method ")
+    assert upd(("replace", "/*/*/caching/enabled", "true"))["methodSettings"]["*/*"]["cachingEnabled"] is True
+    assert "*/*" not in upd(("remove", "/*/*")).get("methodSettings", {})
+
+
 # ---------------------------------------------------------------- gateway responses
 
 def test_gateway_response_defaults_and_default_families(c):
@@ -351,3 +373,75 @@ def test_authorizer_messages(c):
                      authorizationType=auth_type) == (
             "BadRequestException", 400, "Invalid authorizer ID specified. Setting the authorization type to "
                                         "CUSTOM or COGNITO_USER_POOLS requires a valid authorizer.")
+
+
+# ---------------------------------------------------------------- API keys and usage plans
+
+def test_api_key_checks_and_outputs(c):
+    # AWS's recordings (test_apigateway_extended.py::TestApigatewayApiKeysCrud)
+    assert error(c.create_api_key, name="a" * 1025) == (
+        "BadRequestException", 400, "Invalid API Key name, can be at most 1024 characters.")
+    assert error(c.create_api_key, value="short") == (
+        "BadRequestException", 400, "API Key value should be at least 20 characters")
+    assert error(c.create_api_key, value="a" * 129) == (
+        "BadRequestException", 400, "API Key value exceeds maximum size of 128 characters")
+    assert error(c.create_api_key, description="a" * 125001) == (
+        "BadRequestException", 400, "Invalid API Key description specified.")
+    key = c.create_api_key(name="")             # an empty name, an empty value: both taken
+    assert "name" not in key and len(key["value"]) >= 20 and key["enabled"] is False
+    assert "tags" not in key
+    key = c.create_api_key(value="")
+    assert len(key["value"]) >= 20
+    assert error(c.update_api_key, apiKey=key["id"], patchOperations=[
+        {"op": "replace", "path": "/description", "value": "a" * 125001}]) == (
+        "BadRequestException", 400, "Invalid API Key description specified.")
+    assert error(c.update_api_key, apiKey=key["id"], patchOperations=[
+        {"op": "replace", "path": "/id", "value": "new-id"}]) == (
+        "BadRequestException", 400, "Invalid patch path  '/id' specified for op 'replace'. "
+                                    "Must be one of: [/description, /enabled, /name, /customerId]")
+    c.update_api_key(apiKey=key["id"], patchOperations=[{"op": "replace", "path": "/enabled", "value": "true"}])
+    out = c.update_api_key(apiKey=key["id"], patchOperations=[
+        {"op": "replace", "path": "/enabled", "value": "not-a-boolean"}])
+    assert out["enabled"] is False and out["tags"] == {}
+    assert c.get_api_key(apiKey=key["id"])["tags"] == {}
+    assert error(c.get_api_key, apiKey="nope") == (
+        "NotFoundException", 404, "Invalid API Key identifier specified")
+
+
+def test_usage_plan_messages_and_outputs(c):
+    # AWS's recordings (test_apigateway_common.py::TestUsagePlans::test_usage_plan_crud), and
+    # CreateUsagePlan's answer as AWS CLI and CloudFormation users report it (%s left in)
+    api, _, _ = build_api(c)
+    c.create_deployment(restApiId=api["id"], stageName="dev")
+    assert error(c.create_usage_plan, name="p", apiStages=[{"apiId": api["id"], "stage": "nope"}]) == (
+        "BadRequestException", 400, "Invalid API Stage {api: %s, stage: %s} specified for usageplan %s")
+    plan = c.create_usage_plan(name="p", apiStages=[{"apiId": api["id"], "stage": "dev"}])
+    assert "tags" not in plan and c.get_usage_plan(usagePlanId=plan["id"])["tags"] == {}
+    out = c.update_usage_plan(usagePlanId=plan["id"], patchOperations=[
+        {"op": "replace", "path": "/throttle/burstLimit", "value": "100"},
+        {"op": "replace", "path": "/throttle/rateLimit", "value": "200"}])
+    assert out["throttle"] == {"burstLimit": 100, "rateLimit": 200.0} and out["tags"] == {}
+
+    def remove(value=None, path="/apiStages"):
+        op = {"op": "remove", "path": path}
+        if value is not None:
+            op["value"] = value
+        return c.update_usage_plan(usagePlanId=plan["id"], patchOperations=[op])
+
+    assert error(c.update_usage_plan, usagePlanId="wrong", patchOperations=[
+        {"op": "replace", "path": "/throttle/burstLimit", "value": "100"}]) == (
+        "NotFoundException", 404, "Invalid Usage Plan ID specified")
+    assert error(remove) == ("BadRequestException", 400, "Invalid API Stage specified")
+    assert error(remove, "fakevalue") == ("BadRequestException", 400, "Invalid API Stage specified")
+    assert error(remove, f"{api['id']}b:dev") == (
+        "NotFoundException", 404, f"Invalid API Stage {{api: {api['id']}b, stage: dev}} specified for "
+                                  f"usageplan {plan['id']}")
+    assert error(remove, f"{api['id']}:fakestagename") == (
+        "NotFoundException", 404, f"Invalid API Stage {{api: {api['id']}, stage: fakestagename}} "
+                                  f"specified for usageplan {plan['id']}")
+    assert error(remove, path=f"/apiStages/{api['id']}:dev") == (
+        "BadRequestException", 400,
+        f"Invalid patch path  '/apiStages/{api['id']}:dev' specified for op 'remove'. Must be one of: "
+        "[/apiStages, /quota, /throttle, /productCode, /apiStages/<apidId:stageName>/throttle/"
+        "<resourcePath>/<httpMethod>, /apiStages/<apidId:stageName>/throttle]")
+    assert remove(f"{api['id']}:dev")["apiStages"] == []

@@ -85,8 +85,16 @@ def _patch_ops(p: dict) -> list[dict]:
     return ops
 
 
-def _bad_patch(op: dict) -> BadRequest:
-    return BadRequest(f"Invalid patch path '{op['path']}' specified for op '{op['op']}'.")
+def _bad_patch(op: dict, paths: dict[str, tuple[str, ...]] | None = None) -> BadRequest:
+    """A patch operation the resource does not take. With `paths` (op -> the paths AWS lists
+    for it, where its answer is recorded) AWS's own text: the paths of that op, or "Please
+    choose supported operations" for an op the resource takes on no path."""
+    if paths is None:
+        return BadRequest(f"Invalid patch path '{op['path']}' specified for op '{op['op']}'.")
+    if paths.get(op["op"]):
+        return BadRequest(msg.PATCH_PATH_FOR_OP.format(path=op["path"], op=op["op"],
+                                                       choices=", ".join(paths[op["op"]])))
+    return BadRequest(msg.PATCH_PATH_UNSUPPORTED_OP.format(path=op["path"], op=op["op"]))
 
 
 def _check_variables(variables, what: str = "variables") -> dict:

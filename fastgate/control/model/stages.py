@@ -260,7 +260,7 @@ class Stages(ModelBase):
                 stage.pop("accessLogSettings", None)
                 return
             if kind == "remove":
-                raise BadRequest(msg.ACCESS_LOG_REMOVE_NOTHING.format(setting="/".join(parts)))
+                raise BadRequest(msg.METHOD_SETTING_REMOVE_NOTHING.format(setting="/".join(parts)))
             if kind in ("add", "replace") and len(parts) == 2 and parts[1] in ("destinationArn", "format"):
                 if not value:
                     raise BadRequest(msg.ACCESS_LOG_EMPTY)
@@ -287,9 +287,12 @@ class Stages(ModelBase):
                 return
         if len(parts) == 2 and kind == "remove" and parts[1] != "":
             key = f"{parts[0]}/{parts[1]}"
-            if key in stage.get("methodSettings", {}):
-                del stage["methodSettings"][key]
-                return
+            if key not in stage.get("methodSettings", {}):
+                raise BadRequest(msg.METHOD_SETTING_REMOVE_NOTHING.format(setting=key))
+            del stage["methodSettings"][key]
+            return
+        if kind in ("add", "replace", "remove"):
+            raise BadRequest(msg.STAGE_PATCH_PATH.format(path=path))
         raise _bad_patch(op)
 
     def _patch_canary(self, api_id: str, stage: dict, op: dict, rest: list[str]) -> None:
