@@ -62,6 +62,11 @@ INTEGRATION_URI_EMPTY = "Enumeration value for Integration uri must be non-empty
 INTEGRATION_METHOD_EMPTY = "Enumeration value for HttpMethod must be non-empty"
 INTEGRATION_TIMEOUT = "Timeout should be between 50 ms and 29000 ms"
 INVALID_PASSTHROUGH = "Invalid passthrough behavior specified. Valid options are {allowed}"
+INTEGRATION_HTTP_URI = "Invalid HTTP endpoint specified for URI"
+INVALID_ARN = "Invalid ARN specified in the request"
+INTEGRATION_ARN_PATH_OR_ACTION = "AWS ARN for integration must contain path or action"
+AWS_PROXY_TARGETS = ("Integrations of type 'AWS_PROXY' currently only supports Lambda function and "
+                     "Firehose stream invocations.")
 
 # ---- deployments and stages
 NO_METHODS = "The REST API doesn't contain any methods"

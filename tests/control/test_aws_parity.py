@@ -181,6 +181,43 @@ def test_mock_integration_has_no_connection_type_in_get_method(c):
     assert "connectionType" not in c.get_method(**kw)["methodIntegration"]
 
 
+def test_put_integration_checks_and_outputs(c):
+    # AWS's recordings (test_apigateway_integrations.py::test_put_integration_validation)
+    api = c.create_rest_api(name="a")
+    kw = dict(restApiId=api["id"], resourceId=api["rootResourceId"], httpMethod="GET")
+    c.put_method(authorizationType="NONE", **kw)
+    for itype in ("HTTP", "HTTP_PROXY", "AWS"):
+        assert error(c.put_integration, type=itype, uri="http://example.com", **kw) == (
+            "BadRequestException", 400, "Enumeration value for HttpMethod must be non-empty")
+    out = c.put_integration(type="MOCK", uri="http://example.com", **kw)
+    assert "uri" not in out and "connectionType" not in out and out["timeoutInMillis"] == 29000
+    for itype in ("HTTP", "HTTP_PROXY"):
+        out = c.put_integration(type=itype, uri="http://example.com", integrationHttpMethod="POST", **kw)
+        assert out["connectionType"] == "INTERNET" and out["uri"] == "http://example.com"
+        assert error(c.put_integration, type=itype, uri="non-valid-http", integrationHttpMethod="POST", **kw) == (
+            "BadRequestException", 400, "Invalid HTTP endpoint specified for URI")
+    out = c.put_integration(type="AWS", uri="arn:aws:apigateway:us-east-1:s3:path/b/k",
+                            credentials="arn:aws:iam::123456789012:role/r", integrationHttpMethod="POST", **kw)
+    assert "connectionType" not in out
+    lam = ("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/"
+           "arn:aws:lambda:us-east-1:123456789012:function:MyLambda/invocations")
+    for itype in ("AWS", "AWS_PROXY"):
+        out = c.put_integration(type=itype, uri=lam, integrationHttpMethod="POST", **kw)
+        assert "connectionType" not in out and out["uri"] == lam
+    assert error(c.put_integration, type="AWS_PROXY", uri="arn:aws:apigateway:us-east-1:s3:path/b/k",
+                 integrationHttpMethod="POST", **kw) == (
+        "BadRequestException", 400, "Integrations of type 'AWS_PROXY' currently only supports Lambda "
+                                    "function and Firehose stream invocations.")
+    assert error(c.put_integration, type="AWS", uri="non-valid-arn", integrationHttpMethod="POST", **kw) == (
+        "BadRequestException", 400, "Invalid ARN specified in the request")
+    assert error(c.put_integration, type="AWS", uri="arn:aws:iam::0000000000:role/service-role/asdf",
+                 integrationHttpMethod="POST", **kw) == (
+        "BadRequestException", 400, "AWS ARN for integration must contain path or action")
+    # a stage variable may stand for the host, as AWS's stage-variable tutorials have it
+    c.put_integration(type="HTTP_PROXY", uri="http://${stageVariables.host}/pets",
+                      integrationHttpMethod="GET", **kw)
+
+
 def test_integration_response_templates(c, loose):
     api, pets, _ = build_api(c)
     kw = dict(restApiId=api["id"], resourceId=pets["id"], httpMethod="GET", statusCode="200")

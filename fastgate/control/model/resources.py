@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.authorizers import _check_method_authorizer
@@ -26,6 +28,27 @@ from fastgate.control.names import (
     STATUS_CODE,
     new_id,
 )
+
+
+# an HTTP integration's URI: a scheme and a host (a stage variable may stand for the host)
+_HTTP_URI = re.compile(r"https?://[^/?#\s]+.*", re.S)
+# an AWS integration's URI: arn:PARTITION:apigateway:REGION:SERVICE:{path|action}/...
+_AWS_URI = re.compile(r"arn:[^:]*:apigateway:[^:]*:([^:]+):(?:path|action)/.+", re.S)
+
+
+def _check_integration_uri(itype: str, uri: str) -> None:
+    """AWS's checks of PutIntegration's uri (its recorded answers)."""
+    if itype in ("HTTP", "HTTP_PROXY"):
+        if not _HTTP_URI.fullmatch(uri):
+            raise BadRequest(msg.INTEGRATION_HTTP_URI)
+    elif itype in ("AWS", "AWS_PROXY"):
+        if not uri.startswith("arn:"):
+            raise BadRequest(msg.INVALID_ARN)
+        m = _AWS_URI.fullmatch(uri)
+        if m is None:
+            raise BadRequest(msg.INTEGRATION_ARN_PATH_OR_ACTION)
+        if itype == "AWS_PROXY" and m.group(1).rpartition(".")[2] not in ("lambda", "firehose"):
+            raise BadRequest(msg.AWS_PROXY_TARGETS)
 
 
 class Resources(ModelBase):
@@ -160,6 +183,7 @@ class Resources(ModelBase):
                 raise BadRequest(msg.INTEGRATION_URI_EMPTY)
             if not p.get("integrationHttpMethod"):
                 raise BadRequest(msg.INTEGRATION_METHOD_EMPTY)
+            _check_integration_uri(itype, p["uri"])
         timeout = p.get("timeoutInMillis")
         if timeout is not None and not 50 <= timeout <= 29000:
             raise BadRequest(msg.INTEGRATION_TIMEOUT)
@@ -174,7 +198,12 @@ class Resources(ModelBase):
                                          "requestParameters", "requestTemplates",
                                          "passthroughBehavior", "cacheNamespace",
                                          "cacheKeyParameters", "contentHandling", "tlsConfig")))
-            integ.setdefault("connectionType", "INTERNET")
+            if itype in ("HTTP", "HTTP_PROXY"):
+                # AWS fills in INTERNET for an HTTP integration only (its recordings show
+                # none on AWS, AWS_PROXY and MOCK ones), and keeps no uri for a MOCK one
+                integ.setdefault("connectionType", "INTERNET")
+            elif itype == "MOCK":
+                integ.pop("uri", None)
             integ.setdefault("passthroughBehavior", "WHEN_NO_MATCH")
             integ["timeoutInMillis"] = timeout if timeout is not None else 29000
             integ.setdefault("cacheNamespace", resource["id"])

@@ -118,7 +118,9 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
             integ["payloadFormatVersion"] = "1.0"
         elif integ["payloadFormatVersion"] not in ("1.0", "2.0"):
             raise OpenAPIError(f"{where}.payloadFormatVersion: must be 1.0 or 2.0")
-    if itype != "MOCK":
+    if itype in ("HTTP", "HTTP_PROXY") or (not rest and itype != "MOCK"):
+        # a REST API's AWS and AWS_PROXY integrations show no connectionType unless given
+        # (AWS's recordings); an HTTP API's show INTERNET
         integ.setdefault("connectionType", "INTERNET")
     return integ
 
