@@ -73,6 +73,16 @@ NO_METHODS = "The REST API doesn't contain any methods"
 NO_INTEGRATION = "No integration defined for method"
 STAGE_NAME_INVALID = "Stage name only allows a-zA-Z0-9_-"
 NO_CANARY = "Promotion not available. Canary does not exist."
+# (no space after "specified.": AWS's text)
+CANARY_NEEDS_STAGE = ("Invalid deployment content specified.Non null and non empty stageName must be "
+                      "provided for canary deployment. Provided value is {value}")
+CANARY_STAGE_MISSING = ("Invalid deployment content specified.Stage {stage} must already be created "
+                        "before making a canary release deployment")
+CANARY_DEPLOYMENT_MISSING = "Deployment id does not exist"
+PATCH_ADD_INVALID = "Invalid add operation with path: {path}"
+STAGE_COPY_INVALID = ("Invalid copy operation with path: {path} and from {src}. Valid copy:path are "
+                      "[/deploymentId, /variables] and valid copy:from are "
+                      "[/canarySettings/deploymentId, /canarySettings/stageVariableOverrides]")
 DEPLOYMENT_IN_USE = "Active stages pointing to this deployment must be moved or deleted"
 
 # ---- RestApi

@@ -482,3 +482,53 @@ def test_usage_plan_messages_and_outputs(c):
         "[/apiStages, /quota, /throttle, /productCode, /apiStages/<apidId:stageName>/throttle/"
         "<resourcePath>/<httpMethod>, /apiStages/<apidId:stageName>/throttle]")
     assert remove(f"{api['id']}:dev")["apiStages"] == []
+
+
+def test_canary_deployments_and_patches(c):
+    # AWS's recordings (test_apigateway_canary.py::TestStageCrudCanary)
+    api, _, _ = build_api(c)
+    a = api["id"]
+    canary = {"percentTraffic": 50, "stageVariableOverrides": {"testVar": "canary"}}
+    text = ("Invalid deployment content specified.Non null and non empty stageName must be provided "
+            "for canary deployment. Provided value is ")
+    assert error(c.create_deployment, restApiId=a, canarySettings=canary) == (
+        "BadRequestException", 400, text + "null")
+    assert error(c.create_deployment, restApiId=a, stageName="", canarySettings=canary) == (
+        "BadRequestException", 400, text)
+    assert error(c.create_deployment, restApiId=a, stageName="non-existing", canarySettings=canary) == (
+        "BadRequestException", 400, "Invalid deployment content specified.Stage non-existing must "
+                                    "already be created before making a canary release deployment")
+    assert c.get_deployments(restApiId=a)["items"] == []     # none of them made a deployment
+    dep = c.create_deployment(restApiId=a, stageName="dev")["id"]
+    assert error(c.create_stage, restApiId=a, stageName="dev3", deploymentId=dep,
+                 canarySettings={"deploymentId": "deploy"}) == (
+        "BadRequestException", 400, "Deployment id does not exist")
+    c.create_deployment(restApiId=a, stageName="dev", canarySettings=canary)
+
+    def upd(stage, *ops):
+        return c.update_stage(restApiId=a, stageName=stage, patchOperations=[
+            dict(zip(("op", "path", "value"), o)) for o in ops])
+
+    nothing = "because there is no method setting for this method "
+    assert error(upd, "dev", ("remove", "/canarySettings/stageVariableOverrides")) == (
+        "BadRequestException", 400, f"Cannot remove method setting canarySettings/stageVariableOverrides {nothing}")
+    assert error(upd, "dev", ("remove", "/canarySettings/badPath")) == (
+        "BadRequestException", 400, f"Cannot remove method setting canarySettings/badPath {nothing}")
+    for path in ("/canarySettings", "/canarySettings/badPath"):
+        assert error(upd, "dev", ("replace", path, "x")) == (
+            "BadRequestException", 400, msg.STAGE_PATCH_PATH.format(path=path))
+    dep2 = c.create_deployment(restApiId=a, stageName="dev2")["id"]
+    assert error(upd, "dev2", ("add", "/canarySettings/deploymentId", dep2)) == (
+        "BadRequestException", 400, "Invalid add operation with path: /canarySettings/deploymentId")
+    assert error(upd, "dev2", ("replace", "/canarySettings/deploymentId", "deploy")) == (
+        "BadRequestException", 400, "Deployment id does not exist")
+    # the first replace makes a canary on the stage's deployment
+    out = upd("dev2", ("replace", "/canarySettings/percentTraffic", "50"))
+    assert out["canarySettings"] == {"deploymentId": dep2, "percentTraffic": 50.0, "useStageCache": False}
+    bad_copy = {"op": "copy", "path": "/canarySettings/stageVariableOverrides", "from": "/variables"}
+    with pytest.raises(ClientError) as e:
+        c.update_stage(restApiId=a, stageName="dev2", patchOperations=[bad_copy])
+    assert e.value.response["Error"]["Message"] == (
+        "Invalid copy operation with path: /canarySettings/stageVariableOverrides and from /variables. "
+        "Valid copy:path are [/deploymentId, /variables] and valid copy:from are "
+        "[/canarySettings/deploymentId, /canarySettings/stageVariableOverrides]")

@@ -35,12 +35,16 @@ class Stages(ModelBase):
     def create_deployment(self, p: dict) -> dict:
         api_id = p["restApiId"]
         stage_name = p.get("stageName")
+        canary = p.get("canarySettings")
+        if canary is not None and not stage_name:
+            raise BadRequest(msg.CANARY_NEEDS_STAGE.format(value="null" if stage_name is None else ""))
         if stage_name is not None and not STAGE_NAME.match(stage_name):
             raise BadRequest(msg.STAGE_NAME_INVALID)
         variables = _check_variables(p.get("variables"))
-        canary = p.get("canarySettings")
         with self.change() as txn:
             api = self._api(api_id)
+            if canary is not None and stage_name not in self.state.stages.get(api_id, {}):
+                raise BadRequest(msg.CANARY_STAGE_MISSING.format(stage=stage_name))
             methods = [(r["path"], m, method) for r in api.get("resources", ())
                        for m, method in (r.get("resourceMethods") or {}).items()]
             if not methods:
@@ -61,9 +65,6 @@ class Stages(ModelBase):
                 if canary is not None:
                     # a canary deployment: the stage keeps its deployment, the new one
                     # takes percentTraffic of the requests (AWS "Create a canary release")
-                    if stage is None:
-                        raise BadRequest("Invalid stage identifier specified: a canary deployment "
-                                         "needs an existing stage")
                     stage = _clone(stage)
                     settings = {"deploymentId": dep["id"],
                                 "percentTraffic": _check_percent(canary.get("percentTraffic", 0.0)),
@@ -146,7 +147,8 @@ class Stages(ModelBase):
 
     def _canary_settings(self, api_id: str, c: dict, default_dep: str) -> dict:
         dep_id = c.get("deploymentId") or default_dep
-        self._deployment(api_id, dep_id)
+        if dep_id not in self.state.deployments.get(api_id, {}):
+            raise BadRequest(msg.CANARY_DEPLOYMENT_MISSING)
         out = {"deploymentId": dep_id, "percentTraffic": _check_percent(c.get("percentTraffic", 0.0)),
                "useStageCache": bool(c.get("useStageCache", False))}
         overrides = _check_variables(c.get("stageVariableOverrides"), "stageVariableOverrides")
@@ -232,10 +234,7 @@ class Stages(ModelBase):
                     raise BadRequest(msg.NO_CANARY)
                 stage.setdefault("variables", {}).update(canary.get("stageVariableOverrides") or {})
             else:
-                raise BadRequest(f"Invalid patch operation: copy from '{src}' to '{path}' is not "
-                                 "supported. Promote a canary with copy from "
-                                 "/canarySettings/deploymentId to /deploymentId and from "
-                                 "/canarySettings/stageVariableOverrides to /variables.")
+                raise BadRequest(msg.STAGE_COPY_INVALID.format(path=path, src=src))
             return
         if len(parts) == 1 and top in self._STAGE_SCALARS and kind == "replace":
             if top == "deploymentId":
@@ -301,17 +300,28 @@ class Stages(ModelBase):
             if kind == "remove":    # discard the canary
                 stage.pop("canarySettings", None)
                 return
-            raise _bad_patch(op)
+            raise BadRequest(msg.STAGE_PATCH_PATH.format(path=op["path"]))
+        # AWS's answers (its recordings): add only on a stage variable override; remove only
+        # the canary or one override; replace only the canary's own members
+        field_name = rest[0]
+        if kind == "add" and field_name != "stageVariableOverrides":
+            raise BadRequest(msg.PATCH_ADD_INVALID.format(path=op["path"]))
+        if kind == "remove" and len(rest) == 1:
+            raise BadRequest(msg.METHOD_SETTING_REMOVE_NOTHING.format(setting=op["path"][1:]))
+        if kind == "replace" and len(rest) == 1 and field_name not in (
+                "percentTraffic", "deploymentId", "useStageCache"):
+            raise BadRequest(msg.STAGE_PATCH_PATH.format(path=op["path"]))
+        if kind == "replace" and field_name == "deploymentId" and len(rest) == 1 and \
+                value not in self.state.deployments.get(api_id, {}):
+            raise BadRequest(msg.CANARY_DEPLOYMENT_MISSING)
         canary = stage.get("canarySettings")
         if canary is None:
             # the first canary patch creates the canary on the stage's own deployment
             canary = stage["canarySettings"] = {"deploymentId": stage["deploymentId"],
                                                 "percentTraffic": 0.0, "useStageCache": False}
-        field_name = rest[0]
         if field_name == "percentTraffic" and kind == "replace" and len(rest) == 1:
             canary["percentTraffic"] = _check_percent(value)
         elif field_name == "deploymentId" and kind == "replace" and len(rest) == 1:
-            self._deployment(api_id, value or "")
             canary["deploymentId"] = value
         elif field_name == "useStageCache" and kind == "replace" and len(rest) == 1:
             canary["useStageCache"] = _bool_value(value, op["path"])
