@@ -340,6 +340,12 @@ def test_import_is_as_lenient_as_aws(c, basepath, resource):
     res = next(r for r in c.get_resources(restApiId=api["id"])["items"] if r["path"] == resource)
     integ = c.get_integration(restApiId=api["id"], resourceId=res["id"], httpMethod="GET")
     assert integ["requestParameters"] == {"integration.request.header.kept": "'True'"}
+    # a REST API's integration however the document looks (payloadFormatVersion is an HTTP
+    # API's field): AWS's REST defaults, the resource's id as cacheNamespace (AWS's recordings
+    # of openapi.cognito-auth.json, which has one too)
+    assert (integ["timeoutInMillis"], integ["passthroughBehavior"], integ["cacheKeyParameters"]) == (
+        29000, "WHEN_NO_MATCH", [])
+    assert integ["cacheNamespace"] == res["id"] and integ["connectionType"] == "INTERNET"
     # AWS's warning fails failOnWarnings
     assert error(c.import_rest_api, body=orjson.dumps(OAS_WITH_AWS_LENIENCY), failOnWarnings=True)[:2] == (
         "BadRequestException", 400)
@@ -532,3 +538,29 @@ def test_canary_deployments_and_patches(c):
         "Invalid copy operation with path: /canarySettings/stageVariableOverrides and from /variables. "
         "Valid copy:path are [/deploymentId, /variables] and valid copy:from are "
         "[/canarySettings/deploymentId, /canarySettings/stageVariableOverrides]")
+
+
+SWAGGER_MOCK_AND_MODELS = {
+    "swagger": "2.0", "info": {"title": "m", "version": "1"},
+    "paths": {"/": {"options": {
+        "responses": {"200": {"description": "ok", "schema": {"$ref": "#/definitions/Pets"}}},
+        "x-amazon-apigateway-integration": {
+            "type": "mock", "httpMethod": "POST", "uri": "http://ignored.example",
+            "requestTemplates": {"application/json": "{\"statusCode\": 200}"},
+            "responses": {"default": {"statusCode": "200"}}}}}},
+    "definitions": {"Pets": {"type": "array", "items": {"$ref": "#/definitions/Pet"}},
+                    "Pet": {"type": "object", "properties": {"id": {"type": "integer"}}}}}
+
+
+def test_imported_mock_integrations_and_models_as_aws_keeps_them(c):
+    # AWS's recordings (test_apigateway_import.py: openapi-http-method-integration.json's MOCK
+    # OPTIONS with an httpMethod, petstore-authorizer.swagger.json's models)
+    api = c.import_rest_api(body=orjson.dumps(SWAGGER_MOCK_AND_MODELS), failOnWarnings=True)
+    integ = c.get_integration(restApiId=api["id"], resourceId=api["rootResourceId"], httpMethod="OPTIONS")
+    assert "httpMethod" not in integ and "uri" not in integ and "connectionType" not in integ
+    assert integ["cacheNamespace"] == api["rootResourceId"]
+    models = {m["name"]: orjson.loads(m["schema"]) for m in c.get_models(restApiId=api["id"])["items"]}
+    # the schema as written, no $schema or title added; $refs become AWS's model URLs
+    assert models["Pet"] == {"type": "object", "properties": {"id": {"type": "integer"}}}
+    assert models["Pets"] == {"type": "array", "items": {
+        "$ref": f"https://apigateway.amazonaws.com/restapis/{api['id']}/models/Pet"}}

@@ -204,6 +204,7 @@ class Resources(ModelBase):
                 integ.setdefault("connectionType", "INTERNET")
             elif itype == "MOCK":
                 integ.pop("uri", None)
+                integ.pop("httpMethod", None)
             integ.setdefault("passthroughBehavior", "WHEN_NO_MATCH")
             integ["timeoutInMillis"] = timeout if timeout is not None else 29000
             integ.setdefault("cacheNamespace", resource["id"])

@@ -197,8 +197,10 @@ class RestApis(ModelBase):
         params = p.get("parameters") or {}
         doc = self._load_openapi(p)
         try:
+            # ImportRestApi makes a REST API whatever the document looks like (a
+            # payloadFormatVersion in it is read, as AWS reads it, not taken as an HTTP API's)
             api, warnings = openapi.import_openapi(
-                doc, base_path=params.get("basepath", "ignore"),
+                doc, base_path=params.get("basepath", "ignore"), protocol_type="REST",
                 fail_on_warnings=bool(p.get("failOnWarnings")))
         except openapi.OpenAPIError as e:
             raise BadRequest(str(e)) from None
@@ -224,7 +226,7 @@ class RestApis(ModelBase):
             try:
                 api, warnings = openapi.import_openapi(
                     doc, base_path=params.get("basepath", "ignore"), api_id=existing["id"],
-                    fail_on_warnings=bool(p.get("failOnWarnings")), existing=_clone(existing),
+                    protocol_type="REST", fail_on_warnings=bool(p.get("failOnWarnings")), existing=_clone(existing),
                     mode=mode)
             except openapi.OpenAPIError as e:
                 raise BadRequest(str(e)) from None

@@ -52,7 +52,25 @@ def import_openapi(doc: dict, *, base_path: str = "ignore", api_id: str | None =
         api = merge(existing, api)
     else:
         api = overwrite(existing, api)
+    if api.get("protocolType", "REST") == "REST":
+        _rest_integration_defaults(api)
     return api, warnings
+
+
+def _rest_integration_defaults(api: dict) -> None:
+    """What AWS shows on a REST API's imported integrations, as PutIntegration makes them
+    (its recordings of ImportRestApi): the resource's id as cacheNamespace, no httpMethod
+    or uri on a MOCK integration. Run on the final resource ids (PutRestApi keeps the ids
+    of paths that survive)."""
+    for resource in api.get("resources", ()):
+        for method in (resource.get("resourceMethods") or {}).values():
+            integ = method.get("methodIntegration")
+            if integ is None:
+                continue
+            integ.setdefault("cacheNamespace", resource["id"])
+            if integ.get("type") == "MOCK":
+                integ.pop("httpMethod", None)
+                integ.pop("uri", None)
 
 
 def detect_protocol(doc: dict) -> str:
