@@ -51,6 +51,14 @@ def test_rest_api_outputs_and_defaults(c):
     assert private["endpointConfiguration"] == {"types": ["PRIVATE"], "ipAddressType": "dualstack"}
 
 
+def test_get_rest_apis_items_show_tags_only_when_there_are_some(c):
+    # AWS's recording (test_apigateway_api.py::test_list_and_delete_apis)
+    plain = c.create_rest_api(name="a")
+    tagged = c.create_rest_api(name="b", tags={"k": "v"})
+    items = {a["id"]: a for a in c.get_rest_apis()["items"]}
+    assert "tags" not in items[plain["id"]] and items[tagged["id"]]["tags"] == {"k": "v"}
+
+
 def test_create_rest_api_validation(c):
     assert error(c.create_rest_api, name="a", description="") == (
         "BadRequestException", 400, "Description cannot be an empty string")
@@ -564,3 +572,21 @@ def test_imported_mock_integrations_and_models_as_aws_keeps_them(c):
     assert models["Pet"] == {"type": "object", "properties": {"id": {"type": "integer"}}}
     assert models["Pets"] == {"type": "array", "items": {
         "$ref": f"https://apigateway.amazonaws.com/restapis/{api['id']}/models/Pet"}}
+
+
+def test_delete_integration_response_names_the_integration(c):
+    # AWS's recording (test_apigateway_api.py::test_delete_integration_response_errors)
+    api = c.create_rest_api(name="a")
+    kw = dict(restApiId=api["id"], resourceId=api["rootResourceId"])
+    c.put_method(httpMethod="GET", authorizationType="NONE", **kw)
+    c.put_integration(httpMethod="GET", type="MOCK", **kw)
+    c.put_integration_response(httpMethod="GET", statusCode="200", selectionPattern="", **kw)
+    for http_method in ("POST", "WRONG"):
+        assert error(c.delete_integration_response, httpMethod=http_method, statusCode="200", **kw) == (
+            "NotFoundException", 404, "Invalid Integration identifier specified")
+    assert error(c.delete_integration_response, httpMethod="GET", statusCode="201", **kw) == (
+        "NotFoundException", 404, "Invalid Response status code specified")
+    assert error(c.delete_integration_response, restApiId="bad-api-id", resourceId=api["rootResourceId"],
+                 httpMethod="GET", statusCode="200") == (
+        "NotFoundException", 404, "Invalid Resource identifier specified")
+    c.delete_integration_response(httpMethod="GET", statusCode="200", **kw)

@@ -259,8 +259,13 @@ class Resources(ModelBase):
 
     def delete_integration_response(self, p: dict) -> dict:
         with self.change() as txn:
-            api, _, method = self._method_ctx(p)
-            responses = (method.get("methodIntegration") or {}).get("integrationResponses") or {}
+            api, resource, http_method = self._method_ctx(p, create=True)
+            # a method that is not there (or no method at all, "WRONG") names the integration
+            # here, not the method (AWS's recordings)
+            method = (resource.get("resourceMethods") or {}).get(http_method) or {}
+            if "methodIntegration" not in method:
+                raise NotFound(msg.INVALID_INTEGRATION_ID)
+            responses = method["methodIntegration"].get("integrationResponses") or {}
             if responses.pop(p["statusCode"], None) is None:
                 raise NotFound(msg.INVALID_RESPONSE_STATUS)
             self._save_api(txn, api)

@@ -42,7 +42,7 @@ def _ip_address_type(types) -> str:
 
 def rest_api_view(api: dict, tags: bool = True) -> dict:
     """A RestApi as AWS returns it. GetRestApi, UpdateRestApi and PutRestApi always carry
-    `tags` ({} when none), CreateRestApi and ImportRestApi only when there are some
+    `tags` ({} when none), CreateRestApi, ImportRestApi and GetRestApis' items only when there are some
     (`tags=False`), as AWS's recordings show."""
     out = {k: _clone(api[k]) for k in REST_API_OUT if k in api}
     try:
@@ -165,7 +165,8 @@ class RestApis(ModelBase):
         state = self.fresh()
         apis = sorted((a for a in state.apis.values() if not is_v2_api(a)),
                       key=lambda a: (a.get("createdDate", 0), a["id"]))
-        return _page([rest_api_view(a) for a in apis], p)
+        # GetRestApis' items show tags only when there are some (AWS's recordings)
+        return _page([rest_api_view(a, tags=False) for a in apis], p)
 
     def delete_rest_api(self, p: dict) -> dict:
         api_id = p["restApiId"]
