@@ -4,6 +4,7 @@
 from urllib.parse import unquote
 
 import base64
+import hashlib
 import time
 
 # What the compiled events share with fastgate/phases/functions/events.py (the reference
@@ -48,6 +49,15 @@ def query_pairs(raw_query: bytes) -> list[tuple[str, str]]:
         key, _, value = part.partition("=")
         pairs.append((unquote(key.replace("+", " ")), unquote(value.replace("+", " "))))
     return pairs
+
+
+def trace_header(request_id: str, epoch_ms: int) -> str:
+    """The X-Amzn-Trace-Id API Gateway adds to an event whose request came without one
+    (AWS's recordings and captures carry one in every REST and HTTP API event): X-Ray's
+    Root=1-{epoch seconds, 8 hex}-{24 hex}, the 24 digits derived from the request id so
+    that one request has one trace id, whichever builder makes its event."""
+    return "Root=1-%08x-%s" % (epoch_ms // 1000,
+                               hashlib.blake2b(request_id.encode(), digest_size=12).hexdigest())
 
 
 cpdef tuple forwarded_values(RequestContext ctx):
@@ -136,6 +146,8 @@ cpdef dict event_v2(RequestContext ctx, bytes body):
     headers["x-forwarded-for"] = forwarded[0]
     headers["x-forwarded-port"] = forwarded[1]
     headers["x-forwarded-proto"] = forwarded[2]
+    if "x-amzn-trace-id" not in headers:
+        headers["x-amzn-trace-id"] = trace_header(ctx.request_id.decode("latin-1"), ctx.request_time_ms)
 
     cdef dict query = None
     if ctx.query:

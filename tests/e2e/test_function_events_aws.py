@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import httpx
 import pytest
 
 from conftest import Gateway, raw_request, read_response
+
+TRACE_ID = re.compile(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24}")
 
 HANDLERS = '''
 import base64, json
@@ -125,6 +128,23 @@ def test_headers_forwarded_authorization_and_deployment(gw):
     # without an X-Forwarded-For of its own the client's address is the whole chain
     _, event = raw_get(gw, "/stage/proxy-value")
     assert event["headers"]["X-Forwarded-For"] == "127.0.0.1"
+
+
+def test_every_event_carries_an_amazon_trace_id(gw):
+    # AWS's recordings and captures: X-Amzn-Trace-Id in every REST and HTTP API event
+    _, event = raw_get(gw, "/stage/proxy-value")
+    trace = event["headers"]["X-Amzn-Trace-Id"]
+    assert TRACE_ID.fullmatch(trace) and event["multiValueHeaders"]["X-Amzn-Trace-Id"] == [trace]
+    _, other = raw_get(gw, "/stage/proxy-value")
+    assert other["headers"]["X-Amzn-Trace-Id"] != trace          # one per request
+    # a client's own is passed on as it is
+    _, event = raw_get(gw, "/stage/proxy-value", "X-Amzn-Trace-Id: Root=1-5e1b4151-5ac6c58f5b3b4c0c9d2f7d1e\r\n")
+    assert event["headers"]["X-Amzn-Trace-Id"] == "Root=1-5e1b4151-5ac6c58f5b3b4c0c9d2f7d1e"
+    assert [k for k in event["headers"] if k.lower() == "x-amzn-trace-id"] == ["X-Amzn-Trace-Id"]
+    v2 = httpx.get(f"{gw.url}/live/v2/x", timeout=10).json()
+    assert TRACE_ID.fullmatch(v2["headers"]["x-amzn-trace-id"])
+    v1 = httpx.get(f"{gw.url}/live/v1/x", timeout=10).json()
+    assert TRACE_ID.fullmatch(v1["headers"]["X-Amzn-Trace-Id"])
 
 
 def test_percent_encoding_in_the_path_is_kept(gw):
@@ -270,6 +290,7 @@ def test_request_authorizer_event_has_the_same_headers_and_path_rules(gw):
     assert auth_event["headers"]["X-Forwarded-For"] == "10.1.1.1, 127.0.0.1"
     assert auth_event["headers"]["X-Forwarded-Proto"] == "http"
     assert auth_event["headers"]["Authorization"] == "random-value"
+    assert auth_event["headers"]["X-Amzn-Trace-Id"] == event["headers"]["X-Amzn-Trace-Id"]
     assert auth_event["pathParameters"] == {"id": "a%2Bb"} == event["pathParameters"]
     assert auth_event["queryStringParameters"] == {"q": "x y"}
     assert auth_event["requestContext"]["deploymentId"] == event["requestContext"]["deploymentId"]

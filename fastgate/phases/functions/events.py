@@ -28,6 +28,7 @@ from fastgate._core.fncall import (
     AWS_SPELLING,
     DEFAULT_ACCOUNT_ID,
     format_request_time,
+    trace_header,
 )
 from fastgate._core.fncall import media_type as _media_type
 from fastgate._core.fncall import query_pairs as _query_pairs
@@ -57,7 +58,7 @@ class FunctionRequest:
     names (``apiKey``, ``apiKeyId``, ``caller``, ``user``, ``userArn``,
     ``accessKey``, ``accountId``, ...).  ``forwarded`` is the (X-Forwarded-For,
     X-Forwarded-Port, X-Forwarded-Proto) values API Gateway adds to the event's
-    headers (None: none added); ``deployment_id`` the deployment the stage serves;
+    headers (None: none of API Gateway's own headers added, X-Amzn-Trace-Id neither); ``deployment_id`` the deployment the stage serves;
     ``context_path`` a REST event's ``requestContext.path`` when it is not
     ``/{stage}`` + ``raw_path`` (the path as requested keeps repeated slashes).
     """
@@ -183,13 +184,16 @@ def _resource_id(api_id: str, resource_path: str) -> str:
 
 def _own_headers(req: FunctionRequest, length: bool) -> list[tuple[str, str]]:
     """What API Gateway adds to the client's headers: X-Forwarded-For (the client's value
-    with its address appended), -Port and -Proto; an HTTP API also the body's
-    Content-Length (sent even for an empty body: AWS's captures show "0")."""
+    with its address appended), -Port and -Proto, and an X-Amzn-Trace-Id when the client
+    sent none; an HTTP API also the body's Content-Length (sent even for an empty body:
+    AWS's captures show "0")."""
     own = []
     if length:
         own.append(("Content-Length", str(len(req.body))))
     if req.forwarded is not None:
         own.extend(zip(("X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto"), req.forwarded))
+        if _header(req, b"x-amzn-trace-id") is None:
+            own.append(("X-Amzn-Trace-Id", trace_header(req.request_id, req.request_time_ms)))
     return own
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fastgate._core.fncall import trace_header
 from fastgate.phases.functions.events import (
     FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2, format_request_time,
     is_binary_v2,
@@ -149,11 +150,14 @@ def test_v1_headers_api_gateway_writes():
     req = FunctionRequest(method="GET", raw_path=b"/",
                           headers=[(b"authorization", b"t"), (b"host", b"h"), (b"user-agent", b"u"),
                                    (b"x-forwarded-for", b"10.0.0.1"), (b"tEsT", b"1")],
-                          forwarded=("10.0.0.1, 203.0.113.9", "443", "https"), deployment_id="dep1")
+                          forwarded=("10.0.0.1, 203.0.113.9", "443", "https"), deployment_id="dep1",
+                          request_id="r-1", request_time_ms=1_700_000_000_123)
     event = build_event_v1(req)
     assert event["headers"] == {"Authorization": "t", "Host": "h", "User-Agent": "u", "tEsT": "1",
                                 "X-Forwarded-For": "10.0.0.1, 203.0.113.9", "X-Forwarded-Port": "443",
-                                "X-Forwarded-Proto": "https"}
+                                "X-Forwarded-Proto": "https",
+                                "X-Amzn-Trace-Id": trace_header("r-1", 1_700_000_000_123)}
+    assert trace_header("r-1", 1_700_000_000_123).startswith("Root=1-6553f100-")
     assert event["multiValueHeaders"]["X-Forwarded-For"] == ["10.0.0.1, 203.0.113.9"]
     assert event["requestContext"]["deploymentId"] == "dep1"
     assert "deploymentId" not in build_event_v1(FunctionRequest(method="GET", raw_path=b"/"))["requestContext"]
