@@ -216,6 +216,19 @@ def test_put_integration_checks_and_outputs(c):
                  integrationHttpMethod="POST", **kw) == (
         "BadRequestException", 400, "Integrations of type 'AWS_PROXY' currently only supports Lambda "
                                     "function and Firehose stream invocations.")
+    # (test_apigateway_lambda.py::test_put_integration_aws_proxy_uri)
+    fn = "arn:aws:lambda:us-east-1:123456789012:function:f"
+    for uri, text in (
+            (fn, "AWS ARN for integration must contain path or action"),
+            (f"bad-arn:lambda:path/2015-03-31/functions/{fn}/invocations", "Invalid ARN specified in the request"),
+            (f"arn:aws:apigateway:us-east-1:lambda:test/2015-03-31/functions/{fn}/invocations",
+             "AWS ARN for integration must contain path or action"),
+            (f"arn:aws:apigateway:us-east-1:firehose:path/2015-03-31/functions/{fn}/invocations",
+             "Integrations of type 'AWS_PROXY' currently only supports Lambda function and Firehose stream invocations."),
+            (f"arn:aws:apigateway:us-east-1:lambda:path/random/value/{fn}/invocations",
+             "Integrations of type 'AWS_PROXY' currently only supports Lambda function and Firehose stream invocations.")):
+        assert error(c.put_integration, type="AWS_PROXY", uri=uri, integrationHttpMethod="POST", **kw) == (
+            "BadRequestException", 400, text), uri
     assert error(c.put_integration, type="AWS", uri="non-valid-arn", integrationHttpMethod="POST", **kw) == (
         "BadRequestException", 400, "Invalid ARN specified in the request")
     assert error(c.put_integration, type="AWS", uri="arn:aws:iam::0000000000:role/service-role/asdf",

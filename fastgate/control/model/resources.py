@@ -33,7 +33,7 @@ from fastgate.control.names import (
 # an HTTP integration's URI: a scheme and a host (a stage variable may stand for the host)
 _HTTP_URI = re.compile(r"https?://[^/?#\s]+.*", re.S)
 # an AWS integration's URI: arn:PARTITION:apigateway:REGION:SERVICE:{path|action}/...
-_AWS_URI = re.compile(r"arn:[^:]*:apigateway:[^:]*:([^:]+):(?:path|action)/.+", re.S)
+_AWS_URI = re.compile(r"arn:[^:]*:apigateway:[^:]*:([^:]+):(path|action)/(.+)", re.S)
 
 
 def _check_integration_uri(itype: str, uri: str) -> None:
@@ -47,7 +47,12 @@ def _check_integration_uri(itype: str, uri: str) -> None:
         m = _AWS_URI.fullmatch(uri)
         if m is None:
             raise BadRequest(msg.INTEGRATION_ARN_PATH_OR_ACTION)
-        if itype == "AWS_PROXY" and m.group(1).rpartition(".")[2] not in ("lambda", "firehose"):
+        service, kind, rest = m.group(1).rpartition(".")[2], m.group(2), m.group(3)
+        # a Lambda function's invocation path, or a Firehose action (AWS's recordings
+        # refuse lambda:path/random/... and firehose:path/...)
+        if itype == "AWS_PROXY" and not (
+                (service == "lambda" and kind == "path" and rest.startswith("2015-03-31/functions/"))
+                or (service == "firehose" and kind == "action")):
             raise BadRequest(msg.AWS_PROXY_TARGETS)
 
 
