@@ -57,6 +57,8 @@ def gw(tmp_path_factory):
         "paths": {"/{proxy+}": {"x-amazon-apigateway-any-method": integration("echo")},
                   "/hardcoded": {"x-amazon-apigateway-any-method": integration("echo")},
                   "/result": {"post": integration("from_body")},
+                  "/get-method": {"get": {"x-amazon-apigateway-integration": {
+                      "type": "aws_proxy", "httpMethod": "GET", "uri": ARN.format("echo")}}},
                   "/guarded/{id}": {"get": {**integration("echo"), "security": [{"req": []}]}}},
         "securityDefinitions": {"req": {
             "type": "apiKey", "name": "Unused", "in": "header",
@@ -294,3 +296,10 @@ def test_request_authorizer_event_has_the_same_headers_and_path_rules(gw):
     assert auth_event["pathParameters"] == {"id": "a%2Bb"} == event["pathParameters"]
     assert auth_event["queryStringParameters"] == {"q": "x y"}
     assert auth_event["requestContext"]["deploymentId"] == event["requestContext"]["deploymentId"]
+
+
+def test_aws_proxy_with_a_method_other_than_post_fails_every_request(gw):
+    # AWS's recording (test_lambda_aws_proxy_integration_non_post_method): the integration is
+    # taken, every request answers 500
+    r = httpx.get(f"{gw.url}/stage/get-method", timeout=10)
+    assert r.status_code == 500 and r.json() == {"message": "Internal server error"}
