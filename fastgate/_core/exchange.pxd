@@ -6,7 +6,7 @@
 #
 # Python code a phase runs (fastgate.phases: access checks, Redis throttles and cache,
 # functions) gets the Exchange as its `conn` and answers through its def methods below
-# (access_done, throttle_done, cache_done, deny, function_*).
+# (access_done, throttle_done, cache_done, deny, function_*, integration_done).
 
 from fastgate._core.keys cimport KeyGate
 from fastgate._core.pipeline cimport RequestContext, Route

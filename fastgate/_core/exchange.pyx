@@ -19,7 +19,7 @@ from fastgate._core.paths cimport lenient_path
 from fastgate._core.pipeline cimport (
     ApiStage, Mount, monotonic, monotonic_coarse, epoch_ms,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
-    INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
+    INTEGRATION_HTTP, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION, INTEGRATION_PYTHON,
     PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE, PHASE_REQUEST_TRANSFORM, PHASE_CACHE,
     PHASE_INTEGRATION, WAIT_NONE, WAIT_BODY, WAIT_ACCESS, WAIT_THROTTLE, WAIT_CACHE,
 )
@@ -54,7 +54,13 @@ cdef object find_mount(Snapshot snap, RequestContext ctx):
     cdef bytes host = ctx.route_host
     cdef Py_ssize_t dot
     cdef bint domain = False
-    if snap.host_mounts:
+    if snap.host_rules:
+        rules = snap.host_rules.get(host)
+        if rules is not None:
+            found = rules.match(ctx)
+            if found is not None:
+                mounts = [found]
+    if mounts is None and snap.host_mounts:
         mounts = snap.host_mounts.get(host)
         domain = mounts is not None
     if mounts is None and snap.api_mounts:
@@ -570,7 +576,7 @@ cdef class Exchange:
             self.respond_mock(ctx)
         elif integration == INTEGRATION_ECHO:
             self.respond_echo(ctx)
-        elif integration == INTEGRATION_FUNCTION:
+        elif integration == INTEGRATION_FUNCTION or integration == INTEGRATION_PYTHON:
             self.start_function(ctx)
 
     cdef void respond_mock(self, RequestContext ctx):
@@ -608,7 +614,8 @@ cdef class Exchange:
             # so `responding` cannot tell, and the handler would run twice
             return
         ctx.integration_start = monotonic()
-        if self.worker.functions is None:
+        runner = ctx.route.runner if ctx.route.integration == INTEGRATION_PYTHON else self.worker.functions
+        if runner is None:
             self.out.respond_error(ctx, "INTEGRATION_FAILURE", "no function runner in this worker", 502)
             return
         if not self.decode_body(ctx):
@@ -617,7 +624,7 @@ cdef class Exchange:
         body = b"".join(ctx.body_chunks) if ctx.body_chunks else b""
         ctx.body_chunks = []
         self.down.deadline_kind = DL_NONE   # the runner enforces the integration timeout itself
-        self.worker.functions.start(self, ctx, body)
+        runner.start(self, ctx, body)
 
     def function_done(self, RequestContext ctx, int status, list headers, bytes body,
                       str error_type=None, str detail=None):
@@ -631,7 +638,25 @@ cdef class Exchange:
             headers = [(b"Content-Type", b"application/json")]
             if ctx.api is not None and ctx.api.rest:
                 headers.append((b"x-amzn-ErrorType", b"InternalServerErrorException"))
-        self.out.respond(ctx, status, headers, body)
+            self.out.respond(ctx, status, headers, body)
+        else:
+            self.out.respond_integration(ctx, status, headers, body)
+        self.down.uncork()
+
+    def integration_done(self, RequestContext ctx, result, str detail=None, int status=-1):
+        """A Python integration's answer (INTEGRATION_PYTHON): (status, headers, body) as its
+        integration response mapped it, or the gateway response type of its failure, with
+        the cause (detail: for the logs, never the client) and the status it answers unless
+        the API customised the type."""
+        if ctx is not self.down.ctx or self.down.closed or ctx.responding:
+            return      # the client went away meanwhile
+        ctx.integration_end = monotonic()
+        if isinstance(result, str):
+            self.out.respond_error(ctx, result, detail, status)
+        elif ctx.route.response_map is not None:    # an HTTP API's responseParameters
+            self.out.respond_integration(ctx, result[0], result[1], result[2])
+        else:
+            self.out.respond_result(ctx, result)
         self.down.uncork()
 
     def function_stream_head(self, RequestContext ctx, int status, list headers):

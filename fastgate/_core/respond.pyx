@@ -5,6 +5,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 
 import orjson
 
+from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.buffers cimport Buf, buf_bytes, buf_put
 from fastgate._core.cache cimport SharedCache, RouteCache
 from fastgate._core.execlog cimport ExecutionLog
@@ -72,6 +73,18 @@ cdef class Responder:
             self.down.send(body)
             ctx.response_length = PyBytes_GET_SIZE(body)
         self.done(ctx)
+
+    cdef void respond_integration(self, RequestContext ctx, int status, list headers, bytes body):
+        """An integration's whole response (a function's, or a proxied one held whole for
+        its mapping): through the route's response parameter mapping, then respond()."""
+        cdef Route route = ctx.route
+        if route is not None and route.response_map is not None:
+            try:
+                status, headers = route.response_map.apply(ctx, status, headers, body)
+            except Exception as e:
+                self.respond_error(ctx, "DEFAULT_5XX", "responseParameters: %r" % (e,))
+                return
+        self.respond(ctx, status, headers, body)
 
     cdef void respond_error(self, RequestContext ctx, str error_type, str detail, int status=-1):
         """A gateway response: the API's table when an API stage matched, else the gateway's.
@@ -527,7 +540,11 @@ cdef class Responder:
             ctx.end = monotonic()
         if ctx.status == 0:
             ctx.status = 499
-        if snap.access_log is not None:
+        if ctx.api is not None and ctx.api.access_log is not None:
+            (<AccessLog>ctx.api.access_log).log(ctx)
+            if snap.access_log is not None and not ctx.api.access_log_only:
+                snap.access_log.log(ctx)
+        elif snap.access_log is not None:
             snap.access_log.log(ctx)
         # the dashboard's live tail (a shared ring; nothing when no ring is installed)
         record_finished(ctx, self.worker.worker_id, ctx.api_key_id)

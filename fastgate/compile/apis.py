@@ -18,8 +18,10 @@ path reads, once per reload:
 
 Integrations: HTTP_PROXY and HTTP proxy to the URI (stage variables substituted,
 ``{param}`` path segments filled from the mapped path parameters), MOCK answers
-from its integration response, AWS_PROXY runs a mapped function. What cannot be
-served yet compiles to a route answering API Gateway's 500 and a warning.
+from its integration response, AWS_PROXY runs a mapped function, AWS calls the service
+(or Lambda non-proxy) and an HTTP API's integration subtype its operation
+(fastgate/phases/aws/). What cannot be served compiles to a route answering API
+Gateway's 500 and a warning.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class Compiler:
 
     def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
                  functions=None, gateway_limiter=None, services=None, iam_credentials=None,
-                 key_index=None):
+                 key_index=None, gateway_log: str | None = None, open_logs: bool = False):
         self.routes = routes            # the snapshot's [Route], appended to
         self.series = series            # metrics slot per route index
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
@@ -136,6 +138,10 @@ class Compiler:
         self.vpc_links: dict = {}               # VPC link id -> VpcLink (compile_state sets them)
         self.client_certificates: dict = {}     # client certificate id -> its document
         self.current_stage_doc: dict = {}
+        self.gateway_log = gateway_log          # the access_log destination (where CloudWatch ARNs log)
+        self.open_logs = open_logs              # a worker's build: the stages' access logs are opened
+        self.stage_logs: dict = {}              # (destination, format) -> AccessLog, shared by stages
+        self.host_rules: dict = {}              # custom domain (bytes) -> its routing rules (compile_state)
         self.warnings: list[str] = []
 
     def warn(self, msg: str) -> None:
@@ -157,7 +163,8 @@ class Compiler:
                          responses=gateway_responses(api, lambda m: self.warn(f"{where}: {m}")),
                          variables=dict(variables or {}), cors=self.api_cors(api, where),
                          min_compress=api["minimumCompressionSize"]
-                         if isinstance(api.get("minimumCompressionSize"), int) else -1)
+                         if isinstance(api.get("minimumCompressionSize"), int) else -1,
+                         **self.stage_access_log(where))
         for res in api.get("resources", ()):
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]
@@ -176,6 +183,31 @@ class Compiler:
                 except ValueError as e:
                     self.warn(f"{where}: {method} {path}: {e}; route not served")
         return stage
+
+    def stage_access_log(self, where: str) -> dict:
+        """The stage's accessLogSettings as ApiStage's access_log: a file path or "-" (standard
+        output) as given; a CloudWatch Logs ARN (AWS's only kind) is the gateway's own
+        access_log destination, where the stage's line stands in for the gateway's."""
+        settings = self.current_stage_doc.get("accessLogSettings") or {}
+        dest, fmt = settings.get("destinationArn"), settings.get("format")
+        if not dest or not fmt or not self.open_logs:
+            return {}
+        only = dest.startswith("arn:")
+        if only:
+            if self.gateway_log is None:
+                self.warn(f"{where}: access log destination {dest} is the gateway's access_log, "
+                          "which is off; the stage's requests are not logged")
+                return {}
+            dest = self.gateway_log
+        log_ = self.stage_logs.get((dest, fmt))
+        if log_ is None:
+            from fastgate._core.accesslog import AccessLog
+            try:
+                log_ = self.stage_logs[(dest, fmt)] = AccessLog(dest, fmt)
+            except (ValueError, OSError) as e:
+                self.warn(f"{where}: access log {dest}: {e}; the stage's requests are not logged")
+                return {}
+        return dict(access_log=log_, access_log_only=only)
 
     def api_cors(self, api: dict, where: str):
         """The API's CORS configuration (HTTP APIs' x-amazon-apigateway-cors), or None."""
@@ -289,6 +321,11 @@ class Compiler:
                 kw.update(self.mock_integration(integ, where))
             except ValueError as e:
                 why = str(e)
+        elif itype == "AWS" or (itype == "AWS_PROXY" and integ.get("integrationSubtype")):
+            try:
+                kw.update(self.aws_integration(stage, integ, where))
+            except ValueError as e:
+                why = str(e)
         elif itype == "AWS_PROXY":
             # API Gateway substitutes stage variables in the function ARN too
             # (function:${stageVariables.fn}), which is how stages pick function versions
@@ -315,6 +352,12 @@ class Compiler:
             kw["access"] = kw["validator"] = kw["key_gate"] = None
         else:
             why = f"integration type {itype} is not supported"
+        if why is None and integ.get("responseParameters") and self.current_api.get("protocolType") == "HTTP":
+            from fastgate.phases.response_mapping import ResponseMapping
+            try:
+                kw["response_map"] = ResponseMapping(integ["responseParameters"])
+            except ValueError as e:
+                why = str(e)
         if why is not None:
             # AWS answers a broken integration at request time (API_CONFIGURATION_ERROR)
             self.warn(f"{where}: {why}; it answers 500 Internal server error")
@@ -391,6 +434,37 @@ class Compiler:
                     query_mapping=mapping.query, drop_query=not mapping.keep_query,
                     http_map=http_map)
 
+    def aws_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        """A REST API's AWS integration (a service action or path, Lambda non-proxy) or an
+        HTTP API's integration subtype: a Python runner (fastgate/phases/aws/)."""
+        if self.services is None:
+            raise ValueError("AWS integrations need the worker's services")
+        from fastgate.phases.vtl import MappingError
+        creds = integ.get("credentials")
+        if creds:
+            creds = self.substitute(creds, stage, where)
+        if integ.get("integrationSubtype"):
+            from fastgate.phases.aws.subtypes import SubtypeIntegration
+            if integ.get("payloadFormatVersion", "1.0") != "1.0":
+                raise ValueError(f"integration subtype {integ['integrationSubtype']} takes "
+                                 "payloadFormatVersion 1.0")
+            timeout_ms = integ.get("timeoutInMillis") or 30000
+            runner = SubtypeIntegration(integ["integrationSubtype"], integ.get("requestParameters") or {},
+                                        creds, where, self.services, timeout_ms / 1000)
+        else:
+            from fastgate.phases.aws.rest import AwsIntegration
+            timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
+            try:
+                runner = AwsIntegration(self.current_api, self.current_method, integ,
+                                        self.substitute(integ.get("uri", ""), stage, where), creds,
+                                        where, self.warn, self.services, timeout_ms / 1000,
+                                        functions=self.functions or ())
+            except (MappingError, re.error) as e:
+                raise ValueError(str(e)) from None
+        return dict(integration=Integration.INTEGRATION_PYTHON, runner=runner,
+                    first_byte_timeout=timeout_ms / 1000,
+                    binary_media_types=tuple(stage_api_binary_types(stage, self)))
+
     def integration_group(self, stage: ApiStage, integ: dict, base: str, where: str):
         """The upstream group an HTTP integration is sent to: a VPC link's (connectionType
         VPC_LINK: the config's upstream group the link names), else one for the URI's origin,
@@ -407,18 +481,22 @@ class Compiler:
                 raise ValueError(f"VPC link {link_id} names upstream {name!r}, which the "
                                  "config's upstreams: do not define")
             return self.groups[name]
-        verify = not (integ.get("tlsConfig") or {}).get("insecureSkipVerification")
+        tls_config = integ.get("tlsConfig") or {}
+        verify = not tls_config.get("insecureSkipVerification")
+        server_name = tls_config.get("serverNameToVerify") or None
         cert_id = self.current_stage_doc.get("clientCertificateId")
         cert = self.client_certificates.get(cert_id) if cert_id else None
         if cert_id and cert is None:
             self.warn(f"{where}: client certificate {cert_id!r} of the stage does not exist; "
                       "none is presented")
-        key = base + ("" if verify else " insecure") + (f" cert:{cert_id}" if cert else "")
+        key = base + ("" if verify else " insecure") + (f" cert:{cert_id}" if cert else "") + \
+            (f" sni:{server_name}" if server_name else "")
         if key not in self.groups:
             self.groups[key] = build_group(
                 key, UpstreamConfig(targets=(TargetConfig(url=base),), tls_verify=verify),
                 self.metrics, self.services.worker_id if self.services is not None else 0,
-                client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None)
+                client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None,
+                server_name=server_name)
         return self.groups[key]
 
     def vpc_link_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
@@ -623,8 +701,29 @@ def compile_state(state, compiler: Compiler):
             pfx = b"" if base_path in ("(none)", "", "/") else b"/" + base_path.strip("/").encode()
             lst.append(Mount(pfx, target.main, target.canary, target.canary_percent,
                              f"domain {domain}"))
+    compile_routing_rules(state, compiler, by_stage, host_mounts)
     for lst in [any_mounts, *host_mounts.values(), *api_mounts.values()]:
         lst.sort(key=lambda m: -len(m.prefix))
     return host_mounts, api_mounts, any_mounts, stages_out
+
+
+def compile_routing_rules(state, compiler: Compiler, by_stage: dict, host_mounts: dict) -> None:
+    """compiler.host_rules: each custom domain's routing rules (fastgate.phases.routing_rules)
+    unless its routingMode is API_MAPPING_ONLY; ROUTING_RULE_ONLY drops its API mappings."""
+    from fastgate.phases.routing_rules import ROUTING_RULE_ONLY, DomainRules
+    for domain, rules in sorted((state.extra.get("routingrule") or {}).items()):
+        mode = (state.domains.get(domain) or {}).get("routingMode", "API_MAPPING_ONLY")
+        if mode == "API_MAPPING_ONLY" or not rules:
+            continue
+        host = domain.lower().encode()
+
+        def mount_of(api_id, stage, prefix, domain=domain):
+            target = by_stage.get((api_id, stage))
+            return None if target is None else Mount(prefix, target.main, target.canary,
+                                                     target.canary_percent, f"domain {domain} rule")
+        compiler.host_rules[host] = DomainRules(list(rules.values()), mode, mount_of,
+                                                lambda m, d=domain: compiler.warn(f"domain {d}: {m}"))
+        if mode == ROUTING_RULE_ONLY or host not in host_mounts:
+            host_mounts[host] = []      # the host is the domain's: no rule matched is its 403
 
 

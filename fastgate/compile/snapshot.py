@@ -13,6 +13,7 @@ from fastgate._core.headers import HeaderTransform, PathRewrite, Template
 from fastgate._core.pipeline import Integration, Route
 from fastgate._core.snapshot import Snapshot
 from fastgate._core.router import Router
+from fastgate.compile.gcpause import gc_paused
 from fastgate.compile.shared import limiter, shared_buckets, shared_cache, shared_quotas
 from fastgate.compile.upstreams import build_group
 
@@ -92,6 +93,11 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
     warn(message) receives what the API compiler could not serve as declared.
     services: the worker's fastgate.phases.access.Services (authorizer caches, functions);
     None builds throwaway ones (checking a config)."""
+    with gc_paused():       # PERF: see fastgate.compile.gcpause
+        return _build_snapshot(loaded, metrics, open_logs, warn, services)
+
+
+def _build_snapshot(loaded, metrics, open_logs, warn, services) -> Snapshot:
     config = loaded.config
     if not config.metrics.enabled:
         # no request series, no upstream gauges, no span counters: the hot path skips
@@ -188,15 +194,21 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         routes.append(route)
         series.append(metrics.request_series(route.route_key) if metrics is not None else -1)
     mounts = {}
+    compiler = None
+    try:
+        services.configure_aws(config.aws)
+    except ValueError as e:
+        raise loaded.error(("aws",), str(e)) from None
     if loaded.state is not None and loaded.state.apis:
         from fastgate.compile.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
                             limits=config.limits, functions=set(config.functions),
                             gateway_limiter=gateway_limiter, services=services,
-                            iam_credentials=iam, key_index=key_index)
+                            iam_credentials=iam, key_index=key_index,
+                            gateway_log=config.access_log.destination, open_logs=open_logs)
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
-                      stages=stages)
+                      stages=stages, host_rules=compiler.host_rules)
         if warn is not None:
             for w in compiler.warnings:
                 warn(w)
@@ -237,6 +249,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         router=router, routes=routes, groups=list(groups.values()), route_series=series,
         unmatched_series=metrics.request_series("unmatched") if metrics is not None else -1,
         access_log=access_log, metrics=metrics,
+        stage_logs=tuple(compiler.stage_logs.values()) if compiler is not None else (),
         trusted=list(config.trusted_networks()),
         via=config.via, max_url=limits.max_url_bytes, max_head=limits.max_header_bytes,
         max_headers=limits.max_headers, max_body=limits.max_body(),

@@ -133,7 +133,7 @@ class ControlAPI:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self.executor, handler, params)
         except ApiError as e:
-            return error_response(e.status, e.code, e.message)
+            return error_response(e.status, e.code, e.message, e.retry_after)
         out_headers, out_body = service.spec.encode_output(route, result)
         if method != "GET" and route.name not in service.stateless:
             try:
@@ -145,10 +145,15 @@ class ControlAPI:
     def health(self, path: str) -> dict:
         if path == "/live":
             return {"status": "ok"}
+        store = self.model.store
         try:
-            version = self.model.store.version()
+            version = store.version()
         except Exception as e:   # the store is gone or locked beyond the busy timeout
             return {"status": "unavailable", "reason": str(e)}
+        if hasattr(store, "available") and not store.available():
+            # a fleet host without its database: it serves and answers reads, refuses changes
+            return {"status": "ok", "stateVersion": store.seen_version, "writable": False,
+                    "reason": store.error}
         return {"status": "ok", "stateVersion": version}
 
     def openapi(self) -> dict:

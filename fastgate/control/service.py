@@ -279,9 +279,13 @@ def parse_query(query: str) -> dict[str, list[str]]:
     return out
 
 
-def error_response(status: int, code: str, message: str | None) -> Response:
-    return status, [("Content-Type", JSON), ("x-amzn-ErrorType", code),
-                    ("x-amzn-RequestId", str(uuid.uuid4()))], orjson.dumps({"message": message})
+def error_response(status: int, code: str, message: str | None,
+                   retry_after: str | None = None) -> Response:
+    headers = [("Content-Type", JSON), ("x-amzn-ErrorType", code),
+               ("x-amzn-RequestId", str(uuid.uuid4()))]
+    if retry_after is not None:
+        headers.append(("Retry-After", retry_after))
+    return status, headers, orjson.dumps({"message": message})
 
 
 def json_response(status: int, doc) -> Response:

@@ -49,6 +49,18 @@ class State:
         else:
             table[id] = doc
 
+    def entities(self):
+        """Every stored entity as (kind, scope, id, doc): what set() was given."""
+        for id, doc in self.apis.items():
+            yield "restapi", "", id, doc
+        for id, doc in self.domains.items():
+            yield "domain", "", id, doc
+        for kind, outer in (("deployment", self.deployments), ("stage", self.stages),
+                            ("mapping", self.mappings), *self.extra.items()):
+            for scope, table in outer.items():
+                for id, doc in table.items():
+                    yield kind, scope, id, doc
+
 
 def merge_states(*states) -> State:
     """One State from several sources (YAML/--openapi first, then the store); an id

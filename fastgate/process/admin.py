@@ -166,6 +166,8 @@ class Admin:
         self.dashboard = None       # fastgate.observability.dashboard.Dashboard, on the admin listener
         self.key_sync = None        # fastgate.control.keys_sync.KeySync while the config has `redis:`
         self.key_sync_config = None
+        self.fleet_sync = None      # fastgate.control.fleet.FleetSync while the config has `state:`
+        self.fleet_sync_config = None
         self.cache_flusher = None   # fastgate.phases.cache_redis.CacheFlusher when the config names a Redis
         self.loop = None
         self.unverified = ByteBudget(UNVERIFIED_BODY_BUDGET)
@@ -197,6 +199,7 @@ class Admin:
             self.control.model.authorizer_invoker.configure(self.loaded)
             self.configure_v2()
         self.start_key_sync()
+        self.start_fleet_sync()
         self.configure_cache_flusher()
 
     def served_stages(self) -> set[tuple[str, str]]:
@@ -209,6 +212,9 @@ class Admin:
         """With `redis:`, keys and usage plans are shared with the other hosts of that Redis
         (fastgate.control.keys_sync); (re)started when the redis section changes."""
         cfg = self.loaded.config.redis
+        if cfg is not None and self.loaded.config.state is not None:
+            # the fleet's PostgreSQL holds keys and plans for every host already
+            cfg = None
         if cfg == self.key_sync_config:
             return
         if self.key_sync is not None:
@@ -227,6 +233,32 @@ class Admin:
                                 prefix=cfg.prefix, interval_ms=cfg.key_sync_interval_ms,
                                 on_change=self.request_reload, log=log)
         self.key_sync.start(asyncio.get_event_loop())
+
+    def start_fleet_sync(self) -> None:
+        """With `state:`, keep this host's local copy of the fleet's state current
+        (fastgate.control.fleet.FleetSync): LISTEN/NOTIFY and a poll; each change read
+        there is handed to the supervisor as a reload, as a local control API change is."""
+        cfg = self.loaded.config.state
+        if cfg == self.fleet_sync_config:
+            return
+        if self.fleet_sync is not None:
+            self.loop.create_task(self.fleet_sync.stop())
+            self.fleet_sync = None
+        self.fleet_sync_config = cfg
+        if cfg is None:
+            return
+        from fastgate.control.fleet import FleetSync
+        from fastgate.control.local_copy import LocalCopy
+        data_dir = os.environ.get("FASTGATE_DATA_DIR") or self.default_data_dir()
+        self.fleet_sync = FleetSync(cfg.url, LocalCopy(data_dir),
+                                    poll_interval_ms=cfg.poll_interval_ms,
+                                    on_change=self.request_reload, log=log)
+        self.fleet_sync.start(self.loop)
+
+    @staticmethod
+    def default_data_dir():
+        from fastgate.control.store import default_data_dir
+        return default_data_dir()
 
     def configure_cache_flusher(self) -> None:
         """FlushStageCache reaches every host through Redis (config `redis:`)."""
@@ -434,13 +466,21 @@ class Admin:
         """Open the state store and the control API. On the first request, not at start-up:
         a gateway whose control API is never called creates no data directory."""
         from fastgate.control.api import ControlAPI
-        from fastgate.control.store import Store, default_data_dir
-        data_dir = os.environ.get("FASTGATE_DATA_DIR") or default_data_dir()
+        from fastgate.control.store import Store
+        data_dir = os.environ.get("FASTGATE_DATA_DIR") or self.default_data_dir()
         key_id = os.environ.get("FASTGATE_ADMIN_ACCESS_KEY_ID", "")
         secret = os.environ.get("FASTGATE_ADMIN_SECRET_ACCESS_KEY", "")
         credentials = {key_id: secret} if key_id and secret else {}
+        fleet = self.loaded.config.state
         try:
-            self.control = ControlAPI(Store.in_dir(data_dir), credentials, self.request_reload)
+            if fleet is None:
+                store, on_change = Store.in_dir(data_dir), self.request_reload
+            else:
+                from fastgate.control.store_pg import PgStore
+                # a commit's NOTIFY reaches this host's FleetSync too, which reloads once
+                # the local copy has it: a reload here would only re-read the old copy
+                store, on_change = PgStore(fleet.url, data_dir), lambda: None
+            self.control = ControlAPI(store, credentials, on_change)
             self.control.model.usage_redis = self.redis_config()
         except Exception as e:
             self.control_error = str(e)
@@ -460,7 +500,11 @@ class Admin:
         if not credentials:
             log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
                 "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
-        log(f"control API state in {data_dir}")
+        if fleet is None:
+            log(f"control API state in {data_dir}")
+        else:
+            from fastgate.compile.config.values import redact_url
+            log(f"control API state in {redact_url(fleet.url)} (this host's copy in {data_dir})")
 
     def account_throttle(self):
         """The config's gateway-wide throttle as the Account's throttleSettings, or None."""
@@ -501,6 +545,7 @@ class Admin:
             self.dashboard.start()
         self.start_checks()
         self.start_key_sync()
+        self.start_fleet_sync()
         self.configure_cache_flusher()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()
@@ -516,6 +561,8 @@ class Admin:
             task.cancel()
         if self.key_sync is not None:
             loop.run_until_complete(self.key_sync.stop())
+        if self.fleet_sync is not None:
+            loop.run_until_complete(self.fleet_sync.stop())
         if self.control is not None and self.control.model.authorizer_invoker is not None:
             loop.run_until_complete(self.control.model.authorizer_invoker.close())
         if flusher is not None:
@@ -532,9 +579,8 @@ class Admin:
         rec = shared_usage()
         if rec is None:
             return None
-        from fastgate.control.store import default_data_dir
         from fastgate.control.usage_flusher import UsageFlusher
-        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir(),
+        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or self.default_data_dir(),
                                log=log, redis_config=self.redis_config)
         flusher.start()
         return flusher

@@ -101,9 +101,8 @@ class WorkerProcess:
         finally:
             if self.worker.functions is not None:
                 self.loop.run_until_complete(self.worker.functions.close())
-            for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):
-                if log_ is not None:
-                    log_.close()
+            for log_ in self.logs():
+                log_.close()
         return 0
 
     def configure_functions(self, loaded) -> None:
@@ -143,10 +142,15 @@ class WorkerProcess:
             delay_s = max(0.0, at_s - time.time()) + REBUILD_LATE_S
             self.rebuild_timer = self.loop.call_later(delay_s, self.reload)
 
+    def logs(self) -> list:
+        """The running snapshot's log files: the access log, the stages' and the execution log."""
+        snap = self.worker.snapshot
+        return [log_ for log_ in (snap.access_log, *snap.stage_logs, snap.execution_log)
+                if log_ is not None]
+
     def reopen_logs(self) -> None:
-        for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):
-            if log_ is not None:
-                log_.reopen()
+        for log_ in self.logs():
+            log_.reopen()
 
     def retire(self) -> None:
         if self.stopping:

@@ -151,10 +151,12 @@ def test_key_values_are_hashed_and_sealed_in_the_database(server, c, tmp_path):
     # and the data plane finds the key from the value alone
     table = KeyTable.from_state(load_state(tmp_path / "data"))
     assert table.lookup(VALUE.encode()).key_id == key["id"]
-    # without the sealing key the value cannot come back
+    # without the sealing key the value cannot come back: the key is answered without it, as
+    # on a fleet host whose apikeys.secret is not the one the key was sealed with
     secret.unlink()
     server.admin.control.model._key_sealer = None
-    assert error(c.get_api_key, apiKey=key["id"], includeValue=True) == ("InternalFailure", 500)
+    got = c.get_api_key(apiKey=key["id"], includeValue=True)
+    assert got["id"] == key["id"] and "value" not in got
 
 
 # ---------------------------------------------------------------- usage plans

@@ -226,6 +226,57 @@ def test_routes_integrations_and_authorizers(server):
     assert c.get_deployments(ApiId=api_id)["Items"] == []
 
 
+def test_integration_subtypes_are_checked_as_aws_defines_each(server):
+    """CreateIntegration / UpdateIntegration with an integrationSubtype: the subtype's
+    requestParameters (fastgate.phases.aws.checks), AWS_PROXY and payload format 1.0 only."""
+    c = v2(server)
+    api_id = c.create_api(Name="svc", ProtocolType="HTTP")["ApiId"]
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+    ok = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", PayloadFormatVersion="1.0",
+                              IntegrationSubtype="SQS-PurgeQueue", RequestParameters={"QueueUrl": queue})
+    assert (ok["IntegrationSubtype"], ok["RequestParameters"]) == ("SQS-PurgeQueue", {"QueueUrl": queue})
+    assert error(c.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY",
+                 PayloadFormatVersion="1.0", IntegrationSubtype="Kinesis-PutRecord",
+                 RequestParameters={"StreamName": "s", "Data": "$request.body"}) == (
+        "BadRequestException", "Operation: Kinesis-PutRecord requires enabling passthrough, or "
+        "defining all of the following parameters: StreamName, Data, PartitionKey", 400)
+    code, msg, _ = error(c.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY",
+                         PayloadFormatVersion="2.0", IntegrationSubtype="SQS-PurgeQueue",
+                         RequestParameters={"QueueUrl": queue})
+    assert code == "BadRequestException" and "payload format version 1.0" in msg
+    code, msg, _ = error(c.create_integration, ApiId=api_id, IntegrationType="HTTP_PROXY",
+                         IntegrationUri="http://127.0.0.1:9/", IntegrationSubtype="SQS-PurgeQueue",
+                         RequestParameters={"QueueUrl": queue})
+    assert code == "BadRequestException" and "AWS_PROXY" in msg
+    code, msg, _ = error(c.create_integration, ApiId=api_id, IntegrationType="AWS_PROXY",
+                         PayloadFormatVersion="1.0", IntegrationSubtype="SQS-PurgeQueue",
+                         RequestParameters={"QueueUrl": "$request.nowhere.q"})
+    assert code == "BadRequestException" and msg.startswith("Invalid mapping expression specified")
+    assert error(c.update_integration, ApiId=api_id, IntegrationId=ok["IntegrationId"],
+                 RequestParameters={"QueueUrl": queue, "MessageBody": "x"}) == (
+        "BadRequestException", "Parameter: MessageBody is not a valid parameter for operation: "
+        "SQS-PurgeQueue. Valid parameters are: QueueUrl, Region", 400)
+    assert c.get_integration(ApiId=api_id, IntegrationId=ok["IntegrationId"])["RequestParameters"] == \
+        {"QueueUrl": queue}
+    assert len(c.get_integrations(ApiId=api_id)["Items"]) == 1
+    # a route on it exports as AWS writes it, and the export imports back unchanged
+    c.create_route(ApiId=api_id, RouteKey="POST /purge", Target=f"integrations/{ok['IntegrationId']}")
+    exported = json.loads(c.export_api(ApiId=api_id, Specification="OAS30", OutputType="JSON")["body"].read())
+    integ = exported["paths"]["/purge"]["post"]["x-amazon-apigateway-integration"]
+    assert (integ["type"], integ["integrationSubtype"], integ["requestParameters"], integ["payloadFormatVersion"]) \
+        == ("aws_proxy", "SQS-PurgeQueue", {"QueueUrl": queue}, "1.0")
+    again = c.import_api(Body=json.dumps(exported))["ApiId"]
+    (copy,) = c.get_integrations(ApiId=again)["Items"]
+    assert (copy["IntegrationSubtype"], copy["RequestParameters"]) == ("SQS-PurgeQueue", {"QueueUrl": queue})
+    # ImportApi checks a subtype the same way
+    doc = {"openapi": "3.0.1", "info": {"title": "imported", "version": "1"}, "paths": {"/q": {"post": {
+        "x-amazon-apigateway-integration": {"type": "aws_proxy", "integrationSubtype": "SQS-SendMessage",
+                                            "payloadFormatVersion": "1.0",
+                                            "requestParameters": {"QueueUrl": queue}}}}}}
+    code, msg, _ = error(c.import_api, Body=json.dumps(doc))
+    assert code == "BadRequestException" and "requires enabling passthrough" in msg, msg
+
+
 # --- quick create, stages, auto deploy ---------------------------------------------------
 
 def test_quick_create_and_auto_deploy(server):

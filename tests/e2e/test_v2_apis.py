@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
+import trustme
 from botocore.config import Config
 
 from conftest import ROOT, Gateway, Upstream, wait_until
@@ -57,6 +59,9 @@ def gw(tmp_path_factory):
     (tmp / "fn").mkdir()
     (tmp / "fn" / "handlers.py").write_text(HANDLERS)
     up = Upstream("v2up")
+    # the CA the gateway trusts for HTTPS backends (OpenSSL reads SSL_CERT_FILE)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     calls = tmp / "authz-calls.txt"
     calls.write_text("")
     g = Gateway(tmp, f"""\
@@ -70,8 +75,8 @@ def gw(tmp_path_factory):
           pets:
             targets: [{{url: '{up.url}'}}]
         """, env={"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET,
-                  "AUTHZ_CALLS": str(calls)})
-    g.upstream, g.calls, g.tmp = up, calls, tmp
+                  "AUTHZ_CALLS": str(calls), "SSL_CERT_FILE": str(tmp / "ca.pem")})
+    g.upstream, g.calls, g.tmp, g.ca = up, calls, tmp, ca
     yield g
     g.stop()
     up.stop()
@@ -162,6 +167,123 @@ def test_lambda_payload_2_and_manual_deployment_to_a_stage(gw, c):
     assert call(gw, api_id, "/prod/v1").status_code == 404
     c.create_deployment(ApiId=api_id, StageName="prod")
     assert served(gw, api_id, "/prod/v1").json()["path"] == "/prod/v1"   # payload 1.0
+
+
+def test_response_parameters_map_proxied_and_function_responses(gw, c):
+    api_id = c.create_api(Name="respmap", ProtocolType="HTTP")["ApiId"]
+    integ = c.create_integration(
+        ApiId=api_id, IntegrationType="HTTP_PROXY", IntegrationMethod="ANY",
+        IntegrationUri=f"{gw.upstream.url}/{{proxy}}", PayloadFormatVersion="1.0",
+        ResponseParameters={
+            "200": {"overwrite:header.X-Upstream": "mapped-$response.header.X-Upstream",
+                    "append:header.X-Path": "$response.body.path",
+                    "remove:header.X-Seen-Connection": "''",
+                    "overwrite:header.X-Stage": "${context.stage} $stageVariables.color"},
+            "404": {"overwrite:statuscode": "200", "overwrite:header.X-Was": "404"}})
+    c.create_route(ApiId=api_id, RouteKey="ANY /{proxy+}", Target=f"integrations/{integ['IntegrationId']}")
+    fn = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY", IntegrationUri=fn_arn("backend"),
+                              PayloadFormatVersion="2.0",
+                              ResponseParameters={"200": {"overwrite:statuscode": "201",
+                                                          "overwrite:header.X-Route": "$response.body.routeKey"}})
+    c.create_route(ApiId=api_id, RouteKey="GET /fn", Target=f"integrations/{fn['IntegrationId']}")
+    c.create_stage(ApiId=api_id, StageName="$default", AutoDeploy=True, StageVariables={"color": "blue"})
+
+    r = served(gw, api_id, "/echo/x")
+    assert r.headers["x-upstream"] == "mapped-v2up"            # the integration's header, read
+    assert r.headers["x-path"] == "/echo/x"                    # a member of its JSON body
+    assert "x-seen-connection" not in r.headers
+    assert r.headers["x-stage"] == "$default blue"
+    assert r.json()["path"] == "/echo/x"                       # the body is the integration's
+
+    r = call(gw, api_id, "/status/404")                        # overwrite:statuscode
+    assert (r.status_code, r.text, r.headers["x-was"]) == (200, "status 404", "404")
+    r = call(gw, api_id, "/status/500")                        # a status without parameters
+    assert r.status_code == 500 and "x-was" not in r.headers and r.text == "status 500"
+
+    # a mapped response is held whole: its hop-by-hop fields stay behind, it is framed anew
+    r = call(gw, api_id, "/hopbyhop")
+    assert r.text == "hop" and r.headers["x-end-to-end"] == "kept"
+    for name in ("x-conn-named", "keep-alive", "proxy-connection", "upgrade", "te", "trailer"):
+        assert name not in r.headers
+    r = call(gw, api_id, "/chunked/300000")
+    assert len(r.content) == 300000 and r.headers["content-length"] == "300000"
+    assert "transfer-encoding" not in r.headers and r.headers["x-upstream"] == "mapped-v2up"
+
+    r = served(gw, api_id, "/fn", status=201)                  # a function's response too
+    assert r.headers["x-route"] == "GET /fn" and r.json()["routeKey"] == "GET /fn"
+
+
+def test_stage_access_log_settings_write_the_stages_lines(gw, c):
+    api_id = c.create_api(Name="logged", ProtocolType="HTTP", Target=f"{gw.upstream.url}/echo")["ApiId"]
+    served(gw, api_id, "/before")
+    path = gw.tmp / f"access-{api_id}.log"
+    fmt = ('{"requestId":"$context.requestId","routeKey":"$context.routeKey",'
+           '"status":"$context.status","path":"$context.path"}')
+    c.update_stage(ApiId=api_id, StageName="$default",
+                   AccessLogSettings={"DestinationArn": str(path), "Format": fmt})
+
+    def lines():
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    def logged():
+        call(gw, api_id, "/after")     # also what makes the reload's snapshot serve
+        return any(x["path"] == "/after" for x in lines())
+    wait_until(logged, timeout=15)
+    line = next(x for x in lines() if x["path"] == "/after")
+    assert line["routeKey"] == "$default" and line["status"] == "200" and line["requestId"]
+    assert not any(x["path"] == "/before" for x in lines())   # only what the stage served since
+
+    c.delete_access_log_settings(ApiId=api_id, StageName="$default")
+
+    def stopped():
+        n = len(lines())
+        call(gw, api_id, "/stopped")
+        time.sleep(1.5)                # the worker writes its buffered lines every second
+        return len(lines()) == n
+    wait_until(stopped, timeout=20)
+
+    # a REST API's stage, patched through apigateway, logs the same way
+    rest = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{gw.admin_port}",
+                        region_name=REGION, aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    r_api = rest.create_rest_api(name="rest-logged")["id"]
+    root = rest.get_resources(restApiId=r_api)["items"][0]["id"]
+    rest.put_method(restApiId=r_api, resourceId=root, httpMethod="GET", authorizationType="NONE")
+    rest.put_integration(restApiId=r_api, resourceId=root, httpMethod="GET", type="MOCK",
+                         requestTemplates={"application/json": '{"statusCode": 200}'})
+    rest.put_integration_response(restApiId=r_api, resourceId=root, httpMethod="GET", statusCode="200")
+    rest.create_deployment(restApiId=r_api, stageName="logged")
+    rest_log = gw.tmp / f"access-{r_api}.log"
+    rest.update_stage(restApiId=r_api, stageName="logged", patchOperations=[
+        {"op": "replace", "path": "/accessLogSettings/destinationArn", "value": str(rest_log)},
+        {"op": "replace", "path": "/accessLogSettings/format", "value": "$context.httpMethod $context.status"}])
+
+    def rest_logged():
+        call(gw, r_api, "/logged/")
+        return rest_log.exists() and "GET 200" in rest_log.read_text().splitlines()
+    wait_until(rest_logged, timeout=15)
+
+
+def test_tls_config_server_name_to_verify(gw, c, tmp_path):
+    from test_tls_upstream import TlsUpstream
+    leaf = gw.ca.issue_cert("backend.internal")     # not the address the URL names
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    backend = TlsUpstream(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), name="sni")
+    try:
+        api_id = c.create_api(Name="sni", ProtocolType="HTTP")["ApiId"]
+        c.create_stage(ApiId=api_id, StageName="$default", AutoDeploy=True)
+        for key, tls in (("plain", None), ("named", {"ServerNameToVerify": "backend.internal"}),
+                         ("wrong", {"ServerNameToVerify": "other.internal"})):
+            integ = c.create_integration(ApiId=api_id, IntegrationType="HTTP_PROXY", IntegrationMethod="GET",
+                                         IntegrationUri=f"{backend.url}/name", PayloadFormatVersion="1.0",
+                                         **({"TlsConfig": tls} if tls else {}))
+            c.create_route(ApiId=api_id, RouteKey=f"GET /{key}", Target=f"integrations/{integ['IntegrationId']}")
+        r = served(gw, api_id, "/named")               # the certificate is checked for that name
+        assert r.text == "sni"
+        assert call(gw, api_id, "/plain").status_code >= 500   # for 127.0.0.1 it is not valid
+        assert call(gw, api_id, "/wrong").status_code >= 500
+    finally:
+        backend.p.stop()
 
 
 def test_jwt_and_request_authorizers_with_caching_and_reset(gw, c, issuer):
@@ -268,6 +390,40 @@ def test_custom_domain_maps_rest_and_http_apis(gw, c):
     assert b.json()["path"] == "/echo"
     # disableExecuteApiEndpoint: only the custom domain serves the HTTP API
     assert call(gw, h_api, "/x").status_code == 403
+
+
+def test_routing_rules_choose_the_stage_before_the_mappings(gw, c):
+    mapped = c.create_api(Name="mapped", ProtocolType="HTTP", Target=f"{gw.upstream.url}/echo")["ApiId"]
+    ruled = c.create_api(Name="ruled", ProtocolType="HTTP")["ApiId"]
+    integ = c.create_integration(ApiId=ruled, IntegrationType="HTTP_PROXY", IntegrationMethod="ANY",
+                                 IntegrationUri=f"{gw.upstream.url}/echo/b/{{proxy}}",
+                                 PayloadFormatVersion="1.0")
+    c.create_route(ApiId=ruled, RouteKey="ANY /{proxy+}", Target=f"integrations/{integ['IntegrationId']}")
+    c.create_stage(ApiId=ruled, StageName="live", AutoDeploy=True)
+    host = "rules.example.com"
+    c.create_domain_name(DomainName=host, RoutingMode="ROUTING_RULE_THEN_API_MAPPING")
+    c.create_api_mapping(DomainName=host, ApiId=mapped, Stage="$default", ApiMappingKey="")
+    c.create_routing_rule(DomainName=host, Priority=20,
+                          Conditions=[{"MatchBasePaths": {"AnyOf": ["orders"]}}],
+                          Actions=[{"InvokeApi": {"ApiId": ruled, "Stage": "live", "StripBasePath": True}}])
+    c.create_routing_rule(DomainName=host, Priority=10,
+                          Conditions=[{"MatchHeaders": {"AnyOf": [{"Header": "X-Version", "ValueGlob": "beta-*"}]}}],
+                          Actions=[{"InvokeApi": {"ApiId": ruled, "Stage": "live"}}])
+
+    def path(p, **headers):
+        r = httpx.get(f"{gw.url}{p}", headers={"Host": host, **headers}, timeout=10)
+        return r.json()["path"] if r.status_code == 200 else r.status_code
+    wait_until(lambda: path("/orders/7") == "/echo/b/7", timeout=15)   # base path rule, stripped
+    assert path("/x") == "/echo"                                    # no rule matches: the mapping
+    assert path("/orders/7", **{"x-version": "beta-2"}) == "/echo/b/orders/7"   # priority 10 first
+    assert path("/x", **{"X-VERSION": "Beta-2"}) == "/echo"         # the value glob is case-sensitive
+    assert path("/ordersx") == "/echo"                              # a base path is whole segments
+
+    c.update_domain_name(DomainName=host, RoutingMode="ROUTING_RULE_ONLY")
+    wait_until(lambda: path("/x") == 403, timeout=15)               # no mapping serves any more
+    assert path("/orders/7") == "/echo/b/7"
+    c.update_domain_name(DomainName=host, RoutingMode="API_MAPPING_ONLY")
+    wait_until(lambda: path("/orders/7") == "/echo", timeout=15)    # the rules are not read
 
 
 def test_vpc_link_routes_to_an_upstream_group(gw, c):

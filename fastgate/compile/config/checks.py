@@ -25,6 +25,7 @@ from fastgate.compile.config.values import (
     TOKEN,
     UPSTREAM_NAME,
     TargetURL,
+    check_state_url,
     parse_hash_on,
     parse_listen_address,
     parse_route_path,
@@ -110,6 +111,8 @@ class Checker:
             self.check_upstream(name, up)
         if cfg.throttle is not None:
             self.attempt(("throttle", "key"), cfg.throttle.key_kind)
+        if cfg.state is not None:
+            self.attempt(("state", "url"), check_state_url, cfg.state.url)
         if cfg.tracing is not None:
             from fastgate.observability.tracing_export import parse_spec
             self.attempt(("tracing",), parse_spec, cfg.tracing)

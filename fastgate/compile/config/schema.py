@@ -216,6 +216,28 @@ class FunctionConfig(_Section, kw_only=True):
     queue: Count = 64                     # calls waiting when all are busy; more answer 500
 
 
+class AwsConfig(_Section, kw_only=True):
+    """AWS service integrations (REST `type: AWS`, Lambda non-proxy, HTTP API integration
+    subtypes; docs/aws-integrations.md): where the services answer and whose credentials
+    sign the requests (botocore's chain: environment, shared config and credentials files,
+    profiles)."""
+    region: str | None = None             # HTTP API subtypes, STS, Lambda; null: AWS_REGION,
+                                          # AWS_DEFAULT_REGION, the profile's, else us-east-1
+    endpoint_url: str | None = None       # every service at this URL (a self-hosted, compatible one)
+    # per service, by the name in integration URIs or botocore's: {sqs: ..., states: ...};
+    # wins over AWS_ENDPOINT_URL_<SERVICE>, which wins over endpoint_url, then AWS_ENDPOINT_URL
+    endpoints: dict[str, str] = {}
+    profile: str | None = None            # the gateway's own credentials; null: the default chain
+    # a role ARN in an integration's `credentials` -> the named profile signing instead
+    roles: dict[str, str] = {}
+    # other role ARNs are assumed through STS AssumeRole with the gateway's credentials;
+    # false: the gateway's own credentials sign (a compatible service without STS)
+    assume_roles: bool = True
+    keepalive: Count = 64                 # idle connections kept per endpoint (per worker)
+    connect_timeout_ms: PositiveMs = 5000
+    tls_verify: bool = True
+
+
 class HeaderOps(_Section, kw_only=True):
     """Header edits, applied in the order rename, remove, set, append."""
     set: dict[str, str] = {}              # name -> value template; replaces every value
@@ -284,6 +306,18 @@ class RedisConfig(_Section, kw_only=True):
     # per-day API key usage in this Redis expires this many days after its day (UTC), so
     # Redis does not grow forever; each host's SQLite keeps its own rows regardless
     usage_retention_days: Positive = 400
+
+
+class StateConfig(_Section, kw_only=True):
+    """The control plane's state in a PostgreSQL database shared by a fleet of hosts,
+    instead of the data dir's SQLite (docs/fleet.md). Each host keeps a copy of it in its
+    data dir and serves that copy while the database is unreachable."""
+    # a libpq URL: postgresql://USER@HOST[:PORT]/DB[?sslmode=...]; a password may come from
+    # PGPASSWORD or ~/.pgpass instead of the URL
+    url: str
+    # changes arrive by LISTEN/NOTIFY; besides, each host compares versions this often,
+    # for a notification missed while it reconnected
+    poll_interval_ms: PositiveMs = 2000
 
 
 class RouteTimeouts(_Section, kw_only=True):
@@ -399,7 +433,9 @@ class Config(_Section, kw_only=True):
     usage_plans: tuple[dict[str, Any], ...] = ()
     functions: dict[str, FunctionConfig] = {}
     function_path: tuple[str, ...] = ()   # directories handlers are imported from (all functions)
+    aws: AwsConfig | None = None          # AWS service integrations: endpoints, credentials
     data_dir: str | None = None           # state of the control API (SQLite); null = none kept
+    state: StateConfig | None = None      # the state in PostgreSQL, shared by a fleet (docs/fleet.md)
 
     def worker_count(self) -> int:
         if self.workers == "auto":

@@ -95,8 +95,14 @@ class ApiKeys(ModelBase):
     def _api_key_view(self, key: dict, include_value: bool) -> dict:
         out = {k: _clone(key[k]) for k in self._API_KEY_OUT if k in key}
         if include_value and "_sealed" in key:
-            # a key replicated from another host (fastgate.control.keys_sync) has no sealed value here
-            out["value"] = self._sealer().open(key["id"], key["_sealed"])
+            # a key replicated from another host (fastgate.control.keys_sync) has no sealed value
+            # here; one made by a fleet host whose apikeys.secret differs from ours cannot be
+            # opened here (docs/fleet.md: give every host the same file): both answer without it
+            from cryptography.exceptions import InvalidTag
+            try:
+                out["value"] = self._sealer().open(key["id"], key["_sealed"])
+            except InvalidTag:
+                pass
         return out
 
     def _key_by_hash(self, hex_digest: str) -> dict | None:

@@ -42,6 +42,8 @@ def _check_integration_uri(itype: str, uri: str) -> None:
         if not _HTTP_URI.fullmatch(uri):
             raise BadRequest(msg.INTEGRATION_HTTP_URI)
     elif itype in ("AWS", "AWS_PROXY"):
+        if "${stageVariables." in uri:
+            return          # checked once a stage's variables are substituted (compile)
         if not uri.startswith("arn:"):
             raise BadRequest(msg.INVALID_ARN)
         m = _AWS_URI.fullmatch(uri)

@@ -134,6 +134,12 @@ class Updates(ModelBase):
                 self._patch_integration(integ, op)
             if integ.get("connectionType") == "VPC_LINK" and not integ.get("connectionId"):
                 raise BadRequest("connectionId must be specified for a VPC_LINK connection type")
+            if integ.get("type") == "AWS":
+                # the same refusal as PutIntegration's: a patched uri is no less checked
+                from fastgate.phases.aws.checks import check_aws_uri
+                problem = check_aws_uri(integ.get("uri") or "")
+                if problem is not None:
+                    raise BadRequest(problem)
             self._save_api(txn, api)
         return _clone(integ)
 

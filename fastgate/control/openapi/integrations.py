@@ -17,6 +17,7 @@ from fastgate.control.names import (
     STAGE_VARIABLE_REF_NAME,
 )
 from fastgate.control.openapi.document import OpenAPIError
+from fastgate.phases.aws.checks import check_aws_uri, check_subtype
 from fastgate.control.openapi.fields import (
     INTEGRATION,
     enum_value,
@@ -94,14 +95,25 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
                 warnings.append(not_implemented(f"{INTEGRATION}.{key}", where.rsplit(".", 1)[0]))
             integ.setdefault("extensions", {})[key] = copy.deepcopy(item)
 
-    if itype != "MOCK" and "uri" not in integ:
+    subtype = integ.get("integrationSubtype")
+    if subtype is not None:
+        # an HTTP API's first-class integration: its parameters name the service's
+        if rest or itype != "AWS_PROXY":
+            raise OpenAPIError(f"{where}.integrationSubtype: only an HTTP API's aws_proxy "
+                               "integration has a subtype")
+        problem = check_subtype(subtype, integ.get("requestParameters"))
+        if problem is not None:
+            raise OpenAPIError(f"{where}: {problem}")
+        integ.setdefault("payloadFormatVersion", "1.0")
+    elif itype != "MOCK" and "uri" not in integ:
         raise OpenAPIError(f"{where}.uri: required for a {itype.lower()} integration")
     if itype != "MOCK" and rest and "httpMethod" not in integ:
         raise OpenAPIError(f"{where}.httpMethod: required for a {itype.lower()} integration")
+    if itype == "AWS" and not rest:
+        raise OpenAPIError(f"{where}.type: Currently, an API with a protocol type of HTTP may "
+                           "only be associated with proxy integrations (AWS_PROXY, HTTP_PROXY)")
     if "uri" in integ:
         _check_uri(integ["uri"], itype, f"{where}.uri")
-    if itype == "AWS":
-        warnings.append(not_implemented("integration type aws", where.rsplit(".", 1)[0]))
     # A REST API's mappings are checked; then the defaults API Gateway fills in and
     # GetIntegration returns.
     if rest:
@@ -163,6 +175,10 @@ def _check_uri(uri: str, itype: str, where: str) -> None:
                                "use A-Za-z0-9_")
     if "${stageVariables." in STAGE_VARIABLE_REF.sub("", uri):
         raise OpenAPIError(f"{where}: unclosed ${{stageVariables.…}} reference")
+    if itype == "AWS":
+        problem = check_aws_uri(uri)
+        if problem is not None:
+            raise OpenAPIError(f"{where}: {problem}")
     if itype in ("HTTP", "HTTP_PROXY") and not re.match(
             r"^(https?://|\$\{stageVariables\.)", uri, re.IGNORECASE):
         raise OpenAPIError(f"{where}: an {itype.lower()} integration needs an http:// or "

@@ -5,8 +5,8 @@ store kind "domain"), and an API mapping is a base path mapping (store kind "map
 by its base path, `(none)` for the empty key): a domain may map REST and HTTP APIs at once,
 and each service shows them in its own shape. Routing rules (store kind "routingrule",
 scoped by domain) are AWS's way to choose an API stage by base path and headers before (or
-instead of) the mappings, as the domain's routingMode says; they are checked and kept, and the
-data plane does not read them yet (docs/control-api.md).
+instead of) the mappings, as the domain's routingMode says (fastgate/phases/routing_rules.py
+on the data plane).
 """
 
 from __future__ import annotations

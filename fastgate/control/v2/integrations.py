@@ -64,6 +64,21 @@ def _check_response_parameters(params) -> dict:
     return out
 
 
+def _check_subtype_integration(itype, subtype: str, integ: dict) -> None:
+    """A first-class AWS service integration: AWS_PROXY, payload format 1.0 (the only one the
+    subtypes take), and the subtype's requestParameters as AWS defines each subtype (the
+    same check the OpenAPI importer makes: fastgate.phases.aws.checks)."""
+    from fastgate.phases.aws.checks import check_subtype
+    if itype != "AWS_PROXY":
+        raise BadRequest(f"Integration subtype {subtype} is supported only for AWS_PROXY "
+                         "integrations")
+    problem = check_subtype(subtype, integ.get("requestParameters"))
+    if problem is not None:
+        raise BadRequest(problem)
+    if integ.get("payloadFormatVersion") not in (None, "1.0"):
+        raise BadRequest(f"Integration subtype {subtype} supports only payload format version 1.0")
+
+
 class Integrations(V2Base):
     @staticmethod
     def integration_view(integ: dict) -> dict:
@@ -85,6 +100,8 @@ class Integrations(V2Base):
             integ.pop("connectionId", None)
         uri = integ.get("integrationUri")
         subtype = integ.get("integrationSubtype")
+        if subtype is not None:
+            _check_subtype_integration(itype, subtype, integ)
         if itype == "AWS_PROXY":
             fmt = integ.get("payloadFormatVersion")
             if fmt is None:

@@ -504,3 +504,41 @@ def test_self_referencing_ref_is_an_error():
     doc["paths"]["/pets"]["get"]["responses"]["200"]["schema"] = {"$ref": "#/definitions/Loop"}
     with pytest.raises(OpenAPIError, match="refers to itself"):
         import_openapi(doc)
+
+
+def _http_api(integration: dict) -> dict:
+    return {"openapi": "3.0.1", "info": {"title": "subtypes", "version": "1"},
+            "x-amazon-apigateway-importexport-version": "1.0",
+            "paths": {"/send": {"post": {"x-amazon-apigateway-integration": integration}}}}
+
+
+def test_integration_subtypes_import_with_their_parameters_checked_as_aws_does():
+    ok = {"type": "aws_proxy", "integrationSubtype": "SQS-SendMessage",
+          "credentials": "arn:aws:iam::123456789012:role/r",
+          "requestParameters": {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q",
+                                "MessageBody": "$request.body.message"}}
+    api, warnings = import_openapi(_http_api(ok))
+    integ = method(api, "/send", "POST")["methodIntegration"]
+    assert integ["integrationSubtype"] == "SQS-SendMessage" and "uri" not in integ
+    assert integ["payloadFormatVersion"] == "1.0" and warnings == []
+    missing = dict(ok, requestParameters={"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q"})
+    with pytest.raises(OpenAPIError, match="Operation: SQS-SendMessage requires enabling passthrough, "
+                                           "or defining all of the following parameters: QueueUrl, MessageBody"):
+        import_openapi(_http_api(missing))
+    with pytest.raises(OpenAPIError, match="is not a valid parameter for operation: SQS-SendMessage"):
+        import_openapi(_http_api(dict(ok, requestParameters=dict(ok["requestParameters"], Bogus="x"))))
+
+
+def test_aws_integrations_import_without_warnings_and_bad_uris_are_refused():
+    doc = {"swagger": "2.0", "info": {"title": "aws", "version": "1"}, "paths": {"/q": {"post": {
+        "responses": {"200": {"description": "ok"}},
+        "x-amazon-apigateway-integration": {
+            "type": "aws", "httpMethod": "POST",
+            "uri": "arn:aws:apigateway:us-east-1:sqs:path/123456789012/q",
+            "responses": {"default": {"statusCode": "200"}}}}}}}
+    api, warnings = import_openapi(doc)
+    assert warnings == [] and method(api, "/q", "POST")["methodIntegration"]["type"] == "AWS"
+    doc["paths"]["/q"]["post"]["x-amazon-apigateway-integration"]["uri"] = \
+        "arn:aws:apigateway:us-east-1:sqs:queue/123456789012/q"
+    with pytest.raises(OpenAPIError, match="AWS ARN for integration must contain path or action"):
+        import_openapi(doc)
