@@ -332,7 +332,13 @@ class Compiler:
             # API Gateway substitutes stage variables in the function ARN too
             # (function:${stageVariables.fn}), which is how stages pick function versions
             name = lambda_function_name(self.substitute(integ.get("uri", ""), stage, where))
-            if name and self.functions is not None and name in self.functions:
+            if self.current_api.get("protocolType", "REST") == "REST" and \
+                    integ.get("httpMethod", "POST") != "POST":
+                # Lambda is invoked with POST: AWS takes the integration and then fails every
+                # request with a 500 (its recording of integrationHttpMethod GET)
+                why = (f"an aws_proxy integration's httpMethod must be POST (Lambda's Invoke), "
+                       f"not {integ.get('httpMethod')}")
+            elif name and self.functions is not None and name in self.functions:
                 v2 = integ.get("payloadFormatVersion", "1.0") == "2.0"
                 timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
                 kw.update(integration=Integration.INTEGRATION_FUNCTION, function_name=name,

@@ -64,7 +64,8 @@ class ControlAPI:
         self.on_change = on_change
         # operation name -> (callable(params) -> output dict); the admin process adds the
         # operations it serves itself (FlushStageCache) with register()
-        self.rest = Service(SERVICE, ServiceSpec(service_model or load_service_model()),
+        self.rest = Service(SERVICE, ServiceSpec(service_model or load_service_model(),
+                                                 aws_checks=True),
                             {name: getattr(self.model, method) for name, method in OPERATIONS.items()},
                             STATELESS_OPERATIONS)
         self.spec, self.handlers = self.rest.spec, self.rest.handlers

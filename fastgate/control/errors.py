@@ -19,6 +19,11 @@ class BadRequest(ApiError):
     status, code = 400, "BadRequestException"
 
 
+class Serialization(ApiError):
+    """A member of the wrong JSON type (a boolean or number where a string belongs)."""
+    status, code = 400, "SerializationException"
+
+
 class Unauthorized(ApiError):
     status, code = 401, "UnauthorizedException"
 

@@ -15,7 +15,9 @@ from urllib.parse import unquote
 
 import orjson
 
-from fastgate.control.errors import BadRequest
+from fastgate.control.errors import BadRequest, ValidationError
+from fastgate.control.input_checks import check_constraints, check_type, serialization_error
+from fastgate.control.messages import NULL_CONSTRAINT, validation_errors
 from fastgate.phases.auth import sigv4
 
 JSON = "application/json"
@@ -81,10 +83,17 @@ class ServiceSpec:
     wire_names: members are keyed by their JSON name (locationName) in the params handed to
     an operation and in the dict it returns, not by the model's member name. apigatewayv2
     names its members in PascalCase ("ApiId") and sends them in camelCase ("apiId"); the
-    apigateway model names them as it sends them (but for GetRestApis' "item")."""
+    apigateway model names them as it sends them (but for GetRestApis' "item").
 
-    def __init__(self, model: dict, *, wire_names: bool = False, document_operations=()):
+    aws_checks: the checks AWS's front end makes before an operation runs, as recorded for
+    the apigateway service (fastgate/control/input_checks.py: SerializationException for a
+    wrong JSON type anywhere in the input, ValidationException for enumerations, patterns
+    and a missing required member)."""
+
+    def __init__(self, model: dict, *, wire_names: bool = False, document_operations=(),
+                 aws_checks: bool = False):
         self.wire_names = wire_names
+        self.aws_checks = aws_checks
         self.shapes = model["shapes"]
         self.operations = model["operations"]
         self.routes = [Route(name, op) for name, op in model["operations"].items()]
@@ -146,6 +155,8 @@ class ServiceSpec:
                     body_doc = self._body_json(body)
                 key = loc_name if loc_name in body_doc else name
                 if key in body_doc and body_doc[key] is not None:
+                    if self.aws_checks:
+                        check_type(self.shapes, m["shape"], body_doc[key])
                     params[name] = self._check_type(target, body_doc[key], name)
         for member, m in members.items():
             if m.get("location") == "querystring" and self.shapes[m["shape"]]["type"] == "map":
@@ -154,9 +165,15 @@ class ServiceSpec:
         for member in shape.get("required", ()):
             name = members[member].get("locationName", member) if self.wire_names else member
             if params.get(name) in (None, ""):
-                raise BadRequest(f"1 validation error detected: Value null at "
-                                 f"'{_lower_first(route.name)}Input.{_lower_first(member)}' failed to satisfy "
-                                 "constraint: Member must not be null")
+                message = validation_errors([NULL_CONSTRAINT.format(
+                    where=f"{_lower_first(route.name)}Input.{_lower_first(member)}")])
+                # a missing member fails the service's validation; an empty one is let
+                # through to the operation, which refuses it as a bad request
+                if self.aws_checks and params.get(name) is None:
+                    raise ValidationError(message)
+                raise BadRequest(message)
+        if self.aws_checks:
+            check_constraints(self.shapes, route.name, route.input, params)
         return params
 
     @staticmethod
@@ -194,6 +211,8 @@ class ServiceSpec:
               "timestamp": (int, float, str), "blob": str}.get(kind)
         if ok is not None and (not isinstance(value, ok) or
                                (kind in ("integer", "long") and isinstance(value, bool))):
+            if self.aws_checks:
+                raise serialization_error(value, kind)
             raise BadRequest(f"Invalid value for {name}: expected {kind}")
         if kind == "double" and not isinstance(value, bool):
             return float(value)

@@ -15,6 +15,7 @@ import asyncio
 
 import orjson
 
+from fastgate._core.fncall import forwarded_values
 from fastgate._core.pipeline import Action
 from fastgate._core.throttle import LimiterKey, claim_key, header_block
 from fastgate.phases.auth import AuthRequest, AuthResult
@@ -241,7 +242,9 @@ class AccessPhase:
                          for k, v in (ctx.path_params or {}).items()},
             stage_variables=api.variables if api is not None else None,
             account_id=self.account_id, region=self.region,
-            domain_name=ctx.route_host.decode("latin-1"), request_time_ms=ctx.request_time_ms)
+            domain_name=ctx.route_host.decode("latin-1"), request_time_ms=ctx.request_time_ms,
+            forwarded=forwarded_values(ctx),
+            deployment_id=api.deployment_id if api is not None and api.rest else None)
 
     def run(self, conn, ctx, body=None) -> int:
         # PERF: a method that only requires an API key builds no AuthRequest

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastgate.control.errors import BadRequest, Conflict, NotFound, ValidationError
 from fastgate.control.model.base import ModelBase, _bool_value, _clone
 from fastgate.control.model.gateway_responses import default_gateway_response
-from fastgate.control.model.messages import aws_message
+from fastgate.control.messages import aws_message
 from fastgate.control.model.patching import patch_operations, pointer_tail, refuse
 from fastgate.control.names import (
     CONNECTION_TYPES,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import unquote
 
 from fastgate._core.fncall import query_pairs as _query_pairs
 from fastgate.phases.auth import AuthRequest, AuthResult, Check, deny
@@ -225,8 +226,11 @@ class LambdaAuthorizer:
             headers=req.headers, source_ip=req.source_ip, request_id=req.request_id,
             request_time_ms=req.request_time_ms or None, domain_name=req.domain_name,
             api_id=req.api_id, stage=req.stage, resource_path=req.resource_path,
-            route_key=req.route_key, path_parameters=req.path_params,
-            stage_variables=req.stage_variables, account_id=req.account_id)
+            route_key=req.route_key, stage_variables=req.stage_variables,
+            account_id=req.account_id, forwarded=req.forwarded, deployment_id=req.deployment_id,
+            # REST APIs keep a path parameter's escapes, HTTP APIs decode them (as in proxy events)
+            path_parameters={k: unquote(v) for k, v in req.path_params.items()} if self.http_api
+            else req.path_params)
         if self.http_api and self.payload_version == "2.0":
             proxy = build_event_v2(freq)
             event = {"version": "2.0", "type": "REQUEST", "routeArn": arn,
