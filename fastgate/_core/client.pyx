@@ -4,6 +4,7 @@
 import ipaddress
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.string cimport memchr
 
 from fastgate._core.exchange cimport Exchange
 from fastgate._core.fields cimport (
@@ -434,6 +435,7 @@ cdef class ClientConnection(Downstream):
         cdef Snapshot snap = <Snapshot>ctx.snapshot
         cdef bytes url = ctx.url
         cdef Py_ssize_t q
+        cdef const char* hit
         cdef str err = None
         cdef str detail = None
         cdef Http1Parser p = self.parser
@@ -466,7 +468,10 @@ cdef class ClientConnection(Downstream):
                     pass
                 else:
                     err, detail = "BAD_REQUEST", "bad request target"
-        q = url.find(b"?")
+        # PERF: memchr, not bytes.find (a Python method call: about 800 instructions a
+        # request, bench/ir_per_request.py)
+        hit = <const char*>memchr(PyBytes_AS_STRING(url), b'?', PyBytes_GET_SIZE(url))
+        q = hit - PyBytes_AS_STRING(url) if hit != NULL else -1
         if q >= 0:
             ctx.path = url[:q]
             ctx.query = url[q + 1:]

@@ -101,6 +101,11 @@ def header_kind(bytes name):
     return classify(name)
 
 
+def named_tokens(bytes value):
+    """connection_tokens() for tests."""
+    return connection_tokens(value, None)
+
+
 cdef bint client_cert_header(bytes name) noexcept:
     """X-Client-Cert-*: the gateway's to write (fastgate.compile.tls); a client's own are dropped."""
     cdef Py_ssize_t n = PyBytes_GET_SIZE(name), i
@@ -129,15 +134,52 @@ cdef bint client_cert_allows(dict mtls_hosts, bytes host, object cert):
     return cert is not None and cert.domain == required
 
 
+cdef inline bint ieq(const char* buf, const char* lower, Py_ssize_t n) noexcept:
+    """buf's n bytes equal lower's in ASCII case-insensitively (lower is lowercase)."""
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(n):
+        c = buf[i]
+        if b'A' <= c <= b'Z':
+            c = c + 32
+        if c != lower[i]:
+            return False
+    return True
+
+
 cdef list connection_tokens(bytes value, list into):
-    """Lowercase tokens of a Connection header other than close/keep-alive/upgrade."""
+    """Lowercase tokens of a Connection header other than close/keep-alive/upgrade.
+    PERF: one C pass; a bytes object only for a token that is kept (the usual "keep-alive"
+    or "close" makes none: bench/ir_per_request.py, about 700 instructions a request less
+    than split/strip/lower)."""
+    cdef const char* p = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i = 0, start, end, k
     cdef bytes tok
-    for tok in value.split(b","):
-        tok = tok.strip().lower()
-        if tok and tok != b"close" and tok != b"keep-alive" and tok != b"upgrade":
-            if into is None:
-                into = []
-            into.append(tok)
+    cdef char* q
+    while i <= n:
+        start = i
+        while i < n and p[i] != b',':
+            i += 1
+        end = i
+        i += 1
+        while start < end and (p[start] == b' ' or p[start] == b'\t'):
+            start += 1
+        while end > start and (p[end - 1] == b' ' or p[end - 1] == b'\t'):
+            end -= 1
+        if end == start:
+            continue
+        if (end - start == 5 and ieq(p + start, b"close", 5)) or \
+                (end - start == 10 and ieq(p + start, b"keep-alive", 10)) or \
+                (end - start == 7 and ieq(p + start, b"upgrade", 7)):
+            continue
+        tok = PyBytes_FromStringAndSize(p + start, end - start)
+        q = PyBytes_AS_STRING(tok)      # a new object nobody else holds yet: lowered in place
+        for k in range(end - start):
+            if b'A' <= q[k] <= b'Z':
+                q[k] = q[k] + 32
+        if into is None:
+            into = []
+        into.append(tok)
     return into
 
 

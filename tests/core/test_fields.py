@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastgate._core.fields import header_kind
+from fastgate._core.fields import header_kind, named_tokens
 
 OWNED = ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
          "Proxy-Connection", "TE", "Trailer", "Upgrade", "Expect", "X-Request-Id", "Via",
@@ -25,3 +25,15 @@ def test_every_gateway_owned_header_has_its_own_kind_in_any_case():
                                   b"http2-setting", b"Fxrwarded"])
 def test_other_headers_are_just_forwarded(name):
     assert header_kind(name) == 0
+
+
+@pytest.mark.parametrize("value,tokens", [
+    (b"keep-alive", None), (b"close", None), (b"Keep-Alive", None), (b"UPGRADE", None),
+    (b"", None), (b" , ,", None),
+    (b"keep-alive, X-Conn-Named", [b"x-conn-named"]),
+    (b"\tTE ,Upgrade,  x-a\t, close,X-B", [b"te", b"x-a", b"x-b"]),
+    (b"keep-alives", [b"keep-alives"]), (b"clos", [b"clos"]),
+])
+def test_connection_tokens_name_the_hop_fields_lowercased(value, tokens):
+    """The fields a Connection header names (RFC 9110 section 7.6.1), without its options."""
+    assert named_tokens(value) == tokens
