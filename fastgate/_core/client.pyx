@@ -6,6 +6,7 @@ import ipaddress
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 
 from fastgate._core.exchange cimport Exchange
+from fastgate._core.integrations cimport Integrations
 from fastgate._core.fields cimport (
     H_OTHER, H_DATE, H_HOST, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE,
     H_EXPECT, H_REQUEST_ID, H_TRACEPARENT, H_TRACESTATE, H_XRAY, H_VIA, H_XFF, H_XFP, H_XFH,
@@ -42,7 +43,7 @@ cdef class ClientConnection(Downstream):
         self.pending = []
         self.out = Responder(self)
         self.proxy = Proxy(self, self.out)
-        self.exchange = Exchange(self, self.out, self.proxy)
+        self.exchange = Exchange(self, self.out, self.proxy, Integrations(self, self.out))
 
     # --- asyncio.Protocol ------------------------------------------------------
 
@@ -89,7 +90,7 @@ cdef class ClientConnection(Downstream):
             ctx.status = 499
         self.release_upstream()     # the client went away mid-exchange: the upstream's state is unknown
         if ctx is not None and ctx.streaming_function and self.worker.functions is not None:
-            self.worker.functions.client_gone(self.exchange)   # stop the handler now, not at its next chunk
+            self.worker.functions.client_gone(self.exchange.integrations)   # stop the handler now, not at its next chunk
         if ctx is not None and ctx.end == 0:
             self.out.log(ctx)
         self.ctx = None
@@ -131,13 +132,13 @@ cdef class ClientConnection(Downstream):
         self.write_blocked = True
         if not self.proxy.flow(self.ctx, True) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
-            self.worker.functions.flow(self.exchange, True)   # a streamed function response: hold it
+            self.worker.functions.flow(self.exchange.integrations, True)   # a streamed function response: hold it
 
     def resume_writing(self):
         self.write_blocked = False
         if not self.proxy.flow(self.ctx, False) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
-            self.worker.functions.flow(self.exchange, False)
+            self.worker.functions.flow(self.exchange.integrations, False)
 
     def data_received(self, bytes data):
         if self.lingering:
