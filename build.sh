@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # fastgate's build verbs. A fresh Debian machine needs only python3, gcc and git:
-# everything else (the venv, Python packages, redis-server for the tests, nginx
+# everything else (the venv, Python packages, redis-server and PostgreSQL for the tests, nginx
 # and wrk for the benchmark) is installed here on first use.
 #
 #   ./build.sh build   create .venv, install dependencies, compile fastgate/_core
 #   ./build.sh serve   build, then run the gateway on the packaged default config
 #                      (extra arguments go to `fastgate serve`)
 #   ./build.sh test    build, then run the whole test suite (extra arguments go to pytest;
-#                      paths among them select those tests: ./build.sh test tests/compile/test_tls.py)
+#                      paths among them select those tests: ./build.sh test tests/compile/test_tls.py);
+#                      the whole suite runs in FASTGATE_TEST_JOBS pytest processes (default 2,
+#                      a test file's tests in one of them: their module fixtures are shared)
 #   ./build.sh bench   build, then run the benchmarks in bench/ (router, transforms, wrk vs nginx)
 #   ./build.sh debug   rebuild with line tracing and annotated HTML (fastgate/_core/*.html)
 #   ./build.sh clean   remove build products (keeps .venv; `clean all` removes it too)
 #
-# Environment: FASTGATE_VENV (default .venv), FASTGATE_CFLAGS, FASTGATE_JOBS.
+# Environment: FASTGATE_VENV (default .venv), FASTGATE_CFLAGS, FASTGATE_JOBS, FASTGATE_TEST_JOBS.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${FASTGATE_VENV:-.venv}
@@ -67,14 +69,21 @@ case "$verb" in
     test)
         build
         apt_install redis-server redis-server   # the multi-host throttle tests start their own
+        # the fleet tests start their own PostgreSQL (tests/postgres_server.py: initdb, pg_ctl);
+        # Debian keeps those in /usr/lib/postgresql/N/bin, off PATH
+        compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install initdb postgresql
         apt_install chromium chromium            # the dashboard's browser test (tests/e2e/test_dashboard.py)
         apt_install chromedriver chromium-driver
         # arguments that name tests select them; with none (or only options) the whole suite runs
         targets=tests
+        jobs="-n ${FASTGATE_TEST_JOBS:-2} --dist loadfile"
         for a in "$@"; do
-            case "$a" in -*) ;; *) [ -e "${a%%::*}" ] && targets="" ;; esac
+            case "$a" in -n|-n*|-x|--exitfirst|--pdb) jobs="" ;; -*) ;; *) [ -e "${a%%::*}" ] && targets="" ;; esac
         done
-        exec "$PY" -m pytest -q -p no:cacheprovider "$@" $targets ;;
+        # named tests run in this one process; the whole suite in two (mostly waiting on the
+        # processes its tests start: 10.6 -> 4.4 min on 2 cores)
+        [ -n "$targets" ] || jobs=""
+        exec "$PY" -m pytest -q -p no:cacheprovider $jobs "$@" $targets ;;
     bench)
         build
         apt_install nginx nginx-light

@@ -1,4 +1,4 @@
-"""The fastgate command: serve, proxy, check, usage, keys."""
+"""The fastgate command: serve, proxy, check, usage, keys, state."""
 
 from __future__ import annotations
 
@@ -34,20 +34,79 @@ def serve_loader(args):
         loaded = with_overrides(loaded, listen=args.listen, control=args.control,
                                 data_dir=args.data_dir, functions=args.function,
                                 function_path=args.function_path,
-                                iam_credentials=args.iam_credentials)
+                                iam_credentials=args.iam_credentials, state=args.state)
         warnings = loaded.warnings
         states = [config_state(loaded, warnings.append)]
         if args.openapi:
             states.append(openapi_state(args.openapi, stages={args.stage or "$default": {}},
                                         warn=warnings.append))
-        from fastgate.control.store import load_state
-        states.append(load_state(resolved_data_dir(loaded)))
+        states.append(stored_state(loaded))
         try:
             loaded.state = merge_states(*states)
         except ValueError as e:
             raise loaded.error(("apis",), str(e)) from None
         return loaded
     return loader
+
+
+def stored_state(loaded):
+    """The control API's state: the data dir's SQLite, or with `state.url` (--state) the
+    local copy of the fleet's PostgreSQL state, which the admin process keeps current
+    (fastgate.control.fleet): a reload never waits on the network."""
+    if loaded.config.state is None:
+        from fastgate.control.store import load_state
+        return load_state(resolved_data_dir(loaded))
+    from fastgate.control.local_copy import LocalCopy
+    copied = LocalCopy(resolved_data_dir(loaded)).load()
+    return copied[0] if copied is not None else None
+
+
+def fetch_fleet_state(loaded) -> bool:
+    """At start-up, the fleet's state from PostgreSQL into the local copy. Unreachable: the
+    copy a previous run saved is served (a warning says which); with no copy either, False."""
+    from fastgate.compile.config.values import redact_url
+    from fastgate.control.fleet import fetch_copy
+    from fastgate.control.local_copy import LocalCopy
+    from fastgate.control.store import StoreError
+    from fastgate.observability.log import log
+    url = loaded.config.state.url
+    data_dir = resolved_data_dir(loaded)
+    copy = LocalCopy(data_dir)
+    try:
+        # a host joining a fleet: what its own SQLite still holds is not served any more
+        from fastgate.control.store import load_state
+        left = sum(1 for _ in load_state(data_dir).entities())
+        if left:
+            log(f"warning: {data_dir}'s SQLite holds {left} entities that this fleet host does "
+                f"not serve (its state is {redact_url(url)}); `fastgate state copy --from "
+                f"sqlite:{data_dir} --to URL` moves them")
+    except StoreError:
+        pass
+    try:
+        version = fetch_copy(url, copy)
+        log(f"state: {redact_url(url)}, version {version} (local copy {copy.path})")
+        return True
+    except StoreError as e:
+        print(f"fastgate: {e}", file=sys.stderr)
+        return False
+    except Exception as e:      # psycopg.Error, OSError: the database cannot be read now
+        import psycopg
+        if not isinstance(e, (psycopg.Error, OSError)):
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        try:
+            doc = copy.read()
+        except StoreError as bad:
+            doc, reason = None, f"{reason}; {bad}"
+        if doc is None:
+            print(f"fastgate: cannot read the state from {redact_url(url)} ({reason}) and "
+                  f"there is no local copy in {copy.path} to serve meanwhile", file=sys.stderr)
+            return False
+        import time
+        saved = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc.get("saved", 0)))
+        log(f"warning: state: {redact_url(url)} unreachable ({reason}); serving the local "
+            f"copy {copy.path} (version {doc['version']}, saved {saved}) until it answers")
+        return True
 
 
 def resolved_data_dir(loaded) -> str:
@@ -76,6 +135,10 @@ def cmd_serve(args) -> int:
     loader = serve_loader(args)
     try:
         loaded = loader()
+        if loaded.config.state is not None:
+            if not fetch_fleet_state(loaded):
+                return 1
+            loaded = loader()      # with the state just read
     except ConfigError as e:
         print(f"fastgate: {e}", file=sys.stderr)
         return 2
@@ -138,7 +201,7 @@ def cmd_usage_export(args) -> int:
     from fastgate.control.store import db_path, load_state
     from fastgate.control.usage import UsageStore, export, parse_day
     from fastgate.control.usage_redis import all_hosts_rows
-    redis_cfg = None
+    redis_cfg = loaded = None
     if args.config:
         from fastgate.compile.config import ConfigError, load_config
         try:
@@ -160,8 +223,10 @@ def cmd_usage_export(args) -> int:
     except ValueError as e:
         print(f"fastgate: {e}", file=sys.stderr)
         return 2
+    # a fleet host's keys are in its copy of the shared state, not in its SQLite
+    state = stored_state(loaded) if loaded is not None and loaded.config.state else load_state(data_dir)
     names = {k: doc.get("name", "") for k, doc in
-             load_state(data_dir).extra.get("apikey", {}).get("", {}).items()}
+             (state.extra if state else {}).get("apikey", {}).get("", {}).items()}
     store = UsageStore.in_dir(data_dir)
     try:
         rows = all_hosts_rows(store, redis_cfg, args.start, args.end, args.key or None,
@@ -173,12 +238,23 @@ def cmd_usage_export(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    """API keys in the data dir, through the control API's own operations. A running
-    gateway picks the change up on its next reload (SIGHUP)."""
+    """API keys in the data dir (or with --state, in the fleet's PostgreSQL), through the
+    control API's own operations. A running gateway picks the change up on its next reload
+    (SIGHUP); fleet hosts at once (NOTIFY)."""
     from fastgate.control.errors import ApiError
     from fastgate.control.model import Model
     from fastgate.control.store import Store
-    store = Store.in_dir(_data_dir(args))
+    from fastgate.control.store_pg import PgStore, Unavailable
+    if args.state:
+        from fastgate.compile.config.values import check_state_url
+        try:
+            check_state_url(args.state)
+        except ValueError as e:
+            print(f"fastgate: --state: {e}", file=sys.stderr)
+            return 2
+        store = PgStore(args.state, _data_dir(args))
+    else:
+        store = Store.in_dir(_data_dir(args))
     try:
         model = Model(store)
         if args.keys_command == "create":
@@ -210,8 +286,32 @@ def cmd_keys(args) -> int:
     except ApiError as e:
         print(f"fastgate: {e.message}", file=sys.stderr)
         return 1
+    except Unavailable as e:     # --state: the database is down and there is no local copy
+        print(f"fastgate: {e}", file=sys.stderr)
+        return 1
     finally:
         store.close()
+
+
+def cmd_state_copy(args) -> int:
+    """Every entity of one store into another: a host's SQLite into the fleet's PostgreSQL,
+    or back. Running fleet hosts pick the change up at once (NOTIFY); a gateway serving
+    the SQLite destination on its next reload (SIGHUP)."""
+    from fastgate.control.errors import ApiError
+    from fastgate.control.fleet import CopyError, copy_state, describe
+    from fastgate.control.store import StoreError
+    from fastgate.control.store_pg import Unavailable
+    try:
+        n, version = copy_state(args.source, args.dest, replace=args.replace)
+    except (CopyError, StoreError, Unavailable) as e:
+        print(f"fastgate: {e}", file=sys.stderr)
+        return 1
+    except ApiError as e:
+        print(f"fastgate: {e.message}", file=sys.stderr)
+        return 1
+    print(f"copied {n} entities from {describe(args.source)} to {describe(args.dest)} "
+          f"(its version is now {version})")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -231,6 +331,10 @@ def parser() -> argparse.ArgumentParser:
                    help="admin listener (control API, /metrics); default 127.0.0.1:9901")
     s.add_argument("--data-dir", metavar="DIR",
                    help="state directory of the control API (APIs, deployments, stages, domains)")
+    s.add_argument("--state", metavar="postgresql://USER@HOST/DB",
+                   help="keep the control API's state in this PostgreSQL database, shared by "
+                        "every host given the same URL (docs/fleet.md); the data dir keeps "
+                        "this host's copy of it")
     s.add_argument("--function", action="append", metavar="NAME=MODULE:CALLABLE",
                    help="run this Lambda-style handler for function NAME (aws_proxy integrations "
                         "name it in their function ARN); may repeat")
@@ -289,7 +393,22 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("id")
     for k in keys.choices.values():
         k.add_argument("--data-dir", metavar="DIR", help="state directory (default: as serve)")
+        k.add_argument("--state", metavar="postgresql://USER@HOST/DB",
+                       help="the fleet's state in PostgreSQL instead of the data dir's (docs/fleet.md)")
     s.set_defaults(func=cmd_keys)
+
+    s = sub.add_parser("state", help="move the control API's state between stores")
+    state = s.add_subparsers(dest="state_command", required=True)
+    c = state.add_parser("copy", help="copy every API, deployment, stage, domain, key... "
+                                      "from one store to another (docs/fleet.md)")
+    c.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH|postgresql://...",
+                   help="the store read: sqlite:DATA_DIR (or its fastgate.db), or a PostgreSQL URL")
+    c.add_argument("--to", dest="dest", required=True, metavar="sqlite:PATH|postgresql://...",
+                   help="the store written, in one transaction")
+    c.add_argument("--replace", action="store_true",
+                   help="the destination may hold entities: it ends up a copy of the source "
+                        "(without this, a destination that is not empty is refused)")
+    c.set_defaults(func=cmd_state_copy)
     return p
 
 

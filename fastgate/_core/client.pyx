@@ -24,9 +24,10 @@ from fastgate._core.proxy cimport Proxy, UpstreamConnection, RETRY_BODY_MAX
 from fastgate._core.respond cimport Responder
 from fastgate._core.runtime cimport (
     Worker, DL_NONE, DL_IDLE, DL_HEAD, DL_BODY, DL_CONNECT, DL_UPSTREAM_READ, DL_DRAIN,
-    PAUSE_PIPELINE, PAUSE_NOT_READY, PAUSE_UPSTREAM_FULL, LINGER_IDLE_MS,
+    PAUSE_PIPELINE, PAUSE_NOT_READY, PAUSE_UPSTREAM_FULL, PAUSE_WS_WRITE, LINGER_IDLE_MS,
 )
 from fastgate._core.snapshot cimport Snapshot
+from fastgate._core.websocket cimport WebSocket
 
 
 def protocol_factory(Worker worker, int local_port):
@@ -89,6 +90,8 @@ cdef class ClientConnection(Downstream):
         if ctx is not None and ctx.status == 0 and not ctx.responding:
             ctx.status = 499
         self.release_upstream()     # the client went away mid-exchange: the upstream's state is unknown
+        if self.ws is not None:
+            (<WebSocket>self.ws).lost()                       # $disconnect
         if ctx is not None and ctx.streaming_function and self.worker.functions is not None:
             self.worker.functions.client_gone(self.exchange.integrations)   # stop the handler now, not at its next chunk
         if ctx is not None and ctx.end == 0:
@@ -100,7 +103,7 @@ cdef class ClientConnection(Downstream):
         # half-close from the client: finish what is in flight, then close
         cdef RequestContext ctx = self.ctx
         cdef UpstreamConnection up = <UpstreamConnection>ctx.upstream if ctx is not None else None
-        if self.lingering:
+        if self.lingering or self.ws is not None:
             return False
         if self.tunnel and up is not None and up.transport is not None:
             up.tunnel_eofs += 1
@@ -130,12 +133,16 @@ cdef class ClientConnection(Downstream):
 
     def pause_writing(self):
         self.write_blocked = True
+        if self.ws is not None:
+            self.set_pause(PAUSE_WS_WRITE, True)     # its own messages' answers would pile up
         if not self.proxy.flow(self.ctx, True) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
             self.worker.functions.flow(self.exchange.integrations, True)   # a streamed function response: hold it
 
     def resume_writing(self):
         self.write_blocked = False
+        if self.ws is not None:
+            self.set_pause(PAUSE_WS_WRITE, False)
         if not self.proxy.flow(self.ctx, False) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
             self.worker.functions.flow(self.exchange.integrations, False)
@@ -146,6 +153,9 @@ cdef class ClientConnection(Downstream):
             self.deadline = monotonic_coarse() + LINGER_IDLE_MS / 1000.0
             return
         if self.closed:
+            return
+        if self.ws is not None:
+            (<WebSocket>self.ws).feed(data)     # a WebSocket API's connection: frames
             return
         if self.tunnel:
             if self.ctx is not None and self.ctx.upstream is not None:
@@ -196,6 +206,10 @@ cdef class ClientConnection(Downstream):
                     self.unread = off < n
                     return
             elif ev == EV_UPGRADE:
+                if self.ws is not None:     # a WebSocket API accepted at once (its frames follow)
+                    if off < n:
+                        (<WebSocket>self.ws).feed(data[off:])
+                    return
                 self.early_tunnel = data[off:]
                 self.set_pause(PAUSE_PIPELINE, True)   # nothing more to parse on this connection
                 return
@@ -584,7 +598,9 @@ cdef class ClientConnection(Downstream):
         cdef str detail
         if self.total_deadline > 0 and self.total_deadline <= now and ctx is not None:
             kind = DL_UPSTREAM_READ
-        if self.lingering:
+        if self.ws is not None and not self.lingering:
+            (<WebSocket>self.ws).check_timeout(now)
+        elif self.lingering:
             self.closed = True
             self.transport.close()
         elif kind == DL_IDLE or kind == DL_DRAIN:
@@ -620,8 +636,8 @@ cdef class ClientConnection(Downstream):
         (WebSocket) runs on until one side closes it or the drain timeout ends it: pausing
         its reads, as for a pipelined request, would stall it."""
         self.close_after = True
-        if self.tunnel:
-            return
+        if self.tunnel or self.ws is not None:
+            return      # (a WebSocket API's connections get 1001 when the drain ends: worker.py)
         if self.ctx is None and not self.in_head:
             self.close_transport()
         else:

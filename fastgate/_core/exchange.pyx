@@ -53,7 +53,13 @@ cdef object find_mount(Snapshot snap, RequestContext ctx):
     cdef bytes host = ctx.route_host
     cdef Py_ssize_t dot
     cdef bint domain = False
-    if snap.host_mounts:
+    if snap.host_rules:
+        rules = snap.host_rules.get(host)
+        if rules is not None:
+            found = rules.match(ctx)
+            if found is not None:
+                mounts = [found]
+    if mounts is None and snap.host_mounts:
         mounts = snap.host_mounts.get(host)
         domain = mounts is not None
     if mounts is None and snap.api_mounts:

@@ -16,6 +16,14 @@ cpdef dict event_v2(RequestContext ctx, bytes body)
     # authorizer result (events.build_event_v2 shapes those), or the Host is
     # not a plain name (a literal IPv6 address, a port left in).
 
+# trace_header(request_id, epoch_ms): the X-Amzn-Trace-Id an event gets when the request
+# has none (a def: events.py's builders use it too).
+
+cpdef tuple forwarded_values(RequestContext ctx)
+    # (X-Forwarded-For, X-Forwarded-Port, X-Forwarded-Proto) as an event carries them:
+    # the client's X-Forwarded-For with its address appended, the listener's port and
+    # scheme. events.py's builders take it through FunctionRequest.forwarded.
+
 cpdef tuple response_v2(object result)
     # (status, [(name, value)], body) for the usual result -- a dict with an
     # int statusCode, headers str -> str, a str (or null) body, isBase64Encoded

@@ -4,6 +4,7 @@
 from urllib.parse import unquote
 
 import base64
+import hashlib
 import time
 
 # What the compiled events share with fastgate/phases/functions/events.py (the reference
@@ -17,6 +18,11 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
 # a missing Content-Type and application/x-www-form-urlencoded included (the
 # documentation says only "binary"; this split was observed on real HTTP APIs).
 _TEXT_TYPES_V2 = frozenset(("application/json", "application/xml", "application/javascript"))
+
+# Header names a 1.0 event spells API Gateway's way whatever the client sent: LocalStack's
+# AWS-validated recordings turn "authorization" into "Authorization", and live captures of
+# HTTP/2 clients (whose names are all lower-case) show "Host" and "User-Agent".
+AWS_SPELLING = {"authorization": "Authorization", "host": "Host", "user-agent": "User-Agent"}
 
 def format_request_time(epoch_ms: int) -> str:
     """CLF time as AWS writes it, "09/Apr/2015:12:34:56 +0000", always UTC and
@@ -33,16 +39,43 @@ def media_type(content_type: bytes | None) -> str:
 
 
 def query_pairs(raw_query: bytes) -> list[tuple[str, str]]:
-    """Query parameters in order, percent-decoded.  API Gateway decodes %XX
-    but leaves "+" alone (it is not a form body); a key without "=" has the
-    value ""."""
+    """Query parameters in order, decoded as a form is: "+" is a space, then %XX
+    ("a+b" is "a b", "a%2Bb" is "a+b": AWS's recordings, REST and HTTP APIs alike);
+    a key without "=" has the value ""."""
     pairs = []
     for part in raw_query.decode("utf-8", "replace").split("&"):
         if not part:
             continue
         key, _, value = part.partition("=")
-        pairs.append((unquote(key), unquote(value)))
+        pairs.append((unquote(key.replace("+", " ")), unquote(value.replace("+", " "))))
     return pairs
+
+
+def trace_header(request_id: str, epoch_ms: int) -> str:
+    """The X-Amzn-Trace-Id API Gateway adds to an event whose request came without one
+    (AWS's recordings and captures carry one in every REST and HTTP API event): X-Ray's
+    Root=1-{epoch seconds, 8 hex}-{24 hex}, the 24 digits derived from the request id so
+    that one request has one trace id, whichever builder makes its event."""
+    return "Root=1-%08x-%s" % (epoch_ms // 1000,
+                               hashlib.blake2b(request_id.encode(), digest_size=12).hexdigest())
+
+
+cpdef tuple forwarded_values(RequestContext ctx):
+    """(X-Forwarded-For, X-Forwarded-Port, X-Forwarded-Proto) as API Gateway puts them in
+    an event: whatever X-Forwarded-For the client sent, with the client's address
+    appended (AWS appends; sourceIp is the address to trust), the listener's port and
+    scheme (a trusted proxy's, as the HTTP integration sends them)."""
+    cdef list chain = []
+    cdef tuple pair
+    for pair in ctx.headers:
+        if len(<bytes>pair[0]) == 15 and (<bytes>pair[0]).lower() == b"x-forwarded-for":
+            chain.append((<bytes>pair[1]).decode("latin-1").strip())
+    chain.append(ctx.source_ip.decode("latin-1"))
+    cdef bytes port = ctx.forwarded_port if ctx.forwarded_port is not None else \
+        str(ctx.local_port).encode()
+    cdef bytes proto = ctx.forwarded_proto if ctx.forwarded_proto is not None else \
+        (b"https" if ctx.tls else b"http")
+    return ", ".join(chain), port.decode("latin-1"), proto.decode("latin-1")
 
 
 cdef long long _time_second = -1
@@ -61,6 +94,10 @@ cdef str request_time(long long epoch_ms):
 cdef inline str _text(bytes value):
     # events._text: bytes that are not UTF-8 become U+FFFD, as AWS does
     return value.decode("utf-8", "replace")
+
+
+# the headers event_v2 writes itself (events._own_headers)
+_OWN_V2 = frozenset(("content-length", "x-forwarded-for", "x-forwarded-port", "x-forwarded-proto"))
 
 
 cdef inline bint _is_host(bytes name):
@@ -88,6 +125,8 @@ cpdef dict event_v2(RequestContext ctx, bytes body):
         headers["host"] = _text(ctx.host)
     for pair in raw:
         name = _text(<bytes>pair[0]).lower()
+        if name in _OWN_V2:
+            continue        # API Gateway's own values, added below
         if content_type is None and name == "content-type":
             content_type = <bytes>pair[1]
         value = _text(<bytes>pair[1])
@@ -102,6 +141,13 @@ cpdef dict event_v2(RequestContext ctx, bytes body):
             continue
         previous = headers.get(name)
         headers[name] = value if previous is None else previous + "," + value
+    headers["content-length"] = str(len(body))
+    forwarded = forwarded_values(ctx)
+    headers["x-forwarded-for"] = forwarded[0]
+    headers["x-forwarded-port"] = forwarded[1]
+    headers["x-forwarded-proto"] = forwarded[2]
+    if "x-amzn-trace-id" not in headers:
+        headers["x-amzn-trace-id"] = trace_header(ctx.request_id.decode("latin-1"), ctx.request_time_ms)
 
     cdef dict query = None
     if ctx.query:
@@ -111,7 +157,8 @@ cpdef dict event_v2(RequestContext ctx, bytes body):
             query[name] = value if previous is None else previous + "," + value
 
     cdef str stage = api.stage if api is not None else "$default"
-    cdef str raw_path = _text(ctx.stage_path if ctx.stage_path is not None else ctx.path)
+    # HTTP APIs percent-decode rawPath (events.build_event_v2)
+    cdef str raw_path = unquote(_text(ctx.stage_path if ctx.stage_path is not None else ctx.path))
     if stage != "$default":
         raw_path = "/" + stage + raw_path
     cdef bytes ua = ctx.header(b"user-agent")

@@ -9,11 +9,13 @@ from fastgate._core.headers cimport Template
 from fastgate._core.fields cimport without_content_encoding
 from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
+    INTEGRATION_PYTHON, INTEGRATION_WEBSOCKET,
 )
 from fastgate._core.proxy cimport upstream_request_head, RETRY_BODY_MAX
 from fastgate._core.respond cimport Responder
-from fastgate._core.runtime cimport Downstream, Worker, DL_NONE
+from fastgate._core.runtime cimport Downstream, Worker, DL_NONE, PAUSE_PIPELINE
 from fastgate._core.snapshot cimport Snapshot
+from fastgate._core.websocket cimport WebSocket
 
 
 cdef bint decode_body(RequestContext ctx):
@@ -66,8 +68,10 @@ cdef class Integrations:
             self.respond_mock(ctx)
         elif integration == INTEGRATION_ECHO:
             self.respond_echo(ctx)
-        elif integration == INTEGRATION_FUNCTION:
+        elif integration == INTEGRATION_FUNCTION or integration == INTEGRATION_PYTHON:
             self.start_function(ctx)
+        elif integration == INTEGRATION_WEBSOCKET:
+            self.start_websocket(ctx)
 
     cdef void respond_mock(self, RequestContext ctx):
         cdef Route route = ctx.route
@@ -96,15 +100,17 @@ cdef class Integrations:
         self.out.respond_result(ctx, result)
 
     cdef void start_function(self, RequestContext ctx):
-        """The whole body is here: hand the request to the worker's function runner, which
-        calls function_done() when the function answers (or fails)."""
+        """The whole body is here: hand the request to the worker's function runner (or the
+        Python runner an INTEGRATION_PYTHON route carries: fastgate.phases.aws), which calls
+        function_done() (integration_done()) when it answers or fails."""
         if ctx.integration_start > 0:
             # already running: a request without a body is whole at head-complete (the phases
             # start the function) and message-complete comes after; a function answers later,
             # so `responding` cannot tell, and the handler would run twice
             return
         ctx.integration_start = monotonic()
-        if self.worker.functions is None:
+        runner = ctx.route.runner if ctx.route.integration == INTEGRATION_PYTHON else self.worker.functions
+        if runner is None:
             self.out.respond_error(ctx, "INTEGRATION_FAILURE", "no function runner in this worker", 502)
             return
         if not decode_body(ctx):
@@ -113,7 +119,7 @@ cdef class Integrations:
         body = b"".join(ctx.body_chunks) if ctx.body_chunks else b""
         ctx.body_chunks = []
         self.down.deadline_kind = DL_NONE   # the runner enforces the integration timeout itself
-        self.worker.functions.start(self, ctx, body)
+        runner.start(self, ctx, body)
 
     def function_done(self, RequestContext ctx, int status, list headers, bytes body,
                       str error_type=None, str detail=None):
@@ -127,7 +133,25 @@ cdef class Integrations:
             headers = [(b"Content-Type", b"application/json")]
             if ctx.api is not None and ctx.api.rest:
                 headers.append((b"x-amzn-ErrorType", b"InternalServerErrorException"))
-        self.out.respond(ctx, status, headers, body)
+            self.out.respond(ctx, status, headers, body)
+        else:
+            self.out.respond_integration(ctx, status, headers, body)
+        self.down.uncork()
+
+    def integration_done(self, RequestContext ctx, result, str detail=None, int status=-1):
+        """A Python integration's answer (INTEGRATION_PYTHON): (status, headers, body) as its
+        integration response mapped it, or the gateway response type of its failure, with
+        the cause (detail: for the logs, never the client) and the status it answers unless
+        the API customised the type."""
+        if ctx is not self.down.ctx or self.down.closed or ctx.responding:
+            return      # the client went away meanwhile
+        ctx.integration_end = monotonic()
+        if isinstance(result, str):
+            self.out.respond_error(ctx, result, detail, status)
+        elif ctx.route.response_map is not None:    # an HTTP API's responseParameters
+            self.out.respond_integration(ctx, result[0], result[1], result[2])
+        else:
+            self.out.respond_result(ctx, result)
         self.down.uncork()
 
     def function_stream_head(self, RequestContext ctx, int status, list headers):
@@ -151,6 +175,48 @@ cdef class Integrations:
         if ctx is not self.down.ctx or self.down.closed:
             return
         self.out.end_stream(ctx, error_type, detail)
+
+    cdef void start_websocket(self, RequestContext ctx):
+        """A WebSocket API's stage URL (the upgrade: $connect) or its @connections API: the
+        stage's Python endpoint answers, through function_done() (a refusal, an @connections
+        answer) or websocket_accept() (the 101)."""
+        if ctx.integration_start > 0:
+            return      # (as start_function: the request was whole at head-complete already)
+        ctx.integration_start = monotonic()
+        body = b"".join(ctx.body_chunks) if ctx.body_chunks else b""
+        ctx.body_chunks = []
+        self.down.deadline_kind = DL_NONE   # the endpoint bounds its integration itself
+        ctx.route.websocket.start(self, ctx, body)
+
+    def websocket_accept(self, RequestContext ctx, handler, str connection_id, bytes accept,
+                         bytes protocol=None, **limits):
+        """$connect allowed the connection: the 101, then this connection speaks WebSocket
+        (websocket.pxd); the request is logged now and let go (an idle connection holds
+        only its WebSocket). The WebSocket, or None when the client went away meanwhile."""
+        cdef Downstream down = self.down
+        cdef WebSocket ws
+        if ctx is not down.ctx or down.closed or ctx.responding:
+            return None
+        ctx.integration_end = monotonic()
+        ctx.status = 101
+        ctx.responding = True
+        head = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: ", accept, b"\r\n"]
+        if protocol:
+            head += [b"Sec-WebSocket-Protocol: ", protocol, b"\r\n"]
+        head += [b"Date: ", self.worker.date, b"\r\nx-amzn-RequestId: ", ctx.request_id, b"\r\n\r\n"]
+        down.send(b"".join(head))
+        ws = WebSocket(down, handler, connection_id, **limits)
+        down.ws = ws
+        self.out.log(ctx)
+        down.served += 1
+        down.ctx = None
+        down.set_pause(PAUSE_PIPELINE, False)
+        if down.early_tunnel:
+            early, down.early_tunnel = down.early_tunnel, None
+            ws.feed(early)
+        down.uncork()
+        return ws
 
     cdef void respond_echo(self, RequestContext ctx):
         """The request as the integration would have received it, after transforms, as JSON."""

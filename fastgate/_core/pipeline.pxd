@@ -51,6 +51,11 @@ cpdef enum Integration:
     INTEGRATION_MOCK = 1  # fixed status, headers and templated body
     INTEGRATION_ECHO = 2  # answer with the request as the integration would have received it, as JSON
     INTEGRATION_FUNCTION = 3  # a Lambda-style handler (fastgate.phases.functions) with API Gateway's event
+    INTEGRATION_PYTHON = 4    # Python the route carries (Route.runner: AWS services, Lambda non-proxy,
+                              # fastgate.phases.aws): runner.start(exchange, ctx, body) once the body
+                              # is whole; it answers through Integrations.integration_done
+    INTEGRATION_WEBSOCKET = 5  # a WebSocket API's stage URL (the upgrade, $connect) or its
+                               # @connections API: Route.websocket answers (fastgate.phases.websocket)
 
 
 cdef class ApiStage:
@@ -72,6 +77,10 @@ cdef class ApiStage:
     cdef readonly long long min_compress      # minimumCompressionSize (bytes); -1 = no compression
     cdef readonly bytes stage_b               # stage as bytes, for templates and headers
     cdef readonly bytes api_id_b
+    cdef readonly object access_log           # fastgate._core.accesslog.AccessLog of the stage's
+                                              # accessLogSettings, or None
+    cdef readonly bint access_log_only        # its line replaces the gateway's access_log line (a
+                                              # CloudWatch ARN destination: the gateway's own sink)
 
 
 cdef class Mount:
@@ -114,6 +123,8 @@ cdef class Route:
     cdef readonly object mock_body            # fastgate._core.headers.Template
     cdef readonly object http_map             # fastgate.phases.vtl.HttpMapping of an http (non-proxy)
                                               # integration with templates / integration responses
+    cdef readonly object response_map         # fastgate.phases.response_mapping.ResponseMapping: an
+                                              # HTTP API integration's responseParameters, or None
     cdef readonly object mock_vtl             # fastgate.phases.vtl.MockIntegration: a mock whose mapping
                                               # templates use Velocity (then mock_* are unused)
     cdef readonly double connect_timeout      # s
@@ -124,6 +135,7 @@ cdef class Route:
     cdef readonly bint retry_non_idempotent   # also retry POST/PATCH when the request was not sent
     cdef readonly str function_name           # INTEGRATION_FUNCTION: the function (a `functions:` name)
     cdef readonly bint payload_v2             # INTEGRATION_FUNCTION: HTTP API 2.0 event (else REST 1.0)
+    cdef readonly object runner               # INTEGRATION_PYTHON: what start(exchange, ctx, body)s it
     cdef readonly tuple binary_media_types    # the API's binaryMediaTypes (function events, responses)
     cdef readonly object access               # fastgate.phases.access.AccessPhase (policy, key, authorizer) or None
     cdef readonly object key_gate             # fastgate._core.keys.KeyGate when an API key is the method's
@@ -137,6 +149,8 @@ cdef class Route:
                                               # (usage plan, method/stage, gateway); () = no throttle
     cdef readonly ApiStage api                # the API stage this route belongs to; None for top-level routes
     cdef readonly str resource_path           # "/pets/{id}" ($context.resourcePath)
+    cdef readonly object websocket            # INTEGRATION_WEBSOCKET: the stage's
+                                              # fastgate.phases.websocket.StageEndpoint
 
 
 cdef class RequestContext:

@@ -76,7 +76,8 @@ def seed_random(unsigned long long seed):
 cdef class ApiStage:
     def __init__(self, *, str api_id, str api_name="", str stage, str deployment_id="",
                  bint rest=True, bint is_canary=False, router=None, dict responses=None,
-                 dict variables=None, cors=None, long long min_compress=-1):
+                 dict variables=None, cors=None, long long min_compress=-1, access_log=None,
+                 bint access_log_only=False):
         self.api_id = api_id
         self.api_name = api_name
         self.stage = stage
@@ -90,6 +91,8 @@ cdef class ApiStage:
         self.min_compress = min_compress
         self.stage_b = stage.encode()
         self.api_id_b = api_id.encode()
+        self.access_log = access_log
+        self.access_log_only = access_log_only
 
     def __repr__(self):
         return f"<ApiStage {self.api_id}/{self.stage}{' canary' if self.is_canary else ''}>"
@@ -137,12 +140,14 @@ cdef class Route:
                  int integration=INTEGRATION_HTTP, upstream=None,
                  request_headers=None, response_headers=None, path_rewrite=None,
                  int mock_status=200, list mock_headers=None, mock_body=None, mock_vtl=None, http_map=None,
+                 response_map=None,
                  double connect_timeout=5.0, double first_byte_timeout=60.0,
                  double total_timeout=0.0, long long max_body_size=-1,
                  int retries=1, bint retry_non_idempotent=False, ApiStage api=None,
                  str resource_path="", str function_name=None, bint payload_v2=False,
                  tuple binary_media_types=(), tuple limiters=(), access=None, validator=None,
-                 query_mapping=None, bint drop_query=False, cache=None, key_gate=None):
+                 query_mapping=None, bint drop_query=False, cache=None, key_gate=None,
+                 runner=None, websocket=None):
         self.index = index
         self.route_key = route_key
         self.host = host
@@ -156,6 +161,7 @@ cdef class Route:
         self.mock_body = mock_body
         self.mock_vtl = mock_vtl
         self.http_map = http_map
+        self.response_map = response_map
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.total_timeout = total_timeout
@@ -174,6 +180,8 @@ cdef class Route:
         self.query_mapping = query_mapping
         self.drop_query = drop_query
         self.cache = cache
+        self.runner = runner
+        self.websocket = websocket
 
     def __repr__(self):
         return f"<Route {self.index} {self.route_key!r} host={self.host!r}>"

@@ -344,7 +344,8 @@ cdef class Proxy:
         cdef RequestContext ctx = self.down.ctx
         cdef Http1Parser p = conn.parser
         cdef int i
-        if ctx.route.http_map is not None and status != 101:
+        if status != 101 and (ctx.route.http_map is not None or (
+                ctx.route.response_map is not None and ctx.route.response_map.wants(status))):
             (<Target>ctx.target).record_success()
             ctx.map_status = status
             ctx.map_headers = [(p.name_bytes(i), p.value_bytes(i)) for i in range(p.msg.n_headers)]
@@ -403,7 +404,8 @@ cdef class Proxy:
 
     cdef void finish_mapped(self, RequestContext ctx, UpstreamConnection conn, bint reusable):
         """An http (non-proxy) integration's whole response, through its integration
-        response mapping (fastgate.phases.vtl)."""
+        response mapping (fastgate.phases.vtl), or an HTTP API's, through its response
+        parameter mapping."""
         body = b"".join(ctx.map_parts)
         headers = ctx.map_headers
         ctx.map_parts = ctx.map_headers = None
@@ -414,6 +416,9 @@ cdef class Proxy:
         if ctx.map_size > MAP_RESPONSE_MAX:
             self.out.respond_error(ctx, "INTEGRATION_FAILURE", "the upstream response is over %d bytes, "
                                    "more than an integration response mapping takes" % MAP_RESPONSE_MAX, 502)
+            return
+        if ctx.route.http_map is None:      # held for the route's response parameter mapping
+            self.out.respond_integration(ctx, ctx.map_status, headers, body)
             return
         accept = ctx.header(b"accept")
         try:

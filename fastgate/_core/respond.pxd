@@ -25,6 +25,7 @@ cdef class Responder:
     # responses the gateway makes
     cdef void respond(self, RequestContext ctx, int status, list headers, bytes body)
     cdef void respond_error(self, RequestContext ctx, str error_type, str detail, int status=*)
+    cdef void respond_integration(self, RequestContext ctx, int status, list headers, bytes body)
     cdef void respond_result(self, RequestContext ctx, object result)   # (status, headers, body) | type
     # a proxied response: its head from the upstream's parser, then its body
     cdef void relay_head(self, RequestContext ctx, Http1Parser p, int status)

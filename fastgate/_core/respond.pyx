@@ -5,11 +5,12 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 
 import orjson
 
+from fastgate._core.accesslog cimport AccessLog
 from fastgate._core.buffers cimport Buf, buf_bytes, buf_put
 from fastgate._core.cache cimport SharedCache, RouteCache
 from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.fields cimport (
-    H_CONNECTION, H_CONTENT_LENGTH, H_DATE, classify, classify_ptr, chunk_frame,
+    H_CONNECTION, H_CONTENT_LENGTH, H_DATE, H_UPGRADE, classify, classify_ptr, chunk_frame,
     connection_tokens, drop_named, forwarded_response_header,
 )
 from fastgate._core.headers cimport HeaderTransform, Template
@@ -72,6 +73,18 @@ cdef class Responder:
             self.down.send(body)
             ctx.response_length = PyBytes_GET_SIZE(body)
         self.done(ctx)
+
+    cdef void respond_integration(self, RequestContext ctx, int status, list headers, bytes body):
+        """An integration's whole response (a function's, or a proxied one held whole for
+        its mapping): through the route's response parameter mapping, then respond()."""
+        cdef Route route = ctx.route
+        if route is not None and route.response_map is not None:
+            try:
+                status, headers = route.response_map.apply(ctx, status, headers, body)
+            except Exception as e:
+                self.respond_error(ctx, "DEFAULT_5XX", "responseParameters: %r" % (e,))
+                return
+        self.respond(ctx, status, headers, body)
 
     cdef void respond_error(self, RequestContext ctx, str error_type, str detail, int status=-1):
         """A gateway response: the API's table when an API stage matched, else the gateway's.
@@ -490,8 +503,8 @@ cdef class Responder:
                 if not rest:
                     continue
                 put(h, b"x-amzn-Remapped-")
-            elif not forwarded_response_header(kind):
-                continue
+            elif not forwarded_response_header(kind) and not (status == 426 and kind == H_UPGRADE):
+                continue    # (a 426 names the protocol to upgrade to: RFC 9110 section 15.5.22)
             put(h, <bytes>pair[0])
             put(h, b": ")
             put(h, <bytes>pair[1])
@@ -527,7 +540,11 @@ cdef class Responder:
             ctx.end = monotonic()
         if ctx.status == 0:
             ctx.status = 499
-        if snap.access_log is not None:
+        if ctx.api is not None and ctx.api.access_log is not None:
+            (<AccessLog>ctx.api.access_log).log(ctx)
+            if snap.access_log is not None and not ctx.api.access_log_only:
+                snap.access_log.log(ctx)
+        elif snap.access_log is not None:
             snap.access_log.log(ctx)
         # the dashboard's live tail (a shared ring; nothing when no ring is installed)
         record_finished(ctx, self.worker.worker_id, ctx.api_key_id)

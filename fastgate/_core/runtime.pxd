@@ -31,11 +31,15 @@ cdef enum Deadline:               # what a connection's one deadline is for (Wor
     DL_CONNECT = 4                # upstream connect: retry or 504
     DL_UPSTREAM_READ = 5          # waiting for upstream bytes (first byte, then between reads): 504
     DL_DRAIN = 6                  # lingering close / graceful shutdown: close whatever is left
+    DL_WEBSOCKET = 7              # a WebSocket API's connection: idle, longest duration, close
+                                  # handshake (websocket.pxd, WebSocket.check_timeout)
 
 cdef enum PauseReason:            # bits: client reading is paused while any is set
     PAUSE_PIPELINE = 1            # a request is queued behind the active one
     PAUSE_UPSTREAM_FULL = 2       # the upstream's write buffer is full
     PAUSE_NOT_READY = 4           # body buffered while the upstream connection is not ready
+    PAUSE_WS_WRITE = 8            # a WebSocket client is not reading what the gateway sends it
+    PAUSE_WS_BUSY = 16            # a WebSocket client has too many messages in its routes (websocket.pxd)
 
 
 cdef class Worker:
@@ -82,6 +86,8 @@ cdef class Downstream:
     cdef bint corked                      # inside a read callback: writes gather in the cork buffer
     cdef bint tunnel                      # after 101: bytes relayed both ways
     cdef bytes early_tunnel               # bytes after an Upgrade request, before the 101
+    cdef object ws                        # fastgate._core.websocket.WebSocket once a WebSocket
+                                          # API accepted the upgrade (the gateway reads the frames)
     cdef bint write_blocked               # the client's write buffer is full: it is not reading
                                           # what it asked for (pause_writing .. resume_writing)
     cdef int served                       # requests answered on this connection

@@ -78,6 +78,8 @@ cdef class Worker:
             self.date = formatdate(usegmt=True).encode()
             if self.snapshot.access_log is not None:
                 self.snapshot.access_log.flush()
+            for log_ in self.snapshot.stage_logs:
+                log_.flush()
             if self.snapshot.execution_log is not None:
                 self.snapshot.execution_log.flush()
         if self.ticks % 5 == 0:
@@ -105,6 +107,9 @@ cdef class Worker:
                 old.access_log.close()
             if old.execution_log is not None and old.execution_log is not snapshot.execution_log:
                 old.execution_log.close()
+            for log_ in old.stage_logs:
+                if log_ not in snapshot.stage_logs:
+                    log_.close()
             if old.tracer is not None and old.tracer is not snapshot.tracer:
                 old.tracer.close(0)     # its thread still exports what is queued
             old.retire()

@@ -18,11 +18,14 @@ cdef class Snapshot:
     cdef readonly list route_series       # metrics slot per route index
     cdef readonly int unmatched_series    # metrics slot for requests no route matched
     cdef readonly AccessLog access_log    # or None
+    cdef readonly tuple stage_logs        # (AccessLog,) of the stages' accessLogSettings, each once
     cdef readonly SharedMetrics metrics   # or None
     cdef readonly list trusted            # [ipaddress network] whose X-Forwarded-* are kept
     cdef readonly bytes via               # b"1.1 fastgate", or None for no Via
     cdef readonly dict responses          # gateway response type -> GatewayResponse (gateway-wide table)
     cdef readonly dict host_mounts        # lowercase host (custom domain) -> [Mount], longest prefix first
+    cdef readonly dict host_rules         # lowercase host -> fastgate.phases.routing_rules.DomainRules,
+                                          # tried before host_mounts
     cdef readonly dict api_mounts         # api id (bytes) -> [Mount] for "{id}.execute-api.*" hosts
     cdef readonly list any_mounts         # [Mount] on every other host, longest prefix first
     cdef readonly bint has_mounts         # any API is mounted (else routing is the top-level router alone)

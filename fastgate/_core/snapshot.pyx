@@ -7,13 +7,13 @@ from fastgate._core.upstream cimport Target, UpstreamGroup
 
 cdef class Snapshot:
     def __init__(self, *, router, list routes, list groups=None, list route_series=None,
-                 int unmatched_series=-1, access_log=None, metrics=None, list trusted=None,
+                 int unmatched_series=-1, access_log=None, tuple stage_logs=(), metrics=None, list trusted=None,
                  via="fastgate", dict responses=None, Py_ssize_t max_url=8192,
                  Py_ssize_t max_head=32768, int max_headers=100, long long max_body=10485760,
                  double header_timeout=10.0, double body_timeout=60.0, double min_body_rate=500.0,
                  double body_rate_grace=20.0, double body_deadline=0.0,
                  double keepalive_timeout=75.0, int keepalive_requests=10000, source=None,
-                 dict host_mounts=None, dict api_mounts=None, list any_mounts=None, list stages=None,
+                 dict host_mounts=None, dict host_rules=None, dict api_mounts=None, list any_mounts=None, list stages=None,
                  Tracer tracer=None, redis=None, execution_log=None, cache=None,
                  tls=None, cache_redis=None, double rebuild_at_s=0.0, hooks=None):
         self.router = router
@@ -22,6 +22,7 @@ cdef class Snapshot:
         self.route_series = route_series if route_series is not None else [-1] * len(routes)
         self.unmatched_series = unmatched_series
         self.access_log = access_log
+        self.stage_logs = stage_logs
         self.metrics = metrics
         self.trusted = trusted if trusted is not None else []
         self.via = (b"1.1 " + via.encode()) if via else None
@@ -29,6 +30,7 @@ cdef class Snapshot:
         if responses:
             self.responses.update(responses)
         self.host_mounts = host_mounts if host_mounts is not None else {}
+        self.host_rules = host_rules if host_rules is not None else {}
         self.api_mounts = api_mounts if api_mounts is not None else {}
         self.any_mounts = any_mounts if any_mounts is not None else []
         self.has_mounts = bool(self.host_mounts or self.api_mounts or self.any_mounts)

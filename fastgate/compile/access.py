@@ -162,7 +162,7 @@ def _strings(value, where: str) -> tuple[str, ...]:
 def compile_route_access(spec: dict, *, api_id: str = "fastgate", http_api: bool = True,
                          invoke=None, http_client=None, warn=None,
                          iam_credentials: Mapping[str, tuple[str, str]] = {},
-                         caches: AuthCaches) -> list[Check]:
+                         caches: AuthCaches, cache_scope: str = "") -> list[Check]:
     """The checks of a YAML route's ``auth:`` block (docs/authorizers.md has the shape):
     ``ip_allow``/``ip_deny``/``policy`` first, then one of ``jwt``, ``lambda``, ``iam``."""
     known = {"ip_allow", "ip_deny", "policy", "jwt", "lambda", "iam"}
@@ -192,7 +192,8 @@ def compile_route_access(spec: dict, *, api_id: str = "fastgate", http_api: bool
     elif chosen[0] == "jwt":
         checks.append(_yaml_jwt(spec["jwt"], http_api, http_client, caches))
     else:
-        checks.append(_yaml_lambda(spec["lambda"], api_id, http_api, invoke, http_client, caches))
+        checks.append(_yaml_lambda(spec["lambda"], api_id, http_api, invoke, http_client, caches,
+                                   cache_scope))
     return checks
 
 
@@ -236,7 +237,7 @@ _LAMBDA_KEYS = {"function", "url", "type", "identity_source", "validation_expres
 
 
 def _yaml_lambda(cfg: dict, api_id: str, http_api: bool, invoke, http_client,
-                 caches: AuthCaches) -> LambdaCheck:
+                 caches: AuthCaches, cache_scope: str = "") -> LambdaCheck:
     if not isinstance(cfg, dict):
         raise AccessError("auth.lambda: must be a mapping")
     unknown = set(cfg) - _LAMBDA_KEYS
@@ -255,7 +256,8 @@ def _yaml_lambda(cfg: dict, api_id: str, http_api: bool, invoke, http_client,
             simple_responses=bool(cfg.get("simple_responses")),
             timeout_ms=int(cfg.get("timeout_ms", DEFAULT_TIMEOUT_MS)),
             name=cfg.get("function") or cfg.get("url"))
-        scope = f"{api_id}/yaml:{authorizer.name}"
+        # cache_scope: a stage and its cache generation (ResetAuthorizersCache starts afresh)
+        scope = f"{api_id}/yaml:{authorizer.name}{cache_scope}"
         return LambdaCheck(authorizer, caches.results(scope, authorizer), invoke=invoke,
                            http_client=http_client)
     except ValueError as exc:

@@ -18,8 +18,10 @@ path reads, once per reload:
 
 Integrations: HTTP_PROXY and HTTP proxy to the URI (stage variables substituted,
 ``{param}`` path segments filled from the mapped path parameters), MOCK answers
-from its integration response, AWS_PROXY runs a mapped function. What cannot be
-served yet compiles to a route answering API Gateway's 500 and a warning.
+from its integration response, AWS_PROXY runs a mapped function, AWS calls the service
+(or Lambda non-proxy) and an HTTP API's integration subtype its operation
+(fastgate/phases/aws/). What cannot be served compiles to a route answering API
+Gateway's 500 and a warning.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class Compiler:
 
     def __init__(self, *, routes: list, series: list, groups: dict, metrics, limits,
                  functions=None, gateway_limiter=None, services=None, iam_credentials=None,
-                 key_index=None):
+                 key_index=None, gateway_log: str | None = None, open_logs: bool = False):
         self.routes = routes            # the snapshot's [Route], appended to
         self.series = series            # metrics slot per route index
         self.groups = groups            # upstream group name -> UpstreamGroup (shared pools)
@@ -136,7 +138,13 @@ class Compiler:
         self.vpc_links: dict = {}               # VPC link id -> VpcLink (compile_state sets them)
         self.client_certificates: dict = {}     # client certificate id -> its document
         self.current_stage_doc: dict = {}
+        self.gateway_log = gateway_log          # the access_log destination (where CloudWatch ARNs log)
+        self.open_logs = open_logs              # a worker's build: the stages' access logs are opened
+        self.stage_logs: dict = {}              # (destination, format) -> AccessLog, shared by stages
+        self.host_rules: dict = {}              # custom domain (bytes) -> its routing rules (compile_state)
         self.warnings: list[str] = []
+        # () -> the snapshot's fastgate.compile.websocket.WebSocketCompiler (made on first use)
+        self.websocket = None
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -157,7 +165,8 @@ class Compiler:
                          responses=gateway_responses(api, lambda m: self.warn(f"{where}: {m}")),
                          variables=dict(variables or {}), cors=self.api_cors(api, where),
                          min_compress=api["minimumCompressionSize"]
-                         if isinstance(api.get("minimumCompressionSize"), int) else -1)
+                         if isinstance(api.get("minimumCompressionSize"), int) else -1,
+                         **self.stage_access_log(where))
         for res in api.get("resources", ()):
             for method, spec in (res.get("resourceMethods") or {}).items():
                 path = res["path"]
@@ -176,6 +185,31 @@ class Compiler:
                 except ValueError as e:
                     self.warn(f"{where}: {method} {path}: {e}; route not served")
         return stage
+
+    def stage_access_log(self, where: str) -> dict:
+        """The stage's accessLogSettings as ApiStage's access_log: a file path or "-" (standard
+        output) as given; a CloudWatch Logs ARN (AWS's only kind) is the gateway's own
+        access_log destination, where the stage's line stands in for the gateway's."""
+        settings = self.current_stage_doc.get("accessLogSettings") or {}
+        dest, fmt = settings.get("destinationArn"), settings.get("format")
+        if not dest or not fmt or not self.open_logs:
+            return {}
+        only = dest.startswith("arn:")
+        if only:
+            if self.gateway_log is None:
+                self.warn(f"{where}: access log destination {dest} is the gateway's access_log, "
+                          "which is off; the stage's requests are not logged")
+                return {}
+            dest = self.gateway_log
+        log_ = self.stage_logs.get((dest, fmt))
+        if log_ is None:
+            from fastgate._core.accesslog import AccessLog
+            try:
+                log_ = self.stage_logs[(dest, fmt)] = AccessLog(dest, fmt)
+            except (ValueError, OSError) as e:
+                self.warn(f"{where}: access log {dest}: {e}; the stage's requests are not logged")
+                return {}
+        return dict(access_log=log_, access_log_only=only)
 
     def api_cors(self, api: dict, where: str):
         """The API's CORS configuration (HTTP APIs' x-amazon-apigateway-cors), or None."""
@@ -289,11 +323,22 @@ class Compiler:
                 kw.update(self.mock_integration(integ, where))
             except ValueError as e:
                 why = str(e)
+        elif itype == "AWS" or (itype == "AWS_PROXY" and integ.get("integrationSubtype")):
+            try:
+                kw.update(self.aws_integration(stage, integ, where))
+            except ValueError as e:
+                why = str(e)
         elif itype == "AWS_PROXY":
             # API Gateway substitutes stage variables in the function ARN too
             # (function:${stageVariables.fn}), which is how stages pick function versions
             name = lambda_function_name(self.substitute(integ.get("uri", ""), stage, where))
-            if name and self.functions is not None and name in self.functions:
+            if self.current_api.get("protocolType", "REST") == "REST" and \
+                    integ.get("httpMethod", "POST") != "POST":
+                # Lambda is invoked with POST: AWS takes the integration and then fails every
+                # request with a 500 (its recording of integrationHttpMethod GET)
+                why = (f"an aws_proxy integration's httpMethod must be POST (Lambda's Invoke), "
+                       f"not {integ.get('httpMethod')}")
+            elif name and self.functions is not None and name in self.functions:
                 v2 = integ.get("payloadFormatVersion", "1.0") == "2.0"
                 timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
                 kw.update(integration=Integration.INTEGRATION_FUNCTION, function_name=name,
@@ -309,6 +354,12 @@ class Compiler:
             kw["access"] = kw["validator"] = kw["key_gate"] = None
         else:
             why = f"integration type {itype} is not supported"
+        if why is None and integ.get("responseParameters") and self.current_api.get("protocolType") == "HTTP":
+            from fastgate.phases.response_mapping import ResponseMapping
+            try:
+                kw["response_map"] = ResponseMapping(integ["responseParameters"])
+            except ValueError as e:
+                why = str(e)
         if why is not None:
             # AWS answers a broken integration at request time (API_CONFIGURATION_ERROR)
             self.warn(f"{where}: {why}; it answers 500 Internal server error")
@@ -332,6 +383,8 @@ class Compiler:
         return STAGE_VAR.sub(repl, text)
 
     def http_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        if integ.get("connectionType") == "VPC_LINK" and self.current_api.get("protocolType") == "HTTP":
+            return self.vpc_link_integration(stage, integ, where)
         uri = self.substitute(integ.get("uri", ""), stage, where)
         m = re.match(r"^(https?)://([^/?#]+)(/[^?#]*)?(\?[^#]*)?$", uri)
         if not m:
@@ -383,6 +436,37 @@ class Compiler:
                     query_mapping=mapping.query, drop_query=not mapping.keep_query,
                     http_map=http_map)
 
+    def aws_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        """A REST API's AWS integration (a service action or path, Lambda non-proxy) or an
+        HTTP API's integration subtype: a Python runner (fastgate/phases/aws/)."""
+        if self.services is None:
+            raise ValueError("AWS integrations need the worker's services")
+        from fastgate.phases.vtl import MappingError
+        creds = integ.get("credentials")
+        if creds:
+            creds = self.substitute(creds, stage, where)
+        if integ.get("integrationSubtype"):
+            from fastgate.phases.aws.subtypes import SubtypeIntegration
+            if integ.get("payloadFormatVersion", "1.0") != "1.0":
+                raise ValueError(f"integration subtype {integ['integrationSubtype']} takes "
+                                 "payloadFormatVersion 1.0")
+            timeout_ms = integ.get("timeoutInMillis") or 30000
+            runner = SubtypeIntegration(integ["integrationSubtype"], integ.get("requestParameters") or {},
+                                        creds, where, self.services, timeout_ms / 1000)
+        else:
+            from fastgate.phases.aws.rest import AwsIntegration
+            timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
+            try:
+                runner = AwsIntegration(self.current_api, self.current_method, integ,
+                                        self.substitute(integ.get("uri", ""), stage, where), creds,
+                                        where, self.warn, self.services, timeout_ms / 1000,
+                                        functions=self.functions or ())
+            except (MappingError, re.error) as e:
+                raise ValueError(str(e)) from None
+        return dict(integration=Integration.INTEGRATION_PYTHON, runner=runner,
+                    first_byte_timeout=timeout_ms / 1000,
+                    binary_media_types=tuple(stage_api_binary_types(stage, self)))
+
     def integration_group(self, stage: ApiStage, integ: dict, base: str, where: str):
         """The upstream group an HTTP integration is sent to: a VPC link's (connectionType
         VPC_LINK: the config's upstream group the link names), else one for the URI's origin,
@@ -399,19 +483,45 @@ class Compiler:
                 raise ValueError(f"VPC link {link_id} names upstream {name!r}, which the "
                                  "config's upstreams: do not define")
             return self.groups[name]
-        verify = not (integ.get("tlsConfig") or {}).get("insecureSkipVerification")
+        tls_config = integ.get("tlsConfig") or {}
+        verify = not tls_config.get("insecureSkipVerification")
+        server_name = tls_config.get("serverNameToVerify") or None
         cert_id = self.current_stage_doc.get("clientCertificateId")
         cert = self.client_certificates.get(cert_id) if cert_id else None
         if cert_id and cert is None:
             self.warn(f"{where}: client certificate {cert_id!r} of the stage does not exist; "
                       "none is presented")
-        key = base + ("" if verify else " insecure") + (f" cert:{cert_id}" if cert else "")
+        key = base + ("" if verify else " insecure") + (f" cert:{cert_id}" if cert else "") + \
+            (f" sni:{server_name}" if server_name else "")
         if key not in self.groups:
             self.groups[key] = build_group(
                 key, UpstreamConfig(targets=(TargetConfig(url=base),), tls_verify=verify),
                 self.metrics, self.services.worker_id if self.services is not None else 0,
-                client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None)
+                client_cert=(cert["pemEncodedCertificate"], cert["_privateKey"]) if cert else None,
+                server_name=server_name)
         return self.groups[key]
+
+    def vpc_link_integration(self, stage: ApiStage, integ: dict, where: str) -> dict:
+        """A private integration: the upstream group of the config that the VPC link names
+        (frozen in the deployment as `upstreamGroup`), with its balancing and health checks;
+        the request's path goes as it came, after the integration's parameter mapping."""
+        name = integ.get("upstreamGroup")
+        if not name:
+            raise ValueError(f"VPC link {integ.get('connectionId')!r} of this integration does not exist")
+        group = self.groups.get(name)
+        if group is None:
+            raise ValueError(f"VPC link {integ.get('connectionId')!r} names upstream {name!r}, which "
+                             f"the config's upstreams: does not define")
+        from fastgate.phases.mapping import compile_request_mapping
+        mapping = compile_request_mapping(self.current_api, self.current_method, integ)
+        timeout_ms = integ.get("timeoutInMillis") or AWS_DEFAULT_TIMEOUT_MS
+        up = UpstreamConfig(targets=(TargetConfig(url="http://vpc-link"),))
+        return dict(integration=Integration.INTEGRATION_HTTP, upstream=group,
+                    connect_timeout=up.connect_timeout_ms / 1000,
+                    first_byte_timeout=timeout_ms / 1000, total_timeout=timeout_ms / 1000,
+                    retries=up.retries, retry_non_idempotent=False,
+                    path_rewrite=mapping.path_rewrite(), request_headers=mapping.headers,
+                    query_mapping=mapping.query, drop_query=not mapping.keep_query)
 
     def mock_integration(self, integ: dict, where: str) -> dict:
         if needs_vtl(integ):
@@ -486,7 +596,7 @@ def logging_levels(state) -> dict:
     out = {}
     for api_id, stages in (state.stages.items() if state is not None else ()):
         for name, st in stages.items():
-            level = ((st.get("methodSettings") or {}).get("*/*") or {}).get("loggingLevel", "OFF")
+            level = (stage_serving(st)[1].get("*/*") or {}).get("loggingLevel", "OFF")
             if level in ("ERROR", "INFO"):
                 out[(api_id, name)] = level
     return out
@@ -499,6 +609,27 @@ def method_settings_key(path: str, method: str) -> str:
 
 def _prefix(stage_name: str) -> bytes:
     return b"" if stage_name == "$default" else b"/" + stage_name.encode()
+
+
+def stage_serving(stage: dict) -> tuple[dict, dict]:
+    """(stage variables, method settings) of a stored stage: a REST API's (`variables`,
+    `methodSettings`) or an apigatewayv2 stage's (`stageVariables`; `defaultRouteSettings`
+    and `routeSettings` by route key, whose throttles become the same method settings)."""
+    if "stageVariables" not in stage and "routeSettings" not in stage:
+        return stage.get("variables") or {}, stage.get("methodSettings") or {}
+    settings = {}
+    for key, rs in [("*/*", stage.get("defaultRouteSettings") or {}),
+                    *((k, v) for k, v in (stage.get("routeSettings") or {}).items())]:
+        entry = {k: rs[k] for k in ("throttlingRateLimit", "throttlingBurstLimit", "loggingLevel")
+                 if rs.get(k) is not None}
+        if rs.get("detailedMetricsEnabled") is not None:
+            entry["metricsEnabled"] = rs["detailedMetricsEnabled"]
+        if key != "*/*":
+            method, _, path = key.partition(" ")
+            key = method_settings_key("/$default", "ANY") if key == "$default" \
+                else method_settings_key(path, method)
+        settings[key] = entry
+    return stage.get("stageVariables") or {}, settings
 
 
 def compile_state(state, compiler: Compiler):
@@ -517,19 +648,27 @@ def compile_state(state, compiler: Compiler):
         api_id = api["id"]
         deployments = state.deployments.get(api_id, {})
         for name, st in sorted(state.stages.get(api_id, {}).items()):
+            if not st.get("deploymentId") and "stageVariables" in st:
+                continue        # an apigatewayv2 stage not deployed yet: not served, as AWS
             dep = deployments.get(st.get("deploymentId"))
             if dep is None:
                 compiler.warn(f"API {api_id} stage {name}: deployment {st.get('deploymentId')!r} "
                               f"does not exist; stage not served")
                 continue
-            variables = st.get("variables") or {}
-            settings = st.get("methodSettings") or {}
-            main = compiler.api_stage(dep.get("api", api), name, dep["id"], variables,
-                                      method_settings=settings, stage_doc=st)
+            variables, settings = stage_serving(st)
+            doc = dep.get("api", api)
+            if doc.get("protocolType") == "WEBSOCKET":
+                # an apigatewayv2 WebSocket API: the WebSocket data plane serves it
+                main = compiler.websocket().compile_deployed(doc, name, st, compiler.functions)
+                if main is None:
+                    continue
+            else:
+                main = compiler.api_stage(doc, name, dep["id"], variables,
+                                          method_settings=settings, stage_doc=st)
             stages_out.append(main)
             canary = None
             percent = 0.0
-            cs = st.get("canarySettings")
+            cs = st.get("canarySettings") if doc.get("protocolType") != "WEBSOCKET" else None
             if cs:
                 cdep = deployments.get(cs.get("deploymentId")) if cs.get("deploymentId") else dep
                 if cdep is None:
@@ -547,6 +686,10 @@ def compile_state(state, compiler: Compiler):
             def mount(pfx, source, main=main, canary=canary, percent=percent):
                 return Mount(pfx, main, canary, percent, source)
             by_stage[(api_id, name)] = mount(prefix, "stage")
+            if api.get("disableExecuteApiEndpoint") and api.get("service") == "apigatewayv2":
+                # AWS: only its custom domains serve it (an apigatewayv2 API; REST APIs'
+                # documents keep the flag for export and are still served at their stages)
+                continue
             api_mounts.setdefault(api_id.encode(), []).append(mount(prefix, "execute-api"))
             any_mounts.append(mount(f"/restapis/{api_id}/{name}/_user_request_".encode(), "restapis"))
             owner = claimed.get(prefix)
@@ -567,8 +710,29 @@ def compile_state(state, compiler: Compiler):
             pfx = b"" if base_path in ("(none)", "", "/") else b"/" + base_path.strip("/").encode()
             lst.append(Mount(pfx, target.main, target.canary, target.canary_percent,
                              f"domain {domain}"))
+    compile_routing_rules(state, compiler, by_stage, host_mounts)
     for lst in [any_mounts, *host_mounts.values(), *api_mounts.values()]:
         lst.sort(key=lambda m: -len(m.prefix))
     return host_mounts, api_mounts, any_mounts, stages_out
+
+
+def compile_routing_rules(state, compiler: Compiler, by_stage: dict, host_mounts: dict) -> None:
+    """compiler.host_rules: each custom domain's routing rules (fastgate.phases.routing_rules)
+    unless its routingMode is API_MAPPING_ONLY; ROUTING_RULE_ONLY drops its API mappings."""
+    from fastgate.phases.routing_rules import ROUTING_RULE_ONLY, DomainRules
+    for domain, rules in sorted((state.extra.get("routingrule") or {}).items()):
+        mode = (state.domains.get(domain) or {}).get("routingMode", "API_MAPPING_ONLY")
+        if mode == "API_MAPPING_ONLY" or not rules:
+            continue
+        host = domain.lower().encode()
+
+        def mount_of(api_id, stage, prefix, domain=domain):
+            target = by_stage.get((api_id, stage))
+            return None if target is None else Mount(prefix, target.main, target.canary,
+                                                     target.canary_percent, f"domain {domain} rule")
+        compiler.host_rules[host] = DomainRules(list(rules.values()), mode, mount_of,
+                                                lambda m, d=domain: compiler.warn(f"domain {d}: {m}"))
+        if mode == ROUTING_RULE_ONLY or host not in host_mounts:
+            host_mounts[host] = []      # the host is the domain's: no rule matched is its 403
 
 

@@ -13,6 +13,7 @@ from fastgate._core.headers import HeaderTransform, PathRewrite, Template
 from fastgate._core.pipeline import Integration, Route
 from fastgate._core.snapshot import Snapshot
 from fastgate._core.router import Router
+from fastgate.compile.gcpause import gc_paused
 from fastgate.compile.shared import limiter, shared_buckets, shared_cache, shared_quotas
 from fastgate.compile.upstreams import build_group
 
@@ -92,6 +93,11 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
     warn(message) receives what the API compiler could not serve as declared.
     services: the worker's fastgate.phases.access.Services (authorizer caches, functions);
     None builds throwaway ones (checking a config)."""
+    with gc_paused():       # PERF: see fastgate.compile.gcpause
+        return _build_snapshot(loaded, metrics, open_logs, warn, services)
+
+
+def _build_snapshot(loaded, metrics, open_logs, warn, services) -> Snapshot:
     config = loaded.config
     if not config.metrics.enabled:
         # no request series, no upstream gauges, no span counters: the hot path skips
@@ -188,18 +194,47 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         routes.append(route)
         series.append(metrics.request_series(route.route_key) if metrics is not None else -1)
     mounts = {}
+    compiler = None
+    try:
+        services.configure_aws(config.aws)
+    except ValueError as e:
+        raise loaded.error(("aws",), str(e)) from None
+    websocket = None
+
+    def websocket_compiler():
+        nonlocal websocket
+        if websocket is None:
+            from fastgate.compile.websocket import WebSocketCompiler
+            websocket = WebSocketCompiler(
+                loaded, routes=routes, series=series, metrics=metrics, services=services,
+                iam_credentials=iam, gateway_limiter=gateway_limiter, key_index=key_index,
+                serve=open_logs, warn=warn)
+        return websocket
     if loaded.state is not None and loaded.state.apis:
         from fastgate.compile.apis import Compiler, compile_state
         compiler = Compiler(routes=routes, series=series, groups=groups, metrics=metrics,
                             limits=config.limits, functions=set(config.functions),
                             gateway_limiter=gateway_limiter, services=services,
-                            iam_credentials=iam, key_index=key_index)
+                            iam_credentials=iam, key_index=key_index,
+                            gateway_log=config.access_log.destination, open_logs=open_logs)
+        compiler.websocket = websocket_compiler
         host_mounts, api_mounts, any_mounts, stages = compile_state(loaded.state, compiler)
         mounts = dict(host_mounts=host_mounts, api_mounts=api_mounts, any_mounts=any_mounts,
-                      stages=stages)
+                      stages=stages, host_rules=compiler.host_rules)
         if warn is not None:
             for w in compiler.warnings:
                 warn(w)
+    if config.websocket_apis:
+        ws_api, ws_any, ws_stages = websocket_compiler().compile_config()
+        any_mounts = mounts.get("any_mounts", []) + ws_any
+        any_mounts.sort(key=lambda m: -len(m.prefix))
+        api_mounts = dict(mounts.get("api_mounts", {}))
+        for api_id, lst in ws_api.items():
+            api_mounts[api_id] = sorted(api_mounts.get(api_id, []) + lst, key=lambda m: -len(m.prefix))
+        mounts.update(any_mounts=any_mounts, api_mounts=api_mounts,
+                      stages=mounts.get("stages", []) + ws_stages)
+    if websocket is not None:
+        websocket.finish()
     tls = None
     if loaded.state is not None and loaded.state.domains:
         from fastgate.compile.tls import build_tls_state
@@ -237,6 +272,7 @@ def build_snapshot(loaded, metrics, *, open_logs: bool = True, warn=None, servic
         router=router, routes=routes, groups=list(groups.values()), route_series=series,
         unmatched_series=metrics.request_series("unmatched") if metrics is not None else -1,
         access_log=access_log, metrics=metrics,
+        stage_logs=tuple(compiler.stage_logs.values()) if compiler is not None else (),
         trusted=list(config.trusted_networks()),
         via=config.via, max_url=limits.max_url_bytes, max_head=limits.max_header_bytes,
         max_headers=limits.max_headers, max_body=limits.max_body(),

@@ -72,7 +72,8 @@ def host_header(t) -> str:
 
 
 def build_group(name: str, up, metrics, worker_id: int,
-                client_cert: tuple[str, str] | None = None) -> UpstreamGroup:
+                client_cert: tuple[str, str] | None = None,
+                server_name: str | None = None) -> UpstreamGroup:
     kind, hash_name = up.hash_key()
     passive = up.passive
     group = UpstreamGroup(name, BALANCES[up.balance], HASH_ON[kind], hash_name or "",
@@ -80,7 +81,10 @@ def build_group(name: str, up, metrics, worker_id: int,
     for tc in up.targets:
         t = tc.parsed()
         ssl_ctx = client_ssl_context(up.tls_verify, client_cert) if t.scheme == "https" else None
-        target = group.add_target(tc.url, t.scheme, t.host, t.port, tc.weight, up.keepalive, ssl_ctx)
+        # server_name: an HTTP API's tlsConfig.serverNameToVerify, the name sent in SNI and
+        # checked against the backend's certificate instead of the URL's host
+        target = group.add_target(tc.url, t.scheme, t.host, t.port, tc.weight, up.keepalive, ssl_ctx,
+                                  server_name)
         if metrics is not None:
             target.metrics = metrics
             target.conn_slot = metrics.gauge_series("fastgate_upstream_connections",

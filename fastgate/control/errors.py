@@ -7,6 +7,8 @@ class ApiError(Exception):
     """An error of the management API: HTTP status, AWS error type (x-amzn-ErrorType), message."""
     status = 400
     code = "BadRequestException"
+    # seconds, sent as Retry-After (the retryAfterSeconds member of AWS's 429 and 503 shapes)
+    retry_after: str | None = None
 
     def __init__(self, message: str | None):
         super().__init__(message)
@@ -15,6 +17,11 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     status, code = 400, "BadRequestException"
+
+
+class Serialization(ApiError):
+    """A member of the wrong JSON type (a boolean or number where a string belongs)."""
+    status, code = 400, "SerializationException"
 
 
 class Unauthorized(ApiError):

@@ -5,8 +5,8 @@ The API is compiled by the data plane's own compiler into a snapshot of its own,
 one-off stage (`test-invoke-stage`, as AWS names it in $context.stage) holding the call's
 stageVariables, and served by a Worker of the admin's event loop on a loopback port for this
 one request: mapping, validation, the integration (HTTP with its upstream TLS, MOCK, a
-function of the config's `functions:`) and the response phase all run as they do for a
-client. As in AWS's test invocations, authorization (authorizers, IAM, resource policy) and
+function of the config's `functions:`, an AWS service) and the response phase all run as
+they do for a client. As in AWS's test invocations, authorization (authorizers, IAM, resource policy) and
 API keys are skipped, and there is no throttling or cache.
 
 The output is AWS's TestInvokeMethodResponse: status, body, headers, multiValueHeaders (the
@@ -110,11 +110,11 @@ class MethodInvoker:
             self._invoke(api, resource, http_method, extra, p), self.loop)
         return fut.result(TEST_TIMEOUT_S)
 
-    def _snapshot(self, api: dict, resource: dict, http_method: str, extra: dict, p: dict, warn):
+    def _snapshot(self, api: dict, resource: dict, http_method: str, extra: dict, p: dict, warn,
+                  services):
         from fastgate.compile.config.load import LoadedConfig
         from fastgate.compile.snapshot import build_snapshot
         from fastgate.control.state import State
-        from fastgate.phases.access import Services
         loaded = self.authorizers.loaded
         api = test_api(api, resource["id"], http_method)
         state = State(apis={api["id"]: api}, extra=extra)
@@ -123,17 +123,20 @@ class MethodInvoker:
                                                 "deploymentId": TEST_DEPLOYMENT,
                                                 "variables": dict(p.get("stageVariables") or {})}}
         test_loaded = LoadedConfig(loaded.config, loaded.source, state)
-        services = Services(functions=self.authorizers.functions)
         return build_snapshot(test_loaded, None, open_logs=False, warn=warn, services=services)
 
     async def _invoke(self, api: dict, resource: dict, http_method: str, extra: dict, p: dict) -> dict:
         from fastgate._core.client import protocol_factory
         from fastgate._core.runtime import Worker
+        from fastgate.phases.access import Services
         if self.authorizers.functions is None:
             self.authorizers._configure_functions()
         request_id = str(uuid.uuid4())
         warnings: list[str] = []
-        snapshot = self._snapshot(api, resource, http_method, extra, p, warnings.append)
+        # the invocation's own services: AWS integrations' pools and credentials live and
+        # die with it (closed below), the functions are the admin's
+        services = Services(functions=self.authorizers.functions)
+        snapshot = self._snapshot(api, resource, http_method, extra, p, warnings.append, services)
         worker = Worker(snapshot, self.loop)
         worker.functions = self.authorizers.functions
         server = await self.loop.create_server(protocol_factory(worker, 0), host="127.0.0.1", port=0)
@@ -145,6 +148,7 @@ class MethodInvoker:
             server.close()
             worker.drain()
             worker.close_all()
+            services.close()
 
     async def _exchange(self, port: int, api: dict, resource: dict, http_method: str, p: dict,
                         request_id: str, warnings: list[str]) -> dict:

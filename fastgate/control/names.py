@@ -64,3 +64,11 @@ GATEWAY_RESPONSE_STATUS: dict[str, str | None] = {
 # A model as a schema's $ref names it: AWS's model URL.
 MODEL_URL = "https://apigateway.amazonaws.com/restapis/{api_id}/models/"
 MODEL_URL_RE = re.compile(r"^https://apigateway\.amazonaws\.com/restapis/[^/]+/models/(.+)$")
+
+# An apigatewayv2 API document in State.apis carries "service": V2_SERVICE; a REST API's
+# does not. Each service sees only its own APIs (AWS keeps them apart too).
+V2_SERVICE = "apigatewayv2"
+
+
+def is_v2_api(api: dict) -> bool:
+    return api.get("service") == V2_SERVICE

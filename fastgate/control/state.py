@@ -32,7 +32,7 @@ class State:
 
     def set(self, kind: str, scope: str, id: str, doc: dict | None) -> None:
         """Put (or with doc None, remove) one stored entity."""
-        if kind == "restapi":
+        if kind in ("restapi", "api"):     # "api": an apigatewayv2 API (fastgate.control.v2)
             table = self.apis
         elif kind == "domain":
             table = self.domains
@@ -44,10 +44,22 @@ class State:
             table = outer.setdefault(scope, {})
         if doc is None:
             table.pop(id, None)
-            if kind not in ("restapi", "domain") and not table:
+            if kind not in ("restapi", "api", "domain") and not table:
                 outer.pop(scope, None)
         else:
             table[id] = doc
+
+    def entities(self):
+        """Every stored entity as (kind, scope, id, doc): what set() was given."""
+        for id, doc in self.apis.items():
+            yield "restapi", "", id, doc
+        for id, doc in self.domains.items():
+            yield "domain", "", id, doc
+        for kind, outer in (("deployment", self.deployments), ("stage", self.stages),
+                            ("mapping", self.mappings), *self.extra.items()):
+            for scope, table in outer.items():
+                for id, doc in table.items():
+                    yield kind, scope, id, doc
 
 
 def merge_states(*states) -> State:

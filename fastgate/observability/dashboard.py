@@ -376,6 +376,7 @@ class Dashboard:
         self.minute_base: Reading | None = None
         self.minute_throttled = 0
         self.started_s = time.time()
+        self.ws_previous: tuple[dict, float] = ({}, 0.0)   # WebSocket counters at the last summary
         self.task: asyncio.Task | None = None
 
     # --- the ticker ---
@@ -527,6 +528,7 @@ class Dashboard:
             "slowest_routes": sorted(all_routes, key=lambda r: -(r["p95_ms"] or 0))[:10],
             "breakdown": self.breakdown(reading),
             "upstreams": self.upstreams(reading, loaded),
+            "websockets": self.websockets(reading),
             "stages": self.stages(state),
             "keys": self.keys(state),
             "tail": list(self.recent)[-200:],
@@ -550,6 +552,35 @@ class Dashboard:
                 # by_type is counted from the tail, as the admin read it since it started:
                 # exact unless entries were lost (more than the ring's size in one second)
                 "by_type_exact": self.tail_lost == 0, "since_s": int(self.started_s)}
+
+    def websockets(self, reading: Reading, now: float | None = None) -> list[dict]:
+        """Each WebSocket API stage: open connections, connects, messages both ways (totals,
+        and per second since the previous summary) and errors."""
+        now = time.time() if now is None else now
+        rows: dict[tuple[str, str], dict] = {}
+
+        def row(labels) -> dict:
+            key = (labels.get("api", ""), labels.get("stage", ""))
+            return rows.setdefault(key, {"api": key[0], "stage": key[1], "connections": 0,
+                                         "connects": 0, "messages_in": 0, "messages_out": 0,
+                                         "errors": 0})
+        for labels, v in reading.gauges.get("fastgate_websocket_connections", ()):
+            row(labels)["connections"] += v
+        for labels, v in reading.gauges.get("fastgate_websocket_connect_total", ()):
+            row(labels)["connects"] += v
+        for labels, v in reading.gauges.get("fastgate_websocket_messages_total", ()):
+            row(labels)["messages_" + labels.get("direction", "in")] += v
+        for labels, v in reading.gauges.get("fastgate_websocket_errors_total", ()):
+            row(labels)["errors"] += v
+        prev, prev_at = self.ws_previous
+        for key, r in rows.items():
+            before = prev.get(key)
+            span = now - prev_at
+            for d in ("in", "out"):
+                r[f"{d}_per_s"] = round((r[f"messages_{d}"] - before[f"messages_{d}"]) / span, 2) \
+                    if before is not None and span > 0 else None
+        self.ws_previous = ({k: dict(r) for k, r in rows.items()}, now)
+        return [rows[k] for k in sorted(rows)]
 
     @staticmethod
     def upstreams(reading: Reading, loaded) -> list[dict]:

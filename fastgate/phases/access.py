@@ -15,6 +15,7 @@ import asyncio
 
 import orjson
 
+from fastgate._core.fncall import forwarded_values
 from fastgate._core.pipeline import Action
 from fastgate._core.throttle import LimiterKey, claim_key, header_block
 from fastgate.phases.auth import AuthRequest, AuthResult
@@ -41,6 +42,9 @@ class Services:
         self.usage_slots: dict[tuple, int] = {}
         self.redis = None                   # RedisLimits when the config names a Redis
         self.cache_redis = None             # fastgate.phases.cache_redis.CacheSharing, likewise
+        self._aws = None                    # fastgate.phases.aws.client.AwsClients (AWS integrations)
+        self._aws_cfg = None                # ... from the config's `aws:` section
+        self.websockets = None              # fastgate.phases.websocket.endpoint.WebSocketRuntime
 
     def configure_redis(self, cfg) -> None:
         """Throttles and cached responses in Redis (config `redis:`); kept across
@@ -51,6 +55,32 @@ class Services:
             from fastgate.phases.cache_redis import CacheSharing
             self.redis = RedisLimits(cfg)
             self.cache_redis = CacheSharing(cfg)
+
+    def configure_aws(self, cfg) -> None:
+        """The AWS integrations' client (config `aws:`, None: AWS's defaults), made on first
+        use and kept across reloads while the section is unchanged, so its connections and
+        credentials stay warm. ValueError for a bad endpoint URL."""
+        from fastgate.phases.aws import check_config
+        check_config(cfg)
+        if self._aws is not None and self._aws.cfg != cfg:
+            self._aws.close()
+            self._aws = None
+        self._aws_cfg = cfg
+
+    def close(self) -> None:
+        """Services made for one use (TestInvokeMethod's): the AWS integrations' idle
+        connections closed now rather than when the process ends."""
+        if self._aws is not None:
+            self._aws.close()
+            self._aws = None
+
+    @property
+    def aws(self):
+        """fastgate.phases.aws.client.AwsClients of this worker."""
+        if self._aws is None:
+            from fastgate.phases.aws.client import AwsClients
+            self._aws = AwsClients(self._aws_cfg)
+        return self._aws
 
     def usage_slot(self, key_id: str, api_id: str, stage: str) -> int:
         """This worker's usage slot of (key, API stage), claimed on first use; the
@@ -212,7 +242,9 @@ class AccessPhase:
                          for k, v in (ctx.path_params or {}).items()},
             stage_variables=api.variables if api is not None else None,
             account_id=self.account_id, region=self.region,
-            domain_name=ctx.route_host.decode("latin-1"), request_time_ms=ctx.request_time_ms)
+            domain_name=ctx.route_host.decode("latin-1"), request_time_ms=ctx.request_time_ms,
+            forwarded=forwarded_values(ctx),
+            deployment_id=api.deployment_id if api is not None and api.rest else None)
 
     def run(self, conn, ctx, body=None) -> int:
         # PERF: a method that only requires an API key builds no AuthRequest

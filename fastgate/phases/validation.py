@@ -260,6 +260,14 @@ class _ModelCompiler:
             raise ValueError(f"model {name!r} cannot be compiled: {first}") from None
 
 
+def model_validators(models: dict, names) -> dict:
+    """{name: JSON schema (a dict, or its JSON text)} -> {name: validator} for `names`, as
+    API Gateway checks a body against a model (Draft 4 unless the schema says); a model may
+    $ref another by its AWS model URL. Raises ValueError."""
+    compiler = _ModelCompiler({"models": [{"name": n, "schema": s} for n, s in models.items()]})
+    return {name: compiler.validator(name) for name in names}
+
+
 def _with_dialect(schema):
     """Draft 4 unless the schema names its own dialect (API Gateway's default); OpenAPI
     3.1's dialect URI becomes 2020-12, which jsonschema-rs knows."""

@@ -38,13 +38,33 @@ class MappingError(ValueError):
     """A template that does not compile (at load) or fails to render (per request)."""
 
 
+# PERF: parse trees by their template's text, kept across reloads (and inherited by the
+# workers, forked after the supervisor's first compile). A reload of a host serving 1,000
+# APIs parsed every mapping template again: 70% of build_snapshot (bench/fleet_propagation.py
+# --part reload, bench/RESULTS.md). One tree may serve every route with the same text: a
+# merge never changes it (airspeed's evaluate writes only the namespace).
+_PARSED: dict[str, airspeed.Template] = {}
+PARSED_MAX_CHARS = 32 * 1024 * 1024     # of template text kept; past it the oldest half goes
+_parsed_chars = 0
+
+
 def compile_template(text: str, where: str) -> airspeed.Template:
     """Parse once, so a syntax error is a load-time warning naming the template."""
+    global _parsed_chars
+    t = _PARSED.get(text)
+    if t is not None:
+        return t
     try:
         t = airspeed.Template(text)
         t.ensure_compiled()
     except airspeed.TemplateSyntaxError as e:
         raise MappingError(f"{where}: mapping template does not parse: {e}") from None
+    if _parsed_chars + len(text) > PARSED_MAX_CHARS:
+        for old in list(_PARSED)[:len(_PARSED) // 2 + 1]:     # the oldest first (insertion order)
+            _parsed_chars -= len(old)
+            del _PARSED[old]
+    _PARSED[text] = t
+    _parsed_chars += len(text)
     return t
 
 
@@ -405,6 +425,10 @@ class HttpMapping(_Templates):
         chosen = self.choose(str(status))
         if chosen is None:
             return "DEFAULT_5XX"    # "No match for output mapping and no default output mapping"
+        return self.map_response(chosen, event, headers, body, accept)
+
+    def map_response(self, chosen: tuple, event: dict, headers: list, body: bytes, accept: str | None):
+        """The integration response `chosen` (choose()'s) applied to an answer."""
         method_status, templates, params = chosen
         text = body.decode("utf-8", "replace")
         ns = variables_of(event, "")

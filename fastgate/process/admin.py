@@ -25,6 +25,7 @@ from fastgate.observability.log import log, set_role
 MAX_ADMIN_REQUEST = 16384   # bytes of request head the admin listener reads
 # request bodies: each control operation has its own cap (fastgate.control.api, ControlAPI.admit)
 ADMIN_PATH_BODY_MAX = 65536         # bytes: /metrics, /healthz, the dashboard take no body
+CONNECTIONS_BODY_MAX = 1048576      # bytes of a PostToConnection body (the API's limit answers 413 too)
 # Bodies read before their signature can be checked (SigV4 signs the body's hash, which
 # AWS clients do not send in a header) share this many bytes over all connections; a body
 # that does not fit waits for one that is being read, then gets 429.
@@ -37,7 +38,7 @@ LINGER_S = 5.0
 REASONS = {200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content", 400: b"Bad Request",
            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
            409: b"Conflict", 411: b"Length Required", 413: b"Payload Too Large",
-           429: b"Too Many Requests", 500: b"Internal Server Error", 503: b"Service Unavailable"}
+           410: b"Gone", 429: b"Too Many Requests", 500: b"Internal Server Error", 503: b"Service Unavailable"}
 ADMIN_PATHS = (b"/metrics", b"/healthz", b"/health", b"/routes")
 
 
@@ -166,9 +167,12 @@ class Admin:
         self.dashboard = None       # fastgate.observability.dashboard.Dashboard, on the admin listener
         self.key_sync = None        # fastgate.control.keys_sync.KeySync while the config has `redis:`
         self.key_sync_config = None
+        self.fleet_sync = None      # fastgate.control.fleet.FleetSync while the config has `state:`
+        self.fleet_sync_config = None
         self.cache_flusher = None   # fastgate.phases.cache_redis.CacheFlusher when the config names a Redis
         self.loop = None
         self.unverified = ByteBudget(UNVERIFIED_BODY_BUDGET)
+        self.connections = None     # fastgate.phases.websocket.connections.ConnectionBus, on first use
 
     def start_checks(self) -> None:
         for task in self.checks:
@@ -195,8 +199,12 @@ class Admin:
         self.start_checks()
         if self.control is not None:
             self.control.model.authorizer_invoker.configure(self.loaded)
+            self.configure_v2()
         self.start_key_sync()
+        self.start_fleet_sync()
         self.configure_cache_flusher()
+        if self.connections is not None:
+            self.connections.configure_redis(self.loaded.config.redis)
 
     def served_stages(self) -> set[tuple[str, str]]:
         state = self.loaded.state if self.loaded is not None else None
@@ -208,6 +216,9 @@ class Admin:
         """With `redis:`, keys and usage plans are shared with the other hosts of that Redis
         (fastgate.control.keys_sync); (re)started when the redis section changes."""
         cfg = self.loaded.config.redis
+        if cfg is not None and self.loaded.config.state is not None:
+            # the fleet's PostgreSQL holds keys and plans for every host already
+            cfg = None
         if cfg == self.key_sync_config:
             return
         if self.key_sync is not None:
@@ -226,6 +237,32 @@ class Admin:
                                 prefix=cfg.prefix, interval_ms=cfg.key_sync_interval_ms,
                                 on_change=self.request_reload, log=log)
         self.key_sync.start(asyncio.get_event_loop())
+
+    def start_fleet_sync(self) -> None:
+        """With `state:`, keep this host's local copy of the fleet's state current
+        (fastgate.control.fleet.FleetSync): LISTEN/NOTIFY and a poll; each change read
+        there is handed to the supervisor as a reload, as a local control API change is."""
+        cfg = self.loaded.config.state
+        if cfg == self.fleet_sync_config:
+            return
+        if self.fleet_sync is not None:
+            self.loop.create_task(self.fleet_sync.stop())
+            self.fleet_sync = None
+        self.fleet_sync_config = cfg
+        if cfg is None:
+            return
+        from fastgate.control.fleet import FleetSync
+        from fastgate.control.local_copy import LocalCopy
+        data_dir = os.environ.get("FASTGATE_DATA_DIR") or self.default_data_dir()
+        self.fleet_sync = FleetSync(cfg.url, LocalCopy(data_dir),
+                                    poll_interval_ms=cfg.poll_interval_ms,
+                                    on_change=self.request_reload, log=log)
+        self.fleet_sync.start(self.loop)
+
+    @staticmethod
+    def default_data_dir():
+        from fastgate.control.store import default_data_dir
+        return default_data_dir()
 
     def configure_cache_flusher(self) -> None:
         """FlushStageCache reaches every host through Redis (config `redis:`)."""
@@ -293,6 +330,13 @@ class Admin:
                     # the body cannot be delimited: the connection cannot carry another request
                     await self.send(writer, error[0], {"message": error[1]}, close=True)
                     return
+                if b"/@connections/" in target:
+                    if not await self.serve_connections(reader, writer, method, target, query,
+                                                        headers, length, close):
+                        return
+                    if close:
+                        return
+                    continue
                 dashboard = self.dashboard is not None and (
                     target == b"/dashboard" or target.startswith(b"/dashboard/"))
                 if not dashboard and target not in ADMIN_PATHS:
@@ -405,6 +449,42 @@ class Admin:
         await self.send_control_response(writer, response, close, method == b"HEAD")
         return True
 
+    async def serve_connections(self, reader, writer, method, target, query, headers, length: int,
+                                close: bool) -> bool:
+        """A WebSocket API's @connections call (docs/websocket.md), signed for execute-api by
+        the admin credentials or an iam_credentials key; the connection is found wherever it
+        lives (this host's workers, or other hosts through Redis). False: close the connection."""
+        from fastgate.compile.snapshot import iam_credentials_of
+        from fastgate.compile.websocket import admin_credentials
+        from fastgate.phases.websocket import management
+        from fastgate.phases.websocket.connections import ConnectionBus
+        m, path = method.decode("latin-1"), target.decode("latin-1")
+        call = management.parse_call(m, path)
+        if call is None:
+            return await self.serve_control(reader, writer, method, target, query, headers,
+                                            length, close)
+        if length > CONNECTIONS_BODY_MAX:
+            await self.refuse(reader, writer, length, 413, "PayloadTooLargeException", "Message too long")
+            return False
+        body = await read_body(reader, length)
+        credentials = admin_credentials(self.loaded.config)
+        credentials.update({k: v[0] for k, v in iam_credentials_of(self.loaded).items()})
+        answer = management.signature_error(m, path, query.decode("latin-1"), headers, body, credentials)
+        if answer is None:
+            if self.connections is None:
+                self.connections = ConnectionBus()
+                self.connections.configure_redis(self.loaded.config.redis)
+            op, stage, cid = call
+            try:
+                # the admin listener names no API: any API's connection of that stage
+                answer = management.response(op, *await self.connections.call(
+                    op, cid, body, f"/{stage}" if stage else ""))
+            except Exception as e:    # a bug in one call must not take the listener down
+                log(f"@connections error on {m} {path}: {e!r}")
+                answer = management.response(op, 500, b"")
+        await self.send_control_response(writer, answer, close, False)
+        return True
+
     async def send_control_response(self, writer, response, close: bool, head: bool) -> None:
         status, out_headers, out_body = response
         ctype = b"application/json"
@@ -423,8 +503,10 @@ class Admin:
                        extra: list[tuple[bytes, bytes]] = ()) -> None:
         reason = REASONS.get(status, b"Unknown")
         lines = b"".join(b"%s: %s\r\n" % kv for kv in extra)
-        writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-            status, reason, ctype, len(body), lines, b"Connection: close\r\n" if close else b""))
+        # (a 204 has no body and so no Content-Length: RFC 9110 section 8.6)
+        framing = b"" if status == 204 else b"Content-Type: %s\r\nContent-Length: %d\r\n" % (ctype, len(body))
+        writer.write(b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (
+            status, reason, framing, lines, b"Connection: close\r\n" if close else b""))
         if not head:
             writer.write(body)
         await writer.drain()
@@ -433,19 +515,28 @@ class Admin:
         """Open the state store and the control API. On the first request, not at start-up:
         a gateway whose control API is never called creates no data directory."""
         from fastgate.control.api import ControlAPI
-        from fastgate.control.store import Store, default_data_dir
-        data_dir = os.environ.get("FASTGATE_DATA_DIR") or default_data_dir()
+        from fastgate.control.store import Store
+        data_dir = os.environ.get("FASTGATE_DATA_DIR") or self.default_data_dir()
         key_id = os.environ.get("FASTGATE_ADMIN_ACCESS_KEY_ID", "")
         secret = os.environ.get("FASTGATE_ADMIN_SECRET_ACCESS_KEY", "")
         credentials = {key_id: secret} if key_id and secret else {}
+        fleet = self.loaded.config.state
         try:
-            self.control = ControlAPI(Store.in_dir(data_dir), credentials, self.request_reload)
+            if fleet is None:
+                store, on_change = Store.in_dir(data_dir), self.request_reload
+            else:
+                from fastgate.control.store_pg import PgStore
+                # a commit's NOTIFY reaches this host's FleetSync too, which reloads once
+                # the local copy has it: a reload here would only re-read the old copy
+                store, on_change = PgStore(fleet.url, data_dir), lambda: None
+            self.control = ControlAPI(store, credentials, on_change)
             self.control.model.usage_redis = self.redis_config()
         except Exception as e:
             self.control_error = str(e)
             log(f"control API unavailable: {e}")
             return
         self.control.model.served_stages = self.served_stages
+        self.configure_v2()
         from fastgate.control.authorizer_invoke import AuthorizerInvoker
         self.control.model.authorizer_invoker = AuthorizerInvoker(asyncio.get_event_loop())
         self.control.model.authorizer_invoker.configure(self.loaded)
@@ -458,7 +549,11 @@ class Admin:
         if not credentials:
             log("control API: no admin credentials (FASTGATE_ADMIN_ACCESS_KEY_ID / "
                 "FASTGATE_ADMIN_SECRET_ACCESS_KEY): every call is refused")
-        log(f"control API state in {data_dir}")
+        if fleet is None:
+            log(f"control API state in {data_dir}")
+        else:
+            from fastgate.compile.config.values import redact_url
+            log(f"control API state in {redact_url(fleet.url)} (this host's copy in {data_dir})")
 
     def account_throttle(self):
         """The config's gateway-wide throttle as the Account's throttleSettings, or None."""
@@ -466,6 +561,20 @@ class Admin:
         if t is None:
             return None
         return {"rateLimit": float(t.rate), "burstLimit": int(t.burst)}
+
+    def configure_v2(self) -> None:
+        """What apigatewayv2 shows of the running config: the data plane's address in
+        Api.apiEndpoint, and the upstream groups a VPC link may name."""
+        v2 = self.control.v2.model
+        v2.upstream_names = lambda: set(self.loaded.config.upstreams) if self.loaded is not None else set()
+        if self.loaded is None:
+            return
+        listener = self.loaded.config.listeners[0]
+        port = listener.port
+        if listener.address is not None:
+            port = listener.address.rpartition(":")[2]
+        scheme = "https" if getattr(listener, "tls", None) is not None else "http"
+        v2.endpoint_base = f"{scheme}://{{api_id}}.execute-api.localhost:{port}"
 
     def request_reload(self) -> None:
         # the supervisor is this process's parent; it reloads (and tells every child) on SIGHUP
@@ -485,6 +594,7 @@ class Admin:
             self.dashboard.start()
         self.start_checks()
         self.start_key_sync()
+        self.start_fleet_sync()
         self.configure_cache_flusher()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()
@@ -500,6 +610,8 @@ class Admin:
             task.cancel()
         if self.key_sync is not None:
             loop.run_until_complete(self.key_sync.stop())
+        if self.fleet_sync is not None:
+            loop.run_until_complete(self.fleet_sync.stop())
         if self.control is not None and self.control.model.authorizer_invoker is not None:
             loop.run_until_complete(self.control.model.authorizer_invoker.close())
         if flusher is not None:
@@ -516,9 +628,8 @@ class Admin:
         rec = shared_usage()
         if rec is None:
             return None
-        from fastgate.control.store import default_data_dir
         from fastgate.control.usage_flusher import UsageFlusher
-        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or default_data_dir(),
+        flusher = UsageFlusher(rec, os.environ.get("FASTGATE_DATA_DIR") or self.default_data_dir(),
                                log=log, redis_config=self.redis_config)
         flusher.start()
         return flusher

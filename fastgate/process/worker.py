@@ -31,6 +31,7 @@ from fastgate.observability.log import log
 GC_GEN0_THRESHOLD = 20000   # container allocations between young-generation collections
 RETIRE_IDLE_GRACE_S = 1.0   # on SIGUSR2, keep-alive connections with no request this long close
 REBUILD_LATE_S = 0.05       # a stale snapshot is rebuilt this long after its rebuild_at_s
+WS_CLOSE_WAIT_S = 1.0       # after the drain, WebSocket clients get this long to answer the 1001
 
 
 def open_connection_slots(metrics, worker_id: int) -> tuple[int, int]:
@@ -99,11 +100,12 @@ class WorkerProcess:
         try:
             self.loop.run_forever()
         finally:
+            if self.services.websockets is not None:
+                self.services.websockets.close()
             if self.worker.functions is not None:
                 self.loop.run_until_complete(self.worker.functions.close())
-            for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):
-                if log_ is not None:
-                    log_.close()
+            for log_ in self.logs():
+                log_.close()
         return 0
 
     def configure_functions(self, loaded) -> None:
@@ -143,10 +145,15 @@ class WorkerProcess:
             delay_s = max(0.0, at_s - time.time()) + REBUILD_LATE_S
             self.rebuild_timer = self.loop.call_later(delay_s, self.reload)
 
+    def logs(self) -> list:
+        """The running snapshot's log files: the access log, the stages' and the execution log."""
+        snap = self.worker.snapshot
+        return [log_ for log_ in (snap.access_log, *snap.stage_logs, snap.execution_log)
+                if log_ is not None]
+
     def reopen_logs(self) -> None:
-        for log_ in (self.worker.snapshot.access_log, self.worker.snapshot.execution_log):
-            if log_ is not None:
-                log_.reopen()
+        for log_ in self.logs():
+            log_.reopen()
 
     def retire(self) -> None:
         if self.stopping:
@@ -169,6 +176,13 @@ class WorkerProcess:
     async def _wait_drained(self, deadline: float) -> None:
         while self.worker.connection_count() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        ws = self.services.websockets
+        if ws is not None and ws.close_all(1001, "Going away"):
+            # a WebSocket API's connections stay open through the drain, then hear 1001 (as
+            # API Gateway's clients do when it goes away) and get a moment to answer it
+            until = time.monotonic() + WS_CLOSE_WAIT_S
+            while ws.count() and time.monotonic() < until:
+                await asyncio.sleep(0.05)
         if self.worker.connection_count():
             log(f"drain timeout: closing {self.worker.connection_count()} connections")
             self.worker.close_all()

@@ -215,6 +215,16 @@ function renderSummary(s) {
     cell(tr, num(u.connections), "num");
     return tr;
   }, "no upstreams configured", 4);
+  fillRows($("#websockets tbody"), s.websockets, (w) => {
+    const tr = document.createElement("tr");
+    cell(tr, apiLabel(w.api, w.stage)); cell(tr, num(w.connections), "num");
+    cell(tr, num(w.connects), "num"); cell(tr, num(w.messages_in), "num");
+    cell(tr, w.in_per_s === null ? "–" : rate(w.in_per_s), "num");
+    cell(tr, num(w.messages_out), "num");
+    cell(tr, w.out_per_s === null ? "–" : rate(w.out_per_s), "num");
+    cell(tr, num(w.errors), w.errors ? "num bad" : "num");
+    return tr;
+  }, "no WebSocket APIs", 8);
   fillRows($("#stages tbody"), s.stages, (st) => {
     const tr = document.createElement("tr");
     cell(tr, st.name ? `${st.name} (${st.api})` : st.api); cell(tr, st.stage);

@@ -9,6 +9,7 @@ from fastgate.compile.apis import Compiler, compile_state, gateway_responses
 from fastgate.control.state import State, merge_states
 from fastgate._core.pipeline import Integration
 from fastgate.compile.config import Limits
+from fastgate.phases.access import Services
 
 
 def api_doc(api_id: str, *, created: float = 0.0, protocol: str = "REST", **extra) -> dict:
@@ -162,17 +163,45 @@ def test_merge_states_rejects_duplicate_ids():
     assert set(merge_states(a, state_with(api_doc("gggg"))).apis) == {"ffff", "gggg"}
 
 
-def test_unsupported_integrations_answer_500_with_a_warning():
+def test_unservable_integrations_answer_500_with_a_warning():
     api = api_doc("hhhh")
-    api["resources"][1]["resourceMethods"]["PUT"] = {"httpMethod": "PUT", "methodIntegration": {
-        "type": "AWS", "uri": "arn:aws:apigateway:us-east-1:s3:path/bucket"}}
-    api["resources"][1]["resourceMethods"]["GET"]["methodIntegration"]["uri"] = "ftp://nope"
-    c, _, _, (_, _, _, (stage,)) = compile_(state_with(api))
-    for method in (b"PUT", b"GET"):
+    methods = api["resources"][1]["resourceMethods"]
+    methods["PUT"] = {"httpMethod": "PUT", "methodIntegration": {
+        "type": "AWS", "uri": "arn:aws:apigateway:us-east-1:s3:path/bucket"}}       # no httpMethod
+    methods["POST"] = {"httpMethod": "POST", "methodIntegration": {
+        "type": "AWS", "httpMethod": "POST", "uri": "arn:aws:apigateway:us-east-1:nosuchservice:action/Go"}}
+    methods["DELETE"] = {"httpMethod": "DELETE", "methodIntegration": {
+        "type": "AWS_PROXY", "integrationSubtype": "SQS-SendMessage", "requestParameters": {
+            "QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q"}}}                  # no MessageBody
+    methods["GET"]["methodIntegration"]["uri"] = "ftp://nope"
+    c = Compiler(routes=[], series=[], groups={}, metrics=None, limits=Limits(), services=Services())
+    (_, _, _, (stage,)) = compile_state(state_with(api), c)
+    for method in (b"PUT", b"POST", b"DELETE", b"GET"):
         r = stage.router.match(b"x", method, b"/pets")[0]
         assert r.integration == Integration.INTEGRATION_MOCK and r.mock_status == 500
-    assert any("integration type AWS is not supported" in w for w in c.warnings)
+    assert any("PUT /pets: an AWS integration needs its httpMethod" in w for w in c.warnings)
+    assert any("'nosuchservice' is unknown" in w for w in c.warnings)
+    assert any("Operation: SQS-SendMessage requires enabling passthrough" in w for w in c.warnings)
     assert any("ftp://nope" in w for w in c.warnings)
+
+
+def test_aws_integrations_compile_to_python_runners():
+    api = api_doc("iiii")
+    methods = api["resources"][1]["resourceMethods"]
+    methods["POST"] = {"httpMethod": "POST", "methodIntegration": {
+        "type": "AWS", "httpMethod": "POST", "credentials": "arn:aws:iam::123456789012:role/r",
+        "uri": "arn:aws:apigateway:eu-west-1:dynamodb:action/PutItem",
+        "requestTemplates": {"application/json": '{"TableName": "t"}'},
+        "integrationResponses": {"200": {"statusCode": "200"}}, "timeoutInMillis": 1500}}
+    c = Compiler(routes=[], series=[], groups={}, metrics=None, limits=Limits(), services=Services())
+    (_, _, _, (stage,)) = compile_state(state_with(api), c)
+    r = stage.router.match(b"x", b"POST", b"/pets")[0]
+    assert r.integration == Integration.INTEGRATION_PYTHON and r.first_byte_timeout == 1.5
+    runner = r.runner
+    assert (runner.uri.region, runner.service.name, runner.role_arn) == (
+        "eu-west-1", "dynamodb", "arn:aws:iam::123456789012:role/r")
+    assert runner.target == "DynamoDB_20120810.PutItem"
+    assert runner.json_type == "application/x-amz-json-1.0"
 
 
 def test_aws_proxy_function_arn_takes_stage_variables():

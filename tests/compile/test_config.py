@@ -686,3 +686,47 @@ def test_throttle_keys():
                  ("routes", 0, "throttle", "key"), '"claim:NAME"')
     assert_error(base + "    throttle: {rate: 1, burst: 1, key: 'query:x'}\n", 6, 35,
                  ("routes", 0, "throttle", "key"), '"header:NAME"')
+
+
+# --- websocket_apis: request models and route throttles ------------------------------
+
+WS = LISTEN + doc("""
+    websocket_apis:
+      - name: orders
+        models:
+          Order: {type: object, required: [qty]}
+        stages:
+          prod: {method_throttles: {order: {rate: 5, burst: 5}}}
+        routes:
+          order:
+            integration: {type: mock, body: ok}
+            model_selection_expression: $request.body.kind
+            request_models: {$default: Order}
+    """)
+
+
+def test_websocket_request_models_and_route_throttles():
+    cfg = load_config_text(WS, "gw.yaml").config
+    route = cfg.websocket_apis[0].routes["order"]
+    assert route.request_models == {"$default": "Order"}
+    assert cfg.websocket_apis[0].stages["prod"].method_throttles["order"].burst == 5
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("{$default: Order}", "{$default: Nope}", "unknown model 'Nope'"),
+    ("$request.body.kind", "$request.header.kind", "unsupported model selection expression"),
+    ("{order: {rate", "{nowhere: {rate", "no route 'nowhere'"),
+])
+def test_websocket_request_models_refused(old, new, fragment):
+    e = error(WS.replace(old, new))
+    assert fragment in e.message, str(e)
+
+
+def test_websocket_http_response_templates_by_status():
+    text = WS.replace("integration: {type: mock, body: ok}",
+                      'integration: {type: http, url: "http://127.0.0.1:9/x", '
+                      'response_templates: {"/4\\\\d\\\\d/": nope}}')
+    route = load_config_text(text, "gw.yaml").config.websocket_apis[0].routes["order"]
+    assert route.integration.response_templates == {"/4\\d\\d/": "nope"}
+    e = error(text.replace('"/4\\\\d\\\\d/"', '"404"'))
+    assert "expected /REGEX/" in e.message, str(e)

@@ -108,8 +108,9 @@ def test_methods_attach_authorizers_by_type(c):
                      authorizationType="CUSTOM", authorizerId=tok["id"])
     assert m["authorizationType"] == "CUSTOM" and m["authorizerId"] == tok["id"]
     # a COGNITO method cannot name a TOKEN authorizer, nor a CUSTOM one a user pool
-    msg = ("Invalid authorizer ID specified. Setting the authorization type to COGNITO_USER_POOLS "
-           "requires a valid authorizer.")
+    # (AWS's text names both types whichever was asked for: its recordings)
+    msg = ("Invalid authorizer ID specified. Setting the authorization type to CUSTOM or "
+           "COGNITO_USER_POOLS requires a valid authorizer.")
     assert error(c.put_method, restApiId=api["id"], resourceId=pets["id"], httpMethod="PUT",
                  authorizationType="COGNITO_USER_POOLS", authorizerId=tok["id"]) == (
         "BadRequestException", 400, msg)

@@ -114,3 +114,25 @@ def test_method_settings_and_remove(model):
     st = model.update_stage({"restApiId": api["id"], "stageName": "prod", "patchOperations": [
         {"op": "remove", "path": "/~1pets~1{id}/GET"}]})
     assert "~1pets~1{id}/GET" not in st["methodSettings"]
+
+
+def test_put_integration_checks_an_aws_uri_as_aws_does(model):
+    api = deployable(model)
+    base = {"restApiId": api["id"], "resourceId": api["rootResourceId"], "httpMethod": "GET",
+            "type": "AWS", "integrationHttpMethod": "POST"}
+    with pytest.raises(BadRequest, match="AWS ARN for integration must contain path or action"):
+        model.put_integration(dict(base, uri="arn:aws:apigateway:us-east-1:sqs:queue/1/q"))
+    with pytest.raises(BadRequest, match="Invalid ARN specified in the request"):
+        model.put_integration(dict(base, uri="https://sqs.us-east-1.amazonaws.com/1/q"))
+    out = model.put_integration(dict(base, uri="arn:aws:apigateway:us-east-1:sqs:path/1/q",
+                                     credentials="arn:aws:iam::123456789012:role/r"))
+    assert (out["type"], out["httpMethod"], out["credentials"]) == ("AWS", "POST", "arn:aws:iam::123456789012:role/r")
+    # UpdateIntegration's patch is checked the same way, and a refused one changes nothing
+    where = {k: base[k] for k in ("restApiId", "resourceId", "httpMethod")}
+    with pytest.raises(BadRequest, match="AWS ARN for integration must contain path or action"):
+        model.update_integration(dict(where, patchOperations=[
+            {"op": "replace", "path": "/uri", "value": "arn:aws:apigateway:us-east-1:sqs:queue/1/q"}]))
+    assert model.get_integration(where)["uri"] == "arn:aws:apigateway:us-east-1:sqs:path/1/q"
+    out = model.update_integration(dict(where, patchOperations=[
+        {"op": "replace", "path": "/uri", "value": "arn:aws:apigateway:us-east-1:sqs:action/SendMessage"}]))
+    assert out["uri"] == "arn:aws:apigateway:us-east-1:sqs:action/SendMessage"

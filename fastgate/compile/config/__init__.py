@@ -58,6 +58,7 @@ from fastgate.compile.config.schema import (
     MockIntegration,
     PassiveHealthConfig,
     RedisConfig,
+    StateConfig,
     RemoteFunctionConfig,
     RouteConfig,
     RouteTimeouts,
@@ -65,6 +66,9 @@ from fastgate.compile.config.schema import (
     TargetConfig,
     ThrottleConfig,
     UpstreamConfig,
+    WebSocketApiConfig,
+    WebSocketLimits,
+    WebSocketRouteConfig,
 )
 from fastgate.compile.config.source import (
     ConfigError,
@@ -90,7 +94,8 @@ __all__ = [
     "Limits", "ListenAddress", "ListenerConfig", "ListenerTLSConfig", "load_config",
     "load_config_text", "LoadedConfig", "locate", "MappingConfig", "MetricsConfig",
     "MockIntegration", "parse_listen_address", "parse_route_path", "parse_size", "parse_target_url",
-    "PassiveHealthConfig", "proxy_config", "RedisConfig", "RemoteFunctionConfig",
+    "PassiveHealthConfig", "proxy_config", "RedisConfig", "StateConfig", "RemoteFunctionConfig",
     "RouteConfig", "RouteTimeouts", "StageConfig", "TargetConfig", "TargetURL",
-    "ThrottleConfig", "UpstreamConfig", "with_overrides",
+    "ThrottleConfig", "UpstreamConfig", "WebSocketApiConfig", "WebSocketLimits",
+    "WebSocketRouteConfig", "with_overrides",
 ]

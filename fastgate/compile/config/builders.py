@@ -10,18 +10,18 @@ import re
 import msgspec
 
 from fastgate.compile.config.load import LoadedConfig, build
-from fastgate.compile.config.schema import FunctionConfig, ListenerConfig
+from fastgate.compile.config.schema import FunctionConfig, ListenerConfig, StateConfig
 from fastgate.compile.config.source import ConfigError, ConfigSource
-from fastgate.compile.config.values import parse_listen_address, parse_size
+from fastgate.compile.config.values import check_state_url, parse_listen_address, parse_size
 
 
 def with_overrides(loaded: LoadedConfig, *, listen: list[str] | None = None,
                    control: str | None = None, data_dir: str | None = None,
                    functions: list[str] | None = None, function_path: list[str] | None = None,
-                   iam_credentials: str | None = None,
+                   iam_credentials: str | None = None, state: str | None = None,
                    flag_source: str = "fastgate serve") -> LoadedConfig:
     """The config with command-line flags applied (--listen, --control, --data-dir,
-    --function NAME=module:callable, --function-path DIR); a bad flag value is a
+    --state URL, --function NAME=module:callable, --function-path DIR); a bad flag value is a
     ConfigError naming the flag."""
     config = loaded.config
     changes = {}
@@ -55,6 +55,13 @@ def with_overrides(loaded: LoadedConfig, *, listen: list[str] | None = None,
         raise ConfigError(flag_source, 0, 0, (flag,), str(e)) from None
     if data_dir is not None:
         changes["data_dir"] = data_dir
+    if state is not None:
+        try:
+            check_state_url(state)
+        except ValueError as e:
+            raise ConfigError(flag_source, 0, 0, ("--state",), str(e)) from None
+        changes["state"] = (msgspec.structs.replace(config.state, url=state) if config.state
+                            else StateConfig(url=state))
     if iam_credentials is not None:
         changes["iam_credentials"] = os.path.abspath(iam_credentials)
     if not changes:

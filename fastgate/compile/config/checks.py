@@ -25,6 +25,7 @@ from fastgate.compile.config.values import (
     TOKEN,
     UPSTREAM_NAME,
     TargetURL,
+    check_state_url,
     parse_hash_on,
     parse_listen_address,
     parse_route_path,
@@ -110,6 +111,8 @@ class Checker:
             self.check_upstream(name, up)
         if cfg.throttle is not None:
             self.attempt(("throttle", "key"), cfg.throttle.key_kind)
+        if cfg.state is not None:
+            self.attempt(("state", "url"), check_state_url, cfg.state.url)
         if cfg.tracing is not None:
             from fastgate.observability.tracing_export import parse_spec
             self.attempt(("tracing",), parse_spec, cfg.tracing)
@@ -126,6 +129,9 @@ class Checker:
             if fn.remote is not None and not re.match(r"^https?://[^/]+/?$", fn.remote.endpoint):
                 self.fail(fp + ("remote", "endpoint"),
                           f"expected http(s)://host[:port], got {fn.remote.endpoint!r}")
+        if cfg.websocket_apis:
+            from fastgate.compile.config.websocket import check_websocket_apis
+            check_websocket_apis(self, cfg)
         seen: dict[tuple, int] = {}
         for i, route in enumerate(cfg.routes):
             key = self.check_route(i, route)

@@ -216,6 +216,28 @@ class FunctionConfig(_Section, kw_only=True):
     queue: Count = 64                     # calls waiting when all are busy; more answer 500
 
 
+class AwsConfig(_Section, kw_only=True):
+    """AWS service integrations (REST `type: AWS`, Lambda non-proxy, HTTP API integration
+    subtypes; docs/aws-integrations.md): where the services answer and whose credentials
+    sign the requests (botocore's chain: environment, shared config and credentials files,
+    profiles)."""
+    region: str | None = None             # HTTP API subtypes, STS, Lambda; null: AWS_REGION,
+                                          # AWS_DEFAULT_REGION, the profile's, else us-east-1
+    endpoint_url: str | None = None       # every service at this URL (a self-hosted, compatible one)
+    # per service, by the name in integration URIs or botocore's: {sqs: ..., states: ...};
+    # wins over AWS_ENDPOINT_URL_<SERVICE>, which wins over endpoint_url, then AWS_ENDPOINT_URL
+    endpoints: dict[str, str] = {}
+    profile: str | None = None            # the gateway's own credentials; null: the default chain
+    # a role ARN in an integration's `credentials` -> the named profile signing instead
+    roles: dict[str, str] = {}
+    # other role ARNs are assumed through STS AssumeRole with the gateway's credentials;
+    # false: the gateway's own credentials sign (a compatible service without STS)
+    assume_roles: bool = True
+    keepalive: Count = 64                 # idle connections kept per endpoint (per worker)
+    connect_timeout_ms: PositiveMs = 5000
+    tls_verify: bool = True
+
+
 class HeaderOps(_Section, kw_only=True):
     """Header edits, applied in the order rename, remove, set, append."""
     set: dict[str, str] = {}              # name -> value template; replaces every value
@@ -286,6 +308,18 @@ class RedisConfig(_Section, kw_only=True):
     usage_retention_days: Positive = 400
 
 
+class StateConfig(_Section, kw_only=True):
+    """The control plane's state in a PostgreSQL database shared by a fleet of hosts,
+    instead of the data dir's SQLite (docs/fleet.md). Each host keeps a copy of it in its
+    data dir and serves that copy while the database is unreachable."""
+    # a libpq URL: postgresql://USER@HOST[:PORT]/DB[?sslmode=...]; a password may come from
+    # PGPASSWORD or ~/.pgpass instead of the URL
+    url: str
+    # changes arrive by LISTEN/NOTIFY; besides, each host compares versions this often,
+    # for a notification missed while it reconnected
+    poll_interval_ms: PositiveMs = 2000
+
+
 class RouteTimeouts(_Section, kw_only=True):
     """Per-route overrides of the upstream's timeouts; null = the upstream's."""
     connect_ms: PositiveMs | None = None
@@ -353,6 +387,86 @@ class ApiConfig(_Section, kw_only=True):
     stages: dict[str, StageConfig] = field(default_factory=lambda: {"$default": StageConfig()})
 
 
+class WsFunctionIntegration(_Section, kw_only=True, tag="function", tag_field="type"):
+    """AWS_PROXY: a function (see `functions`, local or remote) gets API Gateway's WebSocket
+    event; on $connect its statusCode allows (2xx) or refuses the upgrade, on a two-way route
+    its body goes back to the client."""
+    function: str
+    timeout_ms: Annotated[int, Meta(ge=50, le=29000)] = 29000   # AWS: 50 ms - 29 s
+
+
+class WsHttpProxyIntegration(_Section, kw_only=True, tag="http_proxy", tag_field="type"):
+    """HTTP_PROXY: the message (the $connect request's headers) is sent to `url`; a 2xx on
+    $connect allows the upgrade, a two-way route sends the response body back."""
+    url: str                              # http(s)://host[:port]/path
+    method: str = "POST"
+    timeout_ms: Annotated[int, Meta(ge=50, le=29000)] = 29000
+
+
+class WsHttpIntegration(_Section, kw_only=True, tag="http", tag_field="type"):
+    """HTTP (not proxy): the request body is `request_template` rendered (Velocity, over
+    $input — the message —, $context, $stageVariables, $util), else the message as it is; a
+    two-way route sends `response_template` rendered over the response ($input), else its
+    body."""
+    url: str
+    method: str = "POST"
+    request_template: str | None = None
+    response_template: str | None = None
+    # integration responses by status: "/4\\d\\d/" (a regular expression the whole status
+    # matches) -> template; the first that matches is used, else response_template
+    response_templates: dict[str, str] = {}
+    timeout_ms: Annotated[int, Meta(ge=50, le=29000)] = 29000
+
+
+class WsMockIntegration(_Section, kw_only=True, tag="mock", tag_field="type"):
+    """MOCK: answered by the gateway; `status` allows or refuses $connect, `body` goes back
+    as it is on a two-way route, or `response_template` rendered (Velocity over $input — the
+    message —, $context, $stageVariables, $util)."""
+    status: Status = 200
+    body: str = ""
+    response_template: str | None = None
+
+
+WsIntegration = Union[WsFunctionIntegration, WsHttpProxyIntegration, WsHttpIntegration, WsMockIntegration]
+
+
+class WebSocketRouteConfig(_Section, kw_only=True):
+    """One route of a WebSocket API: $connect, $disconnect, $default or a custom route key."""
+    integration: WsIntegration
+    # "$default": a two-way route, whose integration's answer is sent to the client (AWS's
+    # only route response selection expression for WebSocket APIs); null: one-way
+    route_response_selection_expression: Literal["$default"] | None = None
+    auth: dict[str, Any] | None = None    # $connect only: as routes' auth (lambda, iam, ...)
+    api_key_required: bool = False        # $connect only: a key of a usage plan of the stage
+    # request validation of its messages: the expression ($default, or $request.body.NAME)
+    # picks a key of request_models (else its $default), whose model the message must match
+    model_selection_expression: str | None = None
+    request_models: dict[str, str] = {}   # selection key -> a name of the API's models
+
+
+class WebSocketLimits(_Section, kw_only=True):
+    """AWS's quotas for WebSocket APIs, which AWS does not let you raise; here you may."""
+    max_frame_bytes: Annotated[int, Meta(ge=125)] = 32768        # a larger frame closes with 1009
+    max_message_bytes: Annotated[int, Meta(ge=125)] = 131072     # a larger message closes with 1009
+    idle_timeout_ms: PositiveMs = 600000                         # no frame either way: 1001
+    max_duration_ms: PositiveMs = 7200000                        # 1001 once a connection is this old
+
+
+class WebSocketApiConfig(_Section, kw_only=True):
+    """A WebSocket API (API Gateway's protocolType WEBSOCKET): clients connect at
+    ws://HOST/{stage} (or {id}.execute-api.HOST/{stage}); each message is routed by the
+    route selection expression. docs/websocket.md."""
+    name: str
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None  # default: derived from the name
+    route_selection_expression: str = "$request.body.action"
+    api_key_selection_expression: str = "$request.header.x-api-key"
+    routes: dict[str, WebSocketRouteConfig]
+    models: dict[str, Any] = {}           # name -> JSON schema (draft 4 unless it says), for request_models
+    stages: Annotated[dict[str, StageConfig], Meta(min_length=1)] = field(
+        default_factory=lambda: {"production": StageConfig()})
+    limits: WebSocketLimits = field(default_factory=WebSocketLimits)
+
+
 class MappingConfig(_Section, kw_only=True):
     base_path: str = "(none)"             # "(none)" = the whole domain; else its first path segment(s)
     api: str                              # API id
@@ -384,6 +498,7 @@ class Config(_Section, kw_only=True):
     routes: tuple[RouteConfig, ...] = ()
     apis: tuple[ApiConfig, ...] = ()
     domains: tuple[DomainConfig, ...] = ()
+    websocket_apis: tuple[WebSocketApiConfig, ...] = ()
     throttle: ThrottleConfig | None = None  # gateway-wide bucket, taken last (API Gateway's account level)
     # SigV4 (AWS_IAM) callers: a CSV of access_key_id,secret_access_key,principal_arn
     iam_credentials: str | None = None
@@ -399,7 +514,9 @@ class Config(_Section, kw_only=True):
     usage_plans: tuple[dict[str, Any], ...] = ()
     functions: dict[str, FunctionConfig] = {}
     function_path: tuple[str, ...] = ()   # directories handlers are imported from (all functions)
+    aws: AwsConfig | None = None          # AWS service integrations: endpoints, credentials
     data_dir: str | None = None           # state of the control API (SQLite); null = none kept
+    state: StateConfig | None = None      # the state in PostgreSQL, shared by a fleet (docs/fleet.md)
 
     def worker_count(self) -> int:
         if self.workers == "auto":

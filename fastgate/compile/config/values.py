@@ -8,7 +8,7 @@ import ipaddress
 import re
 import socket
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 # --- parsed forms handed to the runtime ------------------------------------
@@ -160,3 +160,32 @@ def parse_route_path(path: str) -> list[tuple[str, str]]:
 def route_shape(segments: list[tuple[str, str]]) -> str:
     """The path as the router sees it: parameter names do not make routes differ."""
     return "/" + "/".join({"param": "{}", "greedy": "{+}"}.get(k, v) for k, v in segments)
+
+
+def is_postgres_url(url: str) -> bool:
+    """A state URL naming PostgreSQL (config `state.url`, --state)."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://…"
+    if parts.password is not None:
+        user, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}")
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+    return urlunsplit(parts._replace(query=query))
+
+
+def check_state_url(url: str) -> None:
+    """ValueError when url is not a PostgreSQL connection URL libpq accepts."""
+    if not is_postgres_url(url):
+        raise ValueError(f"expected a postgresql://USER@HOST/DB URL, got {redact_url(url)!r}")
+    import psycopg.conninfo
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error as e:
+        raise ValueError(f"invalid PostgreSQL URL {redact_url(url)!r}: {e}") from None

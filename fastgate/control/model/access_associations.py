@@ -7,7 +7,7 @@ import re
 
 from fastgate.control.errors import BadRequest, NotFound
 from fastgate.control.model.base import ModelBase, _clone, _page
-from fastgate.control.model.messages import aws_message
+from fastgate.control.messages import aws_message
 from fastgate.control.model.tags import check_tags
 
 DOMAIN_ARN = re.compile(r"^(arn:aws[a-z-]*:apigateway:[a-z0-9-]*:\d*):/domainnames/([^/+]+)(?:\+([^/]+))?$")

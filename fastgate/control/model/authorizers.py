@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from fastgate.control import messages as msg
 from fastgate.control.errors import (
     BadRequest,
     Conflict,
@@ -90,7 +91,7 @@ def _patch_authorizer(auth: dict, op: dict, api: dict) -> None:
             if not value:
                 raise BadRequest("name must not be blank")
             if any(a.get("name") == value and a is not auth for a in api.get("authorizers", ())):
-                raise Conflict(f"Authorizer with name {value} already exists for this RestApi")
+                raise Conflict(msg.AUTHORIZER_NAME_EXISTS.format(name=value))
         if top == "authorizerResultTtlInSeconds":
             if not str(value).isdigit():
                 raise BadRequest(f"Invalid value '{value}' for authorizerResultTtlInSeconds")
@@ -128,8 +129,7 @@ def _check_method_authorizer(api: dict, auth_type: str, authorizer_id) -> None:
         return
     auth = next((a for a in api.get("authorizers", ()) if a.get("id") == authorizer_id), None)
     if auth is None or auth.get("type") not in allowed:
-        raise BadRequest(f"Invalid authorizer ID specified. Setting the authorization type to "
-                         f"{auth_type} requires a valid authorizer.")
+        raise BadRequest(msg.METHOD_NEEDS_AUTHORIZER)
 
 
 class Authorizers(ModelBase):
@@ -144,18 +144,20 @@ class Authorizers(ModelBase):
         for auth in api.get("authorizers", ()):
             if auth.get("id") == authorizer_id:
                 return auth
-        raise NotFound("Invalid Authorizer identifier specified")
+        raise NotFound(msg.INVALID_AUTHORIZER_ID)
 
     def create_authorizer(self, p: dict) -> dict:
         name = _require_str(p, "name", "name")
         with self.change() as txn:
+            if p["restApiId"] not in self.state.apis:
+                raise Conflict(msg.CONCURRENT_MODIFICATION)     # AWS's answer, odd as it is
             api = self._edit_api(p["restApiId"])
             authorizers = api.setdefault("authorizers", [])
             if len(authorizers) >= AUTHORIZERS_PER_API:
                 raise LimitExceeded(f"Maximum number of Authorizers for this API has been "
                                     f"reached: {AUTHORIZERS_PER_API}")
             if any(a.get("name") == name for a in authorizers):
-                raise Conflict(f"Authorizer with name {name} already exists for this RestApi")
+                raise Conflict(msg.AUTHORIZER_NAME_EXISTS.format(name=name))
             auth = {"id": new_id(6), "name": name}
             auth.update(_copy_known(p, AUTHORIZER_FIELDS))
             ids = {a.get("id") for a in authorizers}

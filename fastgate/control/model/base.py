@@ -8,8 +8,9 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from fastgate.control.errors import BadRequest, NotFound
-from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE
+from fastgate.control import messages as msg
+from fastgate.control.errors import BadRequest, NotFound, ValidationError
+from fastgate.control.names import VARIABLE_NAME, VARIABLE_VALUE, is_v2_api
 
 if TYPE_CHECKING:
     from fastgate.control.state import State
@@ -72,16 +73,28 @@ def _unescape_pointer(seg: str) -> str:
 
 def _patch_ops(p: dict) -> list[dict]:
     ops = p.get("patchOperations") or []
+    bad = [msg.ENUM_CONSTRAINT.format(value=op.get("op"), where=f"patchOperations.{i}.member.op",
+                                      choices=", ".join(msg.ENUM_ORDER["Op"]))
+           for i, op in enumerate(ops, 1) if op.get("op") not in msg.ENUM_ORDER["Op"]]
+    if bad:     # (the control API checks this first, naming the operation's input)
+        raise ValidationError(msg.validation_errors(bad))
     for op in ops:
-        if op.get("op") not in ("add", "remove", "replace", "move", "copy", "test"):
-            raise BadRequest(f"Invalid patch operation specified: {op.get('op')}")
         if not isinstance(op.get("path"), str) or not op["path"].startswith("/"):
-            raise BadRequest(f"Invalid patch path {op.get('path')}")
+            # AWS prints a missing path as "null"
+            raise BadRequest(msg.PATCH_PATH.format(path=op.get("path") or "null"))
     return ops
 
 
-def _bad_patch(op: dict) -> BadRequest:
-    return BadRequest(f"Invalid patch path '{op['path']}' specified for op '{op['op']}'.")
+def _bad_patch(op: dict, paths: dict[str, tuple[str, ...]] | None = None) -> BadRequest:
+    """A patch operation the resource does not take. With `paths` (op -> the paths AWS lists
+    for it, where its answer is recorded) AWS's own text: the paths of that op, or "Please
+    choose supported operations" for an op the resource takes on no path."""
+    if paths is None:
+        return BadRequest(f"Invalid patch path '{op['path']}' specified for op '{op['op']}'.")
+    if paths.get(op["op"]):
+        return BadRequest(msg.PATCH_PATH_FOR_OP.format(path=op["path"], op=op["op"],
+                                                       choices=", ".join(paths[op["op"]])))
+    return BadRequest(msg.PATCH_PATH_UNSUPPORTED_OP.format(path=op["path"], op=op["op"]))
 
 
 def _check_variables(variables, what: str = "variables") -> dict:
@@ -157,8 +170,16 @@ class ModelBase:
 
     def _api(self, api_id: str) -> dict:
         api = self.state.apis.get(api_id)
-        if api is None:
-            raise NotFound(f"Invalid API identifier specified {api_id}")
+        if api is None or is_v2_api(api):
+            raise NotFound(msg.invalid_api(api_id))
+        return api
+
+    def _api_of(self, api_id: str) -> dict:
+        """The API of a call on something inside it (a resource, a method, an integration):
+        AWS names the resource when the API does not exist."""
+        api = self.state.apis.get(api_id)
+        if api is None or is_v2_api(api):
+            raise NotFound(msg.INVALID_RESOURCE_ID)
         return api
 
     @staticmethod
@@ -166,36 +187,37 @@ class ModelBase:
         for r in api.get("resources", ()):
             if r["id"] == resource_id:
                 return r
-        raise NotFound("Invalid Resource identifier specified")
+        raise NotFound(msg.INVALID_RESOURCE_ID)
 
     @staticmethod
     def _method(resource: dict, http_method: str) -> dict:
         method = (resource.get("resourceMethods") or {}).get(http_method.upper())
         if method is None:
-            raise NotFound("Invalid Method identifier specified")
+            raise NotFound(msg.INVALID_METHOD_ID)
         return method
 
     def _deployment(self, api_id: str, dep_id: str) -> dict:
         dep = self.state.deployments.get(api_id, {}).get(dep_id)
         if dep is None:
-            raise NotFound("Invalid Deployment identifier specified")
+            raise NotFound(msg.INVALID_DEPLOYMENT_ID)
         return dep
 
     def _stage(self, api_id: str, name: str) -> dict:
         stage = self.state.stages.get(api_id, {}).get(name)
         if stage is None:
-            raise NotFound("Invalid Stage identifier specified")
+            raise NotFound(msg.INVALID_STAGE_ID)
         return stage
 
     def _domain(self, name: str) -> dict:
         domain = self.state.domains.get(name)
         if domain is None:
-            raise NotFound("Invalid domain name identifier specified")
+            raise NotFound(msg.INVALID_DOMAIN_NAME_ID)
         return domain
 
-    def _edit_api(self, api_id: str) -> dict:
-        """A private copy of an API document, to change and then save with _save_api."""
-        return _clone(self._api(api_id))
+    def _edit_api(self, api_id: str, nested: bool = False) -> dict:
+        """A private copy of an API document, to change and then save with _save_api
+        (`nested`: for a call on something inside the API, see _api_of)."""
+        return _clone(self._api_of(api_id) if nested else self._api(api_id))
 
     @staticmethod
     def _save_api(txn: "Txn", api: dict) -> None:

@@ -9,7 +9,7 @@ import json
 
 from fastgate.control.errors import BadRequest, Conflict, NotFound, ValidationError
 from fastgate.control.model.base import ModelBase, _clone, _now, _page
-from fastgate.control.model.messages import aws_message, validation_errors
+from fastgate.control.messages import aws_message, validation_errors
 from fastgate.control.model.patching import patch_operations, refuse
 from fastgate.control.names import new_id
 from fastgate.control.openapi.documentation import (

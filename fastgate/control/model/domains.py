@@ -13,7 +13,7 @@ from fastgate.control.model.base import (
     _patch_ops,
     _require_str,
 )
-from fastgate.control.names import BASE_PATH, DOMAIN_NAME, NONE_BASE_PATH
+from fastgate.control.names import BASE_PATH, DOMAIN_NAME, NONE_BASE_PATH, new_id
 
 
 def _load_pem_certs(data: bytes, what: str) -> list:
@@ -138,7 +138,8 @@ class Domains(ModelBase):
             self._check_mapping_target(_require_str(p, "restApiId", "restApiId"), p.get("stage"))
             if base in self.state.mappings.get(name, {}):
                 raise Conflict("Base path already exists for this domain name")
-            mapping = {"basePath": base, "restApiId": p["restApiId"]}
+            # apiMappingId: the id apigatewayv2 shows this mapping by (one domain, both services)
+            mapping = {"basePath": base, "restApiId": p["restApiId"], "apiMappingId": new_id(6)}
             if p.get("stage"):
                 mapping["stage"] = p["stage"]
             txn.put("mapping", name, base, mapping)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.base import (
     ModelBase,
     _bad_patch,
-    _bool_value,
     _clone,
     _copy_known,
     _now,
@@ -20,6 +20,18 @@ from fastgate.control.names import new_id
 
 if TYPE_CHECKING:
     from fastgate.control.store import Txn
+
+# AWS's limits on an API key's members (its recorded answers)
+NAME_MAX = 1024             # characters
+DESCRIPTION_MAX = 125000    # characters
+
+
+def _check_key_members(p: dict) -> None:
+    if isinstance(p.get("name"), str) and len(p["name"]) > NAME_MAX:
+        raise BadRequest(msg.API_KEY_NAME_TOO_LONG)
+    if isinstance(p.get("description"), str) and len(p["description"]) > DESCRIPTION_MAX:
+        raise BadRequest(msg.API_KEY_DESCRIPTION)
+
 
 def _parse_key_csv(body: bytes) -> tuple[list[tuple[int, dict]], list[str]]:
     """Rows of an API key file: (line number, {name, key, description, enabled, plans})."""
@@ -77,14 +89,20 @@ class ApiKeys(ModelBase):
     def _api_key(self, key_id: str) -> dict:
         key = self.state.extra.get("apikey", {}).get("", {}).get(key_id)
         if key is None:
-            raise NotFound("Invalid API Key identifier specified")
+            raise NotFound(msg.INVALID_API_KEY_ID)
         return key
 
     def _api_key_view(self, key: dict, include_value: bool) -> dict:
         out = {k: _clone(key[k]) for k in self._API_KEY_OUT if k in key}
         if include_value and "_sealed" in key:
-            # a key replicated from another host (fastgate.control.keys_sync) has no sealed value here
-            out["value"] = self._sealer().open(key["id"], key["_sealed"])
+            # a key replicated from another host (fastgate.control.keys_sync) has no sealed value
+            # here; one made by a fleet host whose apikeys.secret differs from ours cannot be
+            # opened here (docs/fleet.md: give every host the same file): both answer without it
+            from cryptography.exceptions import InvalidTag
+            try:
+                out["value"] = self._sealer().open(key["id"], key["_sealed"])
+            except InvalidTag:
+                pass
         return out
 
     def _key_by_hash(self, hex_digest: str) -> dict | None:
@@ -107,7 +125,12 @@ class ApiKeys(ModelBase):
         return out
 
     def _new_api_key(self, txn: "Txn", p: dict, value: str) -> dict:
-        from fastgate.compile.keys import check_value, digest
+        from fastgate.compile.keys import VALUE_MAX, VALUE_MIN, check_value, digest
+        _check_key_members(p)
+        if isinstance(value, str) and len(value) < VALUE_MIN:
+            raise BadRequest(msg.API_KEY_VALUE_TOO_SHORT)
+        if isinstance(value, str) and len(value) > VALUE_MAX:
+            raise BadRequest(msg.API_KEY_VALUE_TOO_LONG)
         problem = check_value(value)
         if problem:
             raise BadRequest(problem)
@@ -124,6 +147,8 @@ class ApiKeys(ModelBase):
                "createdDate": now, "lastUpdatedDate": now,
                "stageKeys": self._check_stage_keys(p.get("stageKeys"))}
         key.update(_copy_known(p, ("name", "description", "customerId", "tags")))
+        if not key.get("name"):
+            key.pop("name", None)       # an empty name is no name (AWS's recording)
         key["_hash"] = hex_digest
         key["_sealed"] = self._sealer().seal(key_id, value)
         txn.put("apikey", "", key_id, key)
@@ -142,7 +167,9 @@ class ApiKeys(ModelBase):
 
     def get_api_key(self, p: dict) -> dict:
         self.fresh()
-        return self._api_key_view(self._api_key(p["apiKey"]), bool(p.get("includeValue")))
+        out = self._api_key_view(self._api_key(p["apiKey"]), bool(p.get("includeValue")))
+        out.setdefault("tags", {})
+        return out
 
     def get_api_keys(self, p: dict) -> dict:
         state = self.fresh()
@@ -162,8 +189,10 @@ class ApiKeys(ModelBase):
             for op in _patch_ops(p):
                 path, value, kind = op["path"], op.get("value"), op["op"]
                 if kind == "replace" and path == "/enabled":
-                    key["enabled"] = _bool_value(value, path)
+                    # anything but "true" reads as false (AWS's recording: "not-a-boolean")
+                    key["enabled"] = value is True or str(value).lower() == "true"
                 elif kind == "replace" and path in ("/name", "/description", "/customerId"):
+                    _check_key_members({path[1:]: value})
                     if value in (None, ""):
                         key.pop(path[1:], None)
                     else:
@@ -178,10 +207,12 @@ class ApiKeys(ModelBase):
                     elif kind == "remove" and stage_key in keys:
                         keys.remove(stage_key)
                 else:
-                    raise _bad_patch(op)
+                    raise _bad_patch(op, msg.API_KEY_PATCH_PATHS)
             key["lastUpdatedDate"] = _now()
             txn.put("apikey", "", key["id"], key)
-        return self._api_key_view(key, False)
+        out = self._api_key_view(key, False)
+        out.setdefault("tags", {})      # GetApiKey and UpdateApiKey show {} (AWS's recordings)
+        return out
 
     def delete_api_key(self, p: dict) -> dict:
         with self.change() as txn:

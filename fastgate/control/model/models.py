@@ -10,7 +10,7 @@ import re
 
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.base import ModelBase, _clone, _page
-from fastgate.control.model.messages import aws_message
+from fastgate.control.messages import aws_message
 from fastgate.control.model.patching import patch_operations, refuse
 from fastgate.control.names import MODEL_URL_RE, new_id
 

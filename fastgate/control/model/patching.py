@@ -7,7 +7,7 @@ one of: [...]")."""
 from __future__ import annotations
 
 from fastgate.control.errors import BadRequest, ValidationError
-from fastgate.control.model.messages import aws_message, validation_errors
+from fastgate.control.messages import aws_message, validation_errors
 
 PATCH_OPS = ("add", "remove", "move", "test", "replace", "copy")
 

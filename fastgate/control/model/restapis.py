@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest
 from fastgate.control.model.base import (
     ModelBase,
-    _bad_patch,
     _bool_value,
     _clone,
     _now,
@@ -15,7 +15,7 @@ from fastgate.control.model.base import (
     _unescape_pointer,
 )
 from fastgate.control.model.models import default_models
-from fastgate.control.names import API_KEY_SOURCES, new_id
+from fastgate.control.names import API_KEY_SOURCES, is_v2_api, new_id
 
 REST_API_KEYS = ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
                  "apiKeySource", "endpointConfiguration", "policy", "tags",
@@ -35,13 +35,46 @@ def root_resource(api: dict) -> dict:
     raise BadRequest("the API has no root resource")
 
 
-def rest_api_view(api: dict) -> dict:
+def _ip_address_type(types) -> str:
+    # AWS's default: dualstack for a private API (the only type it allows), else ipv4
+    return "dualstack" if "PRIVATE" in (types or ()) else "ipv4"
+
+
+def rest_api_view(api: dict, tags: bool = True) -> dict:
+    """A RestApi as AWS returns it. GetRestApi, UpdateRestApi and PutRestApi always carry
+    `tags` ({} when none), CreateRestApi, ImportRestApi and GetRestApis' items only when there are some
+    (`tags=False`), as AWS's recordings show."""
     out = {k: _clone(api[k]) for k in REST_API_OUT if k in api}
     try:
         out["rootResourceId"] = root_resource(api)["id"]
     except BadRequest:
         pass
+    config = out.get("endpointConfiguration")
+    if config is not None and "ipAddressType" not in config:
+        config["ipAddressType"] = _ip_address_type(config.get("types"))
+    if tags:
+        out.setdefault("tags", {})
+    elif not out.get("tags"):
+        out.pop("tags", None)
     return out
+
+
+def check_rest_api_input(p: dict) -> None:
+    """CreateRestApi's checks beyond the service model's, in AWS's order."""
+    if p.get("description") == "":
+        raise BadRequest(msg.DESCRIPTION_EMPTY)
+    size = p.get("minimumCompressionSize")
+    if size is not None and not 0 <= size <= 10485760:
+        raise BadRequest(msg.COMPRESSION_SIZE)
+    config = p.get("endpointConfiguration")
+    if config is not None:
+        types = config.get("types")
+        if types is not None and len(types) == 0:
+            raise BadRequest(msg.ENDPOINT_TYPES_BOTH_DISABLED)
+        if types is not None and len(types) > 1:
+            raise BadRequest(msg.ENDPOINT_TYPES_MULTIPLE)
+        if "PRIVATE" in (types or ()) and config.get("ipAddressType") == "ipv4":
+            raise BadRequest(msg.PRIVATE_NEEDS_DUALSTACK)
 
 
 def resource_view(resource: dict, embed_methods: bool) -> dict:
@@ -89,8 +122,11 @@ def new_api_document(p: dict) -> dict:
         if p.get(k) is not None:
             api[k] = _clone(p[k])
     api.setdefault("apiKeySource", "HEADER")
-    # AWS's default endpoint type for CreateRestApi (and ImportRestApi) is EDGE
-    api.setdefault("endpointConfiguration", {"types": ["EDGE"]})
+    # EDGE is AWS's default (its recordings; import says the same)
+    config = api.setdefault("endpointConfiguration", {})
+    if not config.get("types"):
+        config["types"] = ["EDGE"]
+    config.setdefault("ipAddressType", _ip_address_type(config["types"]))
     api.setdefault("disableExecuteApiEndpoint", False)
     api["protocolType"] = "REST"
     api["resources"] = [{"id": new_id(10), "path": "/"}]
@@ -102,6 +138,7 @@ class RestApis(ModelBase):
 
     def create_rest_api(self, p: dict) -> dict:
         name = _require_str(p, "name", "name")
+        check_rest_api_input(p)
         with self.change() as txn:
             if p.get("cloneFrom"):
                 src = _clone(self._api(p["cloneFrom"]))
@@ -118,7 +155,7 @@ class RestApis(ModelBase):
             while api["id"] in self.state.apis:
                 api["id"] = new_id(10)
             self._save_api(txn, api)
-        return rest_api_view(api)
+        return rest_api_view(api, tags=False)
 
     def get_rest_api(self, p: dict) -> dict:
         self.fresh()
@@ -126,8 +163,10 @@ class RestApis(ModelBase):
 
     def get_rest_apis(self, p: dict) -> dict:
         state = self.fresh()
-        apis = sorted(state.apis.values(), key=lambda a: (a.get("createdDate", 0), a["id"]))
-        return _page([rest_api_view(a) for a in apis], p)
+        apis = sorted((a for a in state.apis.values() if not is_v2_api(a)),
+                      key=lambda a: (a.get("createdDate", 0), a["id"]))
+        # GetRestApis' items show tags only when there are some (AWS's recordings)
+        return _page([rest_api_view(a, tags=False) for a in apis], p)
 
     def delete_rest_api(self, p: dict) -> dict:
         api_id = p["restApiId"]
@@ -150,33 +189,7 @@ class RestApis(ModelBase):
         with self.change() as txn:
             api = self._edit_api(p["restApiId"])
             for op in _patch_ops(p):
-                path, value = op["path"], op.get("value")
-                top = path[1:]
-                if op["op"] == "replace" and top in ("name", "description", "version", "policy",
-                                                     "apiKeySource"):
-                    if top == "name" and not value:
-                        raise BadRequest("name must not be blank")
-                    if top == "apiKeySource" and value not in API_KEY_SOURCES:
-                        raise BadRequest(f"Invalid API key source '{value}'")
-                    api[top] = value
-                elif op["op"] == "replace" and top == "minimumCompressionSize":
-                    if value in (None, ""):
-                        api.pop(top, None)
-                    elif not str(value).isdigit() or int(value) > 10485760:
-                        raise BadRequest("minimumCompressionSize must be between 0 and 10485760")
-                    else:
-                        api[top] = int(value)
-                elif op["op"] == "replace" and top == "disableExecuteApiEndpoint":
-                    api[top] = _bool_value(value, path)
-                elif path.startswith("/binaryMediaTypes/") and op["op"] in ("add", "remove"):
-                    media = _unescape_pointer(path[len("/binaryMediaTypes/"):])
-                    types = api.setdefault("binaryMediaTypes", [])
-                    if op["op"] == "add" and media not in types:
-                        types.append(media)
-                    elif op["op"] == "remove" and media in types:
-                        types.remove(media)
-                else:
-                    raise _bad_patch(op)
+                _patch_rest_api(api, op)
             self._save_api(txn, api)
         return rest_api_view(api)
 
@@ -185,8 +198,10 @@ class RestApis(ModelBase):
         params = p.get("parameters") or {}
         doc = self._load_openapi(p)
         try:
+            # ImportRestApi makes a REST API whatever the document looks like (a
+            # payloadFormatVersion in it is read, as AWS reads it, not taken as an HTTP API's)
             api, warnings = openapi.import_openapi(
-                doc, base_path=params.get("basepath", "ignore"),
+                doc, base_path=params.get("basepath", "ignore"), protocol_type="REST",
                 fail_on_warnings=bool(p.get("failOnWarnings")))
         except openapi.OpenAPIError as e:
             raise BadRequest(str(e)) from None
@@ -195,7 +210,7 @@ class RestApis(ModelBase):
                 api["id"] = new_id(10)
             api.setdefault("createdDate", _now())
             self._save_api(txn, api)
-        out = rest_api_view(api)
+        out = rest_api_view(api, tags=False)
         if warnings:
             out["warnings"] = list(warnings)
         return out
@@ -212,7 +227,7 @@ class RestApis(ModelBase):
             try:
                 api, warnings = openapi.import_openapi(
                     doc, base_path=params.get("basepath", "ignore"), api_id=existing["id"],
-                    fail_on_warnings=bool(p.get("failOnWarnings")), existing=_clone(existing),
+                    protocol_type="REST", fail_on_warnings=bool(p.get("failOnWarnings")), existing=_clone(existing),
                     mode=mode)
             except openapi.OpenAPIError as e:
                 raise BadRequest(str(e)) from None
@@ -231,9 +246,14 @@ class RestApis(ModelBase):
         if not body.strip():
             raise BadRequest("The request body must hold an OpenAPI definition")
         try:
-            return openapi.load_document(body, "<request body>")
+            doc = openapi.load_document(body, "<request body>")
         except openapi.OpenAPIError as e:
-            raise BadRequest(str(e)) from None
+            # AWS's text, then what exactly is wrong
+            raise BadRequest(f"{msg.INVALID_OPENAPI} {e}") from None
+        if not isinstance(doc, dict) or not ("swagger" in doc or "openapi" in doc):
+            raise BadRequest(f"{msg.INVALID_OPENAPI} The document is neither Swagger 2.0 nor "
+                             "OpenAPI 3 (no swagger or openapi field).")
+        return doc
 
     def get_export(self, p: dict) -> dict:
         from fastgate.control import openapi
@@ -275,3 +295,66 @@ class RestApis(ModelBase):
         return {"contentType": accepts, "body": body,
                 "contentDisposition": f'attachment; filename="{export_type}_{dep["api"]["id"]}_'
                                       f'{stage_name}.{ext}"'}
+
+
+_REST_API_FIELDS = ("name", "description", "version", "policy", "apiKeySource")
+
+
+def _patch_rest_api(api: dict, op: dict) -> None:
+    """One UpdateRestApi patch operation, as AWS applies it and with AWS's messages."""
+    path, value, kind = op["path"], op.get("value"), op["op"]
+    top = path[1:]
+    if top in _REST_API_FIELDS and kind == "replace":
+        if top == "name" and not value:
+            raise BadRequest("name must not be blank")
+        if top == "apiKeySource" and value not in API_KEY_SOURCES:
+            raise BadRequest(f"Invalid API key source '{value}'")
+        api[top] = value
+    elif top in ("description", "version", "policy") and kind == "remove":
+        api.pop(top, None)
+    elif top == "minimumCompressionSize":
+        if kind != "replace":
+            raise BadRequest(msg.PATCH_OP_ONLY_REPLACE)
+        if value in (None, ""):
+            api.pop(top, None)
+        elif not str(value).isdigit() or int(value) > 10485760:
+            raise BadRequest(msg.COMPRESSION_SIZE)
+        else:
+            api[top] = int(value)
+    elif top == "disableExecuteApiEndpoint" and kind == "replace":
+        api[top] = _bool_value(value, path)
+    elif path.startswith("/binaryMediaTypes/") and kind in ("add", "replace", "remove"):
+        # "/binaryMediaTypes/image~1png"; AWS reads "-" as a media type too (its recordings)
+        media = _unescape_pointer(path[len("/binaryMediaTypes/"):])
+        types = api.setdefault("binaryMediaTypes", [])
+        if media in types and kind != "add":
+            types.remove(media)
+        if kind == "add" and media not in types:
+            types.append(media)
+        elif kind == "replace" and value and value not in types:
+            types.append(value)
+        if not types:
+            del api["binaryMediaTypes"]
+    elif top == "endpointConfiguration/ipAddressType":
+        if kind != "replace":
+            raise BadRequest(msg.PATCH_OP_ONLY_REPLACE)
+        if value not in ("ipv4", "dualstack"):
+            raise BadRequest(msg.IP_ADDRESS_TYPE_INVALID)
+        config = api.setdefault("endpointConfiguration", {"types": ["EDGE"]})
+        if value == "ipv4" and "PRIVATE" in config.get("types", ()):
+            raise BadRequest(msg.PRIVATE_NEEDS_DUALSTACK)
+        config["ipAddressType"] = value
+    elif top == "endpointConfiguration/types/0":
+        if kind != "replace":
+            # AWS's text lists remove although it refuses it
+            raise BadRequest(msg.PATCH_OP_ADD_REMOVE_REPLACE)
+        if value not in ("REGIONAL", "EDGE", "PRIVATE"):
+            raise BadRequest(msg.ENDPOINT_TYPES_INVALID)
+        config = api.setdefault("endpointConfiguration", {})
+        config["types"] = [value]
+        if value == "PRIVATE":
+            config["ipAddressType"] = "dualstack"     # what a private API allows
+        else:
+            config.setdefault("ipAddressType", "ipv4")
+    else:
+        raise BadRequest(msg.PATCH_PATH.format(path=path))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastgate.control.errors import NotFound
 from fastgate.control.model.base import ModelBase
-from fastgate.control.model.messages import aws_message
+from fastgate.control.messages import aws_message
 
 
 class Sdks(ModelBase):

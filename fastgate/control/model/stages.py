@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest, Conflict
 from fastgate.control.model.base import (
     ModelBase,
@@ -34,19 +35,23 @@ class Stages(ModelBase):
     def create_deployment(self, p: dict) -> dict:
         api_id = p["restApiId"]
         stage_name = p.get("stageName")
-        if stage_name is not None and not STAGE_NAME.match(stage_name):
-            raise BadRequest("Stage name only allows a-zA-Z0-9_-")
-        variables = _check_variables(p.get("variables"))
         canary = p.get("canarySettings")
+        if canary is not None and not stage_name:
+            raise BadRequest(msg.CANARY_NEEDS_STAGE.format(value="null" if stage_name is None else ""))
+        if stage_name is not None and not STAGE_NAME.match(stage_name):
+            raise BadRequest(msg.STAGE_NAME_INVALID)
+        variables = _check_variables(p.get("variables"))
         with self.change() as txn:
             api = self._api(api_id)
+            if canary is not None and stage_name not in self.state.stages.get(api_id, {}):
+                raise BadRequest(msg.CANARY_STAGE_MISSING.format(stage=stage_name))
             methods = [(r["path"], m, method) for r in api.get("resources", ())
                        for m, method in (r.get("resourceMethods") or {}).items()]
             if not methods:
-                raise BadRequest("The REST API doesn't contain any methods")
+                raise BadRequest(msg.NO_METHODS)
             for path, m, method in methods:
                 if "methodIntegration" not in method:
-                    raise BadRequest(f"No integration defined for method ({m} {path})")
+                    raise BadRequest(f"{msg.NO_INTEGRATION} ({m} {path})")
             dep = {"id": new_id(6), "createdDate": _now(), "apiSummary": api_summary(api),
                    "api": _clone(api)}
             while dep["id"] in self.state.deployments.get(api_id, {}):
@@ -60,9 +65,6 @@ class Stages(ModelBase):
                 if canary is not None:
                     # a canary deployment: the stage keeps its deployment, the new one
                     # takes percentTraffic of the requests (AWS "Create a canary release")
-                    if stage is None:
-                        raise BadRequest("Invalid stage identifier specified: a canary deployment "
-                                         "needs an existing stage")
                     stage = _clone(stage)
                     settings = {"deploymentId": dep["id"],
                                 "percentTraffic": _check_percent(canary.get("percentTraffic", 0.0)),
@@ -120,7 +122,7 @@ class Stages(ModelBase):
             for stage in self.state.stages.get(api_id, {}).values():
                 if stage.get("deploymentId") == dep_id or \
                         (stage.get("canarySettings") or {}).get("deploymentId") == dep_id:
-                    raise BadRequest("Active stages pointing to this deployment must be moved or deleted")
+                    raise BadRequest(msg.DEPLOYMENT_IN_USE)
             txn.delete("deployment", api_id, dep_id)
         return {}
 
@@ -129,13 +131,13 @@ class Stages(ModelBase):
     def create_stage(self, p: dict) -> dict:
         api_id, name = p["restApiId"], _require_str(p, "stageName", "stageName")
         if not STAGE_NAME.match(name):
-            raise BadRequest("Stage name only allows a-zA-Z0-9_-")
+            raise BadRequest(msg.STAGE_NAME_INVALID)
         variables = _check_variables(p.get("variables"))
         with self.change() as txn:
             self._api(api_id)
             self._deployment(api_id, _require_str(p, "deploymentId", "deploymentId"))
             if name in self.state.stages.get(api_id, {}):
-                raise Conflict("Stage already exists")
+                raise Conflict(msg.STAGE_EXISTS)
             stage = _new_stage(name, p["deploymentId"], p, variables)
             stage.update(_copy_known(p, ("description", "cacheClusterSize", "documentationVersion", "tags")))
             if p.get("canarySettings") is not None:
@@ -145,7 +147,8 @@ class Stages(ModelBase):
 
     def _canary_settings(self, api_id: str, c: dict, default_dep: str) -> dict:
         dep_id = c.get("deploymentId") or default_dep
-        self._deployment(api_id, dep_id)
+        if dep_id not in self.state.deployments.get(api_id, {}):
+            raise BadRequest(msg.CANARY_DEPLOYMENT_MISSING)
         out = {"deploymentId": dep_id, "percentTraffic": _check_percent(c.get("percentTraffic", 0.0)),
                "useStageCache": bool(c.get("useStageCache", False))}
         overrides = _check_variables(c.get("stageVariableOverrides"), "stageVariableOverrides")
@@ -224,17 +227,14 @@ class Stages(ModelBase):
             canary = stage.get("canarySettings")
             if src == "/canarySettings/deploymentId" and path == "/deploymentId":
                 if not canary:
-                    raise BadRequest("Promotion not available. Canary does not exist.")
+                    raise BadRequest(msg.NO_CANARY)
                 stage["deploymentId"] = canary["deploymentId"]
             elif src == "/canarySettings/stageVariableOverrides" and path == "/variables":
                 if not canary:
-                    raise BadRequest("Promotion not available. Canary does not exist.")
+                    raise BadRequest(msg.NO_CANARY)
                 stage.setdefault("variables", {}).update(canary.get("stageVariableOverrides") or {})
             else:
-                raise BadRequest(f"Invalid patch operation: copy from '{src}' to '{path}' is not "
-                                 "supported. Promote a canary with copy from "
-                                 "/canarySettings/deploymentId to /deploymentId and from "
-                                 "/canarySettings/stageVariableOverrides to /variables.")
+                raise BadRequest(msg.STAGE_COPY_INVALID.format(path=path, src=src))
             return
         if len(parts) == 1 and top in self._STAGE_SCALARS and kind == "replace":
             if top == "deploymentId":
@@ -253,13 +253,19 @@ class Stages(ModelBase):
                 del stage["variables"]
             return
         if top == "accessLogSettings":
+            # AWS's rules and texts (its recordings): add or replace either member, never
+            # empty; remove only the whole of accessLogSettings
             if kind == "remove" and len(parts) == 1:
                 stage.pop("accessLogSettings", None)
                 return
-            if kind == "replace" and len(parts) == 2 and parts[1] in ("destinationArn", "format"):
-                stage.setdefault("accessLogSettings", {})[parts[1]] = value or ""
+            if kind == "remove":
+                raise BadRequest(msg.METHOD_SETTING_REMOVE_NOTHING.format(setting="/".join(parts)))
+            if kind in ("add", "replace") and len(parts) == 2 and parts[1] in ("destinationArn", "format"):
+                if not value:
+                    raise BadRequest(msg.ACCESS_LOG_EMPTY)
+                stage.setdefault("accessLogSettings", {})[parts[1]] = value
                 return
-            raise _bad_patch(op)
+            raise BadRequest(msg.ACCESS_LOG_PATH)
         if top == "canarySettings":
             self._patch_canary(api_id, stage, op, parts[1:])
             return
@@ -280,9 +286,12 @@ class Stages(ModelBase):
                 return
         if len(parts) == 2 and kind == "remove" and parts[1] != "":
             key = f"{parts[0]}/{parts[1]}"
-            if key in stage.get("methodSettings", {}):
-                del stage["methodSettings"][key]
-                return
+            if key not in stage.get("methodSettings", {}):
+                raise BadRequest(msg.METHOD_SETTING_REMOVE_NOTHING.format(setting=key))
+            del stage["methodSettings"][key]
+            return
+        if kind in ("add", "replace", "remove"):
+            raise BadRequest(msg.STAGE_PATCH_PATH.format(path=path))
         raise _bad_patch(op)
 
     def _patch_canary(self, api_id: str, stage: dict, op: dict, rest: list[str]) -> None:
@@ -291,17 +300,28 @@ class Stages(ModelBase):
             if kind == "remove":    # discard the canary
                 stage.pop("canarySettings", None)
                 return
-            raise _bad_patch(op)
+            raise BadRequest(msg.STAGE_PATCH_PATH.format(path=op["path"]))
+        # AWS's answers (its recordings): add only on a stage variable override; remove only
+        # the canary or one override; replace only the canary's own members
+        field_name = rest[0]
+        if kind == "add" and field_name != "stageVariableOverrides":
+            raise BadRequest(msg.PATCH_ADD_INVALID.format(path=op["path"]))
+        if kind == "remove" and len(rest) == 1:
+            raise BadRequest(msg.METHOD_SETTING_REMOVE_NOTHING.format(setting=op["path"][1:]))
+        if kind == "replace" and len(rest) == 1 and field_name not in (
+                "percentTraffic", "deploymentId", "useStageCache"):
+            raise BadRequest(msg.STAGE_PATCH_PATH.format(path=op["path"]))
+        if kind == "replace" and field_name == "deploymentId" and len(rest) == 1 and \
+                value not in self.state.deployments.get(api_id, {}):
+            raise BadRequest(msg.CANARY_DEPLOYMENT_MISSING)
         canary = stage.get("canarySettings")
         if canary is None:
             # the first canary patch creates the canary on the stage's own deployment
             canary = stage["canarySettings"] = {"deploymentId": stage["deploymentId"],
                                                 "percentTraffic": 0.0, "useStageCache": False}
-        field_name = rest[0]
         if field_name == "percentTraffic" and kind == "replace" and len(rest) == 1:
             canary["percentTraffic"] = _check_percent(value)
         elif field_name == "deploymentId" and kind == "replace" and len(rest) == 1:
-            self._deployment(api_id, value or "")
             canary["deploymentId"] = value
         elif field_name == "useStageCache" and kind == "replace" and len(rest) == 1:
             canary["useStageCache"] = _bool_value(value, op["path"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastgate.control.errors import BadRequest, Conflict, NotFound, ValidationError
 from fastgate.control.model.base import ModelBase, _bool_value, _clone
 from fastgate.control.model.gateway_responses import default_gateway_response
-from fastgate.control.model.messages import aws_message
+from fastgate.control.messages import aws_message
 from fastgate.control.model.patching import patch_operations, pointer_tail, refuse
 from fastgate.control.names import (
     CONNECTION_TYPES,
@@ -134,6 +134,12 @@ class Updates(ModelBase):
                 self._patch_integration(integ, op)
             if integ.get("connectionType") == "VPC_LINK" and not integ.get("connectionId"):
                 raise BadRequest("connectionId must be specified for a VPC_LINK connection type")
+            if integ.get("type") == "AWS":
+                # the same refusal as PutIntegration's: a patched uri is no less checked
+                from fastgate.phases.aws.checks import check_aws_uri
+                problem = check_aws_uri(integ.get("uri") or "")
+                if problem is not None:
+                    raise BadRequest(problem)
             self._save_api(txn, api)
         return _clone(integ)
 

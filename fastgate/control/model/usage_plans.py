@@ -6,6 +6,7 @@ import time
 
 import orjson
 
+from fastgate.control import messages as msg
 from fastgate.control.errors import BadRequest, Conflict, NotFound
 from fastgate.control.model.base import (
     ModelBase,
@@ -74,7 +75,7 @@ class UsagePlans(ModelBase):
     def _usage_plan(self, plan_id: str) -> dict:
         plan = self.state.extra.get("usageplan", {}).get("", {}).get(plan_id)
         if plan is None:
-            raise NotFound("Invalid Usage Plan ID specified")
+            raise NotFound(msg.INVALID_USAGE_PLAN_ID)
         return plan
 
     @staticmethod
@@ -82,10 +83,13 @@ class UsagePlans(ModelBase):
         return {k: _clone(v) for k, v in plan.items() if not k.startswith("_")}
 
     def _check_api_stage(self, stage: dict, plan_id: str | None = None) -> dict:
+        """An API stage of a plan, checked; plan_id None on CreateUsagePlan."""
         api_id, name = stage.get("apiId"), stage.get("stage")
         if not api_id or not name or not self._stage_exists(api_id, name):
-            raise BadRequest(f"Invalid API Stage {{api: {api_id}, stage: {name}}} specified for "
-                             f"usageplan {plan_id or ''}".rstrip())
+            if plan_id is None:     # CreateUsagePlan: AWS's text with its %s left in
+                raise BadRequest(msg.API_STAGE_UNKNOWN_ON_CREATE)
+            raise BadRequest(msg.API_STAGE_NOT_IN_PLAN.format(api_id=api_id, stage=name,
+                                                              plan_id=plan_id))
         out = {"apiId": api_id, "stage": name}
         if stage.get("throttle"):
             out["throttle"] = {m: _check_throttle(t, f"throttle {m}")
@@ -115,7 +119,7 @@ class UsagePlans(ModelBase):
                 plan_id = new_id(6)
             plan = {"id": plan_id, "name": name, "apiStages": []}
             for s in p.get("apiStages") or ():
-                stage = self._check_api_stage(s, plan_id)
+                stage = self._check_api_stage(s)
                 if any((x["apiId"], x["stage"]) == (stage["apiId"], stage["stage"]) for x in plan["apiStages"]):
                     raise BadRequest(f"Duplicate API Stage {stage['apiId']}:{stage['stage']}")
                 plan["apiStages"].append(stage)
@@ -130,7 +134,9 @@ class UsagePlans(ModelBase):
 
     def get_usage_plan(self, p: dict) -> dict:
         self.fresh()
-        return self._usage_plan_view(self._usage_plan(p["usagePlanId"]))
+        out = self._usage_plan_view(self._usage_plan(p["usagePlanId"]))
+        out.setdefault("tags", {})      # GetUsagePlan and UpdateUsagePlan show {} (AWS's recordings)
+        return out
 
     def get_usage_plans(self, p: dict) -> dict:
         state = self.fresh()
@@ -156,7 +162,9 @@ class UsagePlans(ModelBase):
             for key_id in members.get(plan["id"], {}):
                 self._check_plan_stages_free(plan, key_id, members)
             txn.put("usageplan", "", plan["id"], plan)
-        return self._usage_plan_view(plan)
+        out = self._usage_plan_view(plan)
+        out.setdefault("tags", {})
+        return out
 
     def _patch_usage_plan(self, plan: dict, op: dict) -> None:
         kind, path, value = op["op"], op["path"], op.get("value")
@@ -169,7 +177,9 @@ class UsagePlans(ModelBase):
                 plan[path[1:]] = value
             return
         if path == "/apiStages" and kind in ("add", "remove"):
-            api_id, _, stage_name = (value or "").partition(":")
+            api_id, colon, stage_name = (value or "").partition(":")
+            if not colon:
+                raise BadRequest(msg.INVALID_API_STAGE)
             stages = plan.setdefault("apiStages", [])
             found = [s for s in stages if (s["apiId"], s["stage"]) == (api_id, stage_name)]
             if kind == "add":
@@ -177,7 +187,8 @@ class UsagePlans(ModelBase):
                     raise Conflict(f"API Stage {value} is already associated with usage plan {plan['id']}")
                 stages.append(self._check_api_stage({"apiId": api_id, "stage": stage_name}, plan["id"]))
             elif not found:
-                raise NotFound(f"Invalid API Stage {value} specified for usage plan {plan['id']}")
+                raise NotFound(msg.API_STAGE_NOT_IN_PLAN.format(api_id=api_id, stage=stage_name,
+                                                                plan_id=plan["id"]))
             else:
                 stages.remove(found[0])
             return
@@ -208,11 +219,15 @@ class UsagePlans(ModelBase):
         kind, value = op["op"], op.get("value")
         stage_id, _, tail = rest.partition("/")
         api_id, _, stage_name = stage_id.partition(":")
+        tail = tail.strip()
+        if tail != "throttle" and not tail.startswith("throttle/"):
+            # "/apiStages/{apiId}:{stage}" alone is no path (AWS lists those of remove)
+            raise _bad_patch(op, {"remove": msg.USAGE_PLAN_REMOVE_PATHS})
         stage = next((s for s in plan.get("apiStages") or ()
                       if (s["apiId"], s["stage"]) == (api_id, stage_name)), None)
         if stage is None:
-            raise NotFound(f"Invalid API Stage {stage_id} specified for usage plan {plan['id']}")
-        tail = tail.strip()
+            raise NotFound(msg.API_STAGE_NOT_IN_PLAN.format(api_id=api_id, stage=stage_name,
+                                                            plan_id=plan["id"]))
         if tail == "throttle":
             if kind == "remove":
                 stage.pop("throttle", None)
@@ -231,8 +246,6 @@ class UsagePlans(ModelBase):
                 if not stage["throttle"]:
                     del stage["throttle"]
                 return
-            raise _bad_patch(op)
-        if not tail.startswith("throttle/"):
             raise _bad_patch(op)
         method_path = _unescape_pointer(tail[len("throttle/"):])
         member = None
@@ -378,7 +391,7 @@ class UsagePlans(ModelBase):
         members = sorted(state.extra.get("usageplankey", {}).get(plan["id"], {}))
         if p.get("keyId"):
             if p["keyId"] not in members:
-                raise NotFound("Invalid API Key identifier specified")
+                raise NotFound(msg.INVALID_API_KEY_ID)
             members = [p["keyId"]]
         page = _page(members, p)
         rows = self._usage_rows(p["endDate"], page["items"])

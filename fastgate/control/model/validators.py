@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastgate.control.errors import BadRequest, NotFound
 from fastgate.control.model.base import ModelBase, _bool_value, _clone, _page
-from fastgate.control.model.messages import aws_message
+from fastgate.control.messages import aws_message
 from fastgate.control.model.patching import patch_operations, refuse
 from fastgate.control.names import new_id
 

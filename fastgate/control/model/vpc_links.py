@@ -12,7 +12,7 @@ import re
 from fastgate.compile.upstreams import upstream_of
 from fastgate.control.errors import BadRequest, NotFound
 from fastgate.control.model.base import ModelBase, _clone, _page
-from fastgate.control.model.messages import aws_message
+from fastgate.control.messages import aws_message
 from fastgate.control.model.patching import patch_operations, refuse
 from fastgate.control.model.tags import check_tags
 from fastgate.control.names import new_id

@@ -19,9 +19,23 @@ def is_aws_extension(key: str) -> bool:
     return key.lower().startswith("x-amazon-apigateway-")
 
 
+class Note(str):
+    """A warning that is fastgate's own (something it keeps but does not act on), not one
+    AWS would raise: listed with the warnings, but failonwarnings does not fail on it."""
+
+
+# What AWS reads and fastgate keeps without acting on: fastgate's notes, never a reason for
+# failonwarnings to refuse a document AWS takes. An extension AWS does not know either
+# stays a warning.
+_KNOWN_NOT_IMPLEMENTED = frozenset(("x-amazon-apigateway-documentation", "integration type aws",
+                                    "connectionType VPC_LINK"))
+
+
 def not_implemented(name: str, where: str) -> str:
-    """The warning for an extension or value fastgate keeps but does not act on."""
-    return f"{name} at {where}: not implemented, kept for export"
+    """The warning for an extension or value fastgate keeps but does not act on (a Note
+    when AWS itself would read it)."""
+    text = f"{name} at {where}: not implemented, kept for export"
+    return Note(text) if name in _KNOWN_NOT_IMPLEMENTED else text
 
 
 def enum_value(value, allowed: tuple, where: str) -> str:

@@ -12,7 +12,7 @@ import time
 
 from fastgate.control.names import new_id
 from fastgate.control.openapi.document import Document, OpenAPIError
-from fastgate.control.openapi.fields import INTEGRATION
+from fastgate.control.openapi.fields import INTEGRATION, Note
 from fastgate.control.openapi.merge import merge, overwrite, with_defaults
 from fastgate.control.openapi.methods import Methods
 from fastgate.control.openapi.models import Models
@@ -42,16 +42,35 @@ def import_openapi(doc: dict, *, base_path: str = "ignore", api_id: str | None =
         api_id = existing["id"]
     api_id = api_id or new_id(10)
     api, warnings = _import(Document(doc), base_path, protocol_type, api_id)
-    if fail_on_warnings and warnings:
+    aws_warnings = [w for w in warnings if not isinstance(w, Note)]
+    if fail_on_warnings and aws_warnings:
         raise OpenAPIError("import failed on warnings (failonwarnings=true):\n  "
-                           + "\n  ".join(warnings))
+                           + "\n  ".join(aws_warnings))
     if existing is None:
         api = with_defaults(api, api_id, int(time.time()))   # whole seconds, as every date
     elif mode == "merge":
         api = merge(existing, api)
     else:
         api = overwrite(existing, api)
+    if api.get("protocolType", "REST") == "REST":
+        _rest_integration_defaults(api)
     return api, warnings
+
+
+def _rest_integration_defaults(api: dict) -> None:
+    """What AWS shows on a REST API's imported integrations, as PutIntegration makes them
+    (its recordings of ImportRestApi): the resource's id as cacheNamespace, no httpMethod
+    or uri on a MOCK integration. Run on the final resource ids (PutRestApi keeps the ids
+    of paths that survive)."""
+    for resource in api.get("resources", ()):
+        for method in (resource.get("resourceMethods") or {}).values():
+            integ = method.get("methodIntegration")
+            if integ is None:
+                continue
+            integ.setdefault("cacheNamespace", resource["id"])
+            if integ.get("type") == "MOCK":
+                integ.pop("httpMethod", None)
+                integ.pop("uri", None)
 
 
 def detect_protocol(doc: dict) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import re
 
+from fastgate.control.messages import IMPORT_WARNING_REQUEST_PARAMETER
 from fastgate.control.names import (
     CONNECTION_TYPES,
     CONTENT_HANDLING,
@@ -16,6 +17,7 @@ from fastgate.control.names import (
     STAGE_VARIABLE_REF_NAME,
 )
 from fastgate.control.openapi.document import OpenAPIError
+from fastgate.phases.aws.checks import check_aws_uri, check_subtype
 from fastgate.control.openapi.fields import (
     INTEGRATION,
     enum_value,
@@ -32,9 +34,11 @@ _PLAIN = (
 _MAPS = ("requestParameters", "requestTemplates")
 
 
-def integration(value, where: str, method: dict, rest: bool, warnings: list[str]) -> dict:
+def integration(value, where: str, method: dict, rest: bool, warnings: list[str],
+                resource_path: str = "") -> dict:
     """The Integration of x-amazon-apigateway-integration (`value`, its $ref resolved) on
-    `method`, with the defaults API Gateway fills in; `rest`: of a REST API, else an HTTP API."""
+    `method` (of the resource at `resource_path`), with the defaults API Gateway fills in;
+    `rest`: of a REST API, else an HTTP API."""
     if not isinstance(value, dict):
         raise OpenAPIError(f"{where}: must be an object")
     if "type" not in value:
@@ -53,9 +57,7 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
                 raise OpenAPIError(f"{at}: {item!r} is not an HTTP method")
             integ[key] = item.upper()
         elif key in _PLAIN:
-            if not isinstance(item, str):
-                raise OpenAPIError(f"{at}: must be a string")
-            integ[key] = item
+            integ[key] = _plain_string(key, item, at)
         elif key == "connectionType":
             integ[key] = enum_value(item, CONNECTION_TYPES, at)
         elif key == "passthroughBehavior":
@@ -70,6 +72,8 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
             if not (isinstance(item, list) and all(isinstance(v, str) for v in item)):
                 raise OpenAPIError(f"{at}: must be a list of strings")
             integ[key] = list(item)
+        elif key == "requestParameters":
+            integ[key] = _request_parameters(item, at, warnings, resource_path, method["httpMethod"])
         elif key in _MAPS:
             integ[key] = string_map(item, at)
         elif key == "responses":
@@ -91,14 +95,25 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
                 warnings.append(not_implemented(f"{INTEGRATION}.{key}", where.rsplit(".", 1)[0]))
             integ.setdefault("extensions", {})[key] = copy.deepcopy(item)
 
-    if itype != "MOCK" and "uri" not in integ:
+    subtype = integ.get("integrationSubtype")
+    if subtype is not None:
+        # an HTTP API's first-class integration: its parameters name the service's
+        if rest or itype != "AWS_PROXY":
+            raise OpenAPIError(f"{where}.integrationSubtype: only an HTTP API's aws_proxy "
+                               "integration has a subtype")
+        problem = check_subtype(subtype, integ.get("requestParameters"))
+        if problem is not None:
+            raise OpenAPIError(f"{where}: {problem}")
+        integ.setdefault("payloadFormatVersion", "1.0")
+    elif itype != "MOCK" and "uri" not in integ:
         raise OpenAPIError(f"{where}.uri: required for a {itype.lower()} integration")
     if itype != "MOCK" and rest and "httpMethod" not in integ:
         raise OpenAPIError(f"{where}.httpMethod: required for a {itype.lower()} integration")
+    if itype == "AWS" and not rest:
+        raise OpenAPIError(f"{where}.type: Currently, an API with a protocol type of HTTP may "
+                           "only be associated with proxy integrations (AWS_PROXY, HTTP_PROXY)")
     if "uri" in integ:
         _check_uri(integ["uri"], itype, f"{where}.uri")
-    if itype == "AWS":
-        warnings.append(not_implemented("integration type aws", where.rsplit(".", 1)[0]))
     # A REST API's mappings are checked; then the defaults API Gateway fills in and
     # GetIntegration returns.
     if rest:
@@ -115,9 +130,42 @@ def integration(value, where: str, method: dict, rest: bool, warnings: list[str]
             integ["payloadFormatVersion"] = "1.0"
         elif integ["payloadFormatVersion"] not in ("1.0", "2.0"):
             raise OpenAPIError(f"{where}.payloadFormatVersion: must be 1.0 or 2.0")
-    if itype != "MOCK":
+    if itype in ("HTTP", "HTTP_PROXY") or (not rest and itype != "MOCK"):
+        # a REST API's AWS and AWS_PROXY integrations show no connectionType unless given
+        # (AWS's recordings); an HTTP API's show INTERNET
         integ.setdefault("connectionType", "INTERNET")
     return integ
+
+
+def _plain_string(key: str, item, where: str) -> str:
+    """A string property; AWS's reader takes a number or boolean for one too, as its text
+    (`payloadFormatVersion: 1.0` is "1.0": AWS's own import tests)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, float) and key == "payloadFormatVersion":
+        return f"{item:.1f}"
+    if isinstance(item, (int, float)):
+        return str(item)
+    raise OpenAPIError(f"{where}: must be a string")
+
+
+def _request_parameters(value, where: str, warnings: list[str], resource_path: str,
+                        http_method: str) -> dict:
+    """An integration's requestParameters: a mapping to something other than a string
+    (`integration.request.header.x: true`) is dropped with AWS's warning, not refused."""
+    if not isinstance(value, dict):
+        raise OpenAPIError(f"{where}: must be an object of strings")
+    out = {}
+    for name, item in value.items():
+        if isinstance(item, str):
+            out[str(name)] = item
+        else:
+            shown = ("true" if item else "false") if isinstance(item, bool) else item
+            warnings.append(IMPORT_WARNING_REQUEST_PARAMETER.format(
+                name=name, resource=resource_path or "/", method=http_method, value=shown))
+    return out
 
 
 def _check_uri(uri: str, itype: str, where: str) -> None:
@@ -127,6 +175,10 @@ def _check_uri(uri: str, itype: str, where: str) -> None:
                                "use A-Za-z0-9_")
     if "${stageVariables." in STAGE_VARIABLE_REF.sub("", uri):
         raise OpenAPIError(f"{where}: unclosed ${{stageVariables.…}} reference")
+    if itype == "AWS":
+        problem = check_aws_uri(uri)
+        if problem is not None:
+            raise OpenAPIError(f"{where}: {problem}")
     if itype in ("HTTP", "HTTP_PROXY") and not re.match(
             r"^(https?://|\$\{stageVariables\.)", uri, re.IGNORECASE):
         raise OpenAPIError(f"{where}: an {itype.lower()} integration needs an http:// or "

@@ -113,10 +113,14 @@ def merge(existing: dict, new: dict) -> dict:
     responses replace those of the same name; the rest of `existing` stays."""
     new = _adopt_ids(existing, new)
     merged = copy.deepcopy(existing)
-    for key in ("name", "description", "version", "binaryMediaTypes", "minimumCompressionSize",
+    for key in ("name", "description", "version", "minimumCompressionSize",
                 "apiKeySource", "policy", "disableExecuteApiEndpoint", "protocolType"):
         if key in new:
             merged[key] = new[key]
+    if "binaryMediaTypes" in new:
+        # merged, not replaced: AWS's recording keeps the old types first, then the new ones
+        types = merged.setdefault("binaryMediaTypes", [])
+        types.extend(t for t in new["binaryMediaTypes"] if t not in types)
     if "tags" in new:
         merged.setdefault("tags", {}).update(new["tags"])
     resources = merged.setdefault("resources", [])

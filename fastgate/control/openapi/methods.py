@@ -52,7 +52,7 @@ class Methods:
                 op = self.document.resolve(value, at)
                 if not isinstance(op, dict):
                     raise OpenAPIError(f"{at}: an operation must be an object")
-                methods[verb] = self._method(verb, op, at, parts, shared_params)
+                methods[verb] = self._method(verb, op, at, parts, shared_params, resource.get("path", "/"))
             elif key in ("parameters", "summary", "description", "servers", "$ref"):
                 continue
             elif key.startswith("x-"):
@@ -67,7 +67,8 @@ class Methods:
             existing = resource.setdefault("resourceMethods", {})
             existing.update(methods)
 
-    def _method(self, verb: str, op: dict, where: str, parts: list[str], shared_params) -> dict:
+    def _method(self, verb: str, op: dict, where: str, parts: list[str], shared_params,
+                resource_path: str = "/") -> dict:
         method: dict = {"httpMethod": verb, "authorizationType": "NONE", "apiKeyRequired": False}
         if isinstance(op.get("operationId"), str):
             method["operationName"] = op["operationId"]
@@ -88,7 +89,8 @@ class Methods:
             at = f"{where}.{key}"
             if key == INTEGRATION:
                 method["methodIntegration"] = integration(
-                    self.document.resolve(value, at), at, method, self.rest, self.warnings)
+                    self.document.resolve(value, at), at, method, self.rest, self.warnings,
+                    resource_path)
             elif key == "x-amazon-apigateway-auth":
                 auth_extension(method, value, at)
             elif key == VALIDATOR_EXTENSION:

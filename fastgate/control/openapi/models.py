@@ -10,7 +10,6 @@ import re
 from fastgate.control.names import MODEL_URL, new_id
 from fastgate.control.openapi.document import Document, OpenAPIError, schemas_ref
 
-DRAFT4 = "http://json-schema.org/draft-04/schema#"
 
 
 class Models:
@@ -55,8 +54,9 @@ class Models:
                                "(API Gateway's rule for model names)")
         if not isinstance(schema, dict):
             raise OpenAPIError(f"{where}: a schema must be an object")
+        # the schema as written, its $refs turned into model URLs: AWS adds no $schema or
+        # title (its recordings of ImportRestApi)
         stored = self._for_aws(schema, where)
-        stored = {"$schema": DRAFT4, "title": name, **stored}
         model = {"id": new_id(6), "name": name, "contentType": "application/json",
                  "schema": json.dumps(stored)}
         if isinstance(schema.get("description"), str):

@@ -46,6 +46,8 @@ class AuthRequest:
         "request_id", "api_id", "stage", "resource_path", "route_key",
         "path_params", "stage_variables", "account_id", "region", "domain_name",
         "request_time_ms",
+        "forwarded",         # (X-Forwarded-For, -Port, -Proto) as a proxy event carries them, or None
+        "deployment_id",     # the deployment the REST API's stage serves, or None
     )
 
     def __init__(self, *, method: str, path: str, stage_path: str | None = None,
@@ -54,7 +56,8 @@ class AuthRequest:
                  stage: str = "$default", resource_path: str | None = None,
                  route_key: str = "$default", path_params: dict | None = None,
                  stage_variables: dict | None = None, account_id: str = "123456789012",
-                 region: str = "us-east-1", domain_name: str = "", request_time_ms: int = 0):
+                 region: str = "us-east-1", domain_name: str = "", request_time_ms: int = 0,
+                 forwarded: tuple[str, str, str] | None = None, deployment_id: str | None = None):
         self.method = method
         self.path = path
         self.stage_path = path if stage_path is None else stage_path
@@ -73,11 +76,17 @@ class AuthRequest:
         self.region = region
         self.domain_name = domain_name
         self.request_time_ms = request_time_ms
+        self.forwarded = forwarded
+        self.deployment_id = deployment_id
 
     def method_arn(self) -> str:
         """The execute-api ARN of this request, as Lambda authorizers and resource policies
         see it: arn:aws:execute-api:{region}:{account}:{api}/{stage}/{METHOD}/{path without
-        its leading slash}.  AWS builds it from the request's path, not the resource template."""
+        its leading slash}.  AWS builds it from the request's path, not the resource template.
+        A WebSocket API's $connect: {api}/{stage}/$connect."""
+        if self.route_key == "$connect":
+            # a WebSocket API's upgrade: its route, not a method and path
+            return f"arn:aws:execute-api:{self.region}:{self.account_id}:{self.api_id}/{self.stage}/$connect"
         return (f"arn:aws:execute-api:{self.region}:{self.account_id}:{self.api_id}/"
                 f"{self.stage}/{self.method}/{self.stage_path[1:]}")
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import unquote
 
 from fastgate._core.fncall import query_pairs as _query_pairs
 from fastgate.phases.auth import AuthRequest, AuthResult, Check, deny
@@ -65,6 +66,7 @@ _SOURCE_PREFIXES = (
     ("stageVariables.", "stage"), ("context.", "context"),
     ("$request.header.", "header"), ("$request.querystring.", "query"),
     ("$stageVariables.", "stage"), ("$context.", "context"),
+    ("route.request.header.", "header"), ("route.request.querystring.", "query"),   # WebSocket APIs
 )
 
 
@@ -217,13 +219,18 @@ class LambdaAuthorizer:
         arn = req.method_arn()
         if self.type == "TOKEN":
             return {"type": "TOKEN", "methodArn": arn, "authorizationToken": values[0]}
+        if req.route_key == "$connect":
+            return websocket_request_event(req, arn)
         freq = FunctionRequest(
             method=req.method, raw_path=req.stage_path.encode("latin-1"), raw_query=req.query,
             headers=req.headers, source_ip=req.source_ip, request_id=req.request_id,
             request_time_ms=req.request_time_ms or None, domain_name=req.domain_name,
             api_id=req.api_id, stage=req.stage, resource_path=req.resource_path,
-            route_key=req.route_key, path_parameters=req.path_params,
-            stage_variables=req.stage_variables, account_id=req.account_id)
+            route_key=req.route_key, stage_variables=req.stage_variables,
+            account_id=req.account_id, forwarded=req.forwarded, deployment_id=req.deployment_id,
+            # REST APIs keep a path parameter's escapes, HTTP APIs decode them (as in proxy events)
+            path_parameters={k: unquote(v) for k, v in req.path_params.items()} if self.http_api
+            else req.path_params)
         if self.http_api and self.payload_version == "2.0":
             proxy = build_event_v2(freq)
             event = {"version": "2.0", "type": "REQUEST", "routeArn": arn,
@@ -280,6 +287,27 @@ class LambdaAuthorizer:
         if usage is not None and not isinstance(usage, str):
             raise AuthorizerOutputError("usageIdentifierKey must be a string")
         return _Output(None, statements, principal, context, usage)
+
+
+def websocket_request_event(req: AuthRequest, arn: str) -> dict:
+    """A WebSocket API's REQUEST authorizer event on $connect: the upgrade request's headers
+    and query, the stage variables, and the request context $connect's own event has
+    (connectionId included: the connection's id is known before it is allowed)."""
+    from fastgate.phases.websocket.connections import connection_id_for
+    from fastgate.phases.websocket.events import ConnectionInfo, connect_event
+    ua = next((v for n, v in req.headers if n.lower() == b"user-agent"), None)
+    info = ConnectionInfo(connection_id_for(req.request_id.encode()), req.api_id, req.stage,
+                          req.domain_name, req.source_ip,
+                          ua.decode("latin-1") if ua is not None else None, req.request_time_ms)
+    proxy = connect_event(info, req.request_id, req.request_time_ms, req.headers, req.query)
+    event = {"type": "REQUEST", "methodArn": arn}
+    for key in ("headers", "multiValueHeaders", "queryStringParameters",
+                "multiValueQueryStringParameters"):
+        if key in proxy:
+            event[key] = proxy[key]
+    event["stageVariables"] = dict(req.stage_variables or {})
+    event["requestContext"] = proxy["requestContext"]
+    return event
 
 
 class LambdaCheck(Check):

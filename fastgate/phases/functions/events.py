@@ -25,8 +25,10 @@ from urllib.parse import unquote
 
 from fastgate._core.fncall import (
     _TEXT_TYPES_V2,
+    AWS_SPELLING,
     DEFAULT_ACCOUNT_ID,
     format_request_time,
+    trace_header,
 )
 from fastgate._core.fncall import media_type as _media_type
 from fastgate._core.fncall import query_pairs as _query_pairs
@@ -54,7 +56,11 @@ class FunctionRequest:
     ``{"jwt": {"claims": ..., "scopes": ...}}``, ``{"lambda": {...}}`` or
     ``{"iam": {...}}``.  ``identity`` holds REST identity extras by their AWS
     names (``apiKey``, ``apiKeyId``, ``caller``, ``user``, ``userArn``,
-    ``accessKey``, ``accountId``, ...).
+    ``accessKey``, ``accountId``, ...).  ``forwarded`` is the (X-Forwarded-For,
+    X-Forwarded-Port, X-Forwarded-Proto) values API Gateway adds to the event's
+    headers (None: none of API Gateway's own headers added, X-Amzn-Trace-Id neither); ``deployment_id`` the deployment the stage serves;
+    ``context_path`` a REST event's ``requestContext.path`` when it is not
+    ``/{stage}`` + ``raw_path`` (the path as requested keeps repeated slashes).
     """
 
     __slots__ = (
@@ -62,7 +68,7 @@ class FunctionRequest:
         "user_agent", "request_id", "request_time_ms", "protocol", "domain_name",
         "api_id", "stage", "resource_path", "route_key", "path_parameters",
         "stage_variables", "authorizer", "identity", "binary_media_types",
-        "account_id",
+        "account_id", "forwarded", "deployment_id", "context_path",
     )
 
     def __init__(self, *, method: str, raw_path: bytes, raw_query: bytes = b"",
@@ -76,7 +82,9 @@ class FunctionRequest:
                  stage_variables: dict[str, str] | None = None,
                  authorizer: dict | None = None, identity: dict | None = None,
                  binary_media_types: tuple[str, ...] = (),
-                 account_id: str = DEFAULT_ACCOUNT_ID):
+                 account_id: str = DEFAULT_ACCOUNT_ID,
+                 forwarded: tuple[str, str, str] | None = None,
+                 deployment_id: str | None = None, context_path: str | None = None):
         self.method = method
         self.raw_path = raw_path
         self.raw_query = raw_query
@@ -98,6 +106,9 @@ class FunctionRequest:
         self.identity = identity
         self.binary_media_types = tuple(binary_media_types)
         self.account_id = account_id
+        self.forwarded = forwarded
+        self.deployment_id = deployment_id
+        self.context_path = context_path
 
 
 # --- shared pieces -----------------------------------------------------------
@@ -171,17 +182,41 @@ def _resource_id(api_id: str, resource_path: str) -> str:
 
 # --- payload format 1.0 (REST API) ----------------------------------------------
 
-def _v1_headers(req: FunctionRequest, lower: bool) -> tuple[dict, dict]:
-    """1.0's (headers, multiValueHeaders); ``headers`` keeps the last value.  REST
-    APIs key a header by the first spelling the client used; HTTP APIs lower-case
-    every name (``lower``)."""
+def _own_headers(req: FunctionRequest, length: bool) -> list[tuple[str, str]]:
+    """What API Gateway adds to the client's headers: X-Forwarded-For (the client's value
+    with its address appended), -Port and -Proto, and an X-Amzn-Trace-Id when the client
+    sent none; an HTTP API also the body's Content-Length (sent even for an empty body:
+    AWS's captures show "0")."""
+    own = []
+    if length:
+        own.append(("Content-Length", str(len(req.body))))
+    if req.forwarded is not None:
+        own.extend(zip(("X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto"), req.forwarded))
+        if _header(req, b"x-amzn-trace-id") is None:
+            own.append(("X-Amzn-Trace-Id", trace_header(req.request_id, req.request_time_ms)))
+    return own
+
+
+def _client_headers(req: FunctionRequest, own: list) -> list[tuple[str, str]]:
+    """The client's headers as text, without its copies of the ones API Gateway writes."""
+    replaced = {name.lower() for name, _ in own}
+    return [(name, value) for name, value in ((_text(n), _text(v)) for n, v in req.headers)
+            if name.lower() not in replaced]
+
+
+def _v1_headers(req: FunctionRequest, length: bool) -> tuple[dict, dict]:
+    """1.0's (headers, multiValueHeaders); ``headers`` keeps the last value, under the
+    first spelling the client used, except the names API Gateway spells its own way
+    (AWS_SPELLING: Authorization, Host, User-Agent); the headers it adds come last."""
     headers: dict[str, str] = {}
     multi_headers: dict[str, list[str]] = {}
     spelling: dict[str, str] = {}   # lower-case name -> first spelling seen
-    for raw_name, raw_value in req.headers:
-        name = _text(raw_name)
-        key = name.lower() if lower else spelling.setdefault(name.lower(), name)
-        value = _text(raw_value)
+    own = _own_headers(req, length)
+    for name, value in _client_headers(req, own) + own:
+        lname = name.lower()
+        key = spelling.get(lname)
+        if key is None:
+            key = spelling[lname] = AWS_SPELLING.get(lname, name)
         headers[key] = value
         multi_headers.setdefault(key, []).append(value)
     return headers, multi_headers
@@ -218,8 +253,9 @@ def _v1_event(req: FunctionRequest, resource: str, path: str, headers: dict,
 def build_event_v1(req: FunctionRequest) -> dict:
     """The REST API proxy event.  Every top-level key is always present:
     query, path parameters, stage variables and body are null when empty."""
-    headers, multi_headers = _v1_headers(req, lower=False)
-    path = unquote(_text(req.raw_path))
+    headers, multi_headers = _v1_headers(req, length=False)
+    # REST APIs keep the path's percent-encoding ("%2B" stays "%2B"; AWS's recordings)
+    path = _text(req.raw_path)
     stage_prefix = "" if req.stage == "$default" else "/" + req.stage
     resource = req.resource_path if req.resource_path is not None else path
     domain_name, domain_prefix = _domain(req)
@@ -240,13 +276,16 @@ def build_event_v1(req: FunctionRequest) -> dict:
     }
     if req.authorizer is not None:
         context["authorizer"] = req.authorizer
+    if req.deployment_id is not None:
+        context["deploymentId"] = req.deployment_id
     context.update({
         "domainName": domain_name,
         "domainPrefix": domain_prefix,
         "extendedRequestId": req.request_id,
         "httpMethod": req.method,
         "identity": identity,
-        "path": stage_prefix + path,      # as on the execute-api endpoint: /{stage}/...
+        # as on the execute-api endpoint: /{stage}/..., repeated slashes kept
+        "path": req.context_path if req.context_path is not None else stage_prefix + path,
         "protocol": req.protocol,
         "requestId": req.request_id,
         "requestTime": format_request_time(req.request_time_ms),
@@ -270,15 +309,17 @@ def build_event_v1_http(req: FunctionRequest) -> dict:
     """The event an HTTP API sends with payloadFormatVersion 1.0.
 
     The REST event's keys (every top-level key present, null when empty,
-    multiValue maps) with HTTP API differences: ``"version": "1.0"`` first;
-    header names lower-cased (the Cookie header stays a header); the body is
+    multiValue maps, header spellings) with HTTP API differences: ``"version":
+    "1.0"`` first; a Content-Length header (the Cookie header stays a header); the body is
     base64 by the HTTP API rule (``is_binary_v2``), not binaryMediaTypes;
+    the path is percent-decoded, as ``rawPath`` is in 2.0;
     ``requestContext.authorizer`` is always there (``{"claims": null,
     "scopes": null}`` without an authorizer); ``resourceId`` is null; identity
     has no API key fields (HTTP APIs have no API keys).  ``path`` and
     ``requestContext.path`` both carry a named stage, as ``rawPath`` does in 2.0.
     """
-    headers, multi_headers = _v1_headers(req, lower=True)
+    headers, multi_headers = _v1_headers(req, length=True)
+    # HTTP APIs percent-decode the path (live captures), unlike REST APIs
     path = unquote(_text(req.raw_path))
     if req.stage != "$default":
         path = "/" + req.stage + path
@@ -287,7 +328,7 @@ def build_event_v1_http(req: FunctionRequest) -> dict:
     domain_name, domain_prefix = _domain(req)
     user_agent = req.user_agent
     if user_agent is None:
-        user_agent = headers.get("user-agent")
+        user_agent = headers.get("User-Agent")
 
     identity = dict.fromkeys(_IDENTITY_KEYS)
     identity["sourceIp"] = req.source_ip
@@ -326,15 +367,16 @@ def build_event_v2(req: FunctionRequest) -> dict:
     and requestContext.authorizer."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
-    for raw_name, raw_value in req.headers:
-        name = _text(raw_name).lower()
-        value = _text(raw_value)
+    own = _own_headers(req, True)
+    for name, value in _client_headers(req, own):
+        name = name.lower()
         if name == "cookie":
             # Each cookie becomes one entry; the Cookie header itself is not sent.
             cookies.extend(c.strip() for c in value.split(";") if c.strip())
             continue
         previous = headers.get(name)
         headers[name] = value if previous is None else previous + "," + value
+    headers.update((name.lower(), value) for name, value in own)
 
     query: dict[str, str] = {}
     for key, value in _query_pairs(req.raw_query):
@@ -343,7 +385,8 @@ def build_event_v2(req: FunctionRequest) -> dict:
 
     # On the execute-api endpoint a named stage is the path's first segment and
     # rawPath keeps it (libraries such as aws-lambda-powertools strip it again).
-    raw_path = _text(req.raw_path)
+    # HTTP APIs percent-decode it, despite the name (live captures: "%20" arrives as " ").
+    raw_path = unquote(_text(req.raw_path))
     if req.stage != "$default":
         raw_path = "/" + req.stage + raw_path
     domain_name, domain_prefix = _domain(req)

@@ -13,7 +13,7 @@ import asyncio
 import os
 from urllib.parse import unquote
 
-from fastgate._core.fncall import event_v2, response_v2
+from fastgate._core.fncall import event_v2, forwarded_values, response_v2
 from fastgate.phases.functions.errors import FunctionError, error_response
 from fastgate.phases.functions.events import (
     FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2,
@@ -79,12 +79,15 @@ def function_request(ctx, body: bytes) -> FunctionRequest:
     (also the source of mapping templates' $input and $context: fastgate/phases/vtl.py)."""
     route = ctx.route
     api = ctx.api
+    http_api = http_api_events(ctx)
     headers = list(ctx.upstream_headers if ctx.upstream_headers is not None else ctx.headers)
     if not any(name.lower() == b"host" for name, _ in headers):
         headers.insert(0, (b"Host", ctx.host))
     params = None
     if ctx.path_params:
-        params = {k.decode("latin-1"): unquote(v.decode("latin-1"))
+        # REST APIs keep the escapes ("%2B", "%20"), HTTP APIs decode them
+        decode = http_api or route.payload_v2
+        params = {k.decode("latin-1"): unquote(v.decode("latin-1")) if decode else v.decode("latin-1")
                   for k, v in ctx.path_params.items()}
     ua = ctx.header(b"user-agent")
     return FunctionRequest(
@@ -103,8 +106,24 @@ def function_request(ctx, body: bytes) -> FunctionRequest:
         route_key=route.route_key, path_parameters=params,
         stage_variables=dict(api.variables) if api is not None and api.variables else None,
         binary_media_types=route.binary_media_types,
-        authorizer=authorizer_of(ctx.auth, route.payload_v2, http_api=http_api_events(ctx)),
-        identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None)
+        authorizer=authorizer_of(ctx.auth, route.payload_v2, http_api=http_api),
+        identity=dict(ctx.auth.identity) if ctx.auth is not None and ctx.auth.identity else None,
+        forwarded=forwarded_values(ctx),
+        deployment_id=api.deployment_id if api is not None and api.rest else None,
+        context_path=context_path(ctx) if api is not None and api.rest else None)
+
+
+def context_path(ctx) -> str | None:
+    """A REST event's requestContext.path: the path as the client asked for it
+    ("/prod//x" keeps its slashes, where ``path`` is "/x"; AWS's recordings), after
+    leading slashes collapse ("//prod/x" is "/prod/x"). None when the request did not
+    name the stage first (a custom domain's base path, the /restapis/... form): the
+    builder then writes "/{stage}" + the path."""
+    prefix = b"/" + ctx.api.stage_b
+    path = ctx.path
+    if path == prefix or path.startswith(prefix + b"/"):
+        return path.decode("utf-8", "replace")
+    return None
 
 
 class FunctionRunner:
@@ -197,15 +216,15 @@ class FunctionRunner:
             if route.payload_v2:
                 parsed = response_v2(result)    # compiled, for the usual result shape
                 status, headers, out = parsed if parsed is not None else parse_response_v2(result)
-            elif http_api:
-                # HTTP APIs read 1.0 results as strictly as REST APIs, but have no
-                # binaryMediaTypes: a base64 body is always decoded.
+            elif http_api_events(ctx):
+                # HTTP APIs (and gateway.yaml's routes) read 1.0 results as strictly as
+                # REST APIs, but have no binaryMediaTypes: a base64 body is always decoded.
                 status, headers, out = parse_response_v1(result)
             else:
                 accept = ctx.header(b"accept")
                 status, headers, out = parse_response_v1(
                     result, accept=accept.decode("latin-1") if accept else None,
-                    binary_media_types=list(route.binary_media_types) or None)
+                    binary_media_types=tuple(route.binary_media_types))
         except (FunctionError, ResponseError) as err:
             status, out, kind = error_response(err, http_api=http_api)
             log(f"function {route.function_name}: {err} (request {ctx.request_id.decode()})")

@@ -113,25 +113,32 @@ def _value(value: str) -> bytes:
     return value.encode()
 
 
-def parse_response_v1(result, *, accept: bytes | None = None,
+def parse_response_v1(result, *, accept: bytes | str | None = None,
                       binary_media_types: tuple[str, ...] | None = None
                       ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """A REST API result as (status, headers, body).
+    """A payload 1.0 result as (status, headers, body).
 
-    Headers from ``headers`` and ``multiValueHeaders`` are merged; a
-    name/value pair given in both appears once.  A base64 body is decoded
-    when ``binary_media_types`` is None (HTTP APIs), or, on a REST API, when
-    the request's Accept matches one of the API's binary media types;
-    otherwise the base64 text itself is the body, as REST APIs do.
+    ``binary_media_types`` is None for an HTTP API, the REST API's list (empty
+    too) for a REST API.  Headers from ``headers`` and ``multiValueHeaders``
+    are merged; a name/value pair given in both appears once.  An HTTP API
+    always decodes a base64 body; a REST API only when the request's Accept
+    matches one of its binary media types, otherwise the base64 text itself is
+    the body.  A REST API also reads a result without ``statusCode`` (only
+    ``headers``, even ``{}``) as a 200, and answers ``Content-Type:
+    application/json`` when the result sets none (AWS's recordings).
     """
+    rest = binary_media_types is not None
     if not isinstance(result, dict):
         raise ResponseError(f"a proxy result must be a JSON object, not {type(result).__name__}")
     unknown = result.keys() - _V1_KEYS
     if unknown:
         raise ResponseError(f"unknown key(s) in proxy result: {', '.join(sorted(unknown))}")
-    if "statusCode" not in result:
+    if "statusCode" in result:
+        status = _status(result["statusCode"])
+    elif rest:
+        status = 200
+    else:
         raise ResponseError("proxy result has no statusCode")
-    status = _status(result["statusCode"])
 
     multi = _header_map(result.get("multiValueHeaders"), "multiValueHeaders")
     headers: list[tuple[bytes, bytes]] = []
@@ -151,17 +158,21 @@ def parse_response_v1(result, *, accept: bytes | None = None,
         if text is not None and (name.lower(), text) not in seen:
             headers.append((_name(name), _value(text)))
 
+    if rest and not any(name.lower() == b"content-type" for name, _ in headers):
+        headers.insert(0, (b"Content-Type", b"application/json"))
     encoded = _flag(result.get("isBase64Encoded"))
-    if encoded and binary_media_types is not None:
+    if encoded and rest:
         encoded = _accepts_binary(accept, binary_media_types)
     return status, headers, _body(result.get("body"), encoded)
 
 
-def _accepts_binary(accept: bytes | None, binary_media_types) -> bool:
+def _accepts_binary(accept: bytes | str | None, binary_media_types) -> bool:
     # REST APIs look at the first media type of the request's Accept header.
     if not accept:
         return False
-    first = accept.decode("latin-1").split(",", 1)[0].split(";", 1)[0].strip().lower()
+    if isinstance(accept, bytes):
+        accept = accept.decode("latin-1")
+    first = accept.split(",", 1)[0].split(";", 1)[0].strip().lower()
     return media_type_matches(first, binary_media_types)
 
 

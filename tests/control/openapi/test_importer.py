@@ -40,7 +40,8 @@ def test_petstore_resource_tree_and_methods():
             "statusCode": "200",
             "responseParameters": {"method.response.header.Access-Control-Allow-Origin": "'*'"}}},
         "passthroughBehavior": "WHEN_NO_MATCH", "timeoutInMillis": 29000,
-        "cacheKeyParameters": [], "connectionType": "INTERNET"}
+        "cacheKeyParameters": [], "connectionType": "INTERNET",
+        "cacheNamespace": resource(api, "/pets")["id"]}
     post = method(api, "/pets", "POST")
     assert post["requestModels"] == {"application/json": "NewPet"}
     assert method(api, "/pets/{petId}", "GET")["requestParameters"] == {
@@ -56,18 +57,17 @@ def test_mock_integration_keeps_templates():
         "text/html": "<html><body><h1>Welcome to your Pet Store API</h1></body></html>"}
 
 
-def test_models_are_draft4_strings_with_aws_model_urls():
+def test_models_are_json_strings_with_aws_model_urls():
     api = imported("petstore-swagger2.json", api_id="abcde12345")
     models = {m["name"]: m for m in api["models"]}
     assert sorted(models) == ["Empty", "NewPet", "NewPetResponse", "Pet", "PetType", "Pets"]
     pets = json.loads(models["Pets"]["schema"])
-    assert pets == {"$schema": "http://json-schema.org/draft-04/schema#", "title": "Pets",
-                    "type": "array", "items": {
+    # as written, $refs turned into model URLs (AWS's recording of the same file)
+    assert pets == {"type": "array", "items": {
                         "$ref": "https://apigateway.amazonaws.com/restapis/abcde12345/models/Pet"}}
     assert models["Pets"]["contentType"] == "application/json"
     exported = export_openapi(api, export_type="swagger")
-    assert exported["definitions"]["Pets"] == {"title": "Pets", "type": "array",
-                                               "items": {"$ref": "#/definitions/Pet"}}
+    assert exported["definitions"]["Pets"] == {"type": "array", "items": {"$ref": "#/definitions/Pet"}}
 
 
 def test_oas3_petstore_matches_swagger2_petstore():
@@ -503,4 +503,42 @@ def test_self_referencing_ref_is_an_error():
     doc["definitions"]["Loop"] = {"$ref": "#/definitions/Loop"}
     doc["paths"]["/pets"]["get"]["responses"]["200"]["schema"] = {"$ref": "#/definitions/Loop"}
     with pytest.raises(OpenAPIError, match="refers to itself"):
+        import_openapi(doc)
+
+
+def _http_api(integration: dict) -> dict:
+    return {"openapi": "3.0.1", "info": {"title": "subtypes", "version": "1"},
+            "x-amazon-apigateway-importexport-version": "1.0",
+            "paths": {"/send": {"post": {"x-amazon-apigateway-integration": integration}}}}
+
+
+def test_integration_subtypes_import_with_their_parameters_checked_as_aws_does():
+    ok = {"type": "aws_proxy", "integrationSubtype": "SQS-SendMessage",
+          "credentials": "arn:aws:iam::123456789012:role/r",
+          "requestParameters": {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q",
+                                "MessageBody": "$request.body.message"}}
+    api, warnings = import_openapi(_http_api(ok))
+    integ = method(api, "/send", "POST")["methodIntegration"]
+    assert integ["integrationSubtype"] == "SQS-SendMessage" and "uri" not in integ
+    assert integ["payloadFormatVersion"] == "1.0" and warnings == []
+    missing = dict(ok, requestParameters={"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q"})
+    with pytest.raises(OpenAPIError, match="Operation: SQS-SendMessage requires enabling passthrough, "
+                                           "or defining all of the following parameters: QueueUrl, MessageBody"):
+        import_openapi(_http_api(missing))
+    with pytest.raises(OpenAPIError, match="is not a valid parameter for operation: SQS-SendMessage"):
+        import_openapi(_http_api(dict(ok, requestParameters=dict(ok["requestParameters"], Bogus="x"))))
+
+
+def test_aws_integrations_import_without_warnings_and_bad_uris_are_refused():
+    doc = {"swagger": "2.0", "info": {"title": "aws", "version": "1"}, "paths": {"/q": {"post": {
+        "responses": {"200": {"description": "ok"}},
+        "x-amazon-apigateway-integration": {
+            "type": "aws", "httpMethod": "POST",
+            "uri": "arn:aws:apigateway:us-east-1:sqs:path/123456789012/q",
+            "responses": {"default": {"statusCode": "200"}}}}}}}
+    api, warnings = import_openapi(doc)
+    assert warnings == [] and method(api, "/q", "POST")["methodIntegration"]["type"] == "AWS"
+    doc["paths"]["/q"]["post"]["x-amazon-apigateway-integration"]["uri"] = \
+        "arn:aws:apigateway:us-east-1:sqs:queue/123456789012/q"
+    with pytest.raises(OpenAPIError, match="AWS ARN for integration must contain path or action"):
         import_openapi(doc)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fastgate._core.fncall import trace_header
 from fastgate.phases.functions.events import (
     FunctionRequest, build_event_v1, build_event_v1_http, build_event_v2, format_request_time,
     is_binary_v2,
@@ -136,12 +137,30 @@ def test_request_time_is_clf_utc_with_english_months():
     assert format_request_time(1704067199999) == "31/Dec/2023:23:59:59 +0000"
 
 
-def test_v1_percent_decoding_and_blank_query_values():
+def test_v1_keeps_path_escapes_and_reads_plus_as_a_space():
+    # AWS's recordings: a REST path keeps its escapes; the query is read as a form
     req = FunctionRequest(method="GET", raw_path=b"/a%20b/%E2%9C%93", raw_query=b"x=1%2B1&flag&y=a+b&&z=")
     event = build_event_v1(req)
-    assert event["path"] == "/a b/\u2713"
-    assert event["multiValueQueryStringParameters"] == {"x": ["1+1"], "flag": [""], "y": ["a+b"], "z": [""]}
+    assert event["path"] == "/a%20b/%E2%9C%93"
+    assert event["multiValueQueryStringParameters"] == {"x": ["1+1"], "flag": [""], "y": ["a b"], "z": [""]}
     assert event["headers"] is None and event["multiValueHeaders"] is None
+
+
+def test_v1_headers_api_gateway_writes():
+    req = FunctionRequest(method="GET", raw_path=b"/",
+                          headers=[(b"authorization", b"t"), (b"host", b"h"), (b"user-agent", b"u"),
+                                   (b"x-forwarded-for", b"10.0.0.1"), (b"tEsT", b"1")],
+                          forwarded=("10.0.0.1, 203.0.113.9", "443", "https"), deployment_id="dep1",
+                          request_id="r-1", request_time_ms=1_700_000_000_123)
+    event = build_event_v1(req)
+    assert event["headers"] == {"Authorization": "t", "Host": "h", "User-Agent": "u", "tEsT": "1",
+                                "X-Forwarded-For": "10.0.0.1, 203.0.113.9", "X-Forwarded-Port": "443",
+                                "X-Forwarded-Proto": "https",
+                                "X-Amzn-Trace-Id": trace_header("r-1", 1_700_000_000_123)}
+    assert trace_header("r-1", 1_700_000_000_123).startswith("Root=1-6553f100-")
+    assert event["multiValueHeaders"]["X-Forwarded-For"] == ["10.0.0.1, 203.0.113.9"]
+    assert event["requestContext"]["deploymentId"] == "dep1"
+    assert "deploymentId" not in build_event_v1(FunctionRequest(method="GET", raw_path=b"/"))["requestContext"]
 
 
 def test_v1_repeated_header_with_other_case_keeps_first_spelling():
@@ -151,12 +170,13 @@ def test_v1_repeated_header_with_other_case_keeps_first_spelling():
     assert event["multiValueHeaders"] == {"X-A": ["1", "2"]}
 
 
-def test_v2_keeps_raw_path_and_query_as_sent():
-    req = FunctionRequest(method="GET", raw_path=b"/a%2Fb", raw_query=b"q=%41&q=b")
+def test_v2_decodes_raw_path_but_not_the_raw_query():
+    # live captures: "/capture/slash%2Fvalue" arrives as "/capture/slash/value"
+    req = FunctionRequest(method="GET", raw_path=b"/a%2Fb%20c", raw_query=b"q=%41&q=b+c")
     event = build_event_v2(req)
-    assert event["rawPath"] == "/a%2Fb" and event["requestContext"]["http"]["path"] == "/a%2Fb"
-    assert event["rawQueryString"] == "q=%41&q=b"
-    assert event["queryStringParameters"] == {"q": "A,b"}
+    assert event["rawPath"] == "/a/b c" and event["requestContext"]["http"]["path"] == "/a/b c"
+    assert event["rawQueryString"] == "q=%41&q=b+c"
+    assert event["queryStringParameters"] == {"q": "A,b c"}
 
 
 def test_v2_cookies_from_several_cookie_headers_and_no_cookie_header():
@@ -246,11 +266,12 @@ def test_http_v1_differs_from_rest_v1_where_aws_does():
     rest, http = build_event_v1(req), build_event_v1_http(req)
     assert "version" not in rest and http["version"] == "1.0"
     assert rest["headers"] == {"Content-Type": "application/octet-stream", "X-A": "1"}
-    assert http["headers"] == {"content-type": "application/octet-stream", "x-a": "1"}
+    # an HTTP API keeps the client's spelling too, and adds the body's Content-Length
+    assert http["headers"] == {"Content-Type": "application/octet-stream", "X-A": "1", "Content-Length": "2"}
     # binary by the HTTP API rule, not binaryMediaTypes
     assert rest["isBase64Encoded"] is False and http["isBase64Encoded"] is True
     assert base64.b64decode(http["body"]) == b"\x00\x01"
-    assert rest["path"] == "/a b" and http["path"] == "/prod/a b" == http["requestContext"]["path"]
+    assert rest["path"] == "/a%20b" and http["path"] == "/prod/a b" == http["requestContext"]["path"]
     assert isinstance(rest["requestContext"]["resourceId"], str)
     assert http["requestContext"]["resourceId"] is None
     assert "apiKey" in rest["requestContext"]["identity"]
