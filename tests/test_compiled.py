@@ -10,7 +10,7 @@ MODULES = sorted(p.stem for p in CORE.glob("*.pyx"))
 
 
 def test_every_pyx_is_listed():
-    assert {"pipeline", "client", "exchange", "proxy", "respond", "runtime", "snapshot", "fields",
+    assert {"pipeline", "client", "exchange", "integrations", "proxy", "respond", "runtime", "snapshot", "fields",
             "responses", "upstream", "router", "headers", "metrics", "accesslog", "throttle",
             "tracing", "cache", "tail", "keys"} <= set(MODULES)
 

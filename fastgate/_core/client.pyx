@@ -7,6 +7,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 from libc.string cimport memchr
 
 from fastgate._core.exchange cimport Exchange
+from fastgate._core.integrations cimport Integrations
 from fastgate._core.fields cimport (
     H_OTHER, H_DATE, H_HOST, H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE,
     H_EXPECT, H_REQUEST_ID, H_TRACEPARENT, H_TRACESTATE, H_XRAY, H_VIA, H_XFF, H_XFP, H_XFH,
@@ -44,7 +45,7 @@ cdef class ClientConnection(Downstream):
         self.pending = []
         self.out = Responder(self)
         self.proxy = Proxy(self, self.out)
-        self.exchange = Exchange(self, self.out, self.proxy)
+        self.exchange = Exchange(self, self.out, self.proxy, Integrations(self, self.out))
 
     # --- asyncio.Protocol ------------------------------------------------------
 
@@ -93,7 +94,7 @@ cdef class ClientConnection(Downstream):
         if self.ws is not None:
             (<WebSocket>self.ws).lost()                       # $disconnect
         if ctx is not None and ctx.streaming_function and self.worker.functions is not None:
-            self.worker.functions.client_gone(self.exchange)   # stop the handler now, not at its next chunk
+            self.worker.functions.client_gone(self.exchange.integrations)   # stop the handler now, not at its next chunk
         if ctx is not None and ctx.end == 0:
             self.out.log(ctx)
         self.ctx = None
@@ -137,7 +138,7 @@ cdef class ClientConnection(Downstream):
             self.set_pause(PAUSE_WS_WRITE, True)     # its own messages' answers would pile up
         if not self.proxy.flow(self.ctx, True) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
-            self.worker.functions.flow(self.exchange, True)   # a streamed function response: hold it
+            self.worker.functions.flow(self.exchange.integrations, True)   # a streamed function response: hold it
 
     def resume_writing(self):
         self.write_blocked = False
@@ -145,7 +146,7 @@ cdef class ClientConnection(Downstream):
             self.set_pause(PAUSE_WS_WRITE, False)
         if not self.proxy.flow(self.ctx, False) and self.ctx is not None and \
                 self.ctx.streaming_function and self.worker.functions is not None:
-            self.worker.functions.flow(self.exchange, False)
+            self.worker.functions.flow(self.exchange.integrations, False)
 
     def data_received(self, bytes data):
         if self.lingering:

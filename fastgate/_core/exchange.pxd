@@ -1,13 +1,15 @@
 # One request's way through the pipeline (pipeline.pxd has the phases): the one
-# dispatcher, and every integration that is not the HTTP proxy. Each phase returns an
+# dispatcher. The integrations are the HTTP proxy's (proxy.pxd) and the ones answered in
+# the gateway (integrations.pxd). Each phase returns an
 # Action; a phase that waits (ACTION_WAIT: the body, an authorizer, Redis) is resumed by
 # the one path, resume(ctx, phase), when its answer comes; ACTION_RESPOND goes to the
 # response phase (respond.pxd) as the gateway response ctx.error_type names.
 #
-# Python code a phase runs (fastgate.phases: access checks, Redis throttles and cache,
-# functions) gets the Exchange as its `conn` and answers through its def methods below
-# (access_done, throttle_done, cache_done, deny, function_*, integration_done, websocket_accept).
+# Python code a phase runs (fastgate.phases: access checks, Redis throttles and cache)
+# gets the Exchange as its `conn` and answers through its def methods (access_done,
+# throttle_done, cache_done, deny).
 
+from fastgate._core.integrations cimport Integrations
 from fastgate._core.keys cimport KeyGate
 from fastgate._core.pipeline cimport RequestContext, Route
 from fastgate._core.proxy cimport Proxy
@@ -15,15 +17,11 @@ from fastgate._core.respond cimport Responder
 from fastgate._core.runtime cimport Downstream, Worker
 
 
-cdef enum:
-    DECODED_BODY_MAX = 10485760   # bytes a Content-Encoding may decode to on a route without a
-                                  # body limit (API Gateway's 10 MB payload limit)
-
-
 cdef class Exchange:
     cdef Downstream down                  # the client connection
     cdef Responder out                    # the response phase
     cdef Proxy proxy                      # the HTTP integration
+    cdef Integrations integrations        # mock, echo, functions
     cdef Worker worker
 
     # the dispatcher
@@ -38,7 +36,6 @@ cdef class Exchange:
     # the body as it arrives
     cdef void add_body(self, RequestContext ctx, bytes data)
     cdef void body_done(self, RequestContext ctx)
-    cdef bint decode_body(self, RequestContext ctx)
     # phases run in C
     cdef int check_key(self, RequestContext ctx, KeyGate gate) except -1   # an Action
     cdef int throttle(self, RequestContext ctx, Route route)               # an Action
@@ -46,10 +43,3 @@ cdef class Exchange:
     cdef void answer_cached(self, RequestContext ctx, tuple hit)
     cdef void record_cache_result(self, RequestContext ctx)
     cdef bint map_request(self, RequestContext ctx, Route route)
-    # the integrations answered here (the HTTP proxy is proxy.pxd's)
-    cdef void integrate(self, RequestContext ctx)
-    cdef void respond_mock(self, RequestContext ctx)
-    cdef void respond_mock_vtl(self, RequestContext ctx, Route route)
-    cdef void start_function(self, RequestContext ctx)
-    cdef void start_websocket(self, RequestContext ctx)
-    cdef void respond_echo(self, RequestContext ctx)

@@ -53,7 +53,7 @@ cpdef enum Integration:
     INTEGRATION_FUNCTION = 3  # a Lambda-style handler (fastgate.phases.functions) with API Gateway's event
     INTEGRATION_PYTHON = 4    # Python the route carries (Route.runner: AWS services, Lambda non-proxy,
                               # fastgate.phases.aws): runner.start(exchange, ctx, body) once the body
-                              # is whole; it answers through Exchange.integration_done
+                              # is whole; it answers through Integrations.integration_done
     INTEGRATION_WEBSOCKET = 5  # a WebSocket API's stage URL (the upgrade, $connect) or its
                                # @connections API: Route.websocket answers (fastgate.phases.websocket)
 

@@ -1,6 +1,6 @@
 """The function integration inside a gateway worker: request -> event -> handler -> response.
 
-The core's dispatcher (fastgate/_core/exchange.pyx) calls ``FunctionRunner.start(conn, ctx, body)``
+The core (fastgate/_core/integrations.pyx) calls ``FunctionRunner.start(conn, ctx, body)``
 once a function route's request body is complete; the runner builds API Gateway's
 event, runs the function (a warm local handler process, or Lambda's Invoke API),
 applies AWS's response rules and hands the result back with

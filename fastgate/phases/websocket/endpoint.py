@@ -114,7 +114,7 @@ class StageEndpoint:
         self.variables = variables
         self.scope = f"{api_id}/{stage}"     # @connections reach this stage's connections only
 
-    # --- called by the core (Exchange.start_websocket) --------------------------------
+    # --- called by the core (Integrations.start_websocket) --------------------------------
 
     def start(self, exchange, ctx, body: bytes) -> None:
         try:
