@@ -174,10 +174,13 @@ class Gateway:
         try:
             wait_port(self.port, self.p.proc)
             # the supervisor binds before it forks: an open port does not mean the workers are up
-            deadline = time.monotonic() + 15
+            # (30 s, was 15: this failed once on a loaded 2-core machine, cause not captured; a
+            # gateway that cannot start exits sooner, and the message now says with what)
+            deadline = time.monotonic() + 30
             while len(self.p.children()) < workers + (1 if admin else 0):
                 if time.monotonic() > deadline or self.p.proc.poll() is not None:
-                    raise RuntimeError(f"gateway did not start its processes: {self.p.children()}")
+                    raise RuntimeError(f"gateway did not start its processes: {self.p.children()} "
+                                       f"(exit {self.p.proc.poll()})")
                 time.sleep(0.02)
         except BaseException:
             self.p.stop()   # never leave a half-started gateway behind
