@@ -37,6 +37,7 @@ cdef int classify_ptr(const char* p, Py_ssize_t n) noexcept    # the same, over 
 cdef bint client_cert_header(bytes name) noexcept              # X-Client-Cert-*: the gateway's own
 cdef bint client_cert_allows(dict mtls_hosts, bytes host, object cert)
 cdef list connection_tokens(bytes value, list into)           # names a Connection header lists
+cdef list connection_tokens_ptr(const char* p, Py_ssize_t n, list into)   # ... read in place
 cdef list drop_named(list headers, list names)
 cdef bint valid_request_id(bytes v) noexcept
 cdef long long parse_content_length(bytes v) noexcept          # -1: not a plain decimal

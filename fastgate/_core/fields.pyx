@@ -148,12 +148,15 @@ cdef inline bint ieq(const char* buf, const char* lower, Py_ssize_t n) noexcept:
 
 
 cdef list connection_tokens(bytes value, list into):
+    return connection_tokens_ptr(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), into)
+
+
+cdef list connection_tokens_ptr(const char* p, Py_ssize_t n, list into):
     """Lowercase tokens of a Connection header other than close/keep-alive/upgrade.
     PERF: one C pass; a bytes object only for a token that is kept (the usual "keep-alive"
     or "close" makes none: bench/ir_per_request.py, about 700 instructions a request less
     than split/strip/lower)."""
-    cdef const char* p = PyBytes_AS_STRING(value)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i = 0, start, end, k
+    cdef Py_ssize_t i = 0, start, end, k
     cdef bytes tok
     cdef char* q
     while i <= n:

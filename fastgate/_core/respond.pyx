@@ -11,7 +11,7 @@ from fastgate._core.cache cimport SharedCache, RouteCache
 from fastgate._core.execlog cimport ExecutionLog
 from fastgate._core.fields cimport (
     H_CONNECTION, H_CONTENT_LENGTH, H_DATE, H_UPGRADE, classify, classify_ptr, chunk_frame,
-    connection_tokens, drop_named, forwarded_response_header,
+    connection_tokens_ptr, drop_named, forwarded_response_header,
 )
 from fastgate._core.headers cimport HeaderTransform, Template
 from fastgate._core.pipeline cimport (
@@ -188,7 +188,7 @@ cdef class Responder:
         for i in range(n):
             kinds[i] = classify_ptr(p.name_ptr(i), p.name_len(i))
             if kinds[i] == H_CONNECTION:
-                conn_tokens = connection_tokens(p.value_bytes(i), conn_tokens)
+                conn_tokens = connection_tokens_ptr(p.value_ptr(i), p.value_len(i), conn_tokens)
         cdef bint may_compress = (ctx.api is not None and ctx.api.min_compress >= 0 and not no_body
                                   and status == 200 and ctx.header(b"accept-encoding") is not None)
         if conn_tokens is not None or route.response_headers is not None or may_compress or \
