@@ -258,6 +258,17 @@ cdef class AccessLog:
         if self.buf_len >= FLUSH_AT:
             self.flush()
 
+    def write_line(self, bytes line):
+        """A line formatted elsewhere, written with this log's buffer and thread (a WebSocket
+        API's events: fastgate/phases/websocket/accesslog.py)."""
+        if self.closed:
+            return
+        self.put(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
+        self.put(b"\n", 1)
+        self.buf_lines += 1
+        if self.buf_len >= FLUSH_AT:
+            self.flush()
+
     cdef int grow(self, Py_ssize_t need) except -1:
         cdef Py_ssize_t cap = self.buf_cap * 2
         while cap < self.buf_len + need:

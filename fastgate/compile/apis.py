@@ -211,6 +211,16 @@ class Compiler:
                 return {}
         return dict(access_log=log_, access_log_only=only)
 
+    def websocket_access_log(self, stage: ApiStage, stage_doc: dict) -> None:
+        """A WebSocket API stage's accessLogSettings: its events' lines
+        (fastgate.phases.websocket.accesslog), written through the same shared AccessLogs."""
+        self.current_stage_doc = stage_doc
+        logged = self.stage_access_log(f"WebSocket API {stage.api_id} stage {stage.stage}")
+        if logged:
+            from fastgate.phases.websocket.accesslog import WsAccessLog
+            endpoint = self.websocket().endpoints[(stage.api_id, stage.stage)]
+            endpoint.access_log = WsAccessLog(logged["access_log"], stage_doc["accessLogSettings"]["format"])
+
     def api_cors(self, api: dict, where: str):
         """The API's CORS configuration (HTTP APIs' x-amazon-apigateway-cors), or None."""
         from fastgate.phases.cors import CorsConfig
@@ -662,6 +672,7 @@ def compile_state(state, compiler: Compiler):
                 main = compiler.websocket().compile_deployed(doc, name, st, compiler.functions)
                 if main is None:
                     continue
+                compiler.websocket_access_log(main, st)
             else:
                 main = compiler.api_stage(doc, name, dep["id"], variables,
                                           method_settings=settings, stage_doc=st)

@@ -83,6 +83,17 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
+async def served(url: str):
+    """A connection to a stage once its deployment is served (before it, the upgrade is
+    refused: the reload that follows the change has not happened yet)."""
+    for _ in range(60):
+        try:
+            return await connect(url, open_timeout=15)
+        except InvalidStatus:
+            await asyncio.sleep(0.25)
+    return await connect(url, open_timeout=15)
+
+
 def build_chat(c, upstream_url: str) -> tuple[str, dict]:
     """AWS's chat sample through apigatewayv2 -> (api id, route ids by key)."""
     api = c.create_api(Name="chat", ProtocolType="WEBSOCKET",
@@ -562,14 +573,46 @@ def test_aws_cli_makes_a_websocket_api(gateway, tmp_path):
     aws("create-deployment", "--api-id", api_id, "--stage-name", "dev")
 
     async def scenario():
-        for _ in range(60):
-            try:
-                ws = await connect(f"ws://127.0.0.1:{gw.port}/dev", open_timeout=15)
-                break
-            except InvalidStatus:
-                await asyncio.sleep(0.25)
-        async with ws:
+        async with await served(f"ws://127.0.0.1:{gw.port}/dev") as ws:
             await ws.send("hello")
             me = json.loads(await asyncio.wait_for(ws.recv(), 15))
             assert me["apiId"] == api_id and me["routeKey"] == "$default" and me["stage"] == "dev"
     run(scenario())
+
+
+def test_stage_access_log_settings_log_each_event(gateway, tmp_path):
+    """A WebSocket stage's accessLogSettings: a line per event (CONNECT, each MESSAGE,
+    DISCONNECT) in the stage's format, with AWS's WebSocket variables."""
+    gw = gateway(gateway_config(tmp_path), workers=1, env=ENV)
+    c = v2(gw)
+    api_id = c.create_api(Name="logged", ProtocolType="WEBSOCKET",
+                          RouteSelectionExpression="$request.body.action")["ApiId"]
+    mock_route(c, api_id, "$connect")
+    mock_route(c, api_id, "ping", body="pong")
+    path = tmp_path / "ws-access.log"
+    fmt = ('{"eventType":"$context.eventType","routeKey":"$context.routeKey",'
+           '"connectionId":"$context.connectionId","status":"$context.status",'
+           '"requestId":"$context.requestId","ip":"$context.identity.sourceIp",'
+           '"stage":"$context.stage","error":"$context.error.message"}')
+    c.create_stage(ApiId=api_id, StageName="logs", AutoDeploy=True,
+                   AccessLogSettings={"DestinationArn": str(path), "Format": fmt})
+
+    def lines():
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    async def scenario():
+        async with await served(f"ws://127.0.0.1:{gw.port}/logs") as ws:
+            await ws.send(json.dumps({"action": "ping"}))
+            assert await asyncio.wait_for(ws.recv(), 15) == "pong"
+            await ws.send(json.dumps({"action": "nowhere"}))      # no route, no $default
+            assert json.loads(await asyncio.wait_for(ws.recv(), 15))["message"] == "Forbidden"
+    run(scenario())
+    wait_until(lambda: [x["eventType"] for x in lines()] == ["CONNECT", "MESSAGE", "MESSAGE", "DISCONNECT"],
+               timeout=15)
+    connect_line, ping, nowhere, disconnect = lines()
+    assert {x["connectionId"] for x in lines()} == {connect_line["connectionId"]} != {"-"}
+    assert (connect_line["routeKey"], connect_line["status"]) == ("$connect", "200")
+    assert (ping["routeKey"], ping["status"], ping["error"]) == ("ping", "200", "-")
+    assert (nowhere["routeKey"], nowhere["status"], nowhere["error"]) == ("-", "403", "Forbidden")
+    assert (disconnect["routeKey"], disconnect["status"]) == ("$disconnect", "200")
+    assert all(x["ip"] == "127.0.0.1" and x["stage"] == "logs" and x["requestId"] != "-" for x in lines())

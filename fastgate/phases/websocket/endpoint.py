@@ -21,6 +21,7 @@ import asyncio
 import base64
 import binascii
 import os
+import time
 from urllib.parse import unquote
 
 import orjson
@@ -113,6 +114,15 @@ class StageEndpoint:
         self.metrics = metrics
         self.variables = variables
         self.scope = f"{api_id}/{stage}"     # @connections reach this stage's connections only
+        self.access_log = None              # fastgate.phases.websocket.accesslog.WsAccessLog, or None
+
+    def record(self, info, event_type: str, route_key, request_id: str, status: int, **kw) -> None:
+        """The event's line in the stage's access log (accessLogSettings), if it has one."""
+        if self.access_log is not None:
+            try:
+                self.access_log.write(info, event_type, route_key, request_id, status, **kw)
+            except Exception as e:      # a log line never costs a connection
+                log(f"websocket {self.api_id}/{self.stage}: access log: {e!r}")
 
     # --- called by the core (Integrations.start_websocket) --------------------------------
 
@@ -166,7 +176,7 @@ class StageEndpoint:
             info.authorizer = authorizer_of(ctx.auth, False)
         route = self.routes.get("$connect")
         if route is None:
-            self.accept(exchange, ctx, info, key, None)
+            self.accept(exchange, ctx, info, key, None, ctx.request_id.decode("latin-1"))
             return
         request_id = new_request_id()
         headers = list(ctx.headers)
@@ -183,10 +193,12 @@ class StageEndpoint:
         def done(result, error):
             if error is not None:
                 log(f"websocket {self.api_id}/{self.stage} $connect: {error}")
+                self.record(info, "CONNECT", "$connect", request_id, 502, error=str(error))
                 self.refuse(exchange, ctx, 502, b'{"message": "Internal server error"}')
                 return
             status = result_status(result)
             if not 200 <= status < 300:
+                self.record(info, "CONNECT", "$connect", request_id, status)
                 body = result_body(result)
                 self.refuse(exchange, ctx, status,
                             (body.encode() if isinstance(body, str) else body) or b"", [])
@@ -196,14 +208,14 @@ class StageEndpoint:
                 for k, v in result["headers"].items():
                     if k.lower() == "sec-websocket-protocol":
                         protocol = str(v).encode("latin-1")
-            self.accept(exchange, ctx, info, key, protocol)
+            self.accept(exchange, ctx, info, key, protocol, request_id)
 
         route.integration.call(runtime, event, request_id, done, message=None,
                                headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in ctx.headers
                                         if n.lower() not in (b"host", b"content-length",
                                                              b"connection", b"upgrade")])
 
-    def accept(self, exchange, ctx, info: ConnectionInfo, key: bytes, protocol) -> None:
+    def accept(self, exchange, ctx, info: ConnectionInfo, key: bytes, protocol, request_id: str) -> None:
         ws = exchange.websocket_accept(ctx, self.runtime, info.connection_id, accept_key(key),
                                        protocol, metrics=self.metrics.metrics,
                                        slots=self.metrics.slots, **self.limits)
@@ -213,6 +225,7 @@ class StageEndpoint:
         info.ws = ws
         self.runtime.local.by_id[info.connection_id] = info
         self.metrics.connected()
+        self.record(info, "CONNECT", "$connect", request_id, 200)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -241,22 +254,27 @@ class StageEndpoint:
         if route is None:
             # no route for it and no $default: AWS answers this frame and keeps the connection
             self.metrics.error("route")
+            self.record(info, "MESSAGE", None, request_id, 403, error="Forbidden")
             ws.send(orjson.dumps({"message": "Forbidden", "connectionId": info.connection_id,
                                   "requestId": request_id}).decode())
             return
         if info.inflight >= REFUSE_AT or not all(lim.take_for(b"")[0] for lim in route.limiters):
             self.metrics.error("throttled")
+            self.record(info, "MESSAGE", route.key, request_id, 429, error="Too Many Requests")
             ws.send(orjson.dumps({"message": "Too Many Requests", "connectionId": info.connection_id,
                                   "requestId": request_id}).decode())
             return
         if route.models is not None and not route.models.valid(text, payload):
             # AWS's request validation: the "Bad request body" answer, the route not called
             self.metrics.error("invalid")
+            self.record(info, "MESSAGE", route.key, request_id, 400, error="Invalid request body")
             ws.send(orjson.dumps({"message": "Invalid request body", "connectionId": info.connection_id,
                                   "requestId": request_id}).decode())
             return
-        event = message_event(info, route.key, request_id, new_request_id(), epoch_ms_now(), payload) \
+        message_id = new_request_id()
+        event = message_event(info, route.key, request_id, message_id, epoch_ms_now(), payload) \
             if route.integration.needs_event else None
+        started = time.monotonic()
         if event is not None and route.integration.kind != "function":
             event["stageVariables"] = self.variables      # ($stageVariables in its templates)
 
@@ -268,13 +286,18 @@ class StageEndpoint:
             info.inflight -= 1
             if info.inflight == HOLD_AT // 2:
                 ws.hold(False)
+            latency = (time.monotonic() - started) * 1000
             if error is not None:
                 log(f"websocket {self.api_id}/{self.stage} {route.key}: {error}")
                 self.metrics.error("integration")
+                self.record(info, "MESSAGE", route.key, request_id, 500, message_id=message_id,
+                            latency_ms=latency, error="Internal server error")
                 ws.send(orjson.dumps({"message": "Internal server error",
                                       "connectionId": info.connection_id,
                                       "requestId": request_id}).decode())
                 return
+            self.record(info, "MESSAGE", route.key, request_id, 200, message_id=message_id,
+                        latency_ms=latency)
             if route.two_way:
                 body = result_body(result)
                 if body is not None:
@@ -286,9 +309,10 @@ class StageEndpoint:
 
     def on_disconnect(self, info: ConnectionInfo, code: int, reason: str) -> None:
         route = self.routes.get("$disconnect")
+        request_id = new_request_id()
+        self.record(info, "DISCONNECT", "$disconnect", request_id, 200)
         if route is None:
             return
-        request_id = new_request_id()
         event = disconnect_event(info, request_id, epoch_ms_now(), code, reason)
 
         def done(result, error):
