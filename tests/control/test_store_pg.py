@@ -194,6 +194,8 @@ class Recorder:
 
 
 async def _until(pred, timeout: float):
+    # 30 s everywhere: what is waited for comes in milliseconds, or never when broken; a
+    # 5 s bound once failed with two whole suites sharing the 2 cores (cause not captured)
     deadline = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -210,11 +212,11 @@ def test_fleet_sync_follows_notifications_then_polls_and_rides_out_an_outage(pg,
                          on_change=lambda: setattr(rec, "changes", rec.changes + 1))
         sync.start(asyncio.get_running_loop())
         try:
-            await _until(lambda: sync.current is not None, 10)   # the first read: version 0
+            await _until(lambda: sync.current is not None, 30)   # the first read: version 0
             base = rec.changes
             loop = asyncio.get_running_loop()
             api_id = await loop.run_in_executor(None, mock_api, a)
-            await _until(lambda: sync.current[0] == a.state.version, 5)
+            await _until(lambda: sync.current[0] == a.state.version, 30)
             state, _ = copy.load()
             assert state.version == a.state.version and api_id in state.apis
             assert state.stages[api_id]["prod"]["deploymentId"] in state.deployments[api_id]
@@ -223,17 +225,17 @@ def test_fleet_sync_follows_notifications_then_polls_and_rides_out_an_outage(pg,
             # a change whose notification never came (written around the store): the poll
             with psycopg.connect(url) as conn:
                 conn.execute("UPDATE fastgate_meta SET value = value + 1 WHERE key = 'version'")
-            await _until(lambda: sync.current[0] == a.state.version + 1, 5)
+            await _until(lambda: sync.current[0] == a.state.version + 1, 30)
 
             pg.stop()
-            await _until(lambda: sync.down, 10)
+            await _until(lambda: sync.down, 30)
             assert any("unreachable" in m for m in rec.logs)
             assert copy.load()[0].version == a.state.version + 1   # the copy stays as it was
             pg.start()
-            await _until(lambda: not sync.down, 15)
+            await _until(lambda: not sync.down, 30)
             assert any("reachable again" in m for m in rec.logs)
             await loop.run_in_executor(None, a.create_rest_api, {"name": "after"})
-            await _until(lambda: sync.current[0] == a.store.version(), 10)
+            await _until(lambda: sync.current[0] == a.store.version(), 30)
             assert {x["name"] for x in copy.load()[0].apis.values()} == {"pets", "after"}
         finally:
             await sync.stop()
@@ -253,7 +255,7 @@ def test_fleet_sync_waits_for_tables_in_an_empty_database(pg, tmp_path):
             assert not sync.down and rec.logs == [] and rec.changes == 0
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: host(url, tmp_path, "w").create_rest_api({"name": "first"}))
-            await _until(lambda: rec.changes == 1, 5)
+            await _until(lambda: rec.changes == 1, 30)
         finally:
             await sync.stop()
     asyncio.run(scenario())
