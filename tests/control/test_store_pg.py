@@ -194,8 +194,7 @@ class Recorder:
 
 
 async def _until(pred, timeout: float):
-    # 30 s everywhere: what is waited for comes in milliseconds, or never when broken; a
-    # 5 s bound once failed with two whole suites sharing the 2 cores (cause not captured)
+    # 30 s everywhere: what is waited for comes in milliseconds, or never when broken
     deadline = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -253,9 +252,14 @@ def test_fleet_sync_waits_for_tables_in_an_empty_database(pg, tmp_path):
         try:
             await asyncio.sleep(0.6)
             assert not sync.down and rec.logs == [] and rec.changes == 0
+            writer = host(url, tmp_path, "w")
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: host(url, tmp_path, "w").create_rest_api({"name": "first"}))
-            await _until(lambda: rec.changes == 1, 30)
+                None, lambda: writer.create_rest_api({"name": "first"}))
+            # the sync may also see the tables made before the first write (version 0): one
+            # change or two, ending with the write's version and its API
+            await _until(lambda: sync.current is not None and sync.current[0] == writer.store.version(), 30)
+            assert 1 <= rec.changes <= 2 and rec.logs == []
+            assert [x["name"] for x in LocalCopy(tmp_path).load()[0].apis.values()] == ["first"]
         finally:
             await sync.stop()
     asyncio.run(scenario())
