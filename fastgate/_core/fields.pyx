@@ -4,6 +4,7 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from libc.string cimport memcmp
 
+from fastgate._core.http1 cimport ieq
 from fastgate._core.pipeline cimport ascii_ieq
 
 # methods a retry may send again (RFC 9110 section 9.2.2)
@@ -132,19 +133,6 @@ cdef bint client_cert_allows(dict mtls_hosts, bytes host, object cert):
         if required is None:
             return True
     return cert is not None and cert.domain == required
-
-
-cdef inline bint ieq(const char* buf, const char* lower, Py_ssize_t n) noexcept:
-    """buf's n bytes equal lower's in ASCII case-insensitively (lower is lowercase)."""
-    cdef Py_ssize_t i
-    cdef char c
-    for i in range(n):
-        c = buf[i]
-        if b'A' <= c <= b'Z':
-            c = c + 32
-        if c != lower[i]:
-            return False
-    return True
 
 
 cdef list connection_tokens(bytes value, list into):

@@ -225,3 +225,17 @@ cdef class Http1Parser:
     cdef bytes method_bytes(self)                        # interned b"GET" etc.: no allocation
     cdef bint should_keep_alive(self) noexcept           # llhttp_should_keep_alive now
     cdef int fail(self, int limit, const char* reason) noexcept    # make the error sticky; returns EV_ERROR
+
+
+# (inline: the header classifier, fields.pyx, compares names with it too)
+cdef inline bint ieq(const char* s, const char* lower, Py_ssize_t n) noexcept nogil:
+    """s[:n] equals lower[:n] ignoring ASCII case; lower must be lowercase."""
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(n):
+        c = s[i]
+        if b'A' <= c <= b'Z':
+            c = c + 32
+        if c != lower[i]:
+            return False
+    return True

@@ -261,18 +261,6 @@ SETTINGS.on_body = cb_body
 SETTINGS.on_message_complete = cb_message_complete
 
 
-cdef inline bint ieq(const char* s, const char* lower, Py_ssize_t n) noexcept nogil:
-    """s[:n] equals lower[:n] ignoring ASCII case; lower must be lowercase."""
-    cdef Py_ssize_t i
-    cdef char c
-    for i in range(n):
-        c = s[i]
-        if b'A' <= c <= b'Z':
-            c = c + 32
-        if c != lower[i]:
-            return False
-    return True
-
 
 # ---------------------------------------------------------------------------
 
