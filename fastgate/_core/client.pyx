@@ -51,9 +51,7 @@ cdef class ClientConnection(Downstream):
 
     def connection_made(self, transport):
         cdef Snapshot snap = self.worker.snapshot
-        self.transport = transport
-        self.t_write = transport.write
-        self.t_is_closing = transport.is_closing
+        self.attach(transport)
         self.port_bytes = b"%d" % self.local_port
         # limits live in the parser's C callbacks: the head buffer never grows past them
         self.parser = Http1Parser(False, snap.max_headers, snap.max_head, snap.max_url)
@@ -149,26 +147,30 @@ cdef class ClientConnection(Downstream):
             self.worker.functions.flow(self.exchange.integrations, False)
 
     def data_received(self, bytes data):
+        self.data_in(data)
+
+    cdef int data_in(self, bytes data) except -1:
         if self.lingering:
             # discarded: the answer is out, the client is still sending its body
             self.deadline = monotonic_coarse() + LINGER_IDLE_MS / 1000.0
-            return
+            return 0
         if self.closed:
-            return
+            return 0
         if self.ws is not None:
             (<WebSocket>self.ws).feed(data)     # a WebSocket API's connection: frames
-            return
+            return 0
         if self.tunnel:
             if self.ctx is not None and self.ctx.upstream is not None:
                 (<UpstreamConnection>self.ctx.upstream).send_body(data)
             else:
                 self.early_tunnel = (self.early_tunnel or b"") + data
-            return
+            return 0
         self.cork()
         try:
             self.feed(data)
         finally:
             self.uncork()
+        return 0
 
     cdef feed(self, bytes data):
         """Run the parser over one read; each event is handled in plain Cython."""

@@ -17,6 +17,7 @@ from fastgate._core.pipeline cimport (
     RequestContext, Route, monotonic, monotonic_coarse, ACTION_CONTINUE, ACTION_RESPOND,
     ACTION_RETRY, BODY_NONE,
 )
+from fastgate._core.netio cimport connect_tcp
 from fastgate._core.respond cimport RESPONSE_MAX_HEADERS, RESPONSE_MAX_HEAD
 from fastgate._core.runtime cimport (
     DL_NONE, DL_BODY, DL_CONNECT, DL_UPSTREAM_READ, PAUSE_NOT_READY, PAUSE_PIPELINE,
@@ -162,10 +163,14 @@ cdef class Proxy:
         self.down.deadline_kind = DL_CONNECT
         self.down.deadline = monotonic_coarse() + ctx.route.connect_timeout
         target.opened()
-        coro = self.worker.loop.create_connection(
-            lambda: conn, target.host, target.port, ssl=target.ssl,
-            server_hostname=target.server_hostname if target.ssl is not None else None)
-        ctx.connect_task = asyncio.ensure_future(coro, loop=self.worker.loop)
+        if self.worker.poller is not None and target.ssl is None and target.family != 0:
+            ctx.connect_task = connect_tcp(self.worker.poller, conn, target.family, target.host, target.port)
+        else:
+            # TLS, or a name to resolve: the loop's own transport
+            coro = self.worker.loop.create_connection(
+                lambda: conn, target.host, target.port, ssl=target.ssl,
+                server_hostname=target.server_hostname if target.ssl is not None else None)
+            ctx.connect_task = asyncio.ensure_future(coro, loop=self.worker.loop)
         ctx.connect_task.add_done_callback(conn.on_connected)
 
     cdef void ready(self, UpstreamConnection conn):
@@ -438,7 +443,17 @@ cdef class UpstreamConnection:
         self.parser = Http1Parser(True, RESPONSE_MAX_HEADERS, RESPONSE_MAX_HEAD, RESPONSE_MAX_HEAD)
 
     cpdef bint alive(self):
-        return self.is_alive and self.transport is not None and not self.t_is_closing()
+        if not self.is_alive or self.transport is None:
+            return False
+        if self.stream is not None:
+            return not self.stream.is_closed()
+        return not self.t_is_closing()
+
+    cdef void put(self, bytes data):
+        if self.stream is not None:
+            self.stream.send(data)
+        else:
+            self.t_write(data)
 
     cdef void attach(self, Proxy proxy, bint head_request):
         self.proxy = proxy
@@ -453,14 +468,14 @@ cdef class UpstreamConnection:
 
     cdef void send_head(self, bytes data):
         """The request head, with whatever body bytes came before it."""
-        self.t_write(data)
+        self.put(data)
         self.head_written = True
 
     cdef void send_body(self, bytes data):
         """Request body bytes (or tunnel bytes) after the head. Before it they are not
         sent: the exchange keeps them until the head goes (Exchange.add_body)."""
         if self.head_written:
-            self.t_write(data)
+            self.put(data)
 
     cdef void release(self, bint reusable):
         """Return to the pool when its state is known-good, else close it."""
@@ -506,8 +521,11 @@ cdef class UpstreamConnection:
     # asyncio.Protocol
     def connection_made(self, transport):
         self.transport = transport
-        self.t_write = transport.write
-        self.t_is_closing = transport.is_closing
+        if type(transport) is Stream:
+            self.stream = <Stream>transport
+        else:
+            self.t_write = transport.write
+            self.t_is_closing = transport.is_closing
         self.is_alive = True
 
     def connection_lost(self, exc):
@@ -551,6 +569,9 @@ cdef class UpstreamConnection:
             self.proxy.down.set_pause(PAUSE_UPSTREAM_FULL, False)
 
     def data_received(self, bytes data):
+        self.data_in(data)
+
+    cdef int data_in(self, bytes data) except -1:
         cdef Proxy proxy = self.proxy
         cdef const char* buf = PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data), off = 0
@@ -558,10 +579,10 @@ cdef class UpstreamConnection:
         if proxy is None:
             # an idle connection must not speak: its state is unknown now
             self.close()
-            return
+            return 0
         if self.tunnel:
-            proxy.down.transport.write(data)
-            return
+            proxy.down.put(data)
+            return 0
         self.got_bytes = True
         # PERF: a response head and body that arrive together leave in one write
         # (bench/wrk_compare.py, scenario keepalive)
@@ -574,6 +595,7 @@ cdef class UpstreamConnection:
                     break
         finally:
             proxy.down.uncork()
+        return 0
 
     cdef bint on_event(self, int ev, bytes data, const char* buf, Py_ssize_t off, Py_ssize_t n):
         """Handle one parser event; False stops reading this input."""

@@ -6,6 +6,7 @@
 # (exchange.pxd) only ever see this narrow side of it.
 
 from fastgate._core.buffers cimport Buf
+from fastgate._core.netio cimport Poller, Stream, StreamProtocol
 from fastgate._core.pipeline cimport RequestContext
 from fastgate._core.snapshot cimport Snapshot
 from fastgate._core.usage cimport UsageCounters
@@ -48,6 +49,8 @@ cdef class Worker:
     cdef public object functions          # fastgate.phases.functions.gateway.FunctionRunner, or None
     cdef public UsageCounters usage       # the API key metering counters (compile/shared.py), or None
     cdef readonly object loop
+    cdef public Poller poller             # the plain sockets' epoll set (netio.pxd), None when the
+                                          # worker's connections all come from the loop's own transports
     cdef readonly set connections         # Downstream (ClientConnection)
     cdef readonly bint draining
     cdef readonly int worker_id
@@ -72,11 +75,12 @@ cdef class Worker:
     cdef void tick(self)
 
 
-cdef class Downstream:
+cdef class Downstream(StreamProtocol):
     # The client side of one connection: where responses go. Subclassed by ClientConnection.
     cdef Worker worker
     cdef object transport
-    cdef object t_write                   # transport.write and transport.is_closing, bound once:
+    cdef Stream stream                    # transport, when it is a netio Stream: written from C
+    cdef object t_write                   # else transport.write and transport.is_closing, bound once:
     cdef object t_is_closing              # PERF: no method lookup per call (wrk_compare.py keepalive)
     cdef RequestContext ctx               # the active request (the one being answered), or None
     cdef bint closed
@@ -98,7 +102,10 @@ cdef class Downstream:
     cdef int deadline_kind                # a Deadline
     cdef double total_deadline            # the route's total timeout (or a linger's end), 0 = none
 
+    cdef void attach(self, transport)     # connection_made: bind its write path
     # writing, gathered while corked
+    cdef void put(self, data)             # to the transport, now
+    cdef bint put_closed(self)            # the transport is closing: nothing more leaves
     cdef void cork(self)
     cdef void send(self, data)
     cdef void send_ptr(self, const char* p, Py_ssize_t n, bytes whole)

@@ -140,7 +140,26 @@ cdef class Worker:
 cdef class Downstream:
     """The client side of a connection (see runtime.pxd); ClientConnection fills it in."""
 
+    cdef void attach(self, transport):
+        self.transport = transport
+        if type(transport) is Stream:
+            self.stream = <Stream>transport
+        else:
+            self.t_write = transport.write
+            self.t_is_closing = transport.is_closing
+
     # --- writing ------------------------------------------------------------------
+
+    cdef void put(self, data):
+        if self.stream is not None:
+            self.stream.send(data)
+        else:
+            self.t_write(data)
+
+    cdef bint put_closed(self):
+        if self.stream is not None:
+            return self.stream.is_closed()
+        return self.t_is_closing()
 
     cdef void cork(self):
         """Gather writes to the client until uncork() (a read callback's writes leave together)."""
@@ -159,7 +178,7 @@ cdef class Downstream:
             return
         self.flush_cork()
         if self.transport is not None:
-            self.t_write(data)
+            self.put(data)
 
     cdef void send_ptr(self, const char* p, Py_ssize_t n, bytes whole):
         """Write n bytes at p to the client (whole: the same bytes as an object, or None)."""
@@ -172,7 +191,7 @@ cdef class Downstream:
             return
         self.flush_cork()
         if self.transport is not None:
-            self.t_write(whole if whole is not None else PyBytes_FromStringAndSize(p, n))
+            self.put(whole if whole is not None else PyBytes_FromStringAndSize(p, n))
 
     cdef void flush_cork(self):
         """Write what the cork gathered so far (the cork stays)."""
@@ -184,8 +203,8 @@ cdef class Downstream:
         b.len = 0
         if self.ctx is not None:
             self.ctx.head_mark = -1     # the head left: it can no longer be taken back
-        if self.transport is not None and not self.t_is_closing():
-            self.t_write(data)
+        if self.transport is not None and not self.put_closed():
+            self.put(data)
 
     cdef void uncork(self):
         if not self.corked:

@@ -23,6 +23,7 @@ cdef class Target:
     cdef readonly str url                  # "http://127.0.0.1:9000"
     cdef readonly str scheme               # "http" | "https"
     cdef readonly str host                 # connect address (name or IP)
+    cdef readonly int family               # AF_INET / AF_INET6 when host is an IP address, else 0
     cdef readonly int port
     cdef readonly int weight
     cdef readonly bytes host_header        # Host sent upstream: b"127.0.0.1:9000"

@@ -1,7 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Upstream groups, keep-alive pools and load balancing; see upstream.pxd."""
 
+import ipaddress
 import os
+import socket
 import sys
 from bisect import bisect_left
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -31,6 +33,13 @@ def hash_key(bytes key):
     return fnv1a(<const unsigned char*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
 
 
+cdef int address_family(str host):
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return 0
+
+
 cdef class Target:
     def __init__(self, group, str url, str scheme, str host, int port, int weight=1,
                  int max_idle=128, ssl=None, str server_hostname=None):
@@ -39,6 +48,7 @@ cdef class Target:
         self.scheme = scheme
         self.host = host
         self.port = port
+        self.family = address_family(host)
         self.weight = weight if weight > 0 else 1
         default_port = 443 if scheme == "https" else 80
         hostpart = f"[{host}]" if ":" in host else host

@@ -21,6 +21,7 @@ import uvloop
 
 from fastgate._core.pipeline import seed_random
 from fastgate._core.client import protocol_factory
+from fastgate._core.netio import Listener, Poller
 from fastgate._core.runtime import Worker
 from fastgate.compile.snapshot import build_snapshot
 from fastgate.process.signals import add_loop_signal_handlers
@@ -66,6 +67,8 @@ class WorkerProcess:
         snapshot = build_snapshot(loaded, self.metrics, services=self.services)
         self.services.caches.sweep()
         self.worker = Worker(snapshot, self.loop, self.worker_id)
+        # plain TCP (clients of plain listeners, upstreams by IP) in one epoll set (netio.pxd)
+        self.worker.poller = Poller(self.loop)
         self.worker.usage = self.services.usage.counters if self.services.usage is not None else None
         self.configure_functions(loaded)
         if self.metrics is not None:
@@ -78,9 +81,12 @@ class WorkerProcess:
             tls = listener_tls_for(loaded, sock.getsockname(), lambda: self.worker.snapshot.tls)
             if tls is not None:
                 self.tls_listeners.append(tls)
-            server = self.loop.run_until_complete(self.loop.create_server(
-                protocol_factory(self.worker, port), sock=sock, backlog=backlog,
-                ssl=tls.context if tls is not None else None))
+                server = self.loop.run_until_complete(self.loop.create_server(
+                    protocol_factory(self.worker, port), sock=sock, backlog=backlog,
+                    ssl=tls.context))
+            else:
+                sock.listen(backlog)
+                server = Listener(self.worker.poller, sock, protocol_factory(self.worker, port))
             self.servers.append(server)
         add_loop_signal_handlers(self.loop, {
             signal.SIGTERM: self.drain, signal.SIGHUP: self.reload,
