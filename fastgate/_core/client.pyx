@@ -51,7 +51,7 @@ cdef class ClientConnection(Downstream):
 
     def connection_made(self, transport):
         cdef Snapshot snap = self.worker.snapshot
-        self.attach(transport)
+        self.bind(transport)
         self.port_bytes = b"%d" % self.local_port
         # limits live in the parser's C callbacks: the head buffer never grows past them
         self.parser = Http1Parser(False, snap.max_headers, snap.max_head, snap.max_url)

@@ -15,7 +15,19 @@
 # protocols of the data plane subclass StreamProtocol and are called from C. TLS and
 # upstreams given by name stay on the event loop's own transports.
 
+cdef class Stream
+
+
 cdef class StreamProtocol:
+    # A protocol written to and read from C on a Stream, through its methods on any other
+    # transport: the client and upstream connections.
+    cdef object transport
+    cdef Stream stream                    # transport, when it is a Stream
+    cdef object t_write                   # else transport.write and .is_closing, bound once
+    cdef object t_is_closing              # PERF: no method lookup per call (wrk_compare.py keepalive)
+    cdef void bind(self, transport)       # connection_made: choose the write path
+    cdef void put(self, data)             # write to the transport, now
+    cdef bint put_closed(self)            # the transport is closing: nothing more leaves
     # the read callback, called from C; data_received (asyncio's name) calls it too
     cdef int data_in(self, bytes data) except -1
 

@@ -58,6 +58,25 @@ cdef object os_error(int err):
 
 
 cdef class StreamProtocol:
+    cdef void bind(self, transport):
+        self.transport = transport
+        if type(transport) is Stream:
+            self.stream = <Stream>transport
+        else:
+            self.t_write = transport.write
+            self.t_is_closing = transport.is_closing
+
+    cdef void put(self, data):
+        if self.stream is not None:
+            self.stream.send(data)
+        else:
+            self.t_write(data)
+
+    cdef bint put_closed(self):
+        if self.stream is not None:
+            return self.stream.is_closed()
+        return self.t_is_closing()
+
     cdef int data_in(self, bytes data) except -1:
         return 0
 

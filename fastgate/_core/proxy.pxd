@@ -7,7 +7,7 @@
 # half sent, response half read, timeout, protocol error) is closed, never pooled.
 
 from fastgate._core.http1 cimport Http1Parser
-from fastgate._core.netio cimport Poller, Stream, StreamProtocol
+from fastgate._core.netio cimport StreamProtocol
 from fastgate._core.pipeline cimport RequestContext
 from fastgate._core.respond cimport Responder
 from fastgate._core.runtime cimport Downstream, Worker
@@ -47,12 +47,8 @@ cdef class Proxy:
 
 
 cdef class UpstreamConnection(StreamProtocol):
+    # its transport and write path: StreamProtocol (netio.pxd)
     cdef Target target
-    cdef object transport
-    cdef Stream stream                    # transport, when it is a netio Stream: written from C
-    cdef object t_write                   # else transport.write and .is_closing, bound once
-    cdef object t_is_closing
-    cdef void put(self, bytes data)
     cdef Http1Parser parser               # responses, driven from C (http1.pxd)
     cdef Proxy proxy                      # the exchange using it; None while idle
     cdef bint is_alive

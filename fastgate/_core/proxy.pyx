@@ -443,17 +443,7 @@ cdef class UpstreamConnection:
         self.parser = Http1Parser(True, RESPONSE_MAX_HEADERS, RESPONSE_MAX_HEAD, RESPONSE_MAX_HEAD)
 
     cpdef bint alive(self):
-        if not self.is_alive or self.transport is None:
-            return False
-        if self.stream is not None:
-            return not self.stream.is_closed()
-        return not self.t_is_closing()
-
-    cdef void put(self, bytes data):
-        if self.stream is not None:
-            self.stream.send(data)
-        else:
-            self.t_write(data)
+        return self.is_alive and self.transport is not None and not self.put_closed()
 
     cdef void attach(self, Proxy proxy, bint head_request):
         self.proxy = proxy
@@ -520,12 +510,7 @@ cdef class UpstreamConnection:
 
     # asyncio.Protocol
     def connection_made(self, transport):
-        self.transport = transport
-        if type(transport) is Stream:
-            self.stream = <Stream>transport
-        else:
-            self.t_write = transport.write
-            self.t_is_closing = transport.is_closing
+        self.bind(transport)
         self.is_alive = True
 
     def connection_lost(self, exc):

@@ -6,7 +6,7 @@
 # (exchange.pxd) only ever see this narrow side of it.
 
 from fastgate._core.buffers cimport Buf
-from fastgate._core.netio cimport Poller, Stream, StreamProtocol
+from fastgate._core.netio cimport Poller, StreamProtocol
 from fastgate._core.pipeline cimport RequestContext
 from fastgate._core.snapshot cimport Snapshot
 from fastgate._core.usage cimport UsageCounters
@@ -77,11 +77,8 @@ cdef class Worker:
 
 cdef class Downstream(StreamProtocol):
     # The client side of one connection: where responses go. Subclassed by ClientConnection.
+    # Its transport and write path: StreamProtocol (netio.pxd).
     cdef Worker worker
-    cdef object transport
-    cdef Stream stream                    # transport, when it is a netio Stream: written from C
-    cdef object t_write                   # else transport.write and transport.is_closing, bound once:
-    cdef object t_is_closing              # PERF: no method lookup per call (wrk_compare.py keepalive)
     cdef RequestContext ctx               # the active request (the one being answered), or None
     cdef bint closed
     cdef bint close_after                 # close the connection after this response
@@ -102,10 +99,7 @@ cdef class Downstream(StreamProtocol):
     cdef int deadline_kind                # a Deadline
     cdef double total_deadline            # the route's total timeout (or a linger's end), 0 = none
 
-    cdef void attach(self, transport)     # connection_made: bind its write path
-    # writing, gathered while corked
-    cdef void put(self, data)             # to the transport, now
-    cdef bint put_closed(self)            # the transport is closing: nothing more leaves
+    # writing (to the transport: StreamProtocol.put), gathered while corked
     cdef void cork(self)
     cdef void send(self, data)
     cdef void send_ptr(self, const char* p, Py_ssize_t n, bytes whole)

@@ -140,26 +140,7 @@ cdef class Worker:
 cdef class Downstream:
     """The client side of a connection (see runtime.pxd); ClientConnection fills it in."""
 
-    cdef void attach(self, transport):
-        self.transport = transport
-        if type(transport) is Stream:
-            self.stream = <Stream>transport
-        else:
-            self.t_write = transport.write
-            self.t_is_closing = transport.is_closing
-
     # --- writing ------------------------------------------------------------------
-
-    cdef void put(self, data):
-        if self.stream is not None:
-            self.stream.send(data)
-        else:
-            self.t_write(data)
-
-    cdef bint put_closed(self):
-        if self.stream is not None:
-            return self.stream.is_closed()
-        return self.t_is_closing()
 
     cdef void cork(self):
         """Gather writes to the client until uncork() (a read callback's writes leave together)."""

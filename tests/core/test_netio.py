@@ -95,6 +95,14 @@ def peer(port):
     return s
 
 
+def connected(loop, served):
+    """A client socket to the fixture's listener and the protocol it was accepted with."""
+    _, port, accepted, _ = served
+    c = peer(port)
+    run_until(loop, lambda: accepted)
+    return c, accepted[0]
+
+
 async def recv_all(loop, s, n):
     out = bytearray()
     while len(out) < n:
@@ -115,14 +123,11 @@ async def recv_to_eof(loop, s):
 
 
 def test_accept_echo_extra_info_and_close(loop, served):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     t = p.transport
     assert type(t).__name__ == "Stream"
     assert t.get_extra_info("peername") == c.getsockname()
-    assert t.get_extra_info("sockname") == ("127.0.0.1", port)
+    assert t.get_extra_info("sockname") == ("127.0.0.1", served[1])
     assert t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     assert t.get_extra_info("ssl_object") is None
     p.echo = True
@@ -139,10 +144,7 @@ def test_accept_echo_extra_info_and_close(loop, served):
 
 
 def test_a_full_peer_pauses_writing_and_every_byte_arrives_in_order(loop, served):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     payload = os.urandom(BIG)     # more than both kernel buffers hold: the rest waits in ours
     for i in range(0, len(payload), 1 << 20):
         p.transport.write(payload[i:i + (1 << 20)])
@@ -155,10 +157,7 @@ def test_a_full_peer_pauses_writing_and_every_byte_arrives_in_order(loop, served
 
 
 def test_close_sends_what_is_buffered_before_the_fin(loop, served):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     payload = os.urandom(BIG)
     p.transport.write(payload)
     assert p.transport.get_write_buffer_size() > 0
@@ -170,10 +169,7 @@ def test_close_sends_what_is_buffered_before_the_fin(loop, served):
 
 
 def test_abort_drops_the_buffer_and_closes_at_once(loop, served):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     p.transport.write(os.urandom(BIG))
     assert p.transport.get_write_buffer_size() > 0
     p.transport.abort()
@@ -185,10 +181,7 @@ def test_abort_drops_the_buffer_and_closes_at_once(loop, served):
 
 def test_input_that_came_while_paused_is_read_on_resume(loop, served):
     # edge-triggered: no new edge announces what arrived during the pause
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     p.transport.pause_reading()
     assert not p.transport.is_reading()
     payload = os.urandom(600_000)      # more than one read's buffer
@@ -202,10 +195,7 @@ def test_input_that_came_while_paused_is_read_on_resume(loop, served):
 
 
 def test_pausing_inside_data_received_holds_the_rest(loop, served):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     p.data_received_orig = p.data_received
 
     def pause_after_first(data):
@@ -225,10 +215,7 @@ def test_pausing_inside_data_received_holds_the_rest(loop, served):
 
 @pytest.mark.parametrize("keep_open", [False, True])
 def test_half_close_from_the_peer(loop, served, keep_open):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     p.keep_open = keep_open
     loop.run_until_complete(loop.sock_sendall(c, b"last words"))
     c.shutdown(socket.SHUT_WR)
@@ -248,10 +235,7 @@ def test_half_close_from_the_peer(loop, served, keep_open):
 
 
 def test_write_eof_waits_for_the_buffer(loop, served):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     payload = os.urandom(BIG)
     p.transport.write(payload)
     p.transport.write_eof()
@@ -265,10 +249,7 @@ def test_write_eof_waits_for_the_buffer(loop, served):
 
 
 def test_a_reset_reaches_connection_lost_as_the_error(loop, served):
-    poller, port, accepted, _ = served
-    c = peer(port)
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    c, p = connected(loop, served)
     loop.run_until_complete(loop.sock_sendall(c, b"x"))
     run_until(loop, lambda: p.data == b"x")
     p.transport.write(b"unread")          # unread at the peer: its close sends RST
