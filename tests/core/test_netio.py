@@ -3,8 +3,11 @@ driven through real loopback sockets with asyncio's transport semantics."""
 
 import asyncio
 import os
+import resource
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 import uvloop
@@ -341,3 +344,32 @@ def test_ipv6_connect(loop):
     srv.close()
     run_until(loop, lambda: "lost" in p.events)
     poller.close()
+
+
+def test_out_of_descriptors_pauses_accepting_then_resumes(loop, served):
+    # accept failing with EMFILE leaves the connection in the backlog: the listener stays
+    # readable, and a loop that kept asking would spin. It rests 100 ms at a time instead.
+    _, port, accepted, _ = served
+    reported = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    clients = subprocess.Popen(
+        [sys.executable, "-c", f"import socket, sys, time\n"
+         f"s = [socket.create_connection(('127.0.0.1', {port})) for _ in range(5)]\n"
+         "print('connected', flush=True)\ntime.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 1, hard))
+        try:
+            assert clients.stdout.readline() == "connected\n"   # all five wait in the backlog
+            loop.run_until_complete(asyncio.sleep(0.35))
+            assert len(accepted) <= 1
+            assert "accept failed: Too many open files" in reported
+            # paused, not spinning: a handful of tries in 350 ms, not thousands
+            assert reported.count("accept failed: Too many open files") <= 5
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        run_until(loop, lambda: len(accepted) == 5)
+    finally:
+        clients.kill()
+        clients.wait()
