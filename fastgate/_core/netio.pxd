@@ -1,5 +1,5 @@
 # The data plane's own socket I/O for plain TCP: the client connections of the worker's
-# listeners and the connections to http:// upstreams given by IP address. Each socket is
+# plain listeners and the connections to http:// upstreams. Each socket is
 # read and written with direct system calls; their readiness comes from one edge-triggered
 # epoll set that the event loop watches as a single file descriptor, so one loop callback
 # serves every ready socket of an iteration.
@@ -12,8 +12,8 @@
 #
 # A Stream is an asyncio transport (write, close, abort, pause_reading, write_eof,
 # get_extra_info, ...) with asyncio's semantics, so any protocol works on it; the two
-# protocols of the data plane subclass StreamProtocol and are called from C. TLS and
-# upstreams given by name stay on the event loop's own transports.
+# protocols of the data plane subclass StreamProtocol and are called from C. TLS stays on
+# the event loop's own transports.
 
 cdef class Stream
 
@@ -92,4 +92,5 @@ cdef class Listener(Watched):
     cdef void pause_accepting(self)       # out of descriptors: retry in a moment
 
 
-cpdef object connect_tcp(Poller poller, object protocol, int family, str host, int port)
+cpdef object connect_tcp(Poller poller, object protocol, int family, tuple address)
+# and connect_name(poller, protocol, host, port): a coroutine that resolves host first

@@ -516,16 +516,16 @@ cdef class Listener(Watched):
         return () if self.closed else (self.sock,)
 
 
-cpdef object connect_tcp(Poller poller, object protocol, int family, str host, int port):
-    """Connect to an IP address; a Future of (transport, protocol), as loop.create_connection.
-    Cancelling it while connecting closes the socket."""
+cpdef object connect_tcp(Poller poller, object protocol, int family, tuple address):
+    """Connect to an IP address ((host, port), or IPv6's 4-tuple); a Future of (transport,
+    protocol), as loop.create_connection. Cancelling it while connecting closes the socket."""
     cdef Stream s
     cdef int err
     fut = poller.loop.create_future()
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         setsockopt(sock.fileno(), IPPROTO_TCP, TCP_NODELAY, &ONE, sizeof(int))
-        err = sock.connect_ex((host, port))
+        err = sock.connect_ex(address)
         if err != 0 and err != EINPROGRESS:
             raise os_error(err)
         s = Stream(poller, sock, protocol)
@@ -537,3 +537,21 @@ cpdef object connect_tcp(Poller poller, object protocol, int family, str host, i
         return fut
     fut.add_done_callback(s._connect_done)
     return fut
+
+
+async def connect_name(Poller poller, object protocol, str host, int port):
+    """Resolve host (through the loop: getaddrinfo in its thread pool), then connect to its
+    addresses in turn, as loop.create_connection does; the same errors as it raises."""
+    infos = await poller.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                          proto=socket.IPPROTO_TCP)
+    if not infos:
+        raise OSError(f"getaddrinfo({host!r}) returned empty list")
+    errors = []
+    for family, _, _, _, address in infos:
+        try:
+            return await connect_tcp(poller, protocol, family, address)
+        except OSError as e:
+            errors.append(e)
+    if len(errors) == 1 or all(str(e) == str(errors[0]) for e in errors):
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")

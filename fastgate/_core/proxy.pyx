@@ -18,6 +18,7 @@ from fastgate._core.pipeline cimport (
     ACTION_RETRY, BODY_NONE,
 )
 from fastgate._core.netio cimport connect_tcp
+from fastgate._core.netio import connect_name
 from fastgate._core.respond cimport RESPONSE_MAX_HEADERS, RESPONSE_MAX_HEAD
 from fastgate._core.runtime cimport (
     DL_NONE, DL_BODY, DL_CONNECT, DL_UPSTREAM_READ, PAUSE_NOT_READY, PAUSE_PIPELINE,
@@ -163,10 +164,16 @@ cdef class Proxy:
         self.down.deadline_kind = DL_CONNECT
         self.down.deadline = monotonic_coarse() + ctx.route.connect_timeout
         target.opened()
-        if self.worker.poller is not None and target.ssl is None and target.family != 0:
-            ctx.connect_task = connect_tcp(self.worker.poller, conn, target.family, target.host, target.port)
+        if self.worker.poller is not None and target.ssl is None:
+            if target.family != 0:
+                ctx.connect_task = connect_tcp(self.worker.poller, conn, target.family,
+                                               (target.host, target.port))
+            else:
+                ctx.connect_task = asyncio.ensure_future(
+                    connect_name(self.worker.poller, conn, target.host, target.port),
+                    loop=self.worker.loop)
         else:
-            # TLS, or a name to resolve: the loop's own transport
+            # TLS: the loop's own transport
             coro = self.worker.loop.create_connection(
                 lambda: conn, target.host, target.port, ssl=target.ssl,
                 server_hostname=target.server_hostname if target.ssl is not None else None)

@@ -364,6 +364,28 @@ def test_refused_is_502(gateway, tmp_path):
     assert "refused" in line.lower()
 
 
+def test_an_upstream_named_by_host_name(gateway, upstream, tmp_path):
+    # resolved when a connection is made (not per request: the pool keeps it), then each
+    # address tried in turn: "localhost" may name ::1 first, where nothing listens
+    by_name = upstream.url.replace("127.0.0.1", "localhost")
+    dead = dead_url().replace("127.0.0.1", "localhost")
+    log = tmp_path / "access.log"
+    g = gateway(config(group("api", [by_name]) + group("gone", [dead], "retries: 0"), log=log,
+                       routes="""\
+  - path: /gone/{proxy+}
+    integration: {type: http, upstream: gone}
+  - path: /{proxy+}
+    integration: {type: http, upstream: api}
+"""))
+    bodies = {get(g.url + "/conn").text for _ in range(5)}
+    assert len(bodies) == 1         # one pooled connection served all five
+    r = get(g.url + "/gone/x")
+    assert r.status_code == 502
+    line = logged(log, 6)[5]
+    assert line.startswith(f"502 35 INTEGRATION_FAILURE upstream {dead[7:]}: connect failed:")
+    assert "refused" in line.lower()
+
+
 def test_reset_is_502(gateway, upstream, tmp_path):
     log = tmp_path / "access.log"
     g = gateway(config(group("api", [upstream.url]), log=log))
