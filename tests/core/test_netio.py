@@ -328,7 +328,7 @@ def test_connect_tcp_refused_and_cancelled(loop):
     poller.close()
 
 
-def test_ipv6_connect(loop):
+def test_ipv6_listener_and_connect(loop):
     poller = Poller(loop)
     srv = socket.socket(socket.AF_INET6)
     try:
@@ -336,13 +336,18 @@ def test_ipv6_connect(loop):
     except OSError:
         pytest.skip("no ::1 here")
     srv.listen(4)
+    accepted = []
+    listener = Listener(poller, srv, lambda: accepted.append(Recorder()) or accepted[-1])
     p = Recorder()
-    transport, _ = loop.run_until_complete(
-        connect_tcp(poller, p, socket.AF_INET6, srv.getsockname()))
-    assert transport.get_extra_info("peername")[:2] == ("::1", srv.getsockname()[1])
+    transport, _ = loop.run_until_complete(connect_tcp(poller, p, socket.AF_INET6, srv.getsockname()))
+    assert transport.get_extra_info("peername")[:2] == srv.getsockname()[:2]
+    run_until(loop, lambda: accepted)
+    assert accepted[0].transport.get_extra_info("peername") == transport.get_extra_info("sockname")
+    transport.write(b"six")
+    run_until(loop, lambda: accepted[0].data == b"six")
     transport.close()
-    srv.close()
-    run_until(loop, lambda: "lost" in p.events)
+    listener.close()
+    run_until(loop, lambda: "lost" in p.events and "lost" in accepted[0].events)
     poller.close()
 
 
