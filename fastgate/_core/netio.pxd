@@ -7,7 +7,7 @@
 # PERF: uvloop takes the GIL back and enters a context twice per read (buffer allocation,
 # then the read callback), calls data_received through a Python method call, and looks a
 # method up on every write; its epoll set is level-triggered (every ready socket is polled
-# again on the next wait). About 4,000 of ~23,500 user-space instructions per proxied
+# again on the next wait). About 3,000 of ~28,800 user-space instructions per proxied
 # keep-alive request (bench/ir_per_request.py; bench/wrk_compare.py --scenario keepalive).
 #
 # A Stream is an asyncio transport (write, close, abort, pause_reading, write_eof,
