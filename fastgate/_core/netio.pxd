@@ -75,6 +75,7 @@ cdef class Stream(Watched):
     cdef object peer
 
     cdef int send(self, object data) except -1    # write(): direct, or buffered behind what waits
+    cdef Py_ssize_t send_some(self, const char* p, Py_ssize_t size)   # one send(2), EINTR retried
     cdef inline bint is_closed(self):
         return self.state >= S_CLOSING
     cdef void read_ready(self, bint drain)

@@ -101,7 +101,6 @@ cdef class Poller:
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, w.fd, &ev) < 0:
             raise os_error(errno)
         self.live.add(w)
-        w.poller = self
         if not self.started:
             self.started = True
             self.loop.add_reader(self.epfd, self.ready)
@@ -212,9 +211,7 @@ cdef class Stream(Watched):
     # --- writing -------------------------------------------------------------------------
 
     cdef int send(self, object data) except -1:
-        cdef const char* p
         cdef Py_ssize_t size, n
-        cdef int err
         if self.state >= S_CLOSING or self.shut or self.shut_pending:
             return 0                # closing, or after write_eof: nothing may follow
         if type(data) is not bytes:
@@ -223,20 +220,11 @@ cdef class Stream(Watched):
         if size == 0:
             return 0
         if not self.wbuf and self.state == S_OPEN:
-            p = PyBytes_AS_STRING(data)
-            while True:
-                n = c_send(self.fd, p, size, MSG_NOSIGNAL)
-                if n == size:
-                    return 0
-                if n >= 0:
-                    data = data[n:]
-                    break
-                err = errno
-                if err == EAGAIN:
-                    break
-                if err != EINTR:
-                    self.fatal(os_error(err), "")
-                    return 0
+            n = self.send_some(PyBytes_AS_STRING(data), size)
+            if n < 0 or n == size:
+                return 0
+            if n:
+                data = data[n:]
         self.wbuf.append(data)
         self.wsize += PyBytes_GET_SIZE(data)
         if self.wsize > self.high and not self.write_paused:
@@ -247,26 +235,36 @@ cdef class Stream(Watched):
                 self.fatal(e, "protocol.pause_writing() failed")
         return 0
 
+    cdef Py_ssize_t send_some(self, const char* p, Py_ssize_t size):
+        """What of size bytes at p the socket takes now (0 when full); -1 when the
+        connection failed (closed here, connection_lost has the error)."""
+        cdef Py_ssize_t n
+        cdef int err
+        while True:
+            n = c_send(self.fd, p, size, MSG_NOSIGNAL)
+            if n >= 0:
+                return n
+            err = errno
+            if err == EAGAIN:
+                return 0
+            if err != EINTR:
+                self.fatal(os_error(err), "")
+                return -1
+
     cdef void flush(self):
         """The socket can take more: send what waits, then close or shut if that waited too."""
         cdef bytes chunk
         cdef Py_ssize_t n, size
-        cdef int err
         while self.wbuf:
             chunk = <bytes>self.wbuf[0]
             size = PyBytes_GET_SIZE(chunk)
-            n = c_send(self.fd, PyBytes_AS_STRING(chunk), size, MSG_NOSIGNAL)
+            n = self.send_some(PyBytes_AS_STRING(chunk), size)
             if n < 0:
-                err = errno
-                if err == EINTR:
-                    continue
-                if err == EAGAIN:
-                    return
-                self.fatal(os_error(err), "")
                 return
             self.wsize -= n
             if n < size:
-                self.wbuf[0] = chunk[n:]
+                if n:
+                    self.wbuf[0] = chunk[n:]
                 return
             del self.wbuf[0]
         if self.state == S_CLOSING:
@@ -444,6 +442,7 @@ cdef class Listener(Watched):
     """A listening socket whose connections get Streams (the worker's plain listeners)."""
 
     def __init__(self, Poller poller, sock, factory):
+        self.poller = poller
         self.sock = sock
         self.fd = sock.fileno()
         self.family = sock.family
