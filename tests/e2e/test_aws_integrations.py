@@ -165,6 +165,9 @@ def ok(template: str | None = None, **more) -> dict:
     return out
 
 
+# the query-protocol services read a form: the request body's type, set as a constant
+FORM_BODY = {"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"}
+
 ROUTES = {
     # SQS, path style, as in AWS's tutorial: the form the query API reads, from the template
     ("/orders", "post"): aws(
@@ -172,7 +175,7 @@ ROUTES = {
         "Action=SendMessage&MessageBody=$util.urlEncode($input.body)",
         {"default": ok('{"queued": true}'),
          "4\\d{2}": {"statusCode": "400", "responseTemplates": {"application/json": '{"refused": true}'}}},
-        requestParameters={"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"}),
+        requestParameters=FORM_BODY),
     # SQS, action style: Action in the query string, the rest mapped from the method request
     ("/orders/quick", "post"): aws(
         f"arn:aws:apigateway:{REGION}:sqs:action/SendMessage", None,
@@ -185,14 +188,14 @@ ROUTES = {
         f"arn:aws:apigateway:{REGION}:sns:action/Publish",
         "TopicArn=$util.urlEncode($stageVariables.topic)&Message=$util.urlEncode($input.body)",
         {"default": ok('{"published": true}')},
-        requestParameters={"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"}),
+        requestParameters=FORM_BODY),
     # a queue that does not exist: SQS's 400 selects the 4xx integration response
     ("/orders/lost", "post"): aws(
         f"arn:aws:apigateway:{REGION}:sqs:path/{ACCOUNT}/no-such-queue",
         "Action=SendMessage&MessageBody=x",
         {"default": ok('{"queued": true}'),
          "4\\d{2}": {"statusCode": "404", "responseTemplates": {"application/json": '{"queue": "missing"}'}}},
-        requestParameters={"integration.request.header.Content-Type": "'application/x-www-form-urlencoded'"}),
+        requestParameters=FORM_BODY),
     # Step Functions: an express workflow's output, mapped (sync-states: StartSyncExecution's host)
     ("/greet", "post"): aws(
         f"arn:aws:apigateway:{REGION}:sync-states:action/StartSyncExecution",
