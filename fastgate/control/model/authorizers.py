@@ -22,6 +22,7 @@ from fastgate.control.model.base import (
     _require_str,
     _unescape_pointer,
 )
+from fastgate.control.model.patching import patch_list_member
 from fastgate.control.names import AUTHORIZER_TYPES, METHOD_AUTHORIZER_TYPES, new_id
 
 AUTHORIZERS_PER_API = 10               # AWS's quota of authorizers per API
@@ -101,11 +102,7 @@ def _patch_authorizer(auth: dict, op: dict, api: dict) -> None:
         else:
             auth[top] = value
     elif path == "/providerARNs" and kind in ("add", "remove"):
-        arns = auth.setdefault("providerARNs", [])
-        if kind == "add" and value not in arns:
-            arns.append(value)
-        elif kind == "remove" and value in arns:
-            arns.remove(value)
+        patch_list_member(auth, "providerARNs", kind, value)
     elif path.startswith("/providerARNs/") and kind == "remove":
         arn = _unescape_pointer(path[len("/providerARNs/"):])
         arns = auth.get("providerARNs") or []

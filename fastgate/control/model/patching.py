@@ -44,3 +44,14 @@ def pointer_tail(path: str, prefix: str) -> str | None:
     if not path.startswith(prefix + "/"):
         return None
     return path[len(prefix) + 1:].replace("~1", "/").replace("~0", "~")
+
+
+def patch_list_member(doc: dict, key: str, op: str, value) -> list:
+    """An add or remove patch on a list AWS treats as a set (providerARNs,
+    authorizationScopes): add a value once, remove it if there. Returns the list."""
+    items = doc.setdefault(key, [])
+    if op == "add" and value not in items:
+        items.append(value)
+    elif op == "remove" and value in items:
+        items.remove(value)
+    return items

@@ -18,6 +18,7 @@ from fastgate.control.model.base import (
     _require_str,
     _unescape_pointer,
 )
+from fastgate.control.model.patching import patch_list_member
 from fastgate.control.model.restapis import _child_path, resource_view
 from fastgate.control.names import (
     AUTHORIZATION_TYPES,
@@ -350,11 +351,7 @@ def _patch_method(api: dict, method: dict, op: dict) -> None:
                 _check_validator(api, value)
             method[top] = value
     elif path == "/authorizationScopes" and kind in ("add", "remove"):
-        scopes = method.setdefault("authorizationScopes", [])
-        if kind == "add" and value not in scopes:
-            scopes.append(value)
-        elif kind == "remove" and value in scopes:
-            scopes.remove(value)
+        scopes = patch_list_member(method, "authorizationScopes", kind, value)
         if not scopes:
             del method["authorizationScopes"]
     elif path.startswith("/requestParameters/") and kind in ("add", "replace", "remove"):
