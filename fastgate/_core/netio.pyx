@@ -287,10 +287,12 @@ cdef class Stream(Watched):
         cdef int err = 0
         cdef socklen_t size = sizeof(int)
         fut = self.connecting
+        self.connecting = None
         if getsockopt(self.fd, SOL_SOCKET, SO_ERROR, &err, &size) < 0:
             err = errno
-        if err:
-            self.connecting = None
+        if err or fut.done():
+            # failed, or cancelled in this same batch of events: _connect_done, a callback of
+            # the next iteration, finds the socket closed here already
             self.state = S_CLOSED
             self.sock.close()
             self.poller.forget(self)
@@ -298,9 +300,6 @@ cdef class Stream(Watched):
                 fut.set_exception(os_error(err))
             return
         self.state = S_OPEN
-        self.connecting = None
-        if fut.done():              # cancelled meanwhile (connect_done closed it already)
-            return
         self.made = True
         try:
             self.protocol.connection_made(self)

@@ -328,6 +328,28 @@ def test_connect_tcp_refused_and_cancelled(loop):
     poller.close()
 
 
+def test_a_connect_cancelled_as_it_completes_leaves_no_connection_open(loop):
+    """The client left (Proxy.drop cancels the connect) and, in the same batch of events, the
+    connect completed: the cancel's callback comes too late to close the socket, so the
+    completion must, or the upstream keeps a connection nobody owns."""
+    poller = Poller(loop)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    p = Recorder()
+    fut = connect_tcp(poller, p, socket.AF_INET, ("127.0.0.1", srv.getsockname()[1]))
+    s, _ = srv.accept()                 # the handshake is done: the connect's event is ready
+    fut.cancel()                        # its done callbacks wait for the next loop iteration...
+    poller.ready()                      # ...but this batch of events comes first
+    loop.run_until_complete(asyncio.sleep(0.05))
+    s.settimeout(5)
+    assert s.recv(1) == b""             # the gateway's side is closed
+    assert p.events == []               # and the protocol never heard of it
+    s.close()
+    srv.close()
+    poller.close()
+
+
 def test_ipv6_listener_and_connect(loop):
     poller = Poller(loop)
     srv = socket.socket(socket.AF_INET6)

@@ -230,20 +230,20 @@ def test_chat_made_with_apigatewayv2(gateway, tmp_path, upstream):
                                 RouteResponseId=rr["RouteResponseId"])
         c.create_deployment(ApiId=api_id, StageName="prod")
 
-        async def answer() -> str:
-            await clients[1].send(json.dumps({"action": "nowhere", "n": 7}))
-            return await asyncio.wait_for(clients[1].recv(), 15)
+        async def answer(ws) -> str:
+            await ws.send(json.dumps({"action": "nowhere", "n": 7}))
+            return await asyncio.wait_for(ws.recv(), 15)
         # (the MOCK's response template is Velocity over the message and its context)
         fallback = "fallback seven from $default"
-        for _ in range(60):
-            got = await answer()
-            if got == fallback:
-                break
-            await asyncio.sleep(0.25)
-        assert got == fallback
-        for ws in clients[2:]:          # every connection, on either worker, has the new routes
-            await ws.send(json.dumps({"action": "nowhere", "n": 7}))
-            assert await asyncio.wait_for(ws.recv(), 15) == fallback
+        # every connection, on either worker, gets the new routes. The workers build the new
+        # snapshot each on its own, so one may serve it a moment before the other does.
+        for ws in clients[1:]:
+            for _ in range(60):
+                got = await answer(ws)
+                if got == fallback:
+                    break
+                await asyncio.sleep(0.25)
+            assert got == fallback
         await clients[1].send(json.dumps({"action": "ping"}))       # one-way now: nothing back
         await clients[1].send(json.dumps({"action": "whoami"}))
         assert json.loads(await asyncio.wait_for(clients[1].recv(), 15))["routeKey"] == "whoami"
