@@ -33,7 +33,8 @@ cdef class Target:
     cdef readonly object group             # the UpstreamGroup (for its name and settings)
 
     # pool: idle connections, most recently used last (LIFO keeps few sockets warm)
-    cdef list idle
+    cdef list idle                         # idle[:n_idle]; the slots above hold None
+    cdef int n_idle
     cdef readonly int max_idle             # connections kept idle at most
     cdef public int active                 # requests in flight on this target (least_conn)
     cdef public int open                   # connections open (idle + in use)

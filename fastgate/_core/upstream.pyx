@@ -64,11 +64,11 @@ cdef class Target:
         self.own_conn_slot = -1
 
     def __repr__(self):
-        return f"<Target {self.url} weight={self.weight} active={self.active} idle={len(self.idle)}>"
+        return f"<Target {self.url} weight={self.weight} active={self.active} idle={self.n_idle}>"
 
     @property
     def idle_count(self):
-        return len(self.idle)
+        return self.n_idle
 
     cdef bint available(self, double now):
         return self.healthy and self.ejected_until <= now
@@ -76,23 +76,35 @@ cdef class Target:
     cdef object pop_idle(self):
         """The most recently used idle connection, or None. The caller checks it is alive
         (a typed call there; here it would be a Python one) and pops again if not."""
-        if self.idle:
-            return self.idle.pop()
-        return None
+        cdef object conn
+        if self.n_idle == 0:
+            return None
+        self.n_idle -= 1
+        conn = self.idle[self.n_idle]
+        self.idle[self.n_idle] = None
+        return conn
 
     cdef bint push_idle(self, object conn):
         """Keep conn for reuse; False when the pool is full or retired (the caller closes it)."""
-        if self.retired or len(self.idle) >= self.max_idle:
+        # PERF: the list never shrinks, so a pool that empties and fills again per request
+        # allocates nothing (bench/ir_per_request.py: list append and pop resized it each time)
+        if self.retired or self.n_idle >= self.max_idle:
             return False
-        self.idle.append(conn)
+        if self.n_idle < len(self.idle):
+            self.idle[self.n_idle] = conn
+        else:
+            self.idle.append(conn)
+        self.n_idle += 1
         return True
 
     cdef void forget_idle(self, object conn):
         # O(pool size), and only when an idle connection is closed by the peer
-        try:
-            self.idle.remove(conn)
-        except ValueError:
-            pass
+        cdef int i
+        for i in range(self.n_idle):
+            if self.idle[i] is conn:
+                del self.idle[i]
+                self.n_idle -= 1
+                return
 
     cdef void opened(self):
         self.open += 1
@@ -130,7 +142,8 @@ cdef class Target:
     cpdef close_idle(self):
         """Close every idle connection and keep no more (snapshot retired, or shutdown)."""
         self.retired = True
-        idle, self.idle = self.idle, []
+        idle, self.idle = self.idle[:self.n_idle], []
+        self.n_idle = 0
         for conn in idle:
             conn.close()
 
