@@ -12,7 +12,8 @@ import pytest
 
 from fastgate._core.accesslog import AccessLog
 from fastgate._core.metrics import BUCKET_BOUNDS_S, SharedMetrics
-from fastgate._core.pipeline import RequestContext, Route, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import RequestContext, Route
 
 TEMPLATE = ('{"id":"$context.requestId","ip":"$context.identity.sourceIp",'
             '"route":"$context.routeKey","status":"$context.status",'

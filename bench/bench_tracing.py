@@ -13,7 +13,8 @@ import time
 import orjson
 import pytest
 
-from fastgate._core.pipeline import ApiStage, RequestContext, Route, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import ApiStage, RequestContext, Route
 from fastgate._core.tracing import SAMPLERS, Tracer
 from fastgate._core.upstream import Target, UpstreamGroup
 from fastgate.observability.tracing_export import record_spans

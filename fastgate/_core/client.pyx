@@ -20,7 +20,7 @@ from fastgate._core.http1 cimport (
     LIMIT_URL, LIMIT_HEADERS, LIMIT_HEAD,
 )
 from fastgate._core.paths cimport canonical_path, refusal_reason
-from fastgate._core.pipeline cimport monotonic, monotonic_coarse, epoch_ms
+from fastgate._core.clock cimport event_epoch_ms, event_time, monotonic_coarse
 from fastgate._core.proxy cimport Proxy, UpstreamConnection, RETRY_BODY_MAX
 from fastgate._core.respond cimport Responder
 from fastgate._core.runtime cimport (
@@ -289,8 +289,8 @@ cdef class ClientConnection(Downstream):
         if ctx.headers is None:
             ctx.headers = []
         if ctx.start == 0:
-            ctx.start = monotonic()
-            ctx.request_time_ms = epoch_ms()
+            ctx.start = event_time()
+            ctx.request_time_ms = event_epoch_ms()
 
     # --- parser events ------------------------------------------------------------
 
@@ -298,8 +298,8 @@ cdef class ClientConnection(Downstream):
         cdef RequestContext ctx = RequestContext()
         cdef Snapshot snap = self.worker.snapshot
         ctx.snapshot = snap
-        ctx.start = monotonic()
-        ctx.request_time_ms = epoch_ms()
+        ctx.start = event_time()
+        ctx.request_time_ms = event_epoch_ms()
         ctx.headers = []
         ctx.forward_headers = []
         ctx.source_ip = self.peer_ip

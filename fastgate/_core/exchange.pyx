@@ -15,8 +15,9 @@ from fastgate._core.keys cimport headers_for, KEY_ALLOW, KEY_INVALID, KEY_THROTT
 from fastgate._core.metrics cimport throttle_level_of, CACHE_RESULT_MISS, CACHE_RESULT_HIT, \
     CACHE_RESULT_REDIS_HIT
 from fastgate._core.paths cimport lenient_path
+from fastgate._core.clock cimport event_epoch_ms, event_time, monotonic_coarse
 from fastgate._core.pipeline cimport (
-    ApiStage, Mount, monotonic, monotonic_coarse, epoch_ms,
+    ApiStage, Mount,
     ACTION_CONTINUE, ACTION_RESPOND, ACTION_WAIT,
     INTEGRATION_HTTP,
     PHASE_ACCESS, PHASE_THROTTLE, PHASE_VALIDATE, PHASE_REQUEST_TRANSFORM, PHASE_CACHE,
@@ -198,7 +199,7 @@ cdef class Exchange:
                 # SigV4 signs the payload: check once the body is here (body_done)
                 return self.wait_for_body(ctx, PHASE_ACCESS)
             if ctx.trace is not None:
-                (<Trace>ctx.trace).auth_start = monotonic()
+                (<Trace>ctx.trace).auth_start = event_time()
             if route.key_gate is not None and snap.redis is None:
                 # PERF: a method whose only check is an API key runs it in C: no Python call,
                 # no object per request (bench/wrk_compare.py --scenario keyed)
@@ -208,7 +209,7 @@ cdef class Exchange:
                     self, ctx, b"".join(ctx.body_chunks) if route.access.needs_body and ctx.body_chunks
                     else (b"" if route.access.needs_body else None))
             if ctx.trace is not None and action != ACTION_WAIT:
-                (<Trace>ctx.trace).auth_end = monotonic()
+                (<Trace>ctx.trace).auth_end = event_time()
             if action == ACTION_WAIT:
                 ctx.waiting = WAIT_ACCESS      # access_done() resumes
                 return ACTION_WAIT
@@ -285,7 +286,7 @@ cdef class Exchange:
         if not self.wanted(ctx, WAIT_ACCESS):
             return      # the client went away, or a timeout answered meanwhile
         if ctx.trace is not None:
-            (<Trace>ctx.trace).auth_end = monotonic()
+            (<Trace>ctx.trace).auth_end = event_time()
         if error_type is not None:
             ctx.waiting = WAIT_NONE
             self.deny(ctx, error_type, message, headers, body, code)
@@ -316,7 +317,7 @@ cdef class Exchange:
         None (a miss, Redis down or slow): call the integration and store its answer."""
         if not self.wanted(ctx, WAIT_CACHE):
             return
-        cdef long long now = epoch_ms()
+        cdef long long now = event_epoch_ms()
         if hit is not None:
             ctx.waiting = WAIT_NONE
             ctx.cache_result = 3
@@ -471,7 +472,7 @@ cdef class Exchange:
         key = rc.spec.key(ctx.method, ctx.path, ctx.query, ctx.headers, ctx.path_params)
         ctx.cache_key = key
         if decision != CACHE_REFRESH:
-            hit = (<SharedCache>snap.cache).get(key, epoch_ms())
+            hit = (<SharedCache>snap.cache).get(key, event_epoch_ms())
             if hit is not None:
                 ctx.cache_result = 1
                 self.answer_cached(ctx, <tuple>hit)
@@ -496,7 +497,7 @@ cdef class Exchange:
         headers.append((b"X-Cache", b"Hit"))
         if ctx.cache_decision == CACHE_LOOKUP_WARN:
             headers.append(CACHE_WARNING)
-        ctx.integration_start = ctx.integration_end = monotonic()
+        ctx.integration_start = ctx.integration_end = event_time()
         self.out.respond(ctx, <int>hit[0], headers, <bytes>hit[2])
 
     cdef void record_cache_result(self, RequestContext ctx):

@@ -4,7 +4,8 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
-from fastgate._core.pipeline cimport RequestContext, ApiStage, Route, monotonic_coarse
+from fastgate._core.pipeline cimport RequestContext, ApiStage, Route
+from fastgate._core.clock cimport monotonic_coarse
 from fastgate._core.accesslog cimport AccessLog, FLUSH_AT
 from fastgate._core.metrics cimport SharedMetrics, THROTTLE_USAGE_PLAN, THROTTLE_QUOTA
 

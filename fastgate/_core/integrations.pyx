@@ -7,8 +7,9 @@ import orjson
 
 from fastgate._core.headers cimport Template
 from fastgate._core.fields cimport without_content_encoding
+from fastgate._core.clock cimport event_time
 from fastgate._core.pipeline cimport (
-    RequestContext, Route, monotonic, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
+    RequestContext, Route, INTEGRATION_MOCK, INTEGRATION_ECHO, INTEGRATION_FUNCTION,
     INTEGRATION_PYTHON, INTEGRATION_WEBSOCKET,
 )
 from fastgate._core.proxy cimport upstream_request_head, RETRY_BODY_MAX
@@ -108,7 +109,7 @@ cdef class Integrations:
             # start the function) and message-complete comes after; a function answers later,
             # so `responding` cannot tell, and the handler would run twice
             return
-        ctx.integration_start = monotonic()
+        ctx.integration_start = event_time()
         runner = ctx.route.runner if ctx.route.integration == INTEGRATION_PYTHON else self.worker.functions
         if runner is None:
             self.out.respond_error(ctx, "INTEGRATION_FAILURE", "no function runner in this worker", 502)
@@ -126,7 +127,7 @@ cdef class Integrations:
         """A function's response (or its failure: error_type set, body AWS's JSON)."""
         if ctx is not self.down.ctx or self.down.closed or ctx.responding:
             return      # the client went away meanwhile, or a timeout already answered
-        ctx.integration_end = monotonic()
+        ctx.integration_end = event_time()
         if error_type is not None:
             ctx.error_type = error_type
             ctx.error_message = detail
@@ -145,7 +146,7 @@ cdef class Integrations:
         the API customised the type."""
         if ctx is not self.down.ctx or self.down.closed or ctx.responding:
             return      # the client went away meanwhile
-        ctx.integration_end = monotonic()
+        ctx.integration_end = event_time()
         if isinstance(result, str):
             self.out.respond_error(ctx, result, detail, status)
         elif ctx.route.response_map is not None:    # an HTTP API's responseParameters
@@ -159,7 +160,7 @@ cdef class Integrations:
         False when the client is gone (or a timeout answered): the stream is not wanted."""
         if ctx is not self.down.ctx or self.down.closed or ctx.responding:
             return False
-        ctx.integration_end = monotonic()     # the first byte: the integration latency
+        ctx.integration_end = event_time()     # the first byte: the integration latency
         self.out.start_stream(ctx, status, headers)
         self.down.uncork()
         return True
@@ -182,7 +183,7 @@ cdef class Integrations:
         answer) or websocket_accept() (the 101)."""
         if ctx.integration_start > 0:
             return      # (as start_function: the request was whole at head-complete already)
-        ctx.integration_start = monotonic()
+        ctx.integration_start = event_time()
         body = b"".join(ctx.body_chunks) if ctx.body_chunks else b""
         ctx.body_chunks = []
         self.down.deadline_kind = DL_NONE   # the endpoint bounds its integration itself
@@ -197,7 +198,7 @@ cdef class Integrations:
         cdef WebSocket ws
         if ctx is not down.ctx or down.closed or ctx.responding:
             return None
-        ctx.integration_end = monotonic()
+        ctx.integration_end = event_time()
         ctx.status = 101
         ctx.responding = True
         head = [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -278,6 +278,3 @@ cdef class RequestContext:
 
 
 cdef bint ascii_ieq(bytes a, bytes lower_b)
-cdef double monotonic() noexcept nogil
-cdef double monotonic_coarse() noexcept nogil   # same clock, ms resolution, for deadlines
-cdef long long epoch_ms() noexcept nogil

@@ -4,36 +4,8 @@
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.string cimport memchr
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
-
-cdef double monotonic() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
-
-
-cdef extern from "<time.h>" nogil:
-    enum: CLOCK_MONOTONIC_COARSE
-
-
-cdef double monotonic_coarse() noexcept nogil:
-    """PERF: the kernel's last tick, read without the TSC; a deadline a few ms early does
-    not matter (timeouts are swept every 100 ms) (bench/wrk_compare.py, scenario keepalive)."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
-    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
-
-
-cdef long long epoch_ms() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
-
-
-def monotonic_s():
-    """The clock every `start`/`end` field uses, for Python code and tests."""
-    return monotonic()
+from fastgate._core.clock cimport monotonic
 
 
 cdef bint ascii_ieq(bytes a, bytes lower_b):

@@ -13,8 +13,9 @@ from fastgate._core.fields cimport H_OTHER, H_HOST, H_XFF, H_XFP, H_XFH, H_XFPOR
 from fastgate._core.fields import IDEMPOTENT
 from fastgate._core.http1 cimport EV_NEED_MORE, EV_HEAD_COMPLETE, EV_BODY, EV_MESSAGE_COMPLETE, \
     EV_UPGRADE
+from fastgate._core.clock cimport event_time, monotonic, monotonic_coarse
 from fastgate._core.pipeline cimport (
-    RequestContext, Route, monotonic, monotonic_coarse, ACTION_CONTINUE, ACTION_RESPOND,
+    RequestContext, Route, ACTION_CONTINUE, ACTION_RESPOND,
     ACTION_RETRY, BODY_NONE,
 )
 from fastgate._core.netio cimport connect_tcp
@@ -135,7 +136,7 @@ cdef class Proxy:
     cdef void attempt(self, RequestContext ctx, Target exclude):
         cdef Route route = ctx.route
         cdef UpstreamGroup group = <UpstreamGroup>route.upstream
-        cdef double now = monotonic()
+        cdef double now = event_time()
         cdef Target target = group.pick(ctx, exclude, now)
         cdef UpstreamConnection conn
         if target is None and exclude is not None:
@@ -396,7 +397,7 @@ cdef class Proxy:
             self.finish_mapped(ctx, conn, reusable)
             return
         self.out.finish_relay(ctx)
-        ctx.integration_end = monotonic()
+        ctx.integration_end = event_time()
         (<Target>ctx.target).active -= 1
         ctx.upstream = None
         self.give_back(ctx, conn, reusable)
@@ -421,7 +422,7 @@ cdef class Proxy:
         body = b"".join(ctx.map_parts)
         headers = ctx.map_headers
         ctx.map_parts = ctx.map_headers = None
-        ctx.integration_end = monotonic()
+        ctx.integration_end = event_time()
         (<Target>ctx.target).active -= 1
         ctx.upstream = None
         self.give_back(ctx, conn, reusable)

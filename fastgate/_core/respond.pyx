@@ -14,8 +14,9 @@ from fastgate._core.fields cimport (
     connection_tokens_ptr, drop_named, forwarded_response_header,
 )
 from fastgate._core.headers cimport HeaderTransform, Template
+from fastgate._core.clock cimport event_epoch_ms, event_time, monotonic_coarse
 from fastgate._core.pipeline cimport (
-    RequestContext, Route, GatewayResponse, monotonic, monotonic_coarse, epoch_ms,
+    RequestContext, Route, GatewayResponse,
     BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE,
 )
 from fastgate._core.responses cimport status_line
@@ -384,7 +385,7 @@ cdef class Responder:
         cdef long long expires_ms
         if PyBytes_GET_SIZE(body) > (<SharedCache>snap.cache).max_entry_bytes:
             return
-        expires_ms = epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms
+        expires_ms = event_epoch_ms() + (<RouteCache>ctx.route.cache).ttl_ms
         (<SharedCache>snap.cache).put(ctx.cache_key, expires_ms, status, head, body)
         if snap.cache_redis is not None:
             # written by a task: the response does not wait for Redis
@@ -525,7 +526,7 @@ cdef class Responder:
     cdef void done(self, RequestContext ctx):
         """The response is fully written: log it, then the connection serves its next
         request or closes."""
-        ctx.end = monotonic()
+        ctx.end = event_time()
         self.log(ctx)
         self.down.served += 1
         self.down.exchange_over(ctx)
@@ -537,7 +538,7 @@ cdef class Responder:
         if snap is None:
             return
         if ctx.end == 0:
-            ctx.end = monotonic()
+            ctx.end = event_time()
         if ctx.status == 0:
             ctx.status = 499
         if ctx.api is not None and ctx.api.access_log is not None:

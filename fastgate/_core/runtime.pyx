@@ -13,7 +13,7 @@ from libc.string cimport memcpy
 
 from fastgate._core.buffers cimport Buf, buf_put, buf_shrink, buf_take
 from fastgate._core.metrics cimport SharedMetrics
-from fastgate._core.pipeline cimport monotonic, monotonic_coarse
+from fastgate._core.clock cimport monotonic, monotonic_coarse
 from fastgate._core.upstream cimport Target, UpstreamGroup
 
 cdef const char* HEX = "0123456789abcdef"

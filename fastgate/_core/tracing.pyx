@@ -9,7 +9,8 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memcmp
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 
-from fastgate._core.pipeline cimport RequestContext, Route, ApiStage, monotonic
+from fastgate._core.pipeline cimport RequestContext, Route, ApiStage
+from fastgate._core.clock cimport monotonic
 from fastgate._core.metrics cimport SharedMetrics
 from fastgate._core.upstream cimport Target
 

@@ -12,7 +12,7 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memmove
 
 from fastgate._core.buffers cimport Buf, buf_put, buf_shrink
-from fastgate._core.pipeline cimport monotonic_coarse, epoch_ms
+from fastgate._core.clock cimport monotonic_coarse, epoch_ms
 from fastgate._core.runtime cimport DL_WEBSOCKET, PAUSE_WS_BUSY
 
 cdef bytes GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455 section 1.3

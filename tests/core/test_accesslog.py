@@ -12,7 +12,8 @@ import pytest
 
 from fastgate._core import accesslog
 from fastgate._core.accesslog import AccessLog
-from fastgate._core.pipeline import RequestContext, Route, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import RequestContext, Route
 
 # 25/Nov/2026:09:29:35 +0000
 T0_MS = calendar.timegm((2026, 11, 25, 9, 29, 35)) * 1000 + 250

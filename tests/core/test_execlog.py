@@ -7,7 +7,8 @@ import pytest
 from fastgate._core import execlog
 from fastgate._core.execlog import ExecutionLog, parse_level
 from fastgate._core.metrics import SharedMetrics, level_of
-from fastgate._core.pipeline import ApiStage, RequestContext, Route, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import ApiStage, RequestContext, Route
 from fastgate.phases.auth import AuthResult
 
 API = ApiStage(api_id="a1b2c3d4e5", stage="prod")

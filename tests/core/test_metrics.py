@@ -7,7 +7,8 @@ import pytest
 from fastgate._core import metrics
 from fastgate._core.metrics import SharedMetrics, BUCKET_BOUNDS_S, level_of
 from prometheus_client.parser import text_string_to_metric_families
-from fastgate._core.pipeline import RequestContext, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import RequestContext
 
 
 def test_compiled_module_is_loaded():

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from fastgate._core import tail
-from fastgate._core.pipeline import ApiStage, RequestContext, Route, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import ApiStage, RequestContext, Route
 from fastgate._core.tail import TailRing
 from tests.core.test_metrics import _fork   # fork, run, os._exit with its outcome
 

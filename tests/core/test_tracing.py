@@ -7,7 +7,8 @@ import pytest
 
 from fastgate._core import tracing
 from fastgate._core.metrics import SharedMetrics
-from fastgate._core.pipeline import RequestContext, Route, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import RequestContext, Route
 from fastgate._core.tracing import (RECORD_FIELDS, SAMPLERS, Origin, Result, Tracer,
                                     parse_traceparent_value as tp, parse_xray_value as xr)
 

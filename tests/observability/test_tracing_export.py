@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fastgate._core.pipeline import ApiStage, RequestContext, Route, monotonic_s
+from fastgate._core.clock import monotonic_s
+from fastgate._core.pipeline import ApiStage, RequestContext, Route
 from fastgate._core.upstream import Target, UpstreamGroup
 from fastgate.observability.tracing_export import build_tracer, parse_spec, record_spans
 
