@@ -59,8 +59,8 @@ def test_import_deploy_patch_rollback_canary(gw, apigw, up):
     d1 = apigw.create_deployment(restApiId=api_id, stageName="prod", description="first",
                                  variables={"port": str(up.port), "v": "v1"})["id"]
     assert wait_until(lambda: served_path(gw) == "/echo/one/v1/x")
-    # every worker has it (two workers, several new connections)
-    assert all(served_path(gw) == "/echo/one/v1/x" for _ in range(10))
+    # every worker has it (two workers, several new connections; each builds it on its own)
+    assert wait_until(lambda: all(served_path(gw) == "/echo/one/v1/x" for _ in range(10)))
     # a REST API now owns /prod: an unknown method/path there is API Gateway's 403
     r = httpx.get(gw.url + "/prod", timeout=5)
     assert r.status_code == 403 and r.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
