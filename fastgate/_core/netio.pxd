@@ -46,6 +46,7 @@ cdef class Poller:
                                           # connection_lost ran (an event of the same wait may name them)
     cdef bint started                     # epfd is watched by the loop
     cdef int watch(self, Watched w, unsigned int events) except -1
+    cdef void unwatch(self, Watched w)    # out of the set, before w's fd is closed
     cdef void forget(self, Watched w)     # w's fd was closed: drop it after this iteration
 
 

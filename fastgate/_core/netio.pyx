@@ -109,6 +109,13 @@ cdef class Poller:
             self.loop.add_reader(self.epfd, self.ready)
         return 0
 
+    cdef void unwatch(self, Watched w):
+        # Not left to close(2): the kernel drops a file from an epoll set only when its last
+        # descriptor closes, and a child the worker forks (the functions pool: libuv's spawn
+        # is a plain fork) holds a copy of every descriptor until its exec. An event in that
+        # window would name a Stream already freed. One system call per connection.
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, w.fd, NULL)
+
     cdef void forget(self, Watched w):
         self.loop.call_soon(self.live.discard, w)
 
@@ -313,6 +320,7 @@ cdef class Stream(Watched):
             # failed, or cancelled in this same batch of events: _connect_done, a callback of
             # the next iteration, finds the socket closed here already
             self.state = S_CLOSED
+            self.poller.unwatch(self)
             self.sock.close()
             self.poller.forget(self)
             if not fut.done():
@@ -332,6 +340,7 @@ cdef class Stream(Watched):
         if fut.cancelled() and self.state == S_CONNECTING:
             self.connecting = None
             self.state = S_CLOSED
+            self.poller.unwatch(self)
             self.sock.close()
             self.poller.forget(self)
 
@@ -344,6 +353,7 @@ cdef class Stream(Watched):
         self.state = S_CLOSED
         self.wbuf = []
         self.wsize = 0
+        self.poller.unwatch(self)
         self.sock.close()
         if self.made:
             self.poller.loop.call_soon(self._lost, exc)
@@ -521,7 +531,7 @@ cdef class Listener(Watched):
         if self.closed:
             return
         self.closed = True
-        epoll_ctl(self.poller.epfd, EPOLL_CTL_DEL, self.fd, NULL)
+        self.poller.unwatch(self)
         self.sock.close()
         self.poller.forget(self)
 

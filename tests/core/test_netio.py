@@ -4,10 +4,12 @@ driven through real loopback sockets with asyncio's transport semantics."""
 import asyncio
 import os
 import resource
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 import uvloop
@@ -294,6 +296,43 @@ def test_write_eof_waits_for_the_buffer(loop, served):
     run_until(loop, lambda: p.data == b"still reading")
     p.transport.close()
     c.close()
+
+
+def epoll_targets():
+    """The descriptors every epoll set of this process watches (/proc/self/fdinfo)."""
+    targets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                targets |= {int(line.split()[1]) for line in f if line.startswith("tfd:")}
+        except OSError:
+            pass
+    return targets
+
+
+def test_a_closed_socket_leaves_the_epoll_set_while_a_forked_child_holds_a_copy(loop, served):
+    """A child between fork and exec (the functions pool spawning a process) holds a copy of
+    every descriptor: close(2) alone would leave the socket in the set, and its next event
+    would name a freed Stream."""
+    c, p = connected(loop, served)
+    fd = p.transport.get_extra_info("socket").fileno()
+    assert fd in epoll_targets()
+    pid = os.fork()
+    if pid == 0:                        # the child: hold the copies a while, then go
+        time.sleep(5)
+        os._exit(0)
+    try:
+        p.transport.abort()
+        assert fd not in epoll_targets()
+        c.sendall(b"after the close")   # an event on the socket the child still holds
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert p.events == ["made", "lost"]
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        c.close()
 
 
 def test_a_reset_reaches_connection_lost_as_the_error(loop, served):
