@@ -319,10 +319,7 @@ cdef class Stream(Watched):
         if err or fut.done():
             # failed, or cancelled in this same batch of events: _connect_done, a callback of
             # the next iteration, finds the socket closed here already
-            self.state = S_CLOSED
-            self.poller.unwatch(self)
-            self.sock.close()
-            self.poller.forget(self)
+            self.finish(None)
             if not fut.done():
                 fut.set_exception(os_error(err))
             return
@@ -339,15 +336,13 @@ cdef class Stream(Watched):
     def _connect_done(self, fut):
         if fut.cancelled() and self.state == S_CONNECTING:
             self.connecting = None
-            self.state = S_CLOSED
-            self.poller.unwatch(self)
-            self.sock.close()
-            self.poller.forget(self)
+            self.finish(None)
 
     # --- the end -------------------------------------------------------------------------
 
     cdef void finish(self, object exc):
-        """Close the socket now; connection_lost comes on the next loop iteration."""
+        """Close the socket now; connection_lost comes on the next loop iteration (a socket
+        whose connect failed or was cancelled had no protocol call yet, and gets none)."""
         if self.state == S_CLOSED:
             return
         self.state = S_CLOSED
