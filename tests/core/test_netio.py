@@ -218,27 +218,14 @@ def test_pausing_inside_data_received_holds_the_rest(loop, served):
     c.close()
 
 
-def test_a_fast_peer_is_read_in_bursts_and_the_loop_runs_between(loop):
+def test_a_fast_peer_is_read_in_bursts_and_the_loop_runs_between(loop, served):
     """A peer with megabytes waiting is not read to its end in one callback: what the loop
     has due meanwhile (another socket, a connection_lost) runs between the bursts."""
-    poller = Poller(loop)
-    srv = socket.socket()
+    c, p = connected(loop, served)
     # room for all of it in the kernel before the first read (SO_RCVBUFFORCE: root, above rmem_max)
-    srv.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 16 << 20)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-    accepted, between = [], []
-
-    def factory():
-        p = Recorder()
-        accepted.append(p)
-        return p
-    listener = Listener(poller, srv, factory)
-    c = socket.create_connection(srv.getsockname())
-    run_until(loop, lambda: accepted)
-    p = accepted[0]
+    p.transport.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 16 << 20)
     p.transport.pause_reading()
-    c.setblocking(False)
     total = 0
     try:
         while total < 4 << 20:
@@ -247,7 +234,7 @@ def test_a_fast_peer_is_read_in_bursts_and_the_loop_runs_between(loop):
         pass
     assert total >= 2 << 20, "the kernel took too little for the test"
     loop.run_until_complete(asyncio.sleep(0.1))     # loopback delivers it all
-    seen = p.data_received
+    seen, between = p.data_received, []
 
     def first_read(data):
         if not p.data:
@@ -258,9 +245,6 @@ def test_a_fast_peer_is_read_in_bursts_and_the_loop_runs_between(loop):
     run_until(loop, lambda: len(p.data) == total)
     assert 0 < between[0] < total
     c.close()
-    listener.close()
-    loop.run_until_complete(asyncio.sleep(0))
-    poller.close()
 
 
 @pytest.mark.parametrize("keep_open", [False, True])
