@@ -58,6 +58,30 @@ def wait_until(pred, timeout: float = 8.0, step: float = 0.05):
     raise AssertionError("condition not reached in time")
 
 
+def worker_of(response: httpx.Response) -> str:
+    """Which worker answered: each draws its own x-request-id prefix."""
+    return response.headers["x-request-id"][:13]
+
+
+def wait_every_worker(gw: Gateway, request, ok=lambda r: r.status_code == 200,
+                      timeout: float = 15.0) -> None:
+    """Poll `request()` (a new connection each time, so the kernel picks the worker) until
+    every worker of `gw` has answered with a response `ok` accepts. Workers build a change
+    each on its own, seconds apart on a loaded machine; one that has built it keeps it, so
+    after this any connection sees it."""
+    seen = set()
+
+    def every() -> bool:
+        r = request()
+        if ok(r):
+            seen.add(worker_of(r))
+        return len(seen) == gw.n_workers
+    try:
+        wait_until(every, timeout)
+    except AssertionError:
+        raise AssertionError(f"{len(seen)} of {gw.n_workers} workers serve the change") from None
+
+
 def listening_table() -> list[tuple[int, int, int]]:
     """(port, inode, connections waiting in its accept queue) of every listening TCP socket
     (for a listening socket, /proc/net/tcp's rx_queue is its accept queue)."""
@@ -154,6 +178,7 @@ class Gateway:
 
     def __init__(self, tmp_path: Path, config: str, workers: int = 1, admin: bool = True,
                  args: tuple = (), env: dict | None = None, listener: str = ""):
+        self.n_workers = workers
         self.port = free_port()
         self.admin_port = free_port() if admin else None
         while self.admin_port == self.port:   # two free ports asked for apart can be the same one

@@ -11,7 +11,7 @@ import boto3
 import httpx
 import pytest
 
-from conftest import Gateway, wait_until
+from conftest import FRESH, Gateway, wait_every_worker, wait_until
 
 KEY, SECRET = "AKIAFASTGATETEST03", "keys-test-secret"
 
@@ -59,7 +59,8 @@ def test_key_required_throttle_quota_and_usage(gw):
                                  quota={"limit": 8, "period": "DAY"})
     other = c.create_api_key(name="stranger", enabled=True)
     url = f"{gw.url}/prod/paid"
-    wait_until(lambda: httpx.get(f"{gw.url}/prod/free", timeout=5).status_code == 200, timeout=10)
+    # two workers, each building the deployment on its own: both serve it before the refusals
+    wait_every_worker(gw, lambda: FRESH.get(f"{gw.url}/prod/free"))
 
     r = httpx.get(url, timeout=5)
     assert r.status_code == 403 and r.json() == {"message": "Forbidden"}
@@ -68,28 +69,29 @@ def test_key_required_throttle_quota_and_usage(gw):
     # a valid key in no plan of this stage
     assert httpx.get(url, headers={"x-api-key": other["value"]}, timeout=5).status_code == 403
 
-    wait_until(lambda: httpx.get(url, headers={"x-api-key": key["value"]}, timeout=5).status_code == 200,
-               timeout=10)
+    # the keyed calls share one kept-alive connection, so one worker: the one that was seen to
+    # hold the key (the buckets and the quota are shared by the workers all the same)
     with httpx.Client(timeout=5, headers={"x-api-key": key["value"]}) as s:
+        wait_until(lambda: s.get(url).status_code == 200, timeout=10)
         statuses = [s.get(url) for _ in range(6)]
-    codes = [r.status_code for r in statuses]
-    # burst 5 (one was spent above): 4 more pass, then the plan's throttle answers 429
-    assert codes[:4] == [200] * 4 and codes[4] == 429, codes
-    assert statuses[4].json() == {"message": "Too Many Requests"}
-    assert "retry-after" in statuses[4].headers
+        codes = [r.status_code for r in statuses]
+        # burst 5 (one was spent above): 4 more pass, then the plan's throttle answers 429
+        assert codes[:4] == [200] * 4 and codes[4] == 429, codes
+        assert statuses[4].json() == {"message": "Too Many Requests"}
+        assert "retry-after" in statuses[4].headers
 
-    # the quota: 8 a day; after the throttle refills (0.5/s) the rest of the day's 8 pass
-    passed = 5
-    import time
-    deadline = time.monotonic() + 20
-    last = None
-    while time.monotonic() < deadline:
-        last = httpx.get(url, headers={"x-api-key": key["value"]}, timeout=5)
-        if last.status_code == 200:
-            passed += 1
-        elif last.json() == {"message": "Limit Exceeded"}:
-            break
-        time.sleep(0.5)
+        # the quota: 8 a day; after the throttle refills (0.5/s) the rest of the day's 8 pass
+        passed = 5
+        import time
+        deadline = time.monotonic() + 20
+        last = None
+        while time.monotonic() < deadline:
+            last = s.get(url)
+            if last.status_code == 200:
+                passed += 1
+            elif last.json() == {"message": "Limit Exceeded"}:
+                break
+            time.sleep(0.5)
     assert passed == 8 and last.status_code == 429 and last.json() == {"message": "Limit Exceeded"}
 
     # usage: the 8 calls that passed the quota, counted by the workers, flushed by the admin process
@@ -214,9 +216,12 @@ def test_an_update_usage_grant_ends_with_its_period_not_at_the_next_reload(gw, t
     from fastgate.control.store import Store
     c, key, plan = plan_with_key(gw, name="one", quota={"limit": 1, "period": "DAY"})
     url = f"{gw.url}/prod/paid"
+    # one kept-alive connection, so one worker throughout: each worker builds every change
+    # (the plan's key, the grant, its end) on its own
+    client = httpx.Client(timeout=5, headers={"x-api-key": key["value"]})
 
     def call():
-        return httpx.get(url, headers={"x-api-key": key["value"]}, timeout=5)
+        return client.get(url)
     wait_until(lambda: call().status_code == 200, timeout=10)
     assert call().json() == {"message": "Limit Exceeded"}
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
@@ -241,4 +246,5 @@ def test_an_update_usage_grant_ends_with_its_period_not_at_the_next_reload(gw, t
     time.sleep(max(0.0, ends_s - time.time()) + 1.0)
     # the plan's own quota again (1, already used): no reload happened since
     r = call()
+    client.close()
     assert r.status_code == 429 and r.json() == {"message": "Limit Exceeded"}

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from conftest import FRESH, Gateway, wait_until
+from conftest import FRESH, Gateway, wait_every_worker, wait_until
 
 KEY, SECRET = "AKIAFASTGATETEST01", "deploy-test-secret-key"
 CREDENTIALS = {"FASTGATE_ADMIN_ACCESS_KEY_ID": KEY, "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET}
@@ -52,33 +52,37 @@ def served_path(gw, path="/prod/x"):
     return r.json()["path"] if r.status_code == 200 else r.status_code
 
 
+def everywhere(gw, served: str, path="/prod/x") -> None:
+    """Until every worker (two; each builds a change on its own) has served `served`."""
+    wait_every_worker(gw, lambda: FRESH.get(gw.url + path),
+                      ok=lambda r: r.status_code == 200 and r.json()["path"] == served)
+
+
 def test_import_deploy_patch_rollback_canary(gw, apigw, up):
     api = apigw.import_rest_api(body=doc("one"))
     api_id = api["id"]
     assert served_path(gw) == 404            # nothing deployed yet: the top level answers
     d1 = apigw.create_deployment(restApiId=api_id, stageName="prod", description="first",
                                  variables={"port": str(up.port), "v": "v1"})["id"]
-    assert wait_until(lambda: served_path(gw) == "/echo/one/v1/x")
-    # every worker has it (two workers, several new connections; each builds it on its own)
-    assert wait_until(lambda: all(served_path(gw) == "/echo/one/v1/x" for _ in range(10)))
+    everywhere(gw, "/echo/one/v1/x")
     # a REST API now owns /prod: an unknown method/path there is API Gateway's 403
     r = httpx.get(gw.url + "/prod", timeout=5)
     assert r.status_code == 403 and r.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
 
     apigw.update_stage(restApiId=api_id, stageName="prod",
                        patchOperations=[{"op": "replace", "path": "/variables/v", "value": "v2"}])
-    assert wait_until(lambda: served_path(gw) == "/echo/one/v2/x")
+    everywhere(gw, "/echo/one/v2/x")
 
     # a new version of the API, deployed: the stage moves to it
     apigw.put_rest_api(restApiId=api_id, mode="overwrite", body=doc("two"))
     assert served_path(gw) == "/echo/one/v2/x"   # not deployed yet: the stage keeps its deployment
     d2 = apigw.create_deployment(restApiId=api_id, stageName="prod", description="second")["id"]
-    assert wait_until(lambda: served_path(gw) == "/echo/two/v2/x")
+    everywhere(gw, "/echo/two/v2/x")
 
     # roll back: point the stage at the first deployment again
     apigw.update_stage(restApiId=api_id, stageName="prod",
                        patchOperations=[{"op": "replace", "path": "/deploymentId", "value": d1}])
-    assert wait_until(lambda: served_path(gw) == "/echo/one/v2/x")
+    everywhere(gw, "/echo/one/v2/x")
 
     # canary: half the traffic to deployment two, with its own variable
     apigw.update_stage(restApiId=api_id, stageName="prod", patchOperations=[
@@ -86,7 +90,7 @@ def test_import_deploy_patch_rollback_canary(gw, apigw, up):
         {"op": "replace", "path": "/canarySettings/percentTraffic", "value": "50"},
         {"op": "replace", "path": "/canarySettings/stageVariableOverrides/v", "value": "c"},
     ])
-    wait_until(lambda: served_path(gw) == "/echo/two/c/x", timeout=10)
+    everywhere(gw, "/echo/two/c/x")    # a worker that shows the canary has it
     seen = [served_path(gw) for _ in range(200)]
     assert set(seen) == {"/echo/one/v2/x", "/echo/two/c/x"}
     assert 60 <= seen.count("/echo/two/c/x") <= 140

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FRESH, Gateway, wait_until
+from conftest import FRESH, Gateway, wait_every_worker, wait_until
 
 KEY, SECRET = "AKIAFASTGATETEST09", "observe-test-secret"
 
@@ -68,7 +68,10 @@ def test_cloudwatch_series_match_the_traffic(gw):
                                throttle={"rateLimit": 0.01, "burstLimit": 100},
                                quota={"limit": 6, "period": "DAY"})
     c.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
-    wait_until(lambda: httpx.get(f"{gw.url}/prod/free/0", timeout=5).status_code == 200, timeout=10)
+    # the traffic below goes to both workers, which build each change on their own: one last
+    # change that costs no quota to see, and a wait until every worker serves it (and so the key)
+    c.create_deployment(restApiId=api_id, stageName="probe")
+    wait_every_worker(gw, lambda: FRESH.get(f"{gw.url}/probe/free/0"))
     wait_until(lambda: httpx.get(f"{gw.url}/prod/paid", headers={"x-api-key": key["value"]},
                                  timeout=5).status_code == 200, timeout=10)
     base = scrape(gw)

@@ -14,7 +14,8 @@ import time
 import httpx
 import pytest
 
-from conftest import FRESH, Gateway, free_port, listening_sockets, socket_inodes, wait_until
+from conftest import (FRESH, Gateway, free_port, listening_sockets, socket_inodes, wait_every_worker,
+                      wait_until)
 
 MOCK_ROUTES = """\
 access_log: {path: 'off'}
@@ -266,7 +267,7 @@ def test_sighup_reloads_without_closing_connections(gateway, upstream):
     integration: {type: mock, body: new route}
 """)
     os.kill(g.pid, signal.SIGHUP)
-    wait_until(lambda: FRESH.get(g.url + "/new").status_code == 200)
+    wait_every_worker(g, lambda: FRESH.get(g.url + "/new"))
     # the keep-alive connection opened before the reload sees the new route
     assert raw_get(keep, "/new") == (200, b"new route")
     assert raw_get(keep, "/hello") == (200, b"hello")

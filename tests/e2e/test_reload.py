@@ -303,7 +303,9 @@ def test_twenty_reloads_and_a_binary_upgrade_lose_nothing(tmp_path, upstream):
         # the old supervisor drained (its WebSockets just closed) and exited; the new one serves
         assert g.proc.wait(20) == 0
         assert new_pid != old_pid and alive(new_pid)
-        r = g.get("/v")
+        # (each worker builds the last version on its own: the one this connection reaches too)
+        r = wait_until(lambda: (r := g.get("/v")).headers.get("x-config-version") == "20" and r,
+                       timeout=10)
         assert (r.status_code, r.headers["x-config-version"]) == (200, "20")
         log = g.log()
         assert log.count("config reloaded (SIGHUP)") >= 10

@@ -288,6 +288,8 @@ def test_two_hosts_one_redis_sum_and_survive_an_outage(tmp_path, redis, upstream
             for gw in (a, b):
                 for stage in ("prod", "beta"):
                     assert wait_until(lambda: sent.probe(h, gw.url, one, stage), timeout=15)
+            # key two's was the last change (a build may hold one's and not yet two's)
+            assert wait_until(lambda: sent.probe(h, a.url, two, "beta"), timeout=15)
 
             sent.send(h, a.url, one, "prod", "/ok", b"a" * 10)
             sent.send(h, a.url, one, "prod", "/ok")

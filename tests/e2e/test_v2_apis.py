@@ -278,6 +278,8 @@ def test_tls_config_server_name_to_verify(gw, c, tmp_path):
                                          IntegrationUri=f"{backend.url}/name", PayloadFormatVersion="1.0",
                                          **({"TlsConfig": tls} if tls else {}))
             c.create_route(ApiId=api_id, RouteKey=f"GET /{key}", Target=f"integrations/{integ['IntegrationId']}")
+        # the last route made is served once it fails (before, it is a 404)
+        wait_until(lambda: call(gw, api_id, "/wrong").status_code >= 500, timeout=15)
         r = served(gw, api_id, "/named")               # the certificate is checked for that name
         assert r.text == "sni"
         assert call(gw, api_id, "/plain").status_code >= 500   # for 127.0.0.1 it is not valid
@@ -413,9 +415,11 @@ def test_routing_rules_choose_the_stage_before_the_mappings(gw, c):
     def path(p, **headers):
         r = httpx.get(f"{gw.url}{p}", headers={"Host": host, **headers}, timeout=10)
         return r.json()["path"] if r.status_code == 200 else r.status_code
-    wait_until(lambda: path("/orders/7") == "/echo/b/7", timeout=15)   # base path rule, stripped
+    # the priority-10 rule was the last change: once it is served, so is everything before it
+    wait_until(lambda: path("/orders/7", **{"x-version": "beta-2"}) == "/echo/b/orders/7",
+               timeout=15)                                      # priority 10 first
+    assert path("/orders/7") == "/echo/b/7"                         # base path rule, stripped
     assert path("/x") == "/echo"                                    # no rule matches: the mapping
-    assert path("/orders/7", **{"x-version": "beta-2"}) == "/echo/b/orders/7"   # priority 10 first
     assert path("/x", **{"X-VERSION": "Beta-2"}) == "/echo"         # the value glob is case-sensitive
     assert path("/ordersx") == "/echo"                              # a base path is whole segments
 

@@ -172,13 +172,22 @@ def test_chat_made_with_apigatewayv2(gateway, tmp_path, upstream):
             except InvalidStatus:
                 return None         # not yet reloaded: the stage is not there
             return ws
-        ws = None
-        for _ in range(60):
-            ws = await first()
-            if ws is not None:
+        # both workers serve the deployment (each builds it on its own) before a new connection
+        # is asserted on: probe until connections owned by each worker have answered
+        owners = set()
+        for _ in range(120):
+            probe = await first()
+            if probe is None:
+                await asyncio.sleep(0.25)
+                continue
+            await probe.send(json.dumps({"action": "whoami"}))
+            owners.add(owner_pid(json.loads(await asyncio.wait_for(probe.recv(), 15))["connectionId"]))
+            await probe.close()
+            if len(owners) == 2:
                 break
-            await asyncio.sleep(0.25)
-        assert ws is not None, "the deployed stage never answered"
+        assert len(owners) == 2, f"the deployed stage answered on {len(owners)} of 2 workers"
+        ws = await first()
+        assert ws is not None
         clients = [ws]
         # the REQUEST authorizer on $connect: no identity source 401, a Deny 403
         assert await refused(url) == 401
@@ -446,10 +455,23 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
                   REGION).add_auth(req)
         return {k: v for k, v in req.headers.items() if k.lower() != "host"}
 
+    mapped = f"ws://chat.example.com:{gw.port}/ws"
+
+    async def status_mapped(query: str = "", **kw) -> int:
+        return await status(mapped + query, sock=socket.create_connection(("127.0.0.1", gw.port)),
+                            **kw)
+
     async def scenario():
         base = f"ws://127.0.0.1:{gw.port}"
-        for _ in range(60):         # the automatic deployments reach the workers
-            if await status(f"{base}/shut") == 403 and await status(f"{base}/live") == 403:
+        # the automatic deployments and the API mapping reach the worker. The mapping was the
+        # last change: once it is served, so is everything before it (a build reads the whole
+        # state). A refusal proves nothing here (an unknown API is refused too): wait for the
+        # signed upgrade through the mapping to be accepted. Each attempt signs a request of its
+        # own: the gateway refuses a signature it has seen (replay protection).
+        for attempt in range(60):
+            query = f"?attempt={attempt}"
+            signed = signed_headers(f"http://chat.example.com:{gw.port}/ws{query}")
+            if await status_mapped(query, additional_headers=signed) == 101:
                 break
             await asyncio.sleep(0.25)
         assert await status(f"{base}/shut") == 403          # the MOCK's statusCode refuses
@@ -485,9 +507,8 @@ def test_connect_guards_and_stage_throttling(gateway, tmp_path):
             await ws.send("still there?")       # the connection stays
             assert json.loads(await asyncio.wait_for(ws.recv(), 15))["message"] == "Internal server error"
         # the custom domain's API mapping serves the (IAM) API under /ws
-        url = f"ws://chat.example.com:{gw.port}/ws"
-        assert await status(url, sock=socket.create_connection(("127.0.0.1", gw.port))) == 403
-        async with connect(url, open_timeout=15, sock=socket.create_connection(("127.0.0.1", gw.port)),
+        assert await status_mapped() == 403                 # unsigned
+        async with connect(mapped, open_timeout=15, sock=socket.create_connection(("127.0.0.1", gw.port)),
                            additional_headers=signed_headers(f"http://chat.example.com:{gw.port}/ws")) as ws:
             await ws.send("anything")
             assert await asyncio.wait_for(ws.recv(), 15) == "hello"
