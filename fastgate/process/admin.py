@@ -598,10 +598,10 @@ class Admin:
         self.configure_cache_flusher()
         flusher = self.start_usage_flusher()
         stop = loop.create_future()
-        from fastgate.process.signals import add_loop_signal_handlers
+        from fastgate.process.signals import Coalesced, add_loop_signal_handlers
         add_loop_signal_handlers(loop, {
             signal.SIGTERM: lambda: stop.done() or stop.set_result(None),
-            signal.SIGINT: lambda: None, signal.SIGHUP: self.reload,
+            signal.SIGINT: lambda: None, signal.SIGHUP: Coalesced(loop, self.reload),
             signal.SIGUSR1: lambda: None})
         loop.run_until_complete(stop)
         if server is not None:

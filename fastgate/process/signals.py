@@ -33,3 +33,26 @@ def add_loop_signal_handlers(loop, handlers: dict) -> None:
     for sig, callback in handlers.items():
         loop.add_signal_handler(sig, callback)
     loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, sigs)
+
+
+class Coalesced:
+    """A loop signal handler that runs `callback` once, on the loop's next turn, for however
+    many times it was called before that. Signals that arrive while the loop is busy (a
+    worker building its snapshot) are all handled after, one call each: a burst of control-API
+    changes, a SIGHUP each, cost a lagging worker one whole build per signal, every build
+    reading the same, latest state. A build that starts after the last signal reads every
+    change that signal announced."""
+
+    def __init__(self, loop, callback):
+        self.loop = loop
+        self.callback = callback
+        self.queued = False
+
+    def __call__(self) -> None:
+        if not self.queued:
+            self.queued = True
+            self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self.queued = False
+        self.callback()

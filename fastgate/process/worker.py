@@ -24,7 +24,7 @@ from fastgate._core.client import protocol_factory
 from fastgate._core.netio import Listener, Poller
 from fastgate._core.runtime import Worker
 from fastgate.compile.snapshot import build_snapshot
-from fastgate.process.signals import add_loop_signal_handlers
+from fastgate.process.signals import Coalesced, add_loop_signal_handlers
 from fastgate.compile.tls import listener_tls_for
 from fastgate.observability.log import log
 
@@ -89,7 +89,7 @@ class WorkerProcess:
                 server = Listener(self.worker.poller, sock, protocol_factory(self.worker, port))
             self.servers.append(server)
         add_loop_signal_handlers(self.loop, {
-            signal.SIGTERM: self.drain, signal.SIGHUP: self.reload,
+            signal.SIGTERM: self.drain, signal.SIGHUP: Coalesced(self.loop, self.reload),
             signal.SIGUSR1: self.reopen_logs, signal.SIGUSR2: self.retire,
             # Ctrl-C in a terminal reaches every process of the group: the supervisor decides
             signal.SIGINT: lambda: None})
