@@ -350,7 +350,11 @@ class Dashboard:
     it reads admin.metrics, admin.loaded (config and control-plane state) and the
     listener's bound address."""
 
-    def __init__(self, admin, ring=None, data_dir: str | os.PathLike | None = None):
+    def __init__(self, admin, ring=None, data_dir: str | os.PathLike | None = None,
+                 since: tuple[float, int] | None = None):
+        """since: (epoch s, tail ticket) to count the tail from, taken as the admin process
+        started (before its state loaded, which can take seconds while workers serve);
+        None: from now."""
         from fastgate._core import tail
         self.admin = admin
         self.ring = ring if ring is not None else tail.installed()
@@ -368,14 +372,15 @@ class Dashboard:
         self.recent: deque = deque(maxlen=RECENT_TAIL)
         self.reading: Reading | None = None      # the ticker's latest, for per-second deltas
         self.reading_at = 0.0                    # when it was read, epoch s
-        self.tail_seq = self.ring.head if self.ring is not None else 0
+        if since is None:
+            since = (time.time(), self.ring.head if self.ring is not None else 0)
+        self.started_s, self.tail_seq = since
         self.tail_lost = 0
         self.error_types: Counter = Counter()    # gateway-response type -> requests, since start
         self.key_calls: Counter = Counter()      # API key id -> requests seen in the tail
         self.minute = None                       # the minute being summed, epoch s // 60
         self.minute_base: Reading | None = None
         self.minute_throttled = 0
-        self.started_s = time.time()
         self.ws_previous: tuple[dict, float] = ({}, 0.0)   # WebSocket counters at the last summary
         self.task: asyncio.Task | None = None
 

@@ -156,10 +156,11 @@ class ByteBudget:
 
 
 class Admin:
-    def __init__(self, sock, loader, metrics):
+    def __init__(self, sock, loader, metrics, since: tuple[float, int] | None = None):
         self.sock = sock
         self.loader = loader
         self.metrics = metrics
+        self.since = since          # (epoch s, tail ticket) at this process's start
         self.loaded = None
         self.checks: list[asyncio.Task] = []
         self.control = None         # the control API, opened by its first request
@@ -590,7 +591,7 @@ class Admin:
             server = loop.run_until_complete(asyncio.start_server(
                 self.handle, sock=self.sock, limit=MAX_ADMIN_REQUEST))
             from fastgate.observability.dashboard import Dashboard
-            self.dashboard = Dashboard(self)
+            self.dashboard = Dashboard(self, since=self.since)
             self.dashboard.start()
         self.start_checks()
         self.start_key_sync()
@@ -656,6 +657,7 @@ async def read_body(reader, length: int) -> bytes:
         raise ConnectionError("request body cut short") from None
 
 
-def run_admin(sock, loader, metrics) -> int:
+def run_admin(sock, loader, metrics, since: tuple[float, int] | None = None) -> int:
+    """`since`: (epoch s, tail ticket) when the supervisor started this process (Dashboard)."""
     set_role("fastgate-admin")
-    return Admin(sock, loader, metrics).run()
+    return Admin(sock, loader, metrics, since).run()

@@ -319,13 +319,17 @@ class Supervisor:
 
     def spawn_admin(self) -> None:
         from fastgate.process.admin import run_admin
+        # the dashboard counts the request tail from here, before the fork: the requests the
+        # workers serve while the admin process loads the state are counted too
+        ring = tail.installed()
+        since = (time.time(), ring.head if ring is not None else 0)
 
         def admin_main():
             # only workers accept: a listener copy held here would keep the port
             # accepting into a queue nobody serves once the workers drain
             for sock in all_sockets(self.listeners):
                 sock.close()
-            return run_admin(self.admin_socket, self.accepted_config, self.metrics)
+            return run_admin(self.admin_socket, self.accepted_config, self.metrics, since)
         self.admin_pid = self.fork(admin_main)
 
     def signal_children(self, sig: int, workers_sig: int | None = None) -> None:

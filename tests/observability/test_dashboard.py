@@ -141,3 +141,30 @@ def test_the_live_backlog_fills_the_time_before_the_live_points(tmp_path):
     # with live points, only the minutes that ended before the first of them
     d.points.append({"t": minute - 100, "rps": 1.0})
     assert [p["t"] for p in d.backlog(None, now)] == [minute - 210, minute - 100]
+
+
+def test_the_tail_is_counted_from_the_admin_process_start_not_from_the_dashboard(tmp_path):
+    """The error-type breakdown counts the requests the workers served while the admin
+    process loaded its state, before it made its Dashboard: from the supervisor's mark."""
+    from fastgate._core.tail import TailRing
+    from fastgate.observability.dashboard import Dashboard
+
+    class Admin:
+        sock = None
+        metrics = SharedMetrics.create(16)
+
+    ring = TailRing.create(16)
+    ring.write(status=404, error="NOT_FOUND")              # before the admin process started
+    since = (1_800_000_000.0, ring.head)
+    ring.write(status=404, error="NOT_FOUND")              # while it loads its state
+    ring.write(status=502, error="INTEGRATION_FAILURE")
+    d = Dashboard(Admin(), ring=ring, data_dir=tmp_path / "a", since=since)
+    ring.write(status=404, error="NOT_FOUND")              # once it is up
+    d.read_tail()
+    b = d.breakdown(read_metrics(Admin.metrics.render()))
+    assert {r["type"]: r["requests"] for r in b["by_type"]} == {"NOT_FOUND": 2, "INTEGRATION_FAILURE": 1}
+    assert (b["since_s"], b["by_type_exact"]) == (1_800_000_000, True)
+    # without a mark a dashboard counts from its own making
+    later = Dashboard(Admin(), ring=ring, data_dir=tmp_path / "b")
+    later.read_tail()
+    assert later.breakdown(read_metrics(Admin.metrics.render()))["by_type"] == []
