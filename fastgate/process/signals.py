@@ -37,11 +37,10 @@ def add_loop_signal_handlers(loop, handlers: dict) -> None:
 
 class Coalesced:
     """A loop signal handler that runs `callback` once, on the loop's next turn, for however
-    many times it was called before that. Signals that arrive while the loop is busy (a
-    worker building its snapshot) are all handled after, one call each: a burst of control-API
-    changes, a SIGHUP each, cost a lagging worker one whole build per signal, every build
-    reading the same, latest state. A build that starts after the last signal reads every
-    change that signal announced."""
+    many times it was called before that. uvloop calls a handler once per signal taken, so
+    SIGHUPs that arrive while the loop is busy (a worker building its snapshot) would each
+    cost a whole build after it, every build reading the same, latest state. A build that
+    starts after the last signal reads every change that signal announced."""
 
     def __init__(self, loop, callback):
         self.loop = loop
