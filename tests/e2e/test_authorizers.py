@@ -177,7 +177,12 @@ def test_update_authorizer_takes_effect_after_redeploy(deployed):
     tok = next(a for a in c.get_authorizers(restApiId=api["id"])["items"] if a["name"] == "tok")
     c.update_authorizer(restApiId=api["id"], authorizerId=tok["id"], patchOperations=[
         {"op": "replace", "path": "/identityValidationExpression", "value": "^allow-only$"}])
-    # not deployed yet: the stage still serves the old authorizer
+    # not deployed yet: the stage still serves the old authorizer. A stage made after the
+    # change, once served, shows that the worker has built it (a build reads the whole state)
+    prod = c.get_stage(restApiId=api["id"], stageName="prod")
+    c.create_stage(restApiId=api["id"], stageName="probe", deploymentId=prod["deploymentId"])
+    probe = f"{base.removesuffix('/prod')}/probe/open"
+    wait_until(lambda: httpx.get(probe, timeout=5).status_code == 200, timeout=15)
     assert httpx.get(f"{base}/token", headers={"Authorization": "allow"}, timeout=10).status_code == 200
     c.create_deployment(restApiId=api["id"], stageName="prod")
     # "allow" no longer matches the expression: 401 without calling the function

@@ -106,6 +106,16 @@ def served(gw, api_id, path, status=200, **kw) -> httpx.Response:
     return out[0]
 
 
+def settled(gw, c) -> None:
+    """Waits until every change made so far is served, for asserting what a change must NOT
+    do: a throwaway API made now (quick create) answers once a build holding it is served,
+    and a build reads the whole state."""
+    sentinel = c.create_api(Name="sentinel", ProtocolType="HTTP",
+                            Target=f"{gw.upstream.url}/echo")["ApiId"]
+    served(gw, sentinel, "/")
+    c.delete_api(ApiId=sentinel)
+
+
 def gone(gw, api_id, path) -> None:
     """Waits until a deleted API no longer answers: 403 for an unknown execute-api id (404
     when no API is left at all: the host is then no API's)."""
@@ -154,6 +164,7 @@ def test_lambda_payload_2_and_manual_deployment_to_a_stage(gw, c):
                                  IntegrationUri=fn_arn("backend"), PayloadFormatVersion="2.0")
     c.create_route(ApiId=api_id, RouteKey="GET /pets/{id}", Target=f"integrations/{integ['IntegrationId']}")
     c.create_stage(ApiId=api_id, StageName="prod", StageVariables={"color": "blue"})
+    settled(gw, c)
     r = call(gw, api_id, "/prod/pets/7")
     assert r.status_code == 404                 # a stage without a deployment serves nothing
     c.create_deployment(ApiId=api_id, StageName="prod")
@@ -164,6 +175,7 @@ def test_lambda_payload_2_and_manual_deployment_to_a_stage(gw, c):
     integ1 = c.create_integration(ApiId=api_id, IntegrationType="AWS_PROXY",
                                   IntegrationUri=fn_arn("backend"), PayloadFormatVersion="1.0")
     c.create_route(ApiId=api_id, RouteKey="GET /v1", Target=f"integrations/{integ1['IntegrationId']}")
+    settled(gw, c)
     assert call(gw, api_id, "/prod/v1").status_code == 404
     c.create_deployment(ApiId=api_id, StageName="prod")
     assert served(gw, api_id, "/prod/v1").json()["path"] == "/prod/v1"   # payload 1.0
