@@ -64,6 +64,14 @@ N_BUCKETS = len(BUCKET_BOUNDS_S) + 1   # the finite bounds and +Inf
 
 # ---------------------------------------------------------------- access
 
+def tail_mark(ring=None) -> tuple[float, int]:
+    """(now in epoch s, the request tail's next ticket): where a Dashboard starts counting.
+    ring: the installed one by default."""
+    from fastgate._core import tail
+    ring = ring if ring is not None else tail.installed()
+    return time.time(), ring.head if ring is not None else 0
+
+
 def is_loopback(host: str) -> bool:
     """Whether a bound address is reachable from this machine only: 127.0.0.0/8, ::1,
     and ::ffff:127.x.y.z. The unspecified 0.0.0.0 / :: is every interface, so no."""
@@ -372,9 +380,7 @@ class Dashboard:
         self.recent: deque = deque(maxlen=RECENT_TAIL)
         self.reading: Reading | None = None      # the ticker's latest, for per-second deltas
         self.reading_at = 0.0                    # when it was read, epoch s
-        if since is None:
-            since = (time.time(), self.ring.head if self.ring is not None else 0)
-        self.started_s, self.tail_seq = since
+        self.started_s, self.tail_seq = since if since is not None else tail_mark(self.ring)
         self.tail_lost = 0
         self.error_types: Counter = Counter()    # gateway-response type -> requests, since start
         self.key_calls: Counter = Counter()      # API key id -> requests seen in the tail

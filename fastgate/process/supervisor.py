@@ -318,11 +318,11 @@ class Supervisor:
         self.workers[pid] = worker_id
 
     def spawn_admin(self) -> None:
+        from fastgate.observability.dashboard import tail_mark
         from fastgate.process.admin import run_admin
         # the dashboard counts the request tail from here, before the fork: the requests the
         # workers serve while the admin process loads the state are counted too
-        ring = tail.installed()
-        since = (time.time(), ring.head if ring is not None else 0)
+        since = tail_mark()
 
         def admin_main():
             # only workers accept: a listener copy held here would keep the port
