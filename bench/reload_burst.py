@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
@@ -38,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 import boto3  # noqa: E402
 import httpx  # noqa: E402
 from botocore.config import Config  # noqa: E402
-from conftest import free_port, listening_sockets, socket_inodes, wait_port, wait_until  # noqa: E402
+from conftest import free_port, listening_sockets, socket_inodes, wait_every_worker, wait_port  # noqa: E402
 from fleet_propagation import openapi_doc  # noqa: E402
 
 KEY, SECRET = "AKIAFASTGATEBENCH03", "reload-burst-secret"
@@ -99,16 +100,16 @@ def main() -> None:
                                  "FASTGATE_ADMIN_SECRET_ACCESS_KEY": SECRET})
     url = f"http://127.0.0.1:{port}"
     try:
-        def client(api_id: str) -> httpx.Client:
-            return httpx.Client(base_url=url, timeout=60,
-                                headers={"Host": f"{api_id}.execute-api.localhost"})
+        fresh = httpx.Client(base_url=url, timeout=60, headers={"Connection": "close"})
+        gateway = SimpleNamespace(n_workers=args.workers)
 
-        def value(cl: httpx.Client) -> str | None:
-            r = cl.get("/prod/r0/x")
-            return r.json().get("v") if r.status_code == 200 else None
+        def served(api_id: str, v: str) -> None:
+            """Until every worker answers the API with stage variable v."""
+            wait_every_worker(
+                gateway, lambda: fresh.get("/prod/r0/x", headers={"Host": f"{api_id}.execute-api.localhost"}),
+                ok=lambda r: r.status_code == 200 and r.json().get("v") == v, timeout=120, step=0.002)
         wait_port(port, proc, timeout=120)
-        last = client(ids[-1])
-        wait_until(lambda: value(last) == "0", timeout=120, step=0.1)
+        served(ids[-1], "0")
         c = boto3.client("apigateway", endpoint_url=f"http://127.0.0.1:{admin_port}",
                          region_name="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET,
                          config=Config(retries={"max_attempts": 1}))
@@ -116,15 +117,6 @@ def main() -> None:
         def change(api_id: str, v: str) -> None:
             c.update_stage(restApiId=api_id, stageName="prod", patchOperations=[
                 {"op": "replace", "path": "/variables/v", "value": v}])
-
-        fresh = httpx.Client(base_url=url, timeout=60, headers={"Connection": "close"})
-
-        def served(api_id: str, v: str) -> None:
-            # every worker: new connections (the kernel picks the worker) until 8 in a row agree
-            def answer() -> str | None:
-                r = fresh.get("/prod/r0/x", headers={"Host": f"{api_id}.execute-api.localhost"})
-                return r.json().get("v") if r.status_code == 200 else None
-            wait_until(lambda: all(answer() == v for _ in range(8)), timeout=120, step=0.005)
 
         # one change alone, three times after a first that warms up (lazy imports on the
         # first reload): the median's CPU and time to be served everywhere
@@ -150,7 +142,8 @@ def main() -> None:
         waits: list[float] = []
 
         def traffic():
-            with client(ids[0]) as cl:
+            with httpx.Client(base_url=url, timeout=60,
+                              headers={"Host": f"{ids[0]}.execute-api.localhost"}) as cl:
                 while not stop.is_set():
                     t = time.monotonic()
                     cl.get("/prod/r1/x")

@@ -64,7 +64,7 @@ def worker_of(response: httpx.Response) -> str:
 
 
 def wait_every_worker(gw: Gateway, request, ok=lambda r: r.status_code == 200,
-                      timeout: float = 15.0) -> None:
+                      timeout: float = 15.0, step: float = 0.05) -> None:
     """Poll `request()` (a new connection each time, so the kernel picks the worker) until
     every worker of `gw` has answered with a response `ok` accepts. Workers build a change
     each on its own, seconds apart on a loaded machine; one that has built it keeps it, so
@@ -77,7 +77,7 @@ def wait_every_worker(gw: Gateway, request, ok=lambda r: r.status_code == 200,
             seen.add(worker_of(r))
         return len(seen) == gw.n_workers
     try:
-        wait_until(every, timeout)
+        wait_until(every, timeout, step)
     except AssertionError:
         raise AssertionError(f"{len(seen)} of {gw.n_workers} workers serve the change") from None
 
